@@ -1,0 +1,142 @@
+// Command avon is the AVON core: `avon server` runs it, and the other
+// subcommands operate it (`avon config validate`, and the operator CLI as it
+// grows), in the manner of vault and nomad. main only parses flags and hands
+// over to core/server.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	goplugin "github.com/hashicorp/go-plugin"
+
+	"github.com/avonzt/avon/core/server"
+	"github.com/avonzt/avon/core/pluginhost"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+const usage = `Usage: avon <command> [flags]
+
+Commands:
+  server            run the core:           avon server -config config.hcl
+  config validate   check a configuration:  avon config validate -config config.hcl
+  version           print the version
+`
+
+func main() {
+	// Plugins must never outlive the core, even on a panic.
+	defer goplugin.CleanupClients()
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	switch args[0] {
+	case "server":
+		return cmdServer(args[1:], stderr)
+	case "config":
+		if len(args) < 2 || args[1] != "validate" {
+			fmt.Fprint(stderr, "Usage: avon config validate -config FILE\n")
+			return 2
+		}
+		return cmdValidate(args[2:], stdout, stderr)
+	case "version", "-version", "--version":
+		fmt.Fprintln(stdout, "avon", version)
+		return 0
+	case "help", "-h", "-help", "--help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	}
+	fmt.Fprintf(stderr, "avon: unknown command %q\n\n%s", args[0], usage)
+	return 2
+}
+
+func configFlag(name string, args []string, stderr io.Writer) (string, bool) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", "config.hcl", "configuration file")
+	if err := fs.Parse(args); err != nil {
+		return "", false
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "avon %s: unexpected arguments %s\n", name, strings.Join(fs.Args(), " "))
+		return "", false
+	}
+	return *path, true
+}
+
+func cmdValidate(args []string, stdout, stderr io.Writer) int {
+	path, ok := configFlag("config validate", args, stderr)
+	if !ok {
+		return 2
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	v, err := server.Validate(ctx, server.Options{ConfigPath: path, Diagnostics: stderr}, pluginhost.Options{})
+	if err != nil {
+		if !errors.Is(err, server.ErrInvalidConfig) {
+			fmt.Fprintln(stderr, "avon config validate:", err)
+		}
+		return 1
+	}
+	v.Close()
+	fmt.Fprintf(stdout, "%s: configuration is valid (%d plugins checked)\n", path, len(v.Decoded))
+	return 0
+}
+
+func cmdServer(args []string, stderr io.Writer) int {
+	path, ok := configFlag("server", args, stderr)
+	if !ok {
+		return 2
+	}
+	ctx := context.Background()
+	startCtx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	srv, err := server.Start(startCtx, server.Options{ConfigPath: path, Diagnostics: stderr})
+	cancel()
+	if err != nil {
+		if !errors.Is(err, server.ErrInvalidConfig) {
+			fmt.Fprintln(stderr, "avon server:", err)
+		}
+		return 1
+	}
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	defer signal.Stop(sigs)
+	for sig := range sigs {
+		if sig == syscall.SIGHUP {
+			rctx, rcancel := context.WithTimeout(ctx, time.Minute)
+			rep, err := srv.Reload(rctx)
+			rcancel()
+			if err != nil {
+				fmt.Fprintln(stderr, "avon server: reload failed, configuration unchanged:", err)
+				continue
+			}
+			fmt.Fprintf(stderr, "avon server: reloaded: applied [%s]; needs restart [%s]\n",
+				strings.Join(rep.Applied, ", "), strings.Join(rep.NeedRestart, ", "))
+			continue
+		}
+		fmt.Fprintf(stderr, "avon server: %s received, shutting down\n", sig)
+		sctx, scancel := context.WithTimeout(ctx, 30*time.Second)
+		err := srv.Stop(sctx)
+		scancel()
+		if err != nil {
+			fmt.Fprintln(stderr, "avon server: shutdown:", err)
+			return 1
+		}
+		return 0
+	}
+	return 0
+}

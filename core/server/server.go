@@ -1,0 +1,335 @@
+// Package server wires the core together: it validates the whole
+// configuration (core blocks and every plugin's own body, against the schema
+// the plugin reports) before touching anything, then opens the store,
+// starts the plugins with the host services, serves the API, and handles
+// signals. It is the one wiring struct; cmd/avon is a thin main over it.
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/hcl/v2"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/avonzt/avon/core/api"
+	"github.com/avonzt/avon/core/audit"
+	"github.com/avonzt/avon/core/config"
+	"github.com/avonzt/avon/core/pluginhost"
+	"github.com/avonzt/avon/core/store"
+	"github.com/avonzt/avon/core/store/embedded"
+	sdkplugin "github.com/avonzt/avon/sdk/plugin"
+)
+
+// ErrInvalidConfig means the configuration had mistakes; they were written
+// to the diagnostics writer.
+var ErrInvalidConfig = errors.New("invalid configuration")
+
+// Options are the process-level inputs of the server.
+type Options struct {
+	ConfigPath  string
+	Logger      hclog.Logger // nil: built from the config's log settings
+	Diagnostics io.Writer    // where configuration mistakes are printed (stderr)
+	Rand        io.Reader    // the core RNG; nil: the operating system's
+}
+
+// Server is a running core.
+type Server struct {
+	opts     Options
+	cfg      *config.Config
+	log      hclog.Logger
+	registry *prometheus.Registry
+	store    store.KV
+	audit    *audit.Log
+	plugins  *pluginhost.Host
+	api      *api.Server
+
+	mu       sync.Mutex // guards stopped
+	stopped  bool
+}
+
+// Validated is a configuration that passed every check, with its plugins
+// launched and their configuration bodies decoded; Start or Close it.
+type Validated struct {
+	Config  *config.Config
+	Host    *pluginhost.Host
+	Decoded map[string][]byte // plugin id -> config JSON
+}
+
+// Close stops the launched plugins.
+func (v *Validated) Close() { v.Host.Stop() }
+
+func (o *Options) defaults() {
+	if o.Diagnostics == nil {
+		o.Diagnostics = os.Stderr
+	}
+	if o.Rand == nil {
+		o.Rand = rand.Reader
+	}
+}
+
+// NewLogger builds the core logger from the configuration.
+func NewLogger(cfg *config.Config, w io.Writer) hclog.Logger {
+	return hclog.New(&hclog.LoggerOptions{
+		Name:       "avon",
+		Level:      hclog.LevelFromString(cfg.LogLevel),
+		JSONFormat: cfg.LogFormat == "json",
+		Output:     w,
+	})
+}
+
+// Validate loads the configuration, launches each enabled plugin to learn
+// its schema, decodes and validates each plugin body, and returns the
+// result. Every mistake is printed with its position; nothing else starts.
+func Validate(ctx context.Context, opts Options, hostOpts pluginhost.Options) (*Validated, error) {
+	opts.defaults()
+	cfg, diags := config.Load(opts.ConfigPath)
+	if diags.HasErrors() {
+		var files map[string]*hcl.File
+		if cfg != nil {
+			files = cfg.Files
+		}
+		_ = config.WriteDiagnostics(opts.Diagnostics, files, diags)
+		return nil, fmt.Errorf("%s: %w", opts.ConfigPath, ErrInvalidConfig)
+	}
+	h := pluginhost.New(hostOpts)
+	byID := map[string]*config.Plugin{}
+	for _, p := range cfg.Plugin {
+		if p.Disabled {
+			continue
+		}
+		spec := pluginhost.Spec{
+			Kind: sdkplugin.Kind(p.Kind), Name: p.Name, Path: p.Command, Args: p.Args, Env: p.Env,
+			SHA256: p.SHA256, Uses: p.Uses, DataDir: filepath.Join(cfg.DataDir, "plugins", p.Kind+"-"+p.Name),
+		}
+		if _, err := h.Add(spec); err != nil {
+			h.Stop()
+			return nil, err
+		}
+		byID[spec.ID()] = p
+	}
+	if err := h.Launch(ctx); err != nil {
+		h.Stop()
+		d := hcl.Diagnostics{{Severity: hcl.DiagError, Summary: "Plugin failed to start", Detail: err.Error()}}
+		_ = config.WriteDiagnostics(opts.Diagnostics, cfg.Files, d)
+		return nil, fmt.Errorf("%s: %w", opts.ConfigPath, ErrInvalidConfig)
+	}
+	decoded := map[string][]byte{}
+	var all hcl.Diagnostics
+	for _, inst := range h.Instances() {
+		p := byID[inst.ID()]
+		js, d := p.DecodeConfig(cfg.EvalContext(), inst.Schema())
+		all = append(all, d...)
+		if d.HasErrors() {
+			continue
+		}
+		problems, err := inst.Validate(ctx, js)
+		if err != nil {
+			all = append(all, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Plugin could not validate its configuration",
+				Detail: err.Error(), Subject: p.DeclRange.Ptr()})
+			continue
+		}
+		for _, pr := range problems {
+			detail := pr.Detail
+			if pr.Attribute != "" {
+				detail = fmt.Sprintf("config.%s: %s", pr.Attribute, detail)
+			}
+			all = append(all, &hcl.Diagnostic{Severity: hcl.DiagError,
+				Summary: fmt.Sprintf("plugin %s: %s", inst.ID(), pr.Summary), Detail: detail, Subject: p.DeclRange.Ptr()})
+		}
+		decoded[inst.ID()] = js
+	}
+	if all.HasErrors() {
+		h.Stop()
+		_ = config.WriteDiagnostics(opts.Diagnostics, cfg.Files, all)
+		return nil, fmt.Errorf("%s: %w", opts.ConfigPath, ErrInvalidConfig)
+	}
+	return &Validated{Config: cfg, Host: h, Decoded: decoded}, nil
+}
+
+// HostOptions derives the plugin host options from a configuration.
+func HostOptions(cfg *config.Config, logger hclog.Logger, reg prometheus.Registerer, svc pluginhost.Services) pluginhost.Options {
+	return pluginhost.Options{
+		Logger:           logger,
+		Services:         svc,
+		Metrics:          pluginhost.NewMetrics(reg),
+		RequireChecksums: cfg.Plugins.RequireChecksums,
+		PluginLogLevel:   cfg.LogLevel,
+		StartTimeout:     cfg.Plugins.StartTimeout,
+		HealthInterval:   cfg.Plugins.HealthInterval,
+		BackoffMin:       cfg.Plugins.RestartBackoffMin,
+		BackoffMax:       cfg.Plugins.RestartBackoffMax,
+	}
+}
+
+// Start validates the configuration and brings the core up. On error
+// everything started is stopped again.
+func Start(ctx context.Context, opts Options) (*Server, error) {
+	opts.defaults()
+	// Parse once for log settings and the data dir; Validate re-reads the
+	// file so that what is validated is exactly what runs.
+	pre, diags := config.Load(opts.ConfigPath)
+	if diags.HasErrors() {
+		var files map[string]*hcl.File
+		if pre != nil {
+			files = pre.Files
+		}
+		_ = config.WriteDiagnostics(opts.Diagnostics, files, diags)
+		return nil, fmt.Errorf("%s: %w", opts.ConfigPath, ErrInvalidConfig)
+	}
+	log := opts.Logger
+	if log == nil {
+		log = NewLogger(pre, os.Stderr)
+	}
+	if err := os.MkdirAll(pre.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("data dir: %w", err)
+	}
+	s := &Server{opts: opts, log: log, registry: prometheus.NewRegistry()}
+	s.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	kv, err := openStore(ctx, pre)
+	if err != nil {
+		return nil, err
+	}
+	s.store = kv
+	s.audit = audit.New(kv, time.Now, log.Named("audit"))
+	svc := pluginhost.Services{Rand: opts.Rand, Clock: pluginhost.SystemClock{}, Store: kv, Audit: s.audit}
+
+	v, err := Validate(ctx, opts, HostOptions(pre, log, s.registry, svc))
+	if err != nil {
+		_ = kv.Close()
+		return nil, err
+	}
+	s.cfg, s.plugins = v.Config, v.Host
+	for _, inst := range s.plugins.Instances() {
+		inst.SetConfig(v.Decoded[inst.ID()])
+	}
+	if err := s.plugins.Configure(ctx); err != nil {
+		_ = kv.Close()
+		return nil, fmt.Errorf("start plugins: %w", err)
+	}
+	if err := s.startAPI(); err != nil {
+		s.plugins.Stop()
+		_ = kv.Close()
+		return nil, err
+	}
+	_ = s.audit.Emit(ctx, "core", auditEvent("core.start", "success"))
+	log.Info("avon core started", "config", opts.ConfigPath, "data_dir", s.cfg.DataDir, "plugins", len(s.plugins.Instances()))
+	return s, nil
+}
+
+func openStore(ctx context.Context, cfg *config.Config) (store.KV, error) {
+	switch cfg.Storage.Type {
+	case "", "embedded":
+		path := cfg.Storage.Path
+		if path == "" {
+			path = "avon.db"
+		}
+		if !filepath.IsAbs(path) {
+			path = filepath.Join(cfg.DataDir, path)
+		}
+		kv, err := embedded.Open(ctx, path)
+		if err != nil {
+			return nil, fmt.Errorf("open store: %w", err)
+		}
+		return kv, nil
+	}
+	return nil, fmt.Errorf("storage %q is not available in this build", cfg.Storage.Type)
+}
+
+func (s *Server) startAPI() error {
+	var cert tls.Certificate
+	var err error
+	if s.cfg.API.TLSCertFile != "" {
+		cert, err = tls.LoadX509KeyPair(s.cfg.API.TLSCertFile, s.cfg.API.TLSKeyFile)
+	} else {
+		host, _, _ := net.SplitHostPort(s.cfg.API.Listen)
+		hosts := []string{"localhost", "127.0.0.1", "::1"}
+		if host != "" && host != "0.0.0.0" && host != "::" {
+			hosts = append(hosts, host)
+		}
+		cert, err = api.LoadOrCreateSelfSigned(filepath.Join(s.cfg.DataDir, "api-tls"), hosts, s.opts.Rand, time.Now())
+	}
+	if err != nil {
+		return fmt.Errorf("api certificate: %w", err)
+	}
+	a, err := api.New(api.Options{
+		Listen:   s.cfg.API.Listen,
+		TLS:      &tls.Config{Certificates: []tls.Certificate{cert}},
+		Gatherer: s.registry,
+		Checks:   s.checks,
+		Logger:   s.log.Named("api"),
+	})
+	if err != nil {
+		return err
+	}
+	if err := a.Start(); err != nil {
+		return err
+	}
+	s.api = a
+	return nil
+}
+
+// checks are the readiness checks: the store and every plugin.
+func (s *Server) checks() []api.Check {
+	cs := []api.Check{{Name: "store", Fn: func(ctx context.Context) (string, error) {
+		return "", s.store.Ping(ctx)
+	}}}
+	for _, inst := range s.plugins.Instances() {
+		cs = append(cs, api.Check{Name: "plugin." + inst.ID(), Fn: func(context.Context) (string, error) {
+			st := inst.Status()
+			detail := fmt.Sprintf("state=%s restarts=%d pid=%d version=%s", st.State, st.Restarts, st.PID, st.Info.Version)
+			if st.State != pluginhost.StateRunning || !st.Healthy {
+				msg := st.Message
+				if msg == "" {
+					msg = string(st.State)
+				}
+				return detail, errors.New(msg)
+			}
+			return detail, nil
+		}})
+	}
+	return cs
+}
+
+// APIAddr returns the API's bound address.
+func (s *Server) APIAddr() string { return s.api.Addr() }
+
+// Plugins returns the plugin host.
+func (s *Server) Plugins() *pluginhost.Host { return s.plugins }
+
+// Config returns the configuration in force.
+func (s *Server) Config() *config.Config { return s.cfg }
+
+// Stop shuts everything down: API first, then plugins, then the store.
+func (s *Server) Stop(ctx context.Context) error {
+	s.mu.Lock()
+	if s.stopped {
+		s.mu.Unlock()
+		return nil
+	}
+	s.stopped = true
+	s.mu.Unlock()
+	var errs []error
+	if s.api != nil {
+		errs = append(errs, s.api.Shutdown(ctx))
+	}
+	_ = s.audit.Emit(ctx, "core", auditEvent("core.stop", "success"))
+	s.plugins.Stop()
+	errs = append(errs, s.store.Close())
+	s.log.Info("avon core stopped")
+	return errors.Join(errs...)
+}
+
+func pluginKind(k string) sdkplugin.Kind { return sdkplugin.Kind(k) }
