@@ -2,6 +2,7 @@ package pluginhost
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -57,6 +58,9 @@ func (o *Options) defaults() {
 	}
 	if o.PluginLogLevel == "" {
 		o.PluginLogLevel = "info"
+	}
+	if o.Services.Rand == nil {
+		o.Services.Rand = rand.Reader
 	}
 	if o.Services.Clock == nil {
 		o.Services.Clock = SystemClock{}
@@ -128,11 +132,17 @@ func (h *Host) Instances() []*Instance {
 	return out
 }
 
-// servicesFor returns the services as one instance sees them.
-func (h *Host) servicesFor(i *Instance) Services {
-	svc := h.opts.Services
-	svc.Store = store.Namespace(svc.Store, "plugins/"+string(i.spec.Kind)+"/"+i.spec.Name+"/")
-	return svc
+// hostFor returns the host services as one instance sees them: storage
+// confined to plugins/<kind>/<name>/.
+func (h *Host) hostFor(i *Instance) (*pluginHost, error) {
+	if h.opts.Services.Store == nil {
+		return nil, fmt.Errorf("plugin %s: no store configured for host services", i.id)
+	}
+	ns, err := store.NewNamespace(h.opts.Services.Store, "plugins/"+string(i.spec.Kind)+"/"+i.spec.Name+"/")
+	if err != nil {
+		return nil, fmt.Errorf("plugin %s: storage namespace: %w", i.id, err)
+	}
+	return newPluginHost(i.id, h.opts.Services, ns), nil
 }
 
 // Launch starts every added plugin process and reads its info and config

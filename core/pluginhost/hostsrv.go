@@ -7,12 +7,10 @@ import (
 	"io"
 	"time"
 
-	"google.golang.org/protobuf/types/known/timestamppb"
-
 	"github.com/avonzt/avon/core/store"
-	"github.com/avonzt/avon/sdk/errdef"
 	"github.com/avonzt/avon/sdk/host"
-	hostv1 "github.com/avonzt/avon/sdk/proto/host/v1"
+	"github.com/avonzt/avon/sdk/kms"
+	"github.com/avonzt/avon/sdk/pqc"
 )
 
 // Clock is the core's calibrated clock as the host services need it.
@@ -20,9 +18,9 @@ type Clock interface {
 	Now() host.Time
 }
 
-// SystemClock is the uncalibrated system clock: the default until the
-// calibration service runs. It reports itself calibrated with an unknown
-// (zero) uncertainty; calibration replaces it.
+// SystemClock is the system clock, used until the calibration service
+// provides the core's calibrated clock. It reports a zero uncertainty and
+// calibration age, and calibrated.
 type SystemClock struct{}
 
 // Now returns the system time.
@@ -42,40 +40,41 @@ type Services struct {
 	Audit AuditSink
 }
 
-// MaxRandomRequest bounds one Random call.
-const MaxRandomRequest = 1 << 16
-
-// hostServer serves avon.host.v1.Host to one plugin instance.
-type hostServer struct {
-	hostv1.UnimplementedHostServer
-	source string   // "<kind>.<name>", stamped on audit events
-	svc    Services // Store is already the plugin's namespace view
+// pluginHost is host.Host as one plugin instance sees it: served to the
+// plugin with host.Register over the broker.
+type pluginHost struct {
+	source  string // "<kind>.<name>", stamped on audit events
+	svc     Services
+	storage storageView
 }
 
-func (s *hostServer) Random(_ context.Context, req *hostv1.RandomRequest) (*hostv1.RandomResponse, error) {
-	n := int(req.GetLength())
-	if n <= 0 || n > MaxRandomRequest {
-		return nil, errdef.ToStatus(fmt.Errorf("random length %d outside 1..%d: %w", n, MaxRandomRequest, errdef.ErrInvalidArgument))
+func newPluginHost(source string, svc Services, ns store.KV) *pluginHost {
+	return &pluginHost{source: source, svc: svc, storage: storageView{kv: ns}}
+}
+
+func (h *pluginHost) Rand() io.Reader { return h.svc.Rand }
+
+func (h *pluginHost) Now(context.Context) (host.Time, error) { return h.svc.Clock.Now(), nil }
+
+func (h *pluginHost) Storage() host.Storage { return h.storage }
+
+func (h *pluginHost) Audit(ctx context.Context, ev host.Event) error {
+	if h.svc.Audit == nil {
+		return fmt.Errorf("no audit log: %w", host.ErrAuditFailed)
 	}
-	b := make([]byte, n)
-	if _, err := io.ReadFull(s.svc.Rand, b); err != nil {
-		clear(b)
-		return nil, errdef.ToStatus(fmt.Errorf("core rng: %v: %w", err, host.ErrRandomUnavailable))
+	if err := h.svc.Audit.Emit(ctx, h.source, ev); err != nil {
+		return fmt.Errorf("audit: %v: %w", err, host.ErrAuditFailed)
 	}
-	return &hostv1.RandomResponse{Random: b}, nil
+	return nil
 }
 
-func (s *hostServer) Now(context.Context, *hostv1.NowRequest) (*hostv1.NowResponse, error) {
-	t := s.svc.Clock.Now()
-	return &hostv1.NowResponse{
-		Time:             timestamppb.New(t.Time),
-		UncertaintyNs:    int64(t.Uncertainty),
-		CalibrationAgeNs: int64(t.CalibrationAge),
-		Calibrated:       t.Calibrated,
-	}, nil
-}
+// Wired plugins are served on their own broker streams, not through Host.
+func (h *pluginHost) KMS() (kms.KMS, error)      { return nil, host.ErrNotWired }
+func (h *pluginHost) PQC() (pqc.Provider, error) { return nil, host.ErrNotWired }
 
-// storeErr maps core store errors onto the host protocol's.
+// storageView maps the core store's errors onto the host protocol's.
+type storageView struct{ kv store.KV }
+
 func storeErr(op, key string, err error) error {
 	var target error
 	switch {
@@ -88,59 +87,46 @@ func storeErr(op, key string, err error) error {
 	case errors.Is(err, store.ErrValueTooLarge):
 		target = host.ErrValueTooLarge
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
-		return errdef.ToStatus(err)
+		return err
 	default:
 		target = host.ErrStorageFailed
 	}
-	return errdef.ToStatus(fmt.Errorf("storage %s %q: %v: %w", op, key, err, target))
+	return fmt.Errorf("storage %s %q: %v: %w", op, key, err, target)
 }
 
-func (s *hostServer) StorageGet(ctx context.Context, req *hostv1.StorageGetRequest) (*hostv1.StorageGetResponse, error) {
-	e, err := s.svc.Store.Get(ctx, req.GetKey())
+func (v storageView) Get(ctx context.Context, key string) (host.Entry, error) {
+	e, err := v.kv.Get(ctx, key)
 	if err != nil {
-		return nil, storeErr("get", req.GetKey(), err)
+		return host.Entry{}, storeErr("get", key, err)
 	}
-	return &hostv1.StorageGetResponse{Entry: &hostv1.Entry{Key: e.Key, Value: e.Value, Version: e.Version}}, nil
+	return host.Entry{Key: e.Key, Value: e.Value, Version: e.Version}, nil
 }
 
-func (s *hostServer) StoragePut(ctx context.Context, req *hostv1.StoragePutRequest) (*hostv1.StoragePutResponse, error) {
-	v, err := s.svc.Store.Put(ctx, req.GetKey(), req.GetValue(), store.PutOptions{Check: req.GetCheck(), Version: req.GetVersion()})
+func (v storageView) Put(ctx context.Context, key string, value []byte, o host.PutOptions) (int64, error) {
+	ver, err := v.kv.Put(ctx, key, value, store.PutOptions{Check: o.Check, Version: o.Version})
 	if err != nil {
-		return nil, storeErr("put", req.GetKey(), err)
+		return 0, storeErr("put", key, err)
 	}
-	return &hostv1.StoragePutResponse{Version: v}, nil
+	return ver, nil
 }
 
-func (s *hostServer) StorageDelete(ctx context.Context, req *hostv1.StorageDeleteRequest) (*hostv1.StorageDeleteResponse, error) {
-	if err := s.svc.Store.Delete(ctx, req.GetKey(), store.DeleteOptions{Check: req.GetCheck(), Version: req.GetVersion()}); err != nil {
-		return nil, storeErr("delete", req.GetKey(), err)
+func (v storageView) Delete(ctx context.Context, key string, o host.DeleteOptions) error {
+	if err := v.kv.Delete(ctx, key, store.DeleteOptions{Check: o.Check, Version: o.Version}); err != nil {
+		return storeErr("delete", key, err)
 	}
-	return &hostv1.StorageDeleteResponse{}, nil
+	return nil
 }
 
-func (s *hostServer) StorageList(ctx context.Context, req *hostv1.StorageListRequest) (*hostv1.StorageListResponse, error) {
-	es, err := s.svc.Store.List(ctx, store.ListOptions{Prefix: req.GetPrefix(), After: req.GetAfter(), Limit: int(req.GetLimit())})
+func (v storageView) List(ctx context.Context, o host.ListOptions) ([]host.Entry, error) {
+	es, err := v.kv.List(ctx, store.ListOptions{Prefix: o.Prefix, After: o.After, Limit: o.Limit})
 	if err != nil {
-		return nil, storeErr("list", req.GetPrefix(), err)
+		return nil, storeErr("list", o.Prefix, err)
 	}
-	out := &hostv1.StorageListResponse{Entries: make([]*hostv1.Entry, 0, len(es))}
+	out := make([]host.Entry, 0, len(es))
 	for _, e := range es {
-		out.Entries = append(out.Entries, &hostv1.Entry{Key: e.Key, Value: e.Value, Version: e.Version})
+		out = append(out, host.Entry{Key: e.Key, Value: e.Value, Version: e.Version})
 	}
 	return out, nil
 }
 
-func (s *hostServer) EmitAudit(ctx context.Context, req *hostv1.EmitAuditRequest) (*hostv1.EmitAuditResponse, error) {
-	ev := req.GetEvent()
-	if ev == nil || ev.GetAction() == "" {
-		return nil, errdef.ToStatus(fmt.Errorf("audit event without action: %w", errdef.ErrInvalidArgument))
-	}
-	err := s.svc.Audit.Emit(ctx, s.source, host.Event{
-		Action: ev.GetAction(), Target: ev.GetTarget(), Outcome: ev.GetOutcome(), Reason: ev.GetReason(),
-		Actor: ev.GetActor(), RequestID: ev.GetRequestId(), Fields: ev.GetFields(),
-	})
-	if err != nil {
-		return nil, errdef.ToStatus(fmt.Errorf("audit: %v: %w", err, host.ErrAuditFailed))
-	}
-	return &hostv1.EmitAuditResponse{}, nil
-}
+var _ host.Host = (*pluginHost)(nil)

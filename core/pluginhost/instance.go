@@ -17,12 +17,12 @@ import (
 	"google.golang.org/grpc"
 
 	sdkconfig "github.com/avonzt/avon/sdk/config"
+	"github.com/avonzt/avon/sdk/host"
 	"github.com/avonzt/avon/sdk/kms"
 	"github.com/avonzt/avon/sdk/kms/kmsrpc"
 	sdkplugin "github.com/avonzt/avon/sdk/plugin"
 	"github.com/avonzt/avon/sdk/pqc"
 	"github.com/avonzt/avon/sdk/pqc/pqcrpc"
-	hostv1 "github.com/avonzt/avon/sdk/proto/host/v1"
 	pluginv1 "github.com/avonzt/avon/sdk/proto/plugin/v1"
 )
 
@@ -304,9 +304,12 @@ func (i *Instance) configure(ctx context.Context, g *generation) error {
 			return s
 		}
 	}
-	hs := &hostServer{source: i.id, svc: i.host.servicesFor(i)}
+	hs, err := i.host.hostFor(i)
+	if err != nil {
+		return err
+	}
 	hostID := g.broker.NextId()
-	go g.broker.AcceptAndServe(hostID, newServer(func(s *grpc.Server) { hostv1.RegisterHostServer(s, hs) }))
+	go g.broker.AcceptAndServe(hostID, newServer(func(s *grpc.Server) { host.Register(s, hs) }))
 	uses := map[string]uint32{}
 	for kind, name := range i.spec.Uses {
 		target, ok := i.host.Get(sdkplugin.Kind(kind), name)

@@ -157,3 +157,13 @@ type Conn struct {
 func HostPluginSet(k Kind) map[int]goplugin.PluginSet {
 	return map[int]goplugin.PluginSet{ProtocolVersion: {string(k): &grpcPlugin{kind: k}}}
 }
+
+// PluginSet returns the kind and go-plugin plugin set that Serve would
+// serve for cfg; plugintest uses it to serve in-process.
+func PluginSet(cfg *ServeConfig) (Kind, goplugin.PluginSet, error) {
+	gp, err := grpcPluginFor(cfg)
+	if err != nil {
+		return "", nil, err
+	}
+	return gp.kind, goplugin.PluginSet{string(gp.kind): gp}, nil
+}
