@@ -16,7 +16,7 @@ import (
 // Serial measures one caller's latency; parallel the amortized cost.
 func BenchmarkCall(b *testing.B) {
 	f := &fixture{logs: &syncBuffer{}, reg: prometheus.NewRegistry(), audit: &recordingAudit{}, dir: b.TempDir()}
-	startWith(b, f, `{"label":"L"}`)
+	startWith(b, f, `{"label":"L","size":1}`)
 	ctx := context.Background()
 	raw := kmsv1.NewKMSClient(f.inst.gen.Load().conn)
 	hosted := f.inst.KMS()

@@ -58,6 +58,13 @@ func (a *recordingAudit) Emit(_ context.Context, source string, ev host.Event) e
 	return nil
 }
 
+func metricsFor(reg *prometheus.Registry) *Metrics {
+	if reg == nil {
+		return NewMetrics(nil)
+	}
+	return NewMetrics(reg)
+}
+
 type fixture struct {
 	host  *Host
 	inst  *Instance
@@ -71,7 +78,7 @@ func fastOptions(logs *syncBuffer, reg *prometheus.Registry, a *recordingAudit) 
 	return Options{
 		Logger:           hclog.New(&hclog.LoggerOptions{Output: logs, Level: hclog.Debug}),
 		Services:         Services{Store: memstore.New(), Audit: a},
-		Metrics:          NewMetrics(reg),
+		Metrics:          metricsFor(reg),
 		HealthInterval:   100 * time.Millisecond,
 		HealthTimeout:    200 * time.Millisecond,
 		HealthMisses:     2,
@@ -186,7 +193,7 @@ func TestCallsAndTypedErrors(t *testing.T) {
 }
 
 func TestDeadlinePropagates(t *testing.T) {
-	f := startTestPlugin(t, `{"label":"L"}`)
+	f := startTestPlugin(t, `{"label":"L","size":1}`)
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
 	start := time.Now()
@@ -200,7 +207,7 @@ func TestDeadlinePropagates(t *testing.T) {
 }
 
 func TestCrashRestartsAndRecovers(t *testing.T) {
-	f := startTestPlugin(t, `{"label":"L"}`)
+	f := startTestPlugin(t, `{"label":"L","size":1}`)
 	k := f.inst.KMS()
 	ctx := context.Background()
 	pid := f.inst.Status().PID
@@ -242,7 +249,7 @@ func TestCrashRestartsAndRecovers(t *testing.T) {
 }
 
 func TestCrashDuringCall(t *testing.T) {
-	f := startTestPlugin(t, `{"label":"L"}`)
+	f := startTestPlugin(t, `{"label":"L","size":1}`)
 	_, err := f.inst.KMS().GetKey(context.Background(), &kms.GetKeyRequest{ID: "crash"})
 	if !errors.Is(err, errdef.ErrPluginUnavailable) {
 		t.Fatalf("want plugin unavailable when it dies mid-call, got %v", err)
@@ -254,7 +261,7 @@ func TestCrashDuringCall(t *testing.T) {
 }
 
 func TestHealth(t *testing.T) {
-	f := startTestPlugin(t, `{"label":"L"}`)
+	f := startTestPlugin(t, `{"label":"L","size":1}`)
 	if err := os.WriteFile(filepath.Join(f.dir, "unhealthy"), nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -285,7 +292,7 @@ func TestHealth(t *testing.T) {
 }
 
 func TestStopLeavesNoProcess(t *testing.T) {
-	f := startTestPlugin(t, `{"label":"L"}`)
+	f := startTestPlugin(t, `{"label":"L","size":1}`)
 	pid := f.inst.Status().PID
 	f.host.Stop()
 	if !processGone(pid) {

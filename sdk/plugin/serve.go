@@ -44,13 +44,17 @@ type ServeConfig struct {
 	ParentWatchInterval time.Duration
 }
 
+// stderr is the process's standard error as it was before go-plugin's
+// Serve redirected os.Stderr into its stdio stream: the host reads this one.
+var stderr = os.Stderr
+
 // NewLogger returns the logger a plugin should use: hclog JSON on stderr at
 // the level the host asked for. The host re-emits each line under the
 // plugin's name. Never log secrets.
 func NewLogger() hclog.Logger {
 	return hclog.New(&hclog.LoggerOptions{
 		Level:      hclog.LevelFromString(os.Getenv(EnvLogLevel)),
-		Output:     os.Stderr,
+		Output:     stderr,
 		JSONFormat: true,
 	})
 }
