@@ -1,0 +1,604 @@
+// Package config reads the core's HCL v2 configuration (config.hcl).
+//
+// Core blocks are typed; each `plugin "<kind>" "<name>"` block's
+// `config { }` body stays opaque here and is decoded later against the schema
+// the plugin reports (Plugin.DecodeConfig). Every mistake is an
+// hcl.Diagnostic with file:line:col, and Load collects all of them rather
+// than stopping at the first; with any error it returns no Config.
+//
+// Expressions may call env("NAME") / env("NAME", "default") and
+// file("path") (relative to the configuration file's directory).
+//
+// The package only reads files: it starts nothing and creates nothing.
+package config
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/hcl/v2"
+	"github.com/hashicorp/hcl/v2/gohcl"
+	"github.com/hashicorp/hcl/v2/hclparse"
+	"github.com/zclconf/go-cty/cty"
+	"github.com/zclconf/go-cty/cty/function"
+
+	sdkconfig "github.com/avonzt/avon/sdk/config"
+)
+
+// Kinds are the plugin kinds a `plugin` block may name.
+var Kinds = []string{"kms", "ca", "acme", "policy", "pqc"}
+
+// StorageTypes are the known `storage` block types.
+var StorageTypes = []string{"embedded"}
+
+// Config is the core's configuration.
+type Config struct {
+	DataDir   string // absolute
+	LogLevel  string // trace|debug|info|warn|error
+	LogFormat string // text|json
+	API       API
+	Gateway   Gateway
+	Plugins   PluginSettings
+	Storage   Storage
+	Plugin    []*Plugin
+
+	// Files holds the parsed files, for printing diagnostics.
+	Files map[string]*hcl.File
+	dir   string // directory of the configuration file
+}
+
+// API is the `api` block.
+type API struct {
+	Listen      string // host:port, default 127.0.0.1:8443
+	TLSCertFile string // absolute; with TLSKeyFile, or neither
+	TLSKeyFile  string
+}
+
+// Gateway is the `gateway` block.
+type Gateway struct {
+	Listen     string         // UDP host:port, default 0.0.0.0:4600
+	TunnelCIDR netip.Prefix   // default 100.96.0.0/16
+	Routes     []netip.Prefix // protected networks
+}
+
+// PluginSettings is the `plugins` block.
+type PluginSettings struct {
+	Directory         string // absolute; where bare command names are found
+	RequireChecksums  bool
+	HealthInterval    time.Duration
+	RestartBackoffMin time.Duration
+	RestartBackoffMax time.Duration
+	StartTimeout      time.Duration
+}
+
+// Storage is the `storage "<type>"` block.
+type Storage struct {
+	Type string // "embedded"
+	Path string // embedded: the database file, absolute
+}
+
+// Plugin is a `plugin "<kind>" "<name>"` block.
+type Plugin struct {
+	Kind, Name string
+	Command    string // absolute path of the binary
+	Args       []string
+	Env        map[string]string
+	SHA256     string
+	Uses       map[string]string // kind -> name
+	Disabled   bool
+	// Config is the opaque `config { }` body; nil when absent.
+	Config    hcl.Body
+	DeclRange hcl.Range
+}
+
+var (
+	nameRE   = regexp.MustCompile(`^[a-z][a-z0-9_-]{0,62}$`)
+	sha256RE = regexp.MustCompile(`^[0-9a-f]{64}$`)
+)
+
+var rootSchema = &hcl.BodySchema{
+	Attributes: []hcl.AttributeSchema{{Name: "data_dir"}, {Name: "log_level"}, {Name: "log_format"}},
+	Blocks: []hcl.BlockHeaderSchema{
+		{Type: "api"}, {Type: "gateway"}, {Type: "plugins"},
+		{Type: "storage", LabelNames: []string{"type"}},
+		{Type: "plugin", LabelNames: []string{"kind", "name"}},
+	},
+}
+
+// Load reads and checks the configuration file at path.
+func Load(path string) (*Config, hcl.Diagnostics) {
+	src, err := os.ReadFile(path)
+	if err != nil {
+		return nil, hcl.Diagnostics{{Severity: hcl.DiagError, Summary: "Cannot read configuration file", Detail: err.Error()}}
+	}
+	return Parse(src, path)
+}
+
+// Parse checks configuration source. filename names it in diagnostics, and
+// relative paths resolve against its directory. On error the returned
+// Config is nil except for Files, which WriteDiagnostics needs.
+func Parse(src []byte, filename string) (*Config, hcl.Diagnostics) {
+	p := hclparse.NewParser()
+	f, diags := p.ParseHCL(src, filename)
+	files := p.Files()
+	if diags.HasErrors() {
+		return &Config{Files: files}, diags
+	}
+	abs, err := filepath.Abs(filename)
+	if err != nil {
+		abs = filename
+	}
+	c := &Config{Files: files, dir: filepath.Dir(abs)}
+	diags = append(diags, c.decode(f.Body)...)
+	if diags.HasErrors() {
+		return &Config{Files: files}, diags
+	}
+	return c, diags
+}
+
+// HasConfig reports whether c is a usable configuration (not the shell
+// returned with errors).
+func (c *Config) HasConfig() bool { return c != nil && c.dir != "" }
+
+// EvalContext returns the functions available in expressions, for the
+// plugin bodies decoded later.
+func (c *Config) EvalContext() *hcl.EvalContext {
+	dir := c.dir
+	return &hcl.EvalContext{Functions: map[string]function.Function{
+		"env": function.New(&function.Spec{
+			Params:   []function.Parameter{{Name: "name", Type: cty.String}},
+			VarParam: &function.Parameter{Name: "default", Type: cty.String},
+			Type:     function.StaticReturnType(cty.String),
+			Impl: func(args []cty.Value, _ cty.Type) (cty.Value, error) {
+				name := args[0].AsString()
+				if len(args) > 2 {
+					return cty.NilVal, fmt.Errorf("env takes a name and at most one default")
+				}
+				if v, ok := os.LookupEnv(name); ok {
+					return cty.StringVal(v), nil
+				}
+				if len(args) == 2 {
+					return args[1], nil
+				}
+				return cty.NilVal, fmt.Errorf("environment variable %s is not set (give a default: env(%q, \"...\"))", name, name)
+			},
+		}),
+		"file": function.New(&function.Spec{
+			Params: []function.Parameter{{Name: "path", Type: cty.String}},
+			Type:   function.StaticReturnType(cty.String),
+			Impl: func(args []cty.Value, _ cty.Type) (cty.Value, error) {
+				p := args[0].AsString()
+				if !filepath.IsAbs(p) {
+					p = filepath.Join(dir, p)
+				}
+				b, err := os.ReadFile(p)
+				if err != nil {
+					return cty.NilVal, fmt.Errorf("read %s: %v", p, err)
+				}
+				return cty.StringVal(string(b)), nil
+			},
+		}),
+	}}
+}
+
+func (c *Config) abs(p string) string {
+	if p == "" || filepath.IsAbs(p) {
+		return p
+	}
+	return filepath.Join(c.dir, p)
+}
+
+func errAt(r hcl.Range, summary, detail string) *hcl.Diagnostic {
+	return &hcl.Diagnostic{Severity: hcl.DiagError, Summary: summary, Detail: detail, Subject: r.Ptr()}
+}
+
+// attr decodes an optional attribute into target.
+func attr(ctx *hcl.EvalContext, attrs hcl.Attributes, name string, target any) (hcl.Range, bool, hcl.Diagnostics) {
+	a, ok := attrs[name]
+	if !ok {
+		return hcl.Range{}, false, nil
+	}
+	if _, diags := a.Expr.Value(ctx); diags.HasErrors() {
+		return a.Expr.Range(), true, diags // not followed by a type error on the unknown result
+	}
+	return a.Expr.Range(), true, gohcl.DecodeExpression(a.Expr, ctx, target)
+}
+
+func duration(ctx *hcl.EvalContext, attrs hcl.Attributes, name string, def time.Duration, target *time.Duration) hcl.Diagnostics {
+	*target = def
+	var s string
+	r, ok, diags := attr(ctx, attrs, name, &s)
+	if !ok || diags.HasErrors() {
+		return diags
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d <= 0 {
+		return hcl.Diagnostics{errAt(r, "Invalid duration", fmt.Sprintf("%s = %q: want a positive duration such as \"500ms\", \"10s\" or \"1m\".", name, s))}
+	}
+	*target = d
+	return nil
+}
+
+func singleton(blocks hcl.Blocks, typ string) (*hcl.Block, hcl.Diagnostics) {
+	var found *hcl.Block
+	var diags hcl.Diagnostics
+	for _, b := range blocks {
+		if b.Type != typ {
+			continue
+		}
+		if found != nil {
+			diags = append(diags, errAt(b.DefRange, fmt.Sprintf("Duplicate %s block", typ),
+				fmt.Sprintf("Only one %s block is allowed; the first is at %s.", typ, found.DefRange)))
+			continue
+		}
+		found = b
+	}
+	return found, diags
+}
+
+func (c *Config) decode(body hcl.Body) hcl.Diagnostics {
+	ctx := c.EvalContext()
+	content, diags := body.Content(rootSchema)
+
+	c.DataDir, c.LogLevel, c.LogFormat = "./data", "info", "text"
+	_, _, d := attr(ctx, content.Attributes, "data_dir", &c.DataDir)
+	diags = append(diags, d...)
+	c.DataDir = c.abs(c.DataDir)
+	if r, ok, d := attr(ctx, content.Attributes, "log_level", &c.LogLevel); ok {
+		diags = append(diags, d...)
+		if !d.HasErrors() && !oneOf(c.LogLevel, "trace", "debug", "info", "warn", "error") {
+			diags = append(diags, errAt(r, "Invalid log level", fmt.Sprintf("log_level = %q: use trace, debug, info, warn or error.", c.LogLevel)))
+		}
+	}
+	if r, ok, d := attr(ctx, content.Attributes, "log_format", &c.LogFormat); ok {
+		diags = append(diags, d...)
+		if !d.HasErrors() && !oneOf(c.LogFormat, "text", "json") {
+			diags = append(diags, errAt(r, "Invalid log format", fmt.Sprintf("log_format = %q: use text or json.", c.LogFormat)))
+		}
+	}
+
+	b, d := singleton(content.Blocks, "api")
+	diags = append(diags, d...)
+	diags = append(diags, c.decodeAPI(ctx, b)...)
+	b, d = singleton(content.Blocks, "gateway")
+	diags = append(diags, d...)
+	diags = append(diags, c.decodeGateway(ctx, b)...)
+	b, d = singleton(content.Blocks, "plugins")
+	diags = append(diags, d...)
+	diags = append(diags, c.decodePlugins(ctx, b)...)
+	b, d = singleton(content.Blocks, "storage")
+	diags = append(diags, d...)
+	diags = append(diags, c.decodeStorage(ctx, b)...)
+
+	seen := map[string]*Plugin{}
+	for _, blk := range content.Blocks {
+		if blk.Type != "plugin" {
+			continue
+		}
+		p, d := c.decodePlugin(ctx, blk)
+		diags = append(diags, d...)
+		if p == nil {
+			continue
+		}
+		id := p.Kind + "." + p.Name
+		if prev, dup := seen[id]; dup {
+			diags = append(diags, errAt(blk.DefRange, "Duplicate plugin",
+				fmt.Sprintf("plugin %q %q is already declared at %s.", p.Kind, p.Name, prev.DeclRange)))
+			continue
+		}
+		seen[id] = p
+		c.Plugin = append(c.Plugin, p)
+	}
+	diags = append(diags, c.checkUses(seen)...)
+	return diags
+}
+
+func oneOf(s string, opts ...string) bool {
+	for _, o := range opts {
+		if s == o {
+			return true
+		}
+	}
+	return false
+}
+
+func checkHostPort(r hcl.Range, name, v string) hcl.Diagnostics {
+	host, port, err := net.SplitHostPort(v)
+	if err == nil {
+		var n int
+		if _, serr := fmt.Sscanf(port, "%d", &n); serr != nil || n < 0 || n > 65535 {
+			err = fmt.Errorf("bad port %q", port)
+		}
+		if host != "" && net.ParseIP(host) == nil && host != "localhost" {
+			err = fmt.Errorf("host %q is not an IP address or localhost", host)
+		}
+	}
+	if err != nil {
+		return hcl.Diagnostics{errAt(r, "Invalid listen address", fmt.Sprintf("%s = %q: want host:port such as \"127.0.0.1:8443\" (%v).", name, v, err))}
+	}
+	return nil
+}
+
+func (c *Config) decodeAPI(ctx *hcl.EvalContext, b *hcl.Block) hcl.Diagnostics {
+	c.API = API{Listen: "127.0.0.1:8443"}
+	if b == nil {
+		return nil
+	}
+	content, diags := b.Body.Content(&hcl.BodySchema{Attributes: []hcl.AttributeSchema{
+		{Name: "listen"}, {Name: "tls_cert_file"}, {Name: "tls_key_file"}}})
+	if r, ok, d := attr(ctx, content.Attributes, "listen", &c.API.Listen); ok {
+		diags = append(diags, d...)
+		if !d.HasErrors() {
+			diags = append(diags, checkHostPort(r, "listen", c.API.Listen)...)
+		}
+	}
+	_, _, d := attr(ctx, content.Attributes, "tls_cert_file", &c.API.TLSCertFile)
+	diags = append(diags, d...)
+	_, _, d = attr(ctx, content.Attributes, "tls_key_file", &c.API.TLSKeyFile)
+	diags = append(diags, d...)
+	if (c.API.TLSCertFile == "") != (c.API.TLSKeyFile == "") {
+		diags = append(diags, errAt(b.DefRange, "Incomplete TLS settings", "Set both tls_cert_file and tls_key_file, or neither (a self-signed certificate is then made under data_dir)."))
+	}
+	c.API.TLSCertFile, c.API.TLSKeyFile = c.abs(c.API.TLSCertFile), c.abs(c.API.TLSKeyFile)
+	return diags
+}
+
+func parsePrefix(r hcl.Range, name, s string) (netip.Prefix, hcl.Diagnostics) {
+	p, err := netip.ParsePrefix(s)
+	if err != nil {
+		return netip.Prefix{}, hcl.Diagnostics{errAt(r, "Invalid CIDR", fmt.Sprintf("%s: %q is not a CIDR such as \"10.0.0.0/8\" (%v).", name, s, err))}
+	}
+	if p.Masked() != p {
+		return netip.Prefix{}, hcl.Diagnostics{errAt(r, "Invalid CIDR", fmt.Sprintf("%s: %q has host bits set; did you mean %q?", name, s, p.Masked()))}
+	}
+	return p, nil
+}
+
+func (c *Config) decodeGateway(ctx *hcl.EvalContext, b *hcl.Block) hcl.Diagnostics {
+	c.Gateway = Gateway{Listen: "0.0.0.0:4600", TunnelCIDR: netip.MustParsePrefix("100.96.0.0/16")}
+	if b == nil {
+		return nil
+	}
+	content, diags := b.Body.Content(&hcl.BodySchema{Attributes: []hcl.AttributeSchema{
+		{Name: "listen"}, {Name: "tunnel_cidr"}, {Name: "routes"}}})
+	if r, ok, d := attr(ctx, content.Attributes, "listen", &c.Gateway.Listen); ok {
+		diags = append(diags, d...)
+		if !d.HasErrors() {
+			diags = append(diags, checkHostPort(r, "listen", c.Gateway.Listen)...)
+		}
+	}
+	var cidr string
+	if r, ok, d := attr(ctx, content.Attributes, "tunnel_cidr", &cidr); ok {
+		diags = append(diags, d...)
+		if !d.HasErrors() {
+			p, d := parsePrefix(r, "tunnel_cidr", cidr)
+			diags = append(diags, d...)
+			c.Gateway.TunnelCIDR = p
+		}
+	}
+	var routes []string
+	if r, ok, d := attr(ctx, content.Attributes, "routes", &routes); ok {
+		diags = append(diags, d...)
+		for _, s := range routes {
+			p, d := parsePrefix(r, "routes", s)
+			diags = append(diags, d...)
+			if !d.HasErrors() {
+				c.Gateway.Routes = append(c.Gateway.Routes, p)
+			}
+		}
+	}
+	return diags
+}
+
+func (c *Config) decodePlugins(ctx *hcl.EvalContext, b *hcl.Block) hcl.Diagnostics {
+	c.Plugins = PluginSettings{Directory: c.abs("./bin")}
+	var diags hcl.Diagnostics
+	attrs := hcl.Attributes{}
+	if b != nil {
+		content, d := b.Body.Content(&hcl.BodySchema{Attributes: []hcl.AttributeSchema{
+			{Name: "directory"}, {Name: "require_checksums"}, {Name: "health_interval"},
+			{Name: "restart_backoff_min"}, {Name: "restart_backoff_max"}, {Name: "start_timeout"}}})
+		diags, attrs = d, content.Attributes
+	}
+	var dir string
+	if _, ok, d := attr(ctx, attrs, "directory", &dir); ok {
+		diags = append(diags, d...)
+		c.Plugins.Directory = c.abs(dir)
+	}
+	_, _, d := attr(ctx, attrs, "require_checksums", &c.Plugins.RequireChecksums)
+	diags = append(diags, d...)
+	diags = append(diags, duration(ctx, attrs, "health_interval", 10*time.Second, &c.Plugins.HealthInterval)...)
+	diags = append(diags, duration(ctx, attrs, "restart_backoff_min", 500*time.Millisecond, &c.Plugins.RestartBackoffMin)...)
+	diags = append(diags, duration(ctx, attrs, "restart_backoff_max", 30*time.Second, &c.Plugins.RestartBackoffMax)...)
+	diags = append(diags, duration(ctx, attrs, "start_timeout", 10*time.Second, &c.Plugins.StartTimeout)...)
+	if c.Plugins.RestartBackoffMax < c.Plugins.RestartBackoffMin && b != nil {
+		diags = append(diags, errAt(b.DefRange, "Invalid restart backoff", "restart_backoff_max is shorter than restart_backoff_min."))
+	}
+	return diags
+}
+
+func (c *Config) decodeStorage(ctx *hcl.EvalContext, b *hcl.Block) hcl.Diagnostics {
+	c.Storage = Storage{Type: "embedded", Path: filepath.Join(c.DataDir, "avon.db")}
+	if b == nil {
+		return nil
+	}
+	c.Storage.Type = b.Labels[0]
+	switch c.Storage.Type {
+	case "embedded":
+		content, diags := b.Body.Content(&hcl.BodySchema{Attributes: []hcl.AttributeSchema{{Name: "path"}}})
+		var p string
+		if _, ok, d := attr(ctx, content.Attributes, "path", &p); ok {
+			diags = append(diags, d...)
+			if !filepath.IsAbs(p) {
+				p = filepath.Join(c.DataDir, p)
+			}
+			c.Storage.Path = p
+		}
+		return diags
+	}
+	return hcl.Diagnostics{errAt(b.LabelRanges[0], "Unknown storage type",
+		fmt.Sprintf("storage %q is not known; known types: %s.", c.Storage.Type, strings.Join(StorageTypes, ", ")))}
+}
+
+var pluginSchema = &hcl.BodySchema{
+	Attributes: []hcl.AttributeSchema{
+		{Name: "command", Required: true}, {Name: "sha256"}, {Name: "args"}, {Name: "env"}, {Name: "uses"}, {Name: "enabled"},
+	},
+	Blocks: []hcl.BlockHeaderSchema{{Type: "config"}},
+}
+
+func (c *Config) decodePlugin(ctx *hcl.EvalContext, b *hcl.Block) (*Plugin, hcl.Diagnostics) {
+	p := &Plugin{Kind: b.Labels[0], Name: b.Labels[1], DeclRange: b.DefRange}
+	var diags hcl.Diagnostics
+	if !oneOf(p.Kind, Kinds...) {
+		diags = append(diags, errAt(b.LabelRanges[0], "Unknown plugin kind",
+			fmt.Sprintf("%q is not a plugin kind; valid kinds are %s.", p.Kind, strings.Join(Kinds, ", "))))
+	}
+	if !nameRE.MatchString(p.Name) {
+		diags = append(diags, errAt(b.LabelRanges[1], "Invalid plugin name",
+			fmt.Sprintf("%q: a plugin name starts with a lowercase letter and holds lowercase letters, digits, '-' and '_' (at most 63).", p.Name)))
+	}
+	content, d := b.Body.Content(pluginSchema)
+	diags = append(diags, d...)
+	var cmd string
+	if r, ok, d := attr(ctx, content.Attributes, "command", &cmd); ok {
+		diags = append(diags, d...)
+		switch {
+		case d.HasErrors():
+		case cmd == "":
+			diags = append(diags, errAt(r, "Empty plugin command", "command names the plugin binary."))
+		case filepath.IsAbs(cmd):
+			p.Command = cmd
+		case strings.ContainsRune(cmd, filepath.Separator):
+			p.Command = c.abs(cmd)
+		default:
+			p.Command = filepath.Join(c.Plugins.Directory, cmd)
+		}
+	}
+	if r, ok, d := attr(ctx, content.Attributes, "sha256", &p.SHA256); ok {
+		diags = append(diags, d...)
+		if !d.HasErrors() && !sha256RE.MatchString(p.SHA256) {
+			diags = append(diags, errAt(r, "Invalid sha256", fmt.Sprintf("sha256 = %q: want 64 lowercase hex characters (sha256sum of the binary).", p.SHA256)))
+		}
+	}
+	if c.Plugins.RequireChecksums && p.SHA256 == "" {
+		diags = append(diags, errAt(b.DefRange, "Missing plugin checksum",
+			fmt.Sprintf("plugins.require_checksums is true, so plugin %q %q needs sha256 = \"...\" (run: sha256sum %s).", p.Kind, p.Name, p.Command)))
+	}
+	_, _, d = attr(ctx, content.Attributes, "args", &p.Args)
+	diags = append(diags, d...)
+	_, _, d = attr(ctx, content.Attributes, "env", &p.Env)
+	diags = append(diags, d...)
+	_, _, d = attr(ctx, content.Attributes, "uses", &p.Uses)
+	diags = append(diags, d...)
+	enabled := true
+	_, _, d = attr(ctx, content.Attributes, "enabled", &enabled)
+	diags = append(diags, d...)
+	p.Disabled = !enabled
+	for _, blk := range content.Blocks {
+		if p.Config != nil {
+			diags = append(diags, errAt(blk.DefRange, "Duplicate config block", "A plugin has at most one config block."))
+			continue
+		}
+		p.Config = blk.Body
+	}
+	if diags.HasErrors() {
+		return nil, diags
+	}
+	return p, diags
+}
+
+func (c *Config) checkUses(byID map[string]*Plugin) hcl.Diagnostics {
+	var diags hcl.Diagnostics
+	ids := make([]string, 0, len(byID))
+	for id := range byID {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	for _, id := range ids {
+		p := byID[id]
+		for kind, name := range p.Uses {
+			target, ok := byID[kind+"."+name]
+			switch {
+			case !oneOf(kind, Kinds...):
+				diags = append(diags, errAt(p.DeclRange, "Invalid uses", fmt.Sprintf("uses: %q is not a plugin kind; valid kinds are %s.", kind, strings.Join(Kinds, ", "))))
+			case kind+"."+name == id:
+				diags = append(diags, errAt(p.DeclRange, "Invalid uses", "A plugin cannot use itself."))
+			case !ok:
+				diags = append(diags, errAt(p.DeclRange, "Unknown plugin in uses",
+					fmt.Sprintf("uses = { %s = %q }: no plugin %q %q is declared.", kind, name, kind, name)))
+			case target.Disabled && !p.Disabled:
+				diags = append(diags, errAt(p.DeclRange, "Disabled plugin in uses",
+					fmt.Sprintf("uses = { %s = %q }: that plugin has enabled = false.", kind, name)))
+			}
+		}
+	}
+	return diags
+}
+
+// DecodeConfig decodes the plugin's `config { }` body against the schema
+// the plugin reported and returns the JSON the plugin receives.
+func (p *Plugin) DecodeConfig(ctx *hcl.EvalContext, s sdkconfig.Schema) ([]byte, hcl.Diagnostics) {
+	js, diags := sdkconfig.Decode(p.Config, s, ctx)
+	for _, d := range diags {
+		if d.Subject == nil {
+			d.Subject = p.DeclRange.Ptr()
+		}
+		d.Summary = fmt.Sprintf("plugin %q %q: %s", p.Kind, p.Name, d.Summary)
+	}
+	return js, diags
+}
+
+// WriteDiagnostics prints each diagnostic as
+//
+//	config.hcl:12:8: error: Unknown plugin kind: "kmss" is not a plugin kind; ...
+//	   12 | plugin "kmss" "soft" {
+//	      |        ^^^^^^
+//
+// files (may be nil) supplies the source lines.
+func WriteDiagnostics(w io.Writer, files map[string]*hcl.File, diags hcl.Diagnostics) error {
+	for _, d := range diags {
+		sev := "error"
+		if d.Severity == hcl.DiagWarning {
+			sev = "warning"
+		}
+		msg := d.Summary
+		if d.Detail != "" {
+			msg += ": " + d.Detail
+		}
+		if d.Subject == nil {
+			if _, err := fmt.Fprintf(w, "%s: %s\n", sev, msg); err != nil {
+				return err
+			}
+			continue
+		}
+		r := *d.Subject
+		if _, err := fmt.Fprintf(w, "%s:%d:%d: %s: %s\n", r.Filename, r.Start.Line, r.Start.Column, sev, msg); err != nil {
+			return err
+		}
+		f := files[r.Filename]
+		if f == nil {
+			continue
+		}
+		lines := strings.Split(string(f.Bytes), "\n")
+		if r.Start.Line < 1 || r.Start.Line > len(lines) {
+			continue
+		}
+		line := strings.TrimRight(lines[r.Start.Line-1], "\r")
+		width := 1
+		if r.End.Line == r.Start.Line && r.End.Column > r.Start.Column {
+			width = r.End.Column - r.Start.Column
+		}
+		pad := strings.Repeat(" ", max(r.Start.Column-1, 0))
+		fmt.Fprintf(w, "%6d | %s\n       | %s%s\n", r.Start.Line, line, pad, strings.Repeat("^", width))
+	}
+	return nil
+}

@@ -1,0 +1,206 @@
+package config
+
+import (
+	"bytes"
+	"encoding/json"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/hcl/v2"
+	"github.com/zclconf/go-cty/cty"
+
+	sdkconfig "github.com/avonzt/avon/sdk/config"
+)
+
+func TestFullExample(t *testing.T) {
+	path, _ := filepath.Abs("testdata/full.hcl")
+	dir := filepath.Dir(path)
+	c, diags := Load(path)
+	if diags.HasErrors() {
+		var b bytes.Buffer
+		_ = WriteDiagnostics(&b, c.Files, diags)
+		t.Fatal(b.String())
+	}
+	checks := []struct {
+		name      string
+		got, want any
+	}{
+		{"data_dir", c.DataDir, filepath.Join(dir, "state")},
+		{"log_level", c.LogLevel, "debug"},
+		{"log_format", c.LogFormat, "json"},
+		{"api.listen", c.API.Listen, "127.0.0.1:9443"},
+		{"api.cert", c.API.TLSCertFile, filepath.Join(dir, "tls/api.crt")},
+		{"api.key", c.API.TLSKeyFile, "/etc/avon/api.key"},
+		{"gateway.cidr", c.Gateway.TunnelCIDR, netip.MustParsePrefix("100.64.0.0/10")},
+		{"gateway.routes", len(c.Gateway.Routes), 2},
+		{"plugins.dir", c.Plugins.Directory, "/opt/avon/plugins"},
+		{"plugins.require", c.Plugins.RequireChecksums, true},
+		{"plugins.health", c.Plugins.HealthInterval, 5 * time.Second},
+		{"plugins.backoff_min", c.Plugins.RestartBackoffMin, 250 * time.Millisecond},
+		{"plugins.start_timeout", c.Plugins.StartTimeout, 10 * time.Second},
+		{"storage.path", c.Storage.Path, filepath.Join(dir, "state/db/avon.db")},
+		{"plugins", len(c.Plugin), 3},
+		{"kms.command", c.Plugin[0].Command, "/opt/avon/plugins/kms-soft"},
+		{"kms.env", c.Plugin[0].Env["AVON_KMS_PASSPHRASE"], "fallback-pass"},
+		{"kms.args", strings.Join(c.Plugin[0].Args, " "), "-v"},
+		{"pqc.command", c.Plugin[1].Command, filepath.Join(dir, "local/pqc-slhdsa")},
+		{"pqc.disabled", c.Plugin[1].Disabled, true},
+		{"other.uses", c.Plugin[2].Uses["kms"], "soft"},
+	}
+	for _, ch := range checks {
+		if ch.got != ch.want {
+			t.Errorf("%s = %v, want %v", ch.name, ch.got, ch.want)
+		}
+	}
+	t.Setenv("AVON_TEST_PASS", "from-env-1234")
+	schema := sdkconfig.Schema{Attributes: []sdkconfig.Attribute{
+		{Name: "passphrase", Type: cty.String, Required: true, Sensitive: true},
+		{Name: "retries", Type: cty.Number},
+		{Name: "path", Type: cty.String, Default: cty.StringVal("ks")},
+	}}
+	js, diags := c.Plugin[0].DecodeConfig(c.EvalContext(), schema)
+	if diags.HasErrors() {
+		t.Fatal(diags)
+	}
+	var got map[string]any
+	_ = json.Unmarshal(js, &got)
+	if got["passphrase"] != "from-env-1234" || got["retries"] != 3.0 || got["path"] != "ks" {
+		t.Fatalf("decoded plugin config %s", js)
+	}
+}
+
+func TestDefaults(t *testing.T) {
+	c, diags := Parse([]byte(""), "/etc/avon/config.hcl")
+	if diags.HasErrors() {
+		t.Fatal(diags)
+	}
+	if c.DataDir != "/etc/avon/data" || c.API.Listen != "127.0.0.1:8443" || c.Storage.Type != "embedded" ||
+		c.Storage.Path != "/etc/avon/data/avon.db" || c.Plugins.Directory != "/etc/avon/bin" ||
+		c.Gateway.Listen != "0.0.0.0:4600" || c.Plugins.HealthInterval != 10*time.Second || c.LogLevel != "info" {
+		t.Fatalf("defaults: %+v", c)
+	}
+}
+
+// diagAt is an expected diagnostic: a summary fragment at line:col.
+type diagAt struct {
+	summary   string
+	line, col int
+	detail    string // fragment, optional
+}
+
+func TestDiagnostics(t *testing.T) {
+	tests := []struct {
+		name string
+		src  string
+		want []diagAt
+	}{
+		{"unknown attribute", "data_dirr = \"x\"\n", []diagAt{{"Unsupported argument", 1, 1, `Did you mean "data_dir"?`}}},
+		{"unknown block", "apii {\n}\n", []diagAt{{"Unsupported block type", 1, 1, `Did you mean "api"?`}}},
+		{"wrong type", "api {\n  listen = [1]\n}\n", []diagAt{{"Unsuitable value type", 2, 12, ""}}},
+		{"missing command", "plugin \"kms\" \"soft\" {\n}\n", []diagAt{{"Missing required argument", 1, 21, "command"}}},
+		{"unknown kind", "plugin \"kmss\" \"soft\" {\n  command = \"x\"\n}\n", []diagAt{{"Unknown plugin kind", 1, 8, "valid kinds are kms, ca, acme, policy, pqc"}}},
+		{"bad name", "plugin \"kms\" \"Soft!\" {\n  command = \"x\"\n}\n", []diagAt{{"Invalid plugin name", 1, 14, ""}}},
+		{"duplicate plugin", "plugin \"kms\" \"a\" {\n  command = \"x\"\n}\nplugin \"kms\" \"a\" {\n  command = \"y\"\n}\n",
+			[]diagAt{{"Duplicate plugin", 4, 1, "already declared at"}}},
+		{"duplicate api", "api {\n}\napi {\n}\n", []diagAt{{"Duplicate api block", 3, 1, "first is at"}}},
+		{"bad sha", "plugin \"kms\" \"a\" {\n  command = \"x\"\n  sha256 = \"XYZ\"\n}\n", []diagAt{{"Invalid sha256", 3, 12, "64 lowercase hex"}}},
+		{"checksum required", "plugins {\n  require_checksums = true\n}\nplugin \"kms\" \"a\" {\n  command = \"x\"\n}\n",
+			[]diagAt{{"Missing plugin checksum", 4, 1, "sha256sum"}}},
+		{"bad duration", "plugins {\n  health_interval = \"soon\"\n}\n", []diagAt{{"Invalid duration", 2, 21, "10s"}}},
+		{"bad listen", "api {\n  listen = \"nohost\"\n}\n", []diagAt{{"Invalid listen address", 2, 12, ""}}},
+		{"bad cidr", "gateway {\n  routes = [\"10.0.0.1/8\"]\n}\n", []diagAt{{"Invalid CIDR", 2, 12, `did you mean "10.0.0.0/8"`}}},
+		{"unknown storage", "storage \"mysql\" {\n}\n", []diagAt{{"Unknown storage type", 1, 9, "known types: embedded"}}},
+		{"uses unknown", "plugin \"ca\" \"d\" {\n  command = \"x\"\n  uses = { kms = \"nope\" }\n}\n", []diagAt{{"Unknown plugin in uses", 1, 1, `no plugin "kms" "nope"`}}},
+		{"tls half", "api {\n  tls_cert_file = \"a\"\n}\n", []diagAt{{"Incomplete TLS settings", 1, 1, ""}}},
+		{"env unset", "data_dir = env(\"AVON_SURELY_UNSET_VAR\")\n", []diagAt{{"Error in function call", 1, 12, "AVON_SURELY_UNSET_VAR is not set"}}},
+		{"bad log level", "log_level = \"loud\"\n", []diagAt{{"Invalid log level", 1, 13, ""}}},
+		{"syntax", "api {\n", []diagAt{{"Unclosed configuration block", 1, 5, ""}}},
+		{"several at once", "data_dirr = 1\nlog_level = \"loud\"\nplugin \"x\" \"y\" {\n  command = \"c\"\n}\n",
+			[]diagAt{{"Unsupported argument", 1, 1, ""}, {"Invalid log level", 2, 13, ""}, {"Unknown plugin kind", 3, 8, ""}}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c, diags := Parse([]byte(tc.src), "test.hcl")
+			if !diags.HasErrors() {
+				t.Fatal("no error")
+			}
+			if c.HasConfig() {
+				t.Fatal("a config was returned alongside errors")
+			}
+			if len(diags) != len(tc.want) {
+				t.Fatalf("got %d diagnostics, want %d: %v", len(diags), len(tc.want), diags)
+			}
+			for i, w := range tc.want {
+				d := diags[i]
+				if !strings.Contains(d.Summary, w.summary) || !strings.Contains(d.Detail, w.detail) {
+					t.Errorf("diag %d = %q / %q, want %q / %q", i, d.Summary, d.Detail, w.summary, w.detail)
+				}
+				if d.Subject == nil || d.Subject.Start.Line != w.line || d.Subject.Start.Column != w.col {
+					t.Errorf("diag %d %q at %v, want %d:%d", i, d.Summary, d.Subject, w.line, w.col)
+				}
+			}
+			var b bytes.Buffer
+			if err := WriteDiagnostics(&b, c.Files, diags); err != nil {
+				t.Fatal(err)
+			}
+			first := tc.want[0]
+			if !strings.Contains(b.String(), "test.hcl:"+itoa(first.line)+":"+itoa(first.col)+": error: ") {
+				t.Errorf("printed diagnostics lack file:line:col:\n%s", b.String())
+			}
+		})
+	}
+}
+
+func itoa(n int) string { return strconv.Itoa(n) }
+
+func TestFileFunction(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "pass.txt"), []byte("s3cret-pass"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	src := "plugin \"kms\" \"soft\" {\n  command = \"k\"\n  config {\n    passphrase = file(\"pass.txt\")\n  }\n}\n"
+	c, diags := Parse([]byte(src), filepath.Join(dir, "config.hcl"))
+	if diags.HasErrors() {
+		t.Fatal(diags)
+	}
+	s := sdkconfig.Schema{Attributes: []sdkconfig.Attribute{{Name: "passphrase", Type: cty.String}}}
+	js, diags := c.Plugin[0].DecodeConfig(c.EvalContext(), s)
+	if diags.HasErrors() || string(js) != `{"passphrase":"s3cret-pass"}` {
+		t.Fatalf("%s %v", js, diags)
+	}
+	src = strings.Replace(src, "pass.txt", "missing.txt", 1)
+	c, _ = Parse([]byte(src), filepath.Join(dir, "config.hcl"))
+	_, diags = c.Plugin[0].DecodeConfig(c.EvalContext(), s)
+	if !diags.HasErrors() || diags[0].Subject.Start.Line != 4 {
+		t.Fatalf("missing file: %v", diags)
+	}
+	// Plugin body mistakes carry the plugin's name and the body's position.
+	src = "plugin \"kms\" \"soft\" {\n  command = \"k\"\n  config {\n    passphras = \"x\"\n  }\n}\n"
+	c, _ = Parse([]byte(src), "c.hcl")
+	_, diags = c.Plugin[0].DecodeConfig(c.EvalContext(), s)
+	if !diags.HasErrors() || !strings.Contains(diags[0].Summary, `plugin "kms" "soft"`) || diags[0].Subject.Start.Line != 4 ||
+		!strings.Contains(diags[0].Detail, `Did you mean "passphrase"?`) {
+		t.Fatalf("plugin body diagnostics: %v", diags)
+	}
+	var _ hcl.Diagnostics = diags
+}
+
+func FuzzParse(f *testing.F) {
+	seed, _ := os.ReadFile("testdata/full.hcl")
+	f.Add(seed)
+	f.Add([]byte("plugin \"kms\" \"a\" { command = \"x\" uses = { kms = \"a\" } }"))
+	f.Add([]byte("api { listen = \"[::1]:1\" }"))
+	f.Fuzz(func(t *testing.T, src []byte) {
+		c, diags := Parse(src, "fuzz.hcl")
+		if diags.HasErrors() && c.HasConfig() {
+			t.Fatal("config returned with errors")
+		}
+		var b bytes.Buffer
+		_ = WriteDiagnostics(&b, c.Files, diags)
+	})
+}
