@@ -3,10 +3,10 @@ package pluginhost
 import (
 	"context"
 	"crypto/rand"
-	"errors"
 	"fmt"
 	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -145,10 +145,40 @@ func (h *Host) hostFor(i *Instance) (*pluginHost, error) {
 	return newPluginHost(i.id, h.opts.Services, ns), nil
 }
 
+// LaunchError lists the plugins that failed to launch, by ID.
+type LaunchError struct {
+	Failures map[string]error
+}
+
+func (e *LaunchError) Error() string {
+	ids := make([]string, 0, len(e.Failures))
+	for id := range e.Failures {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	var b strings.Builder
+	for k, id := range ids {
+		if k > 0 {
+			b.WriteString("; ")
+		}
+		b.WriteString(e.Failures[id].Error())
+	}
+	return b.String()
+}
+
+// Unwrap exposes every failure to errors.Is and errors.As.
+func (e *LaunchError) Unwrap() []error {
+	out := make([]error, 0, len(e.Failures))
+	for _, err := range e.Failures {
+		out = append(out, err)
+	}
+	return out
+}
+
 // Launch starts every added plugin process and reads its info and config
-// schema. On error every process started is killed.
+// schema. On error (a *LaunchError) every process started is killed.
 func (h *Host) Launch(ctx context.Context) error {
-	var errs []error
+	failures := map[string]error{}
 	var launched []*Instance
 	for _, i := range h.Instances() {
 		if i.gen.Load() != nil {
@@ -156,19 +186,19 @@ func (h *Host) Launch(ctx context.Context) error {
 		}
 		g, err := i.launch(ctx)
 		if err != nil {
-			errs = append(errs, err)
+			failures[i.id] = err
 			continue
 		}
 		i.gen.Store(g)
 		i.setState(StateLaunched, false, "")
 		launched = append(launched, i)
 	}
-	if len(errs) > 0 {
+	if len(failures) > 0 {
 		for _, i := range launched {
 			i.kill(i.gen.Load(), ErrStopped)
 			i.setState(StateStopped, false, "")
 		}
-		return errors.Join(errs...)
+		return &LaunchError{Failures: failures}
 	}
 	return nil
 }

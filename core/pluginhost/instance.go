@@ -209,7 +209,6 @@ func (i *Instance) launch(ctx context.Context) (*generation, error) {
 	}
 	cmd := exec.Command(i.spec.Path, i.spec.Args...)
 	cmd.Env = minimalEnv(i.spec.Env, i.host.opts.PluginLogLevel)
-	cmd.Dir = i.spec.DataDir
 	var secure *goplugin.SecureConfig
 	if sum != nil {
 		secure = &goplugin.SecureConfig{Checksum: sum, Hash: sha256.New()}

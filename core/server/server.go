@@ -15,6 +15,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"sort"
 	"sync"
 	"time"
 
@@ -121,7 +122,22 @@ func Validate(ctx context.Context, opts Options, hostOpts pluginhost.Options) (*
 	}
 	if err := h.Launch(ctx); err != nil {
 		h.Stop()
-		d := hcl.Diagnostics{{Severity: hcl.DiagError, Summary: "Plugin failed to start", Detail: err.Error()}}
+		var le *pluginhost.LaunchError
+		var d hcl.Diagnostics
+		if errors.As(err, &le) {
+			ids := make([]string, 0, len(le.Failures))
+			for id := range le.Failures {
+				ids = append(ids, id)
+			}
+			sort.Strings(ids)
+			for _, id := range ids {
+				ferr := le.Failures[id]
+				d = append(d, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Plugin " + id + " failed to start",
+					Detail: ferr.Error(), Subject: byID[id].DeclRange.Ptr()})
+			}
+		} else {
+			d = hcl.Diagnostics{{Severity: hcl.DiagError, Summary: "Plugins failed to start", Detail: err.Error()}}
+		}
 		_ = config.WriteDiagnostics(opts.Diagnostics, cfg.Files, d)
 		return nil, fmt.Errorf("%s: %w", opts.ConfigPath, ErrInvalidConfig)
 	}
