@@ -57,4 +57,3 @@ func BenchmarkCall(b *testing.B) {
 		})
 	})
 }
-

@@ -42,7 +42,9 @@ func (e *UnavailableError) Error() string {
 }
 
 // Unwrap matches ErrUnavailable and errdef.ErrPluginUnavailable.
-func (e *UnavailableError) Unwrap() []error { return []error{ErrUnavailable, errdef.ErrPluginUnavailable} }
+func (e *UnavailableError) Unwrap() []error {
+	return []error{ErrUnavailable, errdef.ErrPluginUnavailable}
+}
 
 // ChecksumError reports both hashes of a refused binary.
 type ChecksumError struct {

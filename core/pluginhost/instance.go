@@ -64,14 +64,14 @@ type Info struct {
 
 // Status is a snapshot of an instance for health endpoints.
 type Status struct {
-	Kind, Name    string
-	State         State
-	Healthy       bool
-	Message       string // last health message or error
-	Restarts      int
-	PID           int
-	Info          Info
-	Since         time.Time // when the current state began
+	Kind, Name string
+	State      State
+	Healthy    bool
+	Message    string // last health message or error
+	Restarts   int
+	PID        int
+	Info       Info
+	Since      time.Time // when the current state began
 }
 
 // generation is one live process of an instance.
@@ -98,7 +98,7 @@ type Instance struct {
 	sum     []byte // decoded pin, nil if none
 
 	gen  atomic.Pointer[generation] // nil while no process serves
-	wake chan struct{}             // a call saw the transport fail: check now
+	wake chan struct{}              // a call saw the transport fail: check now
 
 	mu        sync.Mutex // guards the fields below
 	state     State

@@ -56,8 +56,8 @@ type Server struct {
 	plugins  *pluginhost.Host
 	api      *api.Server
 
-	mu       sync.Mutex // guards stopped
-	stopped  bool
+	mu      sync.Mutex // guards stopped
+	stopped bool
 }
 
 // Validated is a configuration that passed every check, with its plugins

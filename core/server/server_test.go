@@ -238,7 +238,7 @@ plugin "kms" "two" {
 		"config.hcl:5:5: error: plugin \"kms\" \"test\": Unsupported argument", // schema: unknown attribute
 		`Did you mean "label"?`,
 		"config.hcl:6:14: error: plugin \"kms\" \"test\": Incorrect attribute value type", // schema: wrong type
-		"config.hcl:9:1: error: plugin kms.two: size must be positive",                   // the plugin's own validation
+		"config.hcl:9:1: error: plugin kms.two: size must be positive",                    // the plugin's own validation
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("diagnostics lack %q:\n%s", want, out)

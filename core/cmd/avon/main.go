@@ -18,8 +18,8 @@ import (
 
 	goplugin "github.com/hashicorp/go-plugin"
 
-	"github.com/avonzt/avon/core/server"
 	"github.com/avonzt/avon/core/pluginhost"
+	"github.com/avonzt/avon/core/server"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
