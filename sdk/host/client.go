@@ -36,7 +36,7 @@ type client struct {
 	storage *storageClient
 }
 
-func (c *client) Rand() io.Reader   { return c.rand }
+func (c *client) Rand() io.Reader  { return c.rand }
 func (c *client) Storage() Storage { return c.storage }
 
 func (c *client) Now(ctx context.Context) (Time, error) {

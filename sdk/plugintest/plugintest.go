@@ -109,8 +109,20 @@ type Started struct {
 }
 
 // Start runs bin as a real plugin process the way the core does and
-// configures it. The process is killed when the test ends.
+// configures it (failing the test if the plugin refuses). The process is
+// killed when the test ends.
 func Start(t testing.TB, bin Binary, kind plugin.Kind, opts Options) *Started {
+	t.Helper()
+	s := StartUnconfigured(t, bin, kind)
+	if ps, err := s.Configure(t, opts); err != nil || len(ps) > 0 {
+		t.Fatalf("plugintest: configure: %v %v", ps, err)
+	}
+	return s
+}
+
+// StartUnconfigured runs bin like Start but does not configure it: use
+// Configure to test how the plugin treats a configuration.
+func StartUnconfigured(t testing.TB, bin Binary, kind plugin.Kind) *Started {
 	t.Helper()
 	sum, _ := hex.DecodeString(bin.SHA256)
 	cmd := exec.Command(bin.Path)
@@ -138,7 +150,6 @@ func Start(t testing.TB, bin Binary, kind plugin.Kind, opts Options) *Started {
 	}
 	s := &Started{Conn: raw.(*plugin.Conn), Client: c}
 	s.Base = pluginv1.NewPluginClient(s.Conn.Conn)
-	configure(t, s, opts)
 	return s
 }
 
@@ -159,11 +170,16 @@ func ServeInProcess(t testing.TB, cfg *plugin.ServeConfig, opts Options) *Starte
 	}
 	s := &Started{Conn: raw.(*plugin.Conn)}
 	s.Base = pluginv1.NewPluginClient(s.Conn.Conn)
-	configure(t, s, opts)
+	if ps, err := s.Configure(t, opts); err != nil || len(ps) > 0 {
+		t.Fatalf("plugintest: configure: %v %v", ps, err)
+	}
 	return s
 }
 
-func configure(t testing.TB, s *Started, opts Options) {
+// Configure serves the host services (opts.Host, or a fresh MemHost) and
+// the wired plugins to the plugin and sends it opts.Config. It returns the
+// problems the plugin reported, or the transport error.
+func (s *Started) Configure(t testing.TB, opts Options) ([]plugin.Problem, error) {
 	t.Helper()
 	h := opts.Host
 	if h == nil {
@@ -195,11 +211,9 @@ func configure(t testing.TB, s *Started, opts Options) {
 	defer cancel()
 	r, err := s.Base.Configure(ctx, &pluginv1.ConfigureRequest{ConfigJson: cfg, HostBrokerId: hostID, Uses: uses, DataDir: dir, Instance: "test.plugin"})
 	if err != nil {
-		t.Fatalf("plugintest: configure: %v", err)
+		return nil, err
 	}
-	if ps := r.GetProblems(); len(ps) > 0 {
-		t.Fatalf("plugintest: plugin rejected its configuration: %v", plugin.ProblemsFromProto(ps))
-	}
+	return plugin.ProblemsFromProto(r.GetProblems()), nil
 }
 
 type testWriter struct{ t testing.TB }

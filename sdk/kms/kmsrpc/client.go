@@ -6,6 +6,7 @@ package kmsrpc
 
 import (
 	"context"
+	"fmt"
 
 	"google.golang.org/grpc"
 
@@ -39,6 +40,9 @@ func (c *Client) GetKey(ctx context.Context, req *kms.GetKeyRequest) (*kms.GetKe
 }
 
 func (c *Client) ListKeys(ctx context.Context, req *kms.ListKeysRequest) (*kms.ListKeysResponse, error) {
+	if req.PageSize < 0 {
+		return nil, fmt.Errorf("page size %d: %w", req.PageSize, errdef.ErrInvalidArgument)
+	}
 	r, err := c.c.ListKeys(ctx, &kmsv1.ListKeysRequest{PageSize: u32(req.PageSize), PageToken: req.PageToken})
 	if err != nil {
 		return nil, errdef.FromStatus(err)
@@ -51,6 +55,9 @@ func (c *Client) ListKeys(ctx context.Context, req *kms.ListKeysRequest) (*kms.L
 }
 
 func (c *Client) PublicKey(ctx context.Context, req *kms.PublicKeyRequest) (*kms.PublicKeyResponse, error) {
+	if err := checkVersion(req.Version); err != nil {
+		return nil, err
+	}
 	r, err := c.c.PublicKey(ctx, &kmsv1.PublicKeyRequest{Id: req.ID, Version: u32(req.Version)})
 	if err != nil {
 		return nil, errdef.FromStatus(err)
@@ -67,6 +74,9 @@ func (c *Client) Sign(ctx context.Context, req *kms.SignRequest) (*kms.SignRespo
 }
 
 func (c *Client) Verify(ctx context.Context, req *kms.VerifyRequest) (*kms.VerifyResponse, error) {
+	if err := checkVersion(req.Version); err != nil {
+		return nil, err
+	}
 	r, err := c.c.Verify(ctx, &kmsv1.VerifyRequest{Id: req.ID, Version: u32(req.Version), Message: req.Message, Context: req.Context, Signature: req.Signature})
 	if err != nil {
 		return nil, errdef.FromStatus(err)
@@ -75,6 +85,9 @@ func (c *Client) Verify(ctx context.Context, req *kms.VerifyRequest) (*kms.Verif
 }
 
 func (c *Client) Decapsulate(ctx context.Context, req *kms.DecapsulateRequest) (*kms.DecapsulateResponse, error) {
+	if err := checkVersion(req.Version); err != nil {
+		return nil, err
+	}
 	r, err := c.c.Decapsulate(ctx, &kmsv1.DecapsulateRequest{Id: req.ID, Version: u32(req.Version), Ciphertext: req.Ciphertext})
 	if err != nil {
 		return nil, errdef.FromStatus(err)
@@ -107,6 +120,9 @@ func (c *Client) RotateKey(ctx context.Context, req *kms.RotateKeyRequest) (*kms
 }
 
 func (c *Client) DestroyKey(ctx context.Context, req *kms.DestroyKeyRequest) (*kms.DestroyKeyResponse, error) {
+	if err := checkVersion(req.Version); err != nil {
+		return nil, err
+	}
 	r, err := c.c.DestroyKey(ctx, &kmsv1.DestroyKeyRequest{Id: req.ID, Version: u32(req.Version)})
 	if err != nil {
 		return nil, errdef.FromStatus(err)
@@ -115,6 +131,9 @@ func (c *Client) DestroyKey(ctx context.Context, req *kms.DestroyKeyRequest) (*k
 }
 
 func (c *Client) ExportKey(ctx context.Context, req *kms.ExportKeyRequest) (*kms.ExportKeyResponse, error) {
+	if err := checkVersion(req.Version); err != nil {
+		return nil, err
+	}
 	r, err := c.c.ExportKey(ctx, &kmsv1.ExportKeyRequest{Id: req.ID, Version: u32(req.Version)})
 	if err != nil {
 		return nil, errdef.FromStatus(err)
@@ -135,3 +154,11 @@ var (
 	_ kms.Exporter     = (*Client)(nil)
 	_ kms.RandomSource = (*Client)(nil)
 )
+
+// checkVersion rejects what the wire cannot carry: versions are unsigned there.
+func checkVersion(v int) error {
+	if v < 0 {
+		return fmt.Errorf("key version %d: %w", v, errdef.ErrInvalidArgument)
+	}
+	return nil
+}
