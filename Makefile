@@ -18,9 +18,10 @@ build:
 run: build
 	$(BIN)/avon server -config $(CONFIG)
 
-test:
+test: build
 	$(GO) vet ./...
 	$(GO) test $(TESTFLAGS) ./...
+	$(BIN)/avon config validate -config $(CONFIG)
 
 bench:
 	$(GO) test $(BENCHFLAGS) ./...

@@ -101,7 +101,7 @@ func (h *Host) Add(spec Spec) (*Instance, error) {
 	}
 	i := &Instance{
 		host: h, spec: spec, id: spec.ID(),
-		log:     h.opts.Logger.Named("plugin." + spec.ID()),
+		log:     h.opts.Logger.ResetNamed("plugin." + spec.ID()),
 		metrics: &instanceMetrics{m: h.metrics, kind: string(spec.Kind), name: spec.Name},
 		wake:    make(chan struct{}, 1),
 		state:   StateNew, since: time.Now(),
