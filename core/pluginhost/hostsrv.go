@@ -8,8 +8,10 @@ import (
 	"time"
 
 	"github.com/avonzt/avon/core/store"
+	"github.com/avonzt/avon/sdk/ca"
 	"github.com/avonzt/avon/sdk/host"
 	"github.com/avonzt/avon/sdk/kms"
+	"github.com/avonzt/avon/sdk/policy"
 	"github.com/avonzt/avon/sdk/pqc"
 )
 
@@ -69,8 +71,10 @@ func (h *pluginHost) Audit(ctx context.Context, ev host.Event) error {
 }
 
 // Wired plugins are served on their own broker streams, not through Host.
-func (h *pluginHost) KMS() (kms.KMS, error)      { return nil, host.ErrNotWired }
-func (h *pluginHost) PQC() (pqc.Provider, error) { return nil, host.ErrNotWired }
+func (h *pluginHost) KMS() (kms.KMS, error)          { return nil, host.ErrNotWired }
+func (h *pluginHost) PQC() (pqc.Provider, error)     { return nil, host.ErrNotWired }
+func (h *pluginHost) CA() (ca.CA, error)             { return nil, host.ErrNotWired }
+func (h *pluginHost) Policy() (policy.Engine, error) { return nil, host.ErrNotWired }
 
 // storageView maps the core store's errors onto the host protocol's.
 type storageView struct{ kv store.KV }

@@ -16,11 +16,17 @@ import (
 	goplugin "github.com/hashicorp/go-plugin"
 	"google.golang.org/grpc"
 
+	"github.com/avonzt/avon/sdk/acme"
+	"github.com/avonzt/avon/sdk/acme/acmerpc"
+	"github.com/avonzt/avon/sdk/ca"
+	"github.com/avonzt/avon/sdk/ca/carpc"
 	sdkconfig "github.com/avonzt/avon/sdk/config"
 	"github.com/avonzt/avon/sdk/host"
 	"github.com/avonzt/avon/sdk/kms"
 	"github.com/avonzt/avon/sdk/kms/kmsrpc"
 	sdkplugin "github.com/avonzt/avon/sdk/plugin"
+	"github.com/avonzt/avon/sdk/policy"
+	"github.com/avonzt/avon/sdk/policy/policyrpc"
 	"github.com/avonzt/avon/sdk/pqc"
 	"github.com/avonzt/avon/sdk/pqc/pqcrpc"
 	pluginv1 "github.com/avonzt/avon/sdk/proto/plugin/v1"
@@ -158,6 +164,15 @@ func (i *Instance) KMS() kms.KMS { return kmsrpc.NewClient(i) }
 
 // PQC returns a pqc client over this instance (valid across restarts).
 func (i *Instance) PQC() pqc.Provider { return pqcrpc.NewClient(i) }
+
+// CA returns a ca client over this instance (valid across restarts).
+func (i *Instance) CA() ca.CA { return carpc.NewClient(i) }
+
+// ACME returns an acme client over this instance (valid across restarts).
+func (i *Instance) ACME() acme.Server { return acmerpc.NewClient(i) }
+
+// Policy returns a policy client over this instance (valid across restarts).
+func (i *Instance) Policy() policy.Engine { return policyrpc.NewClient(i) }
 
 func (i *Instance) setState(s State, healthy bool, msg string) {
 	i.mu.Lock()
@@ -322,6 +337,10 @@ func (i *Instance) configure(ctx context.Context, g *generation) error {
 			register = func(s *grpc.Server) { kmsrpc.Register(s, target.KMS()) }
 		case sdkplugin.KindPQC:
 			register = func(s *grpc.Server) { pqcrpc.Register(s, target.PQC()) }
+		case sdkplugin.KindCA:
+			register = func(s *grpc.Server) { carpc.Register(s, target.CA()) }
+		case sdkplugin.KindPolicy:
+			register = func(s *grpc.Server) { policyrpc.Register(s, target.Policy()) }
 		default:
 			return fmt.Errorf("plugin %s uses a %s plugin, which cannot be wired yet: %w", i.id, kind, ErrDependency)
 		}

@@ -9,9 +9,13 @@ import (
 
 	"google.golang.org/grpc"
 
+	"github.com/avonzt/avon/sdk/ca"
+	"github.com/avonzt/avon/sdk/ca/carpc"
 	"github.com/avonzt/avon/sdk/errdef"
 	"github.com/avonzt/avon/sdk/kms"
 	"github.com/avonzt/avon/sdk/kms/kmsrpc"
+	"github.com/avonzt/avon/sdk/policy"
+	"github.com/avonzt/avon/sdk/policy/policyrpc"
 	"github.com/avonzt/avon/sdk/pqc"
 	"github.com/avonzt/avon/sdk/pqc/pqcrpc"
 	hostv1 "github.com/avonzt/avon/sdk/proto/host/v1"
@@ -69,6 +73,22 @@ func (c *client) KMS() (kms.KMS, error) {
 		return nil, fmt.Errorf("kms: %w", ErrNotWired)
 	}
 	return kmsrpc.NewClient(cc), nil
+}
+
+func (c *client) CA() (ca.CA, error) {
+	cc, ok := c.uses["ca"]
+	if !ok {
+		return nil, fmt.Errorf("ca: %w", ErrNotWired)
+	}
+	return carpc.NewClient(cc), nil
+}
+
+func (c *client) Policy() (policy.Engine, error) {
+	cc, ok := c.uses["policy"]
+	if !ok {
+		return nil, fmt.Errorf("policy: %w", ErrNotWired)
+	}
+	return policyrpc.NewClient(cc), nil
 }
 
 func (c *client) PQC() (pqc.Provider, error) {

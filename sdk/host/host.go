@@ -13,7 +13,9 @@ import (
 	"io"
 	"time"
 
+	"github.com/avonzt/avon/sdk/ca"
 	"github.com/avonzt/avon/sdk/kms"
+	"github.com/avonzt/avon/sdk/policy"
 	"github.com/avonzt/avon/sdk/pqc"
 )
 
@@ -35,6 +37,10 @@ type Host interface {
 	KMS() (kms.KMS, error)
 	// PQC returns the pqc plugin wired to this one; ErrNotWired if none.
 	PQC() (pqc.Provider, error)
+	// CA returns the ca plugin wired to this one; ErrNotWired if none.
+	CA() (ca.CA, error)
+	// Policy returns the policy plugin wired to this one; ErrNotWired if none.
+	Policy() (policy.Engine, error)
 }
 
 // Time is a calibrated reading of the core's clock.

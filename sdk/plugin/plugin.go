@@ -22,9 +22,12 @@ import (
 	"errors"
 	"strings"
 
+	"github.com/avonzt/avon/sdk/acme"
+	"github.com/avonzt/avon/sdk/ca"
 	"github.com/avonzt/avon/sdk/config"
 	"github.com/avonzt/avon/sdk/host"
 	"github.com/avonzt/avon/sdk/kms"
+	"github.com/avonzt/avon/sdk/policy"
 	"github.com/avonzt/avon/sdk/pqc"
 )
 
@@ -128,6 +131,24 @@ type KMSPlugin interface {
 type PQCPlugin interface {
 	Plugin
 	pqc.Provider
+}
+
+// CAPlugin is a ca plugin.
+type CAPlugin interface {
+	Plugin
+	ca.CA
+}
+
+// ACMEPlugin is an acme plugin.
+type ACMEPlugin interface {
+	Plugin
+	acme.Server
+}
+
+// PolicyPlugin is a policy plugin.
+type PolicyPlugin interface {
+	Plugin
+	policy.Engine
 }
 
 func problemsOf(err error) []Problem {

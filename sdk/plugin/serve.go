@@ -10,7 +10,10 @@ import (
 	goplugin "github.com/hashicorp/go-plugin"
 	"google.golang.org/grpc"
 
+	"github.com/avonzt/avon/sdk/acme/acmerpc"
+	"github.com/avonzt/avon/sdk/ca/carpc"
 	"github.com/avonzt/avon/sdk/kms/kmsrpc"
+	"github.com/avonzt/avon/sdk/policy/policyrpc"
 	"github.com/avonzt/avon/sdk/pqc/pqcrpc"
 	pluginv1 "github.com/avonzt/avon/sdk/proto/plugin/v1"
 )
@@ -32,8 +35,11 @@ const EnvLogLevel = "AVON_PLUGIN_LOG_LEVEL"
 
 // ServeConfig says what a plugin serves. Set exactly one kind.
 type ServeConfig struct {
-	KMS KMSPlugin
-	PQC PQCPlugin
+	KMS    KMSPlugin
+	PQC    PQCPlugin
+	CA     CAPlugin
+	ACME   ACMEPlugin
+	Policy PolicyPlugin
 
 	// Logger overrides the default JSON logger on stderr.
 	Logger hclog.Logger
@@ -130,6 +136,21 @@ func grpcPluginFor(cfg *ServeConfig) (*grpcPlugin, error) {
 		impl := cfg.PQC
 		set = append(set, &grpcPlugin{kind: KindPQC, base: impl, caps: pqcrpc.Capabilities(impl),
 			register: func(s *grpc.Server) { pqcrpc.Register(s, impl) }})
+	}
+	if cfg.CA != nil {
+		impl := cfg.CA
+		set = append(set, &grpcPlugin{kind: KindCA, base: impl, caps: carpc.Capabilities(impl),
+			register: func(s *grpc.Server) { carpc.Register(s, impl) }})
+	}
+	if cfg.ACME != nil {
+		impl := cfg.ACME
+		set = append(set, &grpcPlugin{kind: KindACME, base: impl, caps: acmerpc.Capabilities(impl),
+			register: func(s *grpc.Server) { acmerpc.Register(s, impl) }})
+	}
+	if cfg.Policy != nil {
+		impl := cfg.Policy
+		set = append(set, &grpcPlugin{kind: KindPolicy, base: impl, caps: policyrpc.Capabilities(impl),
+			register: func(s *grpc.Server) { policyrpc.Register(s, impl) }})
 	}
 	if len(set) != 1 {
 		return nil, fmt.Errorf("ServeConfig must set exactly one plugin kind, got %d", len(set))

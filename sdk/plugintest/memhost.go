@@ -12,9 +12,11 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/avonzt/avon/sdk/ca"
 	"github.com/avonzt/avon/sdk/errdef"
 	"github.com/avonzt/avon/sdk/host"
 	"github.com/avonzt/avon/sdk/kms"
+	"github.com/avonzt/avon/sdk/policy"
 	"github.com/avonzt/avon/sdk/pqc"
 )
 
@@ -84,6 +86,12 @@ func (h *MemHost) Events() []host.Event {
 
 func (h *MemHost) KMS() (kms.KMS, error)      { return nil, host.ErrNotWired }
 func (h *MemHost) PQC() (pqc.Provider, error) { return nil, host.ErrNotWired }
+
+// CA is not wired on a MemHost.
+func (h *MemHost) CA() (ca.CA, error) { return nil, host.ErrNotWired }
+
+// Policy is not wired on a MemHost.
+func (h *MemHost) Policy() (policy.Engine, error) { return nil, host.ErrNotWired }
 
 type memStorage MemHost
 

@@ -1,0 +1,14 @@
+package policy
+
+import (
+	"google.golang.org/grpc/codes"
+
+	"github.com/avonzt/avon/sdk/errdef"
+)
+
+// Errors a policy engine returns, wrapped with context.
+var (
+	ErrInvalidPolicy    = errdef.New("policy.invalid_policy", codes.InvalidArgument, "invalid policy")
+	ErrUnknownPolicySet = errdef.New("policy.unknown_policy_set", codes.NotFound, "unknown policy set")
+	ErrBatchTooLarge    = errdef.New("policy.batch_too_large", codes.InvalidArgument, "too many queries in one batch")
+)
