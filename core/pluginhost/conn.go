@@ -2,7 +2,6 @@ package pluginhost
 
 import (
 	"context"
-	"errors"
 	"time"
 
 	"google.golang.org/grpc"
@@ -11,29 +10,27 @@ import (
 )
 
 // Invoke implements grpc.ClientConnInterface over the current process.
-// A call while no process serves fails at once with *UnavailableError; a
-// call in flight when the process dies ends with it. Every call is counted
-// and timed per method.
+// A call while no process serves fails at once with *UnavailableError. A
+// call in flight when the process dies or is killed ends with it: the
+// process's socket closes (or the host closes the connection), gRPC fails
+// the call, and transportError names the plugin. No per-call context is
+// derived: that would cost more than the rest of the host's overhead.
+// Every call is counted and timed per method.
 func (i *Instance) Invoke(ctx context.Context, method string, args, reply any, opts ...grpc.CallOption) error {
 	mm := i.metrics.method(method)
+	mm.calls.Inc()
 	g := i.gen.Load()
 	if g == nil {
-		mm.calls.Inc()
 		mm.errors.Inc()
 		return &UnavailableError{Plugin: i.id, State: i.currentState()}
 	}
-	ctx, cancel := context.WithCancelCause(ctx)
-	stop := context.AfterFunc(g.ctx, func() { cancel(context.Cause(g.ctx)) })
 	start := time.Now()
 	err := g.conn.Invoke(ctx, method, args, reply, opts...)
 	mm.latency.Observe(time.Since(start).Seconds())
-	stop()
-	mm.calls.Inc()
 	if err != nil {
 		mm.errors.Inc()
 		err = i.transportError(ctx, g, err)
 	}
-	cancel(nil)
 	return err
 }
 
@@ -44,11 +41,8 @@ func (i *Instance) NewStream(ctx context.Context, desc *grpc.StreamDesc, method 
 	if g == nil {
 		return nil, &UnavailableError{Plugin: i.id, State: i.currentState()}
 	}
-	ctx, cancel := context.WithCancelCause(ctx)
-	context.AfterFunc(g.ctx, func() { cancel(context.Cause(g.ctx)) })
 	s, err := g.conn.NewStream(ctx, desc, method, opts...)
 	if err != nil {
-		cancel(nil)
 		return nil, i.transportError(ctx, g, err)
 	}
 	return s, nil
@@ -58,18 +52,22 @@ func (i *Instance) NewStream(ctx context.Context, desc *grpc.StreamDesc, method 
 // *UnavailableError naming the plugin and wakes the supervisor. Errors the
 // plugin returned in-band pass through for the shim to decode.
 func (i *Instance) transportError(ctx context.Context, g *generation, err error) error {
-	var ue *UnavailableError
-	if cause := context.Cause(ctx); errors.As(cause, &ue) {
-		return ue
+	st, ok := status.FromError(err)
+	if !ok || hasErrorInfo(st) {
+		return err // in-band plugin error, or not from gRPC
 	}
-	if st, ok := status.FromError(err); ok && st.Code() == codes.Unavailable && !hasErrorInfo(st) {
-		select {
-		case i.wake <- struct{}{}:
-		default:
-		}
-		return &UnavailableError{Plugin: i.id, State: i.currentState(), Cause: err}
+	gone := st.Code() == codes.Unavailable ||
+		// The host closed the connection (kill, stop) under a live caller.
+		(st.Code() == codes.Canceled && ctx.Err() == nil) ||
+		g.ctx.Err() != nil
+	if !gone {
+		return err
 	}
-	return err
+	select {
+	case i.wake <- struct{}{}:
+	default:
+	}
+	return &UnavailableError{Plugin: i.id, State: i.currentState(), Cause: err}
 }
 
 func hasErrorInfo(st *status.Status) bool { return len(st.Details()) > 0 }

@@ -160,12 +160,23 @@ func BenchmarkSign(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			b.Run(string(a)+"/"+name, func(b *testing.B) {
+			b.Run(string(a)+"/"+name+"/serial", func(b *testing.B) {
 				for b.Loop() {
 					if _, err := k.Sign(ctx, &kms.SignRequest{ID: r.Key.ID, Message: msg}); err != nil {
 						b.Fatal(err)
 					}
 				}
+			})
+			b.Run(string(a)+"/"+name+"/parallel", func(b *testing.B) {
+				b.SetParallelism(4)
+				b.RunParallel(func(pb *testing.PB) {
+					for pb.Next() {
+						if _, err := k.Sign(ctx, &kms.SignRequest{ID: r.Key.ID, Message: msg}); err != nil {
+							b.Error(err)
+							return
+						}
+					}
+				})
 			})
 		}
 	}
