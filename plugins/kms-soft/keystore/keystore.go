@@ -30,6 +30,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/avonzt/avon/internal/atomicfile"
 	"github.com/avonzt/avon/sdk/errdef"
 	"github.com/avonzt/avon/sdk/kms"
 )
@@ -245,40 +246,9 @@ func (ks *Keystore) persist(keys map[string]*entry) error {
 	return nil
 }
 
-// writeAtomic: temp file in the same directory, 0600, fsync, rename, fsync dir.
-func writeAtomic(path string, data []byte) (err error) {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, ".keystore-*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	defer func() {
-		if err != nil {
-			_ = os.Remove(tmp)
-		}
-	}()
-	if err = f.Chmod(0o600); err == nil {
-		if _, err = f.Write(data); err == nil {
-			err = f.Sync()
-		}
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return err
-	}
-	if err = os.Rename(tmp, path); err != nil {
-		return err
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
-}
+// writeAtomic replaces the keystore file: temp file in the same directory,
+// 0600, fsync, rename, fsync of the directory.
+func writeAtomic(path string, data []byte) error { return atomicfile.Write(path, data, 0o600) }
 
 // Close zeroizes all in-memory key material.
 func (ks *Keystore) Close() error {
