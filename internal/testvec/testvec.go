@@ -16,10 +16,29 @@ func Dir() string {
 	if d := os.Getenv("AVON_TESTDATA"); d != "" {
 		return d
 	}
-	_, file, _, _ := runtime.Caller(0)
-	// internal/testvec/testvec.go -> repository root -> ../shared/testdata
-	root := filepath.Dir(filepath.Dir(filepath.Dir(file)))
-	return filepath.Join(filepath.Dir(root), "shared", "testdata")
+	return filepath.Join(filepath.Dir(repoRoot()), "shared", "testdata")
+}
+
+// repoRoot finds the checkout: from this file's path when it is absolute
+// (a normal build), else by walking up from the working directory to go.mod
+// (builds with -trimpath).
+func repoRoot() string {
+	if _, file, _, ok := runtime.Caller(0); ok && filepath.IsAbs(file) {
+		// internal/testvec/testvec.go -> repository root
+		return filepath.Dir(filepath.Dir(filepath.Dir(file)))
+	}
+	dir, err := os.Getwd()
+	if err != nil {
+		return "."
+	}
+	for d := dir; ; d = filepath.Dir(d) {
+		if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil {
+			return d
+		}
+		if filepath.Dir(d) == d {
+			return dir
+		}
+	}
 }
 
 // Path returns the path of a vector file relative to Dir, skipping or
