@@ -96,19 +96,19 @@ func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 	t.Fatalf("timed out after %s waiting for %s", d, what)
 }
 
-func startServer(t *testing.T, cfgPath string) (*Server, *bytes.Buffer) {
+func startServer(t *testing.T, cfgPath string) (*Server, *syncWriter) {
 	t.Helper()
-	var logs bytes.Buffer
+	logs := &syncWriter{w: &bytes.Buffer{}}
 	s, err := Start(context.Background(), Options{
 		ConfigPath:  cfgPath,
-		Logger:      hclog.New(&hclog.LoggerOptions{Output: &syncWriter{w: &logs}, Level: hclog.Debug}),
+		Logger:      hclog.New(&hclog.LoggerOptions{Output: logs, Level: hclog.Debug}),
 		Diagnostics: io.Discard,
 	})
 	if err != nil {
 		t.Fatalf("start: %v", err)
 	}
 	t.Cleanup(func() { _ = s.Stop(context.Background()) })
-	return s, &logs
+	return s, logs
 }
 
 func TestServerEndToEnd(t *testing.T) {

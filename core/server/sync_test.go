@@ -1,13 +1,20 @@
 package server
 
 import (
-	"io"
+	"bytes"
 	"sync"
 )
 
+// syncWriter is a log sink safe to read while the server writes to it.
 type syncWriter struct {
 	mu sync.Mutex
-	w  io.Writer
+	w  *bytes.Buffer
+}
+
+func (s *syncWriter) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.String()
 }
 
 func (s *syncWriter) Write(p []byte) (int, error) {
