@@ -176,10 +176,11 @@ func (e *LaunchError) Unwrap() []error {
 }
 
 // Launch starts every added plugin process and reads its info and config
-// schema. On error (a *LaunchError) every process started is killed.
+// schema. On error (a *LaunchError naming each failed plugin) the plugins
+// that did start keep running, so a caller can still check their
+// configuration; Stop ends them.
 func (h *Host) Launch(ctx context.Context) error {
 	failures := map[string]error{}
-	var launched []*Instance
 	for _, i := range h.Instances() {
 		if i.gen.Load() != nil {
 			continue
@@ -191,13 +192,8 @@ func (h *Host) Launch(ctx context.Context) error {
 		}
 		i.gen.Store(g)
 		i.setState(StateLaunched, false, "")
-		launched = append(launched, i)
 	}
 	if len(failures) > 0 {
-		for _, i := range launched {
-			i.kill(i.gen.Load(), ErrStopped)
-			i.setState(StateStopped, false, "")
-		}
 		return &LaunchError{Failures: failures}
 	}
 	return nil

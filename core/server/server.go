@@ -120,30 +120,28 @@ func Validate(ctx context.Context, opts Options, hostOpts pluginhost.Options) (*
 		}
 		byID[spec.ID()] = p
 	}
+	var all hcl.Diagnostics
 	if err := h.Launch(ctx); err != nil {
-		h.Stop()
 		var le *pluginhost.LaunchError
-		var d hcl.Diagnostics
-		if errors.As(err, &le) {
-			ids := make([]string, 0, len(le.Failures))
-			for id := range le.Failures {
-				ids = append(ids, id)
-			}
-			sort.Strings(ids)
-			for _, id := range ids {
-				ferr := le.Failures[id]
-				d = append(d, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Plugin " + id + " failed to start",
-					Detail: ferr.Error(), Subject: byID[id].DeclRange.Ptr()})
-			}
-		} else {
-			d = hcl.Diagnostics{{Severity: hcl.DiagError, Summary: "Plugins failed to start", Detail: err.Error()}}
+		if !errors.As(err, &le) {
+			h.Stop()
+			return nil, err
 		}
-		_ = config.WriteDiagnostics(opts.Diagnostics, cfg.Files, d)
-		return nil, fmt.Errorf("%s: %w", opts.ConfigPath, ErrInvalidConfig)
+		ids := make([]string, 0, len(le.Failures))
+		for id := range le.Failures {
+			ids = append(ids, id)
+		}
+		sort.Strings(ids)
+		for _, id := range ids {
+			all = append(all, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Plugin " + id + " failed to start",
+				Detail: le.Failures[id].Error(), Subject: byID[id].DeclRange.Ptr()})
+		}
 	}
 	decoded := map[string][]byte{}
-	var all hcl.Diagnostics
 	for _, inst := range h.Instances() {
+		if inst.Status().State != pluginhost.StateLaunched {
+			continue // failed to start: reported above
+		}
 		p := byID[inst.ID()]
 		js, d := p.DecodeConfig(cfg.EvalContext(), inst.Schema())
 		all = append(all, d...)

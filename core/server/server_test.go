@@ -245,11 +245,15 @@ plugin "kms" "two" {
 		}
 	}
 
-	// A tampered binary is refused before it runs.
-	cfg = fmt.Sprintf("plugin \"kms\" \"test\" {\n  command = %q\n  sha256 = %q\n}\n", bin.Path, strings.Repeat("0", 64))
+	// A tampered binary is refused before it runs, and the other plugins
+	// are still checked.
+	cfg = fmt.Sprintf("plugin \"kms\" \"test\" {\n  command = %q\n  sha256 = %q\n}\nplugin \"kms\" \"two\" {\n  command = %q\n  config {\n    labell = \"x\"\n  }\n}\n",
+		bin.Path, strings.Repeat("0", 64), bin.Path)
 	diag.Reset()
 	_, err = Validate(context.Background(), Options{ConfigPath: writeConfig(t, dir, cfg), Diagnostics: &diag}, pluginhost.Options{})
-	if !errors.Is(err, ErrInvalidConfig) || !strings.Contains(diag.String(), bin.SHA256) {
+	if !errors.Is(err, ErrInvalidConfig) || !strings.Contains(diag.String(), bin.SHA256) ||
+		!strings.Contains(diag.String(), "config.hcl:1:1: error: Plugin kms.test failed to start") ||
+		!strings.Contains(diag.String(), "config.hcl:8:5: error: plugin \"kms\" \"two\": Unsupported argument") {
 		t.Fatalf("tampered binary: %v\n%s", err, diag.String())
 	}
 }
