@@ -17,8 +17,8 @@ import (
 	"github.com/avonzt/avon/sdk/kms/kmsrpc"
 	"github.com/avonzt/avon/sdk/kms/kmstest"
 	"github.com/avonzt/avon/sdk/plugin"
-	pluginv1 "github.com/avonzt/avon/sdk/proto/plugin/v1"
 	"github.com/avonzt/avon/sdk/plugintest"
+	pluginv1 "github.com/avonzt/avon/sdk/proto/plugin/v1"
 )
 
 func TestMain(m *testing.M) { plugintest.Main(m) }
