@@ -18,7 +18,7 @@ build:
 run: build
 	$(BIN)/avon server -config $(CONFIG)
 
-test: build
+test: build lint
 	$(GO) vet ./...
 	$(GO) test $(TESTFLAGS) ./...
 	$(BIN)/avon config validate -config $(CONFIG)
