@@ -4,7 +4,7 @@ BIN      := $(CURDIR)/bin
 CONFIG   ?= config.hcl
 # Every binary: the core and each plugin (out-of-process, started by the core).
 CMDS     := ./core/cmd/avon ./plugins/kms-soft ./examples/pqc-slhdsa
-TESTFLAGS ?= -race -timeout 25m
+TESTFLAGS ?= -race -count=1 -timeout 25m
 BENCHFLAGS ?= -run '^$$' -bench . -benchmem -benchtime 2s
 
 .PHONY: all build run test bench lint proto clean
