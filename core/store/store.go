@@ -1,102 +1,184 @@
-// Package store defines the core's storage interface: a key/value store with
-// versioned compare-and-set and ordered listing, which every backend
-// (embedded SQLite, PostgreSQL) implements and which the conformance suite in
-// storetest checks. The domain owns this interface; backends adapt to it.
+// Package store defines the core's storage interface, KV: a key/value store
+// with one global version sequence, compare-and-set on that version, and
+// ordered, paged listing. Every backend (embedded SQLite in store/embedded,
+// PostgreSQL later, the in-memory double in store/memstore) implements KV and
+// proves it by passing the conformance suite in store/storetest. The domain
+// owns this interface; backends adapt to it, never the other way round.
 //
-// It must not know what is stored: plugins get a Namespace view of it, the
-// audit log and the auth service their own prefixes.
+// The package also holds the rules every backend shares, so they cannot drift
+// apart: ValidateKey, CheckValue, CheckList, and NewNamespace, the view that
+// confines a caller (a plugin, the audit log) to its own key prefix.
+//
+// It must not know what is stored, interpret values, cache, log, or hold any
+// I/O of its own: values are opaque bytes, and everything that touches a disk
+// or a network lives in a backend package.
 package store
 
 import (
 	"context"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"unicode"
 	"unicode/utf8"
 )
 
 // Limits every backend enforces.
 const (
-	MaxKeySize   = 512
+	// MaxKeySize is the largest key, in bytes.
+	MaxKeySize = 512
+	// MaxValueSize is the largest value, in bytes (32 MiB).
 	MaxValueSize = 32 << 20
+	// DefaultLimit is the number of entries List returns when Limit is 0.
 	DefaultLimit = 1000
-	MaxLimit     = 10000
+	// MaxLimit is the largest Limit List accepts.
+	MaxLimit = 10000
 )
 
 // Entry is a stored value and its version.
 type Entry struct {
 	Key     string
-	Value   []byte
-	Version int64
+	Value   []byte // never nil in a returned Entry; empty for an empty value
+	Version int64  // positive; see KV.Put
 }
 
-// PutOptions makes Put conditional. Check=false writes unconditionally.
-// Check=true with Version 0 requires the key to be absent; with Version v it
-// requires the current version to be v. On mismatch ErrVersionConflict and
-// nothing is written.
+// PutOptions makes Put conditional.
+//
+//   - Check false: unconditional write; Version is ignored.
+//   - Check true, Version 0: the key must not exist (create).
+//   - Check true, Version v: the key's current version must be v (update).
+//
+// When the condition does not hold, Put returns ErrVersionConflict and writes
+// nothing.
 type PutOptions struct {
 	Check   bool
 	Version int64
 }
 
-// DeleteOptions makes Delete conditional with the same rules as PutOptions.
+// DeleteOptions makes Delete conditional, with the same rules as PutOptions:
+// Check true with Version 0 succeeds only when the key is absent (a no-op),
+// with Version v only when the key's current version is v.
 type DeleteOptions struct {
 	Check   bool
 	Version int64
 }
 
-// ListOptions selects keys: those starting with Prefix and strictly greater
-// than After, in ascending byte order, at most Limit (0: DefaultLimit).
+// ListOptions selects the entries List returns: keys that start with Prefix
+// and are strictly greater than After, in ascending bytewise order, at most
+// Limit of them. Limit 0 means DefaultLimit; a negative Limit or one above
+// MaxLimit is refused with ErrInvalidArgument. Prefix and After may be empty;
+// when not, they follow the key rules (ErrInvalidKey). To page, pass the last
+// key of one page as After of the next; a page shorter than the limit is the
+// last.
 type ListOptions struct {
 	Prefix string
 	After  string
 	Limit  int
 }
 
-// KV is a key/value store. Every method is safe for concurrent use, honours
-// ctx, validates keys with ValidateKey, and returns errors wrapping this
-// package's sentinels. Returned slices belong to the caller; the store keeps
-// no reference to slices passed in.
+// KV is a key/value store.
+//
+// Rules for every method:
+//   - Safe for concurrent use by many goroutines (and, for shared backends, by
+//     many processes).
+//   - Arguments are checked before anything is touched: keys with ValidateKey
+//     (ErrInvalidKey), values with CheckValue (ErrValueTooLarge), list options
+//     with CheckList. A refused call changes nothing.
+//   - ctx bounds the call. A call whose ctx is done returns an error that
+//     wraps ctx.Err() (context.Canceled or context.DeadlineExceeded).
+//   - Errors wrap this package's sentinels (or ctx.Err()); match them with
+//     errors.Is. ErrUnavailable means the backend could not be reached or
+//     failed; for a write it leaves the outcome unknown on a remote backend
+//     (re-read the key: versions tell whether the write landed). The embedded
+//     backend never reports a failed write that took effect.
+//   - After Close every method returns ErrClosed.
+//   - Returned slices belong to the caller; the store keeps no reference to a
+//     slice passed in once the call returns.
 type KV interface {
-	// Get returns the entry, or ErrNotFound.
+	// Get returns the entry stored under key, or ErrNotFound. It reflects
+	// every write that completed before Get was called.
 	Get(ctx context.Context, key string) (Entry, error)
-	// Put writes atomically and returns the new version: positive and
-	// greater than every version the store handed out before (one global
-	// sequence, so a deleted and re-created key never repeats a version).
-	Put(ctx context.Context, key string, value []byte, opts PutOptions) (int64, error)
-	// Delete removes the key. Deleting an absent key without Check is not
-	// an error; with Check it is ErrVersionConflict.
+
+	// Put stores value under key atomically, subject to opts, and returns
+	// the entry's new version. Versions come from one sequence shared by
+	// the whole store: each successful Put returns a positive version
+	// greater than every version the store handed out before, so a key
+	// deleted and re-created never repeats a version (no ABA). A nil value
+	// is stored as an empty one. Errors: ErrInvalidKey, ErrValueTooLarge,
+	// ErrVersionConflict (nothing written), ErrClosed, ErrUnavailable,
+	// ctx.Err().
+	Put(ctx context.Context, key string, value []byte, opts PutOptions) (version int64, err error)
+
+	// Delete removes key atomically, subject to opts. Deleting an absent
+	// key without Check is not an error. Errors: ErrInvalidKey,
+	// ErrVersionConflict (nothing deleted), ErrClosed, ErrUnavailable,
+	// ctx.Err().
 	Delete(ctx context.Context, key string, opts DeleteOptions) error
-	// List returns entries in ascending key order.
+
+	// List returns the entries selected by opts (see ListOptions), in
+	// ascending bytewise key order, as one consistent snapshot. An empty
+	// result is not an error. Errors: ErrInvalidKey, ErrInvalidArgument,
+	// ErrClosed, ErrUnavailable, ctx.Err().
 	List(ctx context.Context, opts ListOptions) ([]Entry, error)
-	// Ping reports whether the backend can serve.
+
+	// Ping reports whether the backend can serve: nil, ErrClosed,
+	// ErrUnavailable or ctx.Err(). /readyz calls it.
 	Ping(ctx context.Context) error
-	// Close releases the backend; later calls return ErrClosed.
+
+	// Close releases the backend. It is idempotent; calls made after it
+	// returns get ErrClosed. Calls in flight when Close is called either
+	// complete or fail with ErrClosed.
 	Close() error
 }
 
-// ValidateKey checks the key rules: non-empty, at most MaxKeySize bytes,
-// valid UTF-8, no control characters (NUL included).
+// ValidateKey checks the key rules every backend enforces: non-empty, at most
+// MaxKeySize bytes, valid UTF-8, no control characters (NUL, C0, DEL, C1).
+// Anything else is an ordinary key: "../x" and "/" mean nothing special.
+// The error wraps ErrInvalidKey.
 func ValidateKey(key string) error {
 	if key == "" {
 		return fmt.Errorf("empty key: %w", ErrInvalidKey)
 	}
+	return validateKeyText(key)
+}
+
+func validateKeyText(key string) error {
 	if len(key) > MaxKeySize {
 		return fmt.Errorf("key of %d bytes exceeds %d: %w", len(key), MaxKeySize, ErrInvalidKey)
 	}
 	if !utf8.ValidString(key) {
-		return fmt.Errorf("key is not valid UTF-8: %w", ErrInvalidKey)
+		return fmt.Errorf("key %q is not valid UTF-8: %w", key, ErrInvalidKey)
 	}
 	for _, r := range key {
 		if unicode.IsControl(r) {
-			return fmt.Errorf("key %q contains a control character: %w", key, ErrInvalidKey)
+			return fmt.Errorf("key %q contains control character %U: %w", key, r, ErrInvalidKey)
 		}
 	}
 	return nil
 }
 
-// CheckList validates list options and returns the effective limit.
+// CheckValue checks a value's size; the error wraps ErrValueTooLarge.
+func CheckValue(v []byte) error {
+	if len(v) > MaxValueSize {
+		return fmt.Errorf("value of %d bytes exceeds %d: %w", len(v), MaxValueSize, ErrValueTooLarge)
+	}
+	return nil
+}
+
+// CheckList checks list options and returns the effective limit. Prefix and
+// After, when not empty, follow the key rules (ErrInvalidKey); Limit must be
+// within 0..MaxLimit (ErrInvalidArgument).
 func CheckList(opts ListOptions) (int, error) {
+	if opts.Prefix != "" {
+		if err := validateKeyText(opts.Prefix); err != nil {
+			return 0, fmt.Errorf("list prefix: %w", err)
+		}
+	}
+	if opts.After != "" {
+		if err := validateKeyText(opts.After); err != nil {
+			return 0, fmt.Errorf("list after: %w", err)
+		}
+	}
 	switch {
 	case opts.Limit < 0 || opts.Limit > MaxLimit:
 		return 0, fmt.Errorf("list limit %d outside 0..%d: %w", opts.Limit, MaxLimit, ErrInvalidArgument)
@@ -106,23 +188,22 @@ func CheckList(opts ListOptions) (int, error) {
 	return opts.Limit, nil
 }
 
-// CheckValue validates a value's size.
-func CheckValue(v []byte) error {
-	if len(v) > MaxValueSize {
-		return fmt.Errorf("value of %d bytes exceeds %d: %w", len(v), MaxValueSize, ErrValueTooLarge)
-	}
-	return nil
-}
-
-// NewNamespace returns a view of kv in which only keys under prefix exist,
-// with the prefix stripped. prefix must be a valid key ending in "/". Close
-// on the view does not close kv.
+// NewNamespace returns a view of kv in which only the keys under prefix
+// exist: the view adds prefix to every key on the way in and strips it on
+// the way out, and its List never leaves the prefix. The core gives each
+// plugin the view "plugins/<kind>/<name>/".
+//
+// prefix must be a valid key ending in "/" (otherwise ErrInvalidKey and no
+// view), so that "a/" cannot see "ab/". Keys inside the view follow the key
+// rules and, with the prefix added, must still fit MaxKeySize. Versions are
+// those of kv. Close on the view makes the view return ErrClosed and leaves
+// kv open; closing kv closes every view of it.
 func NewNamespace(kv KV, prefix string) (KV, error) {
 	if err := ValidateKey(prefix); err != nil {
 		return nil, fmt.Errorf("namespace prefix: %w", err)
 	}
 	if !strings.HasSuffix(prefix, "/") {
-		return nil, fmt.Errorf("namespace prefix %q must end in '/': %w", prefix, ErrInvalidKey)
+		return nil, fmt.Errorf("namespace prefix %q does not end in '/': %w", prefix, ErrInvalidKey)
 	}
 	return &namespace{kv: kv, prefix: prefix}, nil
 }
@@ -130,17 +211,21 @@ func NewNamespace(kv KV, prefix string) (KV, error) {
 type namespace struct {
 	kv     KV
 	prefix string
+	closed atomic.Bool
 }
 
+// key checks the view's key and returns the parent's key.
 func (n *namespace) key(k string) (string, error) {
+	if n.closed.Load() {
+		return "", fmt.Errorf("namespace %q: %w", n.prefix, ErrClosed)
+	}
 	if err := ValidateKey(k); err != nil {
 		return "", err
 	}
-	full := n.prefix + k
-	if len(full) > MaxKeySize {
-		return "", fmt.Errorf("key of %d bytes exceeds %d inside namespace: %w", len(k), MaxKeySize-len(n.prefix), ErrInvalidKey)
+	if len(n.prefix)+len(k) > MaxKeySize {
+		return "", fmt.Errorf("key of %d bytes exceeds %d in namespace %q: %w", len(k), MaxKeySize-len(n.prefix), n.prefix, ErrInvalidKey)
 	}
-	return full, nil
+	return n.prefix + k, nil
 }
 
 func (n *namespace) Get(ctx context.Context, k string) (Entry, error) {
@@ -173,6 +258,14 @@ func (n *namespace) Delete(ctx context.Context, k string, o DeleteOptions) error
 }
 
 func (n *namespace) List(ctx context.Context, o ListOptions) ([]Entry, error) {
+	if n.closed.Load() {
+		return nil, fmt.Errorf("namespace %q: %w", n.prefix, ErrClosed)
+	}
+	// Check the view's own options first so errors speak of the caller's
+	// strings; the parent then sees prefix+Prefix, which confines the scan.
+	if _, err := CheckList(o); err != nil {
+		return nil, err
+	}
 	inner := ListOptions{Prefix: n.prefix + o.Prefix, Limit: o.Limit}
 	if o.After != "" {
 		inner.After = n.prefix + o.After
@@ -181,11 +274,29 @@ func (n *namespace) List(ctx context.Context, o ListOptions) ([]Entry, error) {
 	if err != nil {
 		return nil, err
 	}
-	for i := range es {
-		es[i].Key = strings.TrimPrefix(es[i].Key, n.prefix)
+	out := es[:0]
+	for _, e := range es {
+		// The parent returned only keys under inner.Prefix; the check
+		// guards against a backend that does not.
+		if k, ok := strings.CutPrefix(e.Key, n.prefix); ok {
+			e.Key = k
+			out = append(out, e)
+		}
 	}
-	return es, nil
+	return out, nil
 }
 
-func (n *namespace) Ping(ctx context.Context) error { return n.kv.Ping(ctx) }
-func (n *namespace) Close() error                   { return nil }
+func (n *namespace) Ping(ctx context.Context) error {
+	if n.closed.Load() {
+		return fmt.Errorf("namespace %q: %w", n.prefix, ErrClosed)
+	}
+	return n.kv.Ping(ctx)
+}
+
+// Close closes the view, not the store under it.
+func (n *namespace) Close() error {
+	n.closed.Store(true)
+	return nil
+}
+
+var _ KV = (*namespace)(nil)

@@ -1,11 +1,24 @@
-// Package embedded is the single-node store: one SQLite database file
-// (pure Go driver, no cgo) under the data directory. WAL journal with
-// synchronous=FULL makes every committed write survive a killed process or
-// a power cut; one writer connection serializes writes, readers run
-// concurrently. Versions come from one sequence row, so they strictly
-// increase across the whole store.
+// Package embedded is the single-node store.KV: one SQLite database file
+// under the data directory, through the pure-Go modernc.org/sqlite driver
+// (driver name "sqlite", no cgo).
 //
-// It must not be shared by several core replicas: those use PostgreSQL.
+// Durability: the journal is a WAL with synchronous=FULL, so a write whose
+// Put or Delete returned nil has been fsynced to the WAL and survives a
+// killed process (and a power cut on a disk that honours fsync). Open checks
+// that both settings took effect and refuses the file otherwise.
+//
+// Concurrency: all writes go through one connection in BEGIN IMMEDIATE
+// transactions, so compare-and-set checks and the version sequence are
+// serialized; reads run on a small pool of read-only connections and see
+// every committed write (WAL snapshots). Another process opening the same
+// file is also safe (SQLite locking, busy_timeout), though the core never
+// does so.
+//
+// Schema: versioned migrations recorded in schema_migrations; a file written
+// by a newer binary is refused rather than guessed at.
+//
+// It must not be shared by several core replicas or placed on a network file
+// system: replicas use PostgreSQL.
 package embedded
 
 import (
@@ -16,91 +29,174 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"runtime"
+	"strconv"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
 
 	"github.com/avonzt/avon/core/store"
 )
 
-// migrations are applied in order; each entry's index+1 is its version.
-// Never edit an applied migration: append a new one.
+// migrations are applied in order; entry i is schema version i+1. Never
+// edit an applied migration: append a new one.
 var migrations = []string{
+	// 1: the key/value table and the global version sequence.
 	`CREATE TABLE kv (
 		key     TEXT PRIMARY KEY,
 		value   BLOB NOT NULL,
-		version INTEGER NOT NULL
+		version INTEGER NOT NULL CHECK (version > 0)
 	) WITHOUT ROWID;
 	CREATE TABLE seq (id INTEGER PRIMARY KEY CHECK (id = 1), v INTEGER NOT NULL);
 	INSERT INTO seq (id, v) VALUES (1, 0);`,
 }
 
-// Store is the embedded store.
+// Option configures Open.
+type Option func(*options)
+
+type options struct {
+	busyTimeout time.Duration
+	readers     int
+}
+
+// WithBusyTimeout sets how long a connection waits for a lock held by
+// another process before failing with store.ErrUnavailable (default 10s).
+// Waits inside this process are bounded by each call's ctx instead.
+func WithBusyTimeout(d time.Duration) Option {
+	return func(o *options) {
+		if d > 0 {
+			o.busyTimeout = d
+		}
+	}
+}
+
+// WithReaders sets the maximum number of read connections (default:
+// GOMAXPROCS, at least 2).
+func WithReaders(n int) Option {
+	return func(o *options) {
+		if n > 0 {
+			o.readers = n
+		}
+	}
+}
+
+// Store is the embedded store. Its methods follow the store.KV contract.
 type Store struct {
 	path   string
-	w      *sql.DB // one connection: all writes
-	r      *sql.DB // readers
+	w      *sql.DB // exactly one connection, BEGIN IMMEDIATE: every write
+	r      *sql.DB // read-only connections: Get, List, Ping
+	get    *sql.Stmt
 	closed atomic.Bool
 }
 
-// Open opens (creating if needed) the database at path and applies
-// migrations. The file is created 0600 and its directory 0700.
-func Open(ctx context.Context, path string) (*Store, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return nil, fmt.Errorf("open embedded store %s: %w", path, err)
+// Open opens the database at path, creating it (mode 0600, and its missing
+// directories 0700) when absent, checks the journal settings, and applies
+// pending migrations. ctx bounds the opening only.
+func Open(ctx context.Context, path string, opts ...Option) (*Store, error) {
+	o := options{busyTimeout: 10 * time.Second, readers: max(2, runtime.GOMAXPROCS(0))}
+	for _, opt := range opts {
+		opt(&o)
 	}
-	if f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600); err != nil {
-		return nil, fmt.Errorf("open embedded store %s: %w", path, err)
-	} else {
-		f.Close()
-	}
-	dsn := func(extra string) string {
-		q := url.Values{}
-		q.Add("_pragma", "journal_mode(WAL)")
-		q.Add("_pragma", "synchronous(FULL)")
-		q.Add("_pragma", "busy_timeout(10000)")
-		q.Add("_pragma", "foreign_keys(ON)")
-		s := "file:" + (&url.URL{Path: path}).EscapedPath() + "?" + q.Encode()
-		if extra != "" {
-			s += "&" + extra
-		}
-		return s
-	}
-	w, err := sql.Open("sqlite", dsn("_txlock=immediate"))
+	s, err := open(ctx, path, o)
 	if err != nil {
-		return nil, fmt.Errorf("open embedded store %s: %w", path, err)
-	}
-	w.SetMaxOpenConns(1)
-	r, err := sql.Open("sqlite", dsn(""))
-	if err != nil {
-		w.Close()
-		return nil, fmt.Errorf("open embedded store %s: %w", path, err)
-	}
-	r.SetMaxOpenConns(8)
-	s := &Store{path: path, w: w, r: r}
-	if err := s.migrate(ctx); err != nil {
-		s.Close()
 		return nil, fmt.Errorf("open embedded store %s: %w", path, err)
 	}
 	return s, nil
 }
 
+func open(ctx context.Context, path string, o options) (*Store, error) {
+	if path == "" {
+		return nil, errors.New("empty path")
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, err
+	}
+	// Create the file ourselves so it is 0600: SQLite would use 0644, and
+	// it gives the -wal and -shm files the database file's mode.
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	if err := f.Close(); err != nil {
+		return nil, err
+	}
+	dsn := func(extra url.Values) string {
+		q := url.Values{}
+		q.Set("_busy_timeout", strconv.FormatInt(o.busyTimeout.Milliseconds(), 10))
+		q.Set("_journal_mode", "WAL")
+		q.Set("_synchronous", "FULL")
+		for k, v := range extra {
+			q[k] = v
+		}
+		return "file:" + (&url.URL{Path: path}).EscapedPath() + "?" + q.Encode()
+	}
+	w, err := sql.Open("sqlite", dsn(url.Values{"_txlock": {"immediate"}}))
+	if err != nil {
+		return nil, err
+	}
+	w.SetMaxOpenConns(1)
+	w.SetMaxIdleConns(1)
+	r, err := sql.Open("sqlite", dsn(url.Values{"_query_only": {"1"}}))
+	if err != nil {
+		_ = w.Close()
+		return nil, err
+	}
+	r.SetMaxOpenConns(o.readers)
+	r.SetMaxIdleConns(o.readers)
+	s := &Store{path: path, w: w, r: r}
+	if err := s.checkJournal(ctx); err != nil {
+		_ = s.Close()
+		return nil, err
+	}
+	if err := s.migrate(ctx); err != nil {
+		_ = s.Close()
+		return nil, err
+	}
+	// Get is the hot path: parse it once per connection, not per call.
+	if s.get, err = r.PrepareContext(ctx, `SELECT value, version FROM kv WHERE key = ?`); err != nil {
+		_ = s.Close()
+		return nil, fmt.Errorf("prepare: %w", err)
+	}
+	return s, nil
+}
+
+// checkJournal refuses to run without the settings durability rests on
+// (WAL can be refused by some file systems, silently keeping the old mode).
+func (s *Store) checkJournal(ctx context.Context) error {
+	var mode string
+	var sync int
+	if err := s.w.QueryRowContext(ctx, `PRAGMA journal_mode`).Scan(&mode); err != nil {
+		return fmt.Errorf("read journal mode: %w", err)
+	}
+	if err := s.w.QueryRowContext(ctx, `PRAGMA synchronous`).Scan(&sync); err != nil {
+		return fmt.Errorf("read synchronous: %w", err)
+	}
+	if !strings.EqualFold(mode, "wal") || sync != 2 {
+		return fmt.Errorf("journal_mode=%s synchronous=%d, need wal and 2 (FULL)", mode, sync)
+	}
+	return nil
+}
+
 func (s *Store) migrate(ctx context.Context) error {
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
-		return err
+		return fmt.Errorf("migrate: %w", err)
 	}
-	defer tx.Rollback()
-	if _, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP)`); err != nil {
-		return fmt.Errorf("migrations table: %w", err)
+	defer func() { _ = tx.Rollback() }()
+	if _, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
+		version    INTEGER PRIMARY KEY,
+		applied_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP
+	)`); err != nil {
+		return fmt.Errorf("create migrations table: %w", err)
 	}
 	var cur int
 	if err := tx.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 0) FROM schema_migrations`).Scan(&cur); err != nil {
 		return fmt.Errorf("read schema version: %w", err)
 	}
 	if cur > len(migrations) {
-		return fmt.Errorf("database schema version %d is newer than this binary's %d", cur, len(migrations))
+		return fmt.Errorf("schema version %d is newer than this binary's %d", cur, len(migrations))
 	}
 	for v := cur + 1; v <= len(migrations); v++ {
 		if _, err := tx.ExecContext(ctx, migrations[v-1]); err != nil {
@@ -110,24 +206,36 @@ func (s *Store) migrate(ctx context.Context) error {
 			return fmt.Errorf("record migration %d: %w", v, err)
 		}
 	}
-	return tx.Commit()
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("commit migrations: %w", err)
+	}
+	return nil
 }
 
 // SchemaVersion returns the applied schema version.
 func (s *Store) SchemaVersion(ctx context.Context) (int, error) {
+	if err := s.ready(ctx); err != nil {
+		return 0, err
+	}
 	var v int
 	err := s.r.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 0) FROM schema_migrations`).Scan(&v)
-	return v, err
+	return v, s.wrap(ctx, "schema version", err)
 }
 
-func (s *Store) wrap(op string, err error) error {
-	if err == nil {
+// Path returns the database file's path.
+func (s *Store) Path() string { return s.path }
+
+// wrap maps a driver error onto the store's sentinels: the context's error
+// when ctx ended the call, ErrClosed after Close, ErrUnavailable otherwise.
+func (s *Store) wrap(ctx context.Context, op string, err error) error {
+	switch {
+	case err == nil:
 		return nil
-	}
-	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+	case ctx.Err() != nil:
+		return fmt.Errorf("embedded store %s: %v: %w", op, err, ctx.Err())
+	case errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded):
 		return fmt.Errorf("embedded store %s: %w", op, err)
-	}
-	if s.closed.Load() || strings.Contains(err.Error(), "database is closed") {
+	case s.closed.Load() || strings.Contains(err.Error(), "database is closed"):
 		return fmt.Errorf("embedded store %s: %w", op, store.ErrClosed)
 	}
 	return fmt.Errorf("embedded store %s: %v: %w", op, err, store.ErrUnavailable)
@@ -135,7 +243,7 @@ func (s *Store) wrap(op string, err error) error {
 
 func (s *Store) ready(ctx context.Context) error {
 	if s.closed.Load() {
-		return store.ErrClosed
+		return fmt.Errorf("embedded store: %w", store.ErrClosed)
 	}
 	return ctx.Err()
 }
@@ -149,12 +257,12 @@ func (s *Store) Get(ctx context.Context, key string) (store.Entry, error) {
 		return store.Entry{}, err
 	}
 	e := store.Entry{Key: key}
-	err := s.r.QueryRowContext(ctx, `SELECT value, version FROM kv WHERE key = ?`, key).Scan(&e.Value, &e.Version)
+	err := s.get.QueryRowContext(ctx, key).Scan(&e.Value, &e.Version)
 	if errors.Is(err, sql.ErrNoRows) {
 		return store.Entry{}, fmt.Errorf("get %q: %w", key, store.ErrNotFound)
 	}
 	if err != nil {
-		return store.Entry{}, s.wrap("get", err)
+		return store.Entry{}, s.wrap(ctx, "get", err)
 	}
 	if e.Value == nil {
 		e.Value = []byte{}
@@ -177,7 +285,9 @@ func checkTx(ctx context.Context, tx *sql.Tx, key string, check bool, version in
 		return nil
 	case err != nil:
 		return err
-	case version == 0 || cur != version:
+	case version == 0:
+		return fmt.Errorf("key %q exists at version %d: %w", key, cur, store.ErrVersionConflict)
+	case cur != version:
 		return fmt.Errorf("key %q at version %d, expected %d: %w", key, cur, version, store.ErrVersionConflict)
 	}
 	return nil
@@ -195,29 +305,31 @@ func (s *Store) Put(ctx context.Context, key string, value []byte, o store.PutOp
 		return 0, err
 	}
 	if value == nil {
-		value = []byte{}
+		value = []byte{} // NOT NULL
 	}
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
-		return 0, s.wrap("put", err)
+		return 0, s.wrap(ctx, "put", err)
 	}
-	defer tx.Rollback()
+	defer func() { _ = tx.Rollback() }()
 	if err := checkTx(ctx, tx, key, o.Check, o.Version); err != nil {
 		if errors.Is(err, store.ErrVersionConflict) {
 			return 0, err
 		}
-		return 0, s.wrap("put", err)
+		return 0, s.wrap(ctx, "put", err)
 	}
 	var v int64
 	if err := tx.QueryRowContext(ctx, `UPDATE seq SET v = v + 1 WHERE id = 1 RETURNING v`).Scan(&v); err != nil {
-		return 0, s.wrap("put", err)
+		return 0, s.wrap(ctx, "put", err)
 	}
 	if _, err := tx.ExecContext(ctx, `INSERT INTO kv (key, value, version) VALUES (?, ?, ?)
 		ON CONFLICT (key) DO UPDATE SET value = excluded.value, version = excluded.version`, key, value, v); err != nil {
-		return 0, s.wrap("put", err)
+		return 0, s.wrap(ctx, "put", err)
 	}
+	// A failed commit is rolled back by the driver: no error reports a
+	// write that took effect.
 	if err := tx.Commit(); err != nil {
-		return 0, s.wrap("put", err)
+		return 0, s.wrap(ctx, "put", err)
 	}
 	return v, nil
 }
@@ -232,19 +344,19 @@ func (s *Store) Delete(ctx context.Context, key string, o store.DeleteOptions) e
 	}
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
-		return s.wrap("delete", err)
+		return s.wrap(ctx, "delete", err)
 	}
-	defer tx.Rollback()
+	defer func() { _ = tx.Rollback() }()
 	if err := checkTx(ctx, tx, key, o.Check, o.Version); err != nil {
 		if errors.Is(err, store.ErrVersionConflict) {
 			return err
 		}
-		return s.wrap("delete", err)
+		return s.wrap(ctx, "delete", err)
 	}
 	if _, err := tx.ExecContext(ctx, `DELETE FROM kv WHERE key = ?`, key); err != nil {
-		return s.wrap("delete", err)
+		return s.wrap(ctx, "delete", err)
 	}
-	return s.wrap("delete", tx.Commit())
+	return s.wrap(ctx, "delete", tx.Commit())
 }
 
 // List implements store.KV.
@@ -256,8 +368,9 @@ func (s *Store) List(ctx context.Context, o store.ListOptions) ([]store.Entry, e
 	if err := s.ready(ctx); err != nil {
 		return nil, err
 	}
-	// Keys sort bytewise (BINARY collation); scan from the larger of the
-	// prefix and After, stop at the first key without the prefix.
+	// Keys are TEXT compared with the BINARY collation (memcmp of UTF-8),
+	// which is Go's string order. Scan from the larger of Prefix and After
+	// and stop at the first key outside the prefix.
 	from, incl := o.Prefix, true
 	if o.After >= o.Prefix {
 		from, incl = o.After, false
@@ -268,14 +381,14 @@ func (s *Store) List(ctx context.Context, o store.ListOptions) ([]store.Entry, e
 	}
 	rows, err := s.r.QueryContext(ctx, q, from, limit)
 	if err != nil {
-		return nil, s.wrap("list", err)
+		return nil, s.wrap(ctx, "list", err)
 	}
-	defer rows.Close()
+	defer func() { _ = rows.Close() }()
 	out := make([]store.Entry, 0)
 	for rows.Next() {
 		var e store.Entry
 		if err := rows.Scan(&e.Key, &e.Value, &e.Version); err != nil {
-			return nil, s.wrap("list", err)
+			return nil, s.wrap(ctx, "list", err)
 		}
 		if !strings.HasPrefix(e.Key, o.Prefix) {
 			break
@@ -286,26 +399,34 @@ func (s *Store) List(ctx context.Context, o store.ListOptions) ([]store.Entry, e
 		out = append(out, e)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, s.wrap("list", err)
+		return nil, s.wrap(ctx, "list", err)
 	}
 	return out, nil
 }
 
-// Ping implements store.KV.
+// Ping implements store.KV: it reads the sequence row.
 func (s *Store) Ping(ctx context.Context) error {
 	if err := s.ready(ctx); err != nil {
 		return err
 	}
-	var one int
-	return s.wrap("ping", s.r.QueryRowContext(ctx, `SELECT 1 FROM seq WHERE id = 1`).Scan(&one))
+	var v int64
+	return s.wrap(ctx, "ping", s.r.QueryRowContext(ctx, `SELECT v FROM seq WHERE id = 1`).Scan(&v))
 }
 
-// Close closes the database.
+// Close implements store.KV. The last connection to close checkpoints the
+// WAL into the database file.
 func (s *Store) Close() error {
 	if s.closed.Swap(true) {
 		return nil
 	}
-	return errors.Join(s.r.Close(), s.w.Close())
+	var errs []error
+	if s.get != nil {
+		errs = append(errs, s.get.Close())
+	}
+	if err := errors.Join(append(errs, s.r.Close(), s.w.Close())...); err != nil {
+		return fmt.Errorf("close embedded store %s: %w", s.path, err)
+	}
+	return nil
 }
 
 var _ store.KV = (*Store)(nil)

@@ -3,12 +3,16 @@ package embedded
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -17,105 +21,326 @@ import (
 	"github.com/avonzt/avon/core/store/storetest"
 )
 
+// crashEnv, when set to a database path, turns the test binary into the
+// writer child of TestKilledProcessLosesNoCommit.
+const crashEnv = "AVON_EMBEDDED_CRASH_CHILD"
+
+func TestMain(m *testing.M) {
+	if path := os.Getenv(crashEnv); path != "" {
+		os.Exit(crashChild(path))
+	}
+	os.Exit(m.Run())
+}
+
+func openTest(t testing.TB, path string, opts ...Option) *Store {
+	t.Helper()
+	s, err := Open(context.Background(), path, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	return s
+}
+
 func TestConformance(t *testing.T) {
 	storetest.Run(t, func(t *testing.T) store.KV {
-		s, err := Open(context.Background(), filepath.Join(t.TempDir(), "avon.db"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return s
+		return openTest(t, filepath.Join(t.TempDir(), "avon.db"))
 	})
 }
 
-func TestReopenAndPermissions(t *testing.T) {
+func TestReopenPersists(t *testing.T) {
 	ctx := context.Background()
-	dir := filepath.Join(t.TempDir(), "data")
-	path := filepath.Join(dir, "avon.db")
-	s, err := Open(ctx, path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	v, err := s.Put(ctx, "k", []byte("v"), store.PutOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.Close()
-	for p, want := range map[string]os.FileMode{dir: 0o700, path: 0o600} {
-		st, err := os.Stat(p)
+	path := filepath.Join(t.TempDir(), "avon.db")
+	s := openTest(t, path)
+	want := map[string]int64{}
+	var last int64
+	for i := range 20 {
+		k := fmt.Sprintf("k/%02d", i)
+		v, err := s.Put(ctx, k, []byte("v"+k), store.PutOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if st.Mode().Perm() != want {
-			t.Errorf("%s mode %o, want %o", p, st.Mode().Perm(), want)
-		}
+		want[k], last = v, v
 	}
-	s, err = Open(ctx, path)
+	if err := s.Delete(ctx, "k/00", store.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	delete(want, "k/00")
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	s = openTest(t, path)
+	es, err := s.List(ctx, store.ListOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.Close()
-	e, err := s.Get(ctx, "k")
-	if err != nil || string(e.Value) != "v" || e.Version != v {
-		t.Fatalf("after reopen: %+v %v", e, err)
+	if len(es) != len(want) {
+		t.Fatalf("after reopen %d keys, want %d", len(es), len(want))
 	}
-	v2, err := s.Put(ctx, "k2", nil, store.PutOptions{})
-	if err != nil || v2 <= v {
-		t.Fatalf("sequence did not survive reopen: %d after %d (%v)", v2, v, err)
+	for _, e := range es {
+		if e.Version != want[e.Key] || string(e.Value) != "v"+e.Key {
+			t.Fatalf("after reopen %+v, want version %d", e, want[e.Key])
+		}
+	}
+	// The version sequence survives too: no version is handed out twice.
+	v, err := s.Put(ctx, "k/00", nil, store.PutOptions{Check: true})
+	if err != nil || v <= last {
+		t.Fatalf("first version after reopen %d, last before %d (%v)", v, last, err)
 	}
 	if sv, err := s.SchemaVersion(ctx); err != nil || sv != len(migrations) {
 		t.Fatalf("schema version %d, want %d (%v)", sv, len(migrations), err)
 	}
 }
 
-func TestNewerSchemaRefused(t *testing.T) {
+func TestFilesAndSettings(t *testing.T) {
 	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "avon.db")
+	root := t.TempDir()
+	dir := filepath.Join(root, "data", "store")
+	path := filepath.Join(dir, "avon.db")
+	s := openTest(t, path)
+	if _, err := s.Put(ctx, "k", []byte("v"), store.PutOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	// While open, the WAL and shared-memory files exist; all are private.
+	for p, want := range map[string]os.FileMode{
+		filepath.Join(root, "data"): 0o700,
+		dir:                         0o700,
+		path:                        0o600,
+		path + "-wal":               0o600,
+		path + "-shm":               0o600,
+	} {
+		st, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Mode().Perm() != want {
+			t.Errorf("%s: mode %o, want %o", p, st.Mode().Perm(), want)
+		}
+	}
+	// Every connection runs with the durable settings; readers cannot write.
+	var mode string
+	var sync int
+	if err := s.r.QueryRowContext(ctx, `PRAGMA journal_mode`).Scan(&mode); err != nil || mode != "wal" {
+		t.Fatalf("reader journal_mode %q (%v)", mode, err)
+	}
+	if err := s.w.QueryRowContext(ctx, `PRAGMA synchronous`).Scan(&sync); err != nil || sync != 2 {
+		t.Fatalf("writer synchronous %d (%v), want 2 (FULL)", sync, err)
+	}
+	if _, err := s.r.ExecContext(ctx, `DELETE FROM kv`); err == nil {
+		t.Fatal("a reader connection could write")
+	}
+	if got := s.Path(); got != path {
+		t.Fatalf("Path() = %q", got)
+	}
+}
+
+func TestOpenRefuses(t *testing.T) {
+	ctx := context.Background()
+	t.Run("not a database", func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "avon.db")
+		junk := []byte(strings.Repeat("this is not an SQLite database file. ", 200))
+		if err := os.WriteFile(path, junk, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		_, err := Open(ctx, path)
+		if err == nil || !strings.Contains(err.Error(), "open embedded store "+path) {
+			t.Fatalf("want a wrapped open error, got %v", err)
+		}
+		got, _ := os.ReadFile(path)
+		if string(got) != string(junk) {
+			t.Fatal("Open modified a file that is not a database")
+		}
+	})
+	t.Run("newer schema", func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "avon.db")
+		s := openTest(t, path)
+		if _, err := s.w.ExecContext(ctx, `INSERT INTO schema_migrations (version) VALUES (999)`); err != nil {
+			t.Fatal(err)
+		}
+		_ = s.Close()
+		if _, err := Open(ctx, path); err == nil || !strings.Contains(err.Error(), "newer than this binary") {
+			t.Fatalf("want refusal of a newer schema, got %v", err)
+		}
+	})
+	t.Run("directory in the way", func(t *testing.T) {
+		path := t.TempDir()
+		if _, err := Open(ctx, path); err == nil {
+			t.Fatal("opened a directory as a database")
+		}
+	})
+	t.Run("empty path", func(t *testing.T) {
+		if _, err := Open(ctx, ""); err == nil {
+			t.Fatal("opened an empty path")
+		}
+	})
+	t.Run("cancelled", func(t *testing.T) {
+		cctx, cancel := context.WithCancel(ctx)
+		cancel()
+		if _, err := Open(cctx, filepath.Join(t.TempDir(), "avon.db")); !errors.Is(err, context.Canceled) {
+			t.Fatalf("want context.Canceled, got %v", err)
+		}
+	})
+}
+
+func TestOptions(t *testing.T) {
+	s := openTest(t, filepath.Join(t.TempDir(), "avon.db"), WithReaders(1), WithBusyTimeout(250*time.Millisecond))
+	var ms int
+	if err := s.w.QueryRowContext(context.Background(), `PRAGMA busy_timeout`).Scan(&ms); err != nil || ms != 250 {
+		t.Fatalf("busy_timeout %d (%v), want 250", ms, err)
+	}
+	if got := s.r.Stats().MaxOpenConnections; got != 1 {
+		t.Fatalf("readers %d, want 1", got)
+	}
+}
+
+// TestCloseWhileBusy closes the store under concurrent callers: each call
+// either succeeds or fails with ErrClosed, nothing hangs or panics.
+func TestCloseWhileBusy(t *testing.T) {
+	s := openTest(t, filepath.Join(t.TempDir(), "avon.db"))
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	var bad atomic.Value
+	for w := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; ; i++ {
+				k := fmt.Sprintf("w%d/%d", w, i%10)
+				var err error
+				if i%2 == 0 {
+					_, err = s.Put(ctx, k, []byte("v"), store.PutOptions{})
+				} else {
+					_, err = s.List(ctx, store.ListOptions{Prefix: "w"})
+				}
+				if errors.Is(err, store.ErrClosed) {
+					return
+				}
+				if err != nil {
+					bad.Store(err)
+					return
+				}
+			}
+		}()
+	}
+	for {
+		v, err := s.Get(ctx, "w0/0")
+		if err == nil && v.Version > 0 {
+			break
+		}
+		runtime.Gosched()
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	if err := bad.Load(); err != nil {
+		t.Fatalf("call racing Close: %v", err)
+	}
+}
+
+// TestNoGoroutineLeak: Close stops every goroutine the store started.
+func TestNoGoroutineLeak(t *testing.T) {
+	before := runtime.NumGoroutine()
+	s, err := Open(context.Background(), filepath.Join(t.TempDir(), "avon.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	for i := range 50 {
+		if _, err := s.Put(ctx, "k"+strconv.Itoa(i), nil, store.PutOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Get(ctx, "k"+strconv.Itoa(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cancel()
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// Goroutines end asynchronously after Close; wait for them, bounded.
+	deadline := time.Now().Add(5 * time.Second)
+	for runtime.NumGoroutine() > before && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := runtime.NumGoroutine(); n > before {
+		buf := make([]byte, 1<<16)
+		t.Fatalf("%d goroutines after Close, %d before:\n%s", n, before, buf[:runtime.Stack(buf, true)])
+	}
+}
+
+// crashChild opens the store and writes until killed: several goroutines
+// put their own keys, and a CAS loop increments a counter, so the kill lands
+// on transactions in flight. A line goes to stdout only after the write
+// returned: "OK <key> <version> <value>". It returns an exit code.
+func crashChild(path string) int {
+	ctx := context.Background()
 	s, err := Open(ctx, path)
 	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s.w.ExecContext(ctx, `INSERT INTO schema_migrations (version) VALUES (999)`); err != nil {
-		t.Fatal(err)
-	}
-	s.Close()
-	if _, err := Open(ctx, path); err == nil || !strings.Contains(err.Error(), "newer than this binary") {
-		t.Fatalf("want refusal of a newer schema, got %v", err)
-	}
-}
-
-const crashEnv = "AVON_EMBEDDED_CRASH_CHILD"
-
-// TestMain turns the test binary into the writer child of
-// TestKilledProcessLosesNoCommit when crashEnv is set.
-func TestMain(m *testing.M) {
-	if path := os.Getenv(crashEnv); path != "" {
-		crashChild(path)
-	}
-	os.Exit(m.Run())
-}
-
-func crashChild(path string) {
-	s, err := Open(context.Background(), path)
-	if err != nil {
 		fmt.Println("ERR", err)
-		os.Exit(1)
+		return 1
 	}
-	for i := 0; i < 100000; i++ {
-		k := fmt.Sprintf("crash/%06d", i)
-		v, err := s.Put(context.Background(), k, []byte("value-"+k), store.PutOptions{})
-		if err != nil {
-			fmt.Println("ERR", err)
-			os.Exit(1)
+	var mu sync.Mutex // one line per write(2)
+	report := func(format string, a ...any) {
+		mu.Lock()
+		defer mu.Unlock()
+		fmt.Printf(format+"\n", a...)
+	}
+	const limit = 20000 // bounded even if the parent never kills us
+	var wg sync.WaitGroup
+	for w := range 3 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range limit {
+				k := fmt.Sprintf("crash/%d/%06d", w, i)
+				v, err := s.Put(ctx, k, []byte("value-"+k), store.PutOptions{Check: true})
+				if err != nil {
+					report("ERR put %s: %v", k, err)
+					return
+				}
+				report("OK %s %d value-%s", k, v, k)
+			}
+		}()
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		n := 0
+		for range limit {
+			e, err := s.Get(ctx, "counter")
+			var ver int64
+			if err == nil {
+				ver = e.Version
+			} else if !errors.Is(err, store.ErrNotFound) {
+				report("ERR get counter: %v", err)
+				return
+			}
+			v, err := s.Put(ctx, "counter", []byte(strconv.Itoa(n+1)), store.PutOptions{Check: true, Version: ver})
+			if err != nil {
+				report("ERR cas counter: %v", err)
+				return
+			}
+			n++
+			report("OK counter %d %d", v, n)
 		}
-		fmt.Printf("OK %s %d\n", k, v) // printed only after the commit returned
-	}
-	os.Exit(0)
+	}()
+	wg.Wait()
+	return 0
 }
 
+// TestKilledProcessLosesNoCommit re-executes the test binary as a writer,
+// SIGKILLs it while it writes, reopens the file and finds every write the
+// child reported committed, with its version and value.
 func TestKilledProcessLosesNoCommit(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a child process")
+	}
 	path := filepath.Join(t.TempDir(), "avon.db")
-	cmd := exec.Command(os.Args[0])
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), crashEnv+"="+path)
+	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -123,76 +348,201 @@ func TestKilledProcessLosesNoCommit(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	committed := map[string]int64{}
+	// Bound the test even if the child stops writing: kill it after a few
+	// seconds whatever happened.
+	killed := make(chan struct{})
+	var killOnce sync.Once
+	kill := func() {
+		killOnce.Do(func() {
+			_ = cmd.Process.Signal(syscall.SIGKILL)
+			close(killed)
+		})
+	}
+	timer := time.AfterFunc(10*time.Second, kill)
+	defer timer.Stop()
+
+	type commit struct {
+		version int64
+		value   string
+	}
+	committed := map[string]commit{}
+	var counter commit
+	const want = 400 // kill after this many reported commits
 	sc := bufio.NewScanner(out)
-	deadline := time.Now().Add(20 * time.Second)
-	for sc.Scan() && len(committed) < 200 && time.Now().Before(deadline) {
+	for sc.Scan() {
 		f := strings.Fields(sc.Text())
-		if len(f) == 3 && f[0] == "OK" {
+		switch {
+		case len(f) == 4 && f[0] == "OK" && f[1] == "counter":
 			v, _ := strconv.ParseInt(f[2], 10, 64)
-			committed[f[1]] = v
-		} else if len(f) > 0 && f[0] == "ERR" {
+			counter = commit{v, f[3]}
+		case len(f) == 4 && f[0] == "OK":
+			v, _ := strconv.ParseInt(f[2], 10, 64)
+			committed[f[1]] = commit{v, f[3]}
+		default:
+			kill()
 			t.Fatalf("child: %s", sc.Text())
 		}
+		if len(committed) >= want {
+			kill() // mid-stream: other writes are in flight
+			break
+		}
 	}
-	// Kill mid-stream: writes are in flight.
-	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
+	kill()
+	<-killed
 	_ = cmd.Wait()
+	if st, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); !ok || !st.Signaled() || st.Signal() != syscall.SIGKILL {
+		t.Fatalf("child was not killed by SIGKILL: %v", cmd.ProcessState)
+	}
 	if len(committed) < 50 {
-		t.Fatalf("child committed only %d writes before the deadline", len(committed))
+		t.Fatalf("child reported only %d commits before it was killed", len(committed))
 	}
-	s, err := Open(context.Background(), path)
-	if err != nil {
-		t.Fatalf("reopen after kill: %v", err)
-	}
-	defer s.Close()
-	for k, v := range committed {
-		e, err := s.Get(context.Background(), k)
+
+	s := openTest(t, path)
+	ctx := context.Background()
+	var maxV int64
+	for k, c := range committed {
+		e, err := s.Get(ctx, k)
 		if err != nil {
-			t.Fatalf("committed %s lost after kill -9: %v", k, err)
+			t.Fatalf("committed %s lost after SIGKILL: %v", k, err)
 		}
-		if e.Version != v || string(e.Value) != "value-"+k {
-			t.Fatalf("committed %s changed: %+v", k, e)
+		if e.Version != c.version || string(e.Value) != c.value {
+			t.Fatalf("committed %s changed: %q@%d, want %q@%d", k, e.Value, e.Version, c.value, c.version)
 		}
+		maxV = max(maxV, c.version)
 	}
+	if counter.version != 0 {
+		e, err := s.Get(ctx, "counter")
+		if err != nil {
+			t.Fatalf("counter lost: %v", err)
+		}
+		// The counter may have moved past the last reported value (a
+		// commit whose line was never read), never below it.
+		n, _ := strconv.Atoi(string(e.Value))
+		want, _ := strconv.Atoi(counter.value)
+		if e.Version < counter.version || n < want {
+			t.Fatalf("counter %d@%d, last reported %d@%d", n, e.Version, want, counter.version)
+		}
+		maxV = max(maxV, counter.version)
+	}
+	v, err := s.Put(ctx, "after-crash", nil, store.PutOptions{})
+	if err != nil || v <= maxV {
+		t.Fatalf("version after recovery %d, reported up to %d (%v)", v, maxV, err)
+	}
+	t.Logf("%d keyed commits and counter=%s@%d verified after SIGKILL", len(committed), counter.value, counter.version)
 }
 
+func benchStore(b *testing.B) *Store {
+	b.Helper()
+	return openTest(b, filepath.Join(b.TempDir(), "avon.db"))
+}
+
+func opsPerSec(b *testing.B) {
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "ops/s")
+}
+
+// BenchmarkPut: unconditional 256-byte writes, each a durable commit.
 func BenchmarkPut(b *testing.B) {
-	s, err := Open(context.Background(), filepath.Join(b.TempDir(), "avon.db"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer s.Close()
+	s := benchStore(b)
+	ctx := context.Background()
 	val := make([]byte, 256)
 	i := 0
 	for b.Loop() {
-		if _, err := s.Put(context.Background(), "bench/"+strconv.Itoa(i%1000), val, store.PutOptions{}); err != nil {
+		if _, err := s.Put(ctx, "bench/"+strconv.Itoa(i%1000), val, store.PutOptions{}); err != nil {
 			b.Fatal(err)
 		}
 		i++
 	}
-	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "ops/s")
+	opsPerSec(b)
 }
 
-func BenchmarkGet(b *testing.B) {
-	s, err := Open(context.Background(), filepath.Join(b.TempDir(), "avon.db"))
+// BenchmarkPutCAS: checked updates of one key (read-free: the version is
+// carried from the previous Put).
+func BenchmarkPutCAS(b *testing.B) {
+	s := benchStore(b)
+	ctx := context.Background()
+	val := make([]byte, 256)
+	v, err := s.Put(ctx, "bench/cas", val, store.PutOptions{})
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer s.Close()
-	for i := 0; i < 1000; i++ {
+	for b.Loop() {
+		if v, err = s.Put(ctx, "bench/cas", val, store.PutOptions{Check: true, Version: v}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	opsPerSec(b)
+}
+
+// BenchmarkPutParallel: writers from every P share the one write connection.
+func BenchmarkPutParallel(b *testing.B) {
+	s := benchStore(b)
+	ctx := context.Background()
+	val := make([]byte, 256)
+	var n atomic.Int64
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			i := n.Add(1)
+			if _, err := s.Put(ctx, "bench/"+strconv.FormatInt(i%1000, 10), val, store.PutOptions{}); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	opsPerSec(b)
+}
+
+func fill(b *testing.B, s *Store, n int) {
+	b.Helper()
+	for i := range n {
 		if _, err := s.Put(context.Background(), "bench/"+strconv.Itoa(i), make([]byte, 256), store.PutOptions{}); err != nil {
 			b.Fatal(err)
 		}
 	}
+}
+
+// BenchmarkGet: point reads of 256-byte values among 1000 keys.
+func BenchmarkGet(b *testing.B) {
+	s := benchStore(b)
+	fill(b, s, 1000)
+	ctx := context.Background()
 	i := 0
 	for b.Loop() {
-		if _, err := s.Get(context.Background(), "bench/"+strconv.Itoa(i%1000)); err != nil {
+		if _, err := s.Get(ctx, "bench/"+strconv.Itoa(i%1000)); err != nil {
 			b.Fatal(err)
 		}
 		i++
 	}
-	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "ops/s")
+	opsPerSec(b)
+}
+
+// BenchmarkGetParallel: point reads from every P over the reader pool.
+func BenchmarkGetParallel(b *testing.B) {
+	s := benchStore(b)
+	fill(b, s, 1000)
+	ctx := context.Background()
+	var n atomic.Int64
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			i := n.Add(1)
+			if _, err := s.Get(ctx, "bench/"+strconv.FormatInt(i%1000, 10)); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	opsPerSec(b)
+}
+
+// BenchmarkList100: pages of 100 entries.
+func BenchmarkList100(b *testing.B) {
+	s := benchStore(b)
+	fill(b, s, 1000)
+	ctx := context.Background()
+	for b.Loop() {
+		es, err := s.List(ctx, store.ListOptions{Prefix: "bench/", Limit: 100})
+		if err != nil || len(es) != 100 {
+			b.Fatal(len(es), err)
+		}
+	}
+	opsPerSec(b)
 }

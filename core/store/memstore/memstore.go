@@ -1,6 +1,9 @@
-// Package memstore is an in-memory store.KV for fast unit tests. It passes
-// the same conformance suite as the real backends; it is never used by a
-// running core.
+// Package memstore is an in-memory store.KV for fast unit tests of the
+// packages that use a store. It passes the same conformance suite
+// (storetest) as the real backends.
+//
+// It must not be used by a running core: nothing survives the process, and
+// List sorts the whole map on every call.
 package memstore
 
 import (
@@ -13,7 +16,8 @@ import (
 	"github.com/avonzt/avon/core/store"
 )
 
-// Store is an in-memory store.KV.
+// Store is an in-memory store.KV. One mutex serializes every call, which
+// makes each one atomic and compare-and-set trivially correct.
 type Store struct {
 	mu     sync.Mutex // guards the fields below
 	seq    int64
@@ -24,6 +28,7 @@ type Store struct {
 // New returns an empty store.
 func New() *Store { return &Store{data: map[string]store.Entry{}} }
 
+// begin checks ctx and Close; the caller must hold s.mu.
 func (s *Store) begin(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -34,6 +39,7 @@ func (s *Store) begin(ctx context.Context) error {
 	return nil
 }
 
+// Get implements store.KV.
 func (s *Store) Get(ctx context.Context, key string) (store.Entry, error) {
 	if err := store.ValidateKey(key); err != nil {
 		return store.Entry{}, err
@@ -51,6 +57,7 @@ func (s *Store) Get(ctx context.Context, key string) (store.Entry, error) {
 	return e, nil
 }
 
+// check enforces a compare-and-set condition; the caller must hold s.mu.
 func (s *Store) check(key string, check bool, version int64) error {
 	if !check {
 		return nil
@@ -62,6 +69,7 @@ func (s *Store) check(key string, check bool, version int64) error {
 	return nil
 }
 
+// Put implements store.KV.
 func (s *Store) Put(ctx context.Context, key string, value []byte, o store.PutOptions) (int64, error) {
 	if err := store.ValidateKey(key); err != nil {
 		return 0, err
@@ -82,6 +90,7 @@ func (s *Store) Put(ctx context.Context, key string, value []byte, o store.PutOp
 	return s.seq, nil
 }
 
+// Delete implements store.KV.
 func (s *Store) Delete(ctx context.Context, key string, o store.DeleteOptions) error {
 	if err := store.ValidateKey(key); err != nil {
 		return err
@@ -98,6 +107,7 @@ func (s *Store) Delete(ctx context.Context, key string, o store.DeleteOptions) e
 	return nil
 }
 
+// List implements store.KV.
 func (s *Store) List(ctx context.Context, o store.ListOptions) ([]store.Entry, error) {
 	limit, err := store.CheckList(o)
 	if err != nil {
@@ -127,12 +137,14 @@ func (s *Store) List(ctx context.Context, o store.ListOptions) ([]store.Entry, e
 	return out, nil
 }
 
+// Ping implements store.KV.
 func (s *Store) Ping(ctx context.Context) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.begin(ctx)
 }
 
+// Close implements store.KV.
 func (s *Store) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
