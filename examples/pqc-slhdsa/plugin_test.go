@@ -19,11 +19,11 @@ func TestMain(m *testing.M) { plugintest.Main(m) }
 func TestPluginProcess(t *testing.T) {
 	bin := plugintest.Build(t, "github.com/avonzt/avon/examples/pqc-slhdsa")
 	pqctest.Run(t, func(t *testing.T) pqc.Provider {
-		s := plugintest.Start(t, bin, plugin.KindPQC, plugintest.Options{Config: []byte(`{"algorithms":[],"deterministic":false}`)})
+		s := plugintest.Start(t, bin, plugin.KindPQC, plugintest.Options{Config: []byte(`{"algorithms":["SLH-DSA-SHA2-128f","SLH-DSA-SHAKE-128f"]}`)})
 		return pqcrpc.NewClient(s.Conn.Conn)
-	}, pqctest.WithAlgorithms("SLH-DSA-SHA2-128f"))
+	})
 
-	s := plugintest.Start(t, bin, plugin.KindPQC, plugintest.Options{Config: []byte(`{"algorithms":[],"deterministic":false}`)})
+	s := plugintest.Start(t, bin, plugin.KindPQC, plugintest.Options{Config: []byte(`{}`)})
 	c := pqcrpc.NewClient(s.Conn.Conn)
 	// A signature-only plugin answers the KEM capability "not implemented".
 	if _, err := c.Encapsulate(context.Background(), &pqc.EncapsulateRequest{Algorithm: "SLH-DSA-SHA2-128f"}); !errors.Is(err, errdef.ErrNotImplemented) {

@@ -1,0 +1,5 @@
+//go:build !race
+
+package slhdsa
+
+const raceEnabled = false
