@@ -1,6 +1,8 @@
 package keystore
 
 import (
+	"crypto/aes"
+	"crypto/cipher"
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/elliptic"
@@ -22,28 +24,39 @@ import (
 	"github.com/avonzt/avon/sdk/kms"
 )
 
-// material is the parsed, in-memory form of one key version's secret. It is
-// built from the stored seed on open and on generation, and cleared on
-// destroy and Close.
+// material is the in-memory form of one key version's secret: the stored
+// seed and what was parsed from it, cached so that operations do not
+// re-derive keys. It is immutable once built, until clear, which runs only
+// when no operation can reach it any more (see Keystore).
 type material struct {
-	seed []byte // what is stored; zeroized by clear()
+	seed   []byte // the stored form (exported by ExportKey)
+	public []byte // raw public key, nil for AES-256; shared, read-only
 
-	signer interface {
-		sign(rand io.Reader, msg, ctx []byte) ([]byte, error)
-	}
-	verifier func(msg, ctx, sig []byte) bool
-	kemSK    kem.PrivateKey
-	kemS     kem.Scheme
-	aesKey   []byte // alias of seed for AES-256
-	public   []byte
+	// Signing keys.
+	sign   func(rnd io.Reader, msg, ctx []byte) ([]byte, error)
+	verify func(msg, ctx, sig []byte) bool
+	// KEM keys.
+	kemScheme kem.Scheme
+	kemSK     kem.PrivateKey
+	// AES-256 keys.
+	aead cipher.AEAD
+
+	// wipe zeroizes the parsed private key where the library's types allow it.
+	wipe func()
 }
 
+// clear zeroizes the seed and, as far as the libraries allow, the parsed
+// key (see FORMAT.md, "Zeroization").
 func (m *material) clear() {
 	clear(m.seed)
-	m.signer, m.verifier, m.kemSK, m.aesKey = nil, nil, nil, nil
+	if m.wipe != nil {
+		m.wipe()
+	}
+	m.sign, m.verify, m.kemSK, m.aead, m.wipe = nil, nil, nil, nil, nil
 }
 
-// seedSize is how many random bytes make a key of each algorithm.
+// seedSize is the size of the stored private material of each algorithm
+// (0: unknown algorithm).
 func seedSize(a kms.Algorithm) int {
 	switch a {
 	case kms.MLDSA44, kms.MLDSA65, kms.MLDSA87:
@@ -51,42 +64,17 @@ func seedSize(a kms.Algorithm) int {
 	case kms.MLKEM768, kms.MLKEM1024:
 		return 64 // FIPS 203 d || z
 	case kms.XWing:
-		return xwing.SeedSize
+		return xwing.SeedSize // 32
 	case kms.ECDSAP256:
-		return 32
+		return 32 // the scalar
 	case kms.ECDSAP384:
 		return 48
 	case kms.Ed25519:
-		return ed25519.SeedSize
+		return ed25519.SeedSize // 32
 	case kms.AES256:
 		return 32
 	}
 	return 0
-}
-
-// newSeed draws a seed for a from rnd. ECDSA scalars are drawn by rejection
-// sampling until they lie in [1, n-1].
-func newSeed(a kms.Algorithm, rnd io.Reader) ([]byte, error) {
-	n := seedSize(a)
-	if n == 0 {
-		return nil, fmt.Errorf("algorithm %q: %w", a, kms.ErrUnsupportedAlgorithm)
-	}
-	seed := make([]byte, n)
-	for tries := 0; tries < 64; tries++ {
-		if _, err := io.ReadFull(rnd, seed); err != nil {
-			clear(seed)
-			return nil, fmt.Errorf("draw key material: %w", err)
-		}
-		if c := curveOf(a); c != nil {
-			k := new(big.Int).SetBytes(seed)
-			if k.Sign() == 0 || k.Cmp(c.Params().N) >= 0 {
-				continue
-			}
-		}
-		return seed, nil
-	}
-	clear(seed)
-	return nil, fmt.Errorf("draw key material: rejection sampling did not terminate: %w", errdef.ErrInternal)
 }
 
 func curveOf(a kms.Algorithm) elliptic.Curve {
@@ -99,111 +87,173 @@ func curveOf(a kms.Algorithm) elliptic.Curve {
 	return nil
 }
 
-type mldsaSigner struct {
-	signTo func(msg, ctx []byte, sig []byte) error
-	size   int
-}
-
-// sign signs in hedged mode. circl draws the 32-byte FIPS 204 rnd from the
-// operating system's generator (its API takes no reader); the key itself
-// comes from the host RNG. See FORMAT.md.
-func (s mldsaSigner) sign(_ io.Reader, msg, ctx []byte) ([]byte, error) {
-	sig := make([]byte, s.size)
-	if err := s.signTo(msg, ctx, sig); err != nil {
-		return nil, err
+// newSeed draws the private material of a key of algorithm a from r. ECDSA
+// scalars are drawn by rejection sampling until they lie in [1, n-1]
+// (FIPS 186-5 A.4.2): crypto/ecdsa.GenerateKey ignores its reader since Go
+// 1.26, so the keystore makes the scalar itself and loads it with
+// ecdsa.ParseRawPrivateKey.
+func newSeed(a kms.Algorithm, r io.Reader) ([]byte, error) {
+	n := seedSize(a)
+	if n == 0 {
+		return nil, fmt.Errorf("algorithm %q: %w", a, kms.ErrUnsupportedAlgorithm)
 	}
-	return sig, nil
-}
-
-type ecdsaSigner struct {
-	key  *ecdsa.PrivateKey
-	hash func([]byte) []byte
-}
-
-func (s ecdsaSigner) sign(rnd io.Reader, msg, ctx []byte) ([]byte, error) {
-	return ecdsa.SignASN1(rnd, s.key, s.hash(msg))
-}
-
-type ed25519Signer struct{ key ed25519.PrivateKey }
-
-func (s ed25519Signer) sign(_ io.Reader, msg, _ []byte) ([]byte, error) {
-	return ed25519.Sign(s.key, msg), nil
+	seed := make([]byte, n)
+	c := curveOf(a)
+	// For P-256 and P-384 a draw is rejected with probability < 2^-32; 64
+	// rejections in a row mean a broken generator.
+	for range 64 {
+		if _, err := io.ReadFull(r, seed); err != nil {
+			clear(seed)
+			return nil, fmt.Errorf("draw key material: %w", err)
+		}
+		if c == nil {
+			return seed, nil
+		}
+		k := new(big.Int).SetBytes(seed)
+		ok := k.Sign() > 0 && k.Cmp(c.Params().N) < 0
+		clear(k.Bits())
+		if ok {
+			return seed, nil
+		}
+	}
+	clear(seed)
+	return nil, fmt.Errorf("draw key material: 64 ECDSA scalars out of range: %w", errdef.ErrInternal)
 }
 
 func sha256Sum(b []byte) []byte { h := sha256.Sum256(b); return h[:] }
 func sha384Sum(b []byte) []byte { h := sha512.Sum384(b); return h[:] }
 
-// parse builds the in-memory material from a seed.
-func parse(a kms.Algorithm, seed []byte) (*material, error) {
-	if len(seed) != seedSize(a) {
-		return nil, fmt.Errorf("%s key material is %d bytes, want %d: %w", a, len(seed), seedSize(a), ErrTampered)
+func drawRnd(r io.Reader) ([32]byte, error) {
+	var rnd [32]byte
+	_, err := io.ReadFull(r, rnd[:])
+	return rnd, err
+}
+
+// parse builds the material of algorithm a from seed, taking ownership of
+// seed (it is cleared on error).
+func parse(a kms.Algorithm, seed []byte) (m *material, err error) {
+	defer func() {
+		if err != nil {
+			clear(seed)
+		}
+	}()
+	if n := seedSize(a); n == 0 {
+		return nil, fmt.Errorf("algorithm %q: %w", a, kms.ErrUnsupportedAlgorithm)
+	} else if len(seed) != n {
+		return nil, fmt.Errorf("%s key material is %d bytes, want %d", a, len(seed), n)
 	}
-	m := &material{seed: seed}
+	m = &material{seed: seed}
 	switch a {
 	case kms.MLDSA44:
 		var s [mldsa44.SeedSize]byte
 		copy(s[:], seed)
 		pk, sk := mldsa44.NewKeyFromSeed(&s)
 		clear(s[:])
-		m.public, _ = pk.MarshalBinary()
-		m.signer = mldsaSigner{size: mldsa44.SignatureSize, signTo: func(msg, ctx, sig []byte) error { return mldsa44.SignTo(sk, msg, ctx, true, sig) }}
-		m.verifier = func(msg, ctx, sig []byte) bool { return mldsa44.Verify(pk, msg, ctx, sig) }
+		m.public = pk.Bytes()
+		m.sign = func(r io.Reader, msg, ctx []byte) ([]byte, error) {
+			if err := hedgedReady(); err != nil {
+				return nil, err
+			}
+			rnd, err := drawRnd(r)
+			if err != nil {
+				return nil, err
+			}
+			defer clear(rnd[:])
+			return mldsa44SignInternal(sk, encodeMPrime(msg, ctx), rnd), nil
+		}
+		m.verify = func(msg, ctx, sig []byte) bool { return mldsa44.Verify(pk, msg, ctx, sig) }
+		m.wipe = func() { *sk = mldsa44.PrivateKey{} }
 	case kms.MLDSA65:
 		var s [mldsa65.SeedSize]byte
 		copy(s[:], seed)
 		pk, sk := mldsa65.NewKeyFromSeed(&s)
 		clear(s[:])
-		m.public, _ = pk.MarshalBinary()
-		m.signer = mldsaSigner{size: mldsa65.SignatureSize, signTo: func(msg, ctx, sig []byte) error { return mldsa65.SignTo(sk, msg, ctx, true, sig) }}
-		m.verifier = func(msg, ctx, sig []byte) bool { return mldsa65.Verify(pk, msg, ctx, sig) }
+		m.public = pk.Bytes()
+		m.sign = func(r io.Reader, msg, ctx []byte) ([]byte, error) {
+			if err := hedgedReady(); err != nil {
+				return nil, err
+			}
+			rnd, err := drawRnd(r)
+			if err != nil {
+				return nil, err
+			}
+			defer clear(rnd[:])
+			return mldsa65SignInternal(sk, encodeMPrime(msg, ctx), rnd), nil
+		}
+		m.verify = func(msg, ctx, sig []byte) bool { return mldsa65.Verify(pk, msg, ctx, sig) }
+		m.wipe = func() { *sk = mldsa65.PrivateKey{} }
 	case kms.MLDSA87:
 		var s [mldsa87.SeedSize]byte
 		copy(s[:], seed)
 		pk, sk := mldsa87.NewKeyFromSeed(&s)
 		clear(s[:])
-		m.public, _ = pk.MarshalBinary()
-		m.signer = mldsaSigner{size: mldsa87.SignatureSize, signTo: func(msg, ctx, sig []byte) error { return mldsa87.SignTo(sk, msg, ctx, true, sig) }}
-		m.verifier = func(msg, ctx, sig []byte) bool { return mldsa87.Verify(pk, msg, ctx, sig) }
-	case kms.MLKEM768, kms.MLKEM1024, kms.XWing:
-		var sch kem.Scheme
-		switch a {
-		case kms.MLKEM768:
-			sch = mlkem768.Scheme()
-		case kms.MLKEM1024:
-			sch = mlkem1024.Scheme()
-		default:
-			sch = xwing.Scheme()
+		m.public = pk.Bytes()
+		m.sign = func(r io.Reader, msg, ctx []byte) ([]byte, error) {
+			if err := hedgedReady(); err != nil {
+				return nil, err
+			}
+			rnd, err := drawRnd(r)
+			if err != nil {
+				return nil, err
+			}
+			defer clear(rnd[:])
+			return mldsa87SignInternal(sk, encodeMPrime(msg, ctx), rnd), nil
 		}
-		pk, sk := sch.DeriveKeyPair(seed)
+		m.verify = func(msg, ctx, sig []byte) bool { return mldsa87.Verify(pk, msg, ctx, sig) }
+		m.wipe = func() { *sk = mldsa87.PrivateKey{} }
+	case kms.MLKEM768:
+		pk, sk := mlkem768.NewKeyFromSeed(seed)
 		m.public, _ = pk.MarshalBinary()
-		m.kemSK, m.kemS = sk, sch
+		m.kemScheme, m.kemSK = mlkem768.Scheme(), sk
+		// circl keeps the decryption key behind an unexported pointer; the
+		// struct is reset and the rest left to the garbage collector.
+		m.wipe = func() { *sk = mlkem768.PrivateKey{} }
+	case kms.MLKEM1024:
+		pk, sk := mlkem1024.NewKeyFromSeed(seed)
+		m.public, _ = pk.MarshalBinary()
+		m.kemScheme, m.kemSK = mlkem1024.Scheme(), sk
+		m.wipe = func() { *sk = mlkem1024.PrivateKey{} }
+	case kms.XWing:
+		sk, pk := xwing.DeriveKeyPair(seed)
+		m.public = make([]byte, xwing.PublicKeySize)
+		pk.Pack(m.public)
+		m.kemScheme, m.kemSK = xwing.Scheme(), sk
+		m.wipe = func() { *sk = xwing.PrivateKey{} }
 	case kms.ECDSAP256, kms.ECDSAP384:
 		key, err := ecdsa.ParseRawPrivateKey(curveOf(a), seed)
 		if err != nil {
-			return nil, fmt.Errorf("%s key material: %v: %w", a, err, ErrTampered)
+			return nil, fmt.Errorf("%s key material: %v", a, err)
 		}
-		pub, err := key.PublicKey.Bytes()
-		if err != nil {
-			return nil, fmt.Errorf("%s public key: %w", a, err)
+		if m.public, err = key.PublicKey.Bytes(); err != nil {
+			return nil, fmt.Errorf("%s public key: %v", a, err)
 		}
-		m.public = pub
 		h := sha256Sum
 		if a == kms.ECDSAP384 {
 			h = sha384Sum
 		}
-		m.signer = ecdsaSigner{key: key, hash: h}
-		pubKey := &key.PublicKey
-		m.verifier = func(msg, _, sig []byte) bool { return ecdsa.VerifyASN1(pubKey, h(msg), sig) }
+		// Go 1.26 ignores the reader given to SignASN1 (unless
+		// GODEBUG=cryptocustomrand=1) and hedges the nonce itself: an
+		// HMAC_DRBG over fresh system randomness, the private key and the
+		// digest (draft-irtf-cfrg-det-sigs-with-noise). See FORMAT.md.
+		m.sign = func(r io.Reader, msg, _ []byte) ([]byte, error) { return ecdsa.SignASN1(r, key, h(msg)) }
+		pub := &key.PublicKey
+		m.verify = func(msg, _, sig []byte) bool { return ecdsa.VerifyASN1(pub, h(msg), sig) }
+		m.wipe = func() { clear(key.D.Bits()) }
 	case kms.Ed25519:
 		key := ed25519.NewKeyFromSeed(seed)
-		pub := key.Public().(ed25519.PublicKey)
-		m.public = []byte(pub)
-		m.signer = ed25519Signer{key: key}
-		m.verifier = func(msg, _, sig []byte) bool { return ed25519.Verify(pub, msg, sig) }
+		pub := append([]byte(nil), key[32:]...)
+		m.public = pub
+		m.sign = func(_ io.Reader, msg, _ []byte) ([]byte, error) { return ed25519.Sign(key, msg), nil }
+		m.verify = func(msg, _, sig []byte) bool { return ed25519.Verify(pub, msg, sig) }
+		m.wipe = func() { clear(key) }
 	case kms.AES256:
-		m.aesKey = seed
-	default:
-		return nil, fmt.Errorf("algorithm %q: %w", a, kms.ErrUnsupportedAlgorithm)
+		block, err := aes.NewCipher(seed)
+		if err != nil {
+			return nil, err
+		}
+		if m.aead, err = cipher.NewGCM(block); err != nil {
+			return nil, err
+		}
 	}
 	return m, nil
 }

@@ -7,41 +7,55 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/binary"
-	"errors"
 	"fmt"
-	"io"
 
 	"golang.org/x/crypto/argon2"
 )
 
-// File layout, version 1 (all integers big-endian):
+// File layout, format version 1 (integers big-endian; FORMAT.md has the
+// reasoning):
 //
 //	offset size field
-//	0      8    magic "AVONKS1\n"
+//	0      8    magic "AVON-KS\n"
 //	8      1    format version (1)
 //	9      1    KDF id (1 = Argon2id)
 //	10     4    Argon2id time (passes)
 //	14     4    Argon2id memory (KiB)
 //	18     1    Argon2id threads
 //	19     32   salt
-//	51     32   key check: HMAC-SHA256(check key, "avon kms-soft check v1")
-//	83     12   AES-GCM nonce
-//	95     ...  AES-256-GCM(encryption key, nonce, key set JSON, AAD = bytes 0..94)
+//	51     32   key check: HMAC-SHA256(check key, "avon kms-soft check\x00" || bytes 0..50)
+//	83     12   AES-GCM nonce, fresh on every write
+//	95     ...  AES-256-GCM(encryption key, nonce, key set, AAD = bytes 0..94), tag last
 //
-// KEK = Argon2id(passphrase, salt); encryption key and check key are
-// HKDF-SHA256(KEK, info "avon kms-soft enc v1" / "avon kms-soft check v1").
-// The check tells a wrong passphrase from a tampered file: a wrong
-// passphrase fails the check, a tampered file passes it and fails GCM.
+// KEK = Argon2id(passphrase, salt, time, memory, threads, 32 bytes);
+// encryption key = HKDF-SHA256(KEK, info "avon kms-soft v1 file key") and
+// check key = HKDF-SHA256(KEK, info "avon kms-soft v1 check key"). The check
+// tells a wrong passphrase from a damaged file: a wrong passphrase fails the
+// check; a modified nonce, ciphertext or tag passes it and fails GCM. A
+// modified salt, KDF parameter or check value derives another KEK and so
+// reads as a wrong passphrase: the two cannot be told apart.
 const (
-	magic        = "AVONKS1\n"
-	formatV1     = 1
-	kdfArgon2id  = 1
-	headerSize   = 95
-	saltOffset   = 19
-	checkOffset  = 51
-	nonceOffset  = 83
-	maxFileSize  = 256 << 20
-	checkMessage = "avon kms-soft check v1"
+	magic       = "AVON-KS\n"
+	formatV1    = 1
+	kdfArgon2id = 1
+
+	saltOffset  = 19
+	checkOffset = 51
+	nonceOffset = 83
+	headerSize  = 95
+	tagSize     = 16
+
+	checkLabel = "avon kms-soft check\x00"
+	encInfo    = "avon kms-soft v1 file key"
+	checkInfo  = "avon kms-soft v1 check key"
+
+	// maxFileSize bounds what Open reads.
+	maxFileSize = 256 << 20
+	// KDF ceilings, for new keystores and for headers read from disk (a
+	// damaged header must not make Open allocate gigabytes or spin for
+	// hours).
+	maxKDFTime      = 64
+	maxKDFMemoryKiB = 4 << 20
 )
 
 // KDFParams are Argon2id parameters.
@@ -51,47 +65,68 @@ type KDFParams struct {
 	Threads   uint8
 }
 
-// DefaultKDF is used for new keystores unless configured otherwise.
+// DefaultKDF is used for new keystores when Options.KDF is zero.
 var DefaultKDF = KDFParams{Time: 3, MemoryKiB: 64 << 10, Threads: 2}
 
-// MinKDF is the floor for new keystores (OWASP's Argon2id minimum:
-// 19 MiB, 2 passes).
+// MinKDF is the floor for new keystores: OWASP's Argon2id minimum (19 MiB,
+// 2 passes). Only Options.AllowWeakKDF (tests) goes below it.
 var MinKDF = KDFParams{Time: 2, MemoryKiB: 19 << 10, Threads: 1}
 
-// Validate checks p against the floor and sane ceilings.
+// TestKDF is a deliberately weak parameter set that keeps tests fast. Open
+// accepts it for a new keystore only with Options.AllowWeakKDF; never use
+// it for a keystore that holds real keys.
+var TestKDF = KDFParams{Time: 1, MemoryKiB: 64, Threads: 1}
+
+// Validate checks p against MinKDF and the ceilings.
 func (p KDFParams) Validate() error {
-	switch {
-	case p.Time < MinKDF.Time || p.Time > 100:
-		return fmt.Errorf("argon2id time %d outside %d..100", p.Time, MinKDF.Time)
-	case p.MemoryKiB < MinKDF.MemoryKiB || p.MemoryKiB > 4<<20:
-		return fmt.Errorf("argon2id memory %d KiB outside %d..%d", p.MemoryKiB, MinKDF.MemoryKiB, 4<<20)
-	case p.Threads < 1:
-		return fmt.Errorf("argon2id threads must be at least 1")
+	if err := p.plausible(); err != nil {
+		return err
+	}
+	if p.Time < MinKDF.Time || p.MemoryKiB < MinKDF.MemoryKiB {
+		return fmt.Errorf("argon2id parameters t=%d m=%d KiB are below the floor t=%d m=%d KiB", p.Time, p.MemoryKiB, MinKDF.Time, MinKDF.MemoryKiB)
 	}
 	return nil
 }
 
-// keys derived from the passphrase, held while the keystore is open.
-type fileKeys struct {
-	enc, check []byte
-	header     [headerSize]byte // without nonce filled; salt and params fixed
+// plausible checks p against what Argon2id accepts and the ceilings, not
+// the floor: existing files keep the parameters they were made with.
+func (p KDFParams) plausible() error {
+	switch {
+	case p.Time < 1 || p.Time > maxKDFTime:
+		return fmt.Errorf("argon2id time %d outside 1..%d", p.Time, maxKDFTime)
+	case p.Threads < 1:
+		return fmt.Errorf("argon2id threads must be at least 1")
+	case p.MemoryKiB < 8*uint32(p.Threads) || p.MemoryKiB > maxKDFMemoryKiB:
+		return fmt.Errorf("argon2id memory %d KiB outside %d..%d", p.MemoryKiB, 8*uint32(p.Threads), maxKDFMemoryKiB)
+	}
+	return nil
 }
 
-func (k *fileKeys) clear() { clear(k.enc); clear(k.check) }
+// fileKeys are derived from the passphrase and held while the keystore is
+// open; header is the file header with a zero nonce.
+type fileKeys struct {
+	enc    []byte
+	header [headerSize]byte
+	params KDFParams
+}
 
-func deriveKeys(pass []byte, salt []byte, p KDFParams) (*fileKeys, error) {
+func (k *fileKeys) clear() { clear(k.enc) }
+
+// deriveKeys runs the KDF and builds the header for salt and p.
+func deriveKeys(pass, salt []byte, p KDFParams) (*fileKeys, error) {
 	kek := argon2.IDKey(pass, salt, p.Time, p.MemoryKiB, p.Threads, 32)
 	defer clear(kek)
-	enc, err := hkdf.Key(sha256.New, kek, nil, "avon kms-soft enc v1", 32)
+	enc, err := hkdf.Key(sha256.New, kek, nil, encInfo, 32)
 	if err != nil {
 		return nil, err
 	}
-	check, err := hkdf.Key(sha256.New, kek, nil, checkMessage, 32)
+	check, err := hkdf.Key(sha256.New, kek, nil, checkInfo, 32)
 	if err != nil {
 		clear(enc)
 		return nil, err
 	}
-	fk := &fileKeys{enc: enc, check: check}
+	defer clear(check)
+	fk := &fileKeys{enc: enc, params: p}
 	h := fk.header[:]
 	copy(h, magic)
 	h[8] = formatV1
@@ -99,38 +134,46 @@ func deriveKeys(pass []byte, salt []byte, p KDFParams) (*fileKeys, error) {
 	binary.BigEndian.PutUint32(h[10:], p.Time)
 	binary.BigEndian.PutUint32(h[14:], p.MemoryKiB)
 	h[18] = p.Threads
-	copy(h[saltOffset:], salt)
+	copy(h[saltOffset:checkOffset], salt)
 	mac := hmac.New(sha256.New, check)
-	mac.Write([]byte(checkMessage))
-	copy(h[checkOffset:], mac.Sum(nil))
+	mac.Write([]byte(checkLabel))
+	mac.Write(h[:checkOffset])
+	mac.Sum(h[checkOffset:checkOffset])
 	return fk, nil
 }
 
-// seal encrypts plaintext into a complete file image.
-func (k *fileKeys) seal(rnd io.Reader, plaintext []byte) ([]byte, error) {
-	out := make([]byte, headerSize, headerSize+len(plaintext)+16)
-	copy(out, k.header[:])
-	if _, err := io.ReadFull(rnd, out[nonceOffset:headerSize]); err != nil {
-		return nil, fmt.Errorf("keystore nonce: %w", err)
-	}
+func (k *fileKeys) aead() (cipher.AEAD, error) {
 	block, err := aes.NewCipher(k.enc)
 	if err != nil {
 		return nil, err
 	}
-	gcm, err := cipher.NewGCM(block)
+	return cipher.NewGCM(block)
+}
+
+// seal encrypts a serialized key set into a complete file image under
+// nonce (12 bytes, fresh for every write).
+func (k *fileKeys) seal(nonce, plaintext []byte) ([]byte, error) {
+	if len(nonce) != headerSize-nonceOffset {
+		return nil, fmt.Errorf("nonce of %d bytes", len(nonce))
+	}
+	g, err := k.aead()
 	if err != nil {
 		return nil, err
 	}
-	return gcm.Seal(out, out[nonceOffset:headerSize], plaintext, out[:headerSize]), nil
+	out := make([]byte, headerSize, headerSize+len(plaintext)+tagSize)
+	copy(out, k.header[:])
+	copy(out[nonceOffset:], nonce)
+	return g.Seal(out, out[nonceOffset:headerSize], plaintext, out[:headerSize]), nil
 }
 
-// parseHeader reads the header fields; it never panics.
+// parseHeader reads and checks the header fields; it never panics. Its
+// errors are the detail of an ErrTampered.
 func parseHeader(data []byte) (p KDFParams, salt []byte, err error) {
-	if len(data) < headerSize+16 {
-		return p, nil, fmt.Errorf("file of %d bytes is too short", len(data))
+	if len(data) < headerSize+tagSize {
+		return p, nil, fmt.Errorf("%d bytes is too short for a keystore", len(data))
 	}
-	if string(data[:8]) != magic {
-		return p, nil, errors.New("not a kms-soft keystore (bad magic)")
+	if string(data[:len(magic)]) != magic {
+		return p, nil, fmt.Errorf("not a kms-soft keystore (bad magic)")
 	}
 	if data[8] != formatV1 {
 		return p, nil, fmt.Errorf("unsupported keystore format version %d", data[8])
@@ -139,19 +182,18 @@ func parseHeader(data []byte) (p KDFParams, salt []byte, err error) {
 		return p, nil, fmt.Errorf("unsupported KDF id %d", data[9])
 	}
 	p = KDFParams{Time: binary.BigEndian.Uint32(data[10:]), MemoryKiB: binary.BigEndian.Uint32(data[14:]), Threads: data[18]}
-	// Existing files may not ask for more than the ceiling (a tampered
-	// header must not make us allocate gigabytes).
-	if p.Time < 1 || p.Time > 100 || p.MemoryKiB < 8 || p.MemoryKiB > 4<<20 || p.Threads < 1 {
-		return p, nil, fmt.Errorf("implausible KDF parameters t=%d m=%d p=%d", p.Time, p.MemoryKiB, p.Threads)
+	if err := p.plausible(); err != nil {
+		return p, nil, err
 	}
 	return p, data[saltOffset:checkOffset], nil
 }
 
-// open decrypts a file image with the passphrase.
-func open(data, pass []byte) (*fileKeys, []byte, error) {
+// openFile decrypts a file image with the passphrase. Errors wrap
+// ErrTampered or ErrWrongPassphrase.
+func openFile(data, pass []byte) (*fileKeys, []byte, error) {
 	p, salt, err := parseHeader(data)
 	if err != nil {
-		return nil, nil, fmt.Errorf("%v: %w", err, ErrTampered)
+		return nil, nil, fmt.Errorf("%w: %v", ErrTampered, err)
 	}
 	k, err := deriveKeys(pass, salt, p)
 	if err != nil {
@@ -161,20 +203,15 @@ func open(data, pass []byte) (*fileKeys, []byte, error) {
 		k.clear()
 		return nil, nil, ErrWrongPassphrase
 	}
-	block, err := aes.NewCipher(k.enc)
+	g, err := k.aead()
 	if err != nil {
 		k.clear()
 		return nil, nil, err
 	}
-	gcm, err := cipher.NewGCM(block)
+	pt, err := g.Open(nil, data[nonceOffset:headerSize], data[headerSize:], data[:headerSize])
 	if err != nil {
 		k.clear()
-		return nil, nil, err
-	}
-	pt, err := gcm.Open(nil, data[nonceOffset:headerSize], data[headerSize:], data[:headerSize])
-	if err != nil {
-		k.clear()
-		return nil, nil, fmt.Errorf("authentication failed: %w", ErrTampered)
+		return nil, nil, fmt.Errorf("%w: the passphrase is right but the contents do not authenticate", ErrTampered)
 	}
 	return k, pt, nil
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"os"
 	"slices"
 	"testing"
@@ -105,7 +106,7 @@ func TestMLDSAFromSeedAndVerify(t *testing.T) {
 			if tc.Sig == "" || slices.Contains(tc.Flags, "Internal") {
 				continue
 			}
-			ok := m.verifier(unhex(t, tc.Msg), unhex(t, tc.Ctx), unhex(t, tc.Sig))
+			ok := m.verify(unhex(t, tc.Msg), unhex(t, tc.Ctx), unhex(t, tc.Sig))
 			switch {
 			case tc.Result == "valid" && !ok:
 				t.Errorf("tc %d: valid signature rejected", tc.TcID)
@@ -120,5 +121,85 @@ func TestMLDSAFromSeedAndVerify(t *testing.T) {
 	}
 	if keys < 10 || valid < 10 {
 		t.Fatalf("checked only %d keys, %d valid and %d invalid signatures", keys, valid, invalid)
+	}
+}
+
+// fixedReader returns the same bytes on every read: the "host RNG" of a
+// known-answer test.
+type fixedReader []byte
+
+func (f fixedReader) Read(p []byte) (int, error) {
+	if len(p) != len(f) {
+		return 0, errors.New("fixedReader: unexpected read size")
+	}
+	return copy(p, f), nil
+}
+
+// TestMLDSAHedgedSigningKAT: signing through the keystore's hedged path
+// reproduces Wycheproof's signatures byte for byte, the deterministic ones
+// with rnd = 0^32 and the randomized one with its rnd, both read from the
+// reader the keystore is given. This pins the go:linkname into circl
+// (mldsa.go) and proves the FIPS 204 rnd comes from Options.Rand.
+func TestMLDSAHedgedSigningKAT(t *testing.T) {
+	raw, err := os.ReadFile(testvec.Path(t, "wycheproof/mldsa_65_sign_seed_test.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var f struct {
+		TestGroups []struct {
+			PrivateSeed string `json:"privateSeed"`
+			Tests       []struct {
+				TcID   int      `json:"tcId"`
+				Msg    string   `json:"msg"`
+				Ctx    string   `json:"ctx"`
+				Rnd    string   `json:"rnd"`
+				Sig    string   `json:"sig"`
+				Result string   `json:"result"`
+				Flags  []string `json:"flags"`
+			} `json:"tests"`
+		} `json:"testGroups"`
+	}
+	if err := json.Unmarshal(raw, &f); err != nil {
+		t.Fatal(err)
+	}
+	det, randomized := 0, 0
+	for _, g := range f.TestGroups {
+		if len(g.PrivateSeed) != 64 {
+			continue
+		}
+		m, err := parse(kms.MLDSA65, unhex(t, g.PrivateSeed))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, tc := range g.Tests {
+			if tc.Result != "valid" || tc.Sig == "" || slices.Contains(tc.Flags, "Internal") {
+				continue
+			}
+			rnd := make(fixedReader, 32)
+			if tc.Rnd != "" {
+				rnd = unhex(t, tc.Rnd)
+				randomized++
+			} else {
+				det++
+			}
+			sig, err := m.sign(rnd, unhex(t, tc.Msg), unhex(t, tc.Ctx))
+			if err != nil {
+				t.Fatalf("tc %d: %v", tc.TcID, err)
+			}
+			if !bytes.Equal(sig, unhex(t, tc.Sig)) {
+				t.Errorf("tc %d (%s): signature differs from the vector", tc.TcID, tc.Flags)
+			}
+		}
+	}
+	if det < 50 || randomized < 1 {
+		t.Fatalf("checked %d deterministic and %d randomized vectors", det, randomized)
+	}
+}
+
+// The one-time self-test of the linked Sign_internal passes for all three
+// parameter sets.
+func TestHedgedSelfTest(t *testing.T) {
+	if err := hedgedSelfTest(); err != nil {
+		t.Fatal(err)
 	}
 }
