@@ -37,7 +37,7 @@ import (
 var Kinds = []string{"kms", "ca", "acme", "policy", "pqc"}
 
 // StorageTypes are the known `storage` block types.
-var StorageTypes = []string{"embedded"}
+var StorageTypes = []string{"embedded", "postgres"}
 
 // Config is the core's configuration.
 type Config struct {
@@ -47,8 +47,12 @@ type Config struct {
 	API       API
 	Gateway   Gateway
 	Plugins   PluginSettings
-	Storage   Storage
-	Plugin    []*Plugin
+	Storage     Storage
+	Cache       Cache
+	RNG         RNG
+	Calibration Calibration
+	Audit       Audit
+	Plugin      []*Plugin
 
 	// Files holds the parsed files, for printing diagnostics.
 	Files map[string]*hcl.File
@@ -81,8 +85,12 @@ type PluginSettings struct {
 
 // Storage is the `storage "<type>"` block.
 type Storage struct {
-	Type string // "embedded"
+	Type string // "embedded" or "postgres"
 	Path string // embedded: the database file, absolute
+	// postgres
+	DSN            string
+	MaxConns       int           // pool size, default 10
+	ConnectTimeout time.Duration // default 5s
 }
 
 // Plugin is a `plugin "<kind>" "<name>"` block.
@@ -109,6 +117,8 @@ var rootSchema = &hcl.BodySchema{
 	Blocks: []hcl.BlockHeaderSchema{
 		{Type: "api"}, {Type: "gateway"}, {Type: "plugins"},
 		{Type: "storage", LabelNames: []string{"type"}},
+		{Type: "cache", LabelNames: []string{"type"}},
+		{Type: "rng"}, {Type: "calibration"}, {Type: "audit"},
 		{Type: "plugin", LabelNames: []string{"kind", "name"}},
 	},
 }
@@ -277,6 +287,18 @@ func (c *Config) decode(body hcl.Body) hcl.Diagnostics {
 	b, d = singleton(content.Blocks, "storage")
 	diags = append(diags, d...)
 	diags = append(diags, c.decodeStorage(ctx, b)...)
+	b, d = singleton(content.Blocks, "cache")
+	diags = append(diags, d...)
+	diags = append(diags, c.decodeCache(ctx, b)...)
+	rngBlock, d := singleton(content.Blocks, "rng")
+	diags = append(diags, d...)
+	diags = append(diags, c.decodeRNG(ctx, rngBlock)...)
+	calBlock, d := singleton(content.Blocks, "calibration")
+	diags = append(diags, d...)
+	diags = append(diags, c.decodeCalibration(ctx, calBlock)...)
+	auditBlock, d := singleton(content.Blocks, "audit")
+	diags = append(diags, d...)
+	diags = append(diags, c.decodeAudit(ctx, auditBlock)...)
 
 	seen := map[string]*Plugin{}
 	for _, blk := range content.Blocks {
@@ -298,6 +320,20 @@ func (c *Config) decode(body hcl.Body) hcl.Diagnostics {
 		c.Plugin = append(c.Plugin, p)
 	}
 	diags = append(diags, c.checkUses(seen)...)
+	blockRange := func(b *hcl.Block) hcl.Range {
+		if b != nil {
+			return b.DefRange
+		}
+		return hcl.Range{}
+	}
+	diags = append(diags, c.resolveSigningKMS(seen, "calibration", &c.Calibration.KMS, blockRange(calBlock))...)
+	diags = append(diags, c.resolveSigningKMS(seen, "audit", &c.Audit.KMS, blockRange(auditBlock))...)
+	for _, s := range c.RNG.ExtraSources {
+		if p, ok := seen["kms."+s]; !ok || p.Disabled {
+			diags = append(diags, errAt(blockRange(rngBlock), "Unknown entropy source",
+				fmt.Sprintf("rng extra_sources: %q names no enabled `plugin \"kms\" %q` block.", s, s)))
+		}
+	}
 	return diags
 }
 
@@ -442,6 +478,24 @@ func (c *Config) decodeStorage(ctx *hcl.EvalContext, b *hcl.Block) hcl.Diagnosti
 			}
 			c.Storage.Path = p
 		}
+		return diags
+	case "postgres":
+		content, diags := b.Body.Content(&hcl.BodySchema{Attributes: []hcl.AttributeSchema{
+			{Name: "dsn", Required: true}, {Name: "max_conns"}, {Name: "connect_timeout"}}})
+		if r, ok, d := attr(ctx, content.Attributes, "dsn", &c.Storage.DSN); ok {
+			diags = append(diags, d...)
+			if !d.HasErrors() {
+				diags = append(diags, checkPostgresDSN(r, c.Storage.DSN)...)
+			}
+		}
+		c.Storage.MaxConns = 10
+		if r, ok, d := attr(ctx, content.Attributes, "max_conns", &c.Storage.MaxConns); ok {
+			diags = append(diags, d...)
+			if !d.HasErrors() && (c.Storage.MaxConns < 1 || c.Storage.MaxConns > 1000) {
+				diags = append(diags, errAt(r, "Invalid max_conns", fmt.Sprintf("max_conns = %d: want 1 to 1000.", c.Storage.MaxConns)))
+			}
+		}
+		diags = append(diags, duration(ctx, content.Attributes, "connect_timeout", 5*time.Second, &c.Storage.ConnectTimeout)...)
 		return diags
 	}
 	return hcl.Diagnostics{errAt(b.LabelRanges[0], "Unknown storage type",

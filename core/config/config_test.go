@@ -51,6 +51,31 @@ func TestFullExample(t *testing.T) {
 		{"pqc.command", c.Plugin[1].Command, filepath.Join(dir, "local/pqc-slhdsa")},
 		{"pqc.disabled", c.Plugin[1].Disabled, true},
 		{"other.uses", c.Plugin[2].Uses["kms"], "soft"},
+		{"cache.type", c.Cache.Type, "redis"},
+		{"cache.addr", c.Cache.Addr, "10.0.0.5:6379"},
+		{"cache.password", c.Cache.Password, "r-pass"},
+		{"cache.db", c.Cache.DB, 2},
+		{"cache.prefix", c.Cache.KeyPrefix, "avon-test:"},
+		{"cache.tls", c.Cache.TLS, true},
+		{"cache.timeout", c.Cache.Timeout, 1500 * time.Millisecond},
+		{"rng.df", c.RNG.DerivationFunction, true},
+		{"rng.pr", c.RNG.PredictionResistance, true},
+		{"rng.interval", c.RNG.ReseedInterval, 10 * time.Minute},
+		{"rng.bytes", c.RNG.ReseedBytes, int64(1 << 20)},
+		{"rng.extra", strings.Join(c.RNG.ExtraSources, ","), "other"},
+		{"cal.max_age", c.Calibration.MaxAge, 20 * time.Second},
+		{"cal.max_skew", c.Calibration.MaxSkew, 2 * time.Second},
+		{"cal.interval", c.Calibration.Interval, 20 * time.Second / 3},
+		{"cal.kms", c.Calibration.KMS, "soft"},
+		{"cal.key", c.Calibration.Key, "avon-time"},
+		{"cal.sources", len(c.Calibration.Sources), 2},
+		{"cal.ntp.server", c.Calibration.Sources[1].Server, "127.0.0.1:1123"},
+		{"cal.ntp.samples", c.Calibration.Sources[1].Samples, 3},
+		{"cal.ntp.timeout", c.Calibration.Sources[1].Timeout, 2 * time.Second},
+		{"audit.every", c.Audit.CheckpointEvery, 50},
+		{"audit.interval", c.Audit.CheckpointInterval, 30 * time.Second},
+		{"audit.kms", c.Audit.KMS, "other"},
+		{"audit.key", c.Audit.Key, "audit-ckpt"},
 	}
 	for _, ch := range checks {
 		if ch.got != ch.want {
@@ -83,6 +108,22 @@ func TestDefaults(t *testing.T) {
 		c.Storage.Path != "/etc/avon/data/avon.db" || c.Plugins.Directory != "/etc/avon/bin" ||
 		c.Gateway.Listen != "0.0.0.0:4600" || c.Plugins.HealthInterval != 10*time.Second || c.LogLevel != "info" {
 		t.Fatalf("defaults: %+v", c)
+	}
+	if c.Cache.Type != "memory" || !c.RNG.DerivationFunction || c.RNG.PredictionResistance || c.RNG.ReseedInterval != time.Hour ||
+		c.Calibration.MaxAge != 30*time.Second || c.Calibration.MaxSkew != 5*time.Second || c.Calibration.Interval != 10*time.Second ||
+		len(c.Calibration.Sources) != 1 || c.Calibration.Sources[0].Type != "system" || c.Calibration.KMS != "" ||
+		c.Audit.CheckpointEvery != 1000 || c.Audit.CheckpointInterval != 5*time.Minute || c.Audit.Key != "avon-audit" {
+		t.Fatalf("service defaults: %+v %+v %+v %+v", c.Cache, c.RNG, c.Calibration, c.Audit)
+	}
+	// One kms plugin: it signs checkpoints and attestations by default.
+	c, diags = Parse([]byte("plugin \"kms\" \"hsm\" {\n  command = \"k\"\n}\n"), "/etc/avon/config.hcl")
+	if diags.HasErrors() || c.Audit.KMS != "hsm" || c.Calibration.KMS != "hsm" {
+		t.Fatalf("default signing kms: %v %q %q", diags, c.Audit.KMS, c.Calibration.KMS)
+	}
+	c, diags = Parse([]byte("storage \"postgres\" {\n  dsn = \"postgres://avon@db:5432/avon\"\n}\n"), "/etc/avon/config.hcl")
+	if diags.HasErrors() || c.Storage.Type != "postgres" || c.Storage.DSN != "postgres://avon@db:5432/avon" ||
+		c.Storage.MaxConns != 10 || c.Storage.ConnectTimeout != 5*time.Second {
+		t.Fatalf("postgres storage: %v %+v", diags, c.Storage)
 	}
 }
 
@@ -120,6 +161,20 @@ func TestDiagnostics(t *testing.T) {
 		{"env unset", "data_dir = env(\"AVON_SURELY_UNSET_VAR\")\n", []diagAt{{"Error in function call", 1, 12, "AVON_SURELY_UNSET_VAR is not set"}}},
 		{"bad log level", "log_level = \"loud\"\n", []diagAt{{"Invalid log level", 1, 13, ""}}},
 		{"syntax", "api {\n", []diagAt{{"Unclosed configuration block", 1, 5, ""}}},
+		{"postgres dsn missing", "storage \"postgres\" {\n}\n", []diagAt{{"Missing required argument", 1, 20, "dsn"}}},
+		{"postgres dsn garbage", "storage \"postgres\" {\n  dsn = \"s3cretpw\"\n}\n", []diagAt{{"Invalid PostgreSQL DSN", 2, 9, "not shown"}}},
+		{"unknown cache", "cache \"memcached\" {\n}\n", []diagAt{{"Unknown cache type", 1, 7, "known types: memory, redis"}}},
+		{"redis addr", "cache \"redis\" {\n  addr = \"localhost\"\n}\n", []diagAt{{"Invalid address", 2, 10, "host:port"}}},
+		{"redis db", "cache \"redis\" {\n  addr = \"r:6379\"\n  db = 99\n}\n", []diagAt{{"Invalid Redis database", 3, 8, "0 to 15"}}},
+		{"unknown time source", "calibration {\n  source \"gps\" {}\n}\n", []diagAt{{"Unknown time source", 2, 10, "system, ntp"}}},
+		{"ntp no server", "calibration {\n  source \"ntp\" {}\n}\n", []diagAt{{"Missing required argument", 2, 16, "server"}}},
+		{"interval too long", "calibration {\n  max_age = \"10s\"\n  interval = \"10s\"\n}\n", []diagAt{{"Invalid calibration interval", 3, 14, "shorter than max_age"}}},
+		{"audit every", "audit {\n  checkpoint_every = 0\n}\n", []diagAt{{"Invalid checkpoint_every", 2, 22, ""}}},
+		{"audit unknown kms", "audit {\n  kms = \"nope\"\n}\n", []diagAt{{"Unknown kms plugin", 1, 1, `names no enabled`}}},
+		{"two kms, no choice", "plugin \"kms\" \"a\" {\n  command = \"x\"\n}\nplugin \"kms\" \"b\" {\n  command = \"y\"\n}\n",
+			[]diagAt{{"Ambiguous signing key", 4, 1, `calibration { kms = "<name>" }`}, {"Ambiguous signing key", 4, 1, `audit { kms`}}},
+		{"rng bytes", "rng {\n  reseed_bytes = 5\n}\n", []diagAt{{"Invalid reseed_bytes", 2, 18, ""}}},
+		{"rng unknown source", "rng {\n  extra_sources = [\"hsm\"]\n}\n", []diagAt{{"Unknown entropy source", 1, 1, "hsm"}}},
 		{"several at once", "data_dirr = 1\nlog_level = \"loud\"\nplugin \"x\" \"y\" {\n  command = \"c\"\n}\n",
 			[]diagAt{{"Unsupported argument", 1, 1, ""}, {"Invalid log level", 2, 13, ""}, {"Unknown plugin kind", 3, 8, ""}}},
 	}

@@ -48,3 +48,37 @@ plugin "kms" "other" {
   sha256  = "2222222222222222222222222222222222222222222222222222222222222222"
   uses    = { kms = "soft" }
 }
+
+cache "redis" {
+  addr       = "10.0.0.5:6379"
+  password   = env("AVON_TEST_REDIS_PASS", "r-pass")
+  db         = 2
+  key_prefix = "avon-test:"
+  tls        = true
+  timeout    = "1500ms"
+}
+
+rng {
+  prediction_resistance = true
+  reseed_interval       = "10m"
+  reseed_bytes          = 1048576
+  extra_sources         = ["other"]
+}
+
+calibration {
+  max_age  = "20s"
+  max_skew = "2s"
+  kms      = "soft"
+  source "system" {}
+  source "ntp" {
+    server  = "127.0.0.1:1123"
+    samples = 3
+  }
+}
+
+audit {
+  checkpoint_every    = 50
+  checkpoint_interval = "30s"
+  kms                 = "other"
+  key                 = "audit-ckpt"
+}
