@@ -41,12 +41,12 @@ var StorageTypes = []string{"embedded", "postgres"}
 
 // Config is the core's configuration.
 type Config struct {
-	DataDir   string // absolute
-	LogLevel  string // trace|debug|info|warn|error
-	LogFormat string // text|json
-	API       API
-	Gateway   Gateway
-	Plugins   PluginSettings
+	DataDir     string // absolute
+	LogLevel    string // trace|debug|info|warn|error
+	LogFormat   string // text|json
+	API         API
+	Gateway     Gateway
+	Plugins     PluginSettings
 	Storage     Storage
 	Cache       Cache
 	RNG         RNG
