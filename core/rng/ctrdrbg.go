@@ -35,6 +35,10 @@ const (
 	MinNonceLen = SecurityStrength / 16
 )
 
+// smallRequest is the largest request served block by block; longer ones
+// go through the pipelined CTR mode of crypto/cipher.
+const smallRequest = 8 * OutLen
+
 // CTRDRBG is the deterministic part of the generator: CTR_DRBG per
 // SP 800-90A Rev.1 §10.2.1 with AES-256, with or without the block cipher
 // derivation function (§10.3.2). It draws no entropy itself; callers supply
@@ -169,9 +173,11 @@ func (d *CTRDRBG) Generate(out, additional []byte) error {
 		}
 		d.update(&add)
 	}
-	if len(out) > 0 {
-		var iv [OutLen]byte
-		iv = d.v
+	if len(out) > smallRequest {
+		// AES-CTR from V+1 yields E(V+1) || E(V+2) || ..., the generate
+		// loop of §10.2.1.5 (the counter field is the whole block, so V
+		// increments modulo 2^128 exactly as in CTR mode).
+		iv := d.v
 		addCounter(&iv, 1)
 		clear(out)
 		stream := cipher.NewCTR(d.block, iv[:])
@@ -179,6 +185,14 @@ func (d *CTRDRBG) Generate(out, additional []byte) error {
 		wipeObject(stream)
 		clear(iv[:])
 		addCounter(&d.v, uint64((len(out)+OutLen-1)/OutLen))
+	} else {
+		var blk [OutLen]byte
+		for i := 0; i < len(out); i += OutLen {
+			addCounter(&d.v, 1)
+			d.block.Encrypt(blk[:], d.v[:])
+			copy(out[i:], blk[:])
+		}
+		clear(blk[:])
 	}
 	d.update(&add)
 	d.reseedCounter++

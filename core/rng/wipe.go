@@ -2,6 +2,7 @@ package rng
 
 import (
 	"reflect"
+	"sync"
 	"unsafe"
 )
 
@@ -31,10 +32,23 @@ func wipePointee(v reflect.Value) {
 		return
 	}
 	t := v.Type().Elem()
-	if !pointerFree(t) || t.Size() == 0 {
+	if !pointerFreeCached(t) || t.Size() == 0 {
 		return
 	}
 	clear(unsafe.Slice((*byte)(v.UnsafePointer()), t.Size()))
+}
+
+// pointerFreeTypes caches pointerFree per type: the same few crypto types
+// are wiped on every DRBG update.
+var pointerFreeTypes sync.Map // reflect.Type -> bool
+
+func pointerFreeCached(t reflect.Type) bool {
+	if v, ok := pointerFreeTypes.Load(t); ok {
+		return v.(bool)
+	}
+	pf := pointerFree(t)
+	pointerFreeTypes.Store(t, pf)
+	return pf
 }
 
 // pointerFree reports whether values of t contain no pointers.
