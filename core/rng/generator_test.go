@@ -438,6 +438,21 @@ func TestExtraSources(t *testing.T) {
 			t.Fatalf("mode %v: health %+v", mode, h)
 		}
 	}
+	// Unreachable at start, answering later: joins at the next reseed.
+	late := rngtest.New("hsm", 6)
+	late.SetMode(rngtest.Failing)
+	_, g0 := read(late)
+	if h := g0.Health(); h.Sources[1].OK || h.Sources[1].Excluded {
+		t.Fatalf("failing extra source: %+v", h.Sources[1])
+	}
+	late.SetMode(rngtest.Healthy)
+	if err := g0.Reseed(nil); err != nil {
+		t.Fatal(err)
+	}
+	if h := g0.Health(); !h.Sources[1].OK || h.Sources[1].Samples < StartupSamples+ExtraSourceBytes {
+		t.Fatalf("late extra source not admitted: %+v", h.Sources[1])
+	}
+
 	// Turning bad after start-up: excluded at the next reseed, generator OK.
 	extra := rngtest.New("hsm", 5)
 	_, g := read(extra)

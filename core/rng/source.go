@@ -97,6 +97,10 @@ func (m *monitored) reset() {
 func (m *monitored) startup() error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	return m.startupLocked()
+}
+
+func (m *monitored) startupLocked() error {
 	buf := make([]byte, StartupSamples)
 	defer clear(buf)
 	if err := m.drawLocked(buf, true); err != nil {
@@ -106,13 +110,18 @@ func (m *monitored) startup() error {
 	return nil
 }
 
-// draw fills p with health-tested samples. On any error p is zeroed.
+// draw fills p with health-tested samples. On any error p is zeroed. A
+// source whose start-up tests did not complete because of a read error
+// (not a health failure) runs them again first, so an extra source that
+// was unreachable at start joins once it answers.
 func (m *monitored) draw(p []byte) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if !m.startupDone && m.healthErr == nil {
-		m.lastErr = fmt.Errorf("%w: source %q: start-up tests not passed", ErrEntropySource, m.name)
-		return m.lastErr
+		if err := m.startupLocked(); err != nil {
+			clear(p)
+			return err
+		}
 	}
 	return m.drawLocked(p, false)
 }
