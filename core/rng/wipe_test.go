@@ -1,7 +1,10 @@
 package rng
 
 import (
+	"crypto/aes"
+	"crypto/cipher"
 	"reflect"
+	"testing"
 	"unsafe"
 )
 
@@ -27,4 +30,33 @@ func objectBytes(x any) []byte {
 		}
 	}
 	return out
+}
+
+// TestWipeObject checks the wipe reaches both shapes the package relies
+// on: an AES block (pointer to its schedule) and a CTR stream (a wrapper
+// struct pointing at a copy of the schedule), and leaves other values
+// alone.
+func TestWipeObject(t *testing.T) {
+	key := make([]byte, 32)
+	key[0] = 1
+	blk, err := aes.NewCipher(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream := cipher.NewCTR(blk, make([]byte, 16))
+	for name, x := range map[string]any{"stream": stream, "block": blk} {
+		if b := objectBytes(x); len(b) == 0 || allZero(b) {
+			t.Fatalf("%s: nothing to inspect", name)
+		}
+		wipeObject(x)
+		if !allZero(objectBytes(x)) {
+			t.Fatalf("%s not wiped", name)
+		}
+	}
+	// Values holding pointers are not touched.
+	s := []byte{1, 2, 3}
+	wipeObject(&s)
+	if s[0] != 1 || len(s) != 3 {
+		t.Fatal("wiped a value that holds pointers")
+	}
 }
