@@ -1,6 +1,7 @@
 package rng
 
 import (
+	"errors"
 	"fmt"
 	"runtime"
 	"sync"
@@ -441,6 +442,14 @@ func (g *Generator) Reseed(additional []byte) error {
 	if err := checkLen("additional", len(additional), 0, maxAdd); err != nil {
 		return err
 	}
+	err := g.reseedAll(additional)
+	if err != nil {
+		g.notify() // outside every lock: the callback may call back in
+	}
+	return err
+}
+
+func (g *Generator) reseedAll(additional []byte) error {
 	g.admin.Lock()
 	defer g.admin.Unlock()
 	var err error
@@ -464,9 +473,6 @@ func (g *Generator) Reseed(additional []byte) error {
 			break
 		}
 	}
-	if err != nil {
-		g.notify()
-	}
 	return err
 }
 
@@ -476,6 +482,14 @@ func (g *Generator) Reseed(additional []byte) error {
 // again the generator stays failed (with the new cause) and the error is
 // returned. It also re-admits extra sources that were excluded.
 func (g *Generator) Reinstantiate() error {
+	err := g.reinstantiate()
+	if err != nil && !errors.Is(err, ErrClosed) {
+		g.notify() // outside every lock: the callback may call back in
+	}
+	return err
+}
+
+func (g *Generator) reinstantiate() error {
 	g.admin.Lock()
 	defer g.admin.Unlock()
 	if g.closed.Load() {
@@ -502,7 +516,6 @@ func (g *Generator) Reinstantiate() error {
 		s.mu.Unlock()
 	}
 	if err != nil {
-		g.notify()
 		return g.failure.Load().err
 	}
 	return nil

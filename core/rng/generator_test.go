@@ -188,8 +188,17 @@ func TestContinuousFailure(t *testing.T) {
 			var got error
 			cfg := DefaultConfig()
 			cfg.Shards = 4
-			g := newTestGen(t, cfg, WithEntropy(src), WithClock(clock.now),
-				WithOnFailure(func(err error) { calls.Add(1); got = err }))
+			var g *Generator
+			g = newTestGen(t, cfg, WithEntropy(src), WithClock(clock.now),
+				WithOnFailure(func(err error) {
+					calls.Add(1)
+					got = err
+					// The callback may call back in (the server reads
+					// Health for /readyz): no lock may be held here.
+					if h := g.Health(); h.OK {
+						t.Error("Health OK inside OnFailure")
+					}
+				}))
 			p := make([]byte, MaxBufferSize)
 			if _, err := g.Read(p[:32]); err != nil {
 				t.Fatal(err)
