@@ -140,7 +140,9 @@ type shard struct {
 func New(cfg Config, opts ...Option) (*Generator, error) {
 	var o options
 	for _, opt := range opts {
-		opt(&o)
+		if opt != nil {
+			opt(&o)
+		}
 	}
 	cfg, err := normalize(cfg)
 	if err != nil {
