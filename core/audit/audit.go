@@ -1,19 +1,54 @@
-// Package audit records security-relevant events from the core and its
-// plugins in the store, in order, one record per event.
+// Package audit is the core's tamper-evident record of security-relevant
+// events: who (actor, source) did what (action) to what (target), with what
+// outcome and why, when, under which request id.
 //
-// This is the first stage of the audit log: ordered, durable records with a
-// sequence number. Hash chaining, signed checkpoints and `avon audit verify`
-// build on the same records. The package must never drop an event silently:
-// when a record cannot be written, Emit fails and the caller refuses the
-// operation that needed auditing.
+// # Chain
+//
+// Records live in the store under audit/record/<seq> (20-digit, so keys sort
+// in sequence order), one per event, numbered from 1 without gaps. Each
+// record carries the SHA-256 of its predecessor (prev; 64 zeros for record 1)
+// and its own hash over a domain-separated canonical encoding:
+//
+//	hash = SHA-256("AVON-AUDIT-RECORD-v1" || 0x00 || canonical JSON of the record with hash = "")
+//
+// The canonical JSON is what encoding/json produces for Record (fixed field
+// order, sorted map keys, UTC RFC 3339 time); the stored value is exactly the
+// canonical JSON of the record with its hash, so any byte changed in a row is
+// detected, not only changes that alter meaning. audit/head holds the last
+// appended seq and hash.
+//
+// Appending is compare-and-set on the store (create-only record, then a CAS
+// on head), so several core replicas sharing PostgreSQL append to one chain.
+// A crash between the two writes leaves the head one record behind; the next
+// append finds that record, checks it links to the head, advances the head
+// and continues after it.
+//
+// # Checkpoints
+//
+// A Checkpointer signs the head every N events or T seconds (when something
+// was appended) with a KMS key, and stores the checkpoint under
+// audit/checkpoint/<seq>. A checkpoint is a small JSON document that can be
+// exported and anchored outside AVON (a ticket, a transparency log, another
+// organisation): with it, even an attacker who can rewrite the database and
+// recompute every hash cannot rewrite history before the checkpoint unnoticed.
+//
+// # Fail closed
+//
+// Emit returns only once the record is durable. When it cannot be written,
+// Emit fails and the caller must refuse the operation that needed auditing;
+// the package never drops an event silently.
 package audit
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -23,27 +58,139 @@ import (
 	"github.com/avonzt/avon/sdk/host"
 )
 
-// Prefix is where records live in the store.
+// Prefix is where the audit log lives in the store.
 const Prefix = "audit/"
 
-const headKey = Prefix + "head"
+const (
+	recordPrefix     = Prefix + "record/"
+	checkpointPrefix = Prefix + "checkpoint/"
+	keyPrefix        = Prefix + "key/"
+	headKey          = Prefix + "head"
+
+	recordDomain = "AVON-AUDIT-RECORD-v1\x00"
+)
+
+// ZeroHash is the prev of the first record.
+var ZeroHash = strings.Repeat("0", 64)
+
+// Limits on one event, so one caller cannot bloat the log.
+const (
+	MaxFieldLen = 1024 // actor, action, target, outcome, reason, request id, each field value
+	MaxFields   = 32
+)
+
+// ErrInvalidEvent means an event was refused before anything was written.
+var ErrInvalidEvent = errors.New("audit: invalid event")
+
+// ErrBrokenChain means the stored chain does not link where an append needs
+// it to; appends stop (fail closed) until an operator investigates with
+// `avon audit verify`.
+var ErrBrokenChain = errors.New("audit: chain is broken")
 
 // Record is one stored event.
 type Record struct {
 	Seq       uint64            `json:"seq"`
 	Time      time.Time         `json:"time"`
 	Source    string            `json:"source"` // "core" or "<kind>.<name>"
+	Actor     string            `json:"actor,omitempty"`
 	Action    string            `json:"action"`
 	Target    string            `json:"target,omitempty"`
 	Outcome   string            `json:"outcome,omitempty"`
 	Reason    string            `json:"reason,omitempty"`
-	Actor     string            `json:"actor,omitempty"`
 	RequestID string            `json:"request_id,omitempty"`
 	Fields    map[string]string `json:"fields,omitempty"`
+	Prev      string            `json:"prev"`
+	Hash      string            `json:"hash"`
 }
 
 // RecordKey returns the store key of record seq; keys sort in seq order.
-func RecordKey(seq uint64) string { return fmt.Sprintf("%srecord/%020d", Prefix, seq) }
+func RecordKey(seq uint64) string { return fmt.Sprintf("%s%020d", recordPrefix, seq) }
+
+// parseRecordKey returns the seq of a canonical record key.
+func parseRecordKey(k string) (uint64, bool) {
+	s, ok := strings.CutPrefix(k, recordPrefix)
+	if !ok || len(s) != 20 {
+		return 0, false
+	}
+	n, err := strconv.ParseUint(s, 10, 64)
+	if err != nil || n == 0 || RecordKey(n) != k {
+		return 0, false
+	}
+	return n, true
+}
+
+// ComputeHash returns the hash of r (ignoring r.Hash), hex encoded.
+func ComputeHash(r Record) (string, error) {
+	r.Hash = ""
+	b, err := json.Marshal(r)
+	if err != nil {
+		return "", err
+	}
+	h := sha256.New()
+	h.Write([]byte(recordDomain))
+	h.Write(b)
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// encode seals r: computes its hash and returns the canonical stored bytes.
+func encode(r *Record) ([]byte, error) {
+	r.Time = r.Time.UTC().Round(0)
+	h, err := ComputeHash(*r)
+	if err != nil {
+		return nil, err
+	}
+	r.Hash = h
+	return json.Marshal(r)
+}
+
+// decodeStrict parses stored bytes and checks they are exactly the canonical
+// encoding of a record whose hash matches.
+func decodeStrict(b []byte) (Record, error) {
+	var r Record
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&r); err != nil {
+		return Record{}, fmt.Errorf("not a record: %v", err)
+	}
+	if dec.More() {
+		return r, errors.New("trailing data after the record")
+	}
+	want, err := ComputeHash(r)
+	if err != nil {
+		return r, err
+	}
+	if want != r.Hash {
+		return r, fmt.Errorf("content does not match its hash (stored %.16s…, computed %.16s…)", r.Hash, want)
+	}
+	canon, err := json.Marshal(r)
+	if err != nil {
+		return r, err
+	}
+	if !bytes.Equal(canon, b) {
+		return r, errors.New("stored bytes are not the canonical encoding")
+	}
+	return r, nil
+}
+
+type head struct {
+	Seq  uint64 `json:"seq"`
+	Hash string `json:"hash"`
+}
+
+func readHead(ctx context.Context, kv store.KV) (head, int64, error) {
+	e, err := kv.Get(ctx, headKey)
+	if errors.Is(err, store.ErrNotFound) {
+		return head{Hash: ZeroHash}, 0, nil
+	}
+	if err != nil {
+		return head{}, 0, fmt.Errorf("audit: read head: %w", err)
+	}
+	var h head
+	if err := json.Unmarshal(e.Value, &h); err != nil || len(h.Hash) != 64 {
+		return head{}, 0, fmt.Errorf("audit: corrupt head %q: %w", e.Value, ErrBrokenChain)
+	}
+	return h, e.Version, nil
+}
 
 // Log appends records to a store.
 type Log struct {
@@ -51,10 +198,11 @@ type Log struct {
 	now func() time.Time
 	log hclog.Logger
 
-	mu sync.Mutex // serializes appends within this process
+	mu       sync.Mutex // serializes appends within this process
+	appended chan struct{}
 }
 
-// New returns a Log over kv.
+// New returns a Log over kv (the whole store; the log keeps to Prefix).
 func New(kv store.KV, now func() time.Time, logger hclog.Logger) *Log {
 	if now == nil {
 		now = time.Now
@@ -62,60 +210,143 @@ func New(kv store.KV, now func() time.Time, logger hclog.Logger) *Log {
 	if logger == nil {
 		logger = hclog.NewNullLogger()
 	}
-	return &Log{kv: kv, now: now, log: logger}
+	return &Log{kv: kv, now: now, log: logger, appended: make(chan struct{}, 1)}
 }
 
-// Emit appends an event and returns once it is durable.
-func (l *Log) Emit(ctx context.Context, source string, ev host.Event) error {
+func checkEvent(ev host.Event) error {
 	if ev.Action == "" {
-		return errors.New("audit: event without action")
+		return fmt.Errorf("%w: no action", ErrInvalidEvent)
 	}
+	for name, v := range map[string]string{"actor": ev.Actor, "action": ev.Action, "target": ev.Target,
+		"outcome": ev.Outcome, "reason": ev.Reason, "request id": ev.RequestID} {
+		if len(v) > MaxFieldLen {
+			return fmt.Errorf("%w: %s is %d bytes (limit %d)", ErrInvalidEvent, name, len(v), MaxFieldLen)
+		}
+	}
+	if len(ev.Fields) > MaxFields {
+		return fmt.Errorf("%w: %d fields (limit %d)", ErrInvalidEvent, len(ev.Fields), MaxFields)
+	}
+	for k, v := range ev.Fields {
+		if k == "" || len(k) > 64 || len(v) > MaxFieldLen {
+			return fmt.Errorf("%w: field %.64q", ErrInvalidEvent, k)
+		}
+	}
+	return nil
+}
+
+// Emit appends an event and returns once it is durable. An error means the
+// event is not recorded and the caller must refuse what it was about to do.
+func (l *Log) Emit(ctx context.Context, source string, ev host.Event) error {
+	_, err := l.Append(ctx, source, ev)
+	return err
+}
+
+// Append is Emit returning the stored record.
+func (l *Log) Append(ctx context.Context, source string, ev host.Event) (Record, error) {
+	if err := checkEvent(ev); err != nil {
+		return Record{}, err
+	}
+	if source == "" || len(source) > 128 {
+		return Record{}, fmt.Errorf("%w: source %.128q", ErrInvalidEvent, source)
+	}
+	// Invalid UTF-8 is replaced now, so the stored bytes re-encode to
+	// themselves (see decodeStrict).
+	u := func(s string) string { return strings.ToValidUTF8(s, "\uFFFD") }
+	var fields map[string]string
+	if len(ev.Fields) > 0 {
+		fields = make(map[string]string, len(ev.Fields))
+		for k, v := range ev.Fields {
+			fields[u(k)] = u(v)
+		}
+	}
+	source = u(source)
+	ev.Actor, ev.Action, ev.Target, ev.Outcome, ev.Reason, ev.RequestID =
+		u(ev.Actor), u(ev.Action), u(ev.Target), u(ev.Outcome), u(ev.Reason), u(ev.RequestID)
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	for attempt := 0; attempt < 16; attempt++ {
-		head, err := l.kv.Get(ctx, headKey)
-		var seq uint64
-		var headVersion int64
-		switch {
-		case errors.Is(err, store.ErrNotFound):
-		case err != nil:
-			return fmt.Errorf("audit: read head: %w", err)
-		default:
-			seq, err = strconv.ParseUint(string(head.Value), 10, 64)
-			if err != nil {
-				return fmt.Errorf("audit: corrupt head %q: %w", head.Value, err)
-			}
-			headVersion = head.Version
-		}
-		seq++
-		rec := Record{Seq: seq, Time: l.now().UTC(), Source: source, Action: ev.Action, Target: ev.Target,
-			Outcome: ev.Outcome, Reason: ev.Reason, Actor: ev.Actor, RequestID: ev.RequestID, Fields: ev.Fields}
-		b, err := json.Marshal(rec)
+	for attempt := 0; attempt < 32; attempt++ {
+		h, headVersion, err := readHead(ctx, l.kv)
 		if err != nil {
-			return fmt.Errorf("audit: encode: %w", err)
+			return Record{}, err
 		}
-		// The record first, then the head: a crash between the two leaves
-		// the head behind, and the next append skips past the record.
-		_, err = l.kv.Put(ctx, RecordKey(seq), b, store.PutOptions{Check: true, Version: 0})
-		if err == nil || errors.Is(err, store.ErrVersionConflict) {
-			_, herr := l.kv.Put(ctx, headKey, []byte(strconv.FormatUint(seq, 10)), store.PutOptions{Check: true, Version: headVersion})
-			if herr != nil && !errors.Is(herr, store.ErrVersionConflict) {
-				return fmt.Errorf("audit: advance head: %w", herr)
-			}
-			if err == nil {
-				l.log.Info("audit", "seq", seq, "source", source, "action", ev.Action, "target", ev.Target, "outcome", ev.Outcome)
-				return nil
-			}
-			continue
+		rec := Record{Seq: h.Seq + 1, Time: l.now(), Source: source, Actor: ev.Actor, Action: ev.Action,
+			Target: ev.Target, Outcome: ev.Outcome, Reason: ev.Reason, RequestID: ev.RequestID, Fields: fields, Prev: h.Hash}
+		b, err := encode(&rec)
+		if err != nil {
+			return Record{}, fmt.Errorf("audit: encode: %w", err)
 		}
-		return fmt.Errorf("audit: write record: %w", err)
+		_, err = l.kv.Put(ctx, RecordKey(rec.Seq), b, store.PutOptions{Check: true, Version: 0})
+		switch {
+		case err == nil:
+			if err := l.advance(ctx, rec.Seq, rec.Hash, headVersion); err != nil {
+				return Record{}, err
+			}
+			l.log.Info("audit", "seq", rec.Seq, "source", source, "actor", ev.Actor, "action", ev.Action,
+				"target", ev.Target, "outcome", ev.Outcome)
+			select {
+			case l.appended <- struct{}{}:
+			default:
+			}
+			return rec, nil
+		case errors.Is(err, store.ErrVersionConflict):
+			// Another replica appended seq, or a crash left the head
+			// behind: check the record links to our head, move the head
+			// onto it, and try after it.
+			if err := l.catchUp(ctx, h, headVersion); err != nil {
+				return Record{}, err
+			}
+		default:
+			return Record{}, fmt.Errorf("audit: write record %d: %w", rec.Seq, err)
+		}
 	}
-	return errors.New("audit: too much contention appending a record")
+	return Record{}, errors.New("audit: too much contention appending a record")
+}
+
+// advance moves the head to (seq, hash) if it is still at version v. A
+// conflict means another appender already moved it (to this record or past
+// it), which is fine.
+func (l *Log) advance(ctx context.Context, seq uint64, hash string, v int64) error {
+	b, _ := json.Marshal(head{Seq: seq, Hash: hash})
+	_, err := l.kv.Put(ctx, headKey, b, store.PutOptions{Check: true, Version: v})
+	if err != nil && !errors.Is(err, store.ErrVersionConflict) {
+		return fmt.Errorf("audit: advance head to %d: %w", seq, err)
+	}
+	return nil
+}
+
+func (l *Log) catchUp(ctx context.Context, h head, headVersion int64) error {
+	e, err := l.kv.Get(ctx, RecordKey(h.Seq+1))
+	if errors.Is(err, store.ErrNotFound) {
+		return nil // deleted meanwhile? re-read the head and retry
+	}
+	if err != nil {
+		return fmt.Errorf("audit: read record %d: %w", h.Seq+1, err)
+	}
+	rec, err := decodeStrict(e.Value)
+	if err != nil {
+		return fmt.Errorf("audit: record %d: %v: %w", h.Seq+1, err, ErrBrokenChain)
+	}
+	if rec.Seq != h.Seq+1 || rec.Prev != h.Hash {
+		return fmt.Errorf("audit: record %d does not link to record %d: %w", h.Seq+1, h.Seq, ErrBrokenChain)
+	}
+	return l.advance(ctx, rec.Seq, rec.Hash, headVersion)
+}
+
+// Head returns the last appended seq and its hash (0 and ZeroHash when the
+// log is empty).
+func (l *Log) Head(ctx context.Context) (uint64, string, error) {
+	h, _, err := readHead(ctx, l.kv)
+	return h.Seq, h.Hash, err
 }
 
 // List returns up to limit records with seq greater than after, in order.
-func (l *Log) List(ctx context.Context, after uint64, limit int) ([]Record, error) {
-	es, err := l.kv.List(ctx, store.ListOptions{Prefix: Prefix + "record/", After: RecordKey(after), Limit: limit})
+// It parses without verifying; use Verify for that.
+func List(ctx context.Context, kv store.KV, after uint64, limit int) ([]Record, error) {
+	opts := store.ListOptions{Prefix: recordPrefix, Limit: limit}
+	if after > 0 {
+		opts.After = RecordKey(after)
+	}
+	es, err := kv.List(ctx, opts)
 	if err != nil {
 		return nil, fmt.Errorf("audit: list: %w", err)
 	}
@@ -128,4 +359,9 @@ func (l *Log) List(ctx context.Context, after uint64, limit int) ([]Record, erro
 		out = append(out, r)
 	}
 	return out, nil
+}
+
+// List returns up to limit records with seq greater than after, in order.
+func (l *Log) List(ctx context.Context, after uint64, limit int) ([]Record, error) {
+	return List(ctx, l.kv, after, limit)
 }
