@@ -1,6 +1,7 @@
 // Package postgres is the store.KV backend for several core replicas
 // sharing one PostgreSQL database (14 or later, UTF8 encoding), through
-// jackc/pgx/v5 and its connection pool.
+// jackc/pgx/v5 connections held in a small bounded pool of its own (idle
+// connections pinged before reuse, broken ones dropped).
 //
 // Data model: one table, avon_kv (key text COLLATE "C", value bytea,
 // version bigint), and one sequence, avon_kv_version, that every

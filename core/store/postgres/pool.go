@@ -29,6 +29,7 @@ type pool struct {
 	mu     sync.Mutex // guards the fields below
 	idle   []idleConn
 	closed bool
+	inUse  int   // connections handed out
 	opened int64 // connections dialled, for Stat
 }
 
@@ -78,13 +79,13 @@ func (p *pool) acquire(ctx context.Context) (*pgx.Conn, error) {
 			continue
 		}
 		if time.Since(ic.since) < pingIdleAfter {
-			return ic.c, nil
+			return p.handOut(ic.c), nil
 		}
 		pctx, cancel := context.WithTimeout(ctx, p.pingTimeout)
 		err := ic.c.Ping(pctx)
 		cancel()
 		if err == nil {
-			return ic.c, nil
+			return p.handOut(ic.c), nil
 		}
 		closeQuietly(ic.c)
 		if ctx.Err() != nil {
@@ -97,18 +98,27 @@ func (p *pool) acquire(ctx context.Context) (*pgx.Conn, error) {
 		<-p.tokens
 		return nil, err
 	}
-	return c, nil
+	return p.handOut(c), nil
+}
+
+func (p *pool) handOut(c *pgx.Conn) *pgx.Conn {
+	p.mu.Lock()
+	p.inUse++
+	p.mu.Unlock()
+	return c
 }
 
 // release returns c to the pool, or closes it when it is broken, inside a
 // transaction, or the pool is closed.
 func (p *pool) release(c *pgx.Conn) {
 	defer func() { <-p.tokens }()
+	p.mu.Lock()
+	p.inUse--
 	if c.IsClosed() || c.PgConn().TxStatus() != 'I' || c.PgConn().IsBusy() {
+		p.mu.Unlock()
 		closeQuietly(c)
 		return
 	}
-	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
 		closeQuietly(c)
@@ -159,9 +169,5 @@ type PoolStat struct {
 func (p *pool) stat() PoolStat {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	inUse := len(p.tokens)
-	if p.closed {
-		inUse = 0
-	}
-	return PoolStat{MaxConns: cap(p.tokens), InUse: inUse, Idle: len(p.idle), Dialled: p.opened, Saturated: inUse == cap(p.tokens)}
+	return PoolStat{MaxConns: cap(p.tokens), InUse: p.inUse, Idle: len(p.idle), Dialled: p.opened, Saturated: p.inUse == cap(p.tokens)}
 }
