@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -126,5 +127,35 @@ func TestDefaultPrefixAndDB(t *testing.T) {
 	d := open(t, redis.Options{Addr: srv.Addr(), DB: 2, KeyPrefix: redis.DefaultKeyPrefix})
 	if first, err := d.MarkUsed(ctx, "jti", "default-prefix", time.Minute); err != nil || first {
 		t.Fatalf("explicit default prefix does not see the mark: %v, %v", first, err)
+	}
+}
+
+func TestNoGoroutineLeak(t *testing.T) {
+	srv := redistest.Need(t, shared, sharedErr)
+	before := runtime.NumGoroutine()
+	ctx := context.Background()
+	c, err := redis.Open(ctx, redis.Options{Addr: srv.Addr(), KeyPrefix: uniquePrefix()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 5 {
+		sub, err := c.Subscribe(ctx, fmt.Sprint("ch", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i%2 == 0 {
+			_ = sub.Close()
+		}
+	}
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for runtime.NumGoroutine() > before {
+		if time.Now().After(deadline) {
+			buf := make([]byte, 1<<16)
+			t.Fatalf("%d goroutines after Close, %d before:\n%s", runtime.NumGoroutine(), before, buf[:runtime.Stack(buf, true)])
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
