@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -71,9 +72,11 @@ type Calibrator struct {
 	// roundMu serializes calibration rounds; it is taken before mu.
 	roundMu sync.Mutex
 
-	mu sync.RWMutex // guards cal and sources
-	// cal is the current calibration; replaced whole by each good round.
-	cal calibration
+	// cal is the current calibration, replaced whole by each good round
+	// (under roundMu) and read without locks on every request.
+	cal atomic.Pointer[calibration]
+
+	mu sync.RWMutex // guards sources
 	// sources holds each source's last result, by Config.Sources index.
 	sources []SourceStatus
 }
@@ -237,7 +240,7 @@ func (c *Calibrator) Calibrate(ctx context.Context) error {
 		return fmt.Errorf("%w: %w", ErrNoSamples, errors.Join(errs...))
 	}
 	best := Combine(good)
-	c.cal = calibration{
+	c.cal.Store(&calibration{
 		ok:          true,
 		anchor:      r,
 		trueAt:      r.Round(0).Add(best.Offset),
@@ -245,7 +248,7 @@ func (c *Calibrator) Calibrate(ctx context.Context) error {
 		uncertainty: best.Uncertainty,
 		source:      best.Source,
 		stratum:     best.Stratum,
-	}
+	})
 	return nil
 }
 
@@ -311,9 +314,9 @@ func (c *Calibrator) Run(ctx context.Context) {
 
 // snapshot reads the clock and the calibration together.
 func (c *Calibrator) snapshot() (r time.Time, cal calibration, age time.Duration) {
-	c.mu.RLock()
-	cal = c.cal
-	c.mu.RUnlock()
+	if p := c.cal.Load(); p != nil {
+		cal = *p
+	}
 	r = c.clock.Now()
 	if cal.ok {
 		age = max(r.Sub(cal.anchor), 0)
@@ -327,14 +330,8 @@ func (c *Calibrator) snapshot() (r time.Time, cal calibration, age time.Duration
 // calibration is older than MaxAge. The result carries no monotonic
 // reading: compare it only with other calibrated times.
 func (c *Calibrator) Now() (time.Time, error) {
-	_, cal, age := c.snapshot()
-	if !cal.ok {
-		return time.Time{}, ErrNotCalibrated
-	}
-	if age > c.cfg.MaxAge {
-		return time.Time{}, &StaleError{Age: age, MaxAge: c.cfg.MaxAge}
-	}
-	return cal.trueAt.Add(age), nil
+	now, _, _, err := c.fresh()
+	return now, err
 }
 
 // fresh is Now plus the calibration's current uncertainty and age.

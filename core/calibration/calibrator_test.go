@@ -75,8 +75,12 @@ func TestCalibratedNowAppliesOffset(t *testing.T) {
 		if want := 3*time.Millisecond + 400*time.Microsecond; st.Uncertainty != want {
 			t.Fatalf("uncertainty %s, want %s (source plus 4s of drift bound)", st.Uncertainty, want)
 		}
-		if _, err := f.cal.Ready(context.Background()); err != nil {
+		detail, err := f.cal.Ready(context.Background())
+		if err != nil {
 			t.Fatalf("Ready: %v", err)
+		}
+		if !strings.Contains(detail, "from s, age 4s (max 30s), local clock skew") {
+			t.Fatalf("Ready detail %q", detail)
 		}
 	}
 }
