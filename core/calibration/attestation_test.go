@@ -166,7 +166,7 @@ func TestAttestationAgainstShorterMaxAge(t *testing.T) {
 	verifier.clock.Advance(2 * time.Second)
 	verifier.calibrate(t)
 	err = verifier.cal.CheckAttestation(b, issuer.key)
-	if !errors.Is(err, calibration.ErrExpired) || !strings.Contains(err.Error(), "older than max age") {
+	if !errors.Is(err, calibration.ErrExpired) || !strings.Contains(err.Error(), "time attestation exceeded max age 1s ago") {
 		t.Fatalf("11s old attestation, MaxAge 10s: %v", err)
 	}
 }

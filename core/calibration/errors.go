@@ -83,7 +83,7 @@ func (e *SkewError) Unwrap() error { return ErrSkew }
 type ExpiredError struct {
 	Expiry time.Time // attestation expiry, or time + MaxAge
 	Now    time.Time // calibrated time
-	Reason string    // "expired" or "older than max age"
+	Reason string    // "expired" or "exceeded max age"
 }
 
 func (e *ExpiredError) Error() string {

@@ -53,7 +53,7 @@ func (c *Calibrator) OpenAttestation(b []byte, v Verifier) (*Attestation, error)
 		return nil, &StaleError{What: "attestation's calibration", Age: att.Age, MaxAge: c.cfg.MaxAge}
 	}
 	if old := att.Time.Add(c.cfg.MaxAge); now.After(old) && old.Before(att.Expiry) {
-		return nil, &ExpiredError{Expiry: old, Now: now, Reason: "older than max age"}
+		return nil, &ExpiredError{Expiry: old, Now: now, Reason: "exceeded max age"}
 	}
 	if err := VerifyAttestation(att, v, now, c.cfg.MaxSkew); err != nil {
 		return nil, err
