@@ -29,7 +29,6 @@ import (
 	"github.com/avonzt/avon/core/config"
 	"github.com/avonzt/avon/core/pluginhost"
 	"github.com/avonzt/avon/core/store"
-	"github.com/avonzt/avon/core/store/embedded"
 	sdkplugin "github.com/avonzt/avon/sdk/plugin"
 )
 
@@ -212,7 +211,7 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 	s := &Server{opts: opts, log: log, registry: prometheus.NewRegistry()}
 	s.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
-	kv, err := openStore(ctx, pre)
+	kv, err := OpenStore(ctx, pre, log.Named("store"))
 	if err != nil {
 		return nil, err
 	}
@@ -241,25 +240,6 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 	_ = s.audit.Emit(ctx, "core", auditEvent("core.start", "success"))
 	log.Info("avon core started", "config", opts.ConfigPath, "data_dir", s.cfg.DataDir, "plugins", len(s.plugins.Instances()))
 	return s, nil
-}
-
-func openStore(ctx context.Context, cfg *config.Config) (store.KV, error) {
-	switch cfg.Storage.Type {
-	case "", "embedded":
-		path := cfg.Storage.Path
-		if path == "" {
-			path = "avon.db"
-		}
-		if !filepath.IsAbs(path) {
-			path = filepath.Join(cfg.DataDir, path)
-		}
-		kv, err := embedded.Open(ctx, path)
-		if err != nil {
-			return nil, fmt.Errorf("open store: %w", err)
-		}
-		return kv, nil
-	}
-	return nil, fmt.Errorf("storage %q is not available in this build", cfg.Storage.Type)
 }
 
 func (s *Server) startAPI() error {

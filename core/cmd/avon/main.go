@@ -30,6 +30,8 @@ const usage = `Usage: avon <command> [flags]
 Commands:
   server            run the core:           avon server -config config.hcl
   config validate   check a configuration:  avon config validate -config config.hcl
+  migrate           apply storage schema migrations and exit: avon migrate -config config.hcl [-status]
+  audit             verify, tail or export the audit log:     avon audit verify|tail|export -config config.hcl
   version           print the version
 `
 
@@ -53,6 +55,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return 2
 		}
 		return cmdValidate(args[2:], stdout, stderr)
+	case "audit":
+		return cmdAudit(args[1:], stdout, stderr)
+	case "migrate":
+		return cmdMigrate(args[1:], stdout, stderr)
 	case "version", "-version", "--version":
 		fmt.Fprintln(stdout, "avon", version)
 		return 0

@@ -1,0 +1,144 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/hashicorp/go-hclog"
+	_ "modernc.org/sqlite"
+
+	"github.com/avonzt/avon/core/audit"
+	"github.com/avonzt/avon/core/config"
+	"github.com/avonzt/avon/core/server"
+	"github.com/avonzt/avon/sdk/host"
+	"github.com/avonzt/avon/sdk/plugintest"
+)
+
+// seedAudit writes n audit events into the embedded store of a fresh
+// configuration and returns the configuration path and database file.
+func seedAudit(t *testing.T, n int) (cfgPath, dbPath string) {
+	t.Helper()
+	dir := t.TempDir()
+	cfgPath = filepath.Join(dir, "config.hcl")
+	if err := os.WriteFile(cfgPath, []byte(fmt.Sprintf("data_dir = %q\n", filepath.Join(dir, "data"))), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, diags := config.Load(cfgPath)
+	if diags.HasErrors() {
+		t.Fatal(diags)
+	}
+	ctx := context.Background()
+	kv, err := server.OpenStore(ctx, cfg, hclog.NewNullLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := audit.New(kv, nil, nil)
+	for i := 1; i <= n; i++ {
+		if err := l.Emit(ctx, "core", host.Event{Actor: "operator:root", Action: "agent.disable",
+			Target: fmt.Sprintf("agent-%d", i), Outcome: "success"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := kv.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return cfgPath, cfg.Storage.Path
+}
+
+// TestAuditVerifyNamesEditedRow edits one audit row with SQL in the
+// database file, as someone with access to the database would, and runs
+// the real avon binary's `audit verify`.
+func TestAuditVerifyNamesEditedRow(t *testing.T) {
+	avon := plugintest.Build(t, "github.com/avonzt/avon/core/cmd/avon")
+	cfgPath, dbPath := seedAudit(t, 12)
+
+	out, err := exec.Command(avon.Path, "audit", "verify", "-config", cfgPath).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "audit log OK: 12 records, head 12") {
+		t.Fatalf("clean log: %v\n%s", err, out)
+	}
+
+	db, err := sql.Open("sqlite", dbPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := db.Exec(`UPDATE kv SET value = CAST(replace(CAST(value AS TEXT), '"outcome":"success"', '"outcome":"failure"') AS BLOB) WHERE key = ?`,
+		audit.RecordKey(7))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := res.RowsAffected(); n != 1 {
+		t.Fatalf("edited %d rows", n)
+	}
+	_ = db.Close()
+
+	cmd := exec.Command(avon.Path, "audit", "verify", "-config", cfgPath)
+	out, err = cmd.CombinedOutput()
+	if code := cmd.ProcessState.ExitCode(); code != 1 {
+		t.Fatalf("exit %d (%v), want 1\n%s", code, err, out)
+	}
+	if !strings.Contains(string(out), "audit log FAILED verification: record 7 altered") {
+		t.Fatalf("output does not name record 7:\n%s", out)
+	}
+
+	// The JSON report names it too.
+	var stdout, stderr bytes.Buffer
+	if code := run([]string{"audit", "verify", "-json", "-config", cfgPath}, &stdout, &stderr); code != 1 {
+		t.Fatalf("json: exit %d %s", code, stderr.String())
+	}
+	var rep struct {
+		OK       bool            `json:"ok"`
+		Problems []audit.Problem `json:"problems"`
+	}
+	if err := json.Unmarshal(stdout.Bytes(), &rep); err != nil || rep.OK || len(rep.Problems) != 1 || rep.Problems[0].Seq != 7 {
+		t.Fatalf("json report %s (%v)", stdout.String(), err)
+	}
+}
+
+func TestAuditTailAndExport(t *testing.T) {
+	cfgPath, _ := seedAudit(t, 30)
+	var out, errb bytes.Buffer
+	if code := run([]string{"audit", "tail", "-n", "5", "-config", cfgPath}, &out, &errb); code != 0 {
+		t.Fatalf("tail: %d %s", code, errb.String())
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	if len(lines) != 5 || !strings.Contains(lines[0], "26 ") || !strings.Contains(lines[4], `target="agent-30"`) {
+		t.Fatalf("tail -n 5:\n%s", out.String())
+	}
+	out.Reset()
+	if code := run([]string{"audit", "export", "-after", "10", "-config", cfgPath}, &out, &errb); code != 0 {
+		t.Fatalf("export: %d %s", code, errb.String())
+	}
+	lines = strings.Split(strings.TrimSpace(out.String()), "\n")
+	if len(lines) != 20 {
+		t.Fatalf("export after 10 of 30: %d lines", len(lines))
+	}
+	var r audit.Record
+	if err := json.Unmarshal([]byte(lines[0]), &r); err != nil || r.Seq != 11 || len(r.Hash) != 64 {
+		t.Fatalf("first exported record %q: %v", lines[0], err)
+	}
+	errb.Reset()
+	if code := run([]string{"audit", "export", "-checkpoint", "-config", cfgPath}, &out, &errb); code != 1 ||
+		!strings.Contains(errb.String(), "no checkpoint yet") {
+		t.Fatalf("checkpoint export without one: %d %s", code, errb.String())
+	}
+	errb.Reset()
+	if code := run([]string{"audit", "frob"}, &out, &errb); code != 2 || !strings.Contains(errb.String(), `unknown command "frob"`) {
+		t.Fatalf("unknown audit command: %d %s", code, errb.String())
+	}
+}
+
+func TestMigrateEmbedded(t *testing.T) {
+	cfgPath, _ := seedAudit(t, 1)
+	var out, errb bytes.Buffer
+	if code := run([]string{"migrate", "-config", cfgPath}, &out, &errb); code != 0 || !strings.Contains(out.String(), "schema is current") {
+		t.Fatalf("migrate: %d %q %q", code, out.String(), errb.String())
+	}
+}
