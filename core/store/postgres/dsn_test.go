@@ -167,10 +167,11 @@ func FuzzParseDSN(f *testing.F) {
 		} else if n < 1 {
 			t.Fatalf("pool bound %d", n)
 		}
-		// Put a recognisable password in the places a DSN carries one.
+		// Put a recognisable password in the places a DSN carries one,
+		// with the fuzzed text around it.
 		for _, withPW := range []string{
-			strings.Replace(dsn, "PW", secret, 1),
 			"postgres://u:" + secret + "@" + dsn,
+			"postgresql://u:" + secret + "@h:5432/d?" + dsn,
 			dsn + " password=" + secret,
 			"password='" + secret + "' " + dsn,
 		} {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"regexp"
 	"runtime"
 	"strconv"
 	"strings"
@@ -252,6 +253,17 @@ func parseReason(dsn string, err error) string {
 	for _, q := range []string{strconv.Quote(dsn), dsn} {
 		msg = strings.ReplaceAll(msg, q, "<dsn>")
 	}
+	// Causes quote pieces of the DSN ("parsing \"x\"", "found in \"...\""):
+	// keep the explanation, drop the quoted text.
+	msg = quoted.ReplaceAllStringFunc(msg, func(q string) string {
+		if u, err := strconv.Unquote(q); err == nil && u != "" && strings.Contains(dsn, u) {
+			return "<part of the DSN>"
+		}
+		if inner := q[1 : len(q)-1]; inner != "" && strings.Contains(dsn, inner) {
+			return "<part of the DSN>"
+		}
+		return q
+	})
 	for _, pw := range passwordCandidates(dsn) {
 		if strings.Contains(msg, pw) {
 			return "malformed connection string (details withheld: they would show the password)"
@@ -259,6 +271,8 @@ func parseReason(dsn string, err error) string {
 	}
 	return msg
 }
+
+var quoted = regexp.MustCompile(`"(?:[^"\\]|\\.)*"`)
 
 // passwordCandidates returns substrings of dsn that may be a password: the
 // URL userinfo after ':' and every password=... value, quoted or not.
@@ -271,9 +285,13 @@ func passwordCandidates(dsn string) []string {
 	}
 	if i := strings.Index(dsn, "://"); i >= 0 {
 		rest := dsn[i+3:]
-		if at := strings.LastIndex(rest, "@"); at >= 0 {
-			if _, pw, ok := strings.Cut(rest[:at], ":"); ok {
-				add(pw)
+		if colon := strings.Index(rest, ":"); colon >= 0 {
+			// The password ends at an '@': the first or the last one.
+			if at := strings.Index(rest[colon:], "@"); at >= 0 {
+				add(rest[colon+1 : colon+at])
+			}
+			if at := strings.LastIndex(rest, "@"); at > colon {
+				add(rest[colon+1 : at])
 			}
 		}
 	}
