@@ -54,6 +54,7 @@ func BenchmarkPostgresPutParallel(b *testing.B) {
 	val := make([]byte, 256)
 	var n atomic.Int64
 	b.SetParallelism(4)
+	b.ResetTimer() // setup (database, migration, fill) is not measured
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
 			if _, err := s.Put(ctx, "bench/"+strconv.FormatInt(n.Add(1)%1000, 10), val, store.PutOptions{}); err != nil {
@@ -91,6 +92,7 @@ func BenchmarkPostgresCASUpdateParallel(b *testing.B) {
 	val := make([]byte, 256)
 	var id atomic.Int64
 	b.SetParallelism(4)
+	b.ResetTimer() // setup (database, migration, fill) is not measured
 	b.RunParallel(func(pb *testing.PB) {
 		key := "bench/cas/" + strconv.FormatInt(id.Add(1), 10)
 		v, err := s.Put(ctx, key, val, store.PutOptions{})
@@ -130,6 +132,7 @@ func BenchmarkPostgresGetParallel(b *testing.B) {
 	ctx := context.Background()
 	var n atomic.Int64
 	b.SetParallelism(4)
+	b.ResetTimer() // setup (database, migration, fill) is not measured
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
 			if _, err := s.Get(ctx, "bench/"+strconv.FormatInt(n.Add(1)%1000, 10)); err != nil {
@@ -161,6 +164,7 @@ func BenchmarkPostgresListParallel(b *testing.B) {
 	fill(b, s, 1000)
 	ctx := context.Background()
 	b.SetParallelism(4)
+	b.ResetTimer() // setup (database, migration, fill) is not measured
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
 			es, err := s.List(ctx, store.ListOptions{Prefix: "bench/", Limit: 100})
