@@ -39,6 +39,8 @@ type Options struct {
 	Logger   hclog.Logger
 	// CheckTimeout bounds all readiness checks together (default 2s).
 	CheckTimeout time.Duration
+	// Middleware, when set, wraps every route (the calibration guard).
+	Middleware func(http.Handler) http.Handler
 }
 
 // Server is the HTTPS listener.
@@ -71,8 +73,12 @@ func New(opts Options) (*Server, error) {
 	}
 	tlsCfg := opts.TLS.Clone()
 	tlsCfg.MinVersion = tls.VersionTLS13
+	var handler http.Handler = s.mux
+	if opts.Middleware != nil {
+		handler = opts.Middleware(handler)
+	}
 	s.srv = &http.Server{
-		Handler:           s.mux,
+		Handler:           handler,
 		TLSConfig:         tlsCfg,
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,

@@ -326,8 +326,12 @@ func (c *Config) decode(body hcl.Body) hcl.Diagnostics {
 		}
 		return hcl.Range{}
 	}
-	diags = append(diags, c.resolveSigningKMS(seen, "calibration", &c.Calibration.KMS, blockRange(calBlock))...)
-	diags = append(diags, c.resolveSigningKMS(seen, "audit", &c.Audit.KMS, blockRange(auditBlock))...)
+	if c.Calibration.Attestations {
+		diags = append(diags, c.resolveSigningKMS(seen, "calibration", &c.Calibration.KMS, blockRange(calBlock))...)
+	}
+	if c.Audit.Checkpoints {
+		diags = append(diags, c.resolveSigningKMS(seen, "audit", &c.Audit.KMS, blockRange(auditBlock))...)
+	}
 	for _, s := range c.RNG.ExtraSources {
 		if p, ok := seen["kms."+s]; !ok || p.Disabled {
 			diags = append(diags, errAt(blockRange(rngBlock), "Unknown entropy source",

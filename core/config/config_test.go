@@ -115,8 +115,8 @@ func TestDefaults(t *testing.T) {
 		c.Audit.CheckpointEvery != 1000 || c.Audit.CheckpointInterval != 5*time.Minute || c.Audit.Key != "avon-audit" {
 		t.Fatalf("service defaults: %+v %+v %+v %+v", c.Cache, c.RNG, c.Calibration, c.Audit)
 	}
-	// One kms plugin: it signs checkpoints and attestations by default.
-	c, diags = Parse([]byte("plugin \"kms\" \"hsm\" {\n  command = \"k\"\n}\n"), "/etc/avon/config.hcl")
+	// The first enabled kms plugin signs checkpoints and attestations by default.
+	c, diags = Parse([]byte("plugin \"kms\" \"off\" {\n  command = \"k\"\n  enabled = false\n}\nplugin \"kms\" \"hsm\" {\n  command = \"k\"\n}\nplugin \"kms\" \"soft\" {\n  command = \"k\"\n}\n"), "/etc/avon/config.hcl")
 	if diags.HasErrors() || c.Audit.KMS != "hsm" || c.Calibration.KMS != "hsm" {
 		t.Fatalf("default signing kms: %v %q %q", diags, c.Audit.KMS, c.Calibration.KMS)
 	}
@@ -171,8 +171,6 @@ func TestDiagnostics(t *testing.T) {
 		{"interval too long", "calibration {\n  max_age = \"10s\"\n  interval = \"10s\"\n}\n", []diagAt{{"Invalid calibration interval", 3, 14, "shorter than max_age"}}},
 		{"audit every", "audit {\n  checkpoint_every = 0\n}\n", []diagAt{{"Invalid checkpoint_every", 2, 22, ""}}},
 		{"audit unknown kms", "audit {\n  kms = \"nope\"\n}\n", []diagAt{{"Unknown kms plugin", 1, 1, `names no enabled`}}},
-		{"two kms, no choice", "plugin \"kms\" \"a\" {\n  command = \"x\"\n}\nplugin \"kms\" \"b\" {\n  command = \"y\"\n}\n",
-			[]diagAt{{"Ambiguous signing key", 4, 1, `calibration { kms = "<name>" }`}, {"Ambiguous signing key", 4, 1, `audit { kms`}}},
 		{"rng bytes", "rng {\n  reseed_bytes = 5\n}\n", []diagAt{{"Invalid reseed_bytes", 2, 18, ""}}},
 		{"rng unknown source", "rng {\n  extra_sources = [\"hsm\"]\n}\n", []diagAt{{"Unknown entropy source", 1, 1, "hsm"}}},
 		{"several at once", "data_dirr = 1\nlog_level = \"loud\"\nplugin \"x\" \"y\" {\n  command = \"c\"\n}\n",

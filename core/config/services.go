@@ -38,9 +38,12 @@ type Calibration struct {
 	Interval time.Duration // default MaxAge/3
 	Sources  []TimeSource  // default one system source
 	// KMS and Key name the key that signs time attestations: a kms plugin
-	// name (default: the only enabled kms plugin) and a key id in it
+	// name (default: the first enabled kms plugin) and a key id in it
 	// (default "avon-time"). Created as ML-DSA-65 at first start.
 	KMS, Key string
+	// Attestations false turns signed time attestations off (default on
+	// when a kms plugin exists).
+	Attestations bool
 }
 
 // TimeSource is a `source "<type>" { }` block inside `calibration`.
@@ -72,6 +75,10 @@ type Audit struct {
 	// KMS and Key name the checkpoint signing key, like Calibration's;
 	// default key id "avon-audit".
 	KMS, Key string
+	// Checkpoints false turns signed checkpoints off (default on when a
+	// kms plugin exists); the hash chain alone cannot show a log rewritten
+	// from the start.
+	Checkpoints bool
 }
 
 func (c *Config) decodeRNG(ctx *hcl.EvalContext, b *hcl.Block) hcl.Diagnostics {
@@ -107,13 +114,13 @@ func (c *Config) decodeRNG(ctx *hcl.EvalContext, b *hcl.Block) hcl.Diagnostics {
 }
 
 func (c *Config) decodeCalibration(ctx *hcl.EvalContext, b *hcl.Block) hcl.Diagnostics {
-	c.Calibration = Calibration{Key: "avon-time"}
+	c.Calibration = Calibration{Key: "avon-time", Attestations: true}
 	var diags hcl.Diagnostics
 	attrs := hcl.Attributes{}
 	var blocks hcl.Blocks
 	if b != nil {
 		content, d := b.Body.Content(&hcl.BodySchema{
-			Attributes: []hcl.AttributeSchema{{Name: "max_age"}, {Name: "max_skew"}, {Name: "interval"}, {Name: "kms"}, {Name: "key"}},
+			Attributes: []hcl.AttributeSchema{{Name: "max_age"}, {Name: "max_skew"}, {Name: "interval"}, {Name: "kms"}, {Name: "key"}, {Name: "attestations"}},
 			Blocks:     []hcl.BlockHeaderSchema{{Type: "source", LabelNames: []string{"type"}}},
 		})
 		diags, attrs, blocks = d, content.Attributes, content.Blocks
@@ -126,6 +133,8 @@ func (c *Config) decodeCalibration(ctx *hcl.EvalContext, b *hcl.Block) hcl.Diagn
 			fmt.Sprintf("interval (%s) must be shorter than max_age (%s), or the calibration goes stale between rounds.", c.Calibration.Interval, c.Calibration.MaxAge)))
 	}
 	diags = append(diags, kmsKey(ctx, attrs, &c.Calibration.KMS, &c.Calibration.Key)...)
+	_, _, d := attr(ctx, attrs, "attestations", &c.Calibration.Attestations)
+	diags = append(diags, d...)
 	for _, sb := range blocks {
 		s := TimeSource{Type: sb.Labels[0], DeclRange: sb.DefRange}
 		switch s.Type {
@@ -242,12 +251,12 @@ func checkDialAddr(r hcl.Range, name, v string) hcl.Diagnostics {
 }
 
 func (c *Config) decodeAudit(ctx *hcl.EvalContext, b *hcl.Block) hcl.Diagnostics {
-	c.Audit = Audit{CheckpointEvery: 1000, Key: "avon-audit"}
+	c.Audit = Audit{CheckpointEvery: 1000, Key: "avon-audit", Checkpoints: true}
 	var diags hcl.Diagnostics
 	attrs := hcl.Attributes{}
 	if b != nil {
 		content, d := b.Body.Content(&hcl.BodySchema{Attributes: []hcl.AttributeSchema{
-			{Name: "checkpoint_every"}, {Name: "checkpoint_interval"}, {Name: "kms"}, {Name: "key"}}})
+			{Name: "checkpoint_every"}, {Name: "checkpoint_interval"}, {Name: "kms"}, {Name: "key"}, {Name: "checkpoints"}}})
 		diags, attrs = d, content.Attributes
 	}
 	if r, ok, d := attr(ctx, attrs, "checkpoint_every", &c.Audit.CheckpointEvery); ok {
@@ -258,6 +267,8 @@ func (c *Config) decodeAudit(ctx *hcl.EvalContext, b *hcl.Block) hcl.Diagnostics
 	}
 	diags = append(diags, duration(ctx, attrs, "checkpoint_interval", 5*time.Minute, &c.Audit.CheckpointInterval)...)
 	diags = append(diags, kmsKey(ctx, attrs, &c.Audit.KMS, &c.Audit.Key)...)
+	_, _, d := attr(ctx, attrs, "checkpoints", &c.Audit.Checkpoints)
+	diags = append(diags, d...)
 	return diags
 }
 
@@ -280,8 +291,8 @@ func checkPostgresDSN(r hcl.Range, dsn string) hcl.Diagnostics {
 	return nil
 }
 
-// resolveSigningKMS fills the default kms plugin of a signing key: the only
-// enabled kms plugin, if there is exactly one; it also checks a named one.
+// resolveSigningKMS fills the default kms plugin of a signing key (the
+// first enabled kms plugin in the file) and checks a named one.
 func (c *Config) resolveSigningKMS(byID map[string]*Plugin, what string, kms *string, r hcl.Range) hcl.Diagnostics {
 	if *kms != "" {
 		if p, ok := byID["kms."+*kms]; !ok || p.Disabled {
@@ -289,22 +300,13 @@ func (c *Config) resolveSigningKMS(byID map[string]*Plugin, what string, kms *st
 		}
 		return nil
 	}
-	var names []string
 	for _, p := range c.Plugin {
 		if p.Kind == "kms" && !p.Disabled {
-			names = append(names, p.Name)
-			if len(names) == 2 && r == (hcl.Range{}) {
-				r = p.DeclRange
-			}
+			*kms = p.Name // the first enabled kms plugin of the file
+			return nil
 		}
 	}
-	switch len(names) {
-	case 0: // nothing to sign with; the server says what that disables
-	case 1:
-		*kms = names[0]
-	default:
-		return hcl.Diagnostics{errAt(r, "Ambiguous signing key",
-			fmt.Sprintf("%s: several kms plugins are enabled (%s); name the one that holds the key: %s { kms = \"<name>\" }.", what, strings.Join(names, ", "), what))}
-	}
+	// No kms plugin: nothing to sign with; the server says what that
+	// disables.
 	return nil
 }

@@ -7,7 +7,6 @@ package server
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -26,8 +25,11 @@ import (
 
 	"github.com/avonzt/avon/core/api"
 	"github.com/avonzt/avon/core/audit"
+	"github.com/avonzt/avon/core/cache"
+	"github.com/avonzt/avon/core/calibration"
 	"github.com/avonzt/avon/core/config"
 	"github.com/avonzt/avon/core/pluginhost"
+	"github.com/avonzt/avon/core/rng"
 	"github.com/avonzt/avon/core/store"
 	sdkplugin "github.com/avonzt/avon/sdk/plugin"
 )
@@ -41,7 +43,9 @@ type Options struct {
 	ConfigPath  string
 	Logger      hclog.Logger // nil: built from the config's log settings
 	Diagnostics io.Writer    // where configuration mistakes are printed (stderr)
-	Rand        io.Reader    // the core RNG; nil: the operating system's
+	// Rand replaces the core DRBG (tests only); nil: the SP 800-90A
+	// CTR_DRBG of core/rng, configured by the `rng` block.
+	Rand io.Reader
 }
 
 // Server is a running core.
@@ -54,6 +58,14 @@ type Server struct {
 	audit    *audit.Log
 	plugins  *pluginhost.Host
 	api      *api.Server
+
+	rng          *rng.Generator // nil when Options.Rand was given
+	cache        cache.Cache
+	calib        *calibration.Calibrator
+	guard        *calibration.Guard
+	checkpointer *audit.Checkpointer
+	bgCancel     context.CancelFunc
+	bg           sync.WaitGroup
 
 	mu      sync.Mutex // guards stopped
 	stopped bool
@@ -73,9 +85,6 @@ func (v *Validated) Close() { v.Host.Stop() }
 func (o *Options) defaults() {
 	if o.Diagnostics == nil {
 		o.Diagnostics = os.Stderr
-	}
-	if o.Rand == nil {
-		o.Rand = rand.Reader
 	}
 }
 
@@ -210,36 +219,171 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 	}
 	s := &Server{opts: opts, log: log, registry: prometheus.NewRegistry()}
 	s.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if err := s.start(ctx, pre); err != nil {
+		s.teardown(context.Background())
+		return nil, err
+	}
+	log.Info("avon core started", "config", opts.ConfigPath, "data_dir", s.cfg.DataDir, "plugins", len(s.plugins.Instances()),
+		"storage", s.cfg.Storage.Type, "cache", s.cfg.Cache.Type)
+	return s, nil
+}
+
+// start brings the services up in dependency order; teardown undoes
+// whatever part of it ran.
+func (s *Server) start(ctx context.Context, pre *config.Config) error {
+	log := s.log
+	bgCtx, cancel := context.WithCancel(context.Background())
+	s.bgCancel = cancel
+
+	// Randomness first: every key, nonce and certificate serial after this
+	// comes from the DRBG.
+	if s.opts.Rand == nil {
+		ropts := []rng.Option{rng.WithOnFailure(s.rngFailed)}
+		for _, name := range pre.RNG.ExtraSources {
+			ropts = append(ropts, rng.WithExtraSource(&kmsEntropy{name: name, host: s.pluginHost}))
+		}
+		g, err := rng.New(rngConfig(pre.RNG), ropts...)
+		if err != nil {
+			return fmt.Errorf("rng: %w", err)
+		}
+		s.rng, s.opts.Rand = g, g
+	}
 
 	kv, err := OpenStore(ctx, pre, log.Named("store"))
 	if err != nil {
-		return nil, err
+		return err
 	}
 	s.store = kv
 	s.audit = audit.New(kv, time.Now, log.Named("audit"))
-	svc := pluginhost.Services{Rand: opts.Rand, Clock: pluginhost.SystemClock{}, Store: kv, Audit: s.audit}
-
-	v, err := Validate(ctx, opts, HostOptions(pre, log, s.registry, svc))
-	if err != nil {
-		_ = kv.Close()
-		return nil, err
+	if s.cache, err = openCache(ctx, pre.Cache, log.Named("cache")); err != nil {
+		return err
 	}
-	s.cfg, s.plugins = v.Config, v.Host
+
+	svc := pluginhost.Services{Rand: s.opts.Rand, Clock: pluginhost.SystemClock{}, Store: kv, Audit: s.audit}
+	v, err := Validate(ctx, s.opts, HostOptions(pre, log, s.registry, svc))
+	if err != nil {
+		return err
+	}
+	s.cfg = v.Config
+	s.mu.Lock()
+	s.plugins = v.Host
+	s.mu.Unlock()
 	for _, inst := range s.plugins.Instances() {
 		inst.SetConfig(v.Decoded[inst.ID()])
 	}
 	if err := s.plugins.Configure(ctx); err != nil {
-		_ = kv.Close()
-		return nil, fmt.Errorf("start plugins: %w", err)
+		return fmt.Errorf("start plugins: %w", err)
 	}
+
+	// Calibration, with attestations signed by a KMS key when there is one.
+	sources, err := timeSources(s.cfg.Calibration, log)
+	if err != nil {
+		return err
+	}
+	copts := []calibration.Option{calibration.WithLogger(log.Named("calibration"))}
+	var gopts []calibration.GuardOption
+	if s.cfg.Calibration.Attestations && s.cfg.Calibration.KMS != "" {
+		ks, err := newKMSSigner(ctx, s.plugins, s.cfg.Calibration.KMS, s.cfg.Calibration.Key, "time-attestation")
+		if err != nil {
+			return err
+		}
+		copts = append(copts, calibration.WithSigner(timeSigner{ks}))
+		gopts = append(gopts, calibration.WithVerifier(timeSigner{ks}))
+	} else {
+		log.Warn("time attestations are off (no kms plugin, or calibration { attestations = false })")
+	}
+	s.calib, err = calibration.New(calibration.Config{MaxAge: s.cfg.Calibration.MaxAge, MaxSkew: s.cfg.Calibration.MaxSkew,
+		Interval: s.cfg.Calibration.Interval, Sources: sources}, copts...)
+	if err != nil {
+		return fmt.Errorf("calibration: %w", err)
+	}
+	if err := s.calib.Calibrate(ctx); err != nil {
+		// Not fatal: the core starts not ready and keeps trying.
+		log.Warn("first calibration failed; time-dependent requests are refused until one succeeds", "error", err)
+	}
+	s.guard = calibration.NewGuard(s.calib, gopts...)
+	s.bg.Add(1)
+	go func() { defer s.bg.Done(); s.calib.Run(bgCtx) }()
+
+	// Signed audit checkpoints.
+	if s.cfg.Audit.Checkpoints && s.cfg.Audit.KMS != "" {
+		ks, err := newKMSSigner(ctx, s.plugins, s.cfg.Audit.KMS, s.cfg.Audit.Key, "audit-checkpoint")
+		if err != nil {
+			return err
+		}
+		s.checkpointer = audit.NewCheckpointer(s.audit, audit.CheckpointerOptions{Every: s.cfg.Audit.CheckpointEvery,
+			Interval: s.cfg.Audit.CheckpointInterval, Signer: auditSigner{ks}, Logger: log.Named("audit")})
+		s.bg.Add(1)
+		go func() { defer s.bg.Done(); s.checkpointer.Run(bgCtx) }()
+	} else {
+		log.Warn("audit checkpoints are off (no kms plugin, or audit { checkpoints = false }); the hash chain alone cannot show a log rewritten from its start")
+	}
+
+	s.registerServiceMetrics()
 	if err := s.startAPI(); err != nil {
-		s.plugins.Stop()
-		_ = kv.Close()
-		return nil, err
+		return err
 	}
-	_ = s.audit.Emit(ctx, "core", auditEvent("core.start", "success"))
-	log.Info("avon core started", "config", opts.ConfigPath, "data_dir", s.cfg.DataDir, "plugins", len(s.plugins.Instances()))
-	return s, nil
+	// Fail closed: a core that cannot record its own start does not run.
+	if err := s.audit.Emit(ctx, "core", auditEvent("core.start", "success")); err != nil {
+		return fmt.Errorf("audit: %w", err)
+	}
+	return nil
+}
+
+// pluginHost returns the plugin host once it exists (nil before).
+func (s *Server) pluginHost() *pluginhost.Host {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.plugins
+}
+
+// rngFailed is the DRBG's failure callback: it has already stopped serving
+// bytes; record why (the audit write may itself fail, and is logged then).
+func (s *Server) rngFailed(err error) {
+	s.log.Error("rng failed closed: no random bytes until restart", "error", err)
+	if s.audit == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	ev := auditEvent("rng.failure", "failure")
+	ev.Reason = err.Error()
+	if aerr := s.audit.Emit(ctx, "core", ev); aerr != nil {
+		s.log.Error("audit of the rng failure failed", "error", aerr)
+	}
+}
+
+// teardown stops whatever start brought up, in reverse order.
+func (s *Server) teardown(ctx context.Context) []error {
+	var errs []error
+	if s.api != nil {
+		errs = append(errs, s.api.Shutdown(ctx))
+	}
+	if s.bgCancel != nil {
+		s.bgCancel()
+	}
+	s.bg.Wait()
+	if s.checkpointer != nil && s.plugins != nil {
+		// Sign what the last moments appended, while the KMS still runs.
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		if _, err := s.checkpointer.Checkpoint(cctx); err != nil {
+			s.log.Warn("final audit checkpoint failed", "error", err)
+		}
+		cancel()
+	}
+	if s.plugins != nil {
+		s.plugins.Stop()
+	}
+	if s.cache != nil {
+		errs = append(errs, s.cache.Close())
+	}
+	if s.store != nil {
+		errs = append(errs, s.store.Close())
+	}
+	if s.rng != nil {
+		errs = append(errs, s.rng.Close())
+	}
+	return errs
 }
 
 func (s *Server) startAPI() error {
@@ -263,7 +407,11 @@ func (s *Server) startAPI() error {
 		TLS:      &tls.Config{Certificates: []tls.Certificate{cert}},
 		Gatherer: s.registry,
 		Checks:   s.checks,
-		Logger:   s.log.Named("api"),
+		// Every request path goes through the calibration guard: a
+		// stale calibration or a skewed timestamp/attestation is refused
+		// with the reason (health, readiness and metrics are exempt).
+		Middleware: s.guard.Middleware,
+		Logger:     s.log.Named("api"),
 	})
 	if err != nil {
 		return err
@@ -278,8 +426,9 @@ func (s *Server) startAPI() error {
 // checks are the readiness checks: the store and every plugin.
 func (s *Server) checks() []api.Check {
 	cs := []api.Check{{Name: "store", Fn: func(ctx context.Context) (string, error) {
-		return "", s.store.Ping(ctx)
+		return s.cfg.Storage.Type, s.store.Ping(ctx)
 	}}}
+	cs = append(cs, s.serviceChecks()...)
 	for _, inst := range s.plugins.Instances() {
 		cs = append(cs, api.Check{Name: "plugin." + inst.ID(), Fn: func(context.Context) (string, error) {
 			st := inst.Status()
@@ -315,13 +464,10 @@ func (s *Server) Stop(ctx context.Context) error {
 	}
 	s.stopped = true
 	s.mu.Unlock()
-	var errs []error
-	if s.api != nil {
-		errs = append(errs, s.api.Shutdown(ctx))
+	if err := s.audit.Emit(ctx, "core", auditEvent("core.stop", "success")); err != nil {
+		s.log.Error("audit of the stop failed", "error", err)
 	}
-	_ = s.audit.Emit(ctx, "core", auditEvent("core.stop", "success"))
-	s.plugins.Stop()
-	errs = append(errs, s.store.Close())
+	errs := s.teardown(ctx)
 	s.log.Info("avon core stopped")
 	return errors.Join(errs...)
 }

@@ -1,0 +1,385 @@
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/avonzt/avon/core/api"
+	"github.com/avonzt/avon/core/audit"
+	"github.com/avonzt/avon/core/cache"
+	"github.com/avonzt/avon/core/cache/memcache"
+	"github.com/avonzt/avon/core/cache/redis"
+	"github.com/avonzt/avon/core/calibration"
+	"github.com/avonzt/avon/core/calibration/ntp"
+	"github.com/avonzt/avon/core/config"
+	"github.com/avonzt/avon/core/pluginhost"
+	"github.com/avonzt/avon/core/rng"
+	"github.com/avonzt/avon/internal/sigverify"
+	"github.com/avonzt/avon/sdk/kms"
+	sdkplugin "github.com/avonzt/avon/sdk/plugin"
+)
+
+// rngConfig maps the `rng` block onto the DRBG's configuration.
+func rngConfig(c config.RNG) rng.Config {
+	rc := rng.DefaultConfig()
+	rc.DerivationFunction = c.DerivationFunction
+	rc.PredictionResistance = c.PredictionResistance
+	rc.ReseedInterval = c.ReseedInterval
+	if c.ReseedBytes > 0 {
+		rc.ReseedBytes = uint64(c.ReseedBytes)
+	}
+	rc.Personalization = []byte("avon core")
+	return rc
+}
+
+// kmsEntropy offers a KMS plugin's generator (GenerateRandom) to the DRBG as
+// an extra source. The host may not be up yet when the DRBG starts; until
+// it is, the source reports an error and the DRBG runs on the OS alone.
+type kmsEntropy struct {
+	name string
+	host func() *pluginhost.Host
+}
+
+func (k *kmsEntropy) Name() string { return "kms." + k.name }
+
+func (k *kmsEntropy) Read(p []byte) (int, error) {
+	h := k.host()
+	if h == nil {
+		return 0, errors.New("plugins not started yet")
+	}
+	inst, ok := h.Get(sdkplugin.Kind("kms"), k.name)
+	if !ok {
+		return 0, fmt.Errorf("no kms plugin %q", k.name)
+	}
+	rs, ok := inst.KMS().(kms.RandomSource)
+	if !ok {
+		return 0, fmt.Errorf("kms plugin %q offers no random source", k.name)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	n := 0
+	for n < len(p) {
+		want := min(len(p)-n, kms.MaxRandomLength)
+		r, err := rs.GenerateRandom(ctx, &kms.GenerateRandomRequest{Length: want})
+		if err != nil {
+			return n, err
+		}
+		if len(r.Random) != want {
+			return n, fmt.Errorf("kms plugin %q returned %d random bytes, asked %d", k.name, len(r.Random), want)
+		}
+		n += copy(p[n:], r.Random)
+	}
+	return n, nil
+}
+
+// kmsSigner signs with a KMS key (created as ML-DSA-65 when absent), for
+// time attestations and audit checkpoints. The private key never leaves the
+// plugin; the public key of each version is cached.
+type kmsSigner struct {
+	plugin string
+	id     string
+	inst   *pluginhost.Instance
+
+	mu      sync.Mutex
+	version int
+	alg     kms.Algorithm
+	pubs    map[int][]byte
+}
+
+func newKMSSigner(ctx context.Context, h *pluginhost.Host, plugin, id, purpose string) (*kmsSigner, error) {
+	inst, ok := h.Get(sdkplugin.Kind("kms"), plugin)
+	if !ok {
+		return nil, fmt.Errorf("%s key: no running kms plugin %q", purpose, plugin)
+	}
+	s := &kmsSigner{plugin: plugin, id: id, inst: inst, pubs: map[int][]byte{}}
+	c := inst.KMS()
+	resp, err := c.GetKey(ctx, &kms.GetKeyRequest{ID: id})
+	if errors.Is(err, kms.ErrKeyNotFound) {
+		var g *kms.GenerateKeyResponse
+		g, err = c.GenerateKey(ctx, &kms.GenerateKeyRequest{ID: id, Algorithm: kms.MLDSA65,
+			Labels: map[string]string{"avon.purpose": purpose}})
+		if errors.Is(err, kms.ErrKeyExists) { // another replica made it meanwhile
+			resp, err = c.GetKey(ctx, &kms.GetKeyRequest{ID: id})
+		} else if err == nil {
+			resp = &kms.GetKeyResponse{Key: g.Key}
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%s key %s in kms.%s: %w", purpose, id, plugin, err)
+	}
+	if p, _ := kms.PurposeOf(resp.Key.Algorithm); p != kms.PurposeSign {
+		return nil, fmt.Errorf("%s key %s in kms.%s is %s, not a signing key", purpose, id, plugin, resp.Key.Algorithm)
+	}
+	s.setKey(resp.Key)
+	if _, _, pub := s.current(); pub == nil {
+		return nil, fmt.Errorf("%s key %s in kms.%s has no public key for its primary version %d", purpose, id, plugin, resp.Key.PrimaryVersion)
+	}
+	return s, nil
+}
+
+func (s *kmsSigner) setKey(k *kms.Key) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.version, s.alg = k.PrimaryVersion, k.Algorithm
+	for _, v := range k.Versions {
+		if len(v.PublicKey) > 0 {
+			s.pubs[v.Version] = v.PublicKey
+		}
+	}
+}
+
+func (s *kmsSigner) current() (int, kms.Algorithm, []byte) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.version, s.alg, s.pubs[s.version]
+}
+
+func (s *kmsSigner) keyID(version int) string {
+	return fmt.Sprintf("kms.%s/%s/v%d", s.plugin, s.id, version)
+}
+
+// sign signs msg with the primary version. When the key was rotated since
+// it was last read, the metadata is refreshed and the caller told, since
+// it named the old version in what it signed.
+func (s *kmsSigner) sign(ctx context.Context, msg []byte) ([]byte, int, error) {
+	resp, err := s.inst.KMS().Sign(ctx, &kms.SignRequest{ID: s.id, Message: msg})
+	if err != nil {
+		return nil, 0, fmt.Errorf("sign with kms.%s/%s: %w", s.plugin, s.id, err)
+	}
+	if v, _, _ := s.current(); resp.Version != v {
+		if k, err := s.inst.KMS().GetKey(ctx, &kms.GetKeyRequest{ID: s.id}); err == nil {
+			s.setKey(k.Key)
+		}
+		return nil, resp.Version, fmt.Errorf("kms.%s/%s rotated to version %d while signing; retry", s.plugin, s.id, resp.Version)
+	}
+	return resp.Signature, resp.Version, nil
+}
+
+// timeSigner adapts kmsSigner to calibration.Signer.
+type timeSigner struct{ *kmsSigner }
+
+func (t timeSigner) Algorithm() string { _, a, _ := t.current(); return string(a) }
+func (t timeSigner) KeyID() string     { v, _, _ := t.current(); return t.keyID(v) }
+func (t timeSigner) Sign(ctx context.Context, msg []byte) ([]byte, error) {
+	sig, _, err := t.sign(ctx, msg)
+	return sig, err
+}
+
+// Verify implements calibration.Verifier for attestations this core's key
+// signed (any version it has seen).
+func (t timeSigner) Verify(keyID string, msg, sig []byte) error {
+	t.mu.Lock()
+	var pub []byte
+	for v, p := range t.pubs {
+		if t.keyID(v) == keyID {
+			pub = p
+		}
+	}
+	alg := t.alg
+	t.mu.Unlock()
+	if pub == nil {
+		return fmt.Errorf("attestation key %q is not one of this core's: %w", keyID, sigverify.ErrBadKey)
+	}
+	return sigverify.Verify(string(alg), pub, msg, nil, sig)
+}
+
+// auditSigner adapts kmsSigner to audit.Signer.
+type auditSigner struct{ *kmsSigner }
+
+func (a auditSigner) publicKey(v int) audit.PublicKey {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return audit.PublicKey{KeyID: a.keyID(v), Algorithm: string(a.alg), PublicKey: a.pubs[v]}
+}
+
+func (a auditSigner) Key(ctx context.Context) (audit.PublicKey, error) {
+	v, _, pub := a.current()
+	if pub == nil {
+		return audit.PublicKey{}, fmt.Errorf("kms.%s/%s: no public key for version %d", a.plugin, a.id, v)
+	}
+	return a.publicKey(v), nil
+}
+
+func (a auditSigner) Sign(ctx context.Context, msg []byte) ([]byte, audit.PublicKey, error) {
+	sig, v, err := a.sign(ctx, msg)
+	if err != nil {
+		return nil, audit.PublicKey{}, err
+	}
+	return sig, a.publicKey(v), nil
+}
+
+// openCache opens the cache the configuration names.
+func openCache(ctx context.Context, c config.Cache, log hclog.Logger) (cache.Cache, error) {
+	switch c.Type {
+	case "", "memory":
+		return memcache.New(memcache.Options{}), nil
+	case "redis":
+		opts := redis.Options{Addr: c.Addr, Username: c.Username, Password: c.Password, DB: c.DB, KeyPrefix: c.KeyPrefix,
+			DialTimeout: c.Timeout, ReadTimeout: c.Timeout, WriteTimeout: c.Timeout}
+		if c.TLS {
+			host := c.Addr
+			if i := lastColon(host); i >= 0 {
+				host = host[:i]
+			}
+			opts.TLS = &tls.Config{MinVersion: tls.VersionTLS12, ServerName: host}
+		}
+		rc, err := redis.Open(ctx, opts)
+		if err != nil {
+			return nil, fmt.Errorf("open cache: %w", err)
+		}
+		log.Info("cache connected", "type", "redis", "addr", c.Addr)
+		return rc, nil
+	}
+	return nil, fmt.Errorf("cache %q is not available in this build", c.Type)
+}
+
+func lastColon(s string) int {
+	for i := len(s) - 1; i >= 0; i-- {
+		if s[i] == ':' {
+			return i
+		}
+	}
+	return -1
+}
+
+// timeSources builds the calibration sources of the configuration.
+func timeSources(c config.Calibration, log hclog.Logger) ([]calibration.Source, error) {
+	var out []calibration.Source
+	for _, s := range c.Sources {
+		switch s.Type {
+		case "system":
+			out = append(out, calibration.SystemSource{Uncertainty: s.Uncertainty})
+		case "ntp":
+			src, err := ntp.New(s.Server, ntp.WithSamples(s.Samples), ntp.WithQueryTimeout(s.Timeout))
+			if err != nil {
+				return nil, fmt.Errorf("calibration source ntp %s: %w", s.Server, err)
+			}
+			out = append(out, src)
+		default:
+			return nil, fmt.Errorf("calibration source %q is not available in this build", s.Type)
+		}
+	}
+	return out, nil
+}
+
+// registerServiceMetrics publishes the health of the RNG, calibration,
+// audit log and cache on /metrics.
+func (s *Server) registerServiceMetrics() {
+	gauge := func(name, help string, f func() float64) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
+	}
+	b := func(v bool) float64 {
+		if v {
+			return 1
+		}
+		return 0
+	}
+	var cs []prometheus.Collector
+	if s.rng != nil {
+		cs = append(cs,
+			gauge("avon_rng_healthy", "1 when the core DRBG passes its health tests and serves bytes.", func() float64 { return b(s.rng.Health().OK) }),
+			gauge("avon_rng_reseeds", "Reseeds of the core DRBG since start (all shards).", func() float64 { return float64(s.rng.Health().Reseeds) }),
+			gauge("avon_rng_last_reseed_age_seconds", "Seconds since the core DRBG last reseeded.", func() float64 {
+				if t := s.rng.Health().LastReseed; !t.IsZero() {
+					return time.Since(t).Seconds()
+				}
+				return -1
+			}))
+	}
+	if s.calib != nil {
+		cs = append(cs,
+			gauge("avon_calibration_offset_seconds", "Calibrated time minus the local wall clock.", func() float64 { return s.calib.Status().Offset.Seconds() }),
+			gauge("avon_calibration_uncertainty_seconds", "Uncertainty of the calibrated time.", func() float64 { return s.calib.Status().Uncertainty.Seconds() }),
+			gauge("avon_calibration_age_seconds", "Age of the last calibration (monotonic).", func() float64 { return s.calib.Status().Age.Seconds() }),
+			gauge("avon_calibration_fresh", "1 when the calibration is younger than max_age.", func() float64 { return b(s.calib.Status().Fresh) }))
+	}
+	cs = append(cs,
+		gauge("avon_audit_head_seq", "Sequence number of the newest audit record.", func() float64 {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			defer cancel()
+			seq, _, _ := s.audit.Head(ctx)
+			return float64(seq)
+		}),
+		gauge("avon_cache_up", "1 when the cache answers a ping.", func() float64 {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			defer cancel()
+			return b(s.cache.Ping(ctx) == nil)
+		}),
+		gauge("avon_store_up", "1 when the store answers a ping.", func() float64 {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			defer cancel()
+			return b(s.store.Ping(ctx) == nil)
+		}))
+	if s.checkpointer != nil {
+		cs = append(cs, gauge("avon_audit_checkpoint_seq", "Sequence number the newest signed checkpoint covers.", func() float64 {
+			return float64(s.checkpointer.Status().LastSeq)
+		}))
+	}
+	cs = append(cs, cache.Collectors()...)
+	for _, c := range cs {
+		if err := s.registry.Register(c); err != nil {
+			var are prometheus.AlreadyRegisteredError
+			if !errors.As(err, &are) {
+				s.log.Warn("metric not registered", "error", err)
+			}
+		}
+	}
+}
+
+// serviceChecks are the /readyz lines of the core services.
+func (s *Server) serviceChecks() []api.Check {
+	var cs []api.Check
+	if s.rng != nil {
+		cs = append(cs, api.Check{Name: "rng", Fn: func(context.Context) (string, error) {
+			h := s.rng.Health()
+			detail := fmt.Sprintf("state=%s reseeds=%d last_reseed=%s", h.State, h.Reseeds, h.LastReseed.UTC().Format(time.RFC3339))
+			for _, src := range h.Sources {
+				detail += fmt.Sprintf(" %s=%s", src.Name, sourceState(src))
+			}
+			if !h.OK {
+				return detail, fmt.Errorf("rng failed closed: %s", h.Failure)
+			}
+			return detail, nil
+		}})
+	}
+	if s.calib != nil {
+		cs = append(cs, api.Check{Name: "calibration", Fn: s.calib.Ready})
+	}
+	cs = append(cs, api.Check{Name: "cache", Fn: func(ctx context.Context) (string, error) {
+		return s.cfg.Cache.Type, s.cache.Ping(ctx)
+	}})
+	cs = append(cs, api.Check{Name: "audit", Fn: func(ctx context.Context) (string, error) {
+		seq, _, err := s.audit.Head(ctx)
+		if err != nil {
+			return "", err
+		}
+		detail := fmt.Sprintf("head=%d", seq)
+		if s.checkpointer == nil {
+			return detail + " checkpoints=off (no kms plugin)", nil
+		}
+		st := s.checkpointer.Status()
+		detail += fmt.Sprintf(" checkpoint=%d", st.LastSeq)
+		if st.Err != nil {
+			detail += " last_checkpoint_error=" + st.Err.Error()
+		}
+		return detail, nil
+	}})
+	return cs
+}
+
+func sourceState(s rng.SourceStatus) string {
+	switch {
+	case s.Excluded:
+		return "excluded"
+	case !s.OK:
+		return "error"
+	}
+	return "ok"
+}
