@@ -46,6 +46,9 @@ type Options struct {
 	// Rand replaces the core DRBG (tests only); nil: the SP 800-90A
 	// CTR_DRBG of core/rng, configured by the `rng` block.
 	Rand io.Reader
+	// RNGOptions are extra options for the core DRBG (tests inject entropy
+	// sources with them).
+	RNGOptions []rng.Option
 }
 
 // Server is a running core.
@@ -238,7 +241,7 @@ func (s *Server) start(ctx context.Context, pre *config.Config) error {
 	// Randomness first: every key, nonce and certificate serial after this
 	// comes from the DRBG.
 	if s.opts.Rand == nil {
-		ropts := []rng.Option{rng.WithOnFailure(s.rngFailed)}
+		ropts := append([]rng.Option{rng.WithOnFailure(s.rngFailed)}, s.opts.RNGOptions...)
 		for _, name := range pre.RNG.ExtraSources {
 			ropts = append(ropts, rng.WithExtraSource(&kmsEntropy{name: name, host: s.pluginHost}))
 		}

@@ -106,13 +106,14 @@ func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 func startServer(t *testing.T, cfgPath string) (*Server, *syncWriter) {
 	t.Helper()
 	logs := &syncWriter{w: &bytes.Buffer{}}
+	var diags bytes.Buffer
 	s, err := Start(context.Background(), Options{
 		ConfigPath:  cfgPath,
 		Logger:      hclog.New(&hclog.LoggerOptions{Output: logs, Level: hclog.Debug}),
-		Diagnostics: io.Discard,
+		Diagnostics: &diags,
 	})
 	if err != nil {
-		t.Fatalf("start: %v", err)
+		t.Fatalf("start: %v\n%s", err, diags.String())
 	}
 	t.Cleanup(func() { _ = s.Stop(context.Background()) })
 	return s, logs

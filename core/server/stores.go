@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/hcl/v2"
@@ -12,6 +13,7 @@ import (
 	"github.com/avonzt/avon/core/config"
 	"github.com/avonzt/avon/core/store"
 	"github.com/avonzt/avon/core/store/embedded"
+	"github.com/avonzt/avon/core/store/postgres"
 )
 
 // OpenStore opens the durable store the configuration names. The CLI uses
@@ -28,6 +30,13 @@ func OpenStore(ctx context.Context, cfg *config.Config, log hclog.Logger) (store
 			path = filepath.Join(cfg.DataDir, path)
 		}
 		kv, err := embedded.Open(ctx, path)
+		if err != nil {
+			return nil, fmt.Errorf("open store: %w", err)
+		}
+		return kv, nil
+	case "postgres":
+		kv, err := postgres.Open(ctx, cfg.Storage.DSN, postgres.WithMaxConns(cfg.Storage.MaxConns),
+			postgres.WithConnectTimeout(cfg.Storage.ConnectTimeout), postgres.WithLogger(log))
 		if err != nil {
 			return nil, fmt.Errorf("open store: %w", err)
 		}
@@ -57,6 +66,39 @@ func Migrate(ctx context.Context, path string, status bool, diagnostics io.Write
 		}
 		_ = kv.Close()
 		return []string{fmt.Sprintf("embedded store %s: schema is current (applied on open)", cfg.Storage.Path)}, nil
+	case "postgres":
+		if status {
+			infos, err := postgres.MigrationStatus(ctx, cfg.Storage.DSN)
+			if err != nil {
+				return nil, err
+			}
+			var lines []string
+			for _, m := range infos {
+				state := "pending"
+				switch {
+				case m.Drift:
+					state = "CHANGED since it was applied (refused)"
+				case !m.Known:
+					state = "applied by a newer avon (unknown to this binary)"
+				case m.Applied:
+					state = "applied " + m.AppliedAt.UTC().Format(time.RFC3339)
+				}
+				lines = append(lines, fmt.Sprintf("%-32s %s", m.Name, state))
+			}
+			return lines, nil
+		}
+		applied, err := postgres.Migrate(ctx, cfg.Storage.DSN, hclog.NewNullLogger())
+		if err != nil {
+			return nil, err
+		}
+		if len(applied) == 0 {
+			return []string{"postgres: schema is current; nothing to apply"}, nil
+		}
+		lines := []string{fmt.Sprintf("postgres: applied %d migration(s):", len(applied))}
+		for _, a := range applied {
+			lines = append(lines, "  "+a)
+		}
+		return lines, nil
 	}
 	return nil, fmt.Errorf("storage %q is not available in this build", cfg.Storage.Type)
 }
