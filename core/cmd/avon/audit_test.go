@@ -13,11 +13,13 @@ import (
 	"testing"
 
 	"github.com/hashicorp/go-hclog"
+	"github.com/jackc/pgx/v5"
 	_ "modernc.org/sqlite"
 
 	"github.com/avonzt/avon/core/audit"
 	"github.com/avonzt/avon/core/config"
 	"github.com/avonzt/avon/core/server"
+	"github.com/avonzt/avon/internal/testsvc/pgtest"
 	"github.com/avonzt/avon/sdk/host"
 	"github.com/avonzt/avon/sdk/plugintest"
 )
@@ -140,5 +142,70 @@ func TestMigrateEmbedded(t *testing.T) {
 	var out, errb bytes.Buffer
 	if code := run([]string{"migrate", "-config", cfgPath}, &out, &errb); code != 0 || !strings.Contains(out.String(), "schema is current") {
 		t.Fatalf("migrate: %d %q %q", code, out.String(), errb.String())
+	}
+}
+
+// TestAuditVerifyPostgres edits one audit row in PostgreSQL with SQL and
+// runs the real binary's `audit verify`; `avon migrate` runs first.
+func TestAuditVerifyPostgres(t *testing.T) {
+	pg := pgtest.Start(t)
+	dsn := pg.CreateDatabase(t, "audit")
+	avon := plugintest.Build(t, "github.com/avonzt/avon/core/cmd/avon")
+	dir := t.TempDir()
+	cfgPath := filepath.Join(dir, "config.hcl")
+	if err := os.WriteFile(cfgPath, []byte(fmt.Sprintf("data_dir = %q\nstorage \"postgres\" {\n  dsn = env(\"AVON_TEST_PG_DSN\")\n}\n",
+		filepath.Join(dir, "data"))), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("AVON_TEST_PG_DSN", dsn)
+
+	out, err := exec.Command(avon.Path, "migrate", "-config", cfgPath).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "applied 1 migration(s)") || !strings.Contains(string(out), "0001_kv") {
+		t.Fatalf("migrate: %v\n%s", err, out)
+	}
+	out, err = exec.Command(avon.Path, "migrate", "-config", cfgPath).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "nothing to apply") {
+		t.Fatalf("second migrate: %v\n%s", err, out)
+	}
+	out, err = exec.Command(avon.Path, "migrate", "-status", "-config", cfgPath).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "0001_kv") || !strings.Contains(string(out), "applied 20") {
+		t.Fatalf("migrate -status: %v\n%s", err, out)
+	}
+
+	cfg, diags := config.Load(cfgPath)
+	if diags.HasErrors() {
+		t.Fatal(diags)
+	}
+	ctx := context.Background()
+	kv, err := server.OpenStore(ctx, cfg, hclog.NewNullLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := audit.New(kv, nil, nil)
+	for i := 1; i <= 8; i++ {
+		if err := l.Emit(ctx, "core", host.Event{Action: "cert.revoke", Target: fmt.Sprintf("serial-%d", i), Outcome: "success"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_ = kv.Close()
+	out, err = exec.Command(avon.Path, "audit", "verify", "-config", cfgPath).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "audit log OK: 8 records") {
+		t.Fatalf("clean log: %v\n%s", err, out)
+	}
+
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tag, err := conn.Exec(ctx, `UPDATE avon_kv SET value = convert_to(replace(convert_from(value, 'UTF8'), 'serial-3', 'serial-9'), 'UTF8') WHERE key = $1`,
+		audit.RecordKey(3))
+	_ = conn.Close(ctx)
+	if err != nil || tag.RowsAffected() != 1 {
+		t.Fatalf("edit: %v %v", tag, err)
+	}
+	cmd := exec.Command(avon.Path, "audit", "verify", "-config", cfgPath)
+	out, _ = cmd.CombinedOutput()
+	if cmd.ProcessState.ExitCode() != 1 || !strings.Contains(string(out), "audit log FAILED verification: record 3 altered") {
+		t.Fatalf("edited row not named (exit %d):\n%s", cmd.ProcessState.ExitCode(), out)
 	}
 }
