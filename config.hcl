@@ -31,6 +31,32 @@ plugins {
 storage "embedded" {
   path = "avon.db" # relative to data_dir
 }
+# Several core replicas share PostgreSQL and Redis instead:
+#   storage "postgres" { dsn = env("AVON_PG_DSN") }
+#   cache "redis" { addr = "10.0.0.5:6379" }
+
+rng {
+  # SP 800-90A CTR_DRBG (AES-256) seeded from the kernel, health-tested;
+  # it fails closed. Mix in an HSM's generator with extra_sources = ["hsm"].
+  derivation_function   = true
+  prediction_resistance = false
+  reseed_interval       = "5m"
+}
+
+calibration {
+  # Time-dependent decisions fail closed when the calibration is older
+  # than max_age; timestamps further than max_skew are refused.
+  max_age  = "30s"
+  max_skew = "5s"
+  source "system" {}
+  # source "ntp" { server = "127.0.0.1:123" }
+}
+
+audit {
+  # Signed (ML-DSA-65, key "avon-audit" in the kms plugin) checkpoints.
+  checkpoint_every    = 1000
+  checkpoint_interval = "5m"
+}
 
 plugin "kms" "soft" {
   command = "kms-soft"

@@ -109,7 +109,7 @@ func TestDefaults(t *testing.T) {
 		c.Gateway.Listen != "0.0.0.0:4600" || c.Plugins.HealthInterval != 10*time.Second || c.LogLevel != "info" {
 		t.Fatalf("defaults: %+v", c)
 	}
-	if c.Cache.Type != "memory" || !c.RNG.DerivationFunction || c.RNG.PredictionResistance || c.RNG.ReseedInterval != time.Hour ||
+	if c.Cache.Type != "memory" || !c.RNG.DerivationFunction || c.RNG.PredictionResistance || c.RNG.ReseedInterval != 5*time.Minute || c.RNG.ReseedBytes != 256<<20 ||
 		c.Calibration.MaxAge != 30*time.Second || c.Calibration.MaxSkew != 5*time.Second || c.Calibration.Interval != 10*time.Second ||
 		len(c.Calibration.Sources) != 1 || c.Calibration.Sources[0].Type != "system" || c.Calibration.KMS != "" ||
 		c.Audit.CheckpointEvery != 1000 || c.Audit.CheckpointInterval != 5*time.Minute || c.Audit.Key != "avon-audit" {

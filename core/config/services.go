@@ -24,8 +24,8 @@ var TimeSourceTypes = []string{"system", "ntp"}
 type RNG struct {
 	DerivationFunction   bool          // default true
 	PredictionResistance bool          // reseed from entropy before every request
-	ReseedInterval       time.Duration // default 1h
-	ReseedBytes          int64         // default 1 GiB
+	ReseedInterval       time.Duration // default 5m
+	ReseedBytes          int64         // default 256 MiB
 	// ExtraSources are kms plugin names whose hardware generator
 	// (GenerateRandom) is mixed into every seed, besides the OS.
 	ExtraSources []string
@@ -82,7 +82,7 @@ type Audit struct {
 }
 
 func (c *Config) decodeRNG(ctx *hcl.EvalContext, b *hcl.Block) hcl.Diagnostics {
-	c.RNG = RNG{DerivationFunction: true, ReseedInterval: time.Hour, ReseedBytes: 1 << 30}
+	c.RNG = RNG{DerivationFunction: true, ReseedInterval: 5 * time.Minute, ReseedBytes: 256 << 20}
 	var diags hcl.Diagnostics
 	attrs := hcl.Attributes{}
 	if b != nil {
@@ -95,7 +95,7 @@ func (c *Config) decodeRNG(ctx *hcl.EvalContext, b *hcl.Block) hcl.Diagnostics {
 	diags = append(diags, d...)
 	_, _, d = attr(ctx, attrs, "prediction_resistance", &c.RNG.PredictionResistance)
 	diags = append(diags, d...)
-	diags = append(diags, duration(ctx, attrs, "reseed_interval", time.Hour, &c.RNG.ReseedInterval)...)
+	diags = append(diags, duration(ctx, attrs, "reseed_interval", 5*time.Minute, &c.RNG.ReseedInterval)...)
 	if r, ok, d := attr(ctx, attrs, "reseed_bytes", &c.RNG.ReseedBytes); ok {
 		diags = append(diags, d...)
 		if !d.HasErrors() && (c.RNG.ReseedBytes < 1<<10 || c.RNG.ReseedBytes > 1<<40) {
