@@ -262,7 +262,7 @@ func (s *Server) start(ctx context.Context, pre *config.Config) error {
 		return err
 	}
 
-	svc := pluginhost.Services{Rand: s.opts.Rand, Clock: pluginhost.SystemClock{}, Store: kv, Audit: s.audit}
+	svc := pluginhost.Services{Rand: s.opts.Rand, Clock: calibratedClock{s}, Store: kv, Audit: s.audit}
 	v, err := Validate(ctx, s.opts, HostOptions(pre, log, s.registry, svc))
 	if err != nil {
 		return err
@@ -279,7 +279,7 @@ func (s *Server) start(ctx context.Context, pre *config.Config) error {
 	}
 
 	// Calibration, with attestations signed by a KMS key when there is one.
-	sources, err := timeSources(s.cfg.Calibration, log)
+	sources, err := timeSources(s.cfg.Calibration, s.opts.Rand)
 	if err != nil {
 		return err
 	}
@@ -295,11 +295,14 @@ func (s *Server) start(ctx context.Context, pre *config.Config) error {
 	} else {
 		log.Warn("time attestations are off (no kms plugin, or calibration { attestations = false })")
 	}
-	s.calib, err = calibration.New(calibration.Config{MaxAge: s.cfg.Calibration.MaxAge, MaxSkew: s.cfg.Calibration.MaxSkew,
+	cal, err := calibration.New(calibration.Config{MaxAge: s.cfg.Calibration.MaxAge, MaxSkew: s.cfg.Calibration.MaxSkew,
 		Interval: s.cfg.Calibration.Interval, Sources: sources}, copts...)
 	if err != nil {
 		return fmt.Errorf("calibration: %w", err)
 	}
+	s.mu.Lock()
+	s.calib = cal
+	s.mu.Unlock()
 	if err := s.calib.Calibrate(ctx); err != nil {
 		// Not fatal: the core starts not ready and keeps trying.
 		log.Warn("first calibration failed; time-dependent requests are refused until one succeeds", "error", err)
@@ -331,6 +334,13 @@ func (s *Server) start(ctx context.Context, pre *config.Config) error {
 		return fmt.Errorf("audit: %w", err)
 	}
 	return nil
+}
+
+// calibrator returns the calibrator once it exists (nil before).
+func (s *Server) calibrator() *calibration.Calibrator {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.calib
 }
 
 // pluginHost returns the plugin host once it exists (nil before).

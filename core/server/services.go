@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"sync"
 	"time"
 
@@ -22,6 +23,7 @@ import (
 	"github.com/avonzt/avon/core/pluginhost"
 	"github.com/avonzt/avon/core/rng"
 	"github.com/avonzt/avon/internal/sigverify"
+	"github.com/avonzt/avon/sdk/host"
 	"github.com/avonzt/avon/sdk/kms"
 	sdkplugin "github.com/avonzt/avon/sdk/plugin"
 )
@@ -250,14 +252,14 @@ func lastColon(s string) int {
 }
 
 // timeSources builds the calibration sources of the configuration.
-func timeSources(c config.Calibration, log hclog.Logger) ([]calibration.Source, error) {
+func timeSources(c config.Calibration, rand io.Reader) ([]calibration.Source, error) {
 	var out []calibration.Source
 	for _, s := range c.Sources {
 		switch s.Type {
 		case "system":
 			out = append(out, calibration.SystemSource{Uncertainty: s.Uncertainty})
 		case "ntp":
-			src, err := ntp.New(s.Server, ntp.WithSamples(s.Samples), ntp.WithQueryTimeout(s.Timeout))
+			src, err := ntp.New(s.Server, ntp.WithSamples(s.Samples), ntp.WithQueryTimeout(s.Timeout), ntp.WithRand(rand))
 			if err != nil {
 				return nil, fmt.Errorf("calibration source ntp %s: %w", s.Server, err)
 			}
@@ -382,4 +384,22 @@ func sourceState(s rng.SourceStatus) string {
 		return "error"
 	}
 	return "ok"
+}
+
+// calibratedClock is the clock plugins see through the host Now service:
+// calibrated time with its uncertainty and age once the calibrator runs,
+// the system clock marked uncalibrated before.
+type calibratedClock struct{ s *Server }
+
+func (c calibratedClock) Now() host.Time {
+	cal := c.s.calibrator()
+	if cal == nil {
+		return host.Time{Time: time.Now()}
+	}
+	st := cal.Status()
+	t, err := cal.Now()
+	if err != nil {
+		return host.Time{Time: time.Now(), Uncertainty: st.Uncertainty, CalibrationAge: st.Age}
+	}
+	return host.Time{Time: t, Uncertainty: st.Uncertainty, CalibrationAge: st.Age, Calibrated: st.Fresh}
 }
