@@ -1,7 +1,7 @@
 // Package postgres is the store.KV backend for several core replicas
-// sharing one PostgreSQL database (14 or later, UTF8 encoding), through
-// jackc/pgx/v5 connections held in a small bounded pool of its own (idle
-// connections pinged before reuse, broken ones dropped).
+// sharing one PostgreSQL database (14 or later, UTF8 encoding), through a
+// bounded pool of jackc/pgx/v5 connections (pgxpool): idle connections are
+// pinged before reuse, broken ones dropped, old and long-idle ones closed.
 //
 // Data model: one table, avon_kv (key text COLLATE "C", value bytea,
 // version bigint), and one sequence, avon_kv_version, that every
@@ -40,9 +40,28 @@
 // DSN's pool_max_conns; default the greater of 4 and the number of CPUs).
 // The server's max_connections must cover every replica's maximum plus
 // the operators' own sessions; a few connections per CPU of the replica are
-// plenty, since every call is one short statement. New connections are
-// bounded by WithConnectTimeout (default 5 s) or the DSN's connect_timeout;
-// each call is bounded by its context.
+// plenty, since every call is one short statement. Connections are opened
+// on demand (none at Open beyond the one that checks the schema), and:
+//
+//   - closed once older than DefaultMaxConnLifetime (1 h, plus a random
+//     part of up to a sixth of it per connection, so they do not all go at
+//     once); pool_max_conn_lifetime and pool_max_conn_lifetime_jitter in
+//     the DSN change it. Long-lived replicas thereby follow a server moved
+//     behind a proxy or a DNS name;
+//   - closed when idle longer than DefaultMaxConnIdleTime (5 min;
+//     pool_max_conn_idle_time), so a replica shrinks back after a burst;
+//   - pinged before reuse when idle for a second or more, bounded by the
+//     connect timeout (pool_ping_timeout), so connections that died while
+//     idle (a server restart, a proxy's idle timeout) cost no failed call.
+//
+// A health check runs every DefaultHealthCheckPeriod (15 s;
+// pool_health_check_period) and also keeps pool_min_conns and
+// pool_min_idle_conns open when the DSN asks for them (default none). Any
+// other pool_ parameter, or a value out of range, fails Open with
+// ErrInvalidDSN. New connections are bounded by WithConnectTimeout
+// (default 5 s) or the DSN's connect_timeout; each call is bounded by its
+// context. Stat reports the pool for metrics; a growing PoolStat.Waits
+// means calls queue for connections.
 //
 // ErrUnavailable. A call that cannot reach the server, or whose connection
 // breaks, fails with an error wrapping store.ErrUnavailable, with a message
@@ -53,9 +72,11 @@
 // just before the connection broke. Re-read the key; its version tells
 // whether the write landed (versions are unique, so an equal version is
 // this write). A write whose context ends while the server holds it is in
-// the same state; its error wraps the context's error. The pool replaces
+// the same state; its error wraps the context's error. A read is tried
+// once more on another connection when its connection turns out dead; a
+// write only when the driver knows nothing was sent. The pool replaces
 // broken connections by itself: there is no need to reopen the store once
-// the server is back.
+// the server is back. After Close every call fails with store.ErrClosed.
 //
 // Migrations. The schema lives in numbered SQL files compiled into the
 // binary (migrations/NNNN_name.sql). Open applies pending ones unless

@@ -3,11 +3,14 @@ package postgres
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/avonzt/avon/core/store"
 )
@@ -30,6 +33,17 @@ func TestDSNErrors(t *testing.T) {
 		{"bad pool_max_conns", "postgres://avon:" + secret + "@db/avon?pool_max_conns=lots", "pool_max_conns"},
 		{"zero pool_max_conns", "postgres://avon:" + secret + "@db/avon?pool_max_conns=0", "pool_max_conns"},
 		{"backquote", "postgres://avon:" + secret + "`@db:x/avon", ""},
+		{"pool_max_conns too large", "host=db password=" + secret + " pool_max_conns=2000000", "pool_max_conns is not a number from 1 to"},
+		{"unknown pool setting", "postgres://avon:" + secret + "@db/avon?pool_max_con=3", "unknown pool setting pool_max_con"},
+		{"negative health check", "host=db password=" + secret + " pool_health_check_period=-1s", "pool_health_check_period is not a duration"},
+		{"zero health check", "host=db password=" + secret + " pool_health_check_period=0", "pool_health_check_period"},
+		{"zero idle time", "host=db password=" + secret + " pool_max_conn_idle_time=0s", "pool_max_conn_idle_time"},
+		{"lifetime not a duration", "postgres://avon:" + secret + "@db/avon?pool_max_conn_lifetime=forever", "pool_max_conn_lifetime"},
+		{"negative jitter", "postgres://avon:" + secret + "@db/avon?pool_max_conn_lifetime_jitter=-1m", "pool_max_conn_lifetime_jitter"},
+		{"lifetime beyond a year", "postgres://avon:" + secret + "@db/avon?pool_max_conn_lifetime=9000h", "pool_max_conn_lifetime"},
+		{"min above max", "host=db password=" + secret + " pool_max_conns=2 pool_min_conns=3", "must not exceed pool_max_conns (2)"},
+		{"min idle above max", "host=db password=" + secret + " pool_max_conns=2 pool_min_idle_conns=5", "must not exceed"},
+		{"pool value is the password", "host=db pool_max_conns=" + secret, "pool_max_conns"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			s, err := Open(ctx, c.dsn)
@@ -149,23 +163,27 @@ func TestUnsupportedEncoding(t *testing.T) {
 }
 
 // FuzzParseDSN: no input panics; a refused DSN gives ErrInvalidDSN and
-// never shows the password it carries, whatever surrounds it.
+// never shows the password it carries, whatever surrounds it; an accepted
+// one gives a pool configuration the pool can run.
 func FuzzParseDSN(f *testing.F) {
 	for _, s := range []string{
 		"postgres://u:PW@h:5432/db", "postgres://u:PW@h:x/db", "host=h password=PW port=x",
 		"host=h password='PW' sslmode=x", "postgresql://u:PW@/db?host=/tmp", "postgres://u:PW@[::1/db",
 		"user=u password=PW dbname=d connect_timeout=x", "postgres://u:PW@h/d?pool_max_conns=x",
+		"host=h pool_health_check_period=-1s", "host=h pool_min_conns=9 pool_max_conns=2",
+		"postgres://h/d?pool_max_conn_lifetime=1m&pool_max_conn_lifetime_jitter=0s&pool_ping_timeout=1s",
+		"host=h pool_max_conns= password=PW",
 	} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, dsn string) {
-		cfg, n, err := parseDSN(dsn)
+		cfg, err := parseDSN(dsn)
 		if err != nil {
 			if cfg != nil || !errors.Is(err, ErrInvalidDSN) {
 				t.Fatalf("parseDSN(%q) = %v, %v", dsn, cfg, err)
 			}
-		} else if n < 1 {
-			t.Fatalf("pool bound %d", n)
+		} else if msg := runnable(cfg); msg != "" {
+			t.Fatalf("parseDSN(%q): %s", dsn, msg)
 		}
 		// Put a recognisable password in the places a DSN carries one,
 		// with the fuzzed text around it.
@@ -178,9 +196,30 @@ func FuzzParseDSN(f *testing.F) {
 			if !strings.Contains(withPW, secret) {
 				continue
 			}
-			if _, _, err := parseDSN(withPW); err != nil && strings.Contains(err.Error(), secret) {
+			if _, err := parseDSN(withPW); err != nil && strings.Contains(err.Error(), secret) {
 				t.Fatalf("parseDSN(%q) error shows the password: %v", withPW, err)
 			}
 		}
 	})
+}
+
+// runnable returns what is wrong with cfg for the pool (a setting that
+// would make it panic, spin or never connect), or "".
+func runnable(cfg *pgxpool.Config) string {
+	switch {
+	case cfg.MaxConns < 1 || cfg.MaxConns > maxPoolConns:
+		return fmt.Sprintf("pool bound %d", cfg.MaxConns)
+	case cfg.MinConns < 0 || cfg.MinConns > cfg.MaxConns || cfg.MinIdleConns < 0 || cfg.MinIdleConns > cfg.MaxConns:
+		return fmt.Sprintf("minimums %d, %d for a bound of %d", cfg.MinConns, cfg.MinIdleConns, cfg.MaxConns)
+	case cfg.HealthCheckPeriod <= 0 || cfg.MaxConnIdleTime <= 0 || cfg.MaxConnLifetime <= 0:
+		return fmt.Sprintf("health check every %v, idle limit %v, lifetime %v", cfg.HealthCheckPeriod, cfg.MaxConnIdleTime, cfg.MaxConnLifetime)
+	case cfg.MaxConnLifetimeJitter < 0 || cfg.PingTimeout < 0:
+		return fmt.Sprintf("jitter %v, ping timeout %v", cfg.MaxConnLifetimeJitter, cfg.PingTimeout)
+	}
+	for k := range cfg.ConnConfig.RuntimeParams {
+		if strings.HasPrefix(k, "pool_") {
+			return "pool setting " + k + " sent to the server"
+		}
+	}
+	return ""
 }

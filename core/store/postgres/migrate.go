@@ -145,10 +145,11 @@ func MigrationStatus(ctx context.Context, dsn string) ([]MigrationInfo, error) {
 
 // connect opens one connection for Migrate and MigrationStatus.
 func connect(ctx context.Context, dsn string) (*pgx.Conn, string, error) {
-	cc, _, err := parseDSN(dsn)
+	cfg, err := parseDSN(dsn)
 	if err != nil {
 		return nil, "", err
 	}
+	cc := cfg.ConnConfig
 	if cc.ConnectTimeout == 0 {
 		cc.ConnectTimeout = DefaultConnectTimeout
 	}

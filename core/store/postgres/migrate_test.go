@@ -278,7 +278,7 @@ func TestConcurrentMigrateSlow(t *testing.T) {
 				errs <- err
 				return
 			}
-			defer closeQuietly(c)
+			defer closeConn(c)
 			<-start
 			applied, err := migrateWith(ctx, c, ms, hclog.NewNullLogger())
 			mu.Lock()

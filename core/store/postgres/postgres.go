@@ -4,11 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
-	"regexp"
-	"runtime"
-	"strconv"
-	"strings"
 	"sync/atomic"
 	"time"
 	"unicode/utf8"
@@ -16,6 +11,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/avonzt/avon/core/store"
 )
@@ -66,7 +62,7 @@ func WithoutMigrate() Option {
 	return func(o *options) { o.migrate = false }
 }
 
-// WithLogger sets the logger for migrations and pool events (default: no
+// WithLogger sets the logger for Open and migrations (default: no
 // logging). The DSN and its password are never logged.
 func WithLogger(l hclog.Logger) Option {
 	return func(o *options) {
@@ -80,7 +76,7 @@ func WithLogger(l hclog.Logger) Option {
 // it is safe for concurrent use by many goroutines and many processes (core
 // replicas) sharing one database.
 type Store struct {
-	pool   *pool
+	pool   *pgxpool.Pool
 	addr   string // host:port (or socket path) for messages
 	log    hclog.Logger
 	closed atomic.Bool
@@ -128,27 +124,43 @@ func Open(ctx context.Context, dsn string, opts ...Option) (*Store, error) {
 	for _, opt := range opts {
 		opt(&o)
 	}
-	cfg, maxConns, err := parseDSN(dsn)
+	cfg, err := parseDSN(dsn)
 	if err != nil {
 		return nil, err
 	}
 	if o.maxConns > 0 {
-		maxConns = int(o.maxConns)
+		cfg.MaxConns = o.maxConns
+		cfg.MinConns = min(cfg.MinConns, cfg.MaxConns)
+		cfg.MinIdleConns = min(cfg.MinIdleConns, cfg.MaxConns)
 	}
-	if o.connectTimeout > 0 || cfg.ConnectTimeout == 0 {
-		cfg.ConnectTimeout = cmp(o.connectTimeout, DefaultConnectTimeout)
+	cc := cfg.ConnConfig
+	if o.connectTimeout > 0 || cc.ConnectTimeout == 0 {
+		cc.ConnectTimeout = cmp(o.connectTimeout, DefaultConnectTimeout)
 	}
-	if _, ok := cfg.RuntimeParams["application_name"]; !ok {
-		cfg.RuntimeParams["application_name"] = "avon"
+	if _, ok := cc.RuntimeParams["application_name"]; !ok {
+		cc.RuntimeParams["application_name"] = "avon"
 	}
-	// A connection idle for a while is pinged before use; the ping gets
-	// no longer than a new connection would.
-	s := &Store{pool: newPool(cfg, maxConns, cfg.ConnectTimeout), addr: address(cfg.Config), log: o.log}
+	// A connection idle for a while is pinged before it is handed out;
+	// the ping gets no longer than a new connection would (unless the
+	// DSN's pool_ping_timeout says otherwise). A dead one is dropped and
+	// the next one tried.
+	cfg.ShouldPing = func(_ context.Context, p pgxpool.ShouldPingParams) bool {
+		return p.IdleDuration >= pingIdleAfter
+	}
+	if cfg.PingTimeout == 0 {
+		cfg.PingTimeout = cc.ConnectTimeout
+	}
+	s := &Store{addr: address(cc.Config), log: o.log}
+	// The pool connects lazily: setup's acquire is the first connection.
+	if s.pool, err = pgxpool.NewWithConfig(ctx, cfg); err != nil {
+		return nil, fmt.Errorf("open postgres store: %w", s.wrap(ctx, "connect", err, false))
+	}
 	if err := s.setup(ctx, o.migrate); err != nil {
-		s.pool.close()
+		s.pool.Close()
 		return nil, fmt.Errorf("open postgres store: %w", err)
 	}
-	s.log.Info("postgres store open", "addr", s.addr, "database", cfg.Database, "max_conns", maxConns)
+	s.log.Info("postgres store open", "addr", s.addr, "database", cc.Database, "max_conns", cfg.MaxConns,
+		"max_conn_lifetime", cfg.MaxConnLifetime, "max_conn_idle_time", cfg.MaxConnIdleTime)
 	return s, nil
 }
 
@@ -160,16 +172,20 @@ func cmp(a, b time.Duration) time.Duration {
 	return b
 }
 
-// setup checks the server and the schema on one connection.
+// setup checks the server and the schema on one connection acquired from
+// the pool and held throughout (the migration lock belongs to its session;
+// a connection that cannot release the lock is closed, and so dropped by
+// the pool).
 func (s *Store) setup(ctx context.Context, migrate bool) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("postgres connect: %w", err)
 	}
-	c, err := s.pool.acquire(ctx)
+	pc, err := s.pool.Acquire(ctx)
 	if err != nil {
 		return s.wrap(ctx, "connect", err, false)
 	}
-	defer s.pool.release(c)
+	defer pc.Release()
+	c := pc.Conn()
 	if err := checkServer(ctx, c); err != nil {
 		return s.wrapSetup(ctx, err)
 	}
@@ -207,115 +223,6 @@ func checkServer(ctx context.Context, conn *pgx.Conn) error {
 		return fmt.Errorf("%w: database encoding %s, need UTF8 (CREATE DATABASE ... ENCODING 'UTF8')", ErrUnsupportedServer, enc)
 	}
 	return nil
-}
-
-// parseDSN parses dsn into a connection configuration and the pool bound
-// (pool_max_conns in the DSN, else the greater of 4 and the number of
-// CPUs). Its errors wrap ErrInvalidDSN and never contain the password.
-func parseDSN(dsn string) (*pgx.ConnConfig, int, error) {
-	if strings.TrimSpace(dsn) == "" {
-		return nil, 0, fmt.Errorf("%w: empty", ErrInvalidDSN)
-	}
-	cfg, err := pgx.ParseConfig(dsn)
-	if err != nil {
-		return nil, 0, fmt.Errorf("%w: %s", ErrInvalidDSN, parseReason(dsn, err))
-	}
-	maxConns := max(4, runtime.NumCPU())
-	// Unknown settings become server parameters; this one is ours.
-	if v, ok := cfg.RuntimeParams["pool_max_conns"]; ok {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > 1<<20 {
-			return nil, 0, fmt.Errorf("%w: pool_max_conns %q is not a number from 1 to %d", ErrInvalidDSN, v, 1<<20)
-		}
-		maxConns = n
-		delete(cfg.RuntimeParams, "pool_max_conns")
-	}
-	return cfg, maxConns, nil
-}
-
-// parseReason explains a parse failure without the DSN's text: the driver's
-// message may quote the DSN, so the quoted part is cut and anything left
-// that contains a password candidate is withheld.
-func parseReason(dsn string, err error) string {
-	msg := err.Error()
-	var pce *pgconn.ParseConfigError
-	if errors.As(err, &pce) {
-		// "cannot parse `<dsn, password redacted>`: reason (cause)"
-		const head = "cannot parse `"
-		if rest, ok := strings.CutPrefix(msg, head); ok && !strings.Contains(dsn, "`") {
-			if _, after, ok := strings.Cut(rest, "`: "); ok {
-				msg = after
-			}
-		} else {
-			msg = "malformed connection string"
-		}
-	}
-	for _, q := range []string{strconv.Quote(dsn), dsn} {
-		msg = strings.ReplaceAll(msg, q, "<dsn>")
-	}
-	// Causes quote pieces of the DSN ("parsing \"x\"", "found in \"...\""):
-	// keep the explanation, drop the quoted text.
-	msg = quoted.ReplaceAllStringFunc(msg, func(q string) string {
-		if u, err := strconv.Unquote(q); err == nil && u != "" && strings.Contains(dsn, u) {
-			return "<part of the DSN>"
-		}
-		if inner := q[1 : len(q)-1]; inner != "" && strings.Contains(dsn, inner) {
-			return "<part of the DSN>"
-		}
-		return q
-	})
-	for _, pw := range passwordCandidates(dsn) {
-		if strings.Contains(msg, pw) {
-			return "malformed connection string (details withheld: they would show the password)"
-		}
-	}
-	return msg
-}
-
-var quoted = regexp.MustCompile(`"(?:[^"\\]|\\.)*"`)
-
-// passwordCandidates returns substrings of dsn that may be a password: the
-// URL userinfo after ':' and every password=... value, quoted or not.
-func passwordCandidates(dsn string) []string {
-	var out []string
-	add := func(s string) {
-		if s = strings.Trim(s, `'" `); s != "" {
-			out = append(out, s)
-		}
-	}
-	if i := strings.Index(dsn, "://"); i >= 0 {
-		rest := dsn[i+3:]
-		if colon := strings.Index(rest, ":"); colon >= 0 {
-			// The password ends at an '@': the first or the last one.
-			if at := strings.Index(rest[colon:], "@"); at >= 0 {
-				add(rest[colon+1 : colon+at])
-			}
-			if at := strings.LastIndex(rest, "@"); at > colon {
-				add(rest[colon+1 : at])
-			}
-		}
-	}
-	for rest := dsn; ; {
-		i := strings.Index(rest, "password")
-		if i < 0 || len(out) > 16 {
-			break
-		}
-		rest = rest[i+len("password"):]
-		v := strings.TrimLeft(rest, " =")
-		if end := strings.IndexAny(v, " &"); end >= 0 {
-			v = v[:end]
-		}
-		add(v)
-	}
-	return out
-}
-
-// address names the server for messages: host:port, or the socket path.
-func address(c pgconn.Config) string {
-	if strings.HasPrefix(c.Host, "/") {
-		return fmt.Sprintf("%s/.s.PGSQL.%d", c.Host, c.Port)
-	}
-	return net.JoinHostPort(c.Host, strconv.Itoa(int(c.Port)))
 }
 
 // ready refuses a call on a closed store or with a done context.
@@ -534,27 +441,62 @@ func (s *Store) Ping(ctx context.Context) error {
 	}), false)
 }
 
-// Close implements store.KV. It waits for calls in flight to return their
-// connections, then closes them all.
+// Close implements store.KV. It refuses new calls (ErrClosed), waits for
+// calls in flight to return their connections (each is bounded by its own
+// context), closes every connection and stops the pool's health check.
+// Calling it again does nothing.
 func (s *Store) Close() error {
 	if s.closed.Swap(true) {
 		return nil
 	}
-	s.pool.close()
+	s.pool.Close()
 	return nil
 }
 
-// Stat returns the connection pool's state (for metrics).
-func (s *Store) Stat() PoolStat { return s.pool.stat() }
+// PoolStat is a snapshot of the connection pool, for metrics.
+type PoolStat struct {
+	MaxConns int // the pool's bound
+	// InUse: connections held by calls right now (or, for a moment every
+	// DefaultHealthCheckPeriod, by the health check looking at idle ones).
+	InUse int
+	Idle  int // open connections waiting for a call
+	// Dialled: connections opened since Open, failed attempts included;
+	// it grows with server restarts and with age and idle closes.
+	Dialled int64
+	// Saturated: every connection is in use or being opened, so the next
+	// call waits for one to come back.
+	Saturated bool
+	// Waits: calls since Open that found no idle connection and waited for
+	// one to be released or opened; WaitTime is their total wait. A Waits
+	// growing with load means the pool (or the server) is too small.
+	Waits    int64
+	WaitTime time.Duration
+}
 
-// conn runs fn on a pooled connection.
+// Stat returns the connection pool's state. It stays callable after Close
+// (InUse and Idle then read zero).
+func (s *Store) Stat() PoolStat {
+	st := s.pool.Stat()
+	return PoolStat{
+		MaxConns:  int(st.MaxConns()),
+		InUse:     int(st.AcquiredConns()),
+		Idle:      int(st.IdleConns()),
+		Dialled:   st.NewConnsCount(),
+		Saturated: st.TotalConns() >= st.MaxConns() && st.IdleConns() == 0,
+		Waits:     st.EmptyAcquireCount(),
+		WaitTime:  st.EmptyAcquireWaitTime(),
+	}
+}
+
+// conn runs fn on a pooled connection. The pool drops the connection on
+// release when fn left it broken, busy or inside a transaction.
 func (s *Store) conn(ctx context.Context, fn func(c *pgx.Conn) error) error {
-	c, err := s.pool.acquire(ctx)
+	c, err := s.pool.Acquire(ctx)
 	if err != nil {
 		return err
 	}
-	defer s.pool.release(c)
-	return fn(c)
+	defer c.Release()
+	return fn(c.Conn())
 }
 
 var _ store.KV = (*Store)(nil)

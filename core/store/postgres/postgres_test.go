@@ -74,7 +74,7 @@ func sqlConn(t testing.TB, dsn string) *pgx.Conn {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { closeQuietly(c) })
+	t.Cleanup(func() { closeConn(c) })
 	return c
 }
 
