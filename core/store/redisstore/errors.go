@@ -8,6 +8,7 @@ import (
 	"net"
 	"strings"
 	"syscall"
+	"time"
 
 	goredis "github.com/redis/go-redis/v9"
 
@@ -33,6 +34,19 @@ const corruptKey = "AVONCORRUPT"
 // corruptf returns an error wrapping ErrCorrupt.
 func corruptf(format string, args ...any) error {
 	return fmt.Errorf("%s: %w", fmt.Sprintf(format, args...), ErrCorrupt)
+}
+
+// ctxDone returns ctx.Err(), or context.DeadlineExceeded once the deadline
+// has passed: a socket deadline taken from ctx can expire a moment before
+// ctx itself reports it.
+func ctxDone(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if dl, ok := ctx.Deadline(); ok && !time.Now().Before(dl) {
+		return context.DeadlineExceeded
+	}
+	return nil
 }
 
 // describe names a transport failure briefly.
@@ -103,7 +117,7 @@ func (s *Store) fail(ctx context.Context, op string, err error, write bool) erro
 			note = " (outcome unknown: re-read the key)"
 		}
 	}
-	if ctxErr := ctx.Err(); ctxErr != nil && !isReply {
+	if ctxErr := ctxDone(ctx); ctxErr != nil && !isReply {
 		return fmt.Errorf("redis store %s: %s: call ended by its context%s: %w", op, addr, note, ctxErr)
 	}
 	switch {

@@ -497,7 +497,10 @@ func TestConflictMessages(t *testing.T) {
 		want string
 	}{
 		{func() error { _, err := s.Put(ctx, "k", nil, store.PutOptions{Check: true}); return err }(), fmt.Sprintf("key exists at version %d", v)},
-		{func() error { _, err := s.Put(ctx, "k", nil, store.PutOptions{Check: true, Version: v + 5}); return err }(), fmt.Sprintf("key at version %d, not %d", v, v+5)},
+		{func() error {
+			_, err := s.Put(ctx, "k", nil, store.PutOptions{Check: true, Version: v + 5})
+			return err
+		}(), fmt.Sprintf("key at version %d, not %d", v, v+5)},
 		{func() error { _, err := s.Put(ctx, "x", nil, store.PutOptions{Check: true, Version: v}); return err }(), fmt.Sprintf("key absent, not at version %d", v)},
 		{s.Delete(ctx, "k", store.DeleteOptions{Check: true}), fmt.Sprintf("key exists at version %d", v)},
 	} {
