@@ -34,8 +34,9 @@ type options struct {
 }
 
 // WithMaxConns sets the pool's maximum number of connections (default: the
-// DSN's pool_max_conns, else the greater of 4 and the number of CPUs).
-// Values below 1 are ignored.
+// DSN's pool_max_conns, else the greater of 4 and the number of CPUs); the
+// DSN's pool_min_conns and pool_min_idle_conns are lowered to it. Values
+// below 1 are ignored.
 func WithMaxConns(n int) Option {
 	return func(o *options) {
 		if n > 0 {

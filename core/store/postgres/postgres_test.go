@@ -209,6 +209,10 @@ func TestOptions(t *testing.T) {
 	if st := s.Stat(); st.Dialled > 2 {
 		t.Fatalf("dialled %d connections for a pool of 2 on a healthy server", st.Dialled)
 	}
+	// Eight callers on two connections queued for them.
+	if st := s.Stat(); st.Waits < 1 || st.WaitTime <= 0 || st.InUse != 0 || st.Saturated {
+		t.Fatalf("pool state after the callers returned: %+v", st)
+	}
 	if out := logbuf.String(); !strings.Contains(out, "applied migration") || !strings.Contains(out, "0001_kv") {
 		t.Fatalf("log does not report the migration:\n%s", out)
 	}
