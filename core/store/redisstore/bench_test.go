@@ -157,3 +157,34 @@ func BenchmarkRedisStoreList(b *testing.B) {
 		opsPerSec(b)
 	})
 }
+
+// BenchmarkRedisStorePutDurable: unconditional writes on a server of its
+// own with appendonly yes and appendfsync always, so each write waits for
+// an fsync of the append-only file (parallel writers share fsyncs).
+func BenchmarkRedisStorePutDurable(b *testing.B) {
+	p := startProc(b, aofArgs...)
+	s := openTest(b, Options{Addr: p.Addr(), RequireDurable: true})
+	ctx := context.Background()
+	val := make([]byte, 256)
+	b.Run("serial", func(b *testing.B) {
+		for i := 0; b.Loop(); i++ {
+			if _, err := s.Put(ctx, "bench/"+strconv.Itoa(i%1000), val, store.PutOptions{}); err != nil {
+				b.Fatal(err)
+			}
+		}
+		opsPerSec(b)
+	})
+	b.Run("parallel", func(b *testing.B) {
+		var n atomic.Int64
+		b.SetParallelism(4)
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				if _, err := s.Put(ctx, "bench/"+strconv.FormatInt(n.Add(1)%1000, 10), val, store.PutOptions{}); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+		opsPerSec(b)
+	})
+}

@@ -26,7 +26,7 @@ import (
 // own free loopback port and temporary directory, killed and reaped in
 // cleanup, dying with the test binary.
 type procServer struct {
-	t    *testing.T
+	t    testing.TB
 	bin  string
 	dir  string
 	args []string
@@ -46,7 +46,7 @@ const (
 
 // startProc starts redis-server with args after the fixed ones. A missing
 // binary skips the test, unless AVON_REQUIRE_SERVICES=1.
-func startProc(t *testing.T, args ...string) *procServer {
+func startProc(t testing.TB, args ...string) *procServer {
 	t.Helper()
 	bin, err := exec.LookPath(redistest.Binary)
 	if err != nil {

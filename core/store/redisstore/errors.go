@@ -104,9 +104,6 @@ func serverReply(err error) (string, bool) {
 // can say whether the outcome is known.
 func (s *Store) fail(ctx context.Context, op string, err error, write bool) error {
 	addr := s.opts.Addr
-	if s.closed.Load() {
-		return fmt.Errorf("redis store %s: %w", op, store.ErrClosed)
-	}
 	reply, isReply := serverReply(err)
 	note := ""
 	if write {
@@ -116,6 +113,9 @@ func (s *Store) fail(ctx context.Context, op string, err error, write bool) erro
 		default:
 			note = " (outcome unknown: re-read the key)"
 		}
+	}
+	if s.closed.Load() {
+		return fmt.Errorf("redis store %s: closed during the call%s: %w", op, note, store.ErrClosed)
 	}
 	if ctxErr := ctxDone(ctx); ctxErr != nil && !isReply {
 		return fmt.Errorf("redis store %s: %s: call ended by its context%s: %w", op, addr, note, ctxErr)
