@@ -37,7 +37,7 @@ import (
 var Kinds = []string{"kms", "ca", "acme", "policy", "pqc"}
 
 // StorageTypes are the known `storage` block types.
-var StorageTypes = []string{"embedded", "postgres"}
+var StorageTypes = []string{"embedded", "postgres", "redis"}
 
 // Config is the core's configuration.
 type Config struct {
@@ -91,6 +91,10 @@ type Storage struct {
 	DSN            string
 	MaxConns       int           // pool size, default 10
 	ConnectTimeout time.Duration // default 5s
+	// redis: the connection settings of a cache "redis" block, and whether
+	// a server that can lose acknowledged writes is refused (default true).
+	Redis          Cache
+	RequireDurable bool
 }
 
 // Plugin is a `plugin "<kind>" "<name>"` block.
@@ -501,6 +505,8 @@ func (c *Config) decodeStorage(ctx *hcl.EvalContext, b *hcl.Block) hcl.Diagnosti
 		}
 		diags = append(diags, duration(ctx, content.Attributes, "connect_timeout", 5*time.Second, &c.Storage.ConnectTimeout)...)
 		return diags
+	case "redis":
+		return c.decodeRedisStorage(ctx, b)
 	}
 	return hcl.Diagnostics{errAt(b.LabelRanges[0], "Unknown storage type",
 		fmt.Sprintf("storage %q is not known; known types: %s.", c.Storage.Type, strings.Join(StorageTypes, ", ")))}

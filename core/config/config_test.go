@@ -125,6 +125,11 @@ func TestDefaults(t *testing.T) {
 		c.Storage.MaxConns != 10 || c.Storage.ConnectTimeout != 5*time.Second {
 		t.Fatalf("postgres storage: %v %+v", diags, c.Storage)
 	}
+	c, diags = Parse([]byte("storage \"redis\" {\n  addr = \"10.1.1.1:6379\"\n}\ncache \"redis\" {\n  addr = \"10.1.1.2:6379\"\n}\n"), "/etc/avon/config.hcl")
+	if diags.HasErrors() || c.Storage.Type != "redis" || c.Storage.Redis.Addr != "10.1.1.1:6379" || !c.Storage.RequireDurable ||
+		c.Storage.Redis.KeyPrefix != "avon:kv:" || c.Storage.Redis.Timeout != 5*time.Second || c.Cache.Addr != "10.1.1.2:6379" || c.Cache.Timeout != 2*time.Second {
+		t.Fatalf("redis storage: %v %+v %+v", diags, c.Storage, c.Cache)
+	}
 }
 
 // diagAt is an expected diagnostic: a summary fragment at line:col.
@@ -155,7 +160,7 @@ func TestDiagnostics(t *testing.T) {
 		{"bad duration", "plugins {\n  health_interval = \"soon\"\n}\n", []diagAt{{"Invalid duration", 2, 21, "10s"}}},
 		{"bad listen", "api {\n  listen = \"nohost\"\n}\n", []diagAt{{"Invalid listen address", 2, 12, ""}}},
 		{"bad cidr", "gateway {\n  routes = [\"10.0.0.1/8\"]\n}\n", []diagAt{{"Invalid CIDR", 2, 12, `did you mean "10.0.0.0/8"`}}},
-		{"unknown storage", "storage \"mysql\" {\n}\n", []diagAt{{"Unknown storage type", 1, 9, "known types: embedded"}}},
+		{"unknown storage", "storage \"mysql\" {\n}\n", []diagAt{{"Unknown storage type", 1, 9, "known types: embedded, postgres, redis"}}},
 		{"uses unknown", "plugin \"ca\" \"d\" {\n  command = \"x\"\n  uses = { kms = \"nope\" }\n}\n", []diagAt{{"Unknown plugin in uses", 1, 1, `no plugin "kms" "nope"`}}},
 		{"tls half", "api {\n  tls_cert_file = \"a\"\n}\n", []diagAt{{"Incomplete TLS settings", 1, 1, ""}}},
 		{"env unset", "data_dir = env(\"AVON_SURELY_UNSET_VAR\")\n", []diagAt{{"Error in function call", 1, 12, "AVON_SURELY_UNSET_VAR is not set"}}},
@@ -163,6 +168,7 @@ func TestDiagnostics(t *testing.T) {
 		{"syntax", "api {\n", []diagAt{{"Unclosed configuration block", 1, 5, ""}}},
 		{"postgres dsn missing", "storage \"postgres\" {\n}\n", []diagAt{{"Missing required argument", 1, 20, "dsn"}}},
 		{"postgres dsn garbage", "storage \"postgres\" {\n  dsn = \"s3cretpw\"\n}\n", []diagAt{{"Invalid PostgreSQL DSN", 2, 9, "not shown"}}},
+		{"redis storage addr", "storage \"redis\" {\n  addr = \"r\"\n  require_durable = \"yes\"\n}\n", []diagAt{{"Invalid address", 2, 10, "host:port"}, {"Unsuitable value type", 3, 22, ""}}},
 		{"unknown cache", "cache \"memcached\" {\n}\n", []diagAt{{"Unknown cache type", 1, 7, "known types: memory, redis"}}},
 		{"redis addr", "cache \"redis\" {\n  addr = \"localhost\"\n}\n", []diagAt{{"Invalid address", 2, 10, "host:port"}}},
 		{"redis db", "cache \"redis\" {\n  addr = \"r:6379\"\n  db = 99\n}\n", []diagAt{{"Invalid Redis database", 3, 8, "0 to 15"}}},

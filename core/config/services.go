@@ -205,32 +205,53 @@ func (c *Config) decodeCache(ctx *hcl.EvalContext, b *hcl.Block) hcl.Diagnostics
 		_, diags := b.Body.Content(&hcl.BodySchema{})
 		return diags
 	case "redis":
-		content, diags := b.Body.Content(&hcl.BodySchema{Attributes: []hcl.AttributeSchema{
-			{Name: "addr", Required: true}, {Name: "username"}, {Name: "password"}, {Name: "db"},
-			{Name: "key_prefix"}, {Name: "tls"}, {Name: "timeout"}}})
-		if r, ok, d := attr(ctx, content.Attributes, "addr", &c.Cache.Addr); ok {
-			diags = append(diags, d...)
-			if !d.HasErrors() {
-				diags = append(diags, checkDialAddr(r, "addr", c.Cache.Addr)...)
-			}
-		}
-		for name, target := range map[string]*string{"username": &c.Cache.Username, "password": &c.Cache.Password, "key_prefix": &c.Cache.KeyPrefix} {
-			_, _, d := attr(ctx, content.Attributes, name, target)
-			diags = append(diags, d...)
-		}
-		if r, ok, d := attr(ctx, content.Attributes, "db", &c.Cache.DB); ok {
-			diags = append(diags, d...)
-			if !d.HasErrors() && (c.Cache.DB < 0 || c.Cache.DB > 15) {
-				diags = append(diags, errAt(r, "Invalid Redis database", fmt.Sprintf("db = %d: want 0 to 15.", c.Cache.DB)))
-			}
-		}
-		_, _, d := attr(ctx, content.Attributes, "tls", &c.Cache.TLS)
-		diags = append(diags, d...)
-		diags = append(diags, duration(ctx, content.Attributes, "timeout", 2*time.Second, &c.Cache.Timeout)...)
+		content, diags := b.Body.Content(&hcl.BodySchema{Attributes: redisAttrs})
+		diags = append(diags, decodeRedis(ctx, content.Attributes, &c.Cache)...)
 		return diags
 	}
 	return hcl.Diagnostics{errAt(b.LabelRanges[0], "Unknown cache type",
 		fmt.Sprintf("cache %q is not known; known types: %s.", c.Cache.Type, strings.Join(CacheTypes, ", ")))}
+}
+
+var redisAttrs = []hcl.AttributeSchema{
+	{Name: "addr", Required: true}, {Name: "username"}, {Name: "password"}, {Name: "db"},
+	{Name: "key_prefix"}, {Name: "tls"}, {Name: "timeout"}}
+
+// decodeRedisStorage decodes `storage "redis" { }`: the connection
+// settings of a cache "redis" block plus require_durable.
+func (c *Config) decodeRedisStorage(ctx *hcl.EvalContext, b *hcl.Block) hcl.Diagnostics {
+	c.Storage.Redis = Cache{Type: "redis", KeyPrefix: "avon:kv:", Timeout: 5 * time.Second}
+	c.Storage.RequireDurable = true
+	content, diags := b.Body.Content(&hcl.BodySchema{Attributes: append([]hcl.AttributeSchema{{Name: "require_durable"}}, redisAttrs...)})
+	diags = append(diags, decodeRedis(ctx, content.Attributes, &c.Storage.Redis)...)
+	_, _, d := attr(ctx, content.Attributes, "require_durable", &c.Storage.RequireDurable)
+	return append(diags, d...)
+}
+
+func decodeRedis(ctx *hcl.EvalContext, attrs hcl.Attributes, rc *Cache) hcl.Diagnostics {
+	var diags hcl.Diagnostics
+	if r, ok, d := attr(ctx, attrs, "addr", &rc.Addr); ok {
+		diags = append(diags, d...)
+		if !d.HasErrors() {
+			diags = append(diags, checkDialAddr(r, "addr", rc.Addr)...)
+		}
+	}
+	for _, f := range []struct {
+		name   string
+		target *string
+	}{{"username", &rc.Username}, {"password", &rc.Password}, {"key_prefix", &rc.KeyPrefix}} {
+		_, _, d := attr(ctx, attrs, f.name, f.target)
+		diags = append(diags, d...)
+	}
+	if r, ok, d := attr(ctx, attrs, "db", &rc.DB); ok {
+		diags = append(diags, d...)
+		if !d.HasErrors() && (rc.DB < 0 || rc.DB > 15) {
+			diags = append(diags, errAt(r, "Invalid Redis database", fmt.Sprintf("db = %d: want 0 to 15.", rc.DB)))
+		}
+	}
+	_, _, d := attr(ctx, attrs, "tls", &rc.TLS)
+	diags = append(diags, d...)
+	return append(diags, duration(ctx, attrs, "timeout", rc.Timeout, &rc.Timeout)...)
 }
 
 // checkDialAddr checks a host:port to connect to (a name is allowed).

@@ -223,3 +223,35 @@ api {
 		return false
 	})
 }
+
+// TestRedisStorage runs the core with its durable store on Redis: a server
+// without AOF fsync is refused unless require_durable = false.
+func TestRedisStorage(t *testing.T) {
+	rd := redistest.Start(t)
+	dir := t.TempDir()
+	base := fmt.Sprintf(`
+data_dir = "data"
+api {
+  listen = "127.0.0.1:0"
+}
+storage "redis" {
+  addr = %q
+  %%s
+}
+`, rd.Addr())
+	var diags bytes.Buffer
+	_, err := Start(context.Background(), Options{ConfigPath: writeConfig(t, dir, fmt.Sprintf(base, "")), Diagnostics: &diags,
+		Logger: hclog.New(&hclog.LoggerOptions{Output: io.Discard})})
+	if err == nil || !strings.Contains(err.Error(), "appendonly") {
+		t.Fatalf("a non-durable Redis was accepted as the store: %v", err)
+	}
+	s, _ := startServer(t, writeConfig(t, t.TempDir(), fmt.Sprintf(base, "require_durable = false")))
+	code, r := readiness(t, httpsClient(), "https://"+s.APIAddr())
+	if code != 200 || check(r, "store").Detail != "redis" {
+		t.Fatalf("readyz %d %+v", code, r)
+	}
+	rep, err := audit.Verify(context.Background(), s.store, audit.VerifyOptions{})
+	if err != nil || !rep.OK() || rep.Records != 1 {
+		t.Fatalf("audit on the redis store: %+v %v", rep, err)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"sync"
 	"time"
 
@@ -226,11 +227,7 @@ func openCache(ctx context.Context, c config.Cache, log hclog.Logger) (cache.Cac
 		opts := redis.Options{Addr: c.Addr, Username: c.Username, Password: c.Password, DB: c.DB, KeyPrefix: c.KeyPrefix,
 			DialTimeout: c.Timeout, ReadTimeout: c.Timeout, WriteTimeout: c.Timeout}
 		if c.TLS {
-			host := c.Addr
-			if i := lastColon(host); i >= 0 {
-				host = host[:i]
-			}
-			opts.TLS = &tls.Config{MinVersion: tls.VersionTLS12, ServerName: host}
+			opts.TLS = redisTLS(c.Addr)
 		}
 		rc, err := redis.Open(ctx, opts)
 		if err != nil {
@@ -242,13 +239,14 @@ func openCache(ctx context.Context, c config.Cache, log hclog.Logger) (cache.Cac
 	return nil, fmt.Errorf("cache %q is not available in this build", c.Type)
 }
 
-func lastColon(s string) int {
-	for i := len(s) - 1; i >= 0; i-- {
-		if s[i] == ':' {
-			return i
-		}
+// redisTLS is the client TLS configuration for a Redis server at addr:
+// the system roots, the host name checked.
+func redisTLS(addr string) *tls.Config {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		host = addr
 	}
-	return -1
+	return &tls.Config{MinVersion: tls.VersionTLS12, ServerName: host}
 }
 
 // timeSources builds the calibration sources of the configuration.

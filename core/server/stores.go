@@ -14,6 +14,7 @@ import (
 	"github.com/avonzt/avon/core/store"
 	"github.com/avonzt/avon/core/store/embedded"
 	"github.com/avonzt/avon/core/store/postgres"
+	"github.com/avonzt/avon/core/store/redisstore"
 )
 
 // OpenStore opens the durable store the configuration names. The CLI uses
@@ -41,6 +42,18 @@ func OpenStore(ctx context.Context, cfg *config.Config, log hclog.Logger) (store
 			return nil, fmt.Errorf("open store: %w", err)
 		}
 		return kv, nil
+	case "redis":
+		r := cfg.Storage.Redis
+		opts := redisstore.Options{Addr: r.Addr, Username: r.Username, Password: r.Password, DB: r.DB, KeyPrefix: r.KeyPrefix,
+			DialTimeout: r.Timeout, ReadTimeout: r.Timeout, WriteTimeout: r.Timeout, Logger: log, RequireDurable: cfg.Storage.RequireDurable}
+		if r.TLS {
+			opts.TLS = redisTLS(r.Addr)
+		}
+		kv, err := redisstore.Open(ctx, opts)
+		if err != nil {
+			return nil, fmt.Errorf("open store: %w", err)
+		}
+		return kv, nil
 	}
 	return nil, fmt.Errorf("storage %q is not available in this build", cfg.Storage.Type)
 }
@@ -58,6 +71,8 @@ func Migrate(ctx context.Context, path string, status bool, diagnostics io.Write
 		return nil, fmt.Errorf("%s: %w", path, ErrInvalidConfig)
 	}
 	switch cfg.Storage.Type {
+	case "redis":
+		return []string{"redis store: no schema to migrate"}, nil
 	case "embedded":
 		// The embedded store's schema is applied whenever it is opened.
 		kv, err := OpenStore(ctx, cfg, hclog.NewNullLogger())
