@@ -85,6 +85,13 @@ data_dir = %q
 api {
   listen = "127.0.0.1:0"
 }
+# The test plugin holds no real keys: nothing to sign with.
+calibration {
+  attestations = false
+}
+audit {
+  checkpoints = false
+}
 plugin "kms" "t" {
   command = %q
   sha256  = %q
