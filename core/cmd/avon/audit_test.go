@@ -12,6 +12,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/cloudflare/circl/sign/mldsa/mldsa65"
 	"github.com/hashicorp/go-hclog"
 	"github.com/jackc/pgx/v5"
 	_ "modernc.org/sqlite"
@@ -19,6 +20,7 @@ import (
 	"github.com/avonzt/avon/core/audit"
 	"github.com/avonzt/avon/core/config"
 	"github.com/avonzt/avon/core/server"
+	"github.com/avonzt/avon/core/store"
 	"github.com/avonzt/avon/internal/testsvc/pgtest"
 	"github.com/avonzt/avon/sdk/host"
 	"github.com/avonzt/avon/sdk/plugintest"
@@ -207,5 +209,108 @@ func TestAuditVerifyPostgres(t *testing.T) {
 	out, _ = cmd.CombinedOutput()
 	if cmd.ProcessState.ExitCode() != 1 || !strings.Contains(string(out), "audit log FAILED verification: record 3 altered") {
 		t.Fatalf("edited row not named (exit %d):\n%s", cmd.ProcessState.ExitCode(), out)
+	}
+}
+
+// mldsaSigner signs checkpoints with an in-memory ML-DSA-65 key, as the KMS
+// would.
+type mldsaSigner struct {
+	sk  *mldsa65.PrivateKey
+	pub audit.PublicKey
+}
+
+func newSigner(t *testing.T, id string) *mldsaSigner {
+	pk, sk, err := mldsa65.GenerateKey(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := pk.MarshalBinary()
+	return &mldsaSigner{sk: sk, pub: audit.PublicKey{KeyID: id, Algorithm: "ML-DSA-65", PublicKey: b}}
+}
+
+func (s *mldsaSigner) Key(context.Context) (audit.PublicKey, error) { return s.pub, nil }
+func (s *mldsaSigner) Sign(_ context.Context, msg []byte) ([]byte, audit.PublicKey, error) {
+	sig := make([]byte, mldsa65.SignatureSize)
+	err := mldsa65.SignTo(s.sk, msg, nil, true, sig)
+	return sig, s.pub, err
+}
+
+// TestAuditAnchorsDefeatARewrite plays an attacker with full write access
+// to the database: the log is rebuilt from record 2 with valid hashes, and
+// the checkpoint re-signed with the attacker's own key, stored beside the
+// log. Verification against the store alone cannot tell; a pinned key and
+// an exported anchor can, and name what changed.
+func TestAuditAnchorsDefeatARewrite(t *testing.T) {
+	cfgPath, _ := seedAudit(t, 6)
+	cfg, _ := config.Load(cfgPath)
+	ctx := context.Background()
+	openKV := func() store.KV {
+		kv, err := server.OpenStore(ctx, cfg, hclog.NewNullLogger())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return kv
+	}
+	kv := openKV()
+	owner := newSigner(t, "kms.soft/avon-audit/v1")
+	if _, err := audit.NewCheckpointer(audit.New(kv, nil, nil), audit.CheckpointerOptions{Signer: owner}).Checkpoint(ctx); err != nil {
+		t.Fatal(err)
+	}
+	_ = kv.Close()
+	dir := filepath.Dir(cfgPath)
+	anchor := filepath.Join(dir, "anchor.json")
+	var out, errb bytes.Buffer
+	if code := run([]string{"audit", "export", "-checkpoint", "-o", anchor, "-config", cfgPath}, &out, &errb); code != 0 {
+		t.Fatalf("export: %d %s", code, errb.String())
+	}
+	out.Reset()
+	if code := run([]string{"audit", "verify", "-key", anchor, "-anchor", anchor, "-config", cfgPath}, &out, &errb); code != 0 ||
+		!strings.Contains(out.String(), "1 of 1 checkpoints verified (last at 6) with pinned keys") {
+		t.Fatalf("verify with anchor: %d %s %s", code, out.String(), errb.String())
+	}
+
+	// The rewrite: every record from 2 on, then the head, then a new
+	// checkpoint under the attacker's key replacing the owner's.
+	kv = openKV()
+	recs, err := audit.List(ctx, kv, 0, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	prev := recs[0].Hash
+	for _, r := range recs[1:] {
+		r.Prev = prev
+		if r.Seq == 2 {
+			r.Target = "someone-else"
+		}
+		r.Hash, _ = audit.ComputeHash(r)
+		b, _ := json.Marshal(r)
+		if _, err := kv.Put(ctx, audit.RecordKey(r.Seq), b, store.PutOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		prev = r.Hash
+	}
+	hb, _ := json.Marshal(map[string]any{"seq": 6, "hash": prev})
+	_, _ = kv.Put(ctx, "audit/head", hb, store.PutOptions{})
+	_ = kv.Delete(ctx, audit.CheckpointKey(6), store.DeleteOptions{})
+	_ = kv.Delete(ctx, "audit/checkpoint-head", store.DeleteOptions{})
+	attacker := newSigner(t, "kms.soft/avon-audit/v1")
+	if _, err := audit.NewCheckpointer(audit.New(kv, nil, nil), audit.CheckpointerOptions{Signer: attacker}).Checkpoint(ctx); err != nil {
+		t.Fatal(err)
+	}
+	_ = kv.Close()
+
+	out.Reset()
+	if code := run([]string{"audit", "verify", "-config", cfgPath}, &out, &errb); code != 0 {
+		t.Fatalf("the store alone is expected to look consistent after a full rewrite: %s", out.String())
+	}
+	out.Reset()
+	if code := run([]string{"audit", "verify", "-key", anchor, "-config", cfgPath}, &out, &errb); code != 1 ||
+		!strings.Contains(out.String(), "record 6 checkpoint") || !strings.Contains(out.String(), "not trusted") {
+		t.Fatalf("pinned key: %d\n%s", code, out.String())
+	}
+	out.Reset()
+	if code := run([]string{"audit", "verify", "-anchor", anchor, "-config", cfgPath}, &out, &errb); code != 1 ||
+		!strings.Contains(out.String(), "record 6 altered") || !strings.Contains(out.String(), "anchored checkpoint") {
+		t.Fatalf("anchor: %d\n%s", code, out.String())
 	}
 }
