@@ -656,7 +656,7 @@ func WriteDiagnostics(w io.Writer, files map[string]*hcl.File, diags hcl.Diagnos
 		if r.Start.Line < 1 || r.Start.Line > len(lines) {
 			continue
 		}
-		line := strings.TrimRight(lines[r.Start.Line-1], "\r")
+		line := maskSecrets(strings.TrimRight(lines[r.Start.Line-1], "\r"))
 		width := 1
 		if r.End.Line == r.Start.Line && r.End.Column > r.Start.Column {
 			width = r.End.Column - r.Start.Column
@@ -665,4 +665,48 @@ func WriteDiagnostics(w io.Writer, files map[string]*hcl.File, diags hcl.Diagnos
 		fmt.Fprintf(w, "%6d | %s\n       | %s%s\n", r.Start.Line, line, pad, strings.Repeat("^", width))
 	}
 	return nil
+}
+
+// secretLineRE finds source lines that may hold a secret: a DSN with its
+// password, a password, passphrase, secret, token or PIN.
+var secretLineRE = regexp.MustCompile(`(?i)(dsn|passw|passphrase|secret|token|\bpin\b|credential)`)
+
+// maskSecrets returns a source line for a diagnostic with every string
+// literal on a line that may hold a secret replaced by asterisks of the
+// same length (so the caret still points at the right column). A literal
+// that is a function's first argument (env("NAME"), file("path")) is kept:
+// it names where the secret comes from, not the secret.
+func maskSecrets(line string) string {
+	if !secretLineRE.MatchString(line) {
+		return line
+	}
+	b := []byte(line)
+	in, keep, esc := false, false, false
+	for i := 0; i < len(b); i++ {
+		c := b[i]
+		if !in {
+			if c == '"' {
+				in, esc = true, false
+				j := i - 1
+				for j >= 0 && b[j] == ' ' {
+					j--
+				}
+				keep = j >= 0 && b[j] == '('
+			}
+			continue
+		}
+		switch {
+		case esc:
+			esc = false
+		case c == '\\':
+			esc = true
+		case c == '"':
+			in = false
+			continue
+		}
+		if !keep {
+			b[i] = '*'
+		}
+	}
+	return string(b)
 }

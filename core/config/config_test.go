@@ -263,3 +263,35 @@ func FuzzParse(f *testing.F) {
 		_ = WriteDiagnostics(&b, c.Files, diags)
 	})
 }
+
+// TestDiagnosticsHideSecrets: a mistake on a line holding a DSN or a
+// password prints the line with its literals masked.
+func TestDiagnosticsHideSecrets(t *testing.T) {
+	src := "storage \"postgres\" {\n  dsn = \"postgres://avon:Top%zzSecretPw@db.example:5432/avon\"\n  max_conns = 0\n}\n" +
+		"cache \"redis\" {\n  addr = \"r:6379\"\n  password = 12\n  db = 99\n}\n" +
+		"plugin \"kms\" \"soft\" {\n  command = \"k\"\n  env = { AVON_KMS_PASSPHRASE = env(\"PASS_VAR\", \"default-S3cret\") }\n  uses = { kms = \"x\" }\n}\n"
+	c, diags := Parse([]byte(src), "secret.hcl")
+	if !diags.HasErrors() {
+		t.Fatal("no error")
+	}
+	var b bytes.Buffer
+	_ = WriteDiagnostics(&b, c.Files, diags)
+	out := b.String()
+	for _, secret := range []string{"Top%zzSecretPw", "default-S3cret"} {
+		if strings.Contains(out, secret) {
+			t.Errorf("diagnostics print %q:\n%s", secret, out)
+		}
+	}
+	if !strings.Contains(out, "secret.hcl:2:9: error: Invalid PostgreSQL DSN") || !strings.Contains(out, `dsn = "****`) {
+		t.Errorf("the DSN diagnostic lost its position or its masked line:\n%s", out)
+	}
+	if maskSecrets(`  passphrase = env("AVON_PASS")`) != `  passphrase = env("AVON_PASS")` {
+		t.Error("the name of the environment variable was masked")
+	}
+	if got := maskSecrets(`  password = "a\"b"`); got != `  password = "****"` {
+		t.Errorf("escaped quote: %s", got)
+	}
+	if got := maskSecrets(`  listen = "127.0.0.1:1"`); got != `  listen = "127.0.0.1:1"` {
+		t.Errorf("an ordinary line was masked: %s", got)
+	}
+}
