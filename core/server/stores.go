@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 	"time"
 
@@ -56,6 +57,33 @@ func OpenStore(ctx context.Context, cfg *config.Config, log hclog.Logger) (store
 		return kv, nil
 	}
 	return nil, fmt.Errorf("storage %q is not available in this build", cfg.Storage.Type)
+}
+
+// OpenStoreToInspect opens the configured store for the CLI's audit
+// commands, which must not change what they inspect: an embedded database
+// must already exist (a mistyped data_dir is an error, not a new empty log),
+// and PostgreSQL is opened without applying migrations (a newer binary run
+// by an auditor never migrates production; a pending migration is an
+// error that names it).
+func OpenStoreToInspect(ctx context.Context, cfg *config.Config, log hclog.Logger) (store.KV, error) {
+	switch cfg.Storage.Type {
+	case "", "embedded":
+		path := cfg.Storage.Path
+		if !filepath.IsAbs(path) {
+			path = filepath.Join(cfg.DataDir, path)
+		}
+		if _, err := os.Stat(path); err != nil {
+			return nil, fmt.Errorf("no embedded store at %s (is data_dir right?): %w", path, err)
+		}
+	case "postgres":
+		kv, err := postgres.Open(ctx, cfg.Storage.DSN, postgres.WithMaxConns(2),
+			postgres.WithConnectTimeout(cfg.Storage.ConnectTimeout), postgres.WithLogger(log), postgres.WithoutMigrate())
+		if err != nil {
+			return nil, fmt.Errorf("open store: %w", err)
+		}
+		return kv, nil
+	}
+	return OpenStore(ctx, cfg, log)
 }
 
 // Migrate applies (or with status, lists) the schema migrations of the

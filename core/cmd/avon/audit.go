@@ -71,7 +71,7 @@ func openConfiguredStore(ctx context.Context, path string, stderr io.Writer) (st
 		_ = config.WriteDiagnostics(stderr, files, diags)
 		return nil, nil, false
 	}
-	kv, err := server.OpenStore(ctx, cfg, hclog.NewNullLogger())
+	kv, err := server.OpenStoreToInspect(ctx, cfg, hclog.NewNullLogger())
 	if err != nil {
 		fmt.Fprintf(stderr, "avon: %v\n", err)
 		return nil, nil, false

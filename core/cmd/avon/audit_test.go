@@ -314,3 +314,22 @@ func TestAuditAnchorsDefeatARewrite(t *testing.T) {
 		t.Fatalf("anchor: %d\n%s", code, out.String())
 	}
 }
+
+// TestAuditCommandsChangeNothing: pointed at a data_dir with no store, the
+// audit commands fail and create nothing.
+func TestAuditCommandsChangeNothing(t *testing.T) {
+	dir := t.TempDir()
+	cfgPath := filepath.Join(dir, "config.hcl")
+	if err := os.WriteFile(cfgPath, []byte(fmt.Sprintf("data_dir = %q\n", filepath.Join(dir, "typo-data"))), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, cmd := range [][]string{{"audit", "verify"}, {"audit", "tail"}, {"audit", "export"}} {
+		var out, errb bytes.Buffer
+		if code := run(append(cmd, "-config", cfgPath), &out, &errb); code != 1 || !strings.Contains(errb.String(), "no embedded store at") {
+			t.Fatalf("%v: %d %q", cmd, code, errb.String())
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, "typo-data")); !os.IsNotExist(err) {
+		t.Fatalf("the audit commands created the data dir: %v", err)
+	}
+}
