@@ -53,19 +53,14 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"net"
-	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
-	"unicode"
-	"unicode/utf8"
 
 	goredis "github.com/redis/go-redis/v9"
-	"github.com/redis/go-redis/v9/maintnotifications"
 
 	"github.com/avonzt/avon/core/cache"
+	"github.com/avonzt/avon/internal/redisconn"
 )
 
 // Defaults of Options.
@@ -77,7 +72,7 @@ const (
 	DefaultHealthInterval   = time.Second
 	DefaultSubscriberBuffer = 256
 	// MaxKeyPrefix is the longest KeyPrefix, in bytes.
-	MaxKeyPrefix = 64
+	MaxKeyPrefix = redisconn.MaxKeyPrefix
 )
 
 // Options configures Open.
@@ -114,46 +109,36 @@ type Options struct {
 	SubscriberBuffer int
 }
 
-func (o *Options) check() error {
-	if o.Addr == "" {
-		return fmt.Errorf("redis: empty address: %w", cache.ErrInvalidArgument)
+// defaults are the cache's connection defaults.
+var defaults = redisconn.Defaults{
+	KeyPrefix:    DefaultKeyPrefix,
+	DialTimeout:  DefaultDialTimeout,
+	ReadTimeout:  DefaultReadTimeout,
+	WriteTimeout: DefaultWriteTimeout,
+}
+
+// check validates o, fills in the defaults and returns the connection
+// settings.
+func (o *Options) check() (redisconn.Settings, error) {
+	s := redisconn.Settings{Addr: o.Addr, Username: o.Username, Password: o.Password, DB: o.DB, TLS: o.TLS, KeyPrefix: o.KeyPrefix,
+		DialTimeout: o.DialTimeout, ReadTimeout: o.ReadTimeout, WriteTimeout: o.WriteTimeout, PoolSize: o.PoolSize}
+	if err := s.Normalize(defaults); err != nil {
+		return s, fmt.Errorf("redis: %v: %w", err, cache.ErrInvalidArgument)
 	}
-	if _, _, err := net.SplitHostPort(o.Addr); err != nil {
-		return fmt.Errorf("redis: address %q: %v: %w", o.Addr, err, cache.ErrInvalidArgument)
+	o.KeyPrefix, o.DialTimeout, o.ReadTimeout, o.WriteTimeout = s.KeyPrefix, s.DialTimeout, s.ReadTimeout, s.WriteTimeout
+	switch {
+	case o.HealthInterval < 0:
+		return s, fmt.Errorf("redis: health interval %v is negative: %w", o.HealthInterval, cache.ErrInvalidArgument)
+	case o.HealthInterval == 0:
+		o.HealthInterval = DefaultHealthInterval
 	}
-	if o.KeyPrefix == "" {
-		o.KeyPrefix = DefaultKeyPrefix
-	}
-	if len(o.KeyPrefix) > MaxKeyPrefix || !utf8.ValidString(o.KeyPrefix) || strings.IndexFunc(o.KeyPrefix, unicode.IsControl) >= 0 {
-		return fmt.Errorf("redis: key prefix %q: want at most %d bytes of UTF-8 without control characters: %w", o.KeyPrefix, MaxKeyPrefix, cache.ErrInvalidArgument)
-	}
-	if o.DB < 0 {
-		return fmt.Errorf("redis: db %d is negative: %w", o.DB, cache.ErrInvalidArgument)
-	}
-	for _, d := range []struct {
-		name string
-		v    *time.Duration
-		def  time.Duration
-	}{
-		{"dial timeout", &o.DialTimeout, DefaultDialTimeout},
-		{"read timeout", &o.ReadTimeout, DefaultReadTimeout},
-		{"write timeout", &o.WriteTimeout, DefaultWriteTimeout},
-		{"health interval", &o.HealthInterval, DefaultHealthInterval},
-	} {
-		switch {
-		case *d.v < 0:
-			return fmt.Errorf("redis: %s %v is negative: %w", d.name, *d.v, cache.ErrInvalidArgument)
-		case *d.v == 0:
-			*d.v = d.def
-		}
-	}
-	if o.PoolSize < 0 || o.SubscriberBuffer < 0 {
-		return fmt.Errorf("redis: pool size %d or subscriber buffer %d is negative: %w", o.PoolSize, o.SubscriberBuffer, cache.ErrInvalidArgument)
-	}
-	if o.SubscriberBuffer == 0 {
+	switch {
+	case o.SubscriberBuffer < 0:
+		return s, fmt.Errorf("redis: subscriber buffer %d is negative: %w", o.SubscriberBuffer, cache.ErrInvalidArgument)
+	case o.SubscriberBuffer == 0:
 		o.SubscriberBuffer = DefaultSubscriberBuffer
 	}
-	return nil
+	return s, nil
 }
 
 // Cache is a Redis client; it implements cache.Cache.
@@ -173,28 +158,11 @@ type Cache struct {
 // Options are checked first (cache.ErrInvalidArgument); an unreachable
 // server gives cache.ErrUnavailable.
 func Open(ctx context.Context, opts Options) (*Cache, error) {
-	if err := opts.check(); err != nil {
+	settings, err := opts.check()
+	if err != nil {
 		return nil, err
 	}
-	client := goredis.NewClient(&goredis.Options{
-		Addr:                  opts.Addr,
-		Username:              opts.Username,
-		Password:              opts.Password,
-		DB:                    opts.DB,
-		TLSConfig:             opts.TLS,
-		Protocol:              2,
-		DialTimeout:           opts.DialTimeout,
-		ReadTimeout:           opts.ReadTimeout,
-		WriteTimeout:          opts.WriteTimeout,
-		ContextTimeoutEnabled: true,
-		PoolSize:              opts.PoolSize,
-		MaxRetries:            -1, // see the package documentation
-		DialerRetries:         1,
-		DisableIdentity:       true,
-		MaintNotificationsConfig: &maintnotifications.Config{
-			Mode: maintnotifications.ModeDisabled,
-		},
-	})
+	client := redisconn.NewClient(settings) // never retries: see the package documentation
 	c := &Cache{opts: opts, client: client}
 	c.subs.set = make(map[*subscription]struct{})
 	if err := cache.CheckContext(ctx); err != nil {
@@ -241,25 +209,10 @@ func (c *Cache) fail(ctx context.Context, op string, err error) error {
 		}
 		return fmt.Errorf("redis %s: %s: %w", addr, op, ctxErr)
 	}
-	var rerr goredis.Error
-	if errors.As(err, &rerr) {
-		return fmt.Errorf("redis %s: %s: server replied %q: %w", addr, op, rerr.Error(), cache.ErrUnavailable)
+	if reply, ok := redisconn.ServerReply(err); ok {
+		return fmt.Errorf("redis %s: %s: server replied %q: %w", addr, op, reply, cache.ErrUnavailable)
 	}
-	return fmt.Errorf("redis %s: %s: %s: %w", addr, op, describe(err), cache.ErrUnavailable)
-}
-
-// describe names a transport failure briefly.
-func describe(err error) string {
-	var ne net.Error
-	switch {
-	case errors.As(err, &ne) && ne.Timeout():
-		return "i/o timeout"
-	case errors.Is(err, syscall.ECONNREFUSED):
-		return "connection refused"
-	case errors.Is(err, syscall.ECONNRESET):
-		return "connection reset"
-	}
-	return err.Error()
+	return fmt.Errorf("redis %s: %s: %s: %w", addr, op, redisconn.Describe(err), cache.ErrUnavailable)
 }
 
 func ms(d time.Duration) time.Duration {
