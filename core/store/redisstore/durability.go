@@ -6,6 +6,8 @@ import (
 	"strings"
 
 	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/avonzt/avon/internal/redisconn"
 )
 
 // Durability is what Open found about the server's persistence settings.
@@ -38,7 +40,7 @@ func checkDurability(ctx context.Context, c *goredis.Client) (Durability, error)
 	vals := make([]string, len(durabilityParams))
 	for i, p := range durabilityParams {
 		m, err := c.ConfigGet(ctx, p).Result()
-		if reply, ok := serverReply(err); ok {
+		if reply, ok := redisconn.ServerReply(err); ok {
 			return Durability{Problems: []string{fmt.Sprintf("the settings cannot be checked: CONFIG GET %s was refused (%s)", p, reply)}}, nil
 		}
 		if err != nil {

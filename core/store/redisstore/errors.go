@@ -4,15 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"net"
 	"strings"
-	"syscall"
 	"time"
 
-	goredis "github.com/redis/go-redis/v9"
-
 	"github.com/avonzt/avon/core/store"
+	"github.com/avonzt/avon/internal/redisconn"
 )
 
 // Errors of this package, wrapped with context; match with errors.Is. Call
@@ -49,54 +45,6 @@ func ctxDone(ctx context.Context) error {
 	return nil
 }
 
-// describe names a transport failure briefly.
-func describe(err error) string {
-	var ne net.Error
-	switch {
-	case errors.As(err, &ne) && ne.Timeout():
-		return "i/o timeout"
-	case errors.Is(err, syscall.ECONNREFUSED):
-		return "connection refused"
-	case errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE):
-		return "connection reset"
-	case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF):
-		return "connection closed by the server"
-	case errors.Is(err, goredis.ErrPoolTimeout):
-		return "no free connection in the pool"
-	}
-	return err.Error()
-}
-
-// notSent reports whether err means the command never reached the server:
-// no connection could be made or taken from the pool.
-func notSent(err error) bool {
-	var oe *net.OpError
-	if errors.As(err, &oe) && oe.Op == "dial" {
-		return true
-	}
-	return errors.Is(err, goredis.ErrPoolTimeout) || errors.Is(err, goredis.ErrPoolExhausted)
-}
-
-// connectionDropped reports whether err means the connection was found
-// broken without an answer (a server restarted since it was opened), so
-// that an idempotent read may try a new one. Timeouts are not included: a
-// hung server would only double the wait.
-func connectionDropped(err error) bool {
-	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
-		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) ||
-		errors.Is(err, net.ErrClosed)
-}
-
-// serverReply returns the text of an error reply from the server, if err
-// is one.
-func serverReply(err error) (string, bool) {
-	var rerr goredis.Error
-	if errors.As(err, &rerr) {
-		return rerr.Error(), true
-	}
-	return "", false
-}
-
 // fail maps an error of operation op onto the store's sentinels: ErrClosed
 // after Close, an error wrapping ctx.Err() when the caller's context ended
 // the call, ErrCorrupt (with ErrUnavailable) for data of the wrong type,
@@ -104,11 +52,11 @@ func serverReply(err error) (string, bool) {
 // can say whether the outcome is known.
 func (s *Store) fail(ctx context.Context, op string, err error, write bool) error {
 	addr := s.opts.Addr
-	reply, isReply := serverReply(err)
+	reply, isReply := redisconn.ServerReply(err)
 	note := ""
 	if write {
 		switch {
-		case isReply || notSent(err):
+		case isReply || redisconn.NotSent(err):
 			note = " (nothing was written)"
 		default:
 			note = " (outcome unknown: re-read the key)"
@@ -128,5 +76,5 @@ func (s *Store) fail(ctx context.Context, op string, err error, write bool) erro
 	case isReply:
 		return fmt.Errorf("redis store %s: %s: server replied %q%s: %w", op, addr, reply, note, store.ErrUnavailable)
 	}
-	return fmt.Errorf("redis store %s: %s: %s%s: %w", op, addr, describe(err), note, store.ErrUnavailable)
+	return fmt.Errorf("redis store %s: %s: %s%s: %w", op, addr, redisconn.Describe(err), note, store.ErrUnavailable)
 }

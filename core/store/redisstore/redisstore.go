@@ -5,19 +5,16 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"net"
 	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
-	"unicode"
-	"unicode/utf8"
 
 	"github.com/hashicorp/go-hclog"
 	goredis "github.com/redis/go-redis/v9"
-	"github.com/redis/go-redis/v9/maintnotifications"
 
 	"github.com/avonzt/avon/core/store"
+	"github.com/avonzt/avon/internal/redisconn"
 )
 
 // Defaults of Options.
@@ -30,7 +27,7 @@ const (
 	DefaultReadTimeout  = 5 * time.Second
 	DefaultWriteTimeout = 5 * time.Second
 	// MaxKeyPrefix is the longest KeyPrefix, in bytes.
-	MaxKeyPrefix = 64
+	MaxKeyPrefix = redisconn.MaxKeyPrefix
 )
 
 // Options configures Open.
@@ -69,46 +66,27 @@ type Options struct {
 	RequireDurable bool
 }
 
-// check validates o and fills in the defaults.
-func (o *Options) check() error {
-	if o.Addr == "" {
-		return fmt.Errorf("redis store: empty address: %w", store.ErrInvalidArgument)
+// defaults are the store's connection defaults.
+var defaults = redisconn.Defaults{
+	KeyPrefix:    DefaultKeyPrefix,
+	DialTimeout:  DefaultDialTimeout,
+	ReadTimeout:  DefaultReadTimeout,
+	WriteTimeout: DefaultWriteTimeout,
+}
+
+// check validates o, fills in the defaults and returns the connection
+// settings.
+func (o *Options) check() (redisconn.Settings, error) {
+	s := redisconn.Settings{Addr: o.Addr, Username: o.Username, Password: o.Password, DB: o.DB, TLS: o.TLS, KeyPrefix: o.KeyPrefix,
+		DialTimeout: o.DialTimeout, ReadTimeout: o.ReadTimeout, WriteTimeout: o.WriteTimeout, PoolSize: o.PoolSize}
+	if err := s.Normalize(defaults); err != nil {
+		return s, fmt.Errorf("redis store: %v: %w", err, store.ErrInvalidArgument)
 	}
-	if _, _, err := net.SplitHostPort(o.Addr); err != nil {
-		return fmt.Errorf("redis store: address %q: %v: %w", o.Addr, err, store.ErrInvalidArgument)
-	}
-	if o.KeyPrefix == "" {
-		o.KeyPrefix = DefaultKeyPrefix
-	}
-	if len(o.KeyPrefix) > MaxKeyPrefix || !utf8.ValidString(o.KeyPrefix) || strings.IndexFunc(o.KeyPrefix, unicode.IsControl) >= 0 {
-		return fmt.Errorf("redis store: key prefix %q: want at most %d bytes of UTF-8 without control characters: %w", o.KeyPrefix, MaxKeyPrefix, store.ErrInvalidArgument)
-	}
-	if o.DB < 0 {
-		return fmt.Errorf("redis store: db %d is negative: %w", o.DB, store.ErrInvalidArgument)
-	}
-	for _, d := range []struct {
-		name string
-		v    *time.Duration
-		def  time.Duration
-	}{
-		{"dial timeout", &o.DialTimeout, DefaultDialTimeout},
-		{"read timeout", &o.ReadTimeout, DefaultReadTimeout},
-		{"write timeout", &o.WriteTimeout, DefaultWriteTimeout},
-	} {
-		switch {
-		case *d.v < 0:
-			return fmt.Errorf("redis store: %s %v is negative: %w", d.name, *d.v, store.ErrInvalidArgument)
-		case *d.v == 0:
-			*d.v = d.def
-		}
-	}
-	if o.PoolSize < 0 {
-		return fmt.Errorf("redis store: pool size %d is negative: %w", o.PoolSize, store.ErrInvalidArgument)
-	}
+	o.KeyPrefix, o.DialTimeout, o.ReadTimeout, o.WriteTimeout = s.KeyPrefix, s.DialTimeout, s.ReadTimeout, s.WriteTimeout
 	if o.Logger == nil {
 		o.Logger = hclog.NewNullLogger()
 	}
-	return nil
+	return s, nil
 }
 
 // Store is the Redis store. Its methods follow the store.KV contract; it
@@ -133,28 +111,11 @@ type Store struct {
 // store.ErrUnavailable naming the address; with RequireDurable, a server
 // that can lose writes gives ErrNotDurable.
 func Open(ctx context.Context, opts Options) (*Store, error) {
-	if err := opts.check(); err != nil {
+	settings, err := opts.check()
+	if err != nil {
 		return nil, err
 	}
-	client := goredis.NewClient(&goredis.Options{
-		Addr:                  opts.Addr,
-		Username:              opts.Username,
-		Password:              opts.Password,
-		DB:                    opts.DB,
-		TLSConfig:             opts.TLS,
-		Protocol:              2,
-		DialTimeout:           opts.DialTimeout,
-		ReadTimeout:           opts.ReadTimeout,
-		WriteTimeout:          opts.WriteTimeout,
-		ContextTimeoutEnabled: true,
-		PoolSize:              opts.PoolSize,
-		MaxRetries:            -1, // writes are never retried: see the package documentation
-		DialerRetries:         1,
-		DisableIdentity:       true,
-		MaintNotificationsConfig: &maintnotifications.Config{
-			Mode: maintnotifications.ModeDisabled,
-		},
-	})
+	client := redisconn.NewClient(settings) // writes are never retried: see the package documentation
 	s := &Store{
 		opts:       opts,
 		client:     client,
@@ -224,7 +185,7 @@ func (s *Store) ready(ctx context.Context, op string) error {
 // have been dropped (a server restarted since the connection was made).
 func (s *Store) read(ctx context.Context, fn func() error) error {
 	err := fn()
-	if err != nil && ctx.Err() == nil && !s.closed.Load() && connectionDropped(err) {
+	if err != nil && ctx.Err() == nil && !s.closed.Load() && redisconn.ConnectionDropped(err) {
 		err = fn()
 	}
 	return err
