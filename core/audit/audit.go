@@ -200,6 +200,39 @@ type Log struct {
 
 	mu       sync.Mutex // serializes appends within this process
 	appended chan struct{}
+
+	// recent remembers the hashes of the records this process appended
+	// (the newest maxRecent), so the checkpointer can refuse to sign a
+	// chain rewritten in the database after the fact, even one rebuilt
+	// with valid hashes.
+	recentMu sync.Mutex
+	recent   map[uint64]string
+	order    []uint64
+}
+
+const maxRecent = 1 << 14
+
+func (l *Log) remember(seq uint64, hash string) {
+	l.recentMu.Lock()
+	defer l.recentMu.Unlock()
+	if l.recent == nil {
+		l.recent = map[uint64]string{}
+	}
+	l.recent[seq] = hash
+	l.order = append(l.order, seq)
+	if len(l.order) > maxRecent {
+		delete(l.recent, l.order[0])
+		l.order = l.order[1:]
+	}
+}
+
+// appendedHash returns the hash of record seq if this process appended it
+// recently.
+func (l *Log) appendedHash(seq uint64) (string, bool) {
+	l.recentMu.Lock()
+	defer l.recentMu.Unlock()
+	h, ok := l.recent[seq]
+	return h, ok
 }
 
 // New returns a Log over kv (the whole store; the log keeps to Prefix).
@@ -281,6 +314,7 @@ func (l *Log) Append(ctx context.Context, source string, ev host.Event) (Record,
 			if err := l.advance(ctx, rec.Seq, rec.Hash, headVersion); err != nil {
 				return Record{}, err
 			}
+			l.remember(rec.Seq, rec.Hash)
 			l.log.Info("audit", "seq", rec.Seq, "source", source, "actor", ev.Actor, "action", ev.Action,
 				"target", ev.Target, "outcome", ev.Outcome)
 			select {
@@ -315,21 +349,31 @@ func (l *Log) advance(ctx context.Context, seq uint64, hash string, v int64) err
 }
 
 func (l *Log) catchUp(ctx context.Context, h head, headVersion int64) error {
-	e, err := l.kv.Get(ctx, RecordKey(h.Seq+1))
-	if errors.Is(err, store.ErrNotFound) {
+	// Follow linked records past the head (one after a crash, many after
+	// the head row was restored from an old backup), then move the head
+	// once. Bounded: the walk stops at the first missing record.
+	last := h
+	for i := 0; i < 1<<20; i++ {
+		e, err := l.kv.Get(ctx, RecordKey(last.Seq+1))
+		if errors.Is(err, store.ErrNotFound) {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("audit: read record %d: %w", last.Seq+1, err)
+		}
+		rec, err := decodeStrict(e.Value)
+		if err != nil {
+			return fmt.Errorf("audit: record %d: %v: %w", last.Seq+1, err, ErrBrokenChain)
+		}
+		if rec.Seq != last.Seq+1 || rec.Prev != last.Hash {
+			return fmt.Errorf("audit: record %d does not link to record %d: %w", last.Seq+1, last.Seq, ErrBrokenChain)
+		}
+		last = head{Seq: rec.Seq, Hash: rec.Hash}
+	}
+	if last.Seq == h.Seq {
 		return nil // deleted meanwhile? re-read the head and retry
 	}
-	if err != nil {
-		return fmt.Errorf("audit: read record %d: %w", h.Seq+1, err)
-	}
-	rec, err := decodeStrict(e.Value)
-	if err != nil {
-		return fmt.Errorf("audit: record %d: %v: %w", h.Seq+1, err, ErrBrokenChain)
-	}
-	if rec.Seq != h.Seq+1 || rec.Prev != h.Hash {
-		return fmt.Errorf("audit: record %d does not link to record %d: %w", h.Seq+1, h.Seq, ErrBrokenChain)
-	}
-	return l.advance(ctx, rec.Seq, rec.Hash, headVersion)
+	return l.advance(ctx, last.Seq, last.Hash, headVersion)
 }
 
 // Head returns the last appended seq and its hash (0 and ZeroHash when the

@@ -419,3 +419,140 @@ func FuzzParseExport(f *testing.F) {
 		}
 	})
 }
+
+// setHead points the head at record seq, as a restored backup would.
+func setHead(t *testing.T, kv store.KV, seq uint64) {
+	t.Helper()
+	e, err := kv.Get(bg, RecordKey(seq))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rec Record
+	_ = json.Unmarshal(e.Value, &rec)
+	hb, _ := json.Marshal(head{Seq: seq, Hash: rec.Hash})
+	if _, err := kv.Put(bg, headKey, hb, store.PutOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// rewriteFrom rebuilds the chain from record from on with valid hashes,
+// changing record from's target, and moves the head: what someone with
+// write access to the database and this source code can do.
+func rewriteFrom(t *testing.T, kv store.KV, from uint64) {
+	t.Helper()
+	recs, err := List(bg, kv, 0, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	prev := ZeroHash
+	if from > 1 {
+		prev = recs[from-2].Hash
+	}
+	for _, r := range recs[from-1:] {
+		r.Prev = prev
+		if r.Seq == from {
+			r.Target = "rewritten"
+		}
+		b, _ := encode(&r)
+		_, _ = kv.Put(bg, RecordKey(r.Seq), b, store.PutOptions{})
+		prev = r.Hash
+	}
+	setHead(t, kv, recs[len(recs)-1].Seq)
+}
+
+func TestVerifyMissingCheckpointsAndEmptyLog(t *testing.T) {
+	kv := memstore.New()
+	if r := mustVerify(t, kv, VerifyOptions{}); r.OK() || r.Problems[0].Kind != ProblemEmpty {
+		t.Fatalf("empty log: %+v", r)
+	}
+	if r := mustVerify(t, kv, VerifyOptions{AllowEmpty: true}); !r.OK() {
+		t.Fatalf("empty log allowed: %+v", r)
+	}
+	l := New(kv, nil, nil)
+	s := newTestSigner(t)
+	fill(t, l, 12)
+	if _, err := NewCheckpointer(l, CheckpointerOptions{Signer: s}).Checkpoint(bg); err != nil {
+		t.Fatal(err)
+	}
+	// Rewrite from record 3 and delete the checkpoint that would show it.
+	rewriteFrom(t, kv, 3)
+	_ = kv.Delete(bg, CheckpointKey(12), store.DeleteOptions{})
+	r := mustVerify(t, kv, VerifyOptions{TrustedKeys: []PublicKey{s.pub}})
+	var kinds []string
+	for _, p := range r.Problems {
+		kinds = append(kinds, p.String())
+	}
+	all := strings.Join(kinds, "; ")
+	if r.OK() || !strings.Contains(all, "newest checkpoint (at 12, named by the checkpoint head) is missing") ||
+		!strings.Contains(all, "no checkpoint verifies with the pinned keys") {
+		t.Fatalf("deleted checkpoint not reported: %s", all)
+	}
+	// Also the checkpoint head gone: pinned keys and MaxUnsigned still tell.
+	_ = kv.Delete(bg, checkpointHeadKey, store.DeleteOptions{})
+	r = mustVerify(t, kv, VerifyOptions{TrustedKeys: []PublicKey{s.pub}, MaxUnsigned: 5})
+	if r.OK() || r.Unsigned != 12 {
+		t.Fatalf("%+v", r)
+	}
+	if p, _ := r.First(); p.Kind != ProblemUnsigned || p.Seq != 1 {
+		t.Fatalf("first problem %v", p)
+	}
+}
+
+func TestCheckpointerRefusesEditedChain(t *testing.T) {
+	kv := memstore.New()
+	l := New(kv, nil, nil)
+	s := newTestSigner(t)
+	cpr := NewCheckpointer(l, CheckpointerOptions{Signer: s})
+	fill(t, l, 8)
+	if _, err := cpr.Checkpoint(bg); err != nil {
+		t.Fatal(err)
+	}
+	fill(t, l, 4)
+	rewriteFrom(t, kv, 10) // after the checkpoint: a signature would bless it
+	if _, err := cpr.Checkpoint(bg); !errors.Is(err, ErrBrokenChain) || !errors.Is(cpr.Status().Err, ErrBrokenChain) {
+		t.Fatalf("signed an edited chain: %v", err)
+	}
+	rewriteFrom(t, kv, 4) // before the checkpoint
+	if _, err := cpr.Checkpoint(bg); !errors.Is(err, ErrBrokenChain) {
+		t.Fatalf("signed a chain that no longer holds the checkpointed record: %v", err)
+	}
+	if cp, _ := LatestCheckpoint(bg, kv); cp.Seq != 8 {
+		t.Fatalf("a checkpoint past 8 was stored: %d", cp.Seq)
+	}
+}
+
+func TestHeadFarBehindCatchesUp(t *testing.T) {
+	kv := memstore.New()
+	l := New(kv, nil, nil)
+	fill(t, l, 50)
+	setHead(t, kv, 5) // the head row restored from an old backup
+	rec, err := l.Append(bg, "core", ev(51))
+	if err != nil || rec.Seq != 51 {
+		t.Fatalf("append with the head 45 behind: %+v %v", rec, err)
+	}
+	if r := mustVerify(t, kv, VerifyOptions{}); !r.OK() || r.Records != 51 {
+		t.Fatalf("%+v", r)
+	}
+}
+
+func TestCheckpointHeadNeverMovesBack(t *testing.T) {
+	kv := memstore.New()
+	if err := advanceCheckpointHead(bg, kv, 400, 0); err != nil {
+		t.Fatal(err)
+	}
+	// A replica that read no head (version 0) and signed 300 meanwhile.
+	if err := advanceCheckpointHead(bg, kv, 300, 0); err != nil {
+		t.Fatal(err)
+	}
+	e, _ := kv.Get(bg, checkpointHeadKey)
+	if string(e.Value) != "400" {
+		t.Fatalf("checkpoint head moved back to %s", e.Value)
+	}
+	// One that signed 500 with a stale version still moves it forward.
+	if err := advanceCheckpointHead(bg, kv, 500, 0); err != nil {
+		t.Fatal(err)
+	}
+	if e, _ := kv.Get(bg, checkpointHeadKey); string(e.Value) != "500" {
+		t.Fatalf("checkpoint head %s, want 500", e.Value)
+	}
+}

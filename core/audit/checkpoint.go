@@ -193,6 +193,12 @@ func (c *Checkpointer) checkpoint(ctx context.Context) (Checkpoint, error) {
 	if c.opts.Signer == nil {
 		return Checkpoint{}, errors.New("audit: no signing key configured for checkpoints")
 	}
+	// Sign only a chain that holds: the records since the last checkpoint
+	// must link, from the record it signed to the head. A database edited
+	// since then must not get a genuine signature.
+	if err := checkSince(ctx, kv, latest, h, c.log.appendedHash); err != nil {
+		return Checkpoint{}, err
+	}
 	key, err := c.opts.Signer.Key(ctx)
 	if err != nil {
 		return Checkpoint{}, fmt.Errorf("audit: checkpoint key: %w", err)
@@ -224,13 +230,93 @@ func (c *Checkpointer) checkpoint(ctx context.Context) (Checkpoint, error) {
 		}
 		return Checkpoint{}, fmt.Errorf("audit: store checkpoint %d: %w", cp.Seq, err)
 	}
-	hb, _ := json.Marshal(cp.Seq)
-	if _, err := kv.Put(ctx, checkpointHeadKey, hb, store.PutOptions{Check: true, Version: latestVersion}); err != nil &&
-		!errors.Is(err, store.ErrVersionConflict) {
-		return Checkpoint{}, fmt.Errorf("audit: advance checkpoint head: %w", err)
+	if err := advanceCheckpointHead(ctx, kv, cp.Seq, latestVersion); err != nil {
+		return Checkpoint{}, err
 	}
 	c.opts.Logger.Info("audit checkpoint", "seq", cp.Seq, "key", cp.KeyID)
 	return cp, nil
+}
+
+// advanceCheckpointHead moves the checkpoint head to seq, never backwards:
+// on a conflict with another replica it re-reads and retries while the head
+// is still behind seq.
+func advanceCheckpointHead(ctx context.Context, kv store.KV, seq uint64, version int64) error {
+	hb, _ := json.Marshal(seq)
+	for attempt := 0; attempt < 16; attempt++ {
+		_, err := kv.Put(ctx, checkpointHeadKey, hb, store.PutOptions{Check: true, Version: version})
+		if !errors.Is(err, store.ErrVersionConflict) {
+			if err != nil {
+				return fmt.Errorf("audit: advance checkpoint head: %w", err)
+			}
+			return nil
+		}
+		e, err := kv.Get(ctx, checkpointHeadKey)
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			return fmt.Errorf("audit: read checkpoint head: %w", err)
+		}
+		version = 0
+		if err == nil {
+			var cur uint64
+			if json.Unmarshal(e.Value, &cur) == nil && cur >= seq {
+				return nil
+			}
+			version = e.Version
+		}
+	}
+	return errors.New("audit: too much contention moving the checkpoint head")
+}
+
+// checkSince checks that the records from the one the last checkpoint
+// signed (if any) up to the head link, that the head's hash is the last
+// record's, and that every record this process appended still has the hash
+// it had when appended (known).
+func checkSince(ctx context.Context, kv store.KV, last Checkpoint, h head, known func(uint64) (string, bool)) error {
+	prev := ZeroHash
+	after := uint64(0)
+	if last.Seq > 0 {
+		e, err := kv.Get(ctx, RecordKey(last.Seq))
+		if err != nil {
+			return fmt.Errorf("audit: record %d, signed by the last checkpoint: %w", last.Seq, errors.Join(err, ErrBrokenChain))
+		}
+		rec, err := decodeStrict(e.Value)
+		if err != nil || rec.Hash != last.Hash {
+			return fmt.Errorf("audit: record %d differs from what the last checkpoint signed; not signing: %w", last.Seq, ErrBrokenChain)
+		}
+		prev, after = last.Hash, last.Seq
+	}
+	for seq := after; seq < h.Seq; {
+		es, err := kv.List(ctx, store.ListOptions{Prefix: recordPrefix, After: RecordKey(seq), Limit: store.MaxLimit})
+		if err != nil {
+			return fmt.Errorf("audit: list records: %w", err)
+		}
+		if len(es) == 0 {
+			return fmt.Errorf("audit: records %d to %d are missing; not signing: %w", seq+1, h.Seq, ErrBrokenChain)
+		}
+		for _, e := range es {
+			n, ok := parseRecordKey(e.Key)
+			if !ok || n != seq+1 {
+				return fmt.Errorf("audit: record %d is missing or out of place; not signing: %w", seq+1, ErrBrokenChain)
+			}
+			if n > h.Seq {
+				break
+			}
+			rec, err := decodeStrict(e.Value)
+			if err != nil || rec.Seq != n || rec.Prev != prev {
+				return fmt.Errorf("audit: record %d does not verify or link; not signing: %w", n, ErrBrokenChain)
+			}
+			if want, ok := known(n); ok && want != rec.Hash {
+				return fmt.Errorf("audit: record %d was rewritten after this core appended it; not signing: %w", n, ErrBrokenChain)
+			}
+			prev, seq = rec.Hash, n
+			if seq == h.Seq {
+				break
+			}
+		}
+	}
+	if prev != h.Hash {
+		return fmt.Errorf("audit: the head's hash is not record %d's; not signing: %w", h.Seq, ErrBrokenChain)
+	}
+	return nil
 }
 
 func storeKey(ctx context.Context, kv store.KV, k PublicKey) error {

@@ -3,6 +3,7 @@ package audit
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -17,6 +18,8 @@ const (
 	ProblemInserted   = "inserted"   // a row that is not part of the chain
 	ProblemUnlinked   = "unlinked"   // prev does not match the predecessor's hash
 	ProblemCheckpoint = "checkpoint" // a checkpoint that does not verify or does not match the records
+	ProblemUnsigned   = "unsigned"   // more records after the last verified checkpoint than allowed
+	ProblemEmpty      = "empty"      // no records at all
 )
 
 // Problem is one finding of Verify.
@@ -45,6 +48,13 @@ type VerifyOptions struct {
 	Anchors []Export
 	// MaxProblems bounds the report (default 100); the walk goes on.
 	MaxProblems int
+	// MaxUnsigned, when positive, is how many records may follow the
+	// newest checkpoint that verifies (checkpoint_every). More is a
+	// problem: records cut from the end and replaced would otherwise pass.
+	MaxUnsigned uint64
+	// AllowEmpty accepts a log without records (a wiped store otherwise
+	// looks intact).
+	AllowEmpty bool
 }
 
 // Report is the result of Verify.
@@ -53,7 +63,8 @@ type Report struct {
 	Head                uint64    `json:"head"`
 	Checkpoints         int       `json:"checkpoints"`
 	CheckpointsVerified int       `json:"checkpoints_verified"`
-	LastCheckpoint      uint64    `json:"last_checkpoint"`
+	LastCheckpoint      uint64    `json:"last_checkpoint"` // newest checkpoint that verified
+	Unsigned            uint64    `json:"unsigned"`        // records after it, covered only by the chain
 	KeysPinned          bool      `json:"keys_pinned"`
 	Problems            []Problem `json:"problems"`
 	Truncated           bool      `json:"truncated,omitempty"` // more problems than MaxProblems
@@ -178,10 +189,35 @@ func Verify(ctx context.Context, kv store.KV, opts VerifyOptions) (*Report, erro
 	for _, cp := range cps {
 		if r.checkCheckpoint(cp, keys, "checkpoint") {
 			r.CheckpointsVerified++
+			r.LastCheckpoint = max(r.LastCheckpoint, cp.Seq)
 		}
-		if cp.Seq > r.LastCheckpoint {
-			r.LastCheckpoint = cp.Seq
+	}
+	// The checkpoint head names the newest checkpoint ever stored; it must
+	// still be there.
+	if e, err := kv.Get(ctx, checkpointHeadKey); err == nil {
+		var seq uint64
+		if json.Unmarshal(e.Value, &seq) != nil {
+			r.add(0, ProblemCheckpoint, "the checkpoint head is unreadable")
+		} else if _, err := kv.Get(ctx, CheckpointKey(seq)); err != nil {
+			r.add(seq, ProblemCheckpoint, "the newest checkpoint (at %d, named by the checkpoint head) is missing", seq)
 		}
+	} else if !errors.Is(err, store.ErrNotFound) {
+		return nil, fmt.Errorf("audit: read checkpoint head: %w", err)
+	} else if len(cps) > 0 {
+		r.add(0, ProblemCheckpoint, "checkpoints exist but the checkpoint head is missing")
+	}
+	if r.Head > r.LastCheckpoint {
+		r.Unsigned = r.Head - r.LastCheckpoint
+	}
+	if r.KeysPinned && r.Head > 0 && r.CheckpointsVerified == 0 {
+		r.add(0, ProblemCheckpoint, "no checkpoint verifies with the pinned keys")
+	}
+	if opts.MaxUnsigned > 0 && r.Unsigned > opts.MaxUnsigned {
+		r.add(r.LastCheckpoint+1, ProblemUnsigned, "%d records follow the newest verified checkpoint (at %d); at most %d are expected: the end of the log may have been replaced",
+			r.Unsigned, r.LastCheckpoint, opts.MaxUnsigned)
+	}
+	if !opts.AllowEmpty && r.Records == 0 && r.Head == 0 {
+		r.add(0, ProblemEmpty, "the log has no records: a running core has at least its start record; a wiped or wrong store looks like this")
 	}
 	for _, a := range opts.Anchors {
 		if r.KeysPinned {
@@ -190,7 +226,14 @@ func Verify(ctx context.Context, kv store.KV, opts VerifyOptions) (*Report, erro
 			r.checkCheckpoint(a.Checkpoint, map[string]PublicKey{a.Key.Fingerprint(): a.Key}, "anchored checkpoint")
 		}
 	}
-	sort.SliceStable(r.Problems, func(i, j int) bool { return r.Problems[i].Seq < r.Problems[j].Seq })
+	// By record, the log-wide findings (seq 0) after the ones that name one.
+	sort.SliceStable(r.Problems, func(i, j int) bool {
+		a, b := r.Problems[i].Seq, r.Problems[j].Seq
+		if a == 0 || b == 0 {
+			return b == 0 && a != 0
+		}
+		return a < b
+	})
 	return r, nil
 }
 

@@ -3,10 +3,14 @@ package server
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -18,6 +22,7 @@ import (
 	"github.com/avonzt/avon/core/calibration"
 	"github.com/avonzt/avon/core/rng"
 	"github.com/avonzt/avon/core/rng/rngtest"
+	"github.com/avonzt/avon/core/store"
 	"github.com/avonzt/avon/internal/testsvc/pgtest"
 	"github.com/avonzt/avon/internal/testsvc/redistest"
 	"github.com/avonzt/avon/sdk/host"
@@ -297,5 +302,101 @@ api {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("readyz is exempt from the guard: %d", resp.StatusCode)
+	}
+}
+
+// TestKMSEntropySource mixes a KMS plugin's generator into the DRBG: its
+// bytes are fetched ahead and drawn at reseeds; when the plugin dies the
+// DRBG keeps serving from the OS and readyz stays ready, naming the source.
+func TestKMSEntropySource(t *testing.T) {
+	bin := plugintest.Build(t, testPluginPkg)
+	dir := t.TempDir()
+	s, _ := startServer(t, writeConfig(t, dir, testConfig(bin, "x")+`
+rng {
+  extra_sources = ["test"]
+}
+`))
+	c := httpsClient()
+	base := "https://" + s.APIAddr()
+	calls := func() int {
+		b, _ := os.ReadFile(filepath.Join(dir, "data", "plugins", "kms-test", "random-calls"))
+		n, _ := strconv.Atoi(string(b))
+		return n
+	}
+	sourceOK := func() bool {
+		for _, src := range s.rng.Health().Sources {
+			if src.Name == "kms.test" {
+				return src.OK && src.Samples > 0
+			}
+		}
+		return false
+	}
+	waitFor(t, 10*time.Second, "kms.test bytes drawn at a reseed", func() bool {
+		if err := s.rng.Reseed(nil); err != nil {
+			t.Fatalf("reseed: %v", err)
+		}
+		return sourceOK() && calls() > 0
+	})
+	if code, r := readiness(t, c, base); code != 200 || !strings.Contains(check(r, "rng").Detail, "kms.test=ok") {
+		t.Fatalf("readyz %d %+v", code, check(r, "rng"))
+	}
+	// The plugin killed for good: reseeds still succeed from the OS.
+	inst, _ := s.Plugins().Get("kms", "test")
+	s.Plugins().Stop()
+	_ = inst
+	for i := 0; i < 5; i++ {
+		if err := s.rng.Reseed(nil); err != nil {
+			t.Fatalf("reseed without the kms source: %v", err)
+		}
+	}
+	buf := make([]byte, 32)
+	if _, err := s.opts.Rand.Read(buf); err != nil || bytes.Equal(buf, make([]byte, 32)) {
+		t.Fatalf("read without the kms source: %v", err)
+	}
+	if !s.rng.Health().OK {
+		t.Fatalf("rng unhealthy after losing an uncredited source: %+v", s.rng.Health())
+	}
+}
+
+// TestAuditIntegrityInReadyz rewrites, in the store, a record this core
+// appended after its last checkpoint (with a valid recomputed hash): the
+// core refuses to sign it and /readyz reports the audit log's integrity.
+func TestAuditIntegrityInReadyz(t *testing.T) {
+	s, _ := startServer(t, writeConfig(t, t.TempDir(), `
+data_dir = "data"
+api {
+  listen = "127.0.0.1:0"
+}
+`+kmsSoftBlock(t)))
+	ctx := context.Background()
+	if _, err := s.checkpointer.Checkpoint(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 3; i++ {
+		if err := s.audit.Emit(ctx, "core", host.Event{Action: "agent.disable", Target: fmt.Sprint("agent-", i), Outcome: "success"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	recs, err := s.audit.List(ctx, 0, 100)
+	if err != nil || len(recs) != 4 {
+		t.Fatalf("%d records %v", len(recs), err)
+	}
+	last := recs[3]
+	last.Target = "nobody"
+	last.Hash, _ = audit.ComputeHash(last)
+	b, _ := json.Marshal(last)
+	if _, err := s.store.Put(ctx, audit.RecordKey(last.Seq), b, store.PutOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	hb, _ := json.Marshal(map[string]any{"seq": last.Seq, "hash": last.Hash})
+	if _, err := s.store.Put(ctx, "audit/head", hb, store.PutOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.checkpointer.Checkpoint(ctx); !errors.Is(err, audit.ErrBrokenChain) {
+		t.Fatalf("checkpoint over a rewritten record: %v", err)
+	}
+	code, r := readiness(t, httpsClient(), "https://"+s.APIAddr())
+	if ac := check(r, "audit"); code != 503 || ac.Ready || !strings.Contains(ac.Error, "rewritten after this core appended it") {
+		t.Fatalf("readyz %d %+v", code, ac)
 	}
 }

@@ -115,6 +115,12 @@ func Validate(ctx context.Context, opts Options, hostOpts pluginhost.Options) (*
 		_ = config.WriteDiagnostics(opts.Diagnostics, files, diags)
 		return nil, fmt.Errorf("%s: %w", opts.ConfigPath, ErrInvalidConfig)
 	}
+	return validate(ctx, cfg, opts, hostOpts)
+}
+
+// validate is Validate on a configuration already parsed, so that Start
+// runs exactly the configuration it read once.
+func validate(ctx context.Context, cfg *config.Config, opts Options, hostOpts pluginhost.Options) (*Validated, error) {
 	h := pluginhost.New(hostOpts)
 	byID := map[string]*config.Plugin{}
 	for _, p := range cfg.Plugin {
@@ -202,8 +208,7 @@ func HostOptions(cfg *config.Config, logger hclog.Logger, reg prometheus.Registe
 // everything started is stopped again.
 func Start(ctx context.Context, opts Options) (*Server, error) {
 	opts.defaults()
-	// Parse once for log settings and the data dir; Validate re-reads the
-	// file so that what is validated is exactly what runs.
+	// Parse once: what is validated is exactly what runs.
 	pre, diags := config.Load(opts.ConfigPath)
 	if diags.HasErrors() {
 		var files map[string]*hcl.File
@@ -223,7 +228,7 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 	s := &Server{opts: opts, log: log, registry: prometheus.NewRegistry()}
 	s.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if err := s.start(ctx, pre); err != nil {
-		s.teardown(context.Background())
+		s.teardown(context.Background(), false)
 		return nil, err
 	}
 	log.Info("avon core started", "config", opts.ConfigPath, "data_dir", s.cfg.DataDir, "plugins", len(s.plugins.Instances()),
@@ -263,7 +268,7 @@ func (s *Server) start(ctx context.Context, pre *config.Config) error {
 	}
 
 	svc := pluginhost.Services{Rand: s.opts.Rand, Clock: calibratedClock{s}, Store: kv, Audit: s.audit}
-	v, err := Validate(ctx, s.opts, HostOptions(pre, log, s.registry, svc))
+	v, err := validate(ctx, pre, s.opts, HostOptions(pre, log, s.registry, svc))
 	if err != nil {
 		return err
 	}
@@ -366,8 +371,10 @@ func (s *Server) rngFailed(err error) {
 	}
 }
 
-// teardown stops whatever start brought up, in reverse order.
-func (s *Server) teardown(ctx context.Context) []error {
+// teardown stops whatever start brought up, in reverse order. After a
+// failed start there is no final checkpoint (its dependencies may be what
+// failed; the chain still holds every record).
+func (s *Server) teardown(ctx context.Context, started bool) []error {
 	var errs []error
 	if s.api != nil {
 		errs = append(errs, s.api.Shutdown(ctx))
@@ -376,7 +383,7 @@ func (s *Server) teardown(ctx context.Context) []error {
 		s.bgCancel()
 	}
 	s.bg.Wait()
-	if s.checkpointer != nil && s.plugins != nil {
+	if started && s.checkpointer != nil && s.plugins != nil {
 		// Sign what the last moments appended, while the KMS still runs.
 		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		if _, err := s.checkpointer.Checkpoint(cctx); err != nil {
@@ -480,7 +487,7 @@ func (s *Server) Stop(ctx context.Context) error {
 	if err := s.audit.Emit(ctx, "core", auditEvent("core.stop", "success")); err != nil {
 		s.log.Error("audit of the stop failed", "error", err)
 	}
-	errs := s.teardown(ctx)
+	errs := s.teardown(ctx, true)
 	s.log.Info("avon core stopped")
 	return errors.Join(errs...)
 }

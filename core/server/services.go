@@ -43,43 +43,88 @@ func rngConfig(c config.RNG) rng.Config {
 }
 
 // kmsEntropy offers a KMS plugin's generator (GenerateRandom) to the DRBG as
-// an extra source. The host may not be up yet when the DRBG starts; until
-// it is, the source reports an error and the DRBG runs on the OS alone.
+// an extra source. The DRBG draws while it holds a shard, so Read never
+// waits on the plugin: it serves bytes fetched ahead in the background and
+// fails at once when none are ready (the DRBG then seeds from the OS alone,
+// which is always credited, and retries the source at the next reseed).
+// Until the plugin host is up the source reports an error likewise.
 type kmsEntropy struct {
 	name string
 	host func() *pluginhost.Host
+
+	mu       sync.Mutex
+	buf      []byte // fetched ahead; consumed bytes are zeroed
+	fetching bool
+	lastErr  error
 }
+
+// kmsEntropyAhead is how many bytes are kept fetched ahead: more than the
+// start-up health tests draw at once (rng.StartupSamples).
+const kmsEntropyAhead = 2 * rng.StartupSamples
 
 func (k *kmsEntropy) Name() string { return "kms." + k.name }
 
 func (k *kmsEntropy) Read(p []byte) (int, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if len(k.buf) > 0 { // a short read is fine: the DRBG reads again
+		n := copy(p, k.buf)
+		clear(k.buf[:n])
+		k.buf = k.buf[n:]
+		k.fetchLocked()
+		return n, nil
+	}
+	k.fetchLocked()
+	if k.lastErr != nil {
+		return 0, k.lastErr
+	}
+	return 0, fmt.Errorf("kms.%s: no random bytes fetched yet", k.name)
+}
+
+// fetchLocked starts one background fetch when the buffer is low and none
+// is running.
+func (k *kmsEntropy) fetchLocked() {
+	if k.fetching || len(k.buf) >= kmsEntropyAhead {
+		return
+	}
+	k.fetching = true
+	go func() {
+		b, err := k.fetch(kmsEntropyAhead)
+		k.mu.Lock()
+		defer k.mu.Unlock()
+		k.fetching, k.lastErr = false, err
+		if err == nil {
+			old := k.buf
+			k.buf = append(append(make([]byte, 0, len(old)+len(b)), old...), b...)
+			clear(old)
+		}
+		clear(b)
+	}()
+}
+
+func (k *kmsEntropy) fetch(n int) ([]byte, error) {
 	h := k.host()
 	if h == nil {
-		return 0, errors.New("plugins not started yet")
+		return nil, errors.New("plugins not started yet")
 	}
 	inst, ok := h.Get(sdkplugin.Kind("kms"), k.name)
 	if !ok {
-		return 0, fmt.Errorf("no kms plugin %q", k.name)
+		return nil, fmt.Errorf("no kms plugin %q", k.name)
 	}
 	rs, ok := inst.KMS().(kms.RandomSource)
 	if !ok {
-		return 0, fmt.Errorf("kms plugin %q offers no random source", k.name)
+		return nil, fmt.Errorf("kms plugin %q offers no random source", k.name)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	n := 0
-	for n < len(p) {
-		want := min(len(p)-n, kms.MaxRandomLength)
-		r, err := rs.GenerateRandom(ctx, &kms.GenerateRandomRequest{Length: want})
-		if err != nil {
-			return n, err
-		}
-		if len(r.Random) != want {
-			return n, fmt.Errorf("kms plugin %q returned %d random bytes, asked %d", k.name, len(r.Random), want)
-		}
-		n += copy(p[n:], r.Random)
+	r, err := rs.GenerateRandom(ctx, &kms.GenerateRandomRequest{Length: n})
+	if err != nil {
+		return nil, fmt.Errorf("kms.%s: %w", k.name, err)
 	}
-	return n, nil
+	if len(r.Random) != n {
+		return nil, fmt.Errorf("kms plugin %q returned %d random bytes, asked %d", k.name, len(r.Random), n)
+	}
+	return r.Random, nil
 }
 
 // kmsSigner signs with a KMS key (created as ML-DSA-65 when absent), for
@@ -320,6 +365,13 @@ func (s *Server) registerServiceMetrics() {
 	if s.checkpointer != nil {
 		cs = append(cs, gauge("avon_audit_checkpoint_seq", "Sequence number the newest signed checkpoint covers.", func() float64 {
 			return float64(s.checkpointer.Status().LastSeq)
+		}), gauge("avon_audit_checkpoint_ok", "1 when the last checkpoint attempt succeeded.", func() float64 {
+			return b(s.checkpointer.Status().Err == nil)
+		}), gauge("avon_audit_checkpoint_age_seconds", "Seconds since the newest checkpoint was signed (-1: none yet).", func() float64 {
+			if t := s.checkpointer.Status().LastTime; !t.IsZero() {
+				return time.Since(t).Seconds()
+			}
+			return -1
 		}))
 	}
 	cs = append(cs, cache.Collectors()...)
@@ -366,6 +418,10 @@ func (s *Server) serviceChecks() []api.Check {
 		}
 		st := s.checkpointer.Status()
 		detail += fmt.Sprintf(" checkpoint=%d", st.LastSeq)
+		if errors.Is(st.Err, audit.ErrBrokenChain) {
+			// The stored log no longer matches what this core wrote.
+			return detail, fmt.Errorf("audit log integrity: %w", st.Err)
+		}
 		if st.Err != nil {
 			detail += " last_checkpoint_error=" + st.Err.Error()
 		}

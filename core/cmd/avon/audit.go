@@ -115,6 +115,8 @@ func cmdAuditVerify(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	path := fs.String("config", "config.hcl", "configuration file")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
+	allowEmpty := fs.Bool("allow-empty", false, "accept a log without records")
+	maxUnsigned := fs.Int64("max-unsigned", -1, "records allowed after the newest verified checkpoint (default: the configuration's checkpoint_every when -key is given, else no limit)")
 	var keys, anchors fileList
 	fs.Var(&keys, "key", "trusted checkpoint key (key JSON or a checkpoint export); repeatable")
 	fs.Var(&anchors, "anchor", "checkpoint export kept outside AVON that the log must still match; repeatable")
@@ -144,11 +146,18 @@ func cmdAuditVerify(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 	defer cancel()
-	kv, _, ok := openConfiguredStore(ctx, *path, stderr)
+	kv, cfg, ok := openConfiguredStore(ctx, *path, stderr)
 	if !ok {
 		return 1
 	}
 	defer kv.Close()
+	opts.AllowEmpty = *allowEmpty
+	switch {
+	case *maxUnsigned >= 0:
+		opts.MaxUnsigned = uint64(*maxUnsigned)
+	case len(opts.TrustedKeys) > 0 && cfg.Audit.Checkpoints:
+		opts.MaxUnsigned = uint64(cfg.Audit.CheckpointEvery)
+	}
 	rep, err := audit.Verify(ctx, kv, opts)
 	if err != nil {
 		fmt.Fprintln(stderr, "avon audit verify:", err)
@@ -169,6 +178,12 @@ func cmdAuditVerify(args []string, stdout, stderr io.Writer) int {
 		if rep.OK() {
 			fmt.Fprintf(stdout, "audit log OK: %d records, head %d, %d of %d checkpoints verified (last at %d) with %s\n",
 				rep.Records, rep.Head, rep.CheckpointsVerified, rep.Checkpoints, rep.LastCheckpoint, trust)
+			if rep.Unsigned > 0 {
+				fmt.Fprintf(stdout, "%d records after the last verified checkpoint are protected by the hash chain only\n", rep.Unsigned)
+			}
+			if len(opts.Anchors) == 0 {
+				fmt.Fprintln(stdout, "without -anchor, a log rewritten together with its checkpoints and keys cannot be told apart; keep exported checkpoints outside AVON")
+			}
 		} else {
 			first, _ := rep.First()
 			fmt.Fprintf(stdout, "audit log FAILED verification: %s\n", first)

@@ -9,11 +9,14 @@
 //	other     a key with that ID
 //
 // Health fails while the file "unhealthy" exists in the data dir and blocks
-// while "hang-health" exists.
+// while "hang-health" exists. GenerateRandom serves bytes from the OS (a
+// stand-in for a hardware generator) and counts its calls in the file
+// "random-calls" of the data dir.
 package main
 
 import (
 	"context"
+	crand "crypto/rand"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -23,6 +26,7 @@ import (
 	"github.com/zclconf/go-cty/cty"
 
 	"github.com/avonzt/avon/sdk/config"
+	"github.com/avonzt/avon/sdk/errdef"
 	"github.com/avonzt/avon/sdk/host"
 	"github.com/avonzt/avon/sdk/kms"
 	"github.com/avonzt/avon/sdk/plugin"
@@ -34,6 +38,23 @@ type testKMS struct {
 	host    host.Host
 	dataDir string
 	label   string
+}
+
+func (p *testKMS) GenerateRandom(_ context.Context, r *kms.GenerateRandomRequest) (*kms.GenerateRandomResponse, error) {
+	if r.Length <= 0 || r.Length > kms.MaxRandomLength {
+		return nil, fmt.Errorf("length %d: %w", r.Length, errdef.ErrInvalidArgument)
+	}
+	b := make([]byte, r.Length)
+	if _, err := crand.Read(b); err != nil {
+		return nil, err
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	path := filepath.Join(p.dataDir, "random-calls")
+	n, _ := os.ReadFile(path)
+	c, _ := strconv.Atoi(string(n))
+	_ = os.WriteFile(path, []byte(strconv.Itoa(c+1)), 0o600)
+	return &kms.GenerateRandomResponse{Random: b}, nil
 }
 
 func (p *testKMS) Info() plugin.Info { return plugin.Info{Name: "testkms", Version: "1.2.3"} }
