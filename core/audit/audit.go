@@ -27,10 +27,15 @@
 //
 // A Checkpointer signs the head every N events or T seconds (when something
 // was appended) with a KMS key, and stores the checkpoint under
-// audit/checkpoint/<seq>. A checkpoint is a small JSON document that can be
-// exported and anchored outside AVON (a ticket, a transparency log, another
-// organisation): with it, even an attacker who can rewrite the database and
-// recompute every hash cannot rewrite history before the checkpoint unnoticed.
+// audit/checkpoint/<seq>. Before signing it checks the records since the
+// last checkpoint, and that the ones this process appended still have the
+// hashes it wrote, so a rewritten record never gets a genuine signature.
+// A checkpoint is a small JSON document that can be exported and anchored
+// outside AVON (a ticket, a transparency log, another organisation). The
+// chain alone does not stop someone who can write the database and rebuild
+// every hash after a point; a checkpoint verified with a pinned key stops
+// such a rewrite at the checkpoint, and an anchor kept elsewhere also shows
+// checkpoints deleted or the log cut short (see Verify and VerifyOptions).
 //
 // # Fail closed
 //
