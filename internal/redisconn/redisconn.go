@@ -45,33 +45,22 @@ func invalidf(format string, args ...any) error {
 	return invalidError(fmt.Sprintf(format, args...))
 }
 
-// Settings are the connection settings of one client. The zero values of
-// KeyPrefix and the timeouts mean "the caller's default" (see Normalize).
+// Settings are the connection settings of one client, as the callers'
+// Options give them; the zero KeyPrefix and timeouts mean the caller's
+// Defaults (see Normalize).
 type Settings struct {
-	// Addr is the server's host:port. Required.
-	Addr string
-	// Username and Password authenticate (AUTH); empty for none. The
-	// password appears in no error of this package and not in the text
-	// of Settings (String).
-	Username string
-	Password string
-	// DB is the database number, 0 or more.
-	DB int
-	// TLS, when not nil, makes the connection use TLS with this
-	// configuration.
-	TLS *tls.Config
-	// KeyPrefix starts every key the caller uses: at most MaxKeyPrefix
-	// bytes of valid UTF-8 without control characters.
-	KeyPrefix string
+	Addr               string      // host:port; required
+	Username, Password string      // AUTH, empty for none; the password is in no error and not in String
+	DB                 int         // database number, 0 or more
+	TLS                *tls.Config // TLS configuration; nil for none
+	KeyPrefix          string      // starts every key: at most MaxKeyPrefix bytes of UTF-8 without control characters
+
 	// DialTimeout, ReadTimeout and WriteTimeout bound each connection
-	// attempt, reply and request, so a hung server fails calls within
+	// attempt, reply and request, so that a hung server fails calls within
 	// them even when the caller's ctx has no deadline.
-	DialTimeout  time.Duration
-	ReadTimeout  time.Duration
-	WriteTimeout time.Duration
-	// PoolSize is the most connections kept (0: go-redis's default, 10
-	// per GOMAXPROCS).
-	PoolSize int
+	DialTimeout, ReadTimeout, WriteTimeout time.Duration
+
+	PoolSize int // most connections kept; 0 for go-redis's default (10 per GOMAXPROCS)
 }
 
 // Defaults are what Normalize puts in the place of zero fields; each
