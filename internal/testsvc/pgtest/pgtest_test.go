@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -168,16 +169,55 @@ func TestReapStale(t *testing.T) {
 }
 
 func TestNeedSkipsOrFails(t *testing.T) {
-	if os.Getenv(RequireEnv) == "1" {
-		t.Skip("checks the skip path, which " + RequireEnv + "=1 disables")
+	// A missing server skips, or fails under AVON_REQUIRE_SERVICES=1; the
+	// decision is Need's, so check it on a fake test (this runs in CI too).
+	missing := errors.Join(ErrMissing, errors.New("initdb not in PATH"))
+	srv := &Server{}
+	for _, c := range []struct {
+		env         string
+		s           *Server
+		err         error
+		skip, fail  bool
+		returnsSelf bool
+	}{
+		{"", srv, nil, false, false, true},
+		{"1", srv, nil, false, false, true},
+		{"", nil, missing, true, false, false},
+		{"1", nil, missing, false, true, false},
+		{"", nil, errors.New("initdb failed"), false, true, false},
+		{"", nil, nil, false, true, false},
+	} {
+		t.Setenv(RequireEnv, c.env)
+		ft := &fakeTB{}
+		var got *Server
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			got = Need(ft, c.s, c.err)
+		}()
+		<-done
+		if ft.skipped != c.skip || ft.failed != c.fail || (got == srv) != c.returnsSelf {
+			t.Errorf("env %q err %v: skipped %v failed %v returned %v", c.env, c.err, ft.skipped, ft.failed, got != nil)
+		}
 	}
-	ran := false
-	t.Run("missing", func(t *testing.T) {
-		ran = true
-		Need(t, nil, ErrMissing)
-		t.Error("Need returned on a missing server")
-	})
-	if !ran {
-		t.Fatal("subtest did not run")
-	}
+}
+
+// fakeTB records Skip and Fatal; both end the goroutine like the real ones.
+type fakeTB struct {
+	testing.TB
+	skipped, failed bool
+}
+
+func (f *fakeTB) Helper() {}
+func (f *fakeTB) Skipf(string, ...any) {
+	f.skipped = true
+	runtime.Goexit()
+}
+func (f *fakeTB) Fatal(...any) {
+	f.failed = true
+	runtime.Goexit()
+}
+func (f *fakeTB) Fatalf(string, ...any) {
+	f.failed = true
+	runtime.Goexit()
 }
