@@ -284,7 +284,7 @@ func (s *Server) start(ctx context.Context, pre *config.Config) error {
 	}
 
 	// Calibration, with attestations signed by a KMS key when there is one.
-	sources, err := timeSources(s.cfg.Calibration, s.opts.Rand)
+	sources, err := TimeSources(s.cfg.Calibration, s.opts.Rand)
 	if err != nil {
 		return err
 	}

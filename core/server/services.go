@@ -294,8 +294,9 @@ func redisTLS(addr string) *tls.Config {
 	return &tls.Config{MinVersion: tls.VersionTLS12, ServerName: host}
 }
 
-// timeSources builds the calibration sources of the configuration.
-func timeSources(c config.Calibration, rand io.Reader) ([]calibration.Source, error) {
+// TimeSources builds the calibration sources of the configuration (the
+// CLI calibrates with the same sources as the core).
+func TimeSources(c config.Calibration, rand io.Reader) ([]calibration.Source, error) {
 	var out []calibration.Source
 	for _, s := range c.Sources {
 		switch s.Type {

@@ -32,6 +32,7 @@ Commands:
   config validate   check a configuration:  avon config validate -config config.hcl
   migrate           apply storage schema migrations and exit: avon migrate -config config.hcl [-status]
   audit             verify, tail or export the audit log:     avon audit verify|tail|export -config config.hcl
+  token             enrollment tokens:                        avon token create -group eng -ttl 1h -config config.hcl
   version           print the version
 `
 
@@ -59,6 +60,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdAudit(args[1:], stdout, stderr)
 	case "migrate":
 		return cmdMigrate(args[1:], stdout, stderr)
+	case "token":
+		return cmdToken(args[1:], stdout, stderr)
 	case "version", "-version", "--version":
 		fmt.Fprintln(stdout, "avon", version)
 		return 0
