@@ -28,6 +28,7 @@ import (
 	"github.com/avonzt/avon/core/cache"
 	"github.com/avonzt/avon/core/calibration"
 	"github.com/avonzt/avon/core/config"
+	"github.com/avonzt/avon/core/events"
 	"github.com/avonzt/avon/core/pluginhost"
 	"github.com/avonzt/avon/core/rng"
 	"github.com/avonzt/avon/core/store"
@@ -64,6 +65,7 @@ type Server struct {
 
 	rng          *rng.Generator // nil when Options.Rand was given
 	cache        cache.Cache
+	events       *events.Bus
 	calib        *calibration.Calibrator
 	guard        *calibration.Guard
 	checkpointer *audit.Checkpointer
@@ -266,6 +268,8 @@ func (s *Server) start(ctx context.Context, pre *config.Config) error {
 	if s.cache, err = openCache(ctx, pre.Cache, log.Named("cache")); err != nil {
 		return err
 	}
+	host, _ := os.Hostname()
+	s.events = events.New(s.cache, fmt.Sprintf("%s/%d", host, os.Getpid()), nil)
 
 	svc := pluginhost.Services{Rand: s.opts.Rand, Clock: calibratedClock{s}, Store: kv, Audit: s.audit}
 	v, err := validate(ctx, pre, s.opts, HostOptions(pre, log, s.registry, svc))
@@ -471,6 +475,10 @@ func (s *Server) APIAddr() string { return s.api.Addr() }
 
 // Plugins returns the plugin host.
 func (s *Server) Plugins() *pluginhost.Host { return s.plugins }
+
+// Events returns the bus for change events between replicas (revocations,
+// policy changes, killed sessions).
+func (s *Server) Events() *events.Bus { return s.events }
 
 // Config returns the configuration in force.
 func (s *Server) Config() *config.Config { return s.cfg }
