@@ -1,0 +1,42 @@
+package engine_test
+
+import (
+	"context"
+	"testing"
+
+	"github.com/avonzt/avon/plugins/kms-hsm/engine"
+	"github.com/avonzt/avon/plugins/kms-hsm/softhsmtest"
+	"github.com/avonzt/avon/plugins/kms-hsm/token"
+	"github.com/avonzt/avon/sdk/host"
+	"github.com/avonzt/avon/sdk/kms"
+	"github.com/avonzt/avon/sdk/kms/kmstest"
+	"github.com/avonzt/avon/sdk/plugintest"
+)
+
+func TestMain(m *testing.M) { softhsmtest.Main(m) }
+
+// open returns an engine over the test token with its own host storage.
+func open(t testing.TB, h *softhsmtest.HSM, hst host.Host) *engine.Engine {
+	t.Helper()
+	ctx := context.Background()
+	tok, err := token.Open(ctx, token.Options{Module: h.Module, TokenLabel: h.TestToken, PIN: softhsmtest.PIN})
+	if err != nil {
+		t.Fatalf("open token: %v", err)
+	}
+	e, err := engine.New(ctx, engine.Options{Token: tok, Storage: hst.Storage(), Rand: hst.Rand()})
+	if err != nil {
+		tok.Close()
+		t.Fatalf("engine: %v", err)
+	}
+	t.Cleanup(func() { e.Close() })
+	return e
+}
+
+// The conformance kit against the engine in this process, on a real
+// SoftHSM2 token. Each backend the kit asks for has empty host storage;
+// the token is shared (object IDs are random, so backends never collide).
+func TestConformance(t *testing.T) {
+	h := softhsmtest.Require(t)
+	kmstest.Run(t, func(t *testing.T) kms.KMS { return open(t, h, plugintest.NewHost()) },
+		kmstest.WithoutExporter(), kmstest.WithRandomSource(true))
+}
