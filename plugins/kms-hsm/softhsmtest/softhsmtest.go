@@ -141,3 +141,6 @@ func (h *HSM) InitToken(t testing.TB, label string) {
 
 // Env is the environment a plugin process needs to see the test's tokens.
 func (h *HSM) Env() []string { return []string{"SOFTHSM2_CONF=" + h.Conf} }
+
+// TempDir is a directory removed when Main returns ("" without SoftHSM2).
+func TempDir() string { return env.dir }

@@ -23,6 +23,8 @@ var (
 	ErrPINLocked = errdef.New("kmshsm.pin_locked", codes.FailedPrecondition, "user PIN is locked on the token")
 	// ErrTokenNotFound: no present token carries the configured label.
 	ErrTokenNotFound = errdef.New("kmshsm.token_not_found", codes.FailedPrecondition, "token not found")
+	// ErrModule: the PKCS#11 library cannot be loaded or initialized.
+	ErrModule = errdef.New("kmshsm.module", codes.FailedPrecondition, "PKCS#11 module unusable")
 )
 
 // ErrClosed is returned once Close has run: the sessions are gone, so the

@@ -54,6 +54,13 @@ type module struct {
 	ctx  *pkcs11.Ctx
 	refs int  // Tokens using it; guarded by modulesMu
 	fin  bool // whether this process initialized it (and so finalizes it)
+
+	pinMu sync.Mutex
+	// pins holds, by slot, the PIN the last successful C_Login of this
+	// process used. The login state is shared by the whole application, so
+	// a Token opened while it is logged in cannot have its PIN checked by
+	// the token; it must match this one instead.
+	pins map[uint]string
 }
 
 var (
@@ -70,17 +77,17 @@ func acquireModule(path string) (*module, error) {
 	}
 	ctx := pkcs11.New(path)
 	if ctx == nil {
-		return nil, fmt.Errorf("load PKCS#11 module %s: cannot open the library or it has no C_GetFunctionList", path)
+		return nil, fmt.Errorf("load PKCS#11 module %s: cannot open the library or it has no C_GetFunctionList: %w", path, ErrModule)
 	}
 	fin := true
 	if err := ctx.Initialize(); err != nil {
 		if !Is(err, pkcs11.CKR_CRYPTOKI_ALREADY_INITIALIZED) {
 			ctx.Destroy()
-			return nil, fmt.Errorf("initialize PKCS#11 module %s: %w", path, err)
+			return nil, fmt.Errorf("initialize PKCS#11 module %s: %v: %w", path, err, ErrModule)
 		}
 		fin = false // someone else in this process initialized it
 	}
-	m := &module{path: path, ctx: ctx, refs: 1, fin: fin}
+	m := &module{path: path, ctx: ctx, refs: 1, fin: fin, pins: map[uint]string{}}
 	modules[path] = m
 	return m, nil
 }
@@ -231,12 +238,29 @@ func (t *Token) login(sh pkcs11.SessionHandle) error {
 	if t.pinRejected != nil {
 		return t.pinRejected
 	}
-	if si, err := t.mod.ctx.GetSessionInfo(sh); err == nil && (si.State == pkcs11.CKS_RW_USER_FUNCTIONS || si.State == pkcs11.CKS_RO_USER_FUNCTIONS) {
+	m := t.mod
+	m.pinMu.Lock()
+	defer m.pinMu.Unlock()
+	known, recorded := m.pins[t.slot]
+	// The login state is shared by the whole application: a Token opened
+	// while another one of this process is logged in cannot have its PIN
+	// checked by the token, so it must match the PIN that logged in.
+	mismatch := recorded && known != t.pin
+	if si, err := m.ctx.GetSessionInfo(sh); err == nil && (si.State == pkcs11.CKS_RW_USER_FUNCTIONS || si.State == pkcs11.CKS_RO_USER_FUNCTIONS) {
+		if mismatch {
+			return fmt.Errorf("log in to token %q: this process is logged in with another PIN: %w", t.label, ErrPINIncorrect)
+		}
 		return nil
 	}
-	err := t.mod.ctx.Login(sh, pkcs11.CKU_USER, t.pin)
+	err := m.ctx.Login(sh, pkcs11.CKU_USER, t.pin)
 	switch {
-	case err == nil, Is(err, pkcs11.CKR_USER_ALREADY_LOGGED_IN):
+	case err == nil:
+		m.pins[t.slot] = t.pin
+		return nil
+	case Is(err, pkcs11.CKR_USER_ALREADY_LOGGED_IN):
+		if mismatch {
+			return fmt.Errorf("log in to token %q: this process is logged in with another PIN: %w", t.label, ErrPINIncorrect)
+		}
 		return nil
 	case Is(err, pkcs11.CKR_PIN_INCORRECT):
 		t.pinRejected = fmt.Errorf("log in to token %q: %w", t.label, ErrPINIncorrect)
