@@ -15,14 +15,20 @@ import (
 
 func TestMain(m *testing.M) { softhsmtest.Main(m) }
 
+func openToken(t testing.TB, h *softhsmtest.HSM) *token.Token {
+	t.Helper()
+	tok, err := token.Open(context.Background(), token.Options{Module: h.Module, TokenLabel: h.TestToken, PIN: softhsmtest.PIN})
+	if err != nil {
+		t.Fatalf("open token: %v", err)
+	}
+	return tok
+}
+
 // open returns an engine over the test token with its own host storage.
 func open(t testing.TB, h *softhsmtest.HSM, hst host.Host) *engine.Engine {
 	t.Helper()
 	ctx := context.Background()
-	tok, err := token.Open(ctx, token.Options{Module: h.Module, TokenLabel: h.TestToken, PIN: softhsmtest.PIN})
-	if err != nil {
-		t.Fatalf("open token: %v", err)
-	}
+	tok := openToken(t, h)
 	e, err := engine.New(ctx, engine.Options{Token: tok, Storage: hst.Storage(), Rand: hst.Rand()})
 	if err != nil {
 		tok.Close()

@@ -19,6 +19,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -111,15 +112,21 @@ func releaseModule(m *module) {
 //
 // Locking: pool holds the session slots (a zero handle is a slot whose
 // session must be opened before use); a goroutine owns a slot between
-// taking it from pool and putting it back. mu guards slot, closed, ready
+// taking it from pool and putting it back; gen is atomic. mu guards slot, closed, ready
 // and pinRejected and serializes logins and slot look-ups.
 type Token struct {
 	mod   *module
 	label string
 	pin   string
 	log   hclog.Logger
-	pool  chan pkcs11.SessionHandle
+	pool  chan slot
 	mechs map[uint]bool
+	// gen is the session generation: a lost session bumps it, and pool
+	// slots holding a session of an older generation drop it unused (a
+	// token that lost one session usually lost them all, and PKCS#11
+	// modules reuse handle numbers, so an old handle may name a new
+	// session that another slot owns: it must not be used or closed).
+	gen atomic.Uint64
 
 	mu          sync.Mutex
 	slot        uint
@@ -151,7 +158,7 @@ func Open(ctx context.Context, o Options) (*Token, error) {
 		return nil, err
 	}
 	t := &Token{mod: m, label: strings.TrimRight(o.TokenLabel, " "), pin: o.PIN, log: o.Logger,
-		pool: make(chan pkcs11.SessionHandle, o.Sessions)}
+		pool: make(chan slot, o.Sessions)}
 	ok := false
 	defer func() {
 		if !ok {
@@ -192,9 +199,9 @@ func Open(ctx context.Context, o Options) (*Token, error) {
 		_ = m.ctx.CloseSession(sh)
 		return nil, err
 	}
-	t.pool <- sh
+	t.pool <- slot{h: sh}
 	for range o.Sessions - 1 {
-		t.pool <- 0 // opened on first use
+		t.pool <- slot{} // opened on first use
 	}
 	t.mu.Lock()
 	t.ready = true
@@ -297,33 +304,45 @@ func (t *Token) Do(ctx context.Context, fn func(c Ctx, sh pkcs11.SessionHandle) 
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	var sh pkcs11.SessionHandle
+	var s slot
 	select {
-	case sh = <-t.pool:
+	case s = <-t.pool:
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-	defer func() { t.pool <- sh }()
+	defer func() { t.pool <- s }()
 	for attempt := 0; ; attempt++ {
-		if sh == 0 {
-			var err error
-			if sh, err = t.open(); err != nil {
+		if s.h != 0 && s.gen != t.gen.Load() {
+			s.h = 0 // a session of a lost generation: never used, never closed
+		}
+		if s.h == 0 {
+			g := t.gen.Load()
+			h, err := t.open()
+			if err != nil {
 				return err
 			}
+			s = slot{h: h, gen: g}
 		}
-		err := fn(t.mod.ctx, sh)
+		err := fn(t.mod.ctx, s.h)
 		if err == nil || !sessionLost(err) || attempt == 1 {
 			return err
 		}
 		t.log.Warn("session lost; reopening", "token", t.label, "error", err)
-		_ = t.mod.ctx.CloseSession(sh)
-		sh = 0
+		t.gen.CompareAndSwap(s.gen, s.gen+1)
+		s.h = 0
 		if deviceGone(err) {
 			if rerr := t.refindSlot(); rerr != nil {
 				return rerr
 			}
 		}
 	}
+}
+
+// slot is a pool entry: a session handle (0: none yet) and the generation
+// it was opened in.
+type slot struct {
+	h   pkcs11.SessionHandle
+	gen uint64
 }
 
 // open opens and logs in a new session on the current slot.
@@ -378,13 +397,14 @@ func (t *Token) Close() error {
 	t.mu.Unlock()
 	if ready {
 		n := cap(t.pool)
+		g := t.gen.Load()
 		for range n {
-			if sh := <-t.pool; sh != 0 {
-				_ = t.mod.ctx.CloseSession(sh)
+			if s := <-t.pool; s.h != 0 && s.gen == g {
+				_ = t.mod.ctx.CloseSession(s.h)
 			}
 		}
 		for range n {
-			t.pool <- 0 // later Do calls find no session and fail in open
+			t.pool <- slot{} // later Do calls find no session and fail in open
 		}
 	}
 	releaseModule(t.mod)
