@@ -2,11 +2,13 @@ package engine_test
 
 import (
 	"context"
+	"errors"
 	"testing"
 
 	"github.com/avonzt/avon/plugins/kms-hsm/engine"
 	"github.com/avonzt/avon/plugins/kms-hsm/softhsmtest"
 	"github.com/avonzt/avon/plugins/kms-hsm/token"
+	"github.com/avonzt/avon/sdk/errdef"
 	"github.com/avonzt/avon/sdk/host"
 	"github.com/avonzt/avon/sdk/kms"
 	"github.com/avonzt/avon/sdk/kms/kmstest"
@@ -45,4 +47,33 @@ func TestConformance(t *testing.T) {
 	h := softhsmtest.Require(t)
 	kmstest.Run(t, func(t *testing.T) kms.KMS { return open(t, h, plugintest.NewHost()) },
 		kmstest.WithoutExporter(), kmstest.WithRandomSource(true))
+}
+
+// Decrypt parses caller-supplied envelopes: any byte string gets a typed
+// error (or, for a real envelope, its plaintext), never a panic.
+func FuzzDecrypt(f *testing.F) {
+	h := softhsmtest.Require(f)
+	e := open(f, h, plugintest.NewHost())
+	ctx := context.Background()
+	if _, err := e.GenerateKey(ctx, &kms.GenerateKeyRequest{ID: "fuzz-aes", Algorithm: kms.AES256}); err != nil {
+		f.Fatal(err)
+	}
+	r, err := e.Encrypt(ctx, &kms.EncryptRequest{ID: "fuzz-aes", Plaintext: []byte("plaintext"), AAD: []byte("aad")})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(r.Ciphertext, []byte("aad"))
+	f.Add([]byte{1, 0, 0, 0, 1}, []byte(nil))
+	f.Add([]byte{}, []byte(nil))
+	f.Fuzz(func(t *testing.T, ct, aad []byte) {
+		d, err := e.Decrypt(ctx, &kms.DecryptRequest{ID: "fuzz-aes", Ciphertext: ct, AAD: aad})
+		switch {
+		case err == nil:
+			if string(d.Plaintext) != "plaintext" {
+				t.Fatalf("a forged envelope decrypted to %q", d.Plaintext)
+			}
+		case !errors.Is(err, kms.ErrInvalidCiphertext) && !errors.Is(err, errdef.ErrInvalidArgument):
+			t.Fatalf("Decrypt: untyped error %v", err)
+		}
+	})
 }

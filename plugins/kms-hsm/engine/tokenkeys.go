@@ -224,7 +224,11 @@ func (e *Engine) signInToken(ctx context.Context, a kms.Algorithm, ckaID, msg []
 // derSignature encodes a PKCS#11 ECDSA signature (r || s, each as long as
 // the group order) as the ASN.1 SEQUENCE { r INTEGER, s INTEGER }.
 func derSignature(a kms.Algorithm, raw []byte) ([]byte, error) {
-	n := (curveOf(a).Params().BitSize + 7) / 8
+	c := curveOf(a)
+	if c == nil {
+		return nil, fmt.Errorf("%s is not ECDSA: %w", a, errdef.ErrInternal)
+	}
+	n := (c.Params().BitSize + 7) / 8
 	if len(raw) != 2*n {
 		return nil, fmt.Errorf("token returned a %s signature of %d bytes, want %d: %w", a, len(raw), 2*n, errdef.ErrInternal)
 	}
