@@ -1,0 +1,560 @@
+// Package ca is the engine of the ca-dilithium plugin: an ML-DSA X.509
+// hierarchy (root, issuing intermediate, and an optional classical ECDSA
+// P-384 pair) whose keys live in the wired KMS plugin (or, for algorithms
+// the KMS lacks such as SLH-DSA, in a pqc plugin with the private key
+// wrapped under a KMS AES key), profiles, random unique serials, revocation,
+// CRLs and OCSP. Certificates are encoded, linted, signed and verified by
+// internal/pqx509; the engine keeps its state in the host storage.
+package ca
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/big"
+	"net"
+	"net/url"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/avonzt/avon/internal/pqx509"
+	sdkca "github.com/avonzt/avon/sdk/ca"
+	"github.com/avonzt/avon/sdk/host"
+	"github.com/avonzt/avon/sdk/kms"
+	"github.com/avonzt/avon/sdk/pqc"
+)
+
+// Config is what the engine needs from the plugin configuration.
+type Config struct {
+	Organization         string
+	RootAlgorithm        string // ML-DSA-87 by default; SLH-DSA-* through a pqc plugin
+	IssuingAlgorithm     string // ML-DSA-65 by default
+	Classical            bool   // also an ECDSA-P384 root and issuer
+	RootLifetime         time.Duration
+	IntermediateLifetime time.Duration
+	CRLLifetime          time.Duration
+	CRLURL, OCSPURL      string
+	PermittedDNSDomains  []string // name constraints on the issuing CA
+	Lifetimes            map[string]time.Duration
+}
+
+// Engine is the CA.
+type Engine struct {
+	cfg      Config
+	kms      kms.KMS
+	pqc      pqc.Provider // nil when none is wired
+	st       host.Storage
+	rand     io.Reader
+	now      func(context.Context) (time.Time, error) // calibrated; an error fails closed
+	audit    func(ctx context.Context, ev host.Event) error
+	profiles map[string]*Profile
+
+	mu      sync.RWMutex
+	issuers map[string]*issuer // by name
+}
+
+type issuer struct {
+	rec    issuerRecord
+	cert   *pqx509.Certificate
+	signer pqx509.Signer
+	chain  [][]byte // DER, this issuer first, excluding the root
+}
+
+// issuerRecord is stored under issuers/<name>.
+type issuerRecord struct {
+	Name      string `json:"name"`
+	Algorithm string `json:"algorithm"`
+	Parent    string `json:"parent,omitempty"` // empty for a root
+	KMSKey    string `json:"kms_key,omitempty"`
+	// For pqc-plugin keys: the private key wrapped under WrapKey.
+	WrapKey    string    `json:"wrap_key,omitempty"`
+	Wrapped    []byte    `json:"wrapped,omitempty"`
+	PublicKey  []byte    `json:"public_key"`
+	DER        []byte    `json:"der"`
+	Default    bool      `json:"default"`
+	CreatedAt  time.Time `json:"created_at"`
+	Generation int       `json:"generation"`
+}
+
+// New returns an engine; Init loads or creates the hierarchy.
+func New(cfg Config, k kms.KMS, p pqc.Provider, st host.Storage, rand io.Reader, now func(context.Context) (time.Time, error),
+	audit func(ctx context.Context, ev host.Event) error) *Engine {
+	profiles := DefaultProfiles()
+	for name, d := range cfg.Lifetimes {
+		if p, ok := profiles[name]; ok && d > 0 {
+			p.Lifetime = d
+			if d > p.MaxLifetime {
+				p.MaxLifetime = d
+			}
+		}
+	}
+	return &Engine{cfg: cfg, kms: k, pqc: p, st: st, rand: rand, now: now, audit: audit, profiles: profiles, issuers: map[string]*issuer{}}
+}
+
+// isKMSAlgorithm reports whether the KMS signs with alg itself.
+func isKMSAlgorithm(alg string) bool {
+	switch kms.Algorithm(alg) {
+	case kms.MLDSA44, kms.MLDSA65, kms.MLDSA87, kms.ECDSAP256, kms.ECDSAP384, kms.Ed25519:
+		return true
+	}
+	return false
+}
+
+const wrapKeyID = "ca-wrap"
+
+// Init loads the issuers from storage, creating the hierarchy at first
+// start: root, issuing intermediate signed by it, and (when configured) the
+// classical pair.
+func (e *Engine) Init(ctx context.Context) error {
+	recs, err := e.loadIssuers(ctx)
+	if err != nil {
+		return err
+	}
+	if len(recs) == 0 {
+		if err := e.createPair(ctx, "root", "issuing", e.cfg.RootAlgorithm, e.cfg.IssuingAlgorithm, true); err != nil {
+			return err
+		}
+		if e.cfg.Classical {
+			if err := e.createPair(ctx, "classical-root", "classical", "ECDSA-P384", "ECDSA-P384", false); err != nil {
+				return err
+			}
+		}
+		if recs, err = e.loadIssuers(ctx); err != nil {
+			return err
+		}
+	}
+	return e.activate(ctx, recs)
+}
+
+func (e *Engine) loadIssuers(ctx context.Context) ([]issuerRecord, error) {
+	es, err := e.st.List(ctx, host.ListOptions{Prefix: issuerPrefix, Limit: 1000})
+	if err != nil {
+		return nil, fmt.Errorf("load issuers: %w", err)
+	}
+	out := make([]issuerRecord, 0, len(es))
+	for _, en := range es {
+		var r issuerRecord
+		if err := json.Unmarshal(en.Value, &r); err != nil {
+			return nil, fmt.Errorf("issuer record %s is corrupt: %v", en.Key, err)
+		}
+		out = append(out, r)
+	}
+	return out, nil
+}
+
+// activate parses the issuer certificates and builds their signers.
+func (e *Engine) activate(ctx context.Context, recs []issuerRecord) error {
+	m := map[string]*issuer{}
+	for _, r := range recs {
+		cert, err := pqx509.ParseCertificate(r.DER)
+		if err != nil {
+			return fmt.Errorf("issuer %s certificate: %w", r.Name, err)
+		}
+		s, err := e.signerFor(ctx, r)
+		if err != nil {
+			return err
+		}
+		if !s.Public().Equal(cert.PublicKey) {
+			return fmt.Errorf("issuer %s: the key in the KMS is not the certificate's key", r.Name)
+		}
+		m[r.Name] = &issuer{rec: r, cert: cert, signer: s}
+	}
+	for _, is := range m {
+		for p := is; p != nil && p.rec.Parent != ""; p = m[p.rec.Parent] {
+			is.chain = append(is.chain, p.rec.DER)
+		}
+	}
+	e.mu.Lock()
+	e.issuers = m
+	e.mu.Unlock()
+	return nil
+}
+
+func (e *Engine) signerFor(ctx context.Context, r issuerRecord) (pqx509.Signer, error) {
+	if r.KMSKey != "" {
+		return newKMSSigner(ctx, e.kms, r.KMSKey)
+	}
+	if e.pqc == nil {
+		return nil, fmt.Errorf("issuer %s uses %s, which needs the pqc plugin it was created with", r.Name, r.Algorithm)
+	}
+	return &pqcSigner{kms: e.kms, pqc: e.pqc, alg: r.Algorithm, wrapKey: r.WrapKey, wrapped: r.Wrapped,
+		aad: []byte("avon-ca-issuer-key/" + r.Name), pub: pqx509.PublicKey{Algorithm: r.Algorithm, Raw: r.PublicKey}}, nil
+}
+
+// newIssuerKey makes the key of a new issuer and returns its record (key
+// fields filled) and signer.
+func (e *Engine) newIssuerKey(ctx context.Context, name, alg string, gen int) (issuerRecord, pqx509.Signer, error) {
+	r := issuerRecord{Name: name, Algorithm: alg, Generation: gen}
+	if isKMSAlgorithm(alg) {
+		r.KMSKey = fmt.Sprintf("ca-%s-%d", name, gen)
+		if err := ensureKMSKey(ctx, e.kms, r.KMSKey, kms.Algorithm(alg), map[string]string{"avon.purpose": "ca-issuer", "avon.issuer": name}); err != nil {
+			return r, nil, err
+		}
+	} else {
+		if err := ensureKMSKey(ctx, e.kms, wrapKeyID, kms.AES256, map[string]string{"avon.purpose": "ca-key-wrap"}); err != nil {
+			return r, nil, err
+		}
+		pub, wrapped, err := generatePQCKey(ctx, e.kms, e.pqc, alg, wrapKeyID, []byte("avon-ca-issuer-key/"+name))
+		if err != nil {
+			return r, nil, err
+		}
+		r.WrapKey, r.Wrapped, r.PublicKey = wrapKeyID, wrapped, pub
+	}
+	s, err := e.signerFor(ctx, r)
+	if err != nil {
+		return r, nil, err
+	}
+	r.PublicKey = s.Public().Raw
+	return r, s, nil
+}
+
+func (e *Engine) name(cn string) pkix.Name {
+	n := pkix.Name{CommonName: cn}
+	if e.cfg.Organization != "" {
+		n.Organization = []string{e.cfg.Organization}
+	}
+	return n
+}
+
+// createPair makes a root and an issuing intermediate signed by it.
+func (e *Engine) createPair(ctx context.Context, rootName, issName, rootAlg, issAlg string, def bool) error {
+	now, err := e.trustedNow(ctx)
+	if err != nil {
+		return err
+	}
+	rootRec, rootSigner, err := e.newIssuerKey(ctx, rootName, rootAlg, 1)
+	if err != nil {
+		return fmt.Errorf("root key: %w", err)
+	}
+	serial, err := newSerialInt(e.rand)
+	if err != nil {
+		return err
+	}
+	rootTmpl := &pqx509.Template{SerialNumber: serial, Subject: e.name(e.cfg.Organization + " " + rootName + " CA"),
+		NotBefore: now.Add(-time.Minute), NotAfter: now.Add(e.cfg.RootLifetime), PublicKey: rootSigner.Public(),
+		KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign, BasicConstraintsValid: true, IsCA: true, MaxPathLen: 1}
+	rootDER, err := pqx509.CreateCertificate(ctx, rootTmpl, nil, rootSigner)
+	if err != nil {
+		return fmt.Errorf("root certificate: %w", err)
+	}
+	rootCert, err := pqx509.ParseCertificate(rootDER)
+	if err != nil {
+		return err
+	}
+	rootRec.DER, rootRec.CreatedAt = rootDER, now
+	issRec, issSigner, err := e.newIssuerKey(ctx, issName, issAlg, 1)
+	if err != nil {
+		return fmt.Errorf("issuing key: %w", err)
+	}
+	issDER, err := e.signIntermediate(ctx, issName, issSigner.Public(), rootCert, rootSigner, 1)
+	if err != nil {
+		return err
+	}
+	issRec.DER, issRec.Parent, issRec.Default, issRec.CreatedAt = issDER, rootName, def, now
+	for _, r := range []issuerRecord{rootRec, issRec} {
+		b, _ := json.Marshal(r)
+		if _, err := e.st.Put(ctx, issuerPrefix+r.Name, b, host.PutOptions{Check: true}); err != nil {
+			if errors.Is(err, host.ErrVersionConflict) {
+				return nil // another replica initialized the CA meanwhile; load its
+			}
+			return fmt.Errorf("store issuer %s: %w", r.Name, err)
+		}
+	}
+	return e.emit(ctx, host.Event{Action: "ca.init", Target: "issuer/" + issName, Outcome: "success",
+		Fields: map[string]string{"root": rootName, "root_algorithm": rootAlg, "algorithm": issAlg}})
+}
+
+func (e *Engine) signIntermediate(ctx context.Context, name string, pub pqx509.PublicKey, parent *pqx509.Certificate,
+	parentSigner pqx509.Signer, gen int) ([]byte, error) {
+	now, err := e.trustedNow(ctx)
+	if err != nil {
+		return nil, err
+	}
+	serial, err := newSerialInt(e.rand)
+	if err != nil {
+		return nil, err
+	}
+	notAfter := now.Add(e.cfg.IntermediateLifetime)
+	if notAfter.After(parent.NotAfter) {
+		notAfter = parent.NotAfter
+	}
+	t := &pqx509.Template{SerialNumber: serial, Subject: e.name(fmt.Sprintf("%s %s CA %d", e.cfg.Organization, name, gen)),
+		NotBefore: now.Add(-time.Minute), NotAfter: notAfter, PublicKey: pub,
+		KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign, BasicConstraintsValid: true, IsCA: true, MaxPathLen: 0, MaxPathLenZero: true,
+		PermittedDNSDomains: e.cfg.PermittedDNSDomains}
+	if e.cfg.CRLURL != "" {
+		t.CRLDistributionPoints = []string{e.cfg.CRLURL}
+	}
+	der, err := pqx509.CreateCertificate(ctx, t, parent, parentSigner)
+	if err != nil {
+		return nil, fmt.Errorf("issuing certificate %s: %w", name, err)
+	}
+	return der, nil
+}
+
+func newSerialInt(r io.Reader) (*big.Int, error) {
+	s, err := newSerial(r)
+	if err != nil {
+		return nil, err
+	}
+	n, _ := new(big.Int).SetString(s, 16)
+	return n, nil
+}
+
+// trustedNow is calibrated time to the second; without a fresh calibration
+// nothing time-dependent is signed.
+func (e *Engine) trustedNow(ctx context.Context) (time.Time, error) {
+	t, err := e.now(ctx)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("no trusted time, refusing to sign: %w", err)
+	}
+	return t.UTC().Truncate(time.Second), nil
+}
+
+func (e *Engine) emit(ctx context.Context, ev host.Event) error {
+	if e.audit == nil {
+		return nil
+	}
+	return e.audit(ctx, ev)
+}
+
+// issuerFor returns the named issuer, or the profile's default.
+func (e *Engine) issuerFor(name string, p *Profile, keyAlg string) (*issuer, error) {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	if name == "" {
+		name = p.Issuer
+		// A classical key is issued by the classical issuer when there
+		// is one, so TLS clients without ML-DSA can verify its chain.
+		if !strings.HasPrefix(keyAlg, "ML-DSA") && !strings.HasPrefix(keyAlg, "SLH-DSA") {
+			if _, ok := e.issuers["classical"]; ok {
+				name = "classical"
+			}
+		}
+		for _, is := range e.issuers {
+			if is.rec.Default && name == "issuing" {
+				name = is.rec.Name
+			}
+		}
+	}
+	is, ok := e.issuers[name]
+	if !ok || is.rec.Parent == "" {
+		return nil, fmt.Errorf("issuer %q: %w", name, sdkca.ErrUnknownIssuer)
+	}
+	return is, nil
+}
+
+// Issue signs a certificate for a CSR (or a bare public key) under a
+// profile.
+func (e *Engine) Issue(ctx context.Context, req *sdkca.IssueRequest) (*sdkca.IssueResponse, error) {
+	p, ok := e.profiles[req.Profile]
+	if !ok {
+		return nil, fmt.Errorf("profile %q (known: %s): %w", req.Profile, strings.Join(e.profileNames(), ", "), sdkca.ErrUnknownProfile)
+	}
+	names := Names{CommonName: req.CommonName, DNS: req.DNSNames}
+	for _, s := range req.IPAddresses {
+		ip := net.ParseIP(s)
+		if ip == nil {
+			return nil, &PolicyError{Profile: p.Name, Reason: fmt.Sprintf("IP address %q is not an IP address", s)}
+		}
+		names.IPs = append(names.IPs, ip)
+	}
+	for _, s := range req.URIs {
+		u, err := url.Parse(s)
+		if err != nil || u.Scheme == "" {
+			return nil, &PolicyError{Profile: p.Name, Reason: fmt.Sprintf("URI %q is not an absolute URI", s)}
+		}
+		names.URIs = append(names.URIs, u)
+	}
+	var pub pqx509.PublicKey
+	switch {
+	case len(req.CSR) > 0:
+		csr, err := pqx509.ParseCSR(req.CSR)
+		if err != nil {
+			return nil, fmt.Errorf("%v: %w", err, sdkca.ErrBadCSR)
+		}
+		if csr.RequestsCA {
+			return nil, &PolicyError{Profile: p.Name, Reason: "the CSR requests a CA certificate (cA=TRUE)"}
+		}
+		if err := csr.Validate(pqx509.DefaultVerifier); err != nil {
+			return nil, fmt.Errorf("CSR: %v: %w", err, sdkca.ErrBadCSR)
+		}
+		pub = csr.PublicKey
+		// Names come from the CSR unless the request names them: then
+		// the CSR must not ask for more.
+		if len(req.DNSNames)+len(req.IPAddresses)+len(req.URIs) == 0 {
+			names.DNS, names.IPs, names.URIs, names.Emails = csr.DNSNames, csr.IPAddresses, csr.URIs, csr.EmailAddresses
+		} else if extra := beyond(csr, names); extra != "" {
+			return nil, &PolicyError{Profile: p.Name, Reason: "the CSR asks for names the request does not: " + extra}
+		}
+		if names.CommonName == "" {
+			names.CommonName = csr.Subject.CommonName
+		}
+	case len(req.PublicKey) > 0:
+		pub = pqx509.PublicKey{Algorithm: req.PublicKeyAlgorithm, Raw: req.PublicKey}
+		if _, err := pqx509.MarshalSPKI(pub); err != nil {
+			return nil, fmt.Errorf("public key: %v: %w", err, sdkca.ErrBadCSR)
+		}
+	default:
+		return nil, fmt.Errorf("neither a CSR nor a public key: %w", sdkca.ErrBadCSR)
+	}
+	lifetime, err := p.Check(names, pub.Algorithm, req.Lifetime)
+	if err != nil {
+		return nil, err
+	}
+	is, err := e.issuerFor(req.Issuer, p, pub.Algorithm)
+	if err != nil {
+		return nil, err
+	}
+	now, err := e.trustedNow(ctx)
+	if err != nil {
+		return nil, err
+	}
+	notAfter := now.Add(lifetime)
+	if notAfter.After(is.cert.NotAfter) {
+		notAfter = is.cert.NotAfter // never outlive the issuer
+	}
+	rec, version, err := reserveSerial(ctx, e.st, e.rand, Record{Issuer: is.rec.Name, Profile: p.Name, Subject: names.CommonName,
+		SANs: sanStrings(names), KeyAlg: pub.Algorithm, NotBefore: now.Add(-time.Minute), NotAfter: notAfter, IssuedAt: now})
+	if err != nil {
+		return nil, err
+	}
+	serial, _ := new(big.Int).SetString(rec.Serial, 16)
+	t := &pqx509.Template{SerialNumber: serial, Subject: pkix.Name{CommonName: names.CommonName}, NotBefore: rec.NotBefore, NotAfter: notAfter,
+		PublicKey: pub, KeyUsage: p.KeyUsage, ExtKeyUsage: p.ExtKeyUsage, BasicConstraintsValid: true,
+		DNSNames: names.DNS, IPAddresses: names.IPs, URIs: names.URIs, EmailAddresses: names.Emails}
+	if e.cfg.CRLURL != "" {
+		t.CRLDistributionPoints = []string{e.cfg.CRLURL}
+	}
+	if e.cfg.OCSPURL != "" {
+		t.OCSPServer = []string{e.cfg.OCSPURL}
+	}
+	der, err := pqx509.CreateCertificate(ctx, t, is.cert, is.signer)
+	if err != nil {
+		_ = e.st.Delete(ctx, certPrefix+rec.Serial, host.DeleteOptions{Check: true, Version: version})
+		return nil, fmt.Errorf("issue: %w", err)
+	}
+	rec.DER, rec.Status = der, string(sdkca.StatusGood)
+	b, _ := json.Marshal(rec)
+	if _, err := e.st.Put(ctx, certPrefix+rec.Serial, b, host.PutOptions{Check: true, Version: version}); err != nil {
+		return nil, fmt.Errorf("store certificate %s: %w", rec.Serial, err)
+	}
+	if err := e.emit(ctx, host.Event{Action: "ca.issue", Target: "cert/" + rec.Serial, Outcome: "success",
+		Fields: map[string]string{"profile": p.Name, "issuer": is.rec.Name, "subject": names.CommonName}}); err != nil {
+		return nil, fmt.Errorf("audit: %w", err) // not on record: not handed out
+	}
+	return &sdkca.IssueResponse{Certificate: der, Chain: is.chain, Serial: rec.Serial, NotBefore: rec.NotBefore, NotAfter: notAfter}, nil
+}
+
+// beyond names what the CSR asks for that names does not include.
+func beyond(csr *pqx509.CSR, n Names) string {
+	want := map[string]bool{}
+	for _, s := range sanStrings(n) {
+		want[s] = true
+	}
+	var extra []string
+	for _, s := range sanStrings(Names{DNS: csr.DNSNames, IPs: csr.IPAddresses, URIs: csr.URIs, Emails: csr.EmailAddresses}) {
+		if !want[s] {
+			extra = append(extra, s)
+		}
+	}
+	return strings.Join(extra, ", ")
+}
+
+func sanStrings(n Names) []string {
+	var out []string
+	for _, d := range n.DNS {
+		out = append(out, "dns:"+d)
+	}
+	for _, ip := range n.IPs {
+		out = append(out, "ip:"+ip.String())
+	}
+	for _, u := range n.URIs {
+		out = append(out, "uri:"+u.String())
+	}
+	for _, m := range n.Emails {
+		out = append(out, "email:"+m)
+	}
+	return out
+}
+
+func (e *Engine) profileNames() []string {
+	var out []string
+	for n := range e.profiles {
+		out = append(out, n)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Revoke marks a certificate revoked with an RFC 5280 reason.
+func (e *Engine) Revoke(ctx context.Context, req *sdkca.RevokeRequest) (*sdkca.RevokeResponse, error) {
+	if req.Reason < 0 || req.Reason > 10 || req.Reason == 7 {
+		return nil, fmt.Errorf("revocation reason %d is not an RFC 5280 CRLReason: %w", req.Reason, sdkca.ErrPolicyViolation)
+	}
+	rec, version, err := e.getRecord(ctx, req.Serial)
+	if err != nil {
+		return nil, err
+	}
+	if rec.Status == string(sdkca.StatusRevoked) {
+		return nil, fmt.Errorf("serial %s revoked at %s: %w", rec.Serial, rec.RevokedAt.Format(time.RFC3339), sdkca.ErrAlreadyRevoked)
+	}
+	at := req.Time
+	if at.IsZero() {
+		if at, err = e.trustedNow(ctx); err != nil {
+			return nil, err
+		}
+	}
+	rec.Status, rec.RevokedAt, rec.Reason = string(sdkca.StatusRevoked), at.UTC().Truncate(time.Second), req.Reason
+	b, _ := json.Marshal(rec)
+	if _, err := e.st.Put(ctx, certPrefix+rec.Serial, b, host.PutOptions{Check: true, Version: version}); err != nil {
+		if errors.Is(err, host.ErrVersionConflict) {
+			return nil, fmt.Errorf("serial %s changed meanwhile: %w", rec.Serial, sdkca.ErrAlreadyRevoked)
+		}
+		return nil, err
+	}
+	if _, err := e.st.Put(ctx, revokedPrefix+rec.Issuer+"/"+rec.Serial, []byte(rec.Serial), host.PutOptions{}); err != nil {
+		return nil, fmt.Errorf("revocation index: %w", err)
+	}
+	_ = e.st.Delete(ctx, crlPrefix+rec.Issuer, host.DeleteOptions{}) // the cached CRL is stale now
+	if err := e.emit(ctx, host.Event{Action: "ca.revoke", Target: "cert/" + rec.Serial, Outcome: "success",
+		Fields: map[string]string{"issuer": rec.Issuer, "reason": fmt.Sprint(req.Reason)}}); err != nil {
+		return nil, fmt.Errorf("audit: %w", err)
+	}
+	return &sdkca.RevokeResponse{}, nil
+}
+
+func (e *Engine) getRecord(ctx context.Context, serial string) (Record, int64, error) {
+	return getRecord(ctx, e.st, serial)
+}
+
+// GetCertificate returns a certificate and its status.
+func (e *Engine) GetCertificate(ctx context.Context, req *sdkca.GetCertificateRequest) (*sdkca.GetCertificateResponse, error) {
+	rec, _, err := e.getRecord(ctx, req.Serial)
+	if err != nil {
+		return nil, err
+	}
+	return &sdkca.GetCertificateResponse{Certificate: rec.DER, Status: sdkca.Status(rec.Status), RevokedAt: rec.RevokedAt, RevocationReason: rec.Reason}, nil
+}
+
+// ListIssuers returns the issuers.
+func (e *Engine) ListIssuers(ctx context.Context, _ *sdkca.ListIssuersRequest) (*sdkca.ListIssuersResponse, error) {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	var out []sdkca.Issuer
+	for _, is := range e.issuers {
+		out = append(out, sdkca.Issuer{Name: is.rec.Name, Algorithm: is.rec.Algorithm, Certificate: is.rec.DER, Default: is.rec.Default})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return &sdkca.ListIssuersResponse{Issuers: out}, nil
+}
+
+// keyHash is SHA-256 of a key, for cache keys and OCSP responder ids.
+func keyHash(b []byte) []byte { s := sha256.Sum256(b); return s[:] }

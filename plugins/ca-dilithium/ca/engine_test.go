@@ -1,0 +1,307 @@
+package ca
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"errors"
+	"fmt"
+	"math/big"
+	"net/url"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cloudflare/circl/sign/mldsa/mldsa65"
+
+	"github.com/avonzt/avon/internal/pqx509"
+	"github.com/avonzt/avon/plugins/kms-soft/keystore"
+	sdkca "github.com/avonzt/avon/sdk/ca"
+	"github.com/avonzt/avon/sdk/kms"
+	"github.com/avonzt/avon/sdk/plugintest"
+)
+
+var bg = context.Background()
+
+// setup is a CA on an in-process kms-soft keystore and an in-memory host.
+type setup struct {
+	eng  *Engine
+	host *plugintest.MemHost
+	kms  kms.KMS
+	now  time.Time
+}
+
+func newSetup(t testing.TB, cfg Config) *setup {
+	t.Helper()
+	ks, err := keystore.Open(keystore.Options{Path: filepath.Join(t.TempDir(), "ks.avks"), Passphrase: []byte("correct horse battery"),
+		Rand: rand.Reader, KDF: keystore.TestKDF, AllowWeakKDF: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &setup{kms: ks, now: time.Date(2026, 12, 2, 9, 0, 0, 0, time.UTC)}
+	s.host = plugintest.NewHost(plugintest.WithNow(func() time.Time { return s.now }))
+	if cfg.RootAlgorithm == "" {
+		cfg = Config{Organization: "AVON Test", RootAlgorithm: "ML-DSA-87", IssuingAlgorithm: "ML-DSA-65",
+			RootLifetime: 10 * 365 * 24 * time.Hour, IntermediateLifetime: 5 * 365 * 24 * time.Hour, CRLLifetime: 24 * time.Hour,
+			CRLURL: "https://ca.example/crl", OCSPURL: "https://ca.example/ocsp"}
+	}
+	s.eng = New(cfg, ks, nil, s.host.Storage(), rand.Reader, func(context.Context) (time.Time, error) { return s.now, nil },
+		s.host.Audit)
+	if err := s.eng.Init(bg); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+type mldsaSigner struct {
+	sk  *mldsa65.PrivateKey
+	pub pqx509.PublicKey
+}
+
+func newAgentKey(t testing.TB) *mldsaSigner {
+	pk, sk, err := mldsa65.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := pk.MarshalBinary()
+	return &mldsaSigner{sk: sk, pub: pqx509.PublicKey{Algorithm: "ML-DSA-65", Raw: b}}
+}
+
+func (s *mldsaSigner) Public() pqx509.PublicKey { return s.pub }
+func (s *mldsaSigner) Sign(_ context.Context, msg []byte) ([]byte, error) {
+	sig := make([]byte, mldsa65.SignatureSize)
+	return sig, mldsa65.SignTo(s.sk, msg, nil, true, sig)
+}
+
+func agentCSR(t testing.TB, k pqx509.Signer, uris ...string) []byte {
+	t.Helper()
+	var us []*url.URL
+	for _, u := range uris {
+		pu, _ := url.Parse(u)
+		us = append(us, pu)
+	}
+	der, err := pqx509.CreateCSR(bg, pqx509.CSRTemplate{Subject: pkix.Name{CommonName: "laptop-7"}, URIs: us}, k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return der
+}
+
+func (s *setup) roots(t testing.TB) (roots, inters []*pqx509.Certificate) {
+	t.Helper()
+	resp, err := s.eng.ListIssuers(bg, &sdkca.ListIssuersRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, is := range resp.Issuers {
+		c, err := pqx509.ParseCertificate(is.Certificate)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(is.Name, "root") {
+			roots = append(roots, c)
+		} else {
+			inters = append(inters, c)
+		}
+	}
+	return roots, inters
+}
+
+func TestHierarchyAndIssue(t *testing.T) {
+	s := newSetup(t, Config{})
+	roots, inters := s.roots(t)
+	if len(roots) != 1 || len(inters) != 1 || roots[0].PublicKey.Algorithm != "ML-DSA-87" || inters[0].PublicKey.Algorithm != "ML-DSA-65" {
+		t.Fatalf("hierarchy: %d roots %d intermediates", len(roots), len(inters))
+	}
+	if !inters[0].IsCA || inters[0].MaxPathLen != 0 || !inters[0].MaxPathLenZero {
+		t.Fatalf("intermediate constraints: cA %v pathLen %d", inters[0].IsCA, inters[0].MaxPathLen)
+	}
+	key := newAgentKey(t)
+	resp, err := s.eng.Issue(bg, &sdkca.IssueRequest{CSR: agentCSR(t, key, "avon://agent/laptop-7"), Profile: "agent"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := pqx509.ParseCertificate(resp.Certificate)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !leaf.PublicKey.Equal(key.pub) || leaf.Subject.CommonName != "laptop-7" || len(leaf.URIs) != 1 ||
+		leaf.URIs[0].String() != "avon://agent/laptop-7" || leaf.IsCA || leaf.SerialNumber.BitLen() < 120 {
+		t.Fatalf("leaf %+v", leaf)
+	}
+	if got := leaf.NotAfter.Sub(leaf.NotBefore); got < 30*24*time.Hour || got > 30*24*time.Hour+2*time.Minute {
+		t.Fatalf("agent lifetime %s", got)
+	}
+	if len(resp.Chain) != 1 {
+		t.Fatalf("chain of %d", len(resp.Chain))
+	}
+	chains, err := pqx509.Verify(leaf, pqx509.VerifyOptions{Roots: roots, Intermediates: inters, CurrentTime: s.now,
+		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
+	if err != nil || len(chains) != 1 || len(chains[0]) != 3 {
+		t.Fatalf("verify: %v %d", err, len(chains))
+	}
+	got, err := s.eng.GetCertificate(bg, &sdkca.GetCertificateRequest{Serial: resp.Serial})
+	if err != nil || got.Status != sdkca.StatusGood || string(got.Certificate) != string(resp.Certificate) {
+		t.Fatalf("get: %v %v", got.Status, err)
+	}
+	var actions []string
+	for _, ev := range s.host.Events() {
+		actions = append(actions, ev.Action)
+	}
+	if a := strings.Join(actions, ","); a != "ca.init,ca.issue" {
+		t.Fatalf("audit events %s", a)
+	}
+	// A second engine over the same storage loads the hierarchy, not a new one.
+	eng2 := New(s.eng.cfg, s.kms, nil, s.host.Storage(), rand.Reader, s.eng.now, s.host.Audit)
+	if err := eng2.Init(bg); err != nil {
+		t.Fatal(err)
+	}
+	r2, _ := eng2.ListIssuers(bg, nil)
+	r1, _ := s.eng.ListIssuers(bg, nil)
+	if len(r2.Issuers) != 2 || string(r2.Issuers[0].Certificate) != string(r1.Issuers[0].Certificate) {
+		t.Fatal("a restarted CA made a new hierarchy")
+	}
+}
+
+func TestIssueRefusals(t *testing.T) {
+	s := newSetup(t, Config{})
+	key := newAgentKey(t)
+	good := agentCSR(t, key, "avon://agent/a1")
+	badSig := append([]byte(nil), good...)
+	badSig[len(badSig)-10] ^= 1
+	cases := []struct {
+		name string
+		req  *sdkca.IssueRequest
+		want error
+		msg  string
+	}{
+		{"bad signature", &sdkca.IssueRequest{CSR: badSig, Profile: "agent"}, sdkca.ErrBadCSR, "signature"},
+		{"garbage", &sdkca.IssueRequest{CSR: []byte{0x30, 0x03, 0x02, 0x01, 0x01}, Profile: "agent"}, sdkca.ErrBadCSR, ""},
+		{"unknown profile", &sdkca.IssueRequest{CSR: good, Profile: "superuser"}, sdkca.ErrUnknownProfile, "agent, client, gateway, server"},
+		{"extra SAN", &sdkca.IssueRequest{CSR: agentCSR(t, key, "avon://agent/a1", "avon://agent/a2"), Profile: "agent"}, sdkca.ErrPolicyViolation, "at most 1"},
+		{"SAN outside the pattern", &sdkca.IssueRequest{CSR: agentCSR(t, key, "https://evil.example"), Profile: "agent"}, sdkca.ErrPolicyViolation, "does not match"},
+		{"CSR asks beyond the request", &sdkca.IssueRequest{CSR: agentCSR(t, key, "avon://agent/a9"), URIs: []string{"avon://agent/a1"}, Profile: "agent"},
+			sdkca.ErrPolicyViolation, "avon://agent/a9"},
+		{"lifetime", &sdkca.IssueRequest{CSR: good, Profile: "agent", Lifetime: 365 * 24 * time.Hour}, sdkca.ErrPolicyViolation, "exceeds"},
+		{"no key", &sdkca.IssueRequest{Profile: "agent"}, sdkca.ErrBadCSR, ""},
+		{"wrong-length raw key", &sdkca.IssueRequest{PublicKey: make([]byte, 100), PublicKeyAlgorithm: "ML-DSA-65", Profile: "agent",
+			URIs: []string{"avon://agent/a1"}}, sdkca.ErrBadCSR, ""},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := s.eng.Issue(bg, c.req)
+			if !errors.Is(err, c.want) || !strings.Contains(err.Error(), c.msg) {
+				t.Fatalf("got %v, want %v containing %q", err, c.want, c.msg)
+			}
+		})
+	}
+	// Nothing was signed: no certificate records, no issue events.
+	es, _ := s.host.Storage().List(bg, hostList(certPrefix))
+	if len(es) != 0 {
+		t.Fatalf("%d certificate records after refusals", len(es))
+	}
+}
+
+func TestRevokeAndCRL(t *testing.T) {
+	s := newSetup(t, Config{})
+	_, inters := s.roots(t)
+	var serials []string
+	for i := 0; i < 3; i++ {
+		resp, err := s.eng.Issue(bg, &sdkca.IssueRequest{CSR: agentCSR(t, newAgentKey(t), fmt.Sprintf("avon://agent/a%d", i)), Profile: "agent"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		serials = append(serials, resp.Serial)
+	}
+	if _, err := s.eng.Revoke(bg, &sdkca.RevokeRequest{Serial: serials[1], Reason: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.eng.Revoke(bg, &sdkca.RevokeRequest{Serial: serials[1], Reason: 1}); !errors.Is(err, sdkca.ErrAlreadyRevoked) {
+		t.Fatalf("revoke twice: %v", err)
+	}
+	if _, err := s.eng.Revoke(bg, &sdkca.RevokeRequest{Serial: "00ff", Reason: 1}); !errors.Is(err, sdkca.ErrCertificateNotFound) {
+		t.Fatalf("unknown serial: %v", err)
+	}
+	if _, err := s.eng.Revoke(bg, &sdkca.RevokeRequest{Serial: serials[0], Reason: 7}); !errors.Is(err, sdkca.ErrPolicyViolation) {
+		t.Fatalf("reason 7: %v", err)
+	}
+	crlResp, err := s.eng.CRL(bg, &sdkca.CRLRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	crl, err := pqx509.ParseCRL(crlResp.CRL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := crl.CheckSignatureFrom(inters[0], pqx509.DefaultVerifier); err != nil {
+		t.Fatalf("CRL signature: %v", err)
+	}
+	want, _ := new(big.Int).SetString(serials[1], 16)
+	if len(crl.Revoked) != 1 || crl.Revoked[0].SerialNumber.Cmp(want) != 0 || crl.Revoked[0].ReasonCode != 1 {
+		t.Fatalf("CRL entries %+v", crl.Revoked)
+	}
+	if !crl.NextUpdate.Equal(s.now.Add(24 * time.Hour)) {
+		t.Fatalf("nextUpdate %s", crl.NextUpdate)
+	}
+	// A cached CRL is served until half its life; a new revocation remakes it with a higher number.
+	again, _ := s.eng.CRL(bg, &sdkca.CRLRequest{})
+	if string(again.CRL) != string(crlResp.CRL) {
+		t.Fatal("CRL not cached")
+	}
+	if _, err := s.eng.Revoke(bg, &sdkca.RevokeRequest{Serial: serials[2], Reason: 4}); err != nil {
+		t.Fatal(err)
+	}
+	third, _ := s.eng.CRL(bg, &sdkca.CRLRequest{})
+	crl2, _ := pqx509.ParseCRL(third.CRL)
+	if len(crl2.Revoked) != 2 || crl2.Number.Cmp(crl.Number) <= 0 {
+		t.Fatalf("CRL after a second revocation: %d entries, number %s after %s", len(crl2.Revoked), crl2.Number, crl.Number)
+	}
+}
+
+func TestConcurrentIssueUniqueSerials(t *testing.T) {
+	s := newSetup(t, Config{})
+	key := newAgentKey(t)
+	csr := agentCSR(t, key, "avon://agent/a1")
+	var mu sync.Mutex
+	seen := map[string]bool{}
+	var wg sync.WaitGroup
+	for i := 0; i < 24; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, err := s.eng.Issue(bg, &sdkca.IssueRequest{CSR: csr, Profile: "agent"})
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			mu.Lock()
+			if seen[resp.Serial] {
+				t.Errorf("serial %s issued twice", resp.Serial)
+			}
+			seen[resp.Serial] = true
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	if len(seen) != 24 {
+		t.Fatalf("%d distinct serials", len(seen))
+	}
+}
+
+func BenchmarkIssue(b *testing.B) {
+	s := newSetup(b, Config{})
+	csr := agentCSR(b, newAgentKey(b), "avon://agent/bench")
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, err := s.eng.Issue(bg, &sdkca.IssueRequest{CSR: csr, Profile: "agent"}); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "certs/s")
+}
