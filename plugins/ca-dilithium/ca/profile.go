@@ -50,7 +50,7 @@ func DefaultProfiles() map[string]*Profile {
 			URIPattern: agentURIRE, MaxSANs: 1, Lifetime: 30 * day, MaxLifetime: 90 * day, Issuer: "issuing"},
 		"gateway": {Name: "gateway", KeyUsage: x509.KeyUsageDigitalSignature,
 			ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-			Algorithms: pqSig, AllowDNS: true, AllowIP: true, AllowURI: true, RequireSAN: true, URIPattern: gatewayURIRE,
+			Algorithms:  pqSig, AllowDNS: true, AllowIP: true, AllowURI: true, RequireSAN: true, URIPattern: gatewayURIRE,
 			MaxSANs: 16, Lifetime: 90 * day, MaxLifetime: 397 * day, Issuer: "issuing"},
 		"server": {Name: "server", KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 			Algorithms: append(append([]string{}, pqSig...), "ECDSA-P256", "ECDSA-P384", "Ed25519"), AllowDNS: true, AllowIP: true,
