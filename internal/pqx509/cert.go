@@ -168,8 +168,9 @@ func assembleSigned(tbs []byte, sigName string, sig []byte) ([]byte, error) {
 }
 
 func buildTBS(t *Template, parent *Certificate, signerKey PublicKey) ([]byte, string, error) {
-	if err := checkSerial(t.SerialNumber); err != nil {
-		return nil, "", err
+	// A bad serial, like every other profile rule, is Lint's to report.
+	if t.SerialNumber == nil {
+		return nil, "", fmt.Errorf("no serial number: %w", ErrInvalidTemplate)
 	}
 	if err := t.PublicKey.check(); err != nil {
 		return nil, "", err
@@ -203,26 +204,40 @@ func buildTBS(t *Template, parent *Certificate, signerKey PublicKey) ([]byte, st
 	if err != nil {
 		return nil, "", err
 	}
+	spki, err := MarshalSPKI(t.PublicKey)
+	if err != nil {
+		return nil, "", err
+	}
+	var alg cryptobyte.Builder
+	addSigAlg(&alg, sigName)
+	tbs, err := encodeTBS(3, t.SerialNumber, alg.BytesOrPanic(), issuer, t.NotBefore, t.NotAfter, subject, spki, exts)
+	return tbs, sigName, err
+}
+
+// encodeTBS writes a TBSCertificate from encoded parts, without checks:
+// the callers check, and Lint judges the result.
+func encodeTBS(version int, serial *big.Int, sigAlg, issuer []byte, notBefore, notAfter time.Time, subject, spki []byte, exts []pkix.Extension) ([]byte, error) {
 	var b cryptobyte.Builder
 	b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
-		b.AddASN1(cbasn1.Tag(0).ContextSpecific().Constructed(), func(b *cryptobyte.Builder) { b.AddASN1Int64(2) })
-		b.AddASN1BigInt(t.SerialNumber)
-		addSigAlg(b, sigName)
+		if version != 1 {
+			b.AddASN1(cbasn1.Tag(0).ContextSpecific().Constructed(), func(b *cryptobyte.Builder) { b.AddASN1Int64(int64(version - 1)) })
+		}
+		b.AddASN1BigInt(serial)
+		b.AddBytes(sigAlg)
 		b.AddBytes(issuer)
 		b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
-			addTime(b, t.NotBefore)
-			addTime(b, t.NotAfter)
+			addTime(b, notBefore)
+			addTime(b, notAfter)
 		})
 		b.AddBytes(subject)
-		addSPKI(b, t.PublicKey)
+		b.AddBytes(spki)
 		if len(exts) > 0 {
 			b.AddASN1(cbasn1.Tag(3).ContextSpecific().Constructed(), func(b *cryptobyte.Builder) {
 				b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) { addExtensions(b, exts) })
 			})
 		}
 	})
-	tbs, err := build(&b)
-	return tbs, sigName, err
+	return build(&b)
 }
 
 func templateExtensions(t *Template, aki []byte) ([]pkix.Extension, error) {
