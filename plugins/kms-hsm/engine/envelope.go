@@ -67,7 +67,7 @@ func (e *Engine) Encrypt(ctx context.Context, req *kms.EncryptRequest) (*kms.Enc
 	}
 	ct, err := e.sealInToken(ctx, keyObject(v.Object, objectClass(r.Algorithm)), out[5:envelopeHeader], req.Plaintext, envelopeAAD(req.ID, v.Version, req.AAD))
 	if err != nil {
-		return nil, tokenErr(fmt.Sprintf("encrypt with key %q version %d", req.ID, v.Version), err)
+		return nil, e.raced(ctx, r.ID, v.Version, tokenErr(fmt.Sprintf("encrypt with key %q version %d", req.ID, v.Version), err))
 	}
 	return &kms.EncryptResponse{Ciphertext: append(out, ct...), Version: v.Version}, nil
 }
@@ -109,7 +109,7 @@ func (e *Engine) Decrypt(ctx context.Context, req *kms.DecryptRequest) (*kms.Dec
 		return nil, fmt.Errorf("decrypt with key %q version %d: %w", req.ID, v.Version, kms.ErrInvalidCiphertext)
 	}
 	if err != nil {
-		return nil, tokenErr(fmt.Sprintf("decrypt with key %q version %d", req.ID, v.Version), err)
+		return nil, e.raced(ctx, r.ID, v.Version, tokenErr(fmt.Sprintf("decrypt with key %q version %d", req.ID, v.Version), err))
 	}
 	return &kms.DecryptResponse{Plaintext: pt}, nil
 }

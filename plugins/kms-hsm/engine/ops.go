@@ -228,7 +228,7 @@ func (e *Engine) Sign(ctx context.Context, req *kms.SignRequest) (*kms.SignRespo
 	var sig []byte
 	if tokenResident(r.Algorithm) {
 		if sig, err = e.signInToken(ctx, r.Algorithm, v.Object, req.Message); err != nil {
-			return nil, tokenErr(fmt.Sprintf("sign with key %q version %d", req.ID, v.Version), err)
+			return nil, e.raced(ctx, r.ID, v.Version, tokenErr(fmt.Sprintf("sign with key %q version %d", req.ID, v.Version), err))
 		}
 		return &kms.SignResponse{Signature: sig, Version: v.Version}, nil
 	}
@@ -310,6 +310,19 @@ func (e *Engine) Decapsulate(ctx context.Context, req *kms.DecapsulateRequest) (
 		return nil, fmt.Errorf("decapsulate with key %q version %d: %w", req.ID, v.Version, err)
 	}
 	return &kms.DecapsulateResponse{SharedSecret: ss}, nil
+}
+
+// raced turns the error of an operation whose token object vanished into
+// kms.ErrKeyDestroyed when the version was destroyed meanwhile (the object
+// goes right after the record says so).
+func (e *Engine) raced(ctx context.Context, id string, version int, err error) error {
+	if !errors.Is(err, ErrCorrupt) {
+		return err
+	}
+	if r, _, lerr := e.load(ctx, id); lerr == nil && version <= len(r.Versions) && r.Versions[version-1].State == kms.StateDestroyed {
+		return fmt.Errorf("key %q version %d: destroyed during the operation: %w", id, version, kms.ErrKeyDestroyed)
+	}
+	return err
 }
 
 // mutate applies change to key id's record by compare-and-set, retrying

@@ -2,6 +2,7 @@ package engine_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -128,5 +129,44 @@ func TestParallelSigns(t *testing.T) {
 	close(errs)
 	for err := range errs {
 		t.Error(err)
+	}
+}
+
+// Signing while the key is destroyed: every call either signs or fails with
+// kms.ErrKeyDestroyed, never with an internal or corruption error.
+func TestSignDuringDestroy(t *testing.T) {
+	h := softhsmtest.Require(t)
+	e := open(t, h, plugintest.NewHost())
+	ctx := context.Background()
+	for i := range 10 {
+		a := []kms.Algorithm{kms.ECDSAP256, kms.MLDSA44}[i%2]
+		id := fmt.Sprintf("race-%d", i)
+		if _, err := e.GenerateKey(ctx, &kms.GenerateKeyRequest{ID: id, Algorithm: a}); err != nil {
+			t.Fatal(err)
+		}
+		var wg sync.WaitGroup
+		errs := make(chan error, 4)
+		for range 4 {
+			wg.Go(func() {
+				for range 200 {
+					_, err := e.Sign(ctx, &kms.SignRequest{ID: id, Message: []byte("m")})
+					if err != nil {
+						errs <- err
+						return
+					}
+				}
+				errs <- nil
+			})
+		}
+		if _, err := e.DestroyKey(ctx, &kms.DestroyKeyRequest{ID: id}); err != nil {
+			t.Fatal(err)
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			if err != nil && !errors.Is(err, kms.ErrKeyDestroyed) {
+				t.Errorf("%s: sign during destroy: %v, want kms.ErrKeyDestroyed", a, err)
+			}
+		}
 	}
 }
