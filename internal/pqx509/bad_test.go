@@ -143,13 +143,22 @@ func TestLintRules(t *testing.T) {
 		}
 		return pkix.Extension{Id: oid, Critical: critical, Value: v}
 	}
-	ku := func(k x509.KeyUsage) pkix.Extension { v, err := marshalKeyUsage(k); return ext(oidExtKeyUsage, true, v, err) }
+	ku := func(k x509.KeyUsage) pkix.Extension {
+		v, err := marshalKeyUsage(k)
+		return ext(oidExtKeyUsage, true, v, err)
+	}
 	bc := func(critical, isCA bool, pl int) pkix.Extension {
 		v, err := marshalBasicConstraints(isCA, pl, pl == 0)
 		return ext(oidExtBasicConstraints, critical, v, err)
 	}
-	ski := func() pkix.Extension { v, err := marshalOctets(keyID(pub)); return ext(oidExtSubjectKeyId, false, v, err) }
-	aki := func() pkix.Extension { v, err := marshalAKI([]byte{1, 2, 3}); return ext(oidExtAuthorityKeyId, false, v, err) }
+	ski := func() pkix.Extension {
+		v, err := marshalOctets(keyID(pub))
+		return ext(oidExtSubjectKeyId, false, v, err)
+	}
+	aki := func() pkix.Extension {
+		v, err := marshalAKI([]byte{1, 2, 3})
+		return ext(oidExtAuthorityKeyId, false, v, err)
+	}
 	sanV, _ := marshalSAN([]string{"a.test"}, nil, nil, nil)
 	ncV, _ := marshalNameConstraints([]string{"a.test"}, nil, nil, nil)
 	ekuV, _ := marshalEKU([]x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, nil)
