@@ -71,3 +71,13 @@ plugin "kms" "soft" {
 plugin "pqc" "slhdsa" {
   command = "pqc-slhdsa"
 }
+
+plugin "ca" "dilithium" {
+  # X.509 with ML-DSA (RFC 9881): root ML-DSA-87 and issuing ML-DSA-65,
+  # keys in the software keystore above.
+  command = "ca-dilithium"
+  uses    = { kms = "soft" }
+  config {
+    organization = "AVON"
+  }
+}

@@ -72,7 +72,8 @@ type Attestation struct {
 // *StaleError when there is no fresh calibration, and with ErrNoSigner
 // without a signer.
 func (c *Calibrator) Attest(ctx context.Context, subject string, nonce []byte) (*Attestation, error) {
-	if c.signer == nil {
+	signer := c.currentSigner()
+	if signer == nil {
 		return nil, ErrNoSigner
 	}
 	now, unc, age, err := c.fresh()
@@ -81,8 +82,8 @@ func (c *Calibrator) Attest(ctx context.Context, subject string, nonce []byte) (
 	}
 	att := &Attestation{
 		Version:     AttestationVersion,
-		Algorithm:   c.signer.Algorithm(),
-		KeyID:       c.signer.KeyID(),
+		Algorithm:   signer.Algorithm(),
+		KeyID:       signer.KeyID(),
 		Subject:     subject,
 		Time:        now.UTC(),
 		Uncertainty: unc,
@@ -93,7 +94,7 @@ func (c *Calibrator) Attest(ctx context.Context, subject string, nonce []byte) (
 	if err := att.validateBody(); err != nil {
 		return nil, err
 	}
-	sig, err := c.signer.Sign(ctx, att.SignedMessage())
+	sig, err := signer.Sign(ctx, att.SignedMessage())
 	if err != nil {
 		return nil, fmt.Errorf("sign time attestation: %w", err)
 	}

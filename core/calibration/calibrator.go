@@ -55,7 +55,22 @@ func WithClock(c Clock) Option { return func(cal *Calibrator) { cal.clock = c } 
 
 // WithSigner sets the signer Attest uses; without it Attest fails with
 // ErrNoSigner.
-func WithSigner(s Signer) Option { return func(cal *Calibrator) { cal.signer = s } }
+func WithSigner(s Signer) Option { return func(cal *Calibrator) { cal.signer.Store(&signerBox{s}) } }
+
+// signerBox lets the signer be stored atomically (an interface value).
+type signerBox struct{ s Signer }
+
+// SetSigner sets (or replaces) the signer Attest uses. The core calibrates
+// before its plugins start (they need trusted time to configure) and
+// attaches the KMS-backed signer once the KMS plugin runs.
+func (c *Calibrator) SetSigner(s Signer) { c.signer.Store(&signerBox{s}) }
+
+func (c *Calibrator) currentSigner() Signer {
+	if b := c.signer.Load(); b != nil {
+		return b.s
+	}
+	return nil
+}
 
 // WithLogger sets the logger Run reports failed rounds to.
 func WithLogger(l hclog.Logger) Option { return func(cal *Calibrator) { cal.log = l } }
@@ -66,7 +81,7 @@ func WithLogger(l hclog.Logger) Option { return func(cal *Calibrator) { cal.log 
 type Calibrator struct {
 	cfg    Config
 	clock  Clock
-	signer Signer
+	signer atomic.Pointer[signerBox]
 	log    hclog.Logger
 
 	// roundMu serializes calibration rounds; it is taken before mu.

@@ -29,7 +29,7 @@ import (
 	"github.com/avonzt/avon/sdk/plugintest"
 )
 
-func kmsSoftBlock(t *testing.T) string {
+func kmsSoftBlock(t testing.TB) string {
 	bin := plugintest.Build(t, "github.com/avonzt/avon/plugins/kms-soft")
 	t.Setenv("AVON_TEST_KMS_PASSPHRASE", "correct horse battery staple")
 	return fmt.Sprintf(`

@@ -271,6 +271,27 @@ func (s *Server) start(ctx context.Context, pre *config.Config) error {
 	host, _ := os.Hostname()
 	s.events = events.New(s.cache, fmt.Sprintf("%s/%d", host, os.Getpid()), nil)
 
+	// Calibration before the plugins: they need trusted time to configure
+	// (a CA signs its hierarchy at first start).
+	sources, err := TimeSources(pre.Calibration, s.opts.Rand)
+	if err != nil {
+		return err
+	}
+	cal, err := calibration.New(calibration.Config{MaxAge: pre.Calibration.MaxAge, MaxSkew: pre.Calibration.MaxSkew,
+		Interval: pre.Calibration.Interval, Sources: sources}, calibration.WithLogger(log.Named("calibration")))
+	if err != nil {
+		return fmt.Errorf("calibration: %w", err)
+	}
+	s.mu.Lock()
+	s.calib = cal
+	s.mu.Unlock()
+	if err := cal.Calibrate(ctx); err != nil {
+		// Not fatal: the core starts not ready and keeps trying.
+		log.Warn("first calibration failed; time-dependent requests are refused until one succeeds", "error", err)
+	}
+	s.bg.Add(1)
+	go func() { defer s.bg.Done(); cal.Run(bgCtx) }()
+
 	svc := pluginhost.Services{Rand: s.opts.Rand, Clock: calibratedClock{s}, Store: kv, Audit: s.audit}
 	v, err := validate(ctx, pre, s.opts, HostOptions(pre, log, s.registry, svc))
 	if err != nil {
@@ -287,38 +308,19 @@ func (s *Server) start(ctx context.Context, pre *config.Config) error {
 		return fmt.Errorf("start plugins: %w", err)
 	}
 
-	// Calibration, with attestations signed by a KMS key when there is one.
-	sources, err := TimeSources(s.cfg.Calibration, s.opts.Rand)
-	if err != nil {
-		return err
-	}
-	copts := []calibration.Option{calibration.WithLogger(log.Named("calibration"))}
+	// Attestations are signed by a KMS key once the KMS plugin runs.
 	var gopts []calibration.GuardOption
 	if s.cfg.Calibration.Attestations && s.cfg.Calibration.KMS != "" {
 		ks, err := newKMSSigner(ctx, s.plugins, s.cfg.Calibration.KMS, s.cfg.Calibration.Key, "time-attestation")
 		if err != nil {
 			return err
 		}
-		copts = append(copts, calibration.WithSigner(timeSigner{ks}))
+		s.calib.SetSigner(timeSigner{ks})
 		gopts = append(gopts, calibration.WithVerifier(timeSigner{ks}))
 	} else {
 		log.Warn("time attestations are off (no kms plugin, or calibration { attestations = false })")
 	}
-	cal, err := calibration.New(calibration.Config{MaxAge: s.cfg.Calibration.MaxAge, MaxSkew: s.cfg.Calibration.MaxSkew,
-		Interval: s.cfg.Calibration.Interval, Sources: sources}, copts...)
-	if err != nil {
-		return fmt.Errorf("calibration: %w", err)
-	}
-	s.mu.Lock()
-	s.calib = cal
-	s.mu.Unlock()
-	if err := s.calib.Calibrate(ctx); err != nil {
-		// Not fatal: the core starts not ready and keeps trying.
-		log.Warn("first calibration failed; time-dependent requests are refused until one succeeds", "error", err)
-	}
 	s.guard = calibration.NewGuard(s.calib, gopts...)
-	s.bg.Add(1)
-	go func() { defer s.bg.Done(); s.calib.Run(bgCtx) }()
 
 	// Signed audit checkpoints.
 	if s.cfg.Audit.Checkpoints && s.cfg.Audit.KMS != "" {

@@ -28,7 +28,7 @@ func TestMain(m *testing.M) { plugintest.Main(m) }
 
 const testPluginPkg = "github.com/avonzt/avon/core/pluginhost/testdata/testkms"
 
-func writeConfig(t *testing.T, dir, body string) string {
+func writeConfig(t testing.TB, dir, body string) string {
 	t.Helper()
 	p := filepath.Join(dir, "config.hcl")
 	if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
