@@ -12,12 +12,16 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/cloudflare/circl/sign/mldsa/mldsa65"
 
 	"github.com/avonzt/avon/internal/pqx509"
+	hsmengine "github.com/avonzt/avon/plugins/kms-hsm/engine"
+	"github.com/avonzt/avon/plugins/kms-hsm/softhsmtest"
+	"github.com/avonzt/avon/plugins/kms-hsm/token"
 	"github.com/avonzt/avon/plugins/kms-soft/keystore"
 	sdkca "github.com/avonzt/avon/sdk/ca"
 	"github.com/avonzt/avon/sdk/kms"
@@ -34,13 +38,55 @@ type setup struct {
 	now  time.Time
 }
 
-func newSetup(t testing.TB, cfg Config) *setup {
+func TestMain(m *testing.M) { softhsmtest.Main(m) }
+
+// backends are the KMS plugins the CA suite runs on: every test runs on
+// each, unchanged.
+var backends = []string{"kms-soft", "kms-hsm"}
+
+var tokenSeq atomic.Int32
+
+// newKMS returns an in-process KMS engine of the given backend: the
+// kms-soft keystore in a temp file, or kms-hsm on a fresh SoftHSM2 token.
+func newKMS(t testing.TB, backend string) kms.KMS {
 	t.Helper()
-	ks, err := keystore.Open(keystore.Options{Path: filepath.Join(t.TempDir(), "ks.avks"), Passphrase: []byte("correct horse battery"),
-		Rand: rand.Reader, KDF: keystore.TestKDF, AllowWeakKDF: true})
-	if err != nil {
-		t.Fatal(err)
+	switch backend {
+	case "kms-soft":
+		ks, err := keystore.Open(keystore.Options{Path: filepath.Join(t.TempDir(), "ks.avks"), Passphrase: []byte("correct horse battery"),
+			Rand: rand.Reader, KDF: keystore.TestKDF, AllowWeakKDF: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ks
+	case "kms-hsm":
+		h := softhsmtest.Require(t)
+		label := fmt.Sprintf("ca-%d", tokenSeq.Add(1))
+		h.InitToken(t, label)
+		tok, err := token.Open(bg, token.Options{Module: h.Module, TokenLabel: label, PIN: softhsmtest.PIN})
+		if err != nil {
+			t.Fatal(err)
+		}
+		eng, err := hsmengine.New(bg, hsmengine.Options{Token: tok, Storage: plugintest.NewHost().Storage(), Rand: rand.Reader})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = eng.Close() })
+		return eng
 	}
+	t.Fatalf("unknown backend %s", backend)
+	return nil
+}
+
+// eachBackend runs f as a subtest per KMS backend.
+func eachBackend(t *testing.T, f func(t *testing.T, backend string)) {
+	for _, b := range backends {
+		t.Run(b, func(t *testing.T) { f(t, b) })
+	}
+}
+
+func newSetup(t testing.TB, cfg Config, backend string) *setup {
+	t.Helper()
+	ks := newKMS(t, backend)
 	s := &setup{kms: ks, now: time.Date(2026, 12, 2, 9, 0, 0, 0, time.UTC)}
 	s.host = plugintest.NewHost(plugintest.WithNow(func() time.Time { return s.now }))
 	if cfg.RootAlgorithm == "" {
@@ -110,8 +156,10 @@ func (s *setup) roots(t testing.TB) (roots, inters []*pqx509.Certificate) {
 	return roots, inters
 }
 
-func TestHierarchyAndIssue(t *testing.T) {
-	s := newSetup(t, Config{})
+func TestHierarchyAndIssue(t *testing.T) { eachBackend(t, testHierarchyAndIssue) }
+
+func testHierarchyAndIssue(t *testing.T, backend string) {
+	s := newSetup(t, Config{}, backend)
 	roots, inters := s.roots(t)
 	if len(roots) != 1 || len(inters) != 1 || roots[0].PublicKey.Algorithm != "ML-DSA-87" || inters[0].PublicKey.Algorithm != "ML-DSA-65" {
 		t.Fatalf("hierarchy: %d roots %d intermediates", len(roots), len(inters))
@@ -166,8 +214,10 @@ func TestHierarchyAndIssue(t *testing.T) {
 	}
 }
 
-func TestIssueRefusals(t *testing.T) {
-	s := newSetup(t, Config{})
+func TestIssueRefusals(t *testing.T) { eachBackend(t, testIssueRefusals) }
+
+func testIssueRefusals(t *testing.T, backend string) {
+	s := newSetup(t, Config{}, backend)
 	key := newAgentKey(t)
 	good := agentCSR(t, key, "avon://agent/a1")
 	badSig := append([]byte(nil), good...)
@@ -205,8 +255,10 @@ func TestIssueRefusals(t *testing.T) {
 	}
 }
 
-func TestRevokeAndCRL(t *testing.T) {
-	s := newSetup(t, Config{})
+func TestRevokeAndCRL(t *testing.T) { eachBackend(t, testRevokeAndCRL) }
+
+func testRevokeAndCRL(t *testing.T, backend string) {
+	s := newSetup(t, Config{}, backend)
 	_, inters := s.roots(t)
 	var serials []string
 	for i := 0; i < 3; i++ {
@@ -261,8 +313,10 @@ func TestRevokeAndCRL(t *testing.T) {
 	}
 }
 
-func TestConcurrentIssueUniqueSerials(t *testing.T) {
-	s := newSetup(t, Config{})
+func TestConcurrentIssueUniqueSerials(t *testing.T) { eachBackend(t, testConcurrentIssueUniqueSerials) }
+
+func testConcurrentIssueUniqueSerials(t *testing.T, backend string) {
+	s := newSetup(t, Config{}, backend)
 	key := newAgentKey(t)
 	csr := agentCSR(t, key, "avon://agent/a1")
 	var mu sync.Mutex
@@ -292,7 +346,13 @@ func TestConcurrentIssueUniqueSerials(t *testing.T) {
 }
 
 func BenchmarkIssue(b *testing.B) {
-	s := newSetup(b, Config{})
+	for _, backend := range backends {
+		b.Run(backend, func(b *testing.B) { benchmarkIssue(b, backend) })
+	}
+}
+
+func benchmarkIssue(b *testing.B, backend string) {
+	s := newSetup(b, Config{}, backend)
 	csr := agentCSR(b, newAgentKey(b), "avon://agent/bench")
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
