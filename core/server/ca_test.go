@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"fmt"
+	"io"
 	"net/url"
 	"sync/atomic"
 	"testing"
@@ -104,6 +105,22 @@ api {
 	if err != nil || crl.CheckSignatureFrom(inters[0], pqx509.DefaultVerifier) != nil || len(crl.Revoked) != 1 {
 		t.Fatalf("CRL: %v", err)
 	}
+	// The CRL is served over HTTPS for relying parties.
+	httpResp, err := httpsClient().Get("https://" + s.APIAddr() + "/pki/dilithium/crl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(httpResp.Body)
+	httpResp.Body.Close()
+	served, err := pqx509.ParseCRL(body)
+	if httpResp.StatusCode != 200 || httpResp.Header.Get("Content-Type") != "application/pkix-crl" || err != nil ||
+		served.CheckSignatureFrom(inters[0], pqx509.DefaultVerifier) != nil || len(served.Revoked) != 1 {
+		t.Fatalf("GET /pki/dilithium/crl: %d %s %v", httpResp.StatusCode, httpResp.Header.Get("Content-Type"), err)
+	}
+	if r, err := httpsClient().Get("https://" + s.APIAddr() + "/pki/dilithium/crl/nope"); err != nil || r.StatusCode != 404 {
+		t.Fatalf("unknown issuer: %v %v", r, err)
+	}
+
 	// The issue and the revocation are in the core's audit log.
 	recs, _ := s.audit.List(ctx, 0, 100)
 	var seen []string

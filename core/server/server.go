@@ -442,6 +442,7 @@ func (s *Server) startAPI() error {
 	if err != nil {
 		return err
 	}
+	s.mountPKI(a)
 	if err := a.Start(); err != nil {
 		return err
 	}
