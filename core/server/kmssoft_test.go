@@ -61,7 +61,8 @@ plugin "kms" "soft" {
 	base := "https://" + s.APIAddr()
 	waitFor(t, 15*time.Second, "readyz after kill -9 of kms-soft", func() bool {
 		code, r := readiness(t, c, base)
-		return code == 200 && r.Ready && inst.Status().PID != pid
+		st := inst.Status()
+		return code == 200 && r.Ready && st.PID != pid && st.PID != 0 && st.Restarts >= 1
 	})
 	msg := []byte("signed after the plugin was restarted")
 	sig, err := k.Sign(ctx, &kms.SignRequest{ID: "ca-root", Message: msg})
