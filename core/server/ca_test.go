@@ -1,12 +1,17 @@
 package server
 
 import (
+	"bytes"
 	"context"
+	"crypto"
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/base64"
 	"fmt"
 	"io"
+	"math/big"
+	"net/http"
 	"net/url"
 	"sync/atomic"
 	"testing"
@@ -119,6 +124,31 @@ api {
 	}
 	if r, err := httpsClient().Get("https://" + s.APIAddr() + "/pki/dilithium/crl/nope"); err != nil || r.StatusCode != 404 {
 		t.Fatalf("unknown issuer: %v %v", r, err)
+	}
+
+	// OCSP over HTTP, POST and GET forms: the revoked certificate is revoked.
+	serial, _ := new(big.Int).SetString(resp.Serial, 16)
+	ocspReq, err := pqx509.CreateOCSPRequest(inters[0], []*big.Int{serial}, crypto.SHA256, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, get := range []bool{false, true} {
+		var hr *http.Response
+		if get {
+			hr, err = httpsClient().Get("https://" + s.APIAddr() + "/pki/dilithium/ocsp/" + url.PathEscape(base64.StdEncoding.EncodeToString(ocspReq)))
+		} else {
+			hr, err = httpsClient().Post("https://"+s.APIAddr()+"/pki/dilithium/ocsp", "application/ocsp-request", bytes.NewReader(ocspReq))
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(hr.Body)
+		hr.Body.Close()
+		or, err := pqx509.ParseOCSPResponse(body)
+		if hr.StatusCode != 200 || err != nil || or.CheckSignatureFrom(inters[0], pqx509.DefaultVerifier) != nil ||
+			len(or.Responses) != 1 || or.Responses[0].Status != pqx509.OCSPRevoked {
+			t.Fatalf("OCSP (GET %v): %d %v %+v", get, hr.StatusCode, err, or)
+		}
 	}
 
 	// The issue and the revocation are in the core's audit log.

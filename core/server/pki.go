@@ -2,9 +2,12 @@ package server
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 
@@ -17,8 +20,10 @@ import (
 // mountPKI serves each CA plugin's public revocation data, which relying
 // parties fetch without credentials:
 //
-//	GET /pki/<name>/crl             the default issuer's CRL (DER, application/pkix-crl)
-//	GET /pki/<name>/crl/<issuer>    a named issuer's CRL
+//	GET  /pki/<name>/crl             the default issuer's CRL (DER, application/pkix-crl)
+//	GET  /pki/<name>/crl/<issuer>    a named issuer's CRL
+//	POST /pki/<name>/ocsp            OCSP (RFC 6960 A.1: application/ocsp-request)
+//	GET  /pki/<name>/ocsp/<base64>   OCSP, the request base64 and URL-escaped
 func (s *Server) mountPKI(a *api.Server) {
 	for _, inst := range s.plugins.Instances() {
 		if inst.Spec().Kind != sdkplugin.Kind("ca") {
@@ -28,7 +33,53 @@ func (s *Server) mountPKI(a *api.Server) {
 		h := func(w http.ResponseWriter, r *http.Request) { s.serveCRL(w, r, inst, r.PathValue("issuer")) }
 		a.Handle("GET /pki/"+name+"/crl", http.HandlerFunc(h))
 		a.Handle("GET /pki/"+name+"/crl/{issuer}", http.HandlerFunc(h))
+		a.Handle("POST /pki/"+name+"/ocsp", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if ct := r.Header.Get("Content-Type"); ct != "application/ocsp-request" {
+				http.Error(w, "want Content-Type: application/ocsp-request", http.StatusUnsupportedMediaType)
+				return
+			}
+			body, err := io.ReadAll(io.LimitReader(r.Body, maxOCSPRequest+1))
+			if err != nil || len(body) > maxOCSPRequest {
+				http.Error(w, "OCSP request too large", http.StatusRequestEntityTooLarge)
+				return
+			}
+			s.serveOCSP(w, r, inst, body)
+		}))
+		a.Handle("GET /pki/"+name+"/ocsp/{req...}", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			raw, err := url.PathUnescape(r.PathValue("req"))
+			var body []byte
+			if err == nil {
+				body, err = base64.StdEncoding.DecodeString(raw)
+			}
+			if err != nil || len(body) > maxOCSPRequest {
+				http.Error(w, "the OCSP request is not base64 (RFC 6960 A.1.1)", http.StatusBadRequest)
+				return
+			}
+			s.serveOCSP(w, r, inst, body)
+		}))
 	}
+}
+
+// maxOCSPRequest bounds an OCSP request body.
+const maxOCSPRequest = 16 << 10
+
+func (s *Server) serveOCSP(w http.ResponseWriter, r *http.Request, inst *pluginhost.Instance, req []byte) {
+	responder, ok := inst.CA().(sdkca.OCSPResponder)
+	if !ok {
+		http.Error(w, "this CA has no OCSP responder", http.StatusNotFound)
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
+	defer cancel()
+	resp, err := responder.RespondOCSP(ctx, &sdkca.OCSPRequest{Request: req})
+	if err != nil {
+		s.log.Warn("OCSP request failed", "ca", inst.ID(), "error", err)
+		http.Error(w, "OCSP unavailable", http.StatusServiceUnavailable)
+		return
+	}
+	w.Header().Set("Content-Type", "application/ocsp-response")
+	w.Header().Set("Cache-Control", "no-store") // responses carry the request's nonce
+	_, _ = w.Write(resp.Response)
 }
 
 func (s *Server) serveCRL(w http.ResponseWriter, r *http.Request, inst *pluginhost.Instance, issuer string) {

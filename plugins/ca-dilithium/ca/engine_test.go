@@ -2,6 +2,7 @@ package ca
 
 import (
 	"context"
+	"crypto"
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
@@ -364,4 +365,60 @@ func benchmarkIssue(b *testing.B, backend string) {
 		}
 	})
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "certs/s")
+}
+
+func TestOCSP(t *testing.T) { eachBackend(t, testOCSP) }
+
+func testOCSP(t *testing.T, backend string) {
+	s := newSetup(t, Config{}, backend)
+	_, inters := s.roots(t)
+	var serials []*big.Int
+	for i := 0; i < 2; i++ {
+		resp, err := s.eng.Issue(bg, &sdkca.IssueRequest{CSR: agentCSR(t, newAgentKey(t), fmt.Sprintf("avon://agent/o%d", i)), Profile: "agent"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, _ := new(big.Int).SetString(resp.Serial, 16)
+		serials = append(serials, n)
+	}
+	if _, err := s.eng.Revoke(bg, &sdkca.RevokeRequest{Serial: fmt.Sprintf("%x", serials[1]), Reason: 1}); err != nil {
+		t.Fatal(err)
+	}
+	unknown := new(big.Int).Lsh(big.NewInt(1), 100)
+	nonce := []byte("0123456789abcdef")
+	reqDER, err := pqx509.CreateOCSPRequest(inters[0], []*big.Int{serials[0], serials[1], unknown}, crypto.SHA256, nonce)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := s.eng.RespondOCSP(bg, &sdkca.OCSPRequest{Request: reqDER})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := pqx509.ParseOCSPResponse(out.Response)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.CheckSignatureFrom(inters[0], pqx509.DefaultVerifier); err != nil {
+		t.Fatalf("OCSP signature: %v", err)
+	}
+	if string(r.Nonce) != string(nonce) || len(r.Responses) != 3 {
+		t.Fatalf("nonce %q, %d responses", r.Nonce, len(r.Responses))
+	}
+	want := []pqx509.OCSPCertStatus{pqx509.OCSPGood, pqx509.OCSPRevoked, pqx509.OCSPUnknown}
+	for i, single := range r.Responses {
+		if single.Status != want[i] {
+			t.Errorf("response %d: status %v, want %v", i, single.Status, want[i])
+		}
+	}
+	if r.Responses[1].RevocationReason != 1 || !r.Responses[1].RevokedAt.Equal(s.now) {
+		t.Errorf("revoked entry %+v", r.Responses[1])
+	}
+	// Garbage gets a malformedRequest status, not an error.
+	out, err = s.eng.RespondOCSP(bg, &sdkca.OCSPRequest{Request: []byte{0x30, 0x00}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r, err := pqx509.ParseOCSPResponse(out.Response); err != nil || r.Status != pqx509.OCSPMalformedRequest {
+		t.Fatalf("malformed request: %+v %v", r, err)
+	}
 }

@@ -229,3 +229,12 @@ func (p *Plugin) CRL(ctx context.Context, req *sdkca.CRLRequest) (*sdkca.CRLResp
 	}
 	return e.CRL(ctx, req)
 }
+
+// RespondOCSP implements sdkca.OCSPResponder.
+func (p *Plugin) RespondOCSP(ctx context.Context, req *sdkca.OCSPRequest) (*sdkca.OCSPResponse, error) {
+	e, err := p.ready()
+	if err != nil {
+		return nil, err
+	}
+	return e.RespondOCSP(ctx, req)
+}
