@@ -80,4 +80,3 @@ func (e *Engine) issuerOf(id pqx509.CertID) *issuer {
 	}
 	return nil
 }
-
