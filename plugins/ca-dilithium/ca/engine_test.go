@@ -19,6 +19,7 @@ import (
 
 	"github.com/cloudflare/circl/sign/mldsa/mldsa65"
 
+	"github.com/avonzt/avon/examples/pqc-slhdsa/slhdsa"
 	"github.com/avonzt/avon/internal/pqx509"
 	hsmengine "github.com/avonzt/avon/plugins/kms-hsm/engine"
 	"github.com/avonzt/avon/plugins/kms-hsm/softhsmtest"
@@ -26,6 +27,7 @@ import (
 	"github.com/avonzt/avon/plugins/kms-soft/keystore"
 	sdkca "github.com/avonzt/avon/sdk/ca"
 	"github.com/avonzt/avon/sdk/kms"
+	"github.com/avonzt/avon/sdk/plugin"
 	"github.com/avonzt/avon/sdk/plugintest"
 )
 
@@ -420,5 +422,54 @@ func testOCSP(t *testing.T, backend string) {
 	}
 	if r, err := pqx509.ParseOCSPResponse(out.Response); err != nil || r.Status != pqx509.OCSPMalformedRequest {
 		t.Fatalf("malformed request: %+v %v", r, err)
+	}
+}
+
+// TestSLHDSARoot: a root whose algorithm the KMS does not have, through a
+// pqc plugin (the SLH-DSA example, in-process). Its private key exists only
+// wrapped under a KMS AES key; the hierarchy and a leaf verify as usual.
+func TestSLHDSARoot(t *testing.T) { eachBackend(t, testSLHDSARoot) }
+
+func testSLHDSARoot(t *testing.T, backend string) {
+	p := slhdsa.New()
+	if err := p.Configure(bg, &plugin.ConfigureRequest{Config: []byte(`{"algorithms":["SLH-DSA-SHA2-128f"],"deterministic":false}`),
+		Host: plugintest.NewHost()}); err != nil {
+		t.Fatal(err)
+	}
+	k := newKMS(t, backend)
+	h := plugintest.NewHost()
+	now := time.Date(2026, 12, 2, 9, 0, 0, 0, time.UTC)
+	cfg := Config{Organization: "AVON Test", RootAlgorithm: "SLH-DSA-SHA2-128f", IssuingAlgorithm: "ML-DSA-65",
+		RootLifetime: 20 * 365 * 24 * time.Hour, IntermediateLifetime: 5 * 365 * 24 * time.Hour, CRLLifetime: 24 * time.Hour}
+	eng := New(cfg, k, p, h.Storage(), rand.Reader, func(context.Context) (time.Time, error) { return now, nil }, h.Audit)
+	if err := eng.Init(bg); err != nil {
+		t.Fatal(err)
+	}
+	s := &setup{eng: eng, host: h, kms: k, now: now}
+	roots, inters := s.roots(t)
+	if roots[0].PublicKey.Algorithm != "SLH-DSA-SHA2-128f" {
+		t.Fatalf("root algorithm %s", roots[0].PublicKey.Algorithm)
+	}
+	resp, err := eng.Issue(bg, &sdkca.IssueRequest{CSR: agentCSR(t, newAgentKey(t), "avon://agent/slh"), Profile: "agent"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, _ := pqx509.ParseCertificate(resp.Certificate)
+	if _, err := pqx509.Verify(leaf, pqx509.VerifyOptions{Roots: roots, Intermediates: inters, CurrentTime: now,
+		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+		t.Fatalf("chain under an SLH-DSA root: %v", err)
+	}
+	// The root's private key is nowhere in the CA's storage in the clear:
+	// only the KMS-wrapped form is kept.
+	es, _ := h.Storage().List(bg, hostList(issuerPrefix))
+	for _, e := range es {
+		if strings.Contains(e.Key, "root") && !strings.Contains(string(e.Value), `"wrap_key":"ca-wrap"`) {
+			t.Fatalf("root record without a wrapped key: %s", e.Value)
+		}
+	}
+	// Without the pqc plugin the CA refuses to start rather than guess.
+	eng2 := New(cfg, k, nil, h.Storage(), rand.Reader, eng.now, h.Audit)
+	if err := eng2.Init(bg); err == nil || !strings.Contains(err.Error(), "needs the pqc plugin") {
+		t.Fatalf("init without the pqc plugin: %v", err)
 	}
 }
