@@ -7,7 +7,9 @@ package server
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -63,14 +65,15 @@ type Server struct {
 	plugins  *pluginhost.Host
 	api      *api.Server
 
-	rng          *rng.Generator // nil when Options.Rand was given
-	cache        cache.Cache
-	events       *events.Bus
-	calib        *calibration.Calibrator
-	guard        *calibration.Guard
-	checkpointer *audit.Checkpointer
-	bgCancel     context.CancelFunc
-	bg           sync.WaitGroup
+	rng            *rng.Generator // nil when Options.Rand was given
+	cache          cache.Cache
+	events         *events.Bus
+	calib          *calibration.Calibrator
+	guard          *calibration.Guard
+	checkpointer   *audit.Checkpointer
+	bgCancel       context.CancelFunc
+	apiFingerprint string
+	bg             sync.WaitGroup
 
 	mu      sync.Mutex // guards stopped
 	stopped bool
@@ -428,6 +431,12 @@ func (s *Server) startAPI() error {
 	if err != nil {
 		return fmt.Errorf("api certificate: %w", err)
 	}
+	if len(cert.Certificate) > 0 {
+		// Agents pin this to enroll: avon-agent enroll --server-fingerprint.
+		fp := sha256.Sum256(cert.Certificate[0])
+		s.apiFingerprint = hex.EncodeToString(fp[:])
+		s.log.Info("api certificate", "sha256", s.apiFingerprint)
+	}
 	a, err := api.New(api.Options{
 		Listen:   s.cfg.API.Listen,
 		TLS:      &tls.Config{Certificates: []tls.Certificate{cert}},
@@ -443,6 +452,7 @@ func (s *Server) startAPI() error {
 		return err
 	}
 	s.mountPKI(a)
+	s.mountEnroll(a)
 	if err := a.Start(); err != nil {
 		return err
 	}
@@ -472,6 +482,9 @@ func (s *Server) checks() []api.Check {
 	}
 	return cs
 }
+
+// APIFingerprint returns the hex SHA-256 of the API's TLS certificate.
+func (s *Server) APIFingerprint() string { return s.apiFingerprint }
 
 // APIAddr returns the API's bound address.
 func (s *Server) APIAddr() string { return s.api.Addr() }

@@ -1,0 +1,80 @@
+// Command avon-agent is the AVON endpoint agent. This build has
+// `enroll`: the one-token enrollment that gives the agent its ML-DSA-65
+// identity; the tunnel commands (up, down, status) come with the gateway.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/avonzt/avon/agent/enroll"
+	"github.com/avonzt/avon/core/rng"
+)
+
+const usage = `Usage: avon-agent <command> [flags]
+
+Commands:
+  enroll   avon-agent enroll --server https://core:8443 --token avon-enroll-v1.… \
+                             --server-fingerprint <sha256 of the core's API certificate> \
+                             [--state-dir /var/lib/avon-agent]
+`
+
+func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	switch args[0] {
+	case "enroll":
+		return cmdEnroll(args[1:], stdout, stderr)
+	case "help", "-h", "-help", "--help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	}
+	fmt.Fprintf(stderr, "avon-agent: unknown command %q\n\n%s", args[0], usage)
+	return 2
+}
+
+func cmdEnroll(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("enroll", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var o enroll.Options
+	fs.StringVar(&o.Server, "server", "", "the core's API, https://host:port")
+	fs.StringVar(&o.Token, "token", "", "one-time enrollment token (avon token create); or AVON_ENROLL_TOKEN")
+	fs.StringVar(&o.StateDir, "state-dir", "/var/lib/avon-agent", "where the key, certificates and bundle are kept (0700)")
+	fs.StringVar(&o.ServerFingerprint, "server-fingerprint", "", "SHA-256 of the core's API certificate (hex)")
+	fs.StringVar(&o.CAFile, "ca-file", "", "PEM CA that signed the core's API certificate")
+	if err := fs.Parse(args); err != nil || fs.NArg() > 0 {
+		return 2
+	}
+	if o.Token == "" {
+		o.Token = os.Getenv("AVON_ENROLL_TOKEN") // keeps it out of the process list
+	}
+	gen, err := rng.New(rng.DefaultConfig())
+	if err != nil {
+		fmt.Fprintln(stderr, "avon-agent enroll: rng:", err)
+		return 1
+	}
+	defer gen.Close()
+	o.Rand = gen
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	b, err := enroll.Enroll(ctx, o)
+	if err != nil {
+		fmt.Fprintln(stderr, "avon-agent enroll:", err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "enrolled as agent %s (group %s); certificate valid until %s; state in %s\n",
+		b.AgentID, b.Group, b.NotAfter.Format(time.RFC3339), o.StateDir)
+	return 0
+}
