@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/big"
 	"strings"
 	"time"
 
@@ -82,17 +83,22 @@ func reserveSerial(ctx context.Context, st host.Storage, r io.Reader, rec Record
 	return Record{}, 0, errors.New("serial: 8 collisions in a row; the random generator is broken")
 }
 
-// normalizeSerial accepts a serial in hex (any case, optional colons) and
-// returns the stored form.
+// normalizeSerial accepts a serial in hex (any case, optional colons,
+// with or without leading zeros, as big.Int's %x prints it) and returns the
+// stored form: 32 hex digits for the 128-bit serials this CA makes.
 func normalizeSerial(s string) (string, error) {
 	s = strings.ToLower(strings.ReplaceAll(s, ":", ""))
 	if len(s) == 0 || len(s) > 40 {
 		return "", fmt.Errorf("serial %q: want up to 40 hex digits: %w", s, sdkca.ErrCertificateNotFound)
 	}
-	if _, err := hex.DecodeString(s); err != nil {
-		return "", fmt.Errorf("serial %q is not hex: %w", s, sdkca.ErrCertificateNotFound)
+	n, ok := new(big.Int).SetString(s, 16)
+	if !ok || n.Sign() <= 0 {
+		return "", fmt.Errorf("serial %q is not a positive hex number: %w", s, sdkca.ErrCertificateNotFound)
 	}
-	return s, nil
+	if n.BitLen() <= 128 {
+		return fmt.Sprintf("%032x", n), nil
+	}
+	return hex.EncodeToString(n.Bytes()), nil
 }
 
 func getRecord(ctx context.Context, st host.Storage, serial string) (Record, int64, error) {
