@@ -476,8 +476,8 @@ func testSLHDSARoot(t *testing.T, backend string) {
 
 func TestNormalizeSerial(t *testing.T) {
 	for in, want := range map[string]string{
-		"144d74c45dfb0e334c4c1cf762fbbfa":  "0144d74c45dfb0e334c4c1cf762fbbfa",
-		"0144D74C45DFB0E334C4C1CF762FBBFA": "0144d74c45dfb0e334c4c1cf762fbbfa",
+		"144d74c45dfb0e334c4c1cf762fbbfa":                 "0144d74c45dfb0e334c4c1cf762fbbfa",
+		"0144D74C45DFB0E334C4C1CF762FBBFA":                "0144d74c45dfb0e334c4c1cf762fbbfa",
 		"01:44:d7:4c:45:df:b0:e3:34:c4:c1:cf:76:2f:bb:fa": "0144d74c45dfb0e334c4c1cf762fbbfa",
 		"ff": "000000000000000000000000000000ff",
 	} {
