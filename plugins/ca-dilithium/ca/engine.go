@@ -421,30 +421,44 @@ func (e *Engine) Issue(ctx context.Context, req *sdkca.IssueRequest) (*sdkca.Iss
 	if notAfter.After(is.cert.NotAfter) {
 		notAfter = is.cert.NotAfter // never outlive the issuer
 	}
-	rec, version, err := reserveSerial(ctx, e.st, e.rand, Record{Issuer: is.rec.Name, Profile: p.Name, Subject: names.CommonName,
-		SANs: sanStrings(names), KeyAlg: pub.Algorithm, NotBefore: now.Add(-time.Minute), NotAfter: notAfter, IssuedAt: now})
-	if err != nil {
-		return nil, err
-	}
-	serial, _ := new(big.Int).SetString(rec.Serial, 16)
-	t := &pqx509.Template{SerialNumber: serial, Subject: pkix.Name{CommonName: names.CommonName}, NotBefore: rec.NotBefore, NotAfter: notAfter,
-		PublicKey: pub, KeyUsage: p.KeyUsage, ExtKeyUsage: p.ExtKeyUsage, BasicConstraintsValid: true,
-		DNSNames: names.DNS, IPAddresses: names.IPs, URIs: names.URIs, EmailAddresses: names.Emails}
-	if e.cfg.CRLURL != "" {
-		t.CRLDistributionPoints = []string{e.cfg.CRLURL}
-	}
-	if e.cfg.OCSPURL != "" {
-		t.OCSPServer = []string{e.cfg.OCSPURL}
-	}
-	der, err := pqx509.CreateCertificate(ctx, t, is.cert, is.signer)
-	if err != nil {
-		_ = e.st.Delete(ctx, certPrefix+rec.Serial, host.DeleteOptions{Check: true, Version: version})
-		return nil, fmt.Errorf("issue: %w", err)
-	}
-	rec.DER, rec.Status = der, string(sdkca.StatusGood)
-	b, _ := json.Marshal(rec)
-	if _, err := e.st.Put(ctx, certPrefix+rec.Serial, b, host.PutOptions{Check: true, Version: version}); err != nil {
-		return nil, fmt.Errorf("store certificate %s: %w", rec.Serial, err)
+	rec := Record{Issuer: is.rec.Name, Profile: p.Name, Subject: names.CommonName,
+		SANs: sanStrings(names), KeyAlg: pub.Algorithm, NotBefore: now.Add(-time.Minute), NotAfter: notAfter, IssuedAt: now}
+	// One store write per certificate: sign under a fresh random serial,
+	// then store it create-only. A taken serial (a 2^-127 event, or a
+	// broken generator) means drawing another and signing again; a serial
+	// is never handed out twice, across replicas too.
+	var der []byte
+	for attempt := 0; ; attempt++ {
+		if attempt == 4 {
+			return nil, errors.New("serial: 4 collisions in a row; the random generator is broken")
+		}
+		sn, err := newSerial(e.rand)
+		if err != nil {
+			return nil, err
+		}
+		serial, _ := new(big.Int).SetString(sn, 16)
+		t := &pqx509.Template{SerialNumber: serial, Subject: pkix.Name{CommonName: names.CommonName}, NotBefore: rec.NotBefore, NotAfter: notAfter,
+			PublicKey: pub, KeyUsage: p.KeyUsage, ExtKeyUsage: p.ExtKeyUsage, BasicConstraintsValid: true,
+			DNSNames: names.DNS, IPAddresses: names.IPs, URIs: names.URIs, EmailAddresses: names.Emails}
+		if e.cfg.CRLURL != "" {
+			t.CRLDistributionPoints = []string{e.cfg.CRLURL}
+		}
+		if e.cfg.OCSPURL != "" {
+			t.OCSPServer = []string{e.cfg.OCSPURL}
+		}
+		if der, err = pqx509.CreateCertificate(ctx, t, is.cert, is.signer); err != nil {
+			return nil, fmt.Errorf("issue: %w", err)
+		}
+		rec.Serial, rec.DER, rec.Status = sn, der, string(sdkca.StatusGood)
+		b, _ := json.Marshal(rec)
+		_, err = e.st.Put(ctx, certPrefix+sn, b, host.PutOptions{Check: true})
+		if errors.Is(err, host.ErrVersionConflict) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("store certificate %s: %w", sn, err)
+		}
+		break
 	}
 	if err := e.emit(ctx, host.Event{Action: "ca.issue", Target: "cert/" + rec.Serial, Outcome: "success",
 		Fields: map[string]string{"profile": p.Name, "issuer": is.rec.Name, "subject": names.CommonName}}); err != nil {

@@ -39,13 +39,11 @@ type Record struct {
 	NotBefore time.Time `json:"not_before"`
 	NotAfter  time.Time `json:"not_after"`
 	IssuedAt  time.Time `json:"issued_at"`
-	DER       []byte    `json:"der,omitempty"` // empty while reserved
-	Status    string    `json:"status"`        // reserved, good, revoked
+	DER       []byte    `json:"der"`
+	Status    string    `json:"status"` // good, revoked
 	RevokedAt time.Time `json:"revoked_at,omitempty"`
 	Reason    int       `json:"reason,omitempty"`
 }
-
-const statusReserved = "reserved"
 
 // newSerial returns a random 128-bit positive serial (the top bit clear,
 // so its DER INTEGER is at most 17 octets) as 32 hex digits.
@@ -59,28 +57,6 @@ func newSerial(r io.Reader) (string, error) {
 		b[0] = 0x40 // keep 127 random bits and a fixed length
 	}
 	return hex.EncodeToString(b), nil
-}
-
-// reserveSerial draws serials until one is not taken, and reserves it with
-// a create-only write: unique across concurrent issuers and replicas.
-func reserveSerial(ctx context.Context, st host.Storage, r io.Reader, rec Record) (Record, int64, error) {
-	for attempt := 0; attempt < 8; attempt++ {
-		s, err := newSerial(r)
-		if err != nil {
-			return Record{}, 0, err
-		}
-		rec.Serial, rec.Status = s, statusReserved
-		b, _ := json.Marshal(rec)
-		v, err := st.Put(ctx, certPrefix+s, b, host.PutOptions{Check: true})
-		if errors.Is(err, host.ErrVersionConflict) {
-			continue // a 2^-127 event, or a broken generator
-		}
-		if err != nil {
-			return Record{}, 0, fmt.Errorf("reserve serial: %w", err)
-		}
-		return rec, v, nil
-	}
-	return Record{}, 0, errors.New("serial: 8 collisions in a row; the random generator is broken")
 }
 
 // normalizeSerial accepts a serial in hex (any case, optional colons,
@@ -116,9 +92,6 @@ func getRecord(ctx context.Context, st host.Storage, serial string) (Record, int
 	var rec Record
 	if err := json.Unmarshal(e.Value, &rec); err != nil {
 		return Record{}, 0, fmt.Errorf("certificate record %s is corrupt: %v", s, err)
-	}
-	if rec.Status == statusReserved {
-		return Record{}, 0, fmt.Errorf("serial %s is being issued: %w", s, sdkca.ErrCertificateNotFound)
 	}
 	return rec, e.Version, nil
 }
