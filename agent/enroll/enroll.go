@@ -41,6 +41,9 @@ const (
 	CertFile   = "agent.crt"   // PEM chain: the agent certificate, then issuers
 	RootsFile  = "roots.pem"   // PEM trust anchors
 	BundleFile = "bundle.json" // Bundle
+	// GatewayFile is the gateway's certificate (PEM), which the tunnel
+	// handshake checks the gateway against.
+	GatewayFile = "gateway.crt"
 )
 
 // Bundle is what the agent needs besides its key and certificates.
@@ -79,6 +82,7 @@ type response struct {
 	CRLURL      string    `json:"crl_url"`
 	OCSPURL     string    `json:"ocsp_url"`
 	Gateway     string    `json:"gateway"`
+	GatewayCert []byte    `json:"gateway_certificate"`
 }
 
 type problem struct {
@@ -224,6 +228,16 @@ func Enroll(ctx context.Context, o Options) (*Bundle, error) {
 		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
 		return nil, fmt.Errorf("enroll: the certificate does not chain to the roots sent: %w", err)
 	}
+	if len(resp.GatewayCert) > 0 {
+		gw, err := pqx509.ParseCertificate(resp.GatewayCert)
+		if err == nil {
+			_, err = pqx509.Verify(gw, pqx509.VerifyOptions{Roots: roots, Intermediates: inters, CurrentTime: time.Now(),
+				KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}})
+		}
+		if err != nil {
+			return nil, fmt.Errorf("enroll: the gateway certificate does not verify: %w", err)
+		}
+	}
 	b := &Bundle{Server: o.Server, AgentID: resp.AgentID, Group: resp.Group, Gateway: resp.Gateway, CRLURL: resp.CRLURL,
 		OCSPURL: resp.OCSPURL, NotAfter: resp.NotAfter, Enrolled: time.Now().UTC()}
 	if err := store(o.StateDir, seed, resp, b); err != nil {
@@ -235,6 +249,9 @@ func Enroll(ctx context.Context, o Options) (*Bundle, error) {
 func pemAll(typ string, ders ...[]byte) []byte {
 	var buf bytes.Buffer
 	for _, d := range ders {
+		if len(d) == 0 {
+			continue
+		}
 		_ = pem.Encode(&buf, &pem.Block{Type: typ, Bytes: d})
 	}
 	return buf.Bytes()
@@ -257,8 +274,12 @@ func store(dir string, seed []byte, resp response, b *Bundle) error {
 		{CertFile, pemAll("CERTIFICATE", append([][]byte{resp.Certificate}, resp.Chain...)...)},
 		{RootsFile, pemAll("CERTIFICATE", resp.Roots...)},
 		{BundleFile, bj},
+		{GatewayFile, pemAll("CERTIFICATE", resp.GatewayCert)},
 		{KeyFile, keyPEM}, // last: its presence means "enrolled"
 	} {
+		if len(f.data) == 0 {
+			continue // no gateway certificate yet
+		}
 		if err := atomicfile.Write(filepath.Join(dir, f.name), f.data, 0o600); err != nil {
 			return fmt.Errorf("store %s: %w", f.name, err)
 		}

@@ -39,6 +39,9 @@ type EnrollResponse struct {
 	CRLURL      string    `json:"crl_url"`  // path on this API
 	OCSPURL     string    `json:"ocsp_url"` // path on this API
 	Gateway     string    `json:"gateway"`  // UDP endpoint of the gateway
+	// GatewayCertificate is the gateway's certified ML-DSA identity (DER),
+	// which the agent checks in the tunnel handshake.
+	GatewayCertificate []byte `json:"gateway_certificate,omitempty"`
 }
 
 // maxEnrollBody bounds the request (an ML-DSA-87 CSR is under 8 KiB).
@@ -135,6 +138,9 @@ func (s *Server) serveEnroll(w http.ResponseWriter, r *http.Request, ca *pluginh
 	resp := EnrollResponse{AgentID: agentID, Group: tok.Group, Certificate: issued.Certificate, Chain: issued.Chain,
 		NotAfter: issued.NotAfter, CRLURL: "/pki/" + ca.Spec().Name + "/crl", OCSPURL: "/pki/" + ca.Spec().Name + "/ocsp",
 		Gateway: s.cfg.Gateway.Listen}
+	if gc, err := s.GatewayCertificate(ctx); err == nil {
+		resp.GatewayCertificate = gc.Certificate
+	}
 	for _, is := range issuers.Issuers {
 		if cert, err := pqx509.ParseCertificate(is.Certificate); err == nil && bytes.Equal(cert.RawSubject, cert.RawIssuer) {
 			resp.Roots = append(resp.Roots, is.Certificate)

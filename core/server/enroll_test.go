@@ -14,6 +14,7 @@ import (
 
 	"github.com/avonzt/avon/core/enroll"
 	"github.com/avonzt/avon/internal/pqx509"
+	"github.com/avonzt/avon/sdk/kms"
 	"github.com/avonzt/avon/sdk/plugintest"
 )
 
@@ -51,7 +52,7 @@ api {
 	if err != nil || !strings.Contains(out, "enrolled as agent") || !strings.Contains(out, "group eng") {
 		t.Fatalf("enroll: %v\n%s", err, out)
 	}
-	for _, f := range []string{"agent.key", "agent.crt", "roots.pem", "bundle.json"} {
+	for _, f := range []string{"agent.key", "agent.crt", "roots.pem", "bundle.json", "gateway.crt"} {
 		st, err := os.Stat(filepath.Join(state, f))
 		if err != nil || st.Mode().Perm() != 0o600 {
 			t.Fatalf("%s: %v %v", f, st, err)
@@ -93,5 +94,63 @@ api {
 	}
 	if strings.Join(outcomes, ",") != "success,failure" {
 		t.Fatalf("enroll audit outcomes %v", outcomes)
+	}
+}
+
+// TestGatewayCertificate: the core's gateway identity is issued at first
+// start through the CA plugin from a KMS key, chains to the root with the
+// gateway profile, and is kept (not re-issued) across a restart.
+func TestGatewayCertificate(t *testing.T) {
+	dir := t.TempDir()
+	cfg := writeConfig(t, dir, `
+data_dir = "data"
+api {
+  listen = "127.0.0.1:0"
+}
+`+caConfig(t))
+	s, _ := startServer(t, cfg)
+	ctx := context.Background()
+	gc, err := s.GatewayCertificate(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := pqx509.ParseCertificate(gc.Certificate)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if leaf.PublicKey.Algorithm != "ML-DSA-65" || len(leaf.URIs) != 1 || leaf.URIs[0].String() != "avon://gateway/"+gc.ID {
+		t.Fatalf("gateway certificate: %s %v", leaf.PublicKey.Algorithm, leaf.URIs)
+	}
+	inst, _ := s.Plugins().Get("ca", "dilithium")
+	issuers, _ := inst.CA().ListIssuers(ctx, nil)
+	var roots []*pqx509.Certificate
+	for _, is := range issuers.Issuers {
+		if is.Name == "root" {
+			c, _ := pqx509.ParseCertificate(is.Certificate)
+			roots = append(roots, c)
+		}
+	}
+	var inters []*pqx509.Certificate
+	for _, d := range gc.Chain {
+		c, _ := pqx509.ParseCertificate(d)
+		inters = append(inters, c)
+	}
+	if _, err := pqx509.Verify(leaf, pqx509.VerifyOptions{Roots: roots, Intermediates: inters, CurrentTime: time.Now(),
+		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}); err != nil {
+		t.Fatalf("gateway chain: %v", err)
+	}
+	// The key is the KMS's avon-gateway key.
+	k, _ := s.Plugins().Get("kms", "soft")
+	pk, err := k.KMS().PublicKey(ctx, &kms.PublicKeyRequest{ID: "avon-gateway"})
+	if err != nil || string(pk.PublicKey) != string(leaf.PublicKey.Raw) {
+		t.Fatalf("gateway key: %v", err)
+	}
+	if err := s.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	s2, _ := startServer(t, cfg)
+	gc2, err := s2.GatewayCertificate(ctx)
+	if err != nil || gc2.Serial != gc.Serial {
+		t.Fatalf("after a restart the gateway certificate changed: %v %s -> %s", err, gc.Serial, gc2.Serial)
 	}
 }

@@ -339,6 +339,11 @@ func (s *Server) start(ctx context.Context, pre *config.Config) error {
 		log.Warn("audit checkpoints are off (no kms plugin, or audit { checkpoints = false }); the hash chain alone cannot show a log rewritten from its start")
 	}
 
+	// The gateway's identity, issued like an agent's at first start.
+	if err := s.ensureGatewayCertificate(ctx); err != nil {
+		return err
+	}
+
 	s.registerServiceMetrics()
 	if err := s.startAPI(); err != nil {
 		return err
