@@ -20,6 +20,7 @@ import (
 	"github.com/cloudflare/circl/sign/mldsa/mldsa65"
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/avonzt/avon/core/events"
 	"github.com/avonzt/avon/internal/pqx509"
 	sdkca "github.com/avonzt/avon/sdk/ca"
 	"github.com/avonzt/avon/sdk/plugintest"
@@ -99,8 +100,22 @@ api {
 		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
 		t.Fatalf("chain: %v", err)
 	}
+	sub, err := s.Events().Subscribe(ctx, events.CertRevoked)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
 	if _, err := ca.Revoke(ctx, &sdkca.RevokeRequest{Serial: resp.Serial, Reason: 1}); err != nil {
 		t.Fatal(err)
+	}
+	// Every replica's gateway and pulse hear of it on the events bus.
+	select {
+	case ev := <-sub.C():
+		if ev.Subject != "issuing/"+resp.Serial || ev.Fields["reason"] != "1" || ev.Fields["ca"] != "ca.dilithium" {
+			t.Fatalf("revocation event %+v", ev)
+		}
+	case <-time.After(time.Second):
+		t.Fatal("no revocation event within a second")
 	}
 	crlResp, err := ca.CRL(ctx, &sdkca.CRLRequest{})
 	if err != nil {

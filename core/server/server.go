@@ -295,7 +295,7 @@ func (s *Server) start(ctx context.Context, pre *config.Config) error {
 	s.bg.Add(1)
 	go func() { defer s.bg.Done(); cal.Run(bgCtx) }()
 
-	svc := pluginhost.Services{Rand: s.opts.Rand, Clock: calibratedClock{s}, Store: kv, Audit: s.audit}
+	svc := pluginhost.Services{Rand: s.opts.Rand, Clock: calibratedClock{s}, Store: kv, Audit: pluginAudit{s}}
 	v, err := validate(ctx, pre, s.opts, HostOptions(pre, log, s.registry, svc))
 	if err != nil {
 		return err

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strings"
 	"sync"
 	"time"
 
@@ -21,6 +22,7 @@ import (
 	"github.com/avonzt/avon/core/calibration"
 	"github.com/avonzt/avon/core/calibration/ntp"
 	"github.com/avonzt/avon/core/config"
+	"github.com/avonzt/avon/core/events"
 	"github.com/avonzt/avon/core/pluginhost"
 	"github.com/avonzt/avon/core/rng"
 	"github.com/avonzt/avon/internal/sigverify"
@@ -457,4 +459,26 @@ func (c calibratedClock) Now() host.Time {
 		return host.Time{Time: time.Now(), Uncertainty: st.Uncertainty, CalibrationAge: st.Age}
 	}
 	return host.Time{Time: t, Uncertainty: st.Uncertainty, CalibrationAge: st.Age, Calibrated: st.Fresh}
+}
+
+// pluginAudit is the audit sink plugins write to. Past recording the event
+// (which must succeed, or the plugin refuses what it was doing), it turns
+// the events other parts of the core act on into bus events: a CA plugin's
+// revocation becomes events.CertRevoked for every replica's gateway and
+// pulse. Publishing is best effort (the store is the truth; subscribers
+// re-read it on gaps), so its failure is logged, not returned.
+type pluginAudit struct{ s *Server }
+
+func (a pluginAudit) Emit(ctx context.Context, source string, ev host.Event) error {
+	if err := a.s.audit.Emit(ctx, source, ev); err != nil {
+		return err
+	}
+	if ev.Action == "ca.revoke" && ev.Outcome == "success" && strings.HasPrefix(source, "ca.") && a.s.events != nil {
+		serial := strings.TrimPrefix(ev.Target, "cert/")
+		fields := map[string]string{"ca": source, "issuer": ev.Fields["issuer"], "reason": ev.Fields["reason"]}
+		if _, err := a.s.events.Publish(ctx, events.CertRevoked, ev.Fields["issuer"]+"/"+serial, fields); err != nil {
+			a.s.log.Warn("revocation event not published; replicas learn it from the store at their next re-read", "serial", serial, "error", err)
+		}
+	}
+	return nil
 }
