@@ -1,10 +1,14 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/x509"
+	"encoding/json"
 	"encoding/pem"
+	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,8 +16,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cloudflare/circl/sign/mldsa/mldsa65"
+
 	"github.com/avonzt/avon/core/enroll"
 	"github.com/avonzt/avon/internal/pqx509"
+	sdkca "github.com/avonzt/avon/sdk/ca"
 	"github.com/avonzt/avon/sdk/kms"
 	"github.com/avonzt/avon/sdk/plugintest"
 )
@@ -79,6 +86,75 @@ api {
 		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
 		t.Fatal(err)
 	}
+	// A renewal proof is good once: the same request replayed is refused.
+	{
+		kb, _ := os.ReadFile(filepath.Join(state, "agent.key"))
+		kblk, _ := pem.Decode(kb)
+		var sd [mldsa65.SeedSize]byte
+		copy(sd[:], kblk.Bytes)
+		_, oldSK := mldsa65.NewKeyFromSeed(&sd)
+		pk, sk, _ := mldsa65.GenerateKey(rand.Reader)
+		raw, _ := pk.MarshalBinary()
+		csr, err := pqx509.CreateCSR(ctx, pqx509.CSRTemplate{}, &testKey{sk: sk, pub: pqx509.PublicKey{Algorithm: "ML-DSA-65", Raw: raw}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ts := time.Now().UTC().Format(time.RFC3339Nano)
+		proof := make([]byte, mldsa65.SignatureSize)
+		if err := mldsa65.SignTo(oldSK, RenewMessage(csr, ts), nil, true, proof); err != nil {
+			t.Fatal(err)
+		}
+		body, _ := json.Marshal(RenewRequest{Certificate: chain[0].Raw, CSR: csr, Time: ts, Proof: proof})
+		for i, want := range []int{200, 401} {
+			hr, err := httpsClient().Post(server+"/v1/renew", "application/json", bytes.NewReader(body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			rb, _ := io.ReadAll(hr.Body)
+			hr.Body.Close()
+			if hr.StatusCode != want || (i == 1 && !strings.Contains(string(rb), "already used")) {
+				t.Fatalf("renew attempt %d: %d %s", i, hr.StatusCode, rb)
+			}
+		}
+		// A tampered proof is refused.
+		proof[0] ^= 1
+		body, _ = json.Marshal(RenewRequest{Certificate: chain[0].Raw, CSR: csr, Time: ts, Proof: proof})
+		hr, _ := httpsClient().Post(server+"/v1/renew", "application/json", bytes.NewReader(body))
+		rb, _ := io.ReadAll(hr.Body)
+		hr.Body.Close()
+		if hr.StatusCode != 401 || !strings.Contains(string(rb), "proof of the current key") {
+			t.Fatalf("tampered proof: %d %s", hr.StatusCode, rb)
+		}
+	}
+
+	// Renewal: a new key, the same agent id, authenticated by the current
+	// certificate; "not due" without --force.
+	renew := func(args ...string) (string, error) {
+		out, err := exec.Command(agent.Path, append([]string{"renew", "--server-fingerprint", s.APIFingerprint(), "--state-dir", state}, args...)...).CombinedOutput()
+		return string(out), err
+	}
+	if out, err := renew(); err != nil || !strings.Contains(out, "not due") {
+		t.Fatalf("renew when not due: %v\n%s", err, out)
+	}
+	if out, err := renew("--force"); err != nil || !strings.Contains(out, "renewed agent") {
+		t.Fatalf("renew: %v\n%s", err, out)
+	}
+	b, _ := os.ReadFile(filepath.Join(state, "agent.crt"))
+	blk, _ := pem.Decode(b)
+	renewed, err := pqx509.ParseCertificate(blk.Bytes)
+	if err != nil || renewed.URIs[0].String() != chain[0].URIs[0].String() || renewed.PublicKey.Equal(chain[0].PublicKey) ||
+		renewed.SerialNumber.Cmp(chain[0].SerialNumber) == 0 {
+		t.Fatalf("renewed certificate: same id %v, new key %v (%v)", renewed.URIs, !renewed.PublicKey.Equal(chain[0].PublicKey), err)
+	}
+	// The old certificate revoked: renewing with it is refused.
+	inst, _ := s.Plugins().Get("ca", "dilithium")
+	if _, err := inst.CA().Revoke(ctx, &sdkca.RevokeRequest{Serial: fmt.Sprintf("%x", renewed.SerialNumber), Reason: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := renew("--force"); err == nil || !strings.Contains(out, "revoked") {
+		t.Fatalf("renew with a revoked certificate: %v\n%s", err, out)
+	}
+
 	// The token is spent: a second agent is refused with the reason.
 	out, err = run(s.APIFingerprint(), filepath.Join(t.TempDir(), "agent2"))
 	if err == nil || !strings.Contains(out, "Token already used") {

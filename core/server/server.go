@@ -458,6 +458,7 @@ func (s *Server) startAPI() error {
 	}
 	s.mountPKI(a)
 	s.mountEnroll(a)
+	s.mountRenew(a)
 	if err := a.Start(); err != nil {
 		return err
 	}

@@ -5,6 +5,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -23,6 +24,9 @@ Commands:
   enroll   avon-agent enroll --server https://core:8443 --token avon-enroll-v1.… \
                              --server-fingerprint <sha256 of the core's API certificate> \
                              [--state-dir /var/lib/avon-agent]
+  renew    avon-agent renew --server-fingerprint <sha256> [--state-dir …] [--force]
+           (a new key and certificate, authenticated by the current one; due
+           in the last third of the certificate's lifetime)
 `
 
 func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
@@ -35,6 +39,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "enroll":
 		return cmdEnroll(args[1:], stdout, stderr)
+	case "renew":
+		return cmdRenew(args[1:], stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0
@@ -76,5 +82,38 @@ func cmdEnroll(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stdout, "enrolled as agent %s (group %s); certificate valid until %s; state in %s\n",
 		b.AgentID, b.Group, b.NotAfter.Format(time.RFC3339), o.StateDir)
+	return 0
+}
+
+func cmdRenew(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("renew", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var o enroll.RenewOptions
+	fs.StringVar(&o.StateDir, "state-dir", "/var/lib/avon-agent", "the agent's state directory")
+	fs.StringVar(&o.ServerFingerprint, "server-fingerprint", "", "SHA-256 of the core's API certificate (hex)")
+	fs.StringVar(&o.CAFile, "ca-file", "", "PEM CA that signed the core's API certificate")
+	fs.BoolVar(&o.Force, "force", false, "renew even when not due")
+	if err := fs.Parse(args); err != nil || fs.NArg() > 0 {
+		return 2
+	}
+	gen, err := rng.New(rng.DefaultConfig())
+	if err != nil {
+		fmt.Fprintln(stderr, "avon-agent renew: rng:", err)
+		return 1
+	}
+	defer gen.Close()
+	o.Rand = gen
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	b, err := enroll.Renew(ctx, o)
+	if errors.Is(err, enroll.ErrNotDue) {
+		fmt.Fprintln(stdout, "avon-agent renew:", err)
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "avon-agent renew:", err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "renewed agent %s: new key, certificate valid until %s\n", b.AgentID, b.NotAfter.Format(time.RFC3339))
 	return 0
 }
