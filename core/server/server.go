@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"sort"
@@ -73,6 +74,7 @@ type Server struct {
 	checkpointer   *audit.Checkpointer
 	bgCancel       context.CancelFunc
 	apiFingerprint string
+	admin          *http.Server
 	bg             sync.WaitGroup
 
 	mu      sync.Mutex // guards stopped
@@ -348,6 +350,9 @@ func (s *Server) start(ctx context.Context, pre *config.Config) error {
 	if err := s.startAPI(); err != nil {
 		return err
 	}
+	if err := s.startAdmin(); err != nil {
+		return err
+	}
 	// Fail closed: a core that cannot record its own start does not run.
 	if err := s.audit.Emit(ctx, "core", auditEvent("core.start", "success")); err != nil {
 		return fmt.Errorf("audit: %w", err)
@@ -392,6 +397,10 @@ func (s *Server) teardown(ctx context.Context, started bool) []error {
 	var errs []error
 	if s.api != nil {
 		errs = append(errs, s.api.Shutdown(ctx))
+	}
+	if s.admin != nil {
+		errs = append(errs, s.admin.Shutdown(ctx))
+		_ = os.Remove(filepath.Join(s.cfg.DataDir, AdminSocket))
 	}
 	if s.bgCancel != nil {
 		s.bgCancel()

@@ -33,6 +33,9 @@ Commands:
   migrate           apply storage schema migrations and exit: avon migrate -config config.hcl [-status]
   audit             verify, tail or export the audit log:     avon audit verify|tail|export -config config.hcl
   token             enrollment tokens:                        avon token create -group eng -ttl 1h -config config.hcl
+  ca info           the CA's issuers (via the running core's admin socket)
+  cert show|revoke  one certificate:                          avon cert revoke SERIAL -reason keyCompromise -config config.hcl
+  crl               the current CRL (DER):                    avon crl -o issuing.crl -config config.hcl
   version           print the version
 `
 
@@ -62,6 +65,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdMigrate(args[1:], stdout, stderr)
 	case "token":
 		return cmdToken(args[1:], stdout, stderr)
+	case "ca":
+		return cmdCA(args[1:], stdout, stderr)
+	case "cert":
+		return cmdCert(args[1:], stdout, stderr)
+	case "crl":
+		return cmdCRL(args[1:], stdout, stderr)
 	case "version", "-version", "--version":
 		fmt.Fprintln(stdout, "avon", version)
 		return 0

@@ -1,0 +1,208 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"encoding/pem"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/hashicorp/hcl/v2"
+
+	"github.com/avonzt/avon/core/config"
+	"github.com/avonzt/avon/core/server"
+)
+
+const caUsage = `Usage:
+  avon ca info [-json] -config config.hcl             issuers: name, algorithm, subject, expiry
+  avon cert show [-json] [-pem] SERIAL -config ...      one certificate and its status
+  avon cert revoke [-reason keyCompromise] SERIAL -config ...
+  avon crl [-issuer NAME] [-o FILE] -config ...         the current CRL (DER)
+
+They talk to the running core over data_dir/admin.sock (0600): run them as the
+core's user, where the core runs. Revocations are audited with your uid.
+`
+
+// adminClient returns an HTTP client over the core's admin socket.
+func adminClient(path string, stderr io.Writer) (*http.Client, bool) {
+	cfg, diags := config.Load(path)
+	if diags.HasErrors() {
+		var files map[string]*hcl.File
+		if cfg != nil {
+			files = cfg.Files
+		}
+		_ = config.WriteDiagnostics(stderr, files, diags)
+		return nil, false
+	}
+	sock := filepath.Join(cfg.DataDir, server.AdminSocket)
+	if _, err := os.Stat(sock); err != nil {
+		fmt.Fprintf(stderr, "avon: no admin socket at %s: is the core running with this configuration? (%v)\n", sock, err)
+		return nil, false
+	}
+	return &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "unix", sock)
+		}}}, true
+}
+
+func adminDo(c *http.Client, method, path string, body any, into any) error {
+	var rd io.Reader
+	if body != nil {
+		b, _ := json.Marshal(body)
+		rd = bytes.NewReader(b)
+	}
+	req, _ := http.NewRequest(method, "http://avon-admin"+path, rd)
+	resp, err := c.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if resp.StatusCode != http.StatusOK {
+		var p struct {
+			Detail string `json:"detail"`
+		}
+		if json.Unmarshal(b, &p) == nil && p.Detail != "" {
+			return fmt.Errorf("%s: %s", resp.Status, p.Detail)
+		}
+		return fmt.Errorf("%s: %s", resp.Status, strings.TrimSpace(string(b)))
+	}
+	if raw, ok := into.(*[]byte); ok {
+		*raw = b
+		return nil
+	}
+	return json.Unmarshal(b, into)
+}
+
+func cmdCA(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 || args[0] != "info" {
+		fmt.Fprint(stderr, caUsage)
+		return 2
+	}
+	fs := flag.NewFlagSet("ca info", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", "config.hcl", "configuration file")
+	asJSON := fs.Bool("json", false, "JSON output")
+	if err := fs.Parse(args[1:]); err != nil || fs.NArg() > 0 {
+		return 2
+	}
+	c, ok := adminClient(*path, stderr)
+	if !ok {
+		return 1
+	}
+	var issuers []server.IssuerInfo
+	if err := adminDo(c, "GET", "/v1/ca/issuers", nil, &issuers); err != nil {
+		fmt.Fprintln(stderr, "avon ca info:", err)
+		return 1
+	}
+	if *asJSON {
+		_ = json.NewEncoder(stdout).Encode(issuers)
+		return 0
+	}
+	w := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "NAME\tALGORITHM\tSUBJECT\tNOT AFTER\tDEFAULT")
+	for _, is := range issuers {
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%v\n", is.Name, is.Algorithm, is.Subject, is.NotAfter.Format(time.RFC3339), is.Default)
+	}
+	_ = w.Flush()
+	return 0
+}
+
+func cmdCert(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 || (args[0] != "show" && args[0] != "revoke") {
+		fmt.Fprint(stderr, caUsage)
+		return 2
+	}
+	fs := flag.NewFlagSet("cert "+args[0], flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", "config.hcl", "configuration file")
+	asJSON := fs.Bool("json", false, "JSON output")
+	asPEM := fs.Bool("pem", false, "print the certificate as PEM")
+	reason := fs.String("reason", "unspecified", "RFC 5280 reason: keyCompromise, superseded, cessationOfOperation, affiliationChanged, ...")
+	// The serial may come before or after the flags.
+	rest := args[1:]
+	var serial string
+	if len(rest) > 0 && !strings.HasPrefix(rest[0], "-") {
+		serial, rest = rest[0], rest[1:]
+	}
+	if err := fs.Parse(rest); err != nil {
+		return 2
+	}
+	if serial == "" && fs.NArg() == 1 {
+		serial = fs.Arg(0)
+	} else if fs.NArg() > 0 || serial == "" {
+		fmt.Fprint(stderr, caUsage)
+		return 2
+	}
+	c, ok := adminClient(*path, stderr)
+	if !ok {
+		return 1
+	}
+	if args[0] == "revoke" {
+		var out map[string]any
+		if err := adminDo(c, "POST", "/v1/certs/"+url.PathEscape(serial)+"/revoke", map[string]string{"reason": *reason}, &out); err != nil {
+			fmt.Fprintln(stderr, "avon cert revoke:", err)
+			return 1
+		}
+		fmt.Fprintf(stdout, "certificate %s revoked (%s)\n", serial, *reason)
+		return 0
+	}
+	var info server.CertInfo
+	if err := adminDo(c, "GET", "/v1/certs/"+url.PathEscape(serial), nil, &info); err != nil {
+		fmt.Fprintln(stderr, "avon cert show:", err)
+		return 1
+	}
+	switch {
+	case *asJSON:
+		_ = json.NewEncoder(stdout).Encode(info)
+	case *asPEM:
+		_ = pem.Encode(stdout, &pem.Block{Type: "CERTIFICATE", Bytes: info.DER})
+	default:
+		fmt.Fprintf(stdout, "serial     %s\nstatus     %s\nsubject    %s\nissuer     %s\nnames      %s\nalgorithm  %s\nvalid      %s to %s\n",
+			info.Serial, info.Status, info.Subject, info.Issuer, strings.Join(info.Names, ", "), info.Algorithm,
+			info.NotBefore.Format(time.RFC3339), info.NotAfter.Format(time.RFC3339))
+		if info.Status == "revoked" {
+			fmt.Fprintf(stdout, "revoked    %s (reason %d)\n", info.RevokedAt.Format(time.RFC3339), info.Reason)
+		}
+	}
+	return 0
+}
+
+func cmdCRL(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("crl", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", "config.hcl", "configuration file")
+	issuer := fs.String("issuer", "", "issuer name (default: the default issuer)")
+	out := fs.String("o", "-", "output file (DER); - for stdout")
+	if err := fs.Parse(args); err != nil || fs.NArg() > 0 {
+		return 2
+	}
+	c, ok := adminClient(*path, stderr)
+	if !ok {
+		return 1
+	}
+	var der []byte
+	if err := adminDo(c, "GET", "/v1/crl?issuer="+url.QueryEscape(*issuer), nil, &der); err != nil {
+		fmt.Fprintln(stderr, "avon crl:", err)
+		return 1
+	}
+	if *out == "-" {
+		_, _ = stdout.Write(der)
+		return 0
+	}
+	if err := os.WriteFile(*out, der, 0o644); err != nil {
+		fmt.Fprintln(stderr, "avon crl:", err)
+		return 1
+	}
+	return 0
+}
