@@ -137,4 +137,3 @@ plugin "ca" "dilithium" {
 		t.Fatalf("no audited revocation request with the caller's uid: %s", b)
 	}
 }
-
