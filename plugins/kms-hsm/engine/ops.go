@@ -10,6 +10,7 @@ import (
 
 	"github.com/miekg/pkcs11"
 
+	"github.com/avonzt/avon/internal/mldsahedge"
 	"github.com/avonzt/avon/plugins/kms-hsm/token"
 	"github.com/avonzt/avon/sdk/errdef"
 	"github.com/avonzt/avon/sdk/host"
@@ -232,7 +233,7 @@ func (e *Engine) Sign(ctx context.Context, req *kms.SignRequest) (*kms.SignRespo
 		}
 		return &kms.SignResponse{Signature: sig, Version: v.Version}, nil
 	}
-	if err := hedgedReady(); err != nil {
+	if err := mldsahedge.Ready(); err != nil {
 		return nil, err
 	}
 	err = e.withPQKey(ctx, r, v, func(k *pqKey) error {
@@ -241,7 +242,7 @@ func (e *Engine) Sign(ctx context.Context, req *kms.SignRequest) (*kms.SignRespo
 		if _, err := e.rand.Read(rnd[:]); err != nil {
 			return fmt.Errorf("draw signing randomness: %w", err)
 		}
-		sig = k.signInternal(messagePrime(req.Message, req.Context), rnd)
+		sig = k.signInternal(mldsahedge.MessagePrime(req.Message, req.Context), rnd)
 		return nil
 	})
 	if err != nil {

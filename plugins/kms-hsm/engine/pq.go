@@ -9,6 +9,7 @@ import (
 	"github.com/cloudflare/circl/sign/mldsa/mldsa65"
 	"github.com/cloudflare/circl/sign/mldsa/mldsa87"
 
+	"github.com/avonzt/avon/internal/mldsahedge"
 	"github.com/avonzt/avon/sdk/kms"
 )
 
@@ -36,7 +37,7 @@ func derive(a kms.Algorithm, seed []byte) *pqKey {
 		pk, sk := mldsa44.NewKeyFromSeed(&s)
 		clear(s[:])
 		k.public = pk.Bytes()
-		k.signInternal = func(mp []byte, rnd [32]byte) []byte { return mldsa44SignInternal(sk, mp, rnd) }
+		k.signInternal = func(mp []byte, rnd [32]byte) []byte { return mldsahedge.Sign44(sk, mp, rnd) }
 		k.wipe = func() { *sk = mldsa44.PrivateKey{} }
 	case kms.MLDSA65:
 		var s [mldsa65.SeedSize]byte
@@ -44,7 +45,7 @@ func derive(a kms.Algorithm, seed []byte) *pqKey {
 		pk, sk := mldsa65.NewKeyFromSeed(&s)
 		clear(s[:])
 		k.public = pk.Bytes()
-		k.signInternal = func(mp []byte, rnd [32]byte) []byte { return mldsa65SignInternal(sk, mp, rnd) }
+		k.signInternal = func(mp []byte, rnd [32]byte) []byte { return mldsahedge.Sign65(sk, mp, rnd) }
 		k.wipe = func() { *sk = mldsa65.PrivateKey{} }
 	case kms.MLDSA87:
 		var s [mldsa87.SeedSize]byte
@@ -52,7 +53,7 @@ func derive(a kms.Algorithm, seed []byte) *pqKey {
 		pk, sk := mldsa87.NewKeyFromSeed(&s)
 		clear(s[:])
 		k.public = pk.Bytes()
-		k.signInternal = func(mp []byte, rnd [32]byte) []byte { return mldsa87SignInternal(sk, mp, rnd) }
+		k.signInternal = func(mp []byte, rnd [32]byte) []byte { return mldsahedge.Sign87(sk, mp, rnd) }
 		k.wipe = func() { *sk = mldsa87.PrivateKey{} }
 	case kms.MLKEM768:
 		pk, sk := mlkem768.NewKeyFromSeed(seed)

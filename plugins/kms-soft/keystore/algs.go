@@ -20,6 +20,7 @@ import (
 	"github.com/cloudflare/circl/sign/mldsa/mldsa65"
 	"github.com/cloudflare/circl/sign/mldsa/mldsa87"
 
+	"github.com/avonzt/avon/internal/mldsahedge"
 	"github.com/avonzt/avon/sdk/errdef"
 	"github.com/avonzt/avon/sdk/kms"
 )
@@ -151,7 +152,7 @@ func parse(a kms.Algorithm, seed []byte) (m *material, err error) {
 		clear(s[:])
 		m.public = pk.Bytes()
 		m.sign = func(r io.Reader, msg, ctx []byte) ([]byte, error) {
-			if err := hedgedReady(); err != nil {
+			if err := mldsahedge.Ready(); err != nil {
 				return nil, err
 			}
 			rnd, err := drawRnd(r)
@@ -159,7 +160,7 @@ func parse(a kms.Algorithm, seed []byte) (m *material, err error) {
 				return nil, err
 			}
 			defer clear(rnd[:])
-			return mldsa44SignInternal(sk, encodeMPrime(msg, ctx), rnd), nil
+			return mldsahedge.Sign44(sk, mldsahedge.MessagePrime(msg, ctx), rnd), nil
 		}
 		m.verify = func(msg, ctx, sig []byte) bool { return mldsa44.Verify(pk, msg, ctx, sig) }
 		m.wipe = func() { *sk = mldsa44.PrivateKey{} }
@@ -170,7 +171,7 @@ func parse(a kms.Algorithm, seed []byte) (m *material, err error) {
 		clear(s[:])
 		m.public = pk.Bytes()
 		m.sign = func(r io.Reader, msg, ctx []byte) ([]byte, error) {
-			if err := hedgedReady(); err != nil {
+			if err := mldsahedge.Ready(); err != nil {
 				return nil, err
 			}
 			rnd, err := drawRnd(r)
@@ -178,7 +179,7 @@ func parse(a kms.Algorithm, seed []byte) (m *material, err error) {
 				return nil, err
 			}
 			defer clear(rnd[:])
-			return mldsa65SignInternal(sk, encodeMPrime(msg, ctx), rnd), nil
+			return mldsahedge.Sign65(sk, mldsahedge.MessagePrime(msg, ctx), rnd), nil
 		}
 		m.verify = func(msg, ctx, sig []byte) bool { return mldsa65.Verify(pk, msg, ctx, sig) }
 		m.wipe = func() { *sk = mldsa65.PrivateKey{} }
@@ -189,7 +190,7 @@ func parse(a kms.Algorithm, seed []byte) (m *material, err error) {
 		clear(s[:])
 		m.public = pk.Bytes()
 		m.sign = func(r io.Reader, msg, ctx []byte) ([]byte, error) {
-			if err := hedgedReady(); err != nil {
+			if err := mldsahedge.Ready(); err != nil {
 				return nil, err
 			}
 			rnd, err := drawRnd(r)
@@ -197,7 +198,7 @@ func parse(a kms.Algorithm, seed []byte) (m *material, err error) {
 				return nil, err
 			}
 			defer clear(rnd[:])
-			return mldsa87SignInternal(sk, encodeMPrime(msg, ctx), rnd), nil
+			return mldsahedge.Sign87(sk, mldsahedge.MessagePrime(msg, ctx), rnd), nil
 		}
 		m.verify = func(msg, ctx, sig []byte) bool { return mldsa87.Verify(pk, msg, ctx, sig) }
 		m.wipe = func() { *sk = mldsa87.PrivateKey{} }

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/avonzt/avon/internal/mldsahedge"
 	"github.com/avonzt/avon/internal/testvec"
 	"github.com/avonzt/avon/sdk/kms"
 )
@@ -139,7 +140,7 @@ func (f fixedReader) Read(p []byte) (int, error) {
 // reproduces Wycheproof's signatures byte for byte, the deterministic ones
 // with rnd = 0^32 and the randomized one with its rnd, both read from the
 // reader the keystore is given. This pins the go:linkname into circl
-// (mldsa.go) and proves the FIPS 204 rnd comes from Options.Rand.
+// (internal/mldsahedge) and proves the FIPS 204 rnd comes from Options.Rand.
 func TestMLDSAHedgedSigningKAT(t *testing.T) {
 	raw, err := os.ReadFile(testvec.Path(t, "wycheproof/mldsa_65_sign_seed_test.json"))
 	if err != nil {
@@ -199,7 +200,7 @@ func TestMLDSAHedgedSigningKAT(t *testing.T) {
 // The one-time self-test of the linked Sign_internal passes for all three
 // parameter sets.
 func TestHedgedSelfTest(t *testing.T) {
-	if err := hedgedSelfTest(); err != nil {
+	if err := mldsahedge.Ready(); err != nil {
 		t.Fatal(err)
 	}
 }
