@@ -22,6 +22,7 @@
 package embedded
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"errors"
@@ -32,6 +33,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -89,6 +91,7 @@ type Store struct {
 	r      *sql.DB // read-only connections: Get, List, Ping
 	get    *sql.Stmt
 	closed atomic.Bool
+	batch  batcher // group commit of writes
 }
 
 // Open opens the database at path, creating it (mode 0600, and its missing
@@ -293,6 +296,148 @@ func checkTx(ctx context.Context, tx *sql.Tx, key string, check bool, version in
 	return nil
 }
 
+// Writes are group-committed: concurrent Puts and Deletes share one
+// transaction and one fsync. The first writer to find no commit in progress
+// leads: it takes every queued write (up to maxBatch), applies each under
+// its own SAVEPOINT (so a compare-and-set conflict or error in one undoes
+// only that one), commits once, and hands each writer its own result; it
+// goes on leading while writes keep queueing. A write is acknowledged only
+// after the commit that holds it, so no acknowledged write is lost and no
+// error is returned for a write that took effect.
+const maxBatch = 256
+
+type writeOp struct {
+	ctx     context.Context
+	name    string // "put" or "delete"
+	key     string
+	value   []byte
+	del     bool
+	check   bool
+	version int64
+
+	v    int64
+	err  error
+	done chan struct{}
+}
+
+type batcher struct {
+	mu      sync.Mutex
+	queue   []*writeOp
+	leading bool
+}
+
+// write queues op and returns once it is committed or refused.
+func (s *Store) write(op *writeOp) {
+	op.done = make(chan struct{})
+	b := &s.batch
+	b.mu.Lock()
+	b.queue = append(b.queue, op)
+	if b.leading {
+		b.mu.Unlock()
+		<-op.done
+		return
+	}
+	b.leading = true
+	for len(b.queue) > 0 {
+		n := min(len(b.queue), maxBatch)
+		batch := b.queue[:n:n]
+		b.queue = b.queue[n:]
+		b.mu.Unlock()
+		s.commitBatch(batch)
+		b.mu.Lock()
+	}
+	b.leading = false
+	b.mu.Unlock()
+	<-op.done
+}
+
+func (s *Store) commitBatch(batch []*writeOp) {
+	defer func() {
+		for _, op := range batch {
+			close(op.done)
+		}
+	}()
+	var live []*writeOp
+	for _, op := range batch {
+		if err := s.ready(op.ctx); err != nil {
+			op.err = err // never written
+			continue
+		}
+		live = append(live, op)
+	}
+	if len(live) == 0 {
+		return
+	}
+	// The batch outlives any one caller's context; each caller waits for
+	// its result (a write that took effect is never reported failed).
+	ctx := context.Background()
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		for _, op := range live {
+			op.err = s.wrap(op.ctx, op.name, err)
+		}
+		return
+	}
+	defer func() { _ = tx.Rollback() }()
+	applied := live[:0:0]
+	for _, op := range live {
+		if _, err := tx.ExecContext(ctx, `SAVEPOINT w`); err != nil {
+			op.err = s.wrap(op.ctx, op.name, err)
+			continue
+		}
+		op.v, op.err = s.apply(ctx, tx, op)
+		if op.err != nil {
+			if _, err := tx.ExecContext(ctx, `ROLLBACK TO w`); err != nil {
+				// The transaction is unusable: fail every write of it.
+				for _, o := range live {
+					if o.err == nil {
+						o.err = s.wrap(o.ctx, o.name, err)
+					}
+				}
+				return
+			}
+		}
+		if _, err := tx.ExecContext(ctx, `RELEASE w`); err != nil && op.err == nil {
+			op.err = s.wrap(op.ctx, op.name, err)
+		}
+		if op.err == nil {
+			applied = append(applied, op)
+		}
+	}
+	// A failed commit is rolled back by the driver: no error reports a
+	// write that took effect.
+	if err := tx.Commit(); err != nil {
+		for _, op := range applied {
+			op.v, op.err = 0, s.wrap(op.ctx, op.name, err)
+		}
+	}
+}
+
+// apply performs one write inside the batch transaction.
+func (s *Store) apply(ctx context.Context, tx *sql.Tx, op *writeOp) (int64, error) {
+	if err := checkTx(ctx, tx, op.key, op.check, op.version); err != nil {
+		if errors.Is(err, store.ErrVersionConflict) {
+			return 0, err
+		}
+		return 0, s.wrap(op.ctx, op.name, err)
+	}
+	if op.del {
+		if _, err := tx.ExecContext(ctx, `DELETE FROM kv WHERE key = ?`, op.key); err != nil {
+			return 0, s.wrap(op.ctx, op.name, err)
+		}
+		return 0, nil
+	}
+	var v int64
+	if err := tx.QueryRowContext(ctx, `UPDATE seq SET v = v + 1 WHERE id = 1 RETURNING v`).Scan(&v); err != nil {
+		return 0, s.wrap(op.ctx, op.name, err)
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO kv (key, value, version) VALUES (?, ?, ?)
+		ON CONFLICT (key) DO UPDATE SET value = excluded.value, version = excluded.version`, op.key, op.value, v); err != nil {
+		return 0, s.wrap(op.ctx, op.name, err)
+	}
+	return v, nil
+}
+
 // Put implements store.KV.
 func (s *Store) Put(ctx context.Context, key string, value []byte, o store.PutOptions) (int64, error) {
 	if err := store.ValidateKey(key); err != nil {
@@ -307,31 +452,9 @@ func (s *Store) Put(ctx context.Context, key string, value []byte, o store.PutOp
 	if value == nil {
 		value = []byte{} // NOT NULL
 	}
-	tx, err := s.w.BeginTx(ctx, nil)
-	if err != nil {
-		return 0, s.wrap(ctx, "put", err)
-	}
-	defer func() { _ = tx.Rollback() }()
-	if err := checkTx(ctx, tx, key, o.Check, o.Version); err != nil {
-		if errors.Is(err, store.ErrVersionConflict) {
-			return 0, err
-		}
-		return 0, s.wrap(ctx, "put", err)
-	}
-	var v int64
-	if err := tx.QueryRowContext(ctx, `UPDATE seq SET v = v + 1 WHERE id = 1 RETURNING v`).Scan(&v); err != nil {
-		return 0, s.wrap(ctx, "put", err)
-	}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO kv (key, value, version) VALUES (?, ?, ?)
-		ON CONFLICT (key) DO UPDATE SET value = excluded.value, version = excluded.version`, key, value, v); err != nil {
-		return 0, s.wrap(ctx, "put", err)
-	}
-	// A failed commit is rolled back by the driver: no error reports a
-	// write that took effect.
-	if err := tx.Commit(); err != nil {
-		return 0, s.wrap(ctx, "put", err)
-	}
-	return v, nil
+	op := &writeOp{ctx: ctx, name: "put", key: key, value: bytes.Clone(value), check: o.Check, version: o.Version}
+	s.write(op)
+	return op.v, op.err
 }
 
 // Delete implements store.KV.
@@ -342,21 +465,9 @@ func (s *Store) Delete(ctx context.Context, key string, o store.DeleteOptions) e
 	if err := s.ready(ctx); err != nil {
 		return err
 	}
-	tx, err := s.w.BeginTx(ctx, nil)
-	if err != nil {
-		return s.wrap(ctx, "delete", err)
-	}
-	defer func() { _ = tx.Rollback() }()
-	if err := checkTx(ctx, tx, key, o.Check, o.Version); err != nil {
-		if errors.Is(err, store.ErrVersionConflict) {
-			return err
-		}
-		return s.wrap(ctx, "delete", err)
-	}
-	if _, err := tx.ExecContext(ctx, `DELETE FROM kv WHERE key = ?`, key); err != nil {
-		return s.wrap(ctx, "delete", err)
-	}
-	return s.wrap(ctx, "delete", tx.Commit())
+	op := &writeOp{ctx: ctx, name: "delete", key: key, del: true, check: o.Check, version: o.Version}
+	s.write(op)
+	return op.err
 }
 
 // List implements store.KV.
