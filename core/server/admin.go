@@ -34,6 +34,10 @@ type peerKey struct{}
 // startAdmin serves the admin routes on data_dir/admin.sock.
 func (s *Server) startAdmin() error {
 	path := filepath.Join(s.cfg.DataDir, AdminSocket)
+	if len(path) >= 104 { // sun_path: 108 bytes on Linux, 104 elsewhere
+		s.log.Warn("admin socket disabled: its path is too long for a unix socket; use a shorter data_dir", "path", path)
+		return nil
+	}
 	_ = os.Remove(path) // a socket left by a killed core
 	ln, err := net.Listen("unix", path)
 	if err != nil {
