@@ -1,12 +1,11 @@
 package engine
 
 import (
-	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/sha256"
 	"crypto/sha512"
-	"fmt"
+	"errors"
 
 	"github.com/cloudflare/circl/kem"
 	"github.com/cloudflare/circl/kem/mlkem/mlkem1024"
@@ -16,6 +15,7 @@ import (
 	"github.com/cloudflare/circl/sign/mldsa/mldsa65"
 	"github.com/cloudflare/circl/sign/mldsa/mldsa87"
 
+	"github.com/avonzt/avon/internal/sigverify"
 	"github.com/avonzt/avon/sdk/kms"
 )
 
@@ -100,38 +100,16 @@ func digest(a kms.Algorithm, msg []byte) []byte {
 }
 
 // verify checks sig with a public key on the host: verification needs no
-// secret, so neither the token nor a wrapped seed is touched.
+// secret, so neither the token nor a wrapped seed is touched. A signature
+// that does not verify is (false, nil); an error means the stored public
+// key is unusable.
 func verify(a kms.Algorithm, pub, msg, ctx, sig []byte) (bool, error) {
-	switch a {
-	case kms.MLDSA44:
-		var pk mldsa44.PublicKey
-		if err := pk.UnmarshalBinary(pub); err != nil {
-			return false, err
-		}
-		return mldsa44.Verify(&pk, msg, ctx, sig), nil
-	case kms.MLDSA65:
-		var pk mldsa65.PublicKey
-		if err := pk.UnmarshalBinary(pub); err != nil {
-			return false, err
-		}
-		return mldsa65.Verify(&pk, msg, ctx, sig), nil
-	case kms.MLDSA87:
-		var pk mldsa87.PublicKey
-		if err := pk.UnmarshalBinary(pub); err != nil {
-			return false, err
-		}
-		return mldsa87.Verify(&pk, msg, ctx, sig), nil
-	case kms.ECDSAP256, kms.ECDSAP384:
-		pk, err := ecdsa.ParseUncompressedPublicKey(curveOf(a), pub)
-		if err != nil {
-			return false, err
-		}
-		return ecdsa.VerifyASN1(pk, digest(a, msg), sig), nil
-	case kms.Ed25519:
-		if len(pub) != ed25519.PublicKeySize {
-			return false, fmt.Errorf("Ed25519 public key of %d bytes", len(pub))
-		}
-		return ed25519.Verify(pub, msg, sig), nil
+	err := sigverify.Verify(string(a), pub, msg, ctx, sig)
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, sigverify.ErrBadSignature):
+		return false, nil
 	}
-	return false, fmt.Errorf("algorithm %q does not sign", a)
+	return false, err
 }
