@@ -52,6 +52,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"strconv"
 	"strings"
 	"sync"
@@ -302,7 +303,12 @@ func (l *Log) Append(ctx context.Context, source string, ev host.Event) (Record,
 		u(ev.Actor), u(ev.Action), u(ev.Target), u(ev.Outcome), u(ev.Reason), u(ev.RequestID)
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	for attempt := 0; attempt < 32; attempt++ {
+	for attempt := 0; attempt < maxAppendAttempts; attempt++ {
+		if attempt > 0 {
+			if err := backoff(ctx, attempt); err != nil {
+				return Record{}, err
+			}
+		}
 		h, headVersion, err := readHead(ctx, l.kv)
 		if err != nil {
 			return Record{}, err
@@ -339,6 +345,26 @@ func (l *Log) Append(ctx context.Context, source string, ev host.Event) (Record,
 		}
 	}
 	return Record{}, errors.New("audit: too much contention appending a record")
+}
+
+// maxAppendAttempts bounds the retries of one append when other replicas
+// keep winning the next seq. With backoff (below) that is several seconds of
+// losing every race, which only a stuck or flooding replica causes.
+const maxAppendAttempts = 64
+
+// backoff sleeps before retry attempt n (n >= 1): a random duration up to
+// 100us * 2^min(n,7) (12.8ms), so appenders that collided spread out
+// instead of colliding again in lockstep.
+func backoff(ctx context.Context, n int) error {
+	limit := 100 * time.Microsecond << min(n, 7)
+	t := time.NewTimer(rand.N(limit) + 50*time.Microsecond)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return fmt.Errorf("audit: append: %w", ctx.Err())
+	case <-t.C:
+		return nil
+	}
 }
 
 // advance moves the head to (seq, hash) if it is still at version v. A

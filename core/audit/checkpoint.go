@@ -242,7 +242,12 @@ func (c *Checkpointer) checkpoint(ctx context.Context) (Checkpoint, error) {
 // is still behind seq.
 func advanceCheckpointHead(ctx context.Context, kv store.KV, seq uint64, version int64) error {
 	hb, _ := json.Marshal(seq)
-	for attempt := 0; attempt < 16; attempt++ {
+	for attempt := 0; attempt < maxAppendAttempts; attempt++ {
+		if attempt > 0 {
+			if err := backoff(ctx, attempt); err != nil {
+				return err
+			}
+		}
 		_, err := kv.Put(ctx, checkpointHeadKey, hb, store.PutOptions{Check: true, Version: version})
 		if !errors.Is(err, store.ErrVersionConflict) {
 			if err != nil {
