@@ -300,3 +300,71 @@ func (n *namespace) Close() error {
 }
 
 var _ KV = (*namespace)(nil)
+
+// MaxBatchOps is the largest number of writes one Batcher.Apply takes.
+const MaxBatchOps = 1024
+
+// Op is one write of a batch: a put of Value under Key, or with Delete a
+// delete of Key; Check and Version mean what they mean in PutOptions and
+// DeleteOptions.
+type Op struct {
+	Key     string
+	Value   []byte
+	Delete  bool
+	Check   bool
+	Version int64
+}
+
+// Batcher is implemented by backends that apply several writes atomically.
+// Every backend in this module implements it; code that takes a KV from
+// elsewhere checks with a type assertion and falls back to single writes.
+type Batcher interface {
+	// Apply performs ops in order as one atomic write: either every op
+	// takes effect, or none does. On success it returns one version per op
+	// (the new version of a put, 0 for a delete), taken from the store's
+	// sequence in op order. When an op's check fails, nothing is written
+	// and the error is a *BatchError naming that op and wrapping
+	// ErrVersionConflict. Ops are checked before anything is touched: at
+	// least 1 and at most MaxBatchOps ops, keys valid and distinct
+	// (ErrInvalidArgument otherwise), values within MaxValueSize. The
+	// other errors are those of Put; ErrUnavailable leaves the outcome
+	// unknown on a remote backend, as for Put.
+	Apply(ctx context.Context, ops []Op) ([]int64, error)
+}
+
+// BatchError reports which op of a batch failed its check.
+type BatchError struct {
+	Index int   // the op's index in the batch
+	Key   string
+	Err   error // wraps ErrVersionConflict
+}
+
+func (e *BatchError) Error() string {
+	return fmt.Sprintf("batch op %d (%q): %v", e.Index, e.Key, e.Err)
+}
+
+func (e *BatchError) Unwrap() error { return e.Err }
+
+// CheckBatch checks ops against the Batcher.Apply rules; backends call it
+// before touching anything.
+func CheckBatch(ops []Op) error {
+	if len(ops) == 0 || len(ops) > MaxBatchOps {
+		return fmt.Errorf("%w: a batch of %d ops (allowed 1..%d)", ErrInvalidArgument, len(ops), MaxBatchOps)
+	}
+	seen := make(map[string]struct{}, len(ops))
+	for i, op := range ops {
+		if err := ValidateKey(op.Key); err != nil {
+			return fmt.Errorf("batch op %d: %w", i, err)
+		}
+		if _, dup := seen[op.Key]; dup {
+			return fmt.Errorf("%w: batch op %d repeats key %q", ErrInvalidArgument, i, op.Key)
+		}
+		seen[op.Key] = struct{}{}
+		if !op.Delete {
+			if err := CheckValue(op.Value); err != nil {
+				return fmt.Errorf("batch op %d: %w", i, err)
+			}
+		}
+	}
+	return nil
+}
