@@ -17,11 +17,16 @@
 // detected, not only changes that alter meaning. audit/head holds the last
 // appended seq and hash.
 //
-// Appending is compare-and-set on the store (create-only record, then a CAS
-// on head), so several core replicas sharing PostgreSQL append to one chain.
-// A crash between the two writes leaves the head one record behind; the next
-// append finds that record, checks it links to the head, advances the head
-// and continues after it.
+// Appending is compare-and-set on the store, so several core replicas
+// sharing PostgreSQL append to one chain. Concurrent events of one process
+// are group-committed: the records of a batch (create-only) and the move of
+// the head (a CAS on its version) are one atomic store batch (store.Batcher),
+// so a batch lands whole or not at all, and a replica that lost the race
+// re-reads the head and links after the winner. On a store without batches
+// each record is written create-only and then the head moved; a crash
+// between the two leaves the head one record behind, and the next append
+// finds that record, checks it links to the head, advances the head and
+// continues after it.
 //
 // # Checkpoints
 //
@@ -204,7 +209,8 @@ type Log struct {
 	now func() time.Time
 	log hclog.Logger
 
-	mu       sync.Mutex // serializes appends within this process
+	queue    appendQueue // events waiting for the lead (see lead)
+	mu       sync.Mutex  // held by the batch being written; one at a time per process
 	appended chan struct{}
 
 	// recent remembers the hashes of the records this process appended
@@ -299,52 +305,192 @@ func (l *Log) Append(ctx context.Context, source string, ev host.Event) (Record,
 		}
 	}
 	source = u(source)
-	ev.Actor, ev.Action, ev.Target, ev.Outcome, ev.Reason, ev.RequestID =
-		u(ev.Actor), u(ev.Action), u(ev.Target), u(ev.Outcome), u(ev.Reason), u(ev.RequestID)
+	if err := ctx.Err(); err != nil {
+		return Record{}, fmt.Errorf("audit: append: %w", err)
+	}
+	p := &pendingAppend{
+		rec: Record{Source: source, Actor: u(ev.Actor), Action: u(ev.Action), Target: u(ev.Target),
+			Outcome: u(ev.Outcome), Reason: u(ev.Reason), RequestID: u(ev.RequestID), Fields: fields},
+		signal: make(chan bool, 1),
+	}
+	q := &l.queue
+	q.mu.Lock()
+	q.items = append(q.items, p)
+	if q.leading {
+		q.mu.Unlock()
+		if lead := <-p.signal; lead {
+			l.lead()
+		}
+	} else {
+		q.leading = true
+		q.mu.Unlock()
+		l.lead()
+	}
+	return p.rec, p.err
+}
+
+// Appends are group-committed, like the embedded store's writes: the first
+// appender to find no append in progress leads. It takes the queued events
+// (up to maxAppendBatch, its own first), links them after the head and
+// writes them with the head move as one atomic store batch, then hands the
+// lead to the next queued appender, if any, and returns. So concurrent
+// events share one store round trip (one fsync on the embedded store)
+// instead of queueing behind each other's two, and no caller waits for more
+// than its own batch and the one in progress.
+const maxAppendBatch = 256
+
+// appendTimeout bounds one batch. The batch outlives any one caller's
+// context: each caller waits for its result, so an event that was written
+// is never reported failed.
+const appendTimeout = 30 * time.Second
+
+type pendingAppend struct {
+	rec    Record
+	err    error
+	signal chan bool // receives true: lead; false: done (rec, err are set)
+}
+
+type appendQueue struct {
+	mu      sync.Mutex
+	items   []*pendingAppend
+	leading bool
+}
+
+// lead appends one batch from the head of the queue, whose first item is
+// the caller's, then passes the lead on.
+func (l *Log) lead() {
+	q := &l.queue
+	q.mu.Lock()
+	n := min(len(q.items), maxAppendBatch)
+	batch := q.items[:n:n]
+	q.items = q.items[n:]
+	q.mu.Unlock()
+
+	l.appendBatch(batch)
+
+	q.mu.Lock()
+	if len(q.items) > 0 {
+		q.items[0].signal <- true
+	} else {
+		q.leading = false
+	}
+	q.mu.Unlock()
+	for _, p := range batch[1:] {
+		p.signal <- false
+	}
+}
+
+func (l *Log) appendBatch(batch []*pendingAppend) {
+	ctx, cancel := context.WithTimeout(context.Background(), appendTimeout)
+	defer cancel()
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	var err error
+	if b, ok := l.kv.(store.Batcher); ok {
+		err = l.writeBatch(ctx, b, batch)
+	} else {
+		for _, p := range batch {
+			if p.err = l.appendOne(ctx, &p.rec); p.err == nil {
+				l.appendedOne(p.rec)
+			}
+		}
+		return
+	}
+	for _, p := range batch {
+		if p.err = err; err == nil {
+			l.appendedOne(p.rec)
+		}
+	}
+}
+
+func (l *Log) appendedOne(rec Record) {
+	l.remember(rec.Seq, rec.Hash)
+	l.log.Info("audit", "seq", rec.Seq, "source", rec.Source, "actor", rec.Actor, "action", rec.Action,
+		"target", rec.Target, "outcome", rec.Outcome)
+	select {
+	case l.appended <- struct{}{}:
+	default:
+	}
+}
+
+// writeBatch links the batch after the head and writes its records and the
+// head move atomically, retrying after another replica's append.
+func (l *Log) writeBatch(ctx context.Context, b store.Batcher, batch []*pendingAppend) error {
 	for attempt := 0; attempt < maxAppendAttempts; attempt++ {
 		if attempt > 0 {
 			if err := backoff(ctx, attempt); err != nil {
-				return Record{}, err
+				return err
 			}
 		}
 		h, headVersion, err := readHead(ctx, l.kv)
 		if err != nil {
-			return Record{}, err
+			return err
 		}
-		rec := Record{Seq: h.Seq + 1, Time: l.now(), Source: source, Actor: ev.Actor, Action: ev.Action,
-			Target: ev.Target, Outcome: ev.Outcome, Reason: ev.Reason, RequestID: ev.RequestID, Fields: fields, Prev: h.Hash}
-		b, err := encode(&rec)
+		ops := make([]store.Op, 0, len(batch)+1)
+		last := h
+		for _, p := range batch {
+			p.rec.Seq, p.rec.Time, p.rec.Prev = last.Seq+1, l.now(), last.Hash
+			enc, err := encode(&p.rec)
+			if err != nil {
+				return fmt.Errorf("audit: encode: %w", err)
+			}
+			ops = append(ops, store.Op{Key: RecordKey(p.rec.Seq), Value: enc, Check: true})
+			last = head{Seq: p.rec.Seq, Hash: p.rec.Hash}
+		}
+		hb, _ := json.Marshal(last)
+		ops = append(ops, store.Op{Key: headKey, Value: hb, Check: true, Version: headVersion})
+		_, err = b.Apply(ctx, ops)
+		switch {
+		case err == nil:
+			return nil
+		case errors.Is(err, store.ErrVersionConflict):
+			// Another replica appended, or records past the head were
+			// left by a single-write append that crashed: check they
+			// link, move the head onto them, and try after them.
+			if err := l.catchUp(ctx, h, headVersion); err != nil {
+				return err
+			}
+		default:
+			return fmt.Errorf("audit: write records %d-%d: %w", h.Seq+1, last.Seq, err)
+		}
+	}
+	return errors.New("audit: too much contention appending a record")
+}
+
+// appendOne appends one record with single writes (a create-only record,
+// then a CAS on the head), for stores that cannot write a batch.
+func (l *Log) appendOne(ctx context.Context, rec *Record) error {
+	for attempt := 0; attempt < maxAppendAttempts; attempt++ {
+		if attempt > 0 {
+			if err := backoff(ctx, attempt); err != nil {
+				return err
+			}
+		}
+		h, headVersion, err := readHead(ctx, l.kv)
 		if err != nil {
-			return Record{}, fmt.Errorf("audit: encode: %w", err)
+			return err
+		}
+		rec.Seq, rec.Time, rec.Prev = h.Seq+1, l.now(), h.Hash
+		b, err := encode(rec)
+		if err != nil {
+			return fmt.Errorf("audit: encode: %w", err)
 		}
 		_, err = l.kv.Put(ctx, RecordKey(rec.Seq), b, store.PutOptions{Check: true, Version: 0})
 		switch {
 		case err == nil:
-			if err := l.advance(ctx, rec.Seq, rec.Hash, headVersion); err != nil {
-				return Record{}, err
-			}
-			l.remember(rec.Seq, rec.Hash)
-			l.log.Info("audit", "seq", rec.Seq, "source", source, "actor", ev.Actor, "action", ev.Action,
-				"target", ev.Target, "outcome", ev.Outcome)
-			select {
-			case l.appended <- struct{}{}:
-			default:
-			}
-			return rec, nil
+			return l.advance(ctx, rec.Seq, rec.Hash, headVersion)
 		case errors.Is(err, store.ErrVersionConflict):
 			// Another replica appended seq, or a crash left the head
 			// behind: check the record links to our head, move the head
 			// onto it, and try after it.
 			if err := l.catchUp(ctx, h, headVersion); err != nil {
-				return Record{}, err
+				return err
 			}
 		default:
-			return Record{}, fmt.Errorf("audit: write record %d: %w", rec.Seq, err)
+			return fmt.Errorf("audit: write record %d: %w", rec.Seq, err)
 		}
 	}
-	return Record{}, errors.New("audit: too much contention appending a record")
+	return errors.New("audit: too much contention appending a record")
 }
 
 // maxAppendAttempts bounds the retries of one append when other replicas
