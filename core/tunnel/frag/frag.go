@@ -1,0 +1,123 @@
+package frag
+
+import (
+	"encoding/binary"
+	"fmt"
+)
+
+// Wire constants of the Fragment message.
+const (
+	// Type is the message type of a fragment.
+	Type = 9
+	// Version is the protocol version this package writes and accepts.
+	Version = 1
+	// HeaderLen is the size of the fragment header before the payload.
+	HeaderLen = 12
+	// MaxFragments is the most fragments the format can describe (count is
+	// a u8).
+	MaxFragments = 255
+	// MaxMessage is the largest message the format can describe (total_len
+	// is a u16).
+	MaxMessage = 65535
+)
+
+// Header is the parsed header of one fragment.
+type Header struct {
+	MsgID    uint32
+	Index    uint8
+	Count    uint8
+	TotalLen uint16
+}
+
+// ParseHeader checks the fixed part of a fragment and returns its header
+// and payload (a sub-slice of frag). It checks only what holds for every
+// fragment regardless of configuration: length, type, version, reserved
+// bytes, 1 <= count, index < count, total_len >= 1 and a non-empty payload
+// no longer than total_len.
+func ParseHeader(frag []byte) (Header, []byte, error) {
+	if len(frag) < HeaderLen {
+		return Header{}, nil, fmt.Errorf("parse header: %d bytes: %w", len(frag), ErrMalformed)
+	}
+	if frag[0] != Type || frag[1] != Version || frag[2] != 0 || frag[3] != 0 {
+		return Header{}, nil, fmt.Errorf("parse header: type %d version %d: %w", frag[0], frag[1], ErrMalformed)
+	}
+	h := Header{
+		MsgID:    binary.BigEndian.Uint32(frag[4:8]),
+		Index:    frag[8],
+		Count:    frag[9],
+		TotalLen: binary.BigEndian.Uint16(frag[10:12]),
+	}
+	payload := frag[HeaderLen:]
+	switch {
+	case h.Count == 0:
+		return Header{}, nil, fmt.Errorf("parse header: count 0: %w", ErrMalformed)
+	case h.Index >= h.Count:
+		return Header{}, nil, fmt.Errorf("parse header: index %d of %d: %w", h.Index, h.Count, ErrMalformed)
+	case h.TotalLen == 0:
+		return Header{}, nil, fmt.Errorf("parse header: total_len 0: %w", ErrMalformed)
+	case len(payload) == 0 || len(payload) > int(h.TotalLen):
+		return Header{}, nil, fmt.Errorf("parse header: payload %d of total %d: %w", len(payload), h.TotalLen, ErrMalformed)
+	}
+	return h, payload, nil
+}
+
+// chunkSize derives the sender's chunk size from one fragment and checks
+// that the fragment can belong to a message of h.TotalLen bytes in h.Count
+// fragments: every fragment but the last carries chunk bytes, the last
+// 1..chunk bytes. It returns 0 when no chunk size fits.
+func chunkSize(h Header, payloadLen int) int {
+	count, total := int(h.Count), int(h.TotalLen)
+	if count == 1 {
+		if payloadLen != total {
+			return 0
+		}
+		return total
+	}
+	var chunk int
+	if int(h.Index) < count-1 {
+		chunk = payloadLen
+	} else {
+		rest := total - payloadLen
+		if rest <= 0 || rest%(count-1) != 0 {
+			return 0
+		}
+		chunk = rest / (count - 1)
+	}
+	last := total - (count-1)*chunk
+	if last < 1 || last > chunk {
+		return 0
+	}
+	return chunk
+}
+
+// Split cuts msg into fragments of at most chunk payload bytes, all under
+// msgID (which the sender draws at random per message). Every fragment but
+// the last carries exactly chunk bytes. The fragments are new slices; msg is
+// not retained.
+func Split(msg []byte, msgID uint32, chunk int) ([][]byte, error) {
+	switch {
+	case len(msg) == 0 || len(msg) > MaxMessage:
+		return nil, fmt.Errorf("split: message of %d bytes: %w", len(msg), ErrInvalidArgument)
+	case chunk < 1 || chunk > MaxMessage:
+		return nil, fmt.Errorf("split: chunk %d: %w", chunk, ErrInvalidArgument)
+	}
+	count := (len(msg) + chunk - 1) / chunk
+	if count > MaxFragments {
+		return nil, fmt.Errorf("split: %d fragments: %w", count, ErrInvalidArgument)
+	}
+	buf := make([]byte, count*HeaderLen+len(msg))
+	out := make([][]byte, 0, count)
+	for i := 0; i < count; i++ {
+		payload := msg[i*chunk : min((i+1)*chunk, len(msg))]
+		n := HeaderLen + len(payload)
+		f := buf[:n:n]
+		buf = buf[n:]
+		f[0], f[1], f[2], f[3] = Type, Version, 0, 0
+		binary.BigEndian.PutUint32(f[4:8], msgID)
+		f[8], f[9] = byte(i), byte(count)
+		binary.BigEndian.PutUint16(f[10:12], uint16(len(msg)))
+		copy(f[HeaderLen:], payload)
+		out = append(out, f)
+	}
+	return out, nil
+}
