@@ -1,0 +1,264 @@
+package handshake
+
+import (
+	"crypto/hmac"
+	"crypto/subtle"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/cloudflare/circl/sign/mldsa/mldsa65"
+)
+
+// InitiatorConfig configures one handshake of an agent.
+type InitiatorConfig struct {
+	// Signer holds the agent's ML-DSA-65 key (its certificate's key).
+	Signer Signer
+	// Chain is the agent's certificate chain, leaf first, then
+	// intermediates, DER; at most MaxChainCerts and MaxChainLen bytes.
+	Chain [][]byte
+	// ResponderPublicKey is the gateway's ML-DSA-65 key from the enrollment
+	// bundle; sig_r must verify with it.
+	ResponderPublicKey []byte
+	// ResponderID is SHA-256 of the gateway's SubjectPublicKeyInfo; it must
+	// belong to ResponderPublicKey (see ResponderID). Zero: derived.
+	ResponderID [IDLen]byte
+	// AEAD is the transport AEAD to propose; zero means AES256GCM.
+	AEAD AEADID
+	// Rand supplies the ephemeral key, the nonce and the Finish's signing
+	// randomness goes through Signer. Required.
+	Rand io.Reader
+	// Now is the agent's calibrated clock. Required.
+	Now func() time.Time
+	// LocalIndex is this side's sender_index, chosen by core/tunnel.
+	LocalIndex uint32
+}
+
+type initiatorState uint8
+
+const (
+	initIdle initiatorState = iota
+	initSent
+	initDone
+)
+
+// Initiator is the agent's side of one handshake: Initiation, then
+// HandleResponse, which yields the Finish and the session. It is not safe
+// for concurrent use (one tunnel goroutine drives it).
+//
+// A message that fails a check leaves the Initiator as it was, so a forged
+// or corrupted Response cannot end a handshake the real gateway will
+// answer; the caller retries or gives up on its own timers.
+type Initiator struct {
+	cfg   InitiatorConfig
+	rpk   *mldsa65.PublicKey
+	chain []byte // concatenated DER
+	id    [IDLen]byte
+
+	state      initiatorState
+	eph        *ephemeral
+	initiation []byte // as sent, MACs zero
+	th1        [32]byte
+	errKey     [32]byte // HKDF-Expand(prk, "avon-v1 error") once a Response verified
+	hasErrKey  bool
+}
+
+// NewInitiator validates cfg and returns an idle Initiator.
+func NewInitiator(cfg InitiatorConfig) (*Initiator, error) {
+	if cfg.Signer == nil || cfg.Rand == nil || cfg.Now == nil {
+		return nil, fmt.Errorf("handshake: initiator needs Signer, Rand and Now: %w", ErrConfig)
+	}
+	if len(cfg.Signer.Public()) != PublicKeyLen {
+		return nil, fmt.Errorf("handshake: signer key of %d bytes is not ML-DSA-65: %w", len(cfg.Signer.Public()), ErrConfig)
+	}
+	if cfg.AEAD == 0 {
+		cfg.AEAD = AES256GCM
+	}
+	if !cfg.AEAD.Valid() {
+		return nil, fmt.Errorf("handshake: %s: %w", cfg.AEAD, ErrConfig)
+	}
+	rpk, err := parseMLDSA65(cfg.ResponderPublicKey)
+	if err != nil {
+		return nil, fmt.Errorf("%v: %w", err, ErrConfig)
+	}
+	id, err := ResponderID(cfg.ResponderPublicKey)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.ResponderID != ([IDLen]byte{}) && subtle.ConstantTimeCompare(cfg.ResponderID[:], id[:]) != 1 {
+		return nil, fmt.Errorf("handshake: responder id does not belong to the responder key: %w", ErrConfig)
+	}
+	if len(cfg.Chain) == 0 || len(cfg.Chain) > MaxChainCerts {
+		return nil, fmt.Errorf("handshake: chain of %d certificates: %w", len(cfg.Chain), ErrConfig)
+	}
+	var chain []byte
+	for _, c := range cfg.Chain {
+		chain = append(chain, c...)
+	}
+	if len(chain) > MaxChainLen {
+		return nil, fmt.Errorf("handshake: chain of %d bytes, at most %d: %w", len(chain), MaxChainLen, ErrConfig)
+	}
+	if parts, err := splitChain(chain); err != nil || len(parts) != len(cfg.Chain) {
+		return nil, fmt.Errorf("handshake: chain is not a list of DER certificates: %w", ErrConfig)
+	}
+	return &Initiator{cfg: cfg, rpk: rpk, chain: chain, id: id}, nil
+}
+
+// Initiation starts (or restarts) the handshake: a fresh X-Wing key pair
+// and nonce, the current calibrated time. token is an address token from
+// an earlier session (at most MaxTokenLen bytes) or nil. The mac1 and mac2
+// fields (the last 2*MACLen bytes) are zero: core/tunnel/cookie fills them;
+// the transcript excludes them. A retransmission after a CookieReply resends
+// these bytes with a new mac2; after a timeout, call Initiation again (the
+// responder refuses a repeated nonce).
+func (in *Initiator) Initiation(token []byte) ([]byte, error) {
+	if in.state == initDone {
+		return nil, fmt.Errorf("handshake: initiation after the handshake finished: %w", ErrState)
+	}
+	if len(token) > MaxTokenLen {
+		return nil, fmt.Errorf("handshake: token of %d bytes, at most %d: %w", len(token), MaxTokenLen, ErrConfig)
+	}
+	eph, err := newEphemeral(in.cfg.Rand)
+	if err != nil {
+		return nil, err
+	}
+	m := &Initiation{
+		SenderIndex:  in.cfg.LocalIndex,
+		Suite:        Suite{KEM: KEMXWing, Sig: SigMLDSA65, AEAD: in.cfg.AEAD},
+		Timestamp:    in.cfg.Now().UnixNano(),
+		ResponderID:  in.id,
+		Token:        token,
+		EphemeralKey: eph.pub,
+	}
+	if _, err := io.ReadFull(in.cfg.Rand, m.Nonce[:]); err != nil {
+		eph.zeroize()
+		return nil, fmt.Errorf("handshake: initiation nonce: %v: %w", err, ErrRandom)
+	}
+	b, err := m.Marshal()
+	if err != nil {
+		eph.zeroize()
+		return nil, err
+	}
+	if in.eph != nil {
+		in.eph.zeroize()
+	}
+	in.eph, in.initiation, in.state = eph, b, initSent
+	in.th1 = transcript(th0, b[:len(b)-2*MACLen])
+	return append([]byte(nil), b...), nil
+}
+
+// HandleResponse processes the gateway's Response (reassembled): it
+// decapsulates, opens enc_r, verifies sig_r with the pinned gateway key, and
+// only then signs and returns the Finish together with the session. The
+// initiator may send transport data right after the Finish.
+func (in *Initiator) HandleResponse(b []byte) ([]byte, *Result, error) {
+	if in.state != initSent {
+		return nil, nil, fmt.Errorf("handshake: response without a pending initiation: %w", ErrState)
+	}
+	m, err := ParseResponse(b)
+	if err != nil {
+		return nil, nil, err
+	}
+	if m.ReceiverIndex != in.cfg.LocalIndex {
+		return nil, nil, fmt.Errorf("handshake: response for index %d, ours is %d: %w", m.ReceiverIndex, in.cfg.LocalIndex, ErrIndex)
+	}
+	ss := in.eph.decapsulate(m.Ciphertext)
+	prk := extract(in.th1[:], ss[:])
+	clear(ss[:])
+	defer clear(prk[:])
+	th2 := transcript(in.th1, b[:12+CiphertextLen])
+	kr := expand32(&prk, labelResponder, th2[:])
+	pt, err := open(&kr, m.Sealed, th2[:])
+	clear(kr[:])
+	if err != nil {
+		return nil, nil, fmt.Errorf("handshake: response enc_r: %w", err)
+	}
+	flags := be.Uint32(pt[NonceLen:])
+	sigR := pt[NonceLen+4:]
+	if !verifyMLDSA65(in.rpk, th2[:], contextResponder, sigR) {
+		return nil, nil, fmt.Errorf("handshake: responder signature: %w", ErrSignature)
+	}
+	if flags != 0 {
+		// Signed by the gateway, so not an attacker's: a newer gateway.
+		return nil, nil, fmt.Errorf("handshake: response flags %#x, none defined in v1: %w", flags, ErrMalformed)
+	}
+	th3 := transcript(th2, m.Sealed)
+	ki := expand32(&prk, labelInitiator, th3[:])
+	defer clear(ki[:])
+	signed := transcript(th3, in.chain)
+	sigI, err := signChecked(in.cfg.Signer, signed[:], contextInitiator)
+	if err != nil {
+		return nil, nil, err
+	}
+	plain := make([]byte, 0, 2+len(in.chain)+SignatureLen)
+	plain = be.AppendUint16(plain, uint16(len(in.chain)))
+	plain = append(plain, in.chain...)
+	plain = append(plain, sigI...)
+	enc, err := seal(&ki, plain, th3[:])
+	if err != nil {
+		return nil, nil, err
+	}
+	finish, err := (&Finish{ReceiverIndex: m.SenderIndex, Sealed: enc}).Marshal()
+	if err != nil {
+		return nil, nil, err
+	}
+	th4 := transcript(th3, enc)
+	keys := deriveSession(&prk, th4[:])
+	defer keys.zeroize()
+	in.errKey, in.hasErrKey = expand32(&prk, labelError, nil), true
+	res := newResult(true, in.cfg.LocalIndex, m.SenderIndex, in.cfg.AEAD, &keys,
+		Peer{ID: gatewayPeerID(in.id), PublicKey: append([]byte(nil), in.cfg.ResponderPublicKey...)}, in.cfg.Now())
+	in.eph.zeroize()
+	in.state = initDone
+	return finish, res, nil
+}
+
+// HandshakeErrorInfo is a HandshakeError the initiator received.
+type HandshakeErrorInfo struct {
+	Code ErrorCode
+	// Detail is the raw detail (UTF-8 text, or for clock_skew the
+	// responder's time).
+	Detail []byte
+	// Authenticated is true when the tag verified under this handshake's
+	// error key: the gateway itself refused the Finish. Otherwise the
+	// message is a hint anyone could have sent; keep retrying with backoff
+	// and never end a working session on it.
+	Authenticated bool
+	// ResponderTime is the gateway's calibrated time for CodeClockSkew.
+	ResponderTime time.Time
+}
+
+// HandleError parses a HandshakeError addressed to this initiator and
+// checks its tag when it claims to be authenticated.
+func (in *Initiator) HandleError(b []byte) (*HandshakeErrorInfo, error) {
+	m, err := ParseHandshakeError(b)
+	if err != nil {
+		return nil, err
+	}
+	if m.ReceiverIndex != in.cfg.LocalIndex {
+		return nil, fmt.Errorf("handshake: error for index %d, ours is %d: %w", m.ReceiverIndex, in.cfg.LocalIndex, ErrIndex)
+	}
+	if m.Authenticated {
+		if !in.hasErrKey {
+			return nil, fmt.Errorf("handshake: authenticated error before a verified response: %w", ErrDecrypt)
+		}
+		want := errorTag(&in.errKey, b[:len(b)-TagLen])
+		if !hmac.Equal(want[:], m.Tag[:]) {
+			return nil, fmt.Errorf("handshake: error tag: %w", ErrDecrypt)
+		}
+	}
+	info := &HandshakeErrorInfo{Code: m.Code, Detail: m.Detail, Authenticated: m.Authenticated}
+	if m.Code == CodeClockSkew && len(m.Detail) == 8 {
+		info.ResponderTime = time.Unix(0, int64(be.Uint64(m.Detail))).UTC()
+	}
+	return info, nil
+}
+
+// Zeroize clears the ephemeral key and the error key.
+func (in *Initiator) Zeroize() {
+	if in.eph != nil {
+		in.eph.zeroize()
+	}
+	clear(in.errKey[:])
+	in.hasErrKey = false
+}
