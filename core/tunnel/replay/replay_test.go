@@ -65,7 +65,7 @@ func TestWindowSequences(t *testing.T) {
 			{64, true}, {64 + 64*ringBlocks, true}, {64 + 64*ringBlocks - 1, true}, {64 + 64*ringBlocks, false},
 		}},
 		{"stale bits of a reused slot are cleared", []step{
-			{64, true}, {65, true}, {64 + 64*ringBlocks, true}, {65 + 64*ringBlocks, true},
+			{64, true}, {65, true}, {69 + 64*ringBlocks, true}, {65 + 64*ringBlocks, true}, {64 + 64*ringBlocks, true},
 		}},
 		{"wrapped slot is cleared on advance", []step{
 			// fill block 0, then slide one ring forward a block at a time
