@@ -31,7 +31,6 @@ type Result struct {
 type rekeyState struct {
 	mu      sync.Mutex
 	counter uint64
-	used    bool // the responder has accepted a counter
 }
 
 // Zeroize clears the keys and the rekey secret. The Result can no longer
