@@ -16,6 +16,7 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync/atomic"
@@ -197,7 +198,8 @@ func CheckList(opts ListOptions) (int, error) {
 // view), so that "a/" cannot see "ab/". Keys inside the view follow the key
 // rules and, with the prefix added, must still fit MaxKeySize. Versions are
 // those of kv. Close on the view makes the view return ErrClosed and leaves
-// kv open; closing kv closes every view of it.
+// kv open; closing kv closes every view of it. When kv is a Batcher, so is
+// the view: its Apply prefixes every op's key as Put does.
 func NewNamespace(kv KV, prefix string) (KV, error) {
 	if err := ValidateKey(prefix); err != nil {
 		return nil, fmt.Errorf("namespace prefix: %w", err)
@@ -205,7 +207,11 @@ func NewNamespace(kv KV, prefix string) (KV, error) {
 	if !strings.HasSuffix(prefix, "/") {
 		return nil, fmt.Errorf("namespace prefix %q does not end in '/': %w", prefix, ErrInvalidKey)
 	}
-	return &namespace{kv: kv, prefix: prefix}, nil
+	n := &namespace{kv: kv, prefix: prefix}
+	if b, ok := kv.(Batcher); ok {
+		return &batchNamespace{namespace: n, b: b}, nil
+	}
+	return n, nil
 }
 
 type namespace struct {
@@ -299,7 +305,44 @@ func (n *namespace) Close() error {
 	return nil
 }
 
-var _ KV = (*namespace)(nil)
+// batchNamespace is the view of a KV that is also a Batcher: the view is
+// then a Batcher too.
+type batchNamespace struct {
+	*namespace
+	b Batcher
+}
+
+// Apply implements Batcher. The view's ops are checked like its Put keys
+// (the key rules, and MaxKeySize with the prefix added) before the parent
+// sees them; a *BatchError names the view's key.
+func (n *batchNamespace) Apply(ctx context.Context, ops []Op) ([]int64, error) {
+	if n.closed.Load() {
+		return nil, fmt.Errorf("namespace %q: %w", n.prefix, ErrClosed)
+	}
+	if err := CheckBatch(ops); err != nil {
+		return nil, err
+	}
+	inner := make([]Op, len(ops))
+	for i, op := range ops {
+		full, err := n.key(op.Key)
+		if err != nil {
+			return nil, fmt.Errorf("batch op %d: %w", i, err)
+		}
+		op.Key = full
+		inner[i] = op
+	}
+	vs, err := n.b.Apply(ctx, inner)
+	var be *BatchError
+	if errors.As(err, &be) && be.Index >= 0 && be.Index < len(ops) {
+		return nil, &BatchError{Index: be.Index, Key: ops[be.Index].Key, Err: be.Err}
+	}
+	return vs, err
+}
+
+var (
+	_ KV      = (*namespace)(nil)
+	_ Batcher = (*batchNamespace)(nil)
+)
 
 // MaxBatchOps is the largest number of writes one Batcher.Apply takes.
 const MaxBatchOps = 1024
