@@ -1,6 +1,6 @@
-// Package memstore is an in-memory store.KV for fast unit tests of the
-// packages that use a store. It passes the same conformance suite
-// (storetest) as the real backends.
+// Package memstore is an in-memory store.KV (and store.Batcher) for fast
+// unit tests of the packages that use a store. It passes the same
+// conformance suite (storetest) as the real backends.
 //
 // It must not be used by a running core: nothing survives the process, and
 // List sorts the whole map on every call.
@@ -107,6 +107,37 @@ func (s *Store) Delete(ctx context.Context, key string, o store.DeleteOptions) e
 	return nil
 }
 
+// Apply implements store.Batcher: under the lock it checks every op, then
+// applies them all, so a failed check writes nothing.
+func (s *Store) Apply(ctx context.Context, ops []store.Op) ([]int64, error) {
+	if err := store.CheckBatch(ops); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.begin(ctx); err != nil {
+		return nil, err
+	}
+	// Keys are distinct, so checking every op before the first write is
+	// the same as checking each one as it comes.
+	for i, op := range ops {
+		if err := s.check(op.Key, op.Check, op.Version); err != nil {
+			return nil, &store.BatchError{Index: i, Key: op.Key, Err: err}
+		}
+	}
+	vs := make([]int64, len(ops))
+	for i, op := range ops {
+		if op.Delete {
+			delete(s.data, op.Key)
+			continue
+		}
+		s.seq++
+		s.data[op.Key] = store.Entry{Key: op.Key, Value: append([]byte{}, op.Value...), Version: s.seq}
+		vs[i] = s.seq
+	}
+	return vs, nil
+}
+
 // List implements store.KV.
 func (s *Store) List(ctx context.Context, o store.ListOptions) ([]store.Entry, error) {
 	limit, err := store.CheckList(o)
@@ -152,4 +183,7 @@ func (s *Store) Close() error {
 	return nil
 }
 
-var _ store.KV = (*Store)(nil)
+var (
+	_ store.KV      = (*Store)(nil)
+	_ store.Batcher = (*Store)(nil)
+)
