@@ -1,9 +1,6 @@
 package transport
 
-import (
-	"encoding/binary"
-	"fmt"
-)
+import "encoding/binary"
 
 // Wire constants of the transport message.
 const (
@@ -33,24 +30,26 @@ type Header struct {
 // key (type, version, reserved bytes, length within MinPacketSize ..
 // MaxPacketSize, ciphertext a whole number of blocks plus the tag) and
 // returns the header, for routing the packet to its keypair by receiver index.
+// Its errors are the bare sentinels (ErrTruncated, ErrTooLarge, ErrType,
+// ErrVersion, ErrReserved): dropping a packet allocates nothing.
 func ParseHeader(pkt []byte) (Header, error) {
 	if len(pkt) < 4 {
-		return Header{}, fmt.Errorf("parse header of %d bytes: %w", len(pkt), ErrTruncated)
+		return Header{}, ErrTruncated
 	}
 	if pkt[0] != MessageType {
-		return Header{}, fmt.Errorf("parse header type %d: %w", pkt[0], ErrType)
+		return Header{}, ErrType
 	}
 	if pkt[1] != ProtocolVersion {
-		return Header{}, fmt.Errorf("parse header version %d: %w", pkt[1], ErrVersion)
+		return Header{}, ErrVersion
 	}
 	if pkt[2] != 0 || pkt[3] != 0 {
-		return Header{}, fmt.Errorf("parse header: %w", ErrReserved)
+		return Header{}, ErrReserved
 	}
 	if len(pkt) < MinPacketSize || (len(pkt)-MinPacketSize)%PadBlock != 0 {
-		return Header{}, fmt.Errorf("parse packet of %d bytes: %w", len(pkt), ErrTruncated)
+		return Header{}, ErrTruncated
 	}
 	if len(pkt) > MaxPacketSize {
-		return Header{}, fmt.Errorf("parse packet of %d bytes: %w", len(pkt), ErrTooLarge)
+		return Header{}, ErrTooLarge
 	}
 	return Header{
 		ReceiverIndex: binary.BigEndian.Uint32(pkt[4:8]),

@@ -199,31 +199,33 @@ func (k *Keypair) Seal(dst, inner []byte) ([]byte, error) {
 // window (Check), AEAD, then the window is updated (Accept) — only for a
 // packet that authenticated, and a second copy racing the first through the
 // AEAD is refused there. Errors: those of ParseHeader, ErrClosed, ErrIndex,
-// ErrReplay, ErrAuth. On error dst is returned unchanged (its spare capacity
-// may have been written) and nothing in the keypair changed.
+// ErrReplay, ErrAuth, returned bare (not wrapped) so that dropping a packet
+// allocates nothing; the counter is returned with them once the header
+// parsed. On error dst is returned unchanged (its spare capacity may have
+// been written) and nothing in the keypair changed.
 func (k *Keypair) Open(dst, pkt []byte) ([]byte, uint64, error) {
 	h, err := ParseHeader(pkt)
 	if err != nil {
-		return dst, 0, fmt.Errorf("open: %w", err)
+		return dst, 0, err
 	}
 	c := k.ciphers.Load()
 	if c == nil {
-		return dst, h.Counter, fmt.Errorf("open: %w", ErrClosed)
+		return dst, h.Counter, ErrClosed
 	}
 	if h.ReceiverIndex != k.localIndex {
-		return dst, h.Counter, fmt.Errorf("open packet for index %d at %d: %w", h.ReceiverIndex, k.localIndex, ErrIndex)
+		return dst, h.Counter, ErrIndex
 	}
 	k.recv.Lock()
 	ok := k.recv.window.Check(h.Counter)
 	k.recv.Unlock()
 	if !ok {
-		return dst, h.Counter, fmt.Errorf("open counter %d: %w", h.Counter, ErrReplay)
+		return dst, h.Counter, ErrReplay
 	}
 	var nonce [12]byte
 	binary.BigEndian.PutUint64(nonce[4:], h.Counter)
 	out, err := c.recv.Open(dst, nonce[:], pkt[HeaderSize:], pkt[:HeaderSize])
 	if err != nil {
-		return dst, h.Counter, fmt.Errorf("open counter %d: %w", h.Counter, ErrAuth)
+		return dst, h.Counter, ErrAuth
 	}
 	k.recv.Lock()
 	ok = k.recv.window.Accept(h.Counter)
@@ -232,7 +234,7 @@ func (k *Keypair) Open(dst, pkt []byte) ([]byte, uint64, error) {
 	}
 	k.recv.Unlock()
 	if !ok {
-		return dst, h.Counter, fmt.Errorf("open counter %d: %w", h.Counter, ErrReplay)
+		return dst, h.Counter, ErrReplay
 	}
 	return out, h.Counter, nil
 }
