@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"net/netip"
+	"slices"
 	"sync"
 	"time"
 )
@@ -270,11 +271,8 @@ func (r *Reassembler) createLocked(k key, h Header, chunk int, now time.Time) *p
 func (r *Reassembler) removeLocked(p *pending) {
 	delete(r.mu.byKey, p.key)
 	list := r.mu.bySrc[p.key.src]
-	for i, q := range list {
-		if q == p {
-			list = append(list[:i], list[i+1:]...)
-			break
-		}
+	if i := slices.Index(list, p); i >= 0 {
+		list = slices.Delete(list, i, i+1) // clears the vacated slot
 	}
 	if len(list) == 0 {
 		delete(r.mu.bySrc, p.key.src)
