@@ -36,6 +36,38 @@ type OCSPResponder interface {
 	RespondOCSP(ctx context.Context, req *OCSPRequest) (*OCSPResponse, error)
 }
 
+// CertificateLister is an optional capability: listing the certificates a
+// CA issued, ordered by serial, in pages.
+type CertificateLister interface {
+	// ListCertificates returns up to Limit certificates with a serial after
+	// After that pass the filters, and Next: the serial to pass as After
+	// for the next page ("" when there is none). ErrUnknownIssuer when
+	// the Issuer filter names no issuer.
+	ListCertificates(ctx context.Context, req *ListCertificatesRequest) (*ListCertificatesResponse, error)
+}
+
+// Rotator is an optional capability: replacing an issuing CA by a new
+// generation with a fresh key.
+type Rotator interface {
+	// RotateIssuer makes the next generation of an issuing (non-root)
+	// issuer: a new key in the named KMS plugin, a certificate signed by
+	// the same parent, and issuance switched to it. Earlier generations
+	// stay loaded to sign CRLs and OCSP responses for what they issued.
+	// ErrUnknownIssuer; ErrUnknownKMS naming the wired KMS plugins;
+	// ErrPolicyViolation for an algorithm the issuer may not use;
+	// errdef.ErrNotImplemented for a root; ErrNotInitialized.
+	RotateIssuer(ctx context.Context, req *RotateRequest) (*RotateResponse, error)
+}
+
+// Initializer is an optional capability of a CA configured to start
+// without a hierarchy (an operator ceremony creates it).
+type Initializer interface {
+	// Initialize creates the root and issuing CAs with keys in the named
+	// KMS plugin. ErrAlreadyInitialized when there is a hierarchy;
+	// ErrUnknownKMS.
+	Initialize(ctx context.Context, req *InitializeRequest) (*InitializeResponse, error)
+}
+
 // Status is a certificate's revocation status.
 type Status string
 
@@ -95,12 +127,76 @@ type (
 
 	OCSPRequest  struct{ Request []byte }
 	OCSPResponse struct{ Response []byte }
+
+	ListCertificatesRequest struct {
+		After   string // serial (hex); the page starts after it
+		Limit   int    // 0 = DefaultListLimit; at most MaxListLimit
+		Status  Status // "" = any
+		Profile string // "" = any
+		Issuer  string // "" = any; an issuer name as ListIssuers gives it
+	}
+	ListCertificatesResponse struct {
+		Certificates []CertificateInfo
+		Next         string // "" when done; else the After of the next page
+	}
+
+	RotateRequest struct {
+		Issuer    string // "" = "issuing"
+		KMS       string // name of a wired kms plugin; "" = the default
+		Algorithm string // "" = the current generation's
+	}
+	RotateResponse struct {
+		Issuer      string // the new generation's name as ListIssuers gives it
+		Generation  int
+		Serial      string // of the new issuer certificate
+		KMS         string
+		Algorithm   string
+		NotAfter    time.Time
+		Certificate []byte // DER
+	}
+
+	InitializeRequest struct {
+		KMS string // name of a wired kms plugin; "" = the default
+	}
+	InitializeResponse struct {
+		Root        []byte // DER
+		RootSHA256  string // lowercase hex SHA-256 of Root
+		RootSubject string
+		Issuers     []Issuer
+	}
 )
 
-// Issuer describes one issuing certificate.
+// Page sizes of ListCertificates.
+const (
+	DefaultListLimit = 100
+	MaxListLimit     = 1000
+)
+
+// CertificateInfo is one certificate in a listing.
+type CertificateInfo struct {
+	Serial    string // lowercase hex
+	Subject   string // common name
+	SANs      []string
+	Profile   string
+	Issuer    string // the issuing generation's name ("issuing", "issuing.2")
+	Status    Status
+	NotBefore time.Time
+	NotAfter  time.Time
+	RevokedAt time.Time
+	Reason    int
+}
+
+// Issuer describes one issuing certificate. A rotated issuer has several
+// generations: the active one is named by the issuer's name ("issuing"),
+// the others by name and generation ("issuing.1"); every Name passes back
+// to CRL and Issue as it is.
 type Issuer struct {
 	Name        string
 	Algorithm   string // e.g. ML-DSA-65, ECDSA-P384
 	Certificate []byte // DER
 	Default     bool
+	Family      string // the name without a generation ("issuing"); "" from older plugins
+	Generation  int    // 1 for the first; 0 from older plugins
+	Active      bool   // issues new certificates; false: CRLs and OCSP only
+	KMS         string // the wired kms plugin holding the key; "" = the default
 }

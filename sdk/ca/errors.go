@@ -14,4 +14,11 @@ var (
 	ErrBadCSR              = errdef.New("ca.bad_csr", codes.InvalidArgument, "bad certificate signing request")
 	ErrPolicyViolation     = errdef.New("ca.policy_violation", codes.PermissionDenied, "request not allowed by the profile")
 	ErrAlreadyRevoked      = errdef.New("ca.already_revoked", codes.FailedPrecondition, "certificate already revoked")
+	// ErrNotInitialized: the CA was started without a hierarchy
+	// (init = "manual") and nobody ran Initialize yet.
+	ErrNotInitialized = errdef.New("ca.not_initialized", codes.FailedPrecondition, "CA not initialized (run avon ca init)")
+	// ErrAlreadyInitialized: Initialize on a CA that has a hierarchy.
+	ErrAlreadyInitialized = errdef.New("ca.already_initialized", codes.AlreadyExists, "CA already initialized")
+	// ErrUnknownKMS: a request names a kms plugin not wired to the CA.
+	ErrUnknownKMS = errdef.New("ca.unknown_kms", codes.InvalidArgument, "no kms plugin of that name is wired to the CA")
 )

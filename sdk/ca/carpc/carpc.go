@@ -1,5 +1,7 @@
 // Package carpc is the gRPC shim of the ca plugin kind: Client turns a
-// connection into a ca.CA (and ca.OCSPResponder), Server serves one. Errors
+// connection into a ca.CA (and the optional ca.OCSPResponder,
+// ca.CertificateLister, ca.Rotator and ca.Initializer: a plugin without one
+// answers errdef.ErrNotImplemented), Server serves one. Errors
 // cross in-band (sdk/errdef). The shim only translates.
 package carpc
 
@@ -74,9 +76,19 @@ func (c *Client) ListIssuers(ctx context.Context, _ *ca.ListIssuersRequest) (*ca
 	}
 	out := &ca.ListIssuersResponse{}
 	for _, i := range resp.GetIssuers() {
-		out.Issuers = append(out.Issuers, ca.Issuer{Name: i.GetName(), Algorithm: i.GetAlgorithm(), Certificate: i.GetCertificate(), Default: i.GetDefault()})
+		out.Issuers = append(out.Issuers, issuerFromProto(i))
 	}
 	return out, nil
+}
+
+func issuerFromProto(i *cav1.Issuer) ca.Issuer {
+	return ca.Issuer{Name: i.GetName(), Algorithm: i.GetAlgorithm(), Certificate: i.GetCertificate(), Default: i.GetDefault(),
+		Family: i.GetFamily(), Generation: int(i.GetGeneration()), Active: i.GetActive(), KMS: i.GetKms()}
+}
+
+func issuerToProto(i ca.Issuer) *cav1.Issuer {
+	return &cav1.Issuer{Name: i.Name, Algorithm: i.Algorithm, Certificate: i.Certificate, Default: i.Default,
+		Family: i.Family, Generation: int32(i.Generation), Active: i.Active, Kms: i.KMS}
 }
 
 func (c *Client) CRL(ctx context.Context, r *ca.CRLRequest) (*ca.CRLResponse, error) {
@@ -95,6 +107,48 @@ func (c *Client) RespondOCSP(ctx context.Context, r *ca.OCSPRequest) (*ca.OCSPRe
 	return &ca.OCSPResponse{Response: resp.GetResponse()}, nil
 }
 
+// ListCertificates implements ca.CertificateLister; a plugin without it
+// answers errdef.ErrNotImplemented.
+func (c *Client) ListCertificates(ctx context.Context, r *ca.ListCertificatesRequest) (*ca.ListCertificatesResponse, error) {
+	resp, err := c.c.ListCertificates(ctx, &cav1.ListCertificatesRequest{After: r.After, Limit: int32(r.Limit), Status: string(r.Status),
+		Profile: r.Profile, Issuer: r.Issuer})
+	if err != nil {
+		return nil, errdef.FromStatus(err)
+	}
+	out := &ca.ListCertificatesResponse{Next: resp.GetNext()}
+	for _, ci := range resp.GetCertificates() {
+		out.Certificates = append(out.Certificates, ca.CertificateInfo{Serial: ci.GetSerial(), Subject: ci.GetSubject(), SANs: ci.GetSans(),
+			Profile: ci.GetProfile(), Issuer: ci.GetIssuer(), Status: ca.Status(ci.GetStatus()), NotBefore: fromTS(ci.GetNotBefore()),
+			NotAfter: fromTS(ci.GetNotAfter()), RevokedAt: fromTS(ci.GetRevokedAt()), Reason: int(ci.GetReason())})
+	}
+	return out, nil
+}
+
+// RotateIssuer implements ca.Rotator; a plugin without it answers
+// errdef.ErrNotImplemented.
+func (c *Client) RotateIssuer(ctx context.Context, r *ca.RotateRequest) (*ca.RotateResponse, error) {
+	resp, err := c.c.RotateIssuer(ctx, &cav1.RotateRequest{Issuer: r.Issuer, Kms: r.KMS, Algorithm: r.Algorithm})
+	if err != nil {
+		return nil, errdef.FromStatus(err)
+	}
+	return &ca.RotateResponse{Issuer: resp.GetIssuer(), Generation: int(resp.GetGeneration()), Serial: resp.GetSerial(), KMS: resp.GetKms(),
+		Algorithm: resp.GetAlgorithm(), NotAfter: fromTS(resp.GetNotAfter()), Certificate: resp.GetCertificate()}, nil
+}
+
+// Initialize implements ca.Initializer; a plugin without it answers
+// errdef.ErrNotImplemented.
+func (c *Client) Initialize(ctx context.Context, r *ca.InitializeRequest) (*ca.InitializeResponse, error) {
+	resp, err := c.c.Initialize(ctx, &cav1.InitializeRequest{Kms: r.KMS})
+	if err != nil {
+		return nil, errdef.FromStatus(err)
+	}
+	out := &ca.InitializeResponse{Root: resp.GetRoot(), RootSHA256: resp.GetRootSha256(), RootSubject: resp.GetRootSubject()}
+	for _, i := range resp.GetIssuers() {
+		out.Issuers = append(out.Issuers, issuerFromProto(i))
+	}
+	return out, nil
+}
+
 // Server serves a ca.CA over gRPC.
 type Server struct {
 	cav1.UnimplementedCAServer
@@ -106,10 +160,20 @@ func Register(s grpc.ServiceRegistrar, impl ca.CA) { cav1.RegisterCAServer(s, &S
 
 // Capabilities lists the optional capabilities impl offers.
 func Capabilities(impl ca.CA) []string {
+	var out []string
 	if _, ok := impl.(ca.OCSPResponder); ok {
-		return []string{"ca.ocsp_responder"}
+		out = append(out, "ca.ocsp_responder")
 	}
-	return nil
+	if _, ok := impl.(ca.CertificateLister); ok {
+		out = append(out, "ca.certificate_lister")
+	}
+	if _, ok := impl.(ca.Rotator); ok {
+		out = append(out, "ca.rotator")
+	}
+	if _, ok := impl.(ca.Initializer); ok {
+		out = append(out, "ca.initializer")
+	}
+	return out
 }
 
 func (s *Server) Issue(ctx context.Context, p *cav1.IssueRequest) (*cav1.IssueResponse, error) {
@@ -144,7 +208,7 @@ func (s *Server) ListIssuers(ctx context.Context, _ *cav1.ListIssuersRequest) (*
 	}
 	out := &cav1.ListIssuersResponse{}
 	for _, i := range r.Issuers {
-		out.Issuers = append(out.Issuers, &cav1.Issuer{Name: i.Name, Algorithm: i.Algorithm, Certificate: i.Certificate, Default: i.Default})
+		out.Issuers = append(out.Issuers, issuerToProto(i))
 	}
 	return out, nil
 }
@@ -169,7 +233,58 @@ func (s *Server) RespondOCSP(ctx context.Context, p *cav1.OCSPRequest) (*cav1.OC
 	return &cav1.OCSPResponse{Response: r.Response}, nil
 }
 
+func (s *Server) ListCertificates(ctx context.Context, p *cav1.ListCertificatesRequest) (*cav1.ListCertificatesResponse, error) {
+	l, ok := s.impl.(ca.CertificateLister)
+	if !ok {
+		return nil, errdef.ToStatus(fmt.Errorf("list certificates: %w", errdef.ErrNotImplemented))
+	}
+	r, err := l.ListCertificates(ctx, &ca.ListCertificatesRequest{After: p.GetAfter(), Limit: int(p.GetLimit()), Status: ca.Status(p.GetStatus()),
+		Profile: p.GetProfile(), Issuer: p.GetIssuer()})
+	if err != nil {
+		return nil, errdef.ToStatus(err)
+	}
+	out := &cav1.ListCertificatesResponse{Next: r.Next}
+	for _, c := range r.Certificates {
+		out.Certificates = append(out.Certificates, &cav1.CertificateInfo{Serial: c.Serial, Subject: c.Subject, Sans: c.SANs, Profile: c.Profile,
+			Issuer: c.Issuer, Status: string(c.Status), NotBefore: ts(c.NotBefore), NotAfter: ts(c.NotAfter), RevokedAt: ts(c.RevokedAt),
+			Reason: int32(c.Reason)})
+	}
+	return out, nil
+}
+
+func (s *Server) RotateIssuer(ctx context.Context, p *cav1.RotateRequest) (*cav1.RotateResponse, error) {
+	ro, ok := s.impl.(ca.Rotator)
+	if !ok {
+		return nil, errdef.ToStatus(fmt.Errorf("rotate issuer: %w", errdef.ErrNotImplemented))
+	}
+	r, err := ro.RotateIssuer(ctx, &ca.RotateRequest{Issuer: p.GetIssuer(), KMS: p.GetKms(), Algorithm: p.GetAlgorithm()})
+	if err != nil {
+		return nil, errdef.ToStatus(err)
+	}
+	return &cav1.RotateResponse{Issuer: r.Issuer, Generation: int32(r.Generation), Serial: r.Serial, Kms: r.KMS, Algorithm: r.Algorithm,
+		NotAfter: ts(r.NotAfter), Certificate: r.Certificate}, nil
+}
+
+func (s *Server) Initialize(ctx context.Context, p *cav1.InitializeRequest) (*cav1.InitializeResponse, error) {
+	in, ok := s.impl.(ca.Initializer)
+	if !ok {
+		return nil, errdef.ToStatus(fmt.Errorf("initialize: %w", errdef.ErrNotImplemented))
+	}
+	r, err := in.Initialize(ctx, &ca.InitializeRequest{KMS: p.GetKms()})
+	if err != nil {
+		return nil, errdef.ToStatus(err)
+	}
+	out := &cav1.InitializeResponse{Root: r.Root, RootSha256: r.RootSHA256, RootSubject: r.RootSubject}
+	for _, i := range r.Issuers {
+		out.Issuers = append(out.Issuers, issuerToProto(i))
+	}
+	return out, nil
+}
+
 var (
-	_ ca.CA            = (*Client)(nil)
-	_ ca.OCSPResponder = (*Client)(nil)
+	_ ca.CA                = (*Client)(nil)
+	_ ca.OCSPResponder     = (*Client)(nil)
+	_ ca.CertificateLister = (*Client)(nil)
+	_ ca.Rotator           = (*Client)(nil)
+	_ ca.Initializer       = (*Client)(nil)
 )

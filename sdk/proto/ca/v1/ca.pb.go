@@ -463,11 +463,16 @@ func (*ListIssuersRequest) Descriptor() ([]byte, []int) {
 }
 
 type Issuer struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	Algorithm     string                 `protobuf:"bytes,2,opt,name=algorithm,proto3" json:"algorithm,omitempty"`
-	Certificate   []byte                 `protobuf:"bytes,3,opt,name=certificate,proto3" json:"certificate,omitempty"`
-	Default       bool                   `protobuf:"varint,4,opt,name=default,proto3" json:"default,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Name        string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Algorithm   string                 `protobuf:"bytes,2,opt,name=algorithm,proto3" json:"algorithm,omitempty"`
+	Certificate []byte                 `protobuf:"bytes,3,opt,name=certificate,proto3" json:"certificate,omitempty"`
+	Default     bool                   `protobuf:"varint,4,opt,name=default,proto3" json:"default,omitempty"`
+	// Minor 1: generations of a rotated issuer.
+	Generation    int32  `protobuf:"varint,5,opt,name=generation,proto3" json:"generation,omitempty"`
+	Active        bool   `protobuf:"varint,6,opt,name=active,proto3" json:"active,omitempty"` // issues new certificates (false: CRLs and OCSP only)
+	Kms           string `protobuf:"bytes,7,opt,name=kms,proto3" json:"kms,omitempty"`        // name of the wired kms plugin holding its key; "" = default
+	Family        string `protobuf:"bytes,8,opt,name=family,proto3" json:"family,omitempty"`  // the issuer's name without a generation ("issuing")
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -528,6 +533,34 @@ func (x *Issuer) GetDefault() bool {
 		return x.Default
 	}
 	return false
+}
+
+func (x *Issuer) GetGeneration() int32 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
+}
+
+func (x *Issuer) GetActive() bool {
+	if x != nil {
+		return x.Active
+	}
+	return false
+}
+
+func (x *Issuer) GetKms() string {
+	if x != nil {
+		return x.Kms
+	}
+	return ""
+}
+
+func (x *Issuer) GetFamily() string {
+	if x != nil {
+		return x.Family
+	}
+	return ""
 }
 
 type ListIssuersResponse struct {
@@ -766,6 +799,514 @@ func (x *OCSPResponse) GetResponse() []byte {
 	return nil
 }
 
+type ListCertificatesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	After         string                 `protobuf:"bytes,1,opt,name=after,proto3" json:"after,omitempty"`     // serial; the page starts after it
+	Limit         int32                  `protobuf:"varint,2,opt,name=limit,proto3" json:"limit,omitempty"`    // 0 = 100; at most 1000
+	Status        string                 `protobuf:"bytes,3,opt,name=status,proto3" json:"status,omitempty"`   // "" = any
+	Profile       string                 `protobuf:"bytes,4,opt,name=profile,proto3" json:"profile,omitempty"` // "" = any
+	Issuer        string                 `protobuf:"bytes,5,opt,name=issuer,proto3" json:"issuer,omitempty"`   // "" = any
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListCertificatesRequest) Reset() {
+	*x = ListCertificatesRequest{}
+	mi := &file_ca_v1_ca_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListCertificatesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListCertificatesRequest) ProtoMessage() {}
+
+func (x *ListCertificatesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ca_v1_ca_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListCertificatesRequest.ProtoReflect.Descriptor instead.
+func (*ListCertificatesRequest) Descriptor() ([]byte, []int) {
+	return file_ca_v1_ca_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *ListCertificatesRequest) GetAfter() string {
+	if x != nil {
+		return x.After
+	}
+	return ""
+}
+
+func (x *ListCertificatesRequest) GetLimit() int32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+func (x *ListCertificatesRequest) GetStatus() string {
+	if x != nil {
+		return x.Status
+	}
+	return ""
+}
+
+func (x *ListCertificatesRequest) GetProfile() string {
+	if x != nil {
+		return x.Profile
+	}
+	return ""
+}
+
+func (x *ListCertificatesRequest) GetIssuer() string {
+	if x != nil {
+		return x.Issuer
+	}
+	return ""
+}
+
+type CertificateInfo struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Serial        string                 `protobuf:"bytes,1,opt,name=serial,proto3" json:"serial,omitempty"`
+	Subject       string                 `protobuf:"bytes,2,opt,name=subject,proto3" json:"subject,omitempty"`
+	Sans          []string               `protobuf:"bytes,3,rep,name=sans,proto3" json:"sans,omitempty"`
+	Profile       string                 `protobuf:"bytes,4,opt,name=profile,proto3" json:"profile,omitempty"`
+	Issuer        string                 `protobuf:"bytes,5,opt,name=issuer,proto3" json:"issuer,omitempty"`
+	Status        string                 `protobuf:"bytes,6,opt,name=status,proto3" json:"status,omitempty"`
+	NotBefore     *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=not_before,json=notBefore,proto3" json:"not_before,omitempty"`
+	NotAfter      *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=not_after,json=notAfter,proto3" json:"not_after,omitempty"`
+	RevokedAt     *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=revoked_at,json=revokedAt,proto3" json:"revoked_at,omitempty"`
+	Reason        int32                  `protobuf:"varint,10,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CertificateInfo) Reset() {
+	*x = CertificateInfo{}
+	mi := &file_ca_v1_ca_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CertificateInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CertificateInfo) ProtoMessage() {}
+
+func (x *CertificateInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_ca_v1_ca_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CertificateInfo.ProtoReflect.Descriptor instead.
+func (*CertificateInfo) Descriptor() ([]byte, []int) {
+	return file_ca_v1_ca_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *CertificateInfo) GetSerial() string {
+	if x != nil {
+		return x.Serial
+	}
+	return ""
+}
+
+func (x *CertificateInfo) GetSubject() string {
+	if x != nil {
+		return x.Subject
+	}
+	return ""
+}
+
+func (x *CertificateInfo) GetSans() []string {
+	if x != nil {
+		return x.Sans
+	}
+	return nil
+}
+
+func (x *CertificateInfo) GetProfile() string {
+	if x != nil {
+		return x.Profile
+	}
+	return ""
+}
+
+func (x *CertificateInfo) GetIssuer() string {
+	if x != nil {
+		return x.Issuer
+	}
+	return ""
+}
+
+func (x *CertificateInfo) GetStatus() string {
+	if x != nil {
+		return x.Status
+	}
+	return ""
+}
+
+func (x *CertificateInfo) GetNotBefore() *timestamppb.Timestamp {
+	if x != nil {
+		return x.NotBefore
+	}
+	return nil
+}
+
+func (x *CertificateInfo) GetNotAfter() *timestamppb.Timestamp {
+	if x != nil {
+		return x.NotAfter
+	}
+	return nil
+}
+
+func (x *CertificateInfo) GetRevokedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RevokedAt
+	}
+	return nil
+}
+
+func (x *CertificateInfo) GetReason() int32 {
+	if x != nil {
+		return x.Reason
+	}
+	return 0
+}
+
+type ListCertificatesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Certificates  []*CertificateInfo     `protobuf:"bytes,1,rep,name=certificates,proto3" json:"certificates,omitempty"`
+	Next          string                 `protobuf:"bytes,2,opt,name=next,proto3" json:"next,omitempty"` // "" when done; else pass as after
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListCertificatesResponse) Reset() {
+	*x = ListCertificatesResponse{}
+	mi := &file_ca_v1_ca_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListCertificatesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListCertificatesResponse) ProtoMessage() {}
+
+func (x *ListCertificatesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ca_v1_ca_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListCertificatesResponse.ProtoReflect.Descriptor instead.
+func (*ListCertificatesResponse) Descriptor() ([]byte, []int) {
+	return file_ca_v1_ca_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *ListCertificatesResponse) GetCertificates() []*CertificateInfo {
+	if x != nil {
+		return x.Certificates
+	}
+	return nil
+}
+
+func (x *ListCertificatesResponse) GetNext() string {
+	if x != nil {
+		return x.Next
+	}
+	return ""
+}
+
+type RotateRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Issuer        string                 `protobuf:"bytes,1,opt,name=issuer,proto3" json:"issuer,omitempty"`       // "" = "issuing"
+	Kms           string                 `protobuf:"bytes,2,opt,name=kms,proto3" json:"kms,omitempty"`             // name of a wired kms plugin; "" = the default
+	Algorithm     string                 `protobuf:"bytes,3,opt,name=algorithm,proto3" json:"algorithm,omitempty"` // "" = the issuer's
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RotateRequest) Reset() {
+	*x = RotateRequest{}
+	mi := &file_ca_v1_ca_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RotateRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RotateRequest) ProtoMessage() {}
+
+func (x *RotateRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ca_v1_ca_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RotateRequest.ProtoReflect.Descriptor instead.
+func (*RotateRequest) Descriptor() ([]byte, []int) {
+	return file_ca_v1_ca_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *RotateRequest) GetIssuer() string {
+	if x != nil {
+		return x.Issuer
+	}
+	return ""
+}
+
+func (x *RotateRequest) GetKms() string {
+	if x != nil {
+		return x.Kms
+	}
+	return ""
+}
+
+func (x *RotateRequest) GetAlgorithm() string {
+	if x != nil {
+		return x.Algorithm
+	}
+	return ""
+}
+
+type RotateResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Issuer        string                 `protobuf:"bytes,1,opt,name=issuer,proto3" json:"issuer,omitempty"`
+	Generation    int32                  `protobuf:"varint,2,opt,name=generation,proto3" json:"generation,omitempty"`
+	Serial        string                 `protobuf:"bytes,3,opt,name=serial,proto3" json:"serial,omitempty"`
+	Kms           string                 `protobuf:"bytes,4,opt,name=kms,proto3" json:"kms,omitempty"`
+	Algorithm     string                 `protobuf:"bytes,5,opt,name=algorithm,proto3" json:"algorithm,omitempty"`
+	NotAfter      *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=not_after,json=notAfter,proto3" json:"not_after,omitempty"`
+	Certificate   []byte                 `protobuf:"bytes,7,opt,name=certificate,proto3" json:"certificate,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RotateResponse) Reset() {
+	*x = RotateResponse{}
+	mi := &file_ca_v1_ca_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RotateResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RotateResponse) ProtoMessage() {}
+
+func (x *RotateResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ca_v1_ca_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RotateResponse.ProtoReflect.Descriptor instead.
+func (*RotateResponse) Descriptor() ([]byte, []int) {
+	return file_ca_v1_ca_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *RotateResponse) GetIssuer() string {
+	if x != nil {
+		return x.Issuer
+	}
+	return ""
+}
+
+func (x *RotateResponse) GetGeneration() int32 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
+}
+
+func (x *RotateResponse) GetSerial() string {
+	if x != nil {
+		return x.Serial
+	}
+	return ""
+}
+
+func (x *RotateResponse) GetKms() string {
+	if x != nil {
+		return x.Kms
+	}
+	return ""
+}
+
+func (x *RotateResponse) GetAlgorithm() string {
+	if x != nil {
+		return x.Algorithm
+	}
+	return ""
+}
+
+func (x *RotateResponse) GetNotAfter() *timestamppb.Timestamp {
+	if x != nil {
+		return x.NotAfter
+	}
+	return nil
+}
+
+func (x *RotateResponse) GetCertificate() []byte {
+	if x != nil {
+		return x.Certificate
+	}
+	return nil
+}
+
+type InitializeRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Kms           string                 `protobuf:"bytes,1,opt,name=kms,proto3" json:"kms,omitempty"` // name of a wired kms plugin; "" = the default
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *InitializeRequest) Reset() {
+	*x = InitializeRequest{}
+	mi := &file_ca_v1_ca_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InitializeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InitializeRequest) ProtoMessage() {}
+
+func (x *InitializeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ca_v1_ca_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InitializeRequest.ProtoReflect.Descriptor instead.
+func (*InitializeRequest) Descriptor() ([]byte, []int) {
+	return file_ca_v1_ca_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *InitializeRequest) GetKms() string {
+	if x != nil {
+		return x.Kms
+	}
+	return ""
+}
+
+type InitializeResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Root          []byte                 `protobuf:"bytes,1,opt,name=root,proto3" json:"root,omitempty"`                               // DER
+	RootSha256    string                 `protobuf:"bytes,2,opt,name=root_sha256,json=rootSha256,proto3" json:"root_sha256,omitempty"` // hex fingerprint of the root certificate
+	RootSubject   string                 `protobuf:"bytes,3,opt,name=root_subject,json=rootSubject,proto3" json:"root_subject,omitempty"`
+	Issuers       []*Issuer              `protobuf:"bytes,4,rep,name=issuers,proto3" json:"issuers,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *InitializeResponse) Reset() {
+	*x = InitializeResponse{}
+	mi := &file_ca_v1_ca_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InitializeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InitializeResponse) ProtoMessage() {}
+
+func (x *InitializeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ca_v1_ca_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InitializeResponse.ProtoReflect.Descriptor instead.
+func (*InitializeResponse) Descriptor() ([]byte, []int) {
+	return file_ca_v1_ca_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *InitializeResponse) GetRoot() []byte {
+	if x != nil {
+		return x.Root
+	}
+	return nil
+}
+
+func (x *InitializeResponse) GetRootSha256() string {
+	if x != nil {
+		return x.RootSha256
+	}
+	return ""
+}
+
+func (x *InitializeResponse) GetRootSubject() string {
+	if x != nil {
+		return x.RootSubject
+	}
+	return ""
+}
+
+func (x *InitializeResponse) GetIssuers() []*Issuer {
+	if x != nil {
+		return x.Issuers
+	}
+	return nil
+}
+
 var File_ca_v1_ca_proto protoreflect.FileDescriptor
 
 const file_ca_v1_ca_proto_rawDesc = "" +
@@ -806,12 +1347,18 @@ const file_ca_v1_ca_proto_rawDesc = "" +
 	"\n" +
 	"revoked_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\trevokedAt\x12+\n" +
 	"\x11revocation_reason\x18\x04 \x01(\x05R\x10revocationReason\"\x14\n" +
-	"\x12ListIssuersRequest\"v\n" +
+	"\x12ListIssuersRequest\"\xd8\x01\n" +
 	"\x06Issuer\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1c\n" +
 	"\talgorithm\x18\x02 \x01(\tR\talgorithm\x12 \n" +
 	"\vcertificate\x18\x03 \x01(\fR\vcertificate\x12\x18\n" +
-	"\adefault\x18\x04 \x01(\bR\adefault\"C\n" +
+	"\adefault\x18\x04 \x01(\bR\adefault\x12\x1e\n" +
+	"\n" +
+	"generation\x18\x05 \x01(\x05R\n" +
+	"generation\x12\x16\n" +
+	"\x06active\x18\x06 \x01(\bR\x06active\x12\x10\n" +
+	"\x03kms\x18\a \x01(\tR\x03kms\x12\x16\n" +
+	"\x06family\x18\b \x01(\tR\x06family\"C\n" +
 	"\x13ListIssuersResponse\x12,\n" +
 	"\aissuers\x18\x01 \x03(\v2\x12.avon.ca.v1.IssuerR\aissuers\"$\n" +
 	"\n" +
@@ -826,14 +1373,63 @@ const file_ca_v1_ca_proto_rawDesc = "" +
 	"\vOCSPRequest\x12\x18\n" +
 	"\arequest\x18\x01 \x01(\fR\arequest\"*\n" +
 	"\fOCSPResponse\x12\x1a\n" +
-	"\bresponse\x18\x01 \x01(\fR\bresponse2\xa6\x03\n" +
+	"\bresponse\x18\x01 \x01(\fR\bresponse\"\x8f\x01\n" +
+	"\x17ListCertificatesRequest\x12\x14\n" +
+	"\x05after\x18\x01 \x01(\tR\x05after\x12\x14\n" +
+	"\x05limit\x18\x02 \x01(\x05R\x05limit\x12\x16\n" +
+	"\x06status\x18\x03 \x01(\tR\x06status\x12\x18\n" +
+	"\aprofile\x18\x04 \x01(\tR\aprofile\x12\x16\n" +
+	"\x06issuer\x18\x05 \x01(\tR\x06issuer\"\xe8\x02\n" +
+	"\x0fCertificateInfo\x12\x16\n" +
+	"\x06serial\x18\x01 \x01(\tR\x06serial\x12\x18\n" +
+	"\asubject\x18\x02 \x01(\tR\asubject\x12\x12\n" +
+	"\x04sans\x18\x03 \x03(\tR\x04sans\x12\x18\n" +
+	"\aprofile\x18\x04 \x01(\tR\aprofile\x12\x16\n" +
+	"\x06issuer\x18\x05 \x01(\tR\x06issuer\x12\x16\n" +
+	"\x06status\x18\x06 \x01(\tR\x06status\x129\n" +
+	"\n" +
+	"not_before\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\tnotBefore\x127\n" +
+	"\tnot_after\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\bnotAfter\x129\n" +
+	"\n" +
+	"revoked_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\trevokedAt\x12\x16\n" +
+	"\x06reason\x18\n" +
+	" \x01(\x05R\x06reason\"o\n" +
+	"\x18ListCertificatesResponse\x12?\n" +
+	"\fcertificates\x18\x01 \x03(\v2\x1b.avon.ca.v1.CertificateInfoR\fcertificates\x12\x12\n" +
+	"\x04next\x18\x02 \x01(\tR\x04next\"W\n" +
+	"\rRotateRequest\x12\x16\n" +
+	"\x06issuer\x18\x01 \x01(\tR\x06issuer\x12\x10\n" +
+	"\x03kms\x18\x02 \x01(\tR\x03kms\x12\x1c\n" +
+	"\talgorithm\x18\x03 \x01(\tR\talgorithm\"\xeb\x01\n" +
+	"\x0eRotateResponse\x12\x16\n" +
+	"\x06issuer\x18\x01 \x01(\tR\x06issuer\x12\x1e\n" +
+	"\n" +
+	"generation\x18\x02 \x01(\x05R\n" +
+	"generation\x12\x16\n" +
+	"\x06serial\x18\x03 \x01(\tR\x06serial\x12\x10\n" +
+	"\x03kms\x18\x04 \x01(\tR\x03kms\x12\x1c\n" +
+	"\talgorithm\x18\x05 \x01(\tR\talgorithm\x127\n" +
+	"\tnot_after\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\bnotAfter\x12 \n" +
+	"\vcertificate\x18\a \x01(\fR\vcertificate\"%\n" +
+	"\x11InitializeRequest\x12\x10\n" +
+	"\x03kms\x18\x01 \x01(\tR\x03kms\"\x9a\x01\n" +
+	"\x12InitializeResponse\x12\x12\n" +
+	"\x04root\x18\x01 \x01(\fR\x04root\x12\x1f\n" +
+	"\vroot_sha256\x18\x02 \x01(\tR\n" +
+	"rootSha256\x12!\n" +
+	"\froot_subject\x18\x03 \x01(\tR\vrootSubject\x12,\n" +
+	"\aissuers\x18\x04 \x03(\v2\x12.avon.ca.v1.IssuerR\aissuers2\x99\x05\n" +
 	"\x02CA\x12<\n" +
 	"\x05Issue\x12\x18.avon.ca.v1.IssueRequest\x1a\x19.avon.ca.v1.IssueResponse\x12?\n" +
 	"\x06Revoke\x12\x19.avon.ca.v1.RevokeRequest\x1a\x1a.avon.ca.v1.RevokeResponse\x12W\n" +
 	"\x0eGetCertificate\x12!.avon.ca.v1.GetCertificateRequest\x1a\".avon.ca.v1.GetCertificateResponse\x12N\n" +
 	"\vListIssuers\x12\x1e.avon.ca.v1.ListIssuersRequest\x1a\x1f.avon.ca.v1.ListIssuersResponse\x126\n" +
 	"\x03CRL\x12\x16.avon.ca.v1.CRLRequest\x1a\x17.avon.ca.v1.CRLResponse\x12@\n" +
-	"\vRespondOCSP\x12\x17.avon.ca.v1.OCSPRequest\x1a\x18.avon.ca.v1.OCSPResponseB-Z+github.com/avonzt/avon/sdk/proto/ca/v1;cav1b\x06proto3"
+	"\vRespondOCSP\x12\x17.avon.ca.v1.OCSPRequest\x1a\x18.avon.ca.v1.OCSPResponse\x12]\n" +
+	"\x10ListCertificates\x12#.avon.ca.v1.ListCertificatesRequest\x1a$.avon.ca.v1.ListCertificatesResponse\x12E\n" +
+	"\fRotateIssuer\x12\x19.avon.ca.v1.RotateRequest\x1a\x1a.avon.ca.v1.RotateResponse\x12K\n" +
+	"\n" +
+	"Initialize\x12\x1d.avon.ca.v1.InitializeRequest\x1a\x1e.avon.ca.v1.InitializeResponseB-Z+github.com/avonzt/avon/sdk/proto/ca/v1;cav1b\x06proto3"
 
 var (
 	file_ca_v1_ca_proto_rawDescOnce sync.Once
@@ -847,50 +1443,69 @@ func file_ca_v1_ca_proto_rawDescGZIP() []byte {
 	return file_ca_v1_ca_proto_rawDescData
 }
 
-var file_ca_v1_ca_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_ca_v1_ca_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_ca_v1_ca_proto_goTypes = []any{
-	(*IssueRequest)(nil),           // 0: avon.ca.v1.IssueRequest
-	(*IssueResponse)(nil),          // 1: avon.ca.v1.IssueResponse
-	(*RevokeRequest)(nil),          // 2: avon.ca.v1.RevokeRequest
-	(*RevokeResponse)(nil),         // 3: avon.ca.v1.RevokeResponse
-	(*GetCertificateRequest)(nil),  // 4: avon.ca.v1.GetCertificateRequest
-	(*GetCertificateResponse)(nil), // 5: avon.ca.v1.GetCertificateResponse
-	(*ListIssuersRequest)(nil),     // 6: avon.ca.v1.ListIssuersRequest
-	(*Issuer)(nil),                 // 7: avon.ca.v1.Issuer
-	(*ListIssuersResponse)(nil),    // 8: avon.ca.v1.ListIssuersResponse
-	(*CRLRequest)(nil),             // 9: avon.ca.v1.CRLRequest
-	(*CRLResponse)(nil),            // 10: avon.ca.v1.CRLResponse
-	(*OCSPRequest)(nil),            // 11: avon.ca.v1.OCSPRequest
-	(*OCSPResponse)(nil),           // 12: avon.ca.v1.OCSPResponse
-	(*durationpb.Duration)(nil),    // 13: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),  // 14: google.protobuf.Timestamp
+	(*IssueRequest)(nil),             // 0: avon.ca.v1.IssueRequest
+	(*IssueResponse)(nil),            // 1: avon.ca.v1.IssueResponse
+	(*RevokeRequest)(nil),            // 2: avon.ca.v1.RevokeRequest
+	(*RevokeResponse)(nil),           // 3: avon.ca.v1.RevokeResponse
+	(*GetCertificateRequest)(nil),    // 4: avon.ca.v1.GetCertificateRequest
+	(*GetCertificateResponse)(nil),   // 5: avon.ca.v1.GetCertificateResponse
+	(*ListIssuersRequest)(nil),       // 6: avon.ca.v1.ListIssuersRequest
+	(*Issuer)(nil),                   // 7: avon.ca.v1.Issuer
+	(*ListIssuersResponse)(nil),      // 8: avon.ca.v1.ListIssuersResponse
+	(*CRLRequest)(nil),               // 9: avon.ca.v1.CRLRequest
+	(*CRLResponse)(nil),              // 10: avon.ca.v1.CRLResponse
+	(*OCSPRequest)(nil),              // 11: avon.ca.v1.OCSPRequest
+	(*OCSPResponse)(nil),             // 12: avon.ca.v1.OCSPResponse
+	(*ListCertificatesRequest)(nil),  // 13: avon.ca.v1.ListCertificatesRequest
+	(*CertificateInfo)(nil),          // 14: avon.ca.v1.CertificateInfo
+	(*ListCertificatesResponse)(nil), // 15: avon.ca.v1.ListCertificatesResponse
+	(*RotateRequest)(nil),            // 16: avon.ca.v1.RotateRequest
+	(*RotateResponse)(nil),           // 17: avon.ca.v1.RotateResponse
+	(*InitializeRequest)(nil),        // 18: avon.ca.v1.InitializeRequest
+	(*InitializeResponse)(nil),       // 19: avon.ca.v1.InitializeResponse
+	(*durationpb.Duration)(nil),      // 20: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),    // 21: google.protobuf.Timestamp
 }
 var file_ca_v1_ca_proto_depIdxs = []int32{
-	13, // 0: avon.ca.v1.IssueRequest.lifetime:type_name -> google.protobuf.Duration
-	14, // 1: avon.ca.v1.IssueResponse.not_before:type_name -> google.protobuf.Timestamp
-	14, // 2: avon.ca.v1.IssueResponse.not_after:type_name -> google.protobuf.Timestamp
-	14, // 3: avon.ca.v1.RevokeRequest.time:type_name -> google.protobuf.Timestamp
-	14, // 4: avon.ca.v1.GetCertificateResponse.revoked_at:type_name -> google.protobuf.Timestamp
+	20, // 0: avon.ca.v1.IssueRequest.lifetime:type_name -> google.protobuf.Duration
+	21, // 1: avon.ca.v1.IssueResponse.not_before:type_name -> google.protobuf.Timestamp
+	21, // 2: avon.ca.v1.IssueResponse.not_after:type_name -> google.protobuf.Timestamp
+	21, // 3: avon.ca.v1.RevokeRequest.time:type_name -> google.protobuf.Timestamp
+	21, // 4: avon.ca.v1.GetCertificateResponse.revoked_at:type_name -> google.protobuf.Timestamp
 	7,  // 5: avon.ca.v1.ListIssuersResponse.issuers:type_name -> avon.ca.v1.Issuer
-	14, // 6: avon.ca.v1.CRLResponse.this_update:type_name -> google.protobuf.Timestamp
-	14, // 7: avon.ca.v1.CRLResponse.next_update:type_name -> google.protobuf.Timestamp
-	0,  // 8: avon.ca.v1.CA.Issue:input_type -> avon.ca.v1.IssueRequest
-	2,  // 9: avon.ca.v1.CA.Revoke:input_type -> avon.ca.v1.RevokeRequest
-	4,  // 10: avon.ca.v1.CA.GetCertificate:input_type -> avon.ca.v1.GetCertificateRequest
-	6,  // 11: avon.ca.v1.CA.ListIssuers:input_type -> avon.ca.v1.ListIssuersRequest
-	9,  // 12: avon.ca.v1.CA.CRL:input_type -> avon.ca.v1.CRLRequest
-	11, // 13: avon.ca.v1.CA.RespondOCSP:input_type -> avon.ca.v1.OCSPRequest
-	1,  // 14: avon.ca.v1.CA.Issue:output_type -> avon.ca.v1.IssueResponse
-	3,  // 15: avon.ca.v1.CA.Revoke:output_type -> avon.ca.v1.RevokeResponse
-	5,  // 16: avon.ca.v1.CA.GetCertificate:output_type -> avon.ca.v1.GetCertificateResponse
-	8,  // 17: avon.ca.v1.CA.ListIssuers:output_type -> avon.ca.v1.ListIssuersResponse
-	10, // 18: avon.ca.v1.CA.CRL:output_type -> avon.ca.v1.CRLResponse
-	12, // 19: avon.ca.v1.CA.RespondOCSP:output_type -> avon.ca.v1.OCSPResponse
-	14, // [14:20] is the sub-list for method output_type
-	8,  // [8:14] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	21, // 6: avon.ca.v1.CRLResponse.this_update:type_name -> google.protobuf.Timestamp
+	21, // 7: avon.ca.v1.CRLResponse.next_update:type_name -> google.protobuf.Timestamp
+	21, // 8: avon.ca.v1.CertificateInfo.not_before:type_name -> google.protobuf.Timestamp
+	21, // 9: avon.ca.v1.CertificateInfo.not_after:type_name -> google.protobuf.Timestamp
+	21, // 10: avon.ca.v1.CertificateInfo.revoked_at:type_name -> google.protobuf.Timestamp
+	14, // 11: avon.ca.v1.ListCertificatesResponse.certificates:type_name -> avon.ca.v1.CertificateInfo
+	21, // 12: avon.ca.v1.RotateResponse.not_after:type_name -> google.protobuf.Timestamp
+	7,  // 13: avon.ca.v1.InitializeResponse.issuers:type_name -> avon.ca.v1.Issuer
+	0,  // 14: avon.ca.v1.CA.Issue:input_type -> avon.ca.v1.IssueRequest
+	2,  // 15: avon.ca.v1.CA.Revoke:input_type -> avon.ca.v1.RevokeRequest
+	4,  // 16: avon.ca.v1.CA.GetCertificate:input_type -> avon.ca.v1.GetCertificateRequest
+	6,  // 17: avon.ca.v1.CA.ListIssuers:input_type -> avon.ca.v1.ListIssuersRequest
+	9,  // 18: avon.ca.v1.CA.CRL:input_type -> avon.ca.v1.CRLRequest
+	11, // 19: avon.ca.v1.CA.RespondOCSP:input_type -> avon.ca.v1.OCSPRequest
+	13, // 20: avon.ca.v1.CA.ListCertificates:input_type -> avon.ca.v1.ListCertificatesRequest
+	16, // 21: avon.ca.v1.CA.RotateIssuer:input_type -> avon.ca.v1.RotateRequest
+	18, // 22: avon.ca.v1.CA.Initialize:input_type -> avon.ca.v1.InitializeRequest
+	1,  // 23: avon.ca.v1.CA.Issue:output_type -> avon.ca.v1.IssueResponse
+	3,  // 24: avon.ca.v1.CA.Revoke:output_type -> avon.ca.v1.RevokeResponse
+	5,  // 25: avon.ca.v1.CA.GetCertificate:output_type -> avon.ca.v1.GetCertificateResponse
+	8,  // 26: avon.ca.v1.CA.ListIssuers:output_type -> avon.ca.v1.ListIssuersResponse
+	10, // 27: avon.ca.v1.CA.CRL:output_type -> avon.ca.v1.CRLResponse
+	12, // 28: avon.ca.v1.CA.RespondOCSP:output_type -> avon.ca.v1.OCSPResponse
+	15, // 29: avon.ca.v1.CA.ListCertificates:output_type -> avon.ca.v1.ListCertificatesResponse
+	17, // 30: avon.ca.v1.CA.RotateIssuer:output_type -> avon.ca.v1.RotateResponse
+	19, // 31: avon.ca.v1.CA.Initialize:output_type -> avon.ca.v1.InitializeResponse
+	23, // [23:32] is the sub-list for method output_type
+	14, // [14:23] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_ca_v1_ca_proto_init() }
@@ -904,7 +1519,7 @@ func file_ca_v1_ca_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ca_v1_ca_proto_rawDesc), len(file_ca_v1_ca_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   13,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

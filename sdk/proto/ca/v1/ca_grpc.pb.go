@@ -22,12 +22,15 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	CA_Issue_FullMethodName          = "/avon.ca.v1.CA/Issue"
-	CA_Revoke_FullMethodName         = "/avon.ca.v1.CA/Revoke"
-	CA_GetCertificate_FullMethodName = "/avon.ca.v1.CA/GetCertificate"
-	CA_ListIssuers_FullMethodName    = "/avon.ca.v1.CA/ListIssuers"
-	CA_CRL_FullMethodName            = "/avon.ca.v1.CA/CRL"
-	CA_RespondOCSP_FullMethodName    = "/avon.ca.v1.CA/RespondOCSP"
+	CA_Issue_FullMethodName            = "/avon.ca.v1.CA/Issue"
+	CA_Revoke_FullMethodName           = "/avon.ca.v1.CA/Revoke"
+	CA_GetCertificate_FullMethodName   = "/avon.ca.v1.CA/GetCertificate"
+	CA_ListIssuers_FullMethodName      = "/avon.ca.v1.CA/ListIssuers"
+	CA_CRL_FullMethodName              = "/avon.ca.v1.CA/CRL"
+	CA_RespondOCSP_FullMethodName      = "/avon.ca.v1.CA/RespondOCSP"
+	CA_ListCertificates_FullMethodName = "/avon.ca.v1.CA/ListCertificates"
+	CA_RotateIssuer_FullMethodName     = "/avon.ca.v1.CA/RotateIssuer"
+	CA_Initialize_FullMethodName       = "/avon.ca.v1.CA/Initialize"
 )
 
 // CAClient is the client API for CA service.
@@ -41,6 +44,13 @@ type CAClient interface {
 	CRL(ctx context.Context, in *CRLRequest, opts ...grpc.CallOption) (*CRLResponse, error)
 	// Optional capability: Unimplemented when not offered.
 	RespondOCSP(ctx context.Context, in *OCSPRequest, opts ...grpc.CallOption) (*OCSPResponse, error)
+	// Optional capability (minor 1): certificates by serial, in pages.
+	ListCertificates(ctx context.Context, in *ListCertificatesRequest, opts ...grpc.CallOption) (*ListCertificatesResponse, error)
+	// Optional capability (minor 1): a new generation of an issuing CA.
+	RotateIssuer(ctx context.Context, in *RotateRequest, opts ...grpc.CallOption) (*RotateResponse, error)
+	// Optional capability (minor 1): create the hierarchy of a CA started
+	// without one.
+	Initialize(ctx context.Context, in *InitializeRequest, opts ...grpc.CallOption) (*InitializeResponse, error)
 }
 
 type cAClient struct {
@@ -111,6 +121,36 @@ func (c *cAClient) RespondOCSP(ctx context.Context, in *OCSPRequest, opts ...grp
 	return out, nil
 }
 
+func (c *cAClient) ListCertificates(ctx context.Context, in *ListCertificatesRequest, opts ...grpc.CallOption) (*ListCertificatesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListCertificatesResponse)
+	err := c.cc.Invoke(ctx, CA_ListCertificates_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *cAClient) RotateIssuer(ctx context.Context, in *RotateRequest, opts ...grpc.CallOption) (*RotateResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RotateResponse)
+	err := c.cc.Invoke(ctx, CA_RotateIssuer_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *cAClient) Initialize(ctx context.Context, in *InitializeRequest, opts ...grpc.CallOption) (*InitializeResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(InitializeResponse)
+	err := c.cc.Invoke(ctx, CA_Initialize_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // CAServer is the server API for CA service.
 // All implementations must embed UnimplementedCAServer
 // for forward compatibility.
@@ -122,6 +162,13 @@ type CAServer interface {
 	CRL(context.Context, *CRLRequest) (*CRLResponse, error)
 	// Optional capability: Unimplemented when not offered.
 	RespondOCSP(context.Context, *OCSPRequest) (*OCSPResponse, error)
+	// Optional capability (minor 1): certificates by serial, in pages.
+	ListCertificates(context.Context, *ListCertificatesRequest) (*ListCertificatesResponse, error)
+	// Optional capability (minor 1): a new generation of an issuing CA.
+	RotateIssuer(context.Context, *RotateRequest) (*RotateResponse, error)
+	// Optional capability (minor 1): create the hierarchy of a CA started
+	// without one.
+	Initialize(context.Context, *InitializeRequest) (*InitializeResponse, error)
 	mustEmbedUnimplementedCAServer()
 }
 
@@ -149,6 +196,15 @@ func (UnimplementedCAServer) CRL(context.Context, *CRLRequest) (*CRLResponse, er
 }
 func (UnimplementedCAServer) RespondOCSP(context.Context, *OCSPRequest) (*OCSPResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RespondOCSP not implemented")
+}
+func (UnimplementedCAServer) ListCertificates(context.Context, *ListCertificatesRequest) (*ListCertificatesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListCertificates not implemented")
+}
+func (UnimplementedCAServer) RotateIssuer(context.Context, *RotateRequest) (*RotateResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RotateIssuer not implemented")
+}
+func (UnimplementedCAServer) Initialize(context.Context, *InitializeRequest) (*InitializeResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Initialize not implemented")
 }
 func (UnimplementedCAServer) mustEmbedUnimplementedCAServer() {}
 func (UnimplementedCAServer) testEmbeddedByValue()            {}
@@ -279,6 +335,60 @@ func _CA_RespondOCSP_Handler(srv interface{}, ctx context.Context, dec func(inte
 	return interceptor(ctx, in, info, handler)
 }
 
+func _CA_ListCertificates_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListCertificatesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CAServer).ListCertificates(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CA_ListCertificates_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CAServer).ListCertificates(ctx, req.(*ListCertificatesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _CA_RotateIssuer_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RotateRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CAServer).RotateIssuer(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CA_RotateIssuer_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CAServer).RotateIssuer(ctx, req.(*RotateRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _CA_Initialize_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(InitializeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CAServer).Initialize(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CA_Initialize_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CAServer).Initialize(ctx, req.(*InitializeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // CA_ServiceDesc is the grpc.ServiceDesc for CA service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -309,6 +419,18 @@ var CA_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RespondOCSP",
 			Handler:    _CA_RespondOCSP_Handler,
+		},
+		{
+			MethodName: "ListCertificates",
+			Handler:    _CA_ListCertificates_Handler,
+		},
+		{
+			MethodName: "RotateIssuer",
+			Handler:    _CA_RotateIssuer_Handler,
+		},
+		{
+			MethodName: "Initialize",
+			Handler:    _CA_Initialize_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
