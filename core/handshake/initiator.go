@@ -152,7 +152,7 @@ func (in *Initiator) Initiation(token []byte) ([]byte, error) {
 // only then signs and returns the Finish together with the session. The
 // initiator may send transport data right after the Finish.
 func (in *Initiator) HandleResponse(b []byte) ([]byte, *Result, error) {
-	if in.state != initSent {
+	if in.state != initSent || in.eph == nil || in.eph.sk == nil {
 		return nil, nil, fmt.Errorf("handshake: response without a pending initiation: %w", ErrState)
 	}
 	m, err := ParseResponse(b)

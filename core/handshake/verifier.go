@@ -1,6 +1,7 @@
 package handshake
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
@@ -161,7 +162,8 @@ func (v *ChainVerifier) intermediate(der []byte) (*pqx509.Certificate, error) {
 	if ok {
 		return c, nil
 	}
-	c, err := pqx509.ParseCertificate(der)
+	// The parse aliases its input and the cache outlives it: copy.
+	c, err := pqx509.ParseCertificate(bytes.Clone(der))
 	if err != nil {
 		return nil, err
 	}
