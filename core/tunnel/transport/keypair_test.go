@@ -646,3 +646,37 @@ func FuzzOpen(f *testing.F) {
 		}
 	})
 }
+
+// TestZeroizeWhileInUse races Zeroize against senders and receivers (run
+// with -race): every call either works or reports ErrClosed, and after
+// Zeroize returned nothing works.
+func TestZeroizeWhileInUse(t *testing.T) {
+	for _, id := range aeads {
+		ini, resp := pair(t, id)
+		pkts := make([][]byte, 400)
+		for i := range pkts {
+			pkts[i], _ = ini.Seal(nil, payload(100))
+		}
+		var wg sync.WaitGroup
+		for w := range 4 {
+			wg.Go(func() {
+				for i := w; i < len(pkts); i += 4 {
+					if _, err := resp.Seal(nil, payload(100)); err != nil && !errors.Is(err, ErrClosed) {
+						t.Error(err)
+					}
+					if _, _, err := resp.Open(nil, pkts[i]); err != nil && !errors.Is(err, ErrClosed) && !errors.Is(err, ErrReplay) {
+						t.Error(err)
+					}
+				}
+			})
+		}
+		wg.Go(resp.Zeroize)
+		wg.Wait()
+		if _, err := resp.Seal(nil, nil); !errors.Is(err, ErrClosed) {
+			t.Fatalf("%v: Seal after Zeroize: %v", id, err)
+		}
+		if _, _, err := resp.Open(nil, pkts[0]); !errors.Is(err, ErrClosed) {
+			t.Fatalf("%v: Open after Zeroize: %v", id, err)
+		}
+	}
+}
