@@ -395,14 +395,22 @@ func TestPerSourceCap(t *testing.T) {
 func TestGlobalCapManySources(t *testing.T) {
 	const sources = 5000
 	r := newR(t, frag.Config{})
-	msgs := make([][][]byte, sources)
 	src := func(i int) netip.AddrPort {
 		return netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}), 4600)
 	}
+	base := split(t, make([]byte, 16384), 0, 1200) // content is not what this test checks
+	msgFor := func(i int) [][]byte {
+		fs := make([][]byte, len(base))
+		for j, f := range base {
+			fs[j] = append([]byte(nil), f...)
+			binary.BigEndian.PutUint32(fs[j][4:8], uint32(i))
+		}
+		return fs
+	}
+	first := append([]byte(nil), base[0]...)
 	for i := range sources {
-		fs := split(t, message(16384, uint64(i)), uint32(i), 1200)
-		msgs[i] = fs
-		if _, _, err := r.Add(src(i), fs[0], t0.Add(time.Duration(i)*time.Microsecond)); err != nil {
+		binary.BigEndian.PutUint32(first[4:8], uint32(i))
+		if _, _, err := r.Add(src(i), first, t0.Add(time.Duration(i)*time.Microsecond)); err != nil {
 			t.Fatal(err)
 		}
 		if r.Len() > 1024 {
@@ -415,15 +423,15 @@ func TestGlobalCapManySources(t *testing.T) {
 	// The newest 1024 survive and complete; the oldest were evicted.
 	now := t0.Add(time.Second)
 	for _, i := range []int{sources - 1024, sources - 1, 4500} {
-		order := make([]int, len(msgs[i])-1)
+		order := make([]int, len(base)-1)
 		for j := range order {
 			order[j] = j + 1
 		}
-		if got, _ := feed(t, r, src(i), msgs[i], order, now); got == nil {
+		if got, _ := feed(t, r, src(i), msgFor(i), order, now); got == nil {
 			t.Fatalf("source %d: newest reassembly did not complete", i)
 		}
 	}
-	if got, _ := feed(t, r, src(0), msgs[0], []int{1, 2, 3}, now); got != nil {
+	if got, _ := feed(t, r, src(0), msgFor(0), []int{1, 2, 3}, now); got != nil {
 		t.Fatal("source 0: oldest reassembly survived the global cap")
 	}
 }

@@ -1,6 +1,7 @@
 package frag
 
 import (
+	"encoding/binary"
 	"net/netip"
 	"testing"
 	"time"
@@ -40,13 +41,14 @@ func TestMemoryBounded(t *testing.T) {
 	}
 	t0 := time.Unix(0, 0)
 	bound := r.cfg.Global * r.cfg.MaxTotal
+	base, err := Split(make([]byte, 16384), 0, 1200)
+	if err != nil {
+		t.Fatal(err)
+	}
 	for i := range 5000 {
-		fs, err := Split(make([]byte, 16384), uint32(i), 1200)
-		if err != nil {
-			t.Fatal(err)
-		}
 		src := netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 1, byte(i >> 8), byte(i)}), uint16(i%3))
-		for _, f := range fs[:2] {
+		for _, f := range base[:2] {
+			binary.BigEndian.PutUint32(f[4:8], uint32(i))
 			if _, _, err := r.Add(src, f, t0); err != nil {
 				t.Fatal(err)
 			}
