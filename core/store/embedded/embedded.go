@@ -3,16 +3,18 @@
 // (driver name "sqlite", no cgo).
 //
 // Durability: the journal is a WAL with synchronous=FULL, so a write whose
-// Put or Delete returned nil has been fsynced to the WAL and survives a
+// Put, Delete or Apply returned nil has been fsynced to the WAL and survives a
 // killed process (and a power cut on a disk that honours fsync). Open checks
 // that both settings took effect and refuses the file otherwise.
 //
 // Concurrency: all writes go through one connection in BEGIN IMMEDIATE
 // transactions, so compare-and-set checks and the version sequence are
-// serialized; reads run on a small pool of read-only connections and see
-// every committed write (WAL snapshots). Another process opening the same
-// file is also safe (SQLite locking, busy_timeout), though the core never
-// does so.
+// serialized, and concurrent writes are group-committed (one transaction
+// and one fsync for many callers; see write). Apply (store.Batcher) is one
+// queued write of several ops, all or nothing. Reads run on a small pool
+// of read-only connections and see every committed write (WAL snapshots).
+// Another process opening the same file is also safe (SQLite locking,
+// busy_timeout), though the core never does so.
 //
 // Schema: versioned migrations recorded in schema_migrations; a file written
 // by a newer binary is refused rather than guessed at.
@@ -22,7 +24,6 @@
 package embedded
 
 import (
-	"bytes"
 	"context"
 	"database/sql"
 	"errors"
@@ -296,146 +297,195 @@ func checkTx(ctx context.Context, tx *sql.Tx, key string, check bool, version in
 	return nil
 }
 
-// Writes are group-committed: concurrent Puts and Deletes share one
-// transaction and one fsync. The first writer to find no commit in progress
-// leads: it takes every queued write (up to maxBatch), applies each under
-// its own SAVEPOINT (so a compare-and-set conflict or error in one undoes
-// only that one), commits once, and hands each writer its own result; it
-// goes on leading while writes keep queueing. A write is acknowledged only
-// after the commit that holds it, so no acknowledged write is lost and no
-// error is returned for a write that took effect.
-const maxBatch = 256
+// Writes are group-committed: concurrent Puts, Deletes and Applies share
+// one transaction and one fsync. Each call is one queued item holding its
+// ops (one for Put and Delete, a batch for Apply). The first writer to find
+// no commit in progress leads: it takes the queued items (up to maxGroup,
+// and up to maxGroupOps ops unless a single item holds more), applies each
+// item's ops under its own SAVEPOINT (so a compare-and-set conflict or
+// error in one item undoes that item whole, and only it), commits once,
+// and hands each writer its own result; it goes on leading while writes
+// keep queueing. A write is acknowledged only after the commit that holds
+// it, so no acknowledged write is lost and no error is returned for a
+// write that took effect.
+const (
+	maxGroup    = 256
+	maxGroupOps = 4096
+)
 
+// writeOp is one write of a queued item.
 type writeOp struct {
-	ctx     context.Context
-	name    string // "put" or "delete"
 	key     string
-	value   []byte
+	value   []byte // not nil for a put (the column is NOT NULL)
 	del     bool
 	check   bool
 	version int64
+}
 
-	v    int64
+// writeItem is one caller's queued write: its ops are applied all or
+// nothing.
+type writeItem struct {
+	ctx   context.Context
+	name  string // "put", "delete" or "apply", for messages
+	ops   []writeOp
+	batch bool // a failed check is reported as a *store.BatchError
+
+	vs   []int64 // on success, one version per op (0 for a delete)
 	err  error
 	done chan struct{}
 }
 
 type batcher struct {
 	mu      sync.Mutex
-	queue   []*writeOp
+	queue   []*writeItem
 	leading bool
 }
 
-// write queues op and returns once it is committed or refused.
-func (s *Store) write(op *writeOp) {
-	op.done = make(chan struct{})
+// write queues it and returns once it is committed or refused.
+func (s *Store) write(it *writeItem) {
+	it.done = make(chan struct{})
 	b := &s.batch
 	b.mu.Lock()
-	b.queue = append(b.queue, op)
+	b.queue = append(b.queue, it)
 	if b.leading {
 		b.mu.Unlock()
-		<-op.done
+		<-it.done
 		return
 	}
 	b.leading = true
 	for len(b.queue) > 0 {
-		n := min(len(b.queue), maxBatch)
-		batch := b.queue[:n:n]
+		n := groupSize(b.queue)
+		group := b.queue[:n:n]
 		b.queue = b.queue[n:]
 		b.mu.Unlock()
-		s.commitBatch(batch)
+		s.commitGroup(group)
 		b.mu.Lock()
 	}
 	b.leading = false
 	b.mu.Unlock()
-	<-op.done
+	<-it.done
 }
 
-func (s *Store) commitBatch(batch []*writeOp) {
+// groupSize returns how many items at the head of a non-empty queue go into
+// the next transaction: at most maxGroup, holding at most maxGroupOps ops
+// between them unless the first alone holds more.
+func groupSize(queue []*writeItem) int {
+	n, ops := 1, len(queue[0].ops)
+	for n < len(queue) && n < maxGroup && ops+len(queue[n].ops) <= maxGroupOps {
+		ops += len(queue[n].ops)
+		n++
+	}
+	return n
+}
+
+func (s *Store) commitGroup(group []*writeItem) {
 	defer func() {
-		for _, op := range batch {
-			close(op.done)
+		for _, it := range group {
+			close(it.done)
 		}
 	}()
-	var live []*writeOp
-	for _, op := range batch {
-		if err := s.ready(op.ctx); err != nil {
-			op.err = err // never written
+	var live []*writeItem
+	for _, it := range group {
+		if err := s.ready(it.ctx); err != nil {
+			it.err = err // never written
 			continue
 		}
-		live = append(live, op)
+		live = append(live, it)
 	}
 	if len(live) == 0 {
 		return
 	}
-	// The batch outlives any one caller's context; each caller waits for
+	// The group outlives any one caller's context; each caller waits for
 	// its result (a write that took effect is never reported failed).
 	ctx := context.Background()
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
-		for _, op := range live {
-			op.err = s.wrap(op.ctx, op.name, err)
+		for _, it := range live {
+			it.err = s.wrap(it.ctx, it.name, err)
 		}
 		return
 	}
 	defer func() { _ = tx.Rollback() }()
 	applied := live[:0:0]
-	for _, op := range live {
+	for _, it := range live {
 		if _, err := tx.ExecContext(ctx, `SAVEPOINT w`); err != nil {
-			op.err = s.wrap(op.ctx, op.name, err)
+			it.err = s.wrap(it.ctx, it.name, err)
 			continue
 		}
-		op.v, op.err = s.apply(ctx, tx, op)
-		if op.err != nil {
+		it.vs, it.err = s.apply(ctx, tx, it)
+		if it.err != nil {
+			it.vs = nil
 			if _, err := tx.ExecContext(ctx, `ROLLBACK TO w`); err != nil {
 				// The transaction is unusable: fail every write of it.
 				for _, o := range live {
 					if o.err == nil {
-						o.err = s.wrap(o.ctx, o.name, err)
+						o.vs, o.err = nil, s.wrap(o.ctx, o.name, err)
 					}
 				}
 				return
 			}
 		}
-		if _, err := tx.ExecContext(ctx, `RELEASE w`); err != nil && op.err == nil {
-			op.err = s.wrap(op.ctx, op.name, err)
+		if _, err := tx.ExecContext(ctx, `RELEASE w`); err != nil && it.err == nil {
+			it.vs, it.err = nil, s.wrap(it.ctx, it.name, err)
 		}
-		if op.err == nil {
-			applied = append(applied, op)
+		if it.err == nil {
+			applied = append(applied, it)
 		}
 	}
 	// A failed commit is rolled back by the driver: no error reports a
 	// write that took effect.
 	if err := tx.Commit(); err != nil {
-		for _, op := range applied {
-			op.v, op.err = 0, s.wrap(op.ctx, op.name, err)
+		for _, it := range applied {
+			it.vs, it.err = nil, s.wrap(it.ctx, it.name, err)
 		}
 	}
 }
 
-// apply performs one write inside the batch transaction.
-func (s *Store) apply(ctx context.Context, tx *sql.Tx, op *writeOp) (int64, error) {
-	if err := checkTx(ctx, tx, op.key, op.check, op.version); err != nil {
-		if errors.Is(err, store.ErrVersionConflict) {
-			return 0, err
+// apply performs one item's writes inside the group's transaction: every
+// check first (keys are distinct within an item, so this is the same as
+// checking each op as it comes), then one draw of the item's versions
+// from the sequence, then the writes in op order. On an error the caller
+// rolls back to the item's savepoint.
+func (s *Store) apply(ctx context.Context, tx *sql.Tx, it *writeItem) ([]int64, error) {
+	puts := 0
+	for i, op := range it.ops {
+		if err := checkTx(ctx, tx, op.key, op.check, op.version); err != nil {
+			if !errors.Is(err, store.ErrVersionConflict) {
+				return nil, s.wrap(it.ctx, it.name, err)
+			}
+			if it.batch {
+				return nil, &store.BatchError{Index: i, Key: op.key, Err: err}
+			}
+			return nil, err
 		}
-		return 0, s.wrap(op.ctx, op.name, err)
-	}
-	if op.del {
-		if _, err := tx.ExecContext(ctx, `DELETE FROM kv WHERE key = ?`, op.key); err != nil {
-			return 0, s.wrap(op.ctx, op.name, err)
+		if !op.del {
+			puts++
 		}
-		return 0, nil
 	}
-	var v int64
-	if err := tx.QueryRowContext(ctx, `UPDATE seq SET v = v + 1 WHERE id = 1 RETURNING v`).Scan(&v); err != nil {
-		return 0, s.wrap(op.ctx, op.name, err)
+	vs := make([]int64, len(it.ops))
+	var next int64
+	if puts > 0 {
+		var last int64
+		if err := tx.QueryRowContext(ctx, `UPDATE seq SET v = v + ? WHERE id = 1 RETURNING v`, puts).Scan(&last); err != nil {
+			return nil, s.wrap(it.ctx, it.name, err)
+		}
+		next = last - int64(puts) + 1
 	}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO kv (key, value, version) VALUES (?, ?, ?)
-		ON CONFLICT (key) DO UPDATE SET value = excluded.value, version = excluded.version`, op.key, op.value, v); err != nil {
-		return 0, s.wrap(op.ctx, op.name, err)
+	for i, op := range it.ops {
+		if op.del {
+			if _, err := tx.ExecContext(ctx, `DELETE FROM kv WHERE key = ?`, op.key); err != nil {
+				return nil, s.wrap(it.ctx, it.name, err)
+			}
+			continue
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO kv (key, value, version) VALUES (?, ?, ?)
+			ON CONFLICT (key) DO UPDATE SET value = excluded.value, version = excluded.version`, op.key, op.value, next); err != nil {
+			return nil, s.wrap(it.ctx, it.name, err)
+		}
+		vs[i] = next
+		next++
 	}
-	return v, nil
+	return vs, nil
 }
 
 // Put implements store.KV.
@@ -449,12 +499,17 @@ func (s *Store) Put(ctx context.Context, key string, value []byte, o store.PutOp
 	if err := s.ready(ctx); err != nil {
 		return 0, err
 	}
-	if value == nil {
-		value = []byte{} // NOT NULL
+	it := &writeItem{ctx: ctx, name: "put", ops: []writeOp{{key: key, value: cloneValue(value), check: o.Check, version: o.Version}}}
+	s.write(it)
+	if it.err != nil {
+		return 0, it.err
 	}
-	op := &writeOp{ctx: ctx, name: "put", key: key, value: bytes.Clone(value), check: o.Check, version: o.Version}
-	s.write(op)
-	return op.v, op.err
+	return it.vs[0], nil
+}
+
+// cloneValue copies a value to be written; nil becomes empty (NOT NULL).
+func cloneValue(v []byte) []byte {
+	return append(make([]byte, 0, len(v)), v...)
 }
 
 // Delete implements store.KV.
@@ -465,9 +520,34 @@ func (s *Store) Delete(ctx context.Context, key string, o store.DeleteOptions) e
 	if err := s.ready(ctx); err != nil {
 		return err
 	}
-	op := &writeOp{ctx: ctx, name: "delete", key: key, del: true, check: o.Check, version: o.Version}
-	s.write(op)
-	return op.err
+	it := &writeItem{ctx: ctx, name: "delete", ops: []writeOp{{key: key, del: true, check: o.Check, version: o.Version}}}
+	s.write(it)
+	return it.err
+}
+
+// Apply implements store.Batcher: the batch is one queued item, so it
+// shares the group commit with concurrent Puts and Deletes, under a
+// savepoint of its own (all or nothing). Its versions are consecutive.
+func (s *Store) Apply(ctx context.Context, ops []store.Op) ([]int64, error) {
+	if err := store.CheckBatch(ops); err != nil {
+		return nil, err
+	}
+	if err := s.ready(ctx); err != nil {
+		return nil, err
+	}
+	it := &writeItem{ctx: ctx, name: "apply", batch: true, ops: make([]writeOp, len(ops))}
+	for i, op := range ops {
+		w := writeOp{key: op.Key, del: op.Delete, check: op.Check, version: op.Version}
+		if !op.Delete {
+			w.value = cloneValue(op.Value)
+		}
+		it.ops[i] = w
+	}
+	s.write(it)
+	if it.err != nil {
+		return nil, it.err
+	}
+	return it.vs, nil
 }
 
 // List implements store.KV.
@@ -540,4 +620,7 @@ func (s *Store) Close() error {
 	return nil
 }
 
-var _ store.KV = (*Store)(nil)
+var (
+	_ store.KV      = (*Store)(nil)
+	_ store.Batcher = (*Store)(nil)
+)

@@ -1,7 +1,9 @@
-// Package storetest is the conformance suite for store.KV. Every backend
-// (embedded, PostgreSQL, the in-memory double memstore) calls Run from its
-// own tests; a backend is correct when Run passes against it, and a new rule
-// of the store.KV contract gets its test here, once, for all of them.
+// Package storetest is the conformance suite for store.KV and
+// store.Batcher. Every backend (embedded, PostgreSQL, Redis, the in-memory
+// double memstore) calls Run from its own tests; a backend is correct when
+// Run passes against it, and a new rule of the store.KV or store.Batcher
+// contract gets its test here, once, for all of them. Every backend of this
+// module implements store.Batcher, so Run fails a store that does not.
 //
 // It must not depend on any backend, and it measures no time: nothing here
 // passes or fails on speed (benchmarks live with each backend).
@@ -24,9 +26,14 @@ import (
 
 // Run runs the suite. open must return a new, empty store on each call; Run
 // closes every store it opens (through t.Cleanup), and the subtests may run
-// in any order.
+// in any order. The store must also implement store.Batcher.
 func Run(t *testing.T, open func(t *testing.T) store.KV) {
 	t.Helper()
+	t.Run("ImplementsBatcher", func(t *testing.T) {
+		kv := open(t)
+		t.Cleanup(func() { _ = kv.Close() })
+		mustBatcher(t, kv)
+	})
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			kv := open(t)
@@ -65,6 +72,17 @@ var cases = []struct {
 	{"NamespaceOperations", testNamespaceOperations},
 	{"NamespacePrefixRules", testNamespacePrefixRules},
 	{"NamespaceClose", testNamespaceClose},
+	{"BatchApply", testBatchApply},
+	{"BatchConflictWritesNothing", testBatchConflict},
+	{"BatchChecks", testBatchChecks},
+	{"BatchRefused", testBatchRefused},
+	{"BatchValuesAreCopied", testBatchValuesCopied},
+	{"BatchContextDone", testBatchContextDone},
+	{"BatchClosed", testBatchClosed},
+	{"BatchConcurrentCAS", testBatchConcurrentCAS},
+	{"BatchRacingPuts", testBatchRacingPuts},
+	{"BatchWriteSkew", testBatchWriteSkew},
+	{"NamespaceBatch", testNamespaceBatch},
 }
 
 func bg() context.Context { return context.Background() }
