@@ -2,9 +2,11 @@ package transport
 
 import "errors"
 
-// Errors of this package, wrapped with context; match with errors.Is. Every
-// error of Open and ParseHeader means "drop the datagram"; none of them is
-// worth an answer to the sender.
+// Errors of this package; match with errors.Is. NewKeypair, Seal and
+// ParseInner wrap them with context. ParseHeader and Open, on the per-packet
+// receive path, return them bare so that a dropped datagram costs no
+// allocation. Every error of Open and ParseHeader means "drop the datagram";
+// none of them is worth an answer to the sender.
 var (
 	// ErrTruncated: a packet shorter than a header plus an AEAD tag, or
 	// whose ciphertext is not a whole number of 16-byte blocks plus the tag.
