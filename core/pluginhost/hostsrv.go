@@ -71,10 +71,11 @@ func (h *pluginHost) Audit(ctx context.Context, ev host.Event) error {
 }
 
 // Wired plugins are served on their own broker streams, not through Host.
-func (h *pluginHost) KMS() (kms.KMS, error)          { return nil, host.ErrNotWired }
-func (h *pluginHost) PQC() (pqc.Provider, error)     { return nil, host.ErrNotWired }
-func (h *pluginHost) CA() (ca.CA, error)             { return nil, host.ErrNotWired }
-func (h *pluginHost) Policy() (policy.Engine, error) { return nil, host.ErrNotWired }
+func (h *pluginHost) KMS() (kms.KMS, error)            { return nil, host.ErrNotWired }
+func (h *pluginHost) KMSNamed(string) (kms.KMS, error) { return nil, host.ErrNotWired }
+func (h *pluginHost) PQC() (pqc.Provider, error)       { return nil, host.ErrNotWired }
+func (h *pluginHost) CA() (ca.CA, error)               { return nil, host.ErrNotWired }
+func (h *pluginHost) Policy() (policy.Engine, error)   { return nil, host.ErrNotWired }
 
 // storageView maps the core store's errors onto the host protocol's.
 type storageView struct{ kv store.KV }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -25,7 +27,9 @@ import (
 const callTimeout = 10 * time.Second
 
 // NewClient returns a Host over conn. uses maps a plugin kind to a connection
-// serving that kind's protocol (the wired plugin, proxied by the core).
+// serving that kind's protocol (the wired plugin, proxied by the core):
+// "<kind>" is the default plugin of that kind, "<kind>/<name>" each plugin
+// the operator listed by name.
 func NewClient(conn grpc.ClientConnInterface, uses map[string]grpc.ClientConnInterface) Host {
 	c := &client{rpc: hostv1.NewHostClient(conn), uses: uses}
 	c.rand = &randReader{rpc: c.rpc}
@@ -73,6 +77,32 @@ func (c *client) KMS() (kms.KMS, error) {
 		return nil, fmt.Errorf("kms: %w", ErrNotWired)
 	}
 	return kmsrpc.NewClient(cc), nil
+}
+
+func (c *client) KMSNamed(name string) (kms.KMS, error) {
+	if name == "" {
+		return c.KMS()
+	}
+	cc, ok := c.uses["kms/"+name]
+	if !ok {
+		return nil, fmt.Errorf("kms %q (wired: %s): %w", name, wiredNames(c.uses, "kms"), ErrNotWired)
+	}
+	return kmsrpc.NewClient(cc), nil
+}
+
+// wiredNames lists the names wired for kind ("none" when there are none).
+func wiredNames(uses map[string]grpc.ClientConnInterface, kind string) string {
+	var names []string
+	for k := range uses {
+		if n, ok := strings.CutPrefix(k, kind+"/"); ok {
+			names = append(names, n)
+		}
+	}
+	if len(names) == 0 {
+		return "none"
+	}
+	sort.Strings(names)
+	return strings.Join(names, ", ")
 }
 
 func (c *client) CA() (ca.CA, error) {

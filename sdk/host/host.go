@@ -33,8 +33,13 @@ type Host interface {
 	// Audit records a security-relevant event in the core's audit log. An
 	// error means it was not recorded: refuse the operation that needed it.
 	Audit(ctx context.Context, ev Event) error
-	// KMS returns the kms plugin wired to this one; ErrNotWired if none.
+	// KMS returns the kms plugin wired to this one (the first name of a
+	// list: `uses = { kms = ["soft", "hsm"] }`); ErrNotWired if none.
 	KMS() (kms.KMS, error)
+	// KMSNamed returns the kms plugin of that name among those wired to this
+	// one ("" = the default, as KMS); ErrNotWired, naming the wired ones,
+	// if none has that name.
+	KMSNamed(name string) (kms.KMS, error)
 	// PQC returns the pqc plugin wired to this one; ErrNotWired if none.
 	PQC() (pqc.Provider, error)
 	// CA returns the ca plugin wired to this one; ErrNotWired if none.

@@ -26,6 +26,7 @@ import (
 type MemHost struct {
 	rand io.Reader
 	now  func() time.Time
+	kms  []namedKMS // wired kms plugins, the default first
 
 	mu     sync.Mutex // guards the fields below
 	seq    int64
@@ -43,6 +44,17 @@ func WithRand(r io.Reader) HostOption { return func(h *MemHost) { h.rand = r } }
 
 // WithNow sets the clock (default time.Now).
 func WithNow(now func() time.Time) HostOption { return func(h *MemHost) { h.now = now } }
+
+type namedKMS struct {
+	name string
+	kms  kms.KMS
+}
+
+// WithKMS wires a kms plugin by name, as `uses = { kms = [...] }` does: the
+// first one wired is the default KMS returns.
+func WithKMS(name string, k kms.KMS) HostOption {
+	return func(h *MemHost) { h.kms = append(h.kms, namedKMS{name: name, kms: k}) }
+}
 
 // NewHost returns an empty in-memory host.
 func NewHost(opts ...HostOption) *MemHost {
@@ -84,7 +96,33 @@ func (h *MemHost) Events() []host.Event {
 	return append([]host.Event(nil), h.events...)
 }
 
-func (h *MemHost) KMS() (kms.KMS, error)      { return nil, host.ErrNotWired }
+// KMS returns the first kms plugin wired with WithKMS.
+func (h *MemHost) KMS() (kms.KMS, error) {
+	if len(h.kms) == 0 {
+		return nil, host.ErrNotWired
+	}
+	return h.kms[0].kms, nil
+}
+
+// KMSNamed returns the kms plugin wired with WithKMS under name ("" = KMS).
+func (h *MemHost) KMSNamed(name string) (kms.KMS, error) {
+	if name == "" {
+		return h.KMS()
+	}
+	var names []string
+	for _, k := range h.kms {
+		if k.name == name {
+			return k.kms, nil
+		}
+		names = append(names, k.name)
+	}
+	sort.Strings(names)
+	if len(names) == 0 {
+		names = []string{"none"}
+	}
+	return nil, fmt.Errorf("kms %q (wired: %s): %w", name, strings.Join(names, ", "), host.ErrNotWired)
+}
+
 func (h *MemHost) PQC() (pqc.Provider, error) { return nil, host.ErrNotWired }
 
 // CA is not wired on a MemHost.

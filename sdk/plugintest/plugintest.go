@@ -44,14 +44,19 @@ var (
 
 // Main runs the tests and then removes the binaries Build made. Call it
 // from TestMain: `func TestMain(m *testing.M) { plugintest.Main(m) }`.
-func Main(m *testing.M) {
+func Main(m *testing.M) { os.Exit(Run(m)) }
+
+// Run runs the tests, removes the binaries Build made and returns the exit
+// code, for a TestMain that also sets up something else (a SoftHSM2 token
+// directory, say) and exits itself.
+func Run(m *testing.M) int {
 	code := m.Run()
 	buildMu.Lock()
 	if buildDir != "" {
 		_ = os.RemoveAll(buildDir)
 	}
 	buildMu.Unlock()
-	os.Exit(code)
+	return code
 }
 
 // Build compiles the main package pkg (an import path, or a directory
@@ -59,9 +64,22 @@ func Main(m *testing.M) {
 // process and returns the binary and its SHA-256.
 func Build(t testing.TB, pkg string) Binary {
 	t.Helper()
+	return build(t, pkg, false)
+}
+
+// BuildCGO is Build with cgo enabled, for plugins that link a C library
+// (kms-hsm and its PKCS#11 module).
+func BuildCGO(t testing.TB, pkg string) Binary {
+	t.Helper()
+	return build(t, pkg, true)
+}
+
+func build(t testing.TB, pkg string, cgo bool) Binary {
+	t.Helper()
 	buildMu.Lock()
 	defer buildMu.Unlock()
-	if b, ok := built[pkg]; ok {
+	key := fmt.Sprintf("%s cgo=%v", pkg, cgo)
+	if b, ok := built[key]; ok {
 		return b
 	}
 	if buildDir == "" {
@@ -78,6 +96,9 @@ func Build(t testing.TB, pkg string) Binary {
 	}
 	cmd := exec.Command(gobin, "build", "-o", out, pkg)
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if cgo {
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=1")
+	}
 	if outb, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("plugintest: build %s: %v\n%s", pkg, err, outb)
 	}
@@ -87,7 +108,7 @@ func Build(t testing.TB, pkg string) Binary {
 	}
 	sum := sha256.Sum256(data)
 	b := Binary{Path: out, SHA256: hex.EncodeToString(sum[:])}
-	built[pkg] = b
+	built[key] = b
 	return b
 }
 

@@ -45,18 +45,24 @@ var env struct {
 // Main prepares the SoftHSM2 configuration, runs the tests and removes the
 // token directory. Call it from TestMain.
 func Main(m *testing.M) {
-	code := func() int {
-		if err := setup(); err != nil {
-			env.missing = err.Error()
-		}
-		defer func() {
-			if env.dir != "" {
-				_ = os.RemoveAll(env.dir)
-			}
-		}()
-		return m.Run()
-	}()
+	teardown := Setup()
+	code := m.Run()
+	teardown()
 	os.Exit(code)
+}
+
+// Setup is Main without running the tests, for a TestMain that composes it
+// with another (plugintest.Run): it prepares the configuration and returns
+// the function that removes the token directory.
+func Setup() (teardown func()) {
+	if err := setup(); err != nil {
+		env.missing = err.Error()
+	}
+	return func() {
+		if env.dir != "" {
+			_ = os.RemoveAll(env.dir)
+		}
+	}
 }
 
 func setup() error {
@@ -111,7 +117,7 @@ func Require(t testing.TB) *HSM {
 	if env.module == "" {
 		why := env.missing
 		if why == "" {
-			why = "softhsmtest.Main was not called from TestMain"
+			why = "softhsmtest.Main (or Setup) was not called from TestMain"
 		}
 		if os.Getenv("AVON_REQUIRE_SERVICES") == "1" {
 			t.Fatalf("SoftHSM2 unavailable and AVON_REQUIRE_SERVICES=1: %s", why)
