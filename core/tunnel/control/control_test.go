@@ -84,7 +84,9 @@ func marshal(t testing.TB, m control.Message) []byte {
 	return b
 }
 
-func pad(b []byte) []byte { return append(append([]byte(nil), b...), make([]byte, (16-len(b)%16)%16)...) }
+func pad(b []byte) []byte {
+	return append(append([]byte(nil), b...), make([]byte, (16-len(b)%16)%16)...)
+}
 
 func TestRoundTrip(t *testing.T) {
 	for name, m := range samples() {
@@ -212,7 +214,9 @@ func TestMarshalRefusals(t *testing.T) {
 			}
 		}), control.ErrTooLarge},
 		{"invalid address", cfg(func(m *control.SessionConfig) { m.Addresses = []netip.Prefix{{}} }), control.ErrMalformed},
-		{"mapped address", cfg(func(m *control.SessionConfig) { m.Addresses = []netip.Prefix{netip.MustParsePrefix("::ffff:10.0.0.1/128")} }), control.ErrMalformed},
+		{"mapped address", cfg(func(m *control.SessionConfig) {
+			m.Addresses = []netip.Prefix{netip.MustParsePrefix("::ffff:10.0.0.1/128")}
+		}), control.ErrMalformed},
 		{"route host bits", cfg(func(m *control.SessionConfig) { m.Routes = []netip.Prefix{netip.MustParsePrefix("10.0.0.1/8")} }), control.ErrMalformed},
 		{"65 routes", cfg(func(m *control.SessionConfig) { m.Routes = make([]netip.Prefix, 65) }), control.ErrTooLarge},
 		{"routes past the body", cfg(func(m *control.SessionConfig) {
