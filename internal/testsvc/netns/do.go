@@ -15,7 +15,9 @@ import (
 // namespace for their whole life and keep working after Do returns, from
 // any goroutine. Goroutines fn starts do not run in the namespace, nor does
 // anything that resolves names or dials through a helper goroutine: create
-// the file descriptor in fn itself. Do may nest, also across namespaces.
+// the file descriptor in fn itself. Calls that look an interface up by name
+// in the calling thread's namespace must run inside Do as well; wireguard-go's
+// tun.Device.MTU is one. Do may nest, also across namespaces.
 //
 // If the thread cannot be switched back, Do returns an error wrapping
 // ErrSwitch and leaves the goroutine locked to the thread, so the runtime

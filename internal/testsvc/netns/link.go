@@ -33,6 +33,10 @@ const (
 // namespace.
 func Link(t testing.TB, a *NS, aAddr string, b *NS, bAddr string) (aIf, bIf string) {
 	t.Helper()
+	if a == nil || b == nil {
+		t.Fatalf("netns.Link: %v: nil namespace", ErrInvalid)
+		return "", ""
+	}
 	aPfx, err := parseAddrs(aAddr)
 	if err != nil {
 		t.Fatalf("netns.Link: %v", err)
@@ -107,8 +111,8 @@ func parseAddrs(s string) ([]netip.Prefix, error) {
 // AddRoute adds a route for cidr in the namespace through gw and fails t on
 // any error. cidr is a prefix without host bits or "default" (IPv4, or IPv6
 // when gw is an IPv6 address; "::/0" is the IPv6 default through a device).
-// gw is a next-hop address of the same family ("via gw") or else a device
-// name ("dev gw").
+// gw is a next-hop address of the same family without a zone ("via gw") or
+// else a device name ("dev gw").
 func (ns *NS) AddRoute(t testing.TB, cidr, gw string) {
 	t.Helper()
 	args, err := routeArgs(cidr, gw)
@@ -141,6 +145,9 @@ func routeArgs(cidr, gw string) ([]string, error) {
 		if a.Is6() != v6 || a.Is4In6() {
 			return nil, fmt.Errorf("%w: route %q via %q mixes address families", ErrInvalid, cidr, gw)
 		}
+		if a.Zone() != "" {
+			return nil, fmt.Errorf("%w: next hop %q has a zone (give a global address)", ErrInvalid, gw)
+		}
 		nexthop = []string{"via", a.String()}
 	} else {
 		if err := checkIfName(gw); err != nil {
@@ -155,9 +162,10 @@ func routeArgs(cidr, gw string) ([]string, error) {
 	return append([]string{family, "route", "add", cidr}, nexthop...), nil
 }
 
-// checkIfName accepts a Linux interface name.
+// checkIfName accepts a Linux interface name that cannot pass for an ip
+// option.
 func checkIfName(name string) error {
-	if name == "" || len(name) > maxIfName || name == "." || name == ".." {
+	if name == "" || len(name) > maxIfName || name == "." || name == ".." || name[0] == '-' {
 		return fmt.Errorf("%w: interface name %q", ErrInvalid, name)
 	}
 	for _, c := range []byte(name) {
@@ -224,6 +232,11 @@ func pingArgs(path, addr string, count int) ([]string, time.Duration, error) {
 	a, err := netip.ParseAddr(addr)
 	if err != nil {
 		return nil, 0, fmt.Errorf("%w: ping address %q: %v", ErrInvalid, addr, err)
+	}
+	if z := a.Zone(); z != "" {
+		if err := checkIfName(z); err != nil {
+			return nil, 0, fmt.Errorf("%w: ping address %q: zone: %v", ErrInvalid, addr, err)
+		}
 	}
 	// ping stops at its own deadline (-w): the interval times count plus
 	// the last reply's 1 s; the context adds a margin on top.

@@ -202,15 +202,11 @@ func probeHost() error {
 	}
 	host.ipPath = path
 	sweep()
-	id, err := randomHex(3)
+	probe, err := create("probe")
 	if err != nil {
-		return fmt.Errorf("%w: %v", ErrUnavailable, err)
-	}
-	name := Prefix + id + "-probe"
-	if _, err := ip("netns", "add", name); err != nil {
 		return fmt.Errorf("%w: cannot create a network namespace: %v", ErrUnavailable, err)
 	}
-	if _, err := ip("netns", "del", name); err != nil {
+	if err := probe.destroy(); err != nil {
 		return fmt.Errorf("%w: cannot delete a network namespace: %v", ErrUnavailable, err)
 	}
 	return nil

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"flag"
 	"fmt"
 	"net"
 	"net/netip"
@@ -22,9 +23,11 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	flag.Parse()
 	before := runtime.NumGoroutine()
 	code := m.Run()
-	if code == 0 {
+	// The fuzzing engine keeps goroutines of its own.
+	if f := flag.Lookup("test.fuzz"); code == 0 && (f == nil || f.Value.String() == "") {
 		// Every goroutine a test started (TUN listeners, exec watchers)
 		// must end once its cleanup ran.
 		var after int
@@ -651,6 +654,9 @@ func TestRouteArgs(t *testing.T) {
 		{"10.1.0.0/16", "", "err"},
 		{"10.1.0.0/16", "a-very-long-device", "err"},
 		{"10.1.0.0/16", "dev x", "err"},
+		{"10.1.0.0/16", "-x", "err"},
+		{"::/0", "fe80::1%v0-gw", "err"},
+		{"::/0", "::% ", "err"},
 	} {
 		got, err := routeArgs(tc.cidr, tc.gw)
 		if tc.want == "err" {
@@ -680,6 +686,8 @@ func TestPingArgs(t *testing.T) {
 		{"10.0.0.1", MaxPingCount + 1, "err", 0},
 		{"example.com", 1, "err", 0},
 		{"-f", 1, "err", 0},
+		{"fe80::1%v0-gw", 1, "ping -n -q -c 1 -W 1 -i 0.2 -w 2 fe80::1%v0-gw", 7 * time.Second},
+		{"fe80::1% x", 1, "err", 0},
 	} {
 		args, limit, err := pingArgs("ping", tc.addr, tc.count)
 		if tc.want == "err" {
@@ -774,6 +782,17 @@ func BenchmarkNew(b *testing.B) {
 			b.Fatal(err)
 		}
 		if err := ns.destroy(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkRun measures one command run in a namespace ("ip netns exec" and
+// true).
+func BenchmarkRun(b *testing.B) {
+	ns := New(b, "bench")
+	for b.Loop() {
+		if _, err := ns.Run(b, "true"); err != nil {
 			b.Fatal(err)
 		}
 	}
