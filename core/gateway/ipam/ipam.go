@@ -1,0 +1,205 @@
+// Package ipam assigns tunnel addresses to agents: one stable address per
+// agent identity inside the gateway's tunnel_cidr, kept in the core's store
+// so every replica and every restart hands an agent the same address.
+//
+// Layout in the store (under Prefix):
+//
+//	gateway/ipam/addr/<address>  -> agent id   (who holds an address)
+//	gateway/ipam/agent/<agent id> -> address   (which address an agent holds)
+//
+// Both keys of an assignment are created in one atomic batch
+// (store.Batcher), create-only, so two replicas assigning at once never give
+// one address to two agents nor two addresses to one agent: the loser of a
+// race re-reads and takes the winner's answer.
+//
+// An agent's first choice is derived from a hash of its id, so addresses are
+// spread over the pool and mostly stable even if the records are lost;
+// collisions probe forward. The pool's first usable address is the
+// gateway's own; the network and (IPv4) broadcast addresses are never given.
+package ipam
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"math/big"
+	"net/netip"
+
+	"github.com/avonzt/avon/core/store"
+)
+
+// Prefix is where assignments live in the store.
+const Prefix = "gateway/ipam/"
+
+// MaxProbes bounds the addresses tried for one assignment.
+const MaxProbes = 4096
+
+// Errors.
+var (
+	ErrExhausted = errors.New("ipam: no free tunnel address")
+	ErrInvalid   = errors.New("ipam: invalid argument")
+	ErrNoBatch   = errors.New("ipam: the store cannot write atomic batches")
+)
+
+// Pool hands out addresses of one prefix. It is safe for concurrent use
+// (all state is in the store).
+type Pool struct {
+	kv     store.KV
+	b      store.Batcher
+	prefix netip.Prefix
+	size   *big.Int // usable addresses after the gateway's
+}
+
+// New returns a pool over prefix (masked). It needs at least 4 addresses
+// (IPv4 /30) and a store that writes batches.
+func New(kv store.KV, prefix netip.Prefix) (*Pool, error) {
+	b, ok := kv.(store.Batcher)
+	if !ok {
+		return nil, ErrNoBatch
+	}
+	if !prefix.IsValid() {
+		return nil, fmt.Errorf("%w: prefix %v", ErrInvalid, prefix)
+	}
+	prefix = prefix.Masked()
+	hostBits := prefix.Addr().BitLen() - prefix.Bits()
+	if hostBits < 2 {
+		return nil, fmt.Errorf("%w: prefix %v is too small (need at least 2 host bits)", ErrInvalid, prefix)
+	}
+	size := new(big.Int).Lsh(big.NewInt(1), uint(hostBits))
+	// network address, the gateway's, and (IPv4) broadcast are not handed out
+	size.Sub(size, big.NewInt(2))
+	if prefix.Addr().Is4() {
+		size.Sub(size, big.NewInt(1))
+	}
+	return &Pool{kv: kv, b: b, prefix: prefix, size: size}, nil
+}
+
+// Gateway returns the gateway's own address: the first after the network
+// address.
+func (p *Pool) Gateway() netip.Addr { return p.prefix.Addr().Next() }
+
+// Prefix returns the pool's prefix.
+func (p *Pool) Prefix() netip.Prefix { return p.prefix }
+
+func agentKey(id string) string   { return Prefix + "agent/" + id }
+func addrKey(a netip.Addr) string { return Prefix + "addr/" + a.String() }
+func checkID(id string) error {
+	if id == "" || len(id) > 512 {
+		return fmt.Errorf("%w: agent id of %d bytes", ErrInvalid, len(id))
+	}
+	return store.ValidateKey(agentKey(id))
+}
+
+// nth returns the usable address with index i in [0, size): the gateway's
+// address + 1 + i.
+func (p *Pool) nth(i *big.Int) netip.Addr {
+	base := new(big.Int).SetBytes(p.prefix.Addr().AsSlice())
+	base.Add(base, big.NewInt(2))
+	base.Add(base, i)
+	b := base.FillBytes(make([]byte, p.prefix.Addr().BitLen()/8))
+	a, _ := netip.AddrFromSlice(b)
+	return a
+}
+
+// Lookup returns the address assigned to agent id, if any.
+func (p *Pool) Lookup(ctx context.Context, id string) (netip.Addr, bool, error) {
+	if err := checkID(id); err != nil {
+		return netip.Addr{}, false, err
+	}
+	e, err := p.kv.Get(ctx, agentKey(id))
+	if errors.Is(err, store.ErrNotFound) {
+		return netip.Addr{}, false, nil
+	}
+	if err != nil {
+		return netip.Addr{}, false, fmt.Errorf("ipam: read assignment of %s: %w", id, err)
+	}
+	a, err := netip.ParseAddr(string(e.Value))
+	if err != nil || !p.prefix.Contains(a) {
+		return netip.Addr{}, false, fmt.Errorf("ipam: assignment of %s is %q, not an address of %v: %w", id, e.Value, p.prefix, ErrInvalid)
+	}
+	return a, true, nil
+}
+
+// Owner returns the agent holding address a, if any.
+func (p *Pool) Owner(ctx context.Context, a netip.Addr) (string, bool, error) {
+	if !p.prefix.Contains(a) {
+		return "", false, nil
+	}
+	e, err := p.kv.Get(ctx, addrKey(a))
+	if errors.Is(err, store.ErrNotFound) {
+		return "", false, nil
+	}
+	if err != nil {
+		return "", false, fmt.Errorf("ipam: read owner of %v: %w", a, err)
+	}
+	return string(e.Value), true, nil
+}
+
+// Assign returns agent id's address, assigning one on first use.
+func (p *Pool) Assign(ctx context.Context, id string) (netip.Addr, error) {
+	if a, ok, err := p.Lookup(ctx, id); err != nil || ok {
+		return a, err
+	}
+	h := sha256.Sum256([]byte("avon-ipam-v1\x00" + id))
+	start := new(big.Int).Mod(new(big.Int).SetBytes(h[:16]), p.size)
+	probes := MaxProbes
+	if p.size.IsInt64() && p.size.Int64() < int64(probes) {
+		probes = int(p.size.Int64())
+	}
+	i := new(big.Int).Set(start)
+	for n := 0; n < probes; n++ {
+		a := p.nth(i)
+		_, err := p.b.Apply(ctx, []store.Op{
+			{Key: agentKey(id), Value: []byte(a.String()), Check: true},
+			{Key: addrKey(a), Value: []byte(id), Check: true},
+		})
+		var be *store.BatchError
+		switch {
+		case err == nil:
+			return a, nil
+		case errors.As(err, &be) && be.Index == 0:
+			// Another replica assigned this agent meanwhile: its answer.
+			if a, ok, err := p.Lookup(ctx, id); err != nil || ok {
+				return a, err
+			}
+		case errors.As(err, &be) && be.Index == 1:
+			// Address taken: probe the next.
+		default:
+			return netip.Addr{}, fmt.Errorf("ipam: assign %v to %s: %w", a, id, err)
+		}
+		i.Add(i, big.NewInt(1))
+		if i.Cmp(p.size) >= 0 {
+			i.SetInt64(0)
+		}
+		if err := ctx.Err(); err != nil {
+			return netip.Addr{}, fmt.Errorf("ipam: assign: %w", err)
+		}
+	}
+	return netip.Addr{}, fmt.Errorf("%w in %v after %d probes", ErrExhausted, p.prefix, probes)
+}
+
+// Release frees agent id's address (a no-op when it has none).
+func (p *Pool) Release(ctx context.Context, id string) error {
+	if err := checkID(id); err != nil {
+		return err
+	}
+	e, err := p.kv.Get(ctx, agentKey(id))
+	if errors.Is(err, store.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("ipam: read assignment of %s: %w", id, err)
+	}
+	a, perr := netip.ParseAddr(string(e.Value))
+	ops := []store.Op{{Key: agentKey(id), Delete: true, Check: true, Version: e.Version}}
+	if perr == nil {
+		if ae, err := p.kv.Get(ctx, addrKey(a)); err == nil && string(ae.Value) == id {
+			ops = append(ops, store.Op{Key: addrKey(a), Delete: true, Check: true, Version: ae.Version})
+		}
+	}
+	if _, err := p.b.Apply(ctx, ops); err != nil {
+		return fmt.Errorf("ipam: release %s: %w", id, err)
+	}
+	return nil
+}
