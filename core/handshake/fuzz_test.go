@@ -2,7 +2,11 @@ package handshake
 
 import (
 	"bytes"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
+	"os"
+	"path/filepath"
 	"sync"
 	"testing"
 )
@@ -40,6 +44,28 @@ func fuzzFixture(t testing.TB) *fixture {
 	return fuzzF
 }
 
+// vectorMessages are the messages of testdata/vectors.json: seeds for the
+// parser targets without any cryptography at start-up (a fuzz worker runs
+// its setup under coverage instrumentation, where key generation is slow).
+func vectorMessages(t testing.TB) map[string][]byte {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join("testdata", "vectors.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v vectorFile
+	if err := json.Unmarshal(raw, &v); err != nil {
+		t.Fatal(err)
+	}
+	out := map[string][]byte{}
+	for k, h := range v.Messages {
+		if out[k], err = hex.DecodeString(h); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return out
+}
+
 var sentinels = []error{ErrTruncated, ErrMalformed, ErrVersion, ErrSuite, ErrUnknownResponder, ErrClockSkew, ErrReplay,
 	ErrBusy, ErrKey, ErrIndex, ErrDecrypt, ErrSignature, ErrCertificate, ErrRevoked, ErrStatusUnavailable, ErrState, ErrRandom, ErrSigner}
 
@@ -51,10 +77,11 @@ func checkTyped(t *testing.T, err error) {
 }
 
 func FuzzParseInitiation(f *testing.F) {
-	fx := fuzzFixture(f)
-	f.Add(fuzzRun.init)
-	in := fx.initiator(f, 1, fixedNow)
-	withToken, _ := in.Initiation(bytes.Repeat([]byte{7}, MaxTokenLen))
+	v := vectorMessages(f)
+	f.Add(v["initiation"])
+	m, _ := ParseInitiation(v["initiation"])
+	m.Token = bytes.Repeat([]byte{7}, MaxTokenLen)
+	withToken, _ := m.Marshal()
 	f.Add(withToken)
 	f.Add([]byte{1, 1, 0, 0})
 	f.Fuzz(func(t *testing.T, b []byte) {
@@ -71,9 +98,9 @@ func FuzzParseInitiation(f *testing.F) {
 }
 
 func FuzzParseResponse(f *testing.F) {
-	fuzzFixture(f)
-	f.Add(fuzzRun.resp)
-	f.Add(fuzzRun.resp[:100])
+	v := vectorMessages(f)
+	f.Add(v["response"])
+	f.Add(v["response"][:100])
 	f.Fuzz(func(t *testing.T, b []byte) {
 		m, err := ParseResponse(b)
 		checkTyped(t, err)
@@ -88,9 +115,9 @@ func FuzzParseResponse(f *testing.F) {
 }
 
 func FuzzParseFinish(f *testing.F) {
-	fuzzFixture(f)
-	f.Add(fuzzRun.finish)
-	f.Add(fuzzRun.finish[:FinishMinLen])
+	v := vectorMessages(f)
+	f.Add(v["finish"])
+	f.Add(v["finish"][:FinishMinLen])
 	f.Fuzz(func(t *testing.T, b []byte) {
 		m, err := ParseFinish(b)
 		checkTyped(t, err)
@@ -105,10 +132,9 @@ func FuzzParseFinish(f *testing.F) {
 }
 
 func FuzzParseHandshakeError(f *testing.F) {
-	fx := fuzzFixture(f)
-	r := fx.responder(f, fixedNow)
-	f.Add(r.ErrorMessage(1, CodeBusy, "busy"))
-	f.Add(buildError(1, CodeBadCertificate, []byte("x"), &[32]byte{1}))
+	v := vectorMessages(f)
+	f.Add(v["handshake_error"])
+	f.Add(buildError(1, CodeBusy, []byte("busy"), nil))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		m, err := ParseHandshakeError(b)
 		checkTyped(t, err)
@@ -125,12 +151,11 @@ func FuzzParseHandshakeError(f *testing.F) {
 	})
 }
 
-// FuzzParseRekey parses as RekeyInit and RekeyResp, then feeds the bytes to
-// the responder's rekey handler of a live session.
+// FuzzParseRekey parses the bytes as RekeyInit and as RekeyResp.
 func FuzzParseRekey(f *testing.F) {
-	fx := fuzzFixture(f)
-	f.Add(fuzzRk)
-	f.Add(fuzzRkR)
+	v := vectorMessages(f)
+	f.Add(v["rekey_init"])
+	f.Add(v["rekey_resp"])
 	f.Fuzz(func(t *testing.T, b []byte) {
 		for _, typ := range []MessageType{TypeRekeyInit, TypeRekeyResp} {
 			m, err := ParseRekey(b, typ)
@@ -142,6 +167,16 @@ func FuzzParseRekey(f *testing.F) {
 				}
 			}
 		}
+	})
+}
+
+// FuzzHandleRekeyInit feeds the bytes to the responder's rekey handler of
+// a live session.
+func FuzzHandleRekeyInit(f *testing.F) {
+	fx := fuzzFixture(f)
+	f.Add(fuzzRk)
+	f.Add(fuzzRkR)
+	f.Fuzz(func(t *testing.T, b []byte) {
 		// On a copy of the session so an accepted counter does not stick.
 		cp := *fuzzRun.rr
 		cp.rekey = &rekeyState{}
