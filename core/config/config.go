@@ -104,8 +104,11 @@ type Plugin struct {
 	Args       []string
 	Env        map[string]string
 	SHA256     string
-	Uses       map[string]string // kind -> name
-	Disabled   bool
+	// Uses wires other plugins to this one: kind -> names, the first the
+	// default (`uses = { kms = "soft" }` or `{ kms = ["soft", "hsm"] }`).
+	Uses      map[string][]string
+	UsesRange hcl.Range // of the uses expression, for diagnostics
+	Disabled  bool
 	// Config is the opaque `config { }` body; nil when absent.
 	Config    hcl.Body
 	DeclRange hcl.Range
@@ -561,8 +564,7 @@ func (c *Config) decodePlugin(ctx *hcl.EvalContext, b *hcl.Block) (*Plugin, hcl.
 	diags = append(diags, d...)
 	_, _, d = attr(ctx, content.Attributes, "env", &p.Env)
 	diags = append(diags, d...)
-	_, _, d = attr(ctx, content.Attributes, "uses", &p.Uses)
-	diags = append(diags, d...)
+	diags = append(diags, decodeUses(ctx, content.Attributes, p)...)
 	enabled := true
 	_, _, d = attr(ctx, content.Attributes, "enabled", &enabled)
 	diags = append(diags, d...)
@@ -580,6 +582,59 @@ func (c *Config) decodePlugin(ctx *hcl.EvalContext, b *hcl.Block) (*Plugin, hcl.
 	return p, diags
 }
 
+// decodeUses reads `uses = { kind = "name" }` or `{ kind = ["a", "b"] }`.
+func decodeUses(ctx *hcl.EvalContext, attrs hcl.Attributes, p *Plugin) hcl.Diagnostics {
+	a, ok := attrs["uses"]
+	if !ok {
+		return nil
+	}
+	p.UsesRange = a.Expr.Range()
+	v, diags := a.Expr.Value(ctx)
+	if diags.HasErrors() {
+		return diags
+	}
+	bad := func(detail string) hcl.Diagnostics {
+		return hcl.Diagnostics{errAt(p.UsesRange, "Invalid uses", detail)}
+	}
+	if v.IsNull() || !v.IsKnown() || !(v.Type().IsObjectType() || v.Type().IsMapType()) {
+		return bad(`want an object of kind = "name" or kind = ["name", ...], e.g. uses = { kms = ["soft", "hsm"] }.`)
+	}
+	p.Uses = map[string][]string{}
+	for it := v.ElementIterator(); it.Next(); {
+		k, ev := it.Element()
+		kind := k.AsString()
+		var names []string
+		switch {
+		case ev.IsNull() || !ev.IsKnown():
+			return bad(fmt.Sprintf("uses.%s is null.", kind))
+		case ev.Type() == cty.String:
+			names = []string{ev.AsString()}
+		case ev.Type().IsTupleType() || ev.Type().IsListType():
+			for eit := ev.ElementIterator(); eit.Next(); {
+				_, n := eit.Element()
+				if n.IsNull() || !n.IsKnown() || n.Type() != cty.String {
+					return bad(fmt.Sprintf("uses.%s: every element is a plugin name (a string).", kind))
+				}
+				names = append(names, n.AsString())
+			}
+			if len(names) == 0 {
+				return bad(fmt.Sprintf("uses.%s is an empty list: name at least one %s plugin.", kind, kind))
+			}
+		default:
+			return bad(fmt.Sprintf("uses.%s: want a plugin name or a list of names, got %s.", kind, ev.Type().FriendlyName()))
+		}
+		seen := map[string]bool{}
+		for _, n := range names {
+			if seen[n] {
+				return bad(fmt.Sprintf("uses.%s names %q twice.", kind, n))
+			}
+			seen[n] = true
+		}
+		p.Uses[kind] = names
+	}
+	return nil
+}
+
 func (c *Config) checkUses(byID map[string]*Plugin) hcl.Diagnostics {
 	var diags hcl.Diagnostics
 	ids := make([]string, 0, len(byID))
@@ -589,19 +644,32 @@ func (c *Config) checkUses(byID map[string]*Plugin) hcl.Diagnostics {
 	sort.Strings(ids)
 	for _, id := range ids {
 		p := byID[id]
-		for kind, name := range p.Uses {
-			target, ok := byID[kind+"."+name]
-			switch {
-			case !oneOf(kind, Kinds...):
-				diags = append(diags, errAt(p.DeclRange, "Invalid uses", fmt.Sprintf("uses: %q is not a plugin kind; valid kinds are %s.", kind, strings.Join(Kinds, ", "))))
-			case kind+"."+name == id:
-				diags = append(diags, errAt(p.DeclRange, "Invalid uses", "A plugin cannot use itself."))
-			case !ok:
-				diags = append(diags, errAt(p.DeclRange, "Unknown plugin in uses",
-					fmt.Sprintf("uses = { %s = %q }: no plugin %q %q is declared.", kind, name, kind, name)))
-			case target.Disabled && !p.Disabled:
-				diags = append(diags, errAt(p.DeclRange, "Disabled plugin in uses",
-					fmt.Sprintf("uses = { %s = %q }: that plugin has enabled = false.", kind, name)))
+		r := p.UsesRange
+		if r.Empty() {
+			r = p.DeclRange
+		}
+		kinds := make([]string, 0, len(p.Uses))
+		for kind := range p.Uses {
+			kinds = append(kinds, kind)
+		}
+		sort.Strings(kinds)
+		for _, kind := range kinds {
+			if !oneOf(kind, Kinds...) {
+				diags = append(diags, errAt(r, "Invalid uses", fmt.Sprintf("uses: %q is not a plugin kind; valid kinds are %s.", kind, strings.Join(Kinds, ", "))))
+				continue
+			}
+			for _, name := range p.Uses[kind] {
+				target, ok := byID[kind+"."+name]
+				switch {
+				case kind+"."+name == id:
+					diags = append(diags, errAt(r, "Invalid uses", "A plugin cannot use itself."))
+				case !ok:
+					diags = append(diags, errAt(r, "Unknown plugin in uses",
+						fmt.Sprintf("uses = { %s = %q }: no plugin %q %q is declared.", kind, name, kind, name)))
+				case target.Disabled && !p.Disabled:
+					diags = append(diags, errAt(r, "Disabled plugin in uses",
+						fmt.Sprintf("uses = { %s = %q }: that plugin has enabled = false.", kind, name)))
+				}
 			}
 		}
 	}

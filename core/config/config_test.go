@@ -50,7 +50,7 @@ func TestFullExample(t *testing.T) {
 		{"kms.args", strings.Join(c.Plugin[0].Args, " "), "-v"},
 		{"pqc.command", c.Plugin[1].Command, filepath.Join(dir, "local/pqc-slhdsa")},
 		{"pqc.disabled", c.Plugin[1].Disabled, true},
-		{"other.uses", c.Plugin[2].Uses["kms"], "soft"},
+		{"other.uses", strings.Join(c.Plugin[2].Uses["kms"], ","), "soft"},
 		{"cache.type", c.Cache.Type, "redis"},
 		{"cache.addr", c.Cache.Addr, "10.0.0.5:6379"},
 		{"cache.password", c.Cache.Password, "r-pass"},
@@ -161,7 +161,16 @@ func TestDiagnostics(t *testing.T) {
 		{"bad listen", "api {\n  listen = \"nohost\"\n}\n", []diagAt{{"Invalid listen address", 2, 12, ""}}},
 		{"bad cidr", "gateway {\n  routes = [\"10.0.0.1/8\"]\n}\n", []diagAt{{"Invalid CIDR", 2, 12, `did you mean "10.0.0.0/8"`}}},
 		{"unknown storage", "storage \"mysql\" {\n}\n", []diagAt{{"Unknown storage type", 1, 9, "known types: embedded, postgres, redis"}}},
-		{"uses unknown", "plugin \"ca\" \"d\" {\n  command = \"x\"\n  uses = { kms = \"nope\" }\n}\n", []diagAt{{"Unknown plugin in uses", 1, 1, `no plugin "kms" "nope"`}}},
+		{"uses unknown", "plugin \"ca\" \"d\" {\n  command = \"x\"\n  uses = { kms = \"nope\" }\n}\n", []diagAt{{"Unknown plugin in uses", 3, 10, `no plugin "kms" "nope"`}}},
+		{"uses list unknown", "plugin \"kms\" \"soft\" {\n  command = \"k\"\n}\nplugin \"ca\" \"d\" {\n  command = \"x\"\n  uses = { kms = [\"soft\", \"hsm\"] }\n}\n",
+			[]diagAt{{"Unknown plugin in uses", 6, 10, `no plugin "kms" "hsm"`}}},
+		{"uses list empty", "plugin \"ca\" \"d\" {\n  command = \"x\"\n  uses = { kms = [] }\n}\n", []diagAt{{"Invalid uses", 3, 10, "empty list"}}},
+		{"uses list twice", "plugin \"kms\" \"soft\" {\n  command = \"k\"\n}\nplugin \"ca\" \"d\" {\n  command = \"x\"\n  uses = { kms = [\"soft\", \"soft\"] }\n}\n",
+			[]diagAt{{"Invalid uses", 6, 10, `names "soft" twice`}}},
+		{"uses list number", "plugin \"ca\" \"d\" {\n  command = \"x\"\n  uses = { kms = [\"a\", 1] }\n}\n", []diagAt{{"Invalid uses", 3, 10, "a plugin name"}}},
+		{"uses not object", "plugin \"ca\" \"d\" {\n  command = \"x\"\n  uses = \"soft\"\n}\n", []diagAt{{"Invalid uses", 3, 10, "want an object"}}},
+		{"uses list disabled", "plugin \"kms\" \"soft\" {\n  command = \"k\"\n}\nplugin \"kms\" \"hsm\" {\n  command = \"h\"\n  enabled = false\n}\nplugin \"ca\" \"d\" {\n  command = \"x\"\n  uses = { kms = [\"soft\", \"hsm\"] }\n}\n",
+			[]diagAt{{"Disabled plugin in uses", 10, 10, `kms = "hsm"`}}},
 		{"tls half", "api {\n  tls_cert_file = \"a\"\n}\n", []diagAt{{"Incomplete TLS settings", 1, 1, ""}}},
 		{"env unset", "data_dir = env(\"AVON_SURELY_UNSET_VAR\")\n", []diagAt{{"Error in function call", 1, 12, "AVON_SURELY_UNSET_VAR is not set"}}},
 		{"bad log level", "log_level = \"loud\"\n", []diagAt{{"Invalid log level", 1, 13, ""}}},
@@ -216,6 +225,34 @@ func TestDiagnostics(t *testing.T) {
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }
+
+// TestUsesList: uses takes a name or a list of names per kind, the first
+// the default, order kept.
+func TestUsesList(t *testing.T) {
+	src := `
+plugin "kms" "soft" {
+  command = "k"
+}
+plugin "kms" "hsm" {
+  command = "h"
+}
+plugin "pqc" "slh" {
+  command = "p"
+}
+plugin "ca" "d" {
+  command = "x"
+  uses    = { kms = ["hsm", "soft"], pqc = "slh" }
+}
+`
+	c, diags := Parse([]byte(src), "test.hcl")
+	if diags.HasErrors() {
+		t.Fatal(diags)
+	}
+	got := c.Plugin[3].Uses
+	if strings.Join(got["kms"], ",") != "hsm,soft" || strings.Join(got["pqc"], ",") != "slh" || len(got) != 2 {
+		t.Fatalf("uses = %v", got)
+	}
+}
 
 func TestFileFunction(t *testing.T) {
 	dir := t.TempDir()

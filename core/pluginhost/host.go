@@ -220,12 +220,14 @@ func (h *Host) dependencyOrder() ([]*Instance, error) {
 		}
 		sort.Strings(kinds)
 		for _, k := range kinds {
-			dep, ok := h.Get(sdkplugin.Kind(k), i.spec.Uses[k])
-			if !ok {
-				return fmt.Errorf("plugin %s uses %s.%s, which is not declared: %w", i.id, k, i.spec.Uses[k], ErrDependency)
-			}
-			if err := visit(dep, append(path, i.id)); err != nil {
-				return err
+			for _, name := range i.spec.Uses[k] {
+				dep, ok := h.Get(sdkplugin.Kind(k), name)
+				if !ok {
+					return fmt.Errorf("plugin %s uses %s.%s, which is not declared: %w", i.id, k, name, ErrDependency)
+				}
+				if err := visit(dep, append(path, i.id)); err != nil {
+					return err
+				}
 			}
 		}
 		state[i.id] = 2

@@ -394,7 +394,7 @@ func TestDependencyErrors(t *testing.T) {
 	h := New(fastOptions(&syncBuffer{}, nil, &recordingAudit{}))
 	defer h.Stop()
 	for _, s := range []Spec{
-		{Kind: sdkplugin.KindKMS, Name: "a", Uses: map[string]string{"pqc": "nope"}},
+		{Kind: sdkplugin.KindKMS, Name: "a", Uses: map[string][]string{"pqc": {"nope"}}},
 	} {
 		s.Path, s.SHA256, s.DataDir = bin.Path, bin.SHA256, t.TempDir()
 		if _, err := h.Add(s); err != nil {
@@ -406,5 +406,55 @@ func TestDependencyErrors(t *testing.T) {
 	}
 	if err := h.Configure(context.Background()); !errors.Is(err, ErrDependency) {
 		t.Fatalf("want ErrDependency, got %v", err)
+	}
+}
+
+// TestDependencyOrderListUses: every name of a list-valued uses counts for
+// ordering and cycles, not only the default.
+func TestDependencyOrderListUses(t *testing.T) {
+	bin := plugintest.Build(t, testPluginPkg)
+	for _, tc := range []struct {
+		name  string
+		specs []Spec
+		cycle bool
+	}{
+		{"order", []Spec{
+			{Kind: sdkplugin.KindCA, Name: "c", Uses: map[string][]string{"kms": {"soft", "hsm"}}},
+			{Kind: sdkplugin.KindKMS, Name: "soft"},
+			{Kind: sdkplugin.KindKMS, Name: "hsm"},
+		}, false},
+		{"cycle through the second name", []Spec{
+			{Kind: sdkplugin.KindCA, Name: "c", Uses: map[string][]string{"kms": {"soft", "hsm"}}},
+			{Kind: sdkplugin.KindKMS, Name: "soft"},
+			{Kind: sdkplugin.KindKMS, Name: "hsm", Uses: map[string][]string{"ca": {"c"}}},
+		}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := New(fastOptions(&syncBuffer{}, nil, &recordingAudit{}))
+			defer h.Stop()
+			for _, s := range tc.specs {
+				s.Path, s.SHA256, s.DataDir = bin.Path, bin.SHA256, t.TempDir()
+				if _, err := h.Add(s); err != nil {
+					t.Fatal(err)
+				}
+			}
+			order, err := h.dependencyOrder()
+			if tc.cycle {
+				if !errors.Is(err, ErrDependency) || !strings.Contains(err.Error(), "cycle") {
+					t.Fatalf("want a cycle, got %v", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			pos := map[string]int{}
+			for n, i := range order {
+				pos[i.ID()] = n
+			}
+			if pos["ca.c"] < pos["kms.soft"] || pos["ca.c"] < pos["kms.hsm"] {
+				t.Fatalf("order %v", pos)
+			}
+		})
 	}
 }

@@ -46,14 +46,17 @@ const (
 
 // Spec says how to run one plugin instance.
 type Spec struct {
-	Kind    sdkplugin.Kind
-	Name    string
-	Path    string            // absolute path of the binary
-	Args    []string          // arguments after the binary
-	Env     map[string]string // added to the minimal environment plugins get
-	SHA256  string            // pin; "" for none
-	Uses    map[string]string // kind -> name of the plugins wired to this one
-	DataDir string            // the instance's own directory
+	Kind   sdkplugin.Kind
+	Name   string
+	Path   string            // absolute path of the binary
+	Args   []string          // arguments after the binary
+	Env    map[string]string // added to the minimal environment plugins get
+	SHA256 string            // pin; "" for none
+	// Uses wires other plugins to this one: kind -> names, the first the
+	// default. The plugin sees "<kind>" (the default) and "<kind>/<name>"
+	// for every name.
+	Uses    map[string][]string
+	DataDir string // the instance's own directory
 }
 
 // ID is "<kind>.<name>".
@@ -325,27 +328,35 @@ func (i *Instance) configure(ctx context.Context, g *generation) error {
 	hostID := g.broker.NextId()
 	go g.broker.AcceptAndServe(hostID, newServer(func(s *grpc.Server) { host.Register(s, hs) }))
 	uses := map[string]uint32{}
-	for kind, name := range i.spec.Uses {
-		target, ok := i.host.Get(sdkplugin.Kind(kind), name)
-		if !ok {
-			return fmt.Errorf("plugin %s uses %s.%s, which is not configured: %w", i.id, kind, name, ErrDependency)
+	for kind, names := range i.spec.Uses {
+		for n, name := range names {
+			target, ok := i.host.Get(sdkplugin.Kind(kind), name)
+			if !ok {
+				return fmt.Errorf("plugin %s uses %s.%s, which is not configured: %w", i.id, kind, name, ErrDependency)
+			}
+			var register func(*grpc.Server)
+			switch sdkplugin.Kind(kind) {
+			case sdkplugin.KindKMS:
+				register = func(s *grpc.Server) { kmsrpc.Register(s, target.KMS()) }
+			case sdkplugin.KindPQC:
+				register = func(s *grpc.Server) { pqcrpc.Register(s, target.PQC()) }
+			case sdkplugin.KindCA:
+				register = func(s *grpc.Server) { carpc.Register(s, target.CA()) }
+			case sdkplugin.KindPolicy:
+				register = func(s *grpc.Server) { policyrpc.Register(s, target.Policy()) }
+			default:
+				return fmt.Errorf("plugin %s uses a %s plugin, which cannot be wired yet: %w", i.id, kind, ErrDependency)
+			}
+			// A broker stream is dialed once: the default gets its own.
+			if n == 0 {
+				id := g.broker.NextId()
+				go g.broker.AcceptAndServe(id, newServer(register))
+				uses[kind] = id
+			}
+			id := g.broker.NextId()
+			go g.broker.AcceptAndServe(id, newServer(register))
+			uses[kind+"/"+name] = id
 		}
-		id := g.broker.NextId()
-		var register func(*grpc.Server)
-		switch sdkplugin.Kind(kind) {
-		case sdkplugin.KindKMS:
-			register = func(s *grpc.Server) { kmsrpc.Register(s, target.KMS()) }
-		case sdkplugin.KindPQC:
-			register = func(s *grpc.Server) { pqcrpc.Register(s, target.PQC()) }
-		case sdkplugin.KindCA:
-			register = func(s *grpc.Server) { carpc.Register(s, target.CA()) }
-		case sdkplugin.KindPolicy:
-			register = func(s *grpc.Server) { policyrpc.Register(s, target.Policy()) }
-		default:
-			return fmt.Errorf("plugin %s uses a %s plugin, which cannot be wired yet: %w", i.id, kind, ErrDependency)
-		}
-		go g.broker.AcceptAndServe(id, newServer(register))
-		uses[kind] = id
 	}
 	if err := os.MkdirAll(i.spec.DataDir, 0o700); err != nil {
 		return fmt.Errorf("plugin %s: data dir: %w", i.id, err)

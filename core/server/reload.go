@@ -81,7 +81,7 @@ func (s *Server) Reload(ctx context.Context) (*ReloadReport, error) {
 			continue
 		}
 		if p.Disabled != op.Disabled || p.Command != op.Command || p.SHA256 != op.SHA256 ||
-			!slices.Equal(p.Args, op.Args) || !maps.Equal(p.Env, op.Env) || !maps.Equal(p.Uses, op.Uses) {
+			!slices.Equal(p.Args, op.Args) || !maps.Equal(p.Env, op.Env) || !maps.EqualFunc(p.Uses, op.Uses, slices.Equal[[]string]) {
 			need("plugin " + id + " (command, args, env, sha256, uses or enabled)")
 			continue
 		}
