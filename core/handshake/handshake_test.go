@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
+	"sync"
 	"math/big"
 	"testing"
 	"time"
@@ -1120,5 +1122,90 @@ func TestLowOrderTable(t *testing.T) {
 		if (err != nil) != lowOrderX25519Point(pt) {
 			t.Fatalf("%x: x25519 %v, table %v", pt, err, lowOrderX25519Point(pt))
 		}
+	}
+}
+
+// lockedReader makes a deterministic reader safe for concurrent use.
+type lockedReader struct {
+	mu sync.Mutex
+	r  io.Reader
+}
+
+func (l *lockedReader) Read(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.r.Read(p)
+}
+
+// One Responder serves concurrent handshakes (run with -race); each
+// PendingHandshake takes exactly one Finish even when raced.
+func TestResponderConcurrent(t *testing.T) {
+	f := newFixture(t)
+	f.rand = &lockedReader{r: detRand("concurrent")}
+	r := f.responder(t, fixedNow)
+	type prepared struct {
+		in   *Initiator
+		init []byte
+	}
+	const n = 6
+	var ps [n]prepared
+	for i := range ps {
+		ps[i].in = f.initiator(t, uint32(100+i), fixedNow)
+		var err error
+		if ps[i].init, err = ps[i].in.Initiation(nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 3*n)
+	for i := range ps {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, p, err := r.HandleInitiation(ps[i].init, uint32(200+i))
+			if err != nil {
+				errs <- err
+				return
+			}
+			fin, ri, err := ps[i].in.HandleResponse(resp)
+			if err != nil {
+				errs <- err
+				return
+			}
+			var inner sync.WaitGroup
+			results := make(chan *Result, 2)
+			for range 2 {
+				inner.Add(1)
+				go func() {
+					defer inner.Done()
+					res, err := p.HandleFinish(fin)
+					if err == nil {
+						results <- res
+					} else if !errors.Is(err, ErrState) {
+						errs <- err
+					}
+				}()
+			}
+			inner.Wait()
+			close(results)
+			count := 0
+			for res := range results {
+				count++
+				if res.RecvKey != ri.SendKey {
+					errs <- errors.New("keys differ")
+				}
+			}
+			if count != 1 {
+				errs <- fmt.Errorf("%d successful finishes", count)
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if r.replay.n != n {
+		t.Fatalf("replay cache holds %d nonces, want %d", r.replay.n, n)
 	}
 }
