@@ -5,8 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"sync"
 	"math/big"
+	"sync"
 	"testing"
 	"time"
 
