@@ -41,6 +41,7 @@ type Conn struct {
 	seq     uint32     // sequence number of the last request sent
 	buf     []byte     // receive buffer
 	timeout time.Duration
+	dirty   bool // a reply was left unfinished: drain before the next request
 }
 
 // Open opens a NETLINK_ROUTE socket in the network namespace of the calling
@@ -76,6 +77,9 @@ func Open() (*Conn, error) {
 // Close closes the socket. It waits for a request in progress to end (at
 // most ReadTimeout per datagram). Closing twice returns nil.
 func (c *Conn) Close() error {
+	if c == nil {
+		return nil
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.fd < 0 {
@@ -100,10 +104,16 @@ var errDumpInterrupted = errors.New("dump interrupted")
 // replies to requests that timed out) are skipped. After each returns an
 // error the rest of the reply is still read, so the socket stays in step.
 func (c *Conn) exchange(typ, flags uint16, fixed []byte, attrs func(*request), each func(message) error) error {
+	if c == nil {
+		return ErrClosed
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.fd < 0 {
 		return ErrClosed
+	}
+	if c.dirty {
+		c.drain()
 	}
 	dump := flags&unix.NLM_F_DUMP == unix.NLM_F_DUMP
 	if !dump {
@@ -125,13 +135,34 @@ func (c *Conn) exchange(typ, flags uint16, fixed []byte, attrs func(*request), e
 	for range maxDatagrams {
 		n, err := c.recv()
 		if err != nil {
+			c.dirty = true
 			return err
 		}
-		if done, err := st.datagram(c.buf[:n]); done {
+		done, err := st.datagram(c.buf[:n])
+		if done {
+			// A reply cut short by a malformed message may have more
+			// datagrams coming.
+			c.dirty = errors.Is(err, ErrMalformed)
 			return err
 		}
 	}
+	c.dirty = true
 	return fmt.Errorf("receive: more than %d datagrams: %w", maxDatagrams, ErrMalformed)
+}
+
+// drain reads and drops whatever is queued on the socket, so that a reply
+// left unfinished (a timeout, a malformed datagram) neither confuses the
+// next request nor keeps a dump running in the kernel, which would refuse
+// the next dump with EBUSY: every read lets the kernel send the next part
+// of a running dump. The caller holds c.mu.
+func (c *Conn) drain() {
+	for range maxDatagrams {
+		_, _, _, _, err := unix.Recvmsg(c.fd, c.buf, nil, unix.MSG_DONTWAIT)
+		if err != nil && !errors.Is(err, unix.EINTR) {
+			break // EAGAIN: nothing left
+		}
+	}
+	c.dirty = false
 }
 
 // replyState follows the reply to one request, datagram by datagram,

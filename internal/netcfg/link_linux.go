@@ -40,7 +40,8 @@ func isSpace(r rune) bool {
 	return r == ' ' || r == '\t' || r == '\n' || r == '\v' || r == '\f' || r == '\r'
 }
 
-// Link returns the state of the interface called name.
+// Link returns the state of the interface called name (or with the
+// alternative name name; Link.Name is then the primary one).
 func (c *Conn) Link(name string) (Link, error) {
 	if err := checkName(name); err != nil {
 		return Link{}, fmt.Errorf("get link: %w", err)
@@ -67,9 +68,6 @@ func (c *Conn) Link(name string) (Link, error) {
 	}
 	if !found {
 		return Link{}, fmt.Errorf("get link %s: acknowledged without a link: %w", name, ErrMalformed)
-	}
-	if info.Name != name {
-		return Link{}, fmt.Errorf("get link %s: the kernel answered for %q: %w", name, info.Name, ErrMalformed)
 	}
 	return Link{Index: info.Index, Name: info.Name, MTU: info.MTU, Up: info.Flags&unix.IFF_UP != 0}, nil
 }

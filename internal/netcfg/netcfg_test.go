@@ -35,7 +35,7 @@ type testEnv struct {
 	c  *Conn
 }
 
-func newEnv(t *testing.T) *testEnv {
+func newEnv(t testing.TB) *testEnv {
 	t.Helper()
 	ns := netns.New(t, "netcfg")
 	// d0 is a dummy interface where the kernel has the dummy driver, else
@@ -74,7 +74,7 @@ func newEnv(t *testing.T) *testEnv {
 }
 
 // ip runs ip with args in the namespace and returns its output.
-func (e *testEnv) ip(t *testing.T, args ...string) string {
+func (e *testEnv) ip(t testing.TB, args ...string) string {
 	t.Helper()
 	out, err := e.ns.Run(t, append([]string{"ip"}, args...)...)
 	if err != nil {
@@ -762,5 +762,41 @@ func TestPermission(t *testing.T) {
 	wantErr(t, "SetMTU without CAP_NET_ADMIN", res.set, ErrPermission, unix.EPERM)
 	if after := e.ipLink(t, dummyDev); after.MTU != before.MTU {
 		t.Errorf("MTU changed from %d to %d", before.MTU, after.MTU)
+	}
+}
+
+// TestUnfinishedDump leaves a dump of 5000 routes (about ten datagrams) unread after its first
+// datagram, as a timeout would, and checks that the next dump still works:
+// the kernel refuses a second dump on a socket while one runs (EBUSY)
+// unless the Conn drains the first.
+func TestUnfinishedDump(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	if err := e.c.SetLinkUp(tunDev, true); err != nil {
+		t.Fatal(err)
+	}
+	const n = 5000
+	for i := range n {
+		p := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(i >> 8), byte(i), 0}), 24)
+		if err := e.c.AddRoute(Route{Dst: p, Dev: tunDev}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.c.mu.Lock()
+	req := newRequest(unix.RTM_GETROUTE, unix.NLM_F_DUMP, rtMsg(unix.AF_INET, 0, 0, 0, 0, 0))
+	err := unix.Sendto(e.c.fd, req.bytes(0x7fff0000, e.c.pid), 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK})
+	if err == nil {
+		_, err = e.c.recv()
+	}
+	e.c.dirty = true // what a timeout in the middle of the dump leaves
+	e.c.mu.Unlock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		routes, err := e.c.Routes(tunDev)
+		if err != nil || len(routes) != n {
+			t.Fatalf("Routes after an unfinished dump = %d routes, %v", len(routes), err)
+		}
 	}
 }

@@ -82,7 +82,12 @@ type Applied struct {
 }
 
 // Steps returns the changes still in place, in the order they were made.
-func (a *Applied) Steps() []Step { return append([]Step(nil), a.steps...) }
+func (a *Applied) Steps() []Step {
+	if a == nil {
+		return nil
+	}
+	return append([]Step(nil), a.steps...)
+}
 
 // check validates the plan as a whole, before anything is changed, and
 // returns its routes with Dev filled in.
@@ -186,6 +191,9 @@ func (c *Conn) Apply(p Plan) (*Applied, error) {
 // recorded and the errors are returned joined, so Undo may be called
 // again; once everything is undone it returns nil and does nothing more.
 func (a *Applied) Undo() error {
+	if a == nil {
+		return nil
+	}
 	var errs []error
 	kept := a.steps[:0:0]
 	for i := len(a.steps) - 1; i >= 0; i-- {
