@@ -18,6 +18,17 @@
 // them. A Conn works in the network namespace of the thread that opened it,
 // for its whole life, whichever goroutine uses it later.
 //
+// In use (avon-agent up, then down):
+//
+//	c, err := netcfg.Open()
+//	...
+//	defer c.Close()
+//	applied, err := c.Apply(netcfg.Plan{Dev: "avon0", MTU: 1380, Up: true,
+//		Addrs:  []netip.Prefix{tunnelAddr4, tunnelAddr6},
+//		Routes: []netcfg.Route{{Dst: protected4}, {Dst: protected6}}})
+//	...
+//	err = applied.Undo() // routes, addresses, up and MTU reverted, newest first
+//
 // It must not touch any interface, address or route it was not asked to,
 // and it holds no policy: which addresses and routes a device gets is the
 // caller's decision.

@@ -80,8 +80,8 @@ type attr struct {
 // parseAttrs splits a run of attributes. Every attribute must be at least a
 // header long and fit in b.
 func parseAttrs(b []byte) ([]attr, error) {
-	var attrs []attr
-	for len(b) > 0 { // every round consumes at least attrHdrLen bytes
+	attrs := make([]attr, 0, 16) // a route or address carries fewer; a link more
+	for len(b) > 0 {             // every round consumes at least attrHdrLen bytes
 		if len(b) < attrHdrLen {
 			return nil, fmt.Errorf("parse attributes: %d trailing bytes: %w", len(b), ErrMalformed)
 		}
