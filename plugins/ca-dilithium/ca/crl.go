@@ -28,6 +28,9 @@ const crlNumberPrefix = "crl-number/"
 
 // CRL returns the current full CRL of an issuer ("" = the default one).
 func (e *Engine) CRL(ctx context.Context, req *sdkca.CRLRequest) (*sdkca.CRLResponse, error) {
+	if err := e.requireInit(); err != nil {
+		return nil, err
+	}
 	is, err := e.namedIssuer(req.Issuer)
 	if err != nil {
 		return nil, err
@@ -64,18 +67,19 @@ func (e *Engine) CRL(ctx context.Context, req *sdkca.CRLRequest) (*sdkca.CRLResp
 	return &sdkca.CRLResponse{CRL: der, ThisUpdate: now, NextUpdate: next}, nil
 }
 
-// namedIssuer returns an issuing (non-root) issuer by name, "" = default.
+// namedIssuer returns an issuer by a name ListIssuers gives ("" = the
+// default family's active generation).
 func (e *Engine) namedIssuer(name string) (*issuer, error) {
 	e.mu.RLock()
 	defer e.mu.RUnlock()
 	if name == "" {
-		for _, is := range e.issuers {
+		for _, is := range e.active {
 			if is.rec.Default {
 				return is, nil
 			}
 		}
 	}
-	is, ok := e.issuers[name]
+	is, ok := e.resolveLocked(name)
 	if !ok {
 		return nil, fmt.Errorf("issuer %q: %w", name, sdkca.ErrUnknownIssuer)
 	}

@@ -20,6 +20,7 @@ import (
 	"net"
 	"net/url"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -43,12 +44,17 @@ type Config struct {
 	CRLURL, OCSPURL      string
 	PermittedDNSDomains  []string // name constraints on the issuing CA
 	Lifetimes            map[string]time.Duration
+	// Manual: Init creates no hierarchy; an operator runs Initialize
+	// (avon ca init) and until then Issue, CRL, OCSP and RotateIssuer
+	// return sdkca.ErrNotInitialized.
+	Manual bool
 }
 
 // Engine is the CA.
 type Engine struct {
 	cfg      Config
-	kms      kms.KMS
+	kms      kms.KMS // the default KMS
+	kmsNamed func(name string) (kms.KMS, error)
 	pqc      pqc.Provider // nil when none is wired
 	st       host.Storage
 	rand     io.Reader
@@ -56,8 +62,13 @@ type Engine struct {
 	audit    func(ctx context.Context, ev host.Event) error
 	profiles map[string]*Profile
 
+	// opMu serializes the operations that change the hierarchy
+	// (Initialize, RotateIssuer).
+	opMu sync.Mutex
+
 	mu      sync.RWMutex
-	issuers map[string]*issuer // by name
+	issuers map[string]*issuer // by id (issuerRecord.Name)
+	active  map[string]*issuer // by family: its highest generation
 }
 
 type issuer struct {
@@ -67,12 +78,18 @@ type issuer struct {
 	chain  [][]byte // DER, this issuer first, excluding the root
 }
 
-// issuerRecord is stored under issuers/<name>.
+// issuerRecord is stored under issuers/<name>. Name is the generation's
+// id: the family's name for generation 1 ("issuing"), "<family>.<gen>" for
+// later ones ("issuing.2").
 type issuerRecord struct {
 	Name      string `json:"name"`
+	Family    string `json:"family,omitempty"` // "" = Name (records before rotation existed)
 	Algorithm string `json:"algorithm"`
-	Parent    string `json:"parent,omitempty"` // empty for a root
-	KMSKey    string `json:"kms_key,omitempty"`
+	// KMS names the wired kms plugin holding KMSKey and WrapKey ("" = the
+	// default), so each generation's signer is built against its own KMS.
+	KMS    string `json:"kms,omitempty"`
+	Parent string `json:"parent,omitempty"` // empty for a root
+	KMSKey string `json:"kms_key,omitempty"`
 	// For pqc-plugin keys: the private key wrapped under WrapKey.
 	WrapKey    string    `json:"wrap_key,omitempty"`
 	Wrapped    []byte    `json:"wrapped,omitempty"`
@@ -83,9 +100,31 @@ type issuerRecord struct {
 	Generation int       `json:"generation"`
 }
 
+func (r issuerRecord) family() string {
+	if r.Family != "" {
+		return r.Family
+	}
+	return r.Name
+}
+
+func (r issuerRecord) generation() int { return max(r.Generation, 1) }
+
+// genName is the generation's stable name, "<family>.<gen>".
+func (r issuerRecord) genName() string { return fmt.Sprintf("%s.%d", r.family(), r.generation()) }
+
+// Option configures an Engine.
+type Option func(*Engine)
+
+// WithNamedKMS gives the engine the kms plugins wired by name (host.KMSNamed):
+// issuer records name theirs, RotateIssuer and Initialize take one. Without
+// it only the default KMS ("") exists.
+func WithNamedKMS(f func(name string) (kms.KMS, error)) Option {
+	return func(e *Engine) { e.kmsNamed = f }
+}
+
 // New returns an engine; Init loads or creates the hierarchy.
 func New(cfg Config, k kms.KMS, p pqc.Provider, st host.Storage, rand io.Reader, now func(context.Context) (time.Time, error),
-	audit func(ctx context.Context, ev host.Event) error) *Engine {
+	audit func(ctx context.Context, ev host.Event) error, opts ...Option) *Engine {
 	profiles := DefaultProfiles()
 	for name, d := range cfg.Lifetimes {
 		if p, ok := profiles[name]; ok && d > 0 {
@@ -95,7 +134,31 @@ func New(cfg Config, k kms.KMS, p pqc.Provider, st host.Storage, rand io.Reader,
 			}
 		}
 	}
-	return &Engine{cfg: cfg, kms: k, pqc: p, st: st, rand: rand, now: now, audit: audit, profiles: profiles, issuers: map[string]*issuer{}}
+	e := &Engine{cfg: cfg, kms: k, pqc: p, st: st, rand: rand, now: now, audit: audit, profiles: profiles,
+		issuers: map[string]*issuer{}, active: map[string]*issuer{}}
+	for _, o := range opts {
+		o(e)
+	}
+	return e
+}
+
+// kmsFor returns the named KMS ("" = the default); an unknown name wraps
+// sdkca.ErrUnknownKMS and says which are wired.
+func (e *Engine) kmsFor(name string) (kms.KMS, error) {
+	if name == "" {
+		return e.kms, nil
+	}
+	if e.kmsNamed == nil {
+		return nil, fmt.Errorf("kms %q: only the default kms plugin is wired: %w", name, sdkca.ErrUnknownKMS)
+	}
+	k, err := e.kmsNamed(name)
+	if errors.Is(err, host.ErrNotWired) {
+		return nil, fmt.Errorf("%v: %w", err, sdkca.ErrUnknownKMS)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return k, nil
 }
 
 // isKMSAlgorithm reports whether the KMS signs with alg itself.
@@ -110,27 +173,52 @@ func isKMSAlgorithm(alg string) bool {
 const wrapKeyID = "ca-wrap"
 
 // Init loads the issuers from storage, creating the hierarchy at first
-// start: root, issuing intermediate signed by it, and (when configured) the
-// classical pair.
+// start (unless Config.Manual): root, issuing intermediate signed by it,
+// and (when configured) the classical pair.
 func (e *Engine) Init(ctx context.Context) error {
 	recs, err := e.loadIssuers(ctx)
 	if err != nil {
 		return err
 	}
 	if len(recs) == 0 {
-		if err := e.createPair(ctx, "root", "issuing", e.cfg.RootAlgorithm, e.cfg.IssuingAlgorithm, true); err != nil {
-			return err
+		if e.cfg.Manual {
+			return nil // avon ca init makes it
 		}
-		if e.cfg.Classical {
-			if err := e.createPair(ctx, "classical-root", "classical", "ECDSA-P384", "ECDSA-P384", false); err != nil {
-				return err
-			}
+		if err := e.createHierarchy(ctx, ""); err != nil && !errors.Is(err, errRaced) {
+			return err
 		}
 		if recs, err = e.loadIssuers(ctx); err != nil {
 			return err
 		}
 	}
 	return e.activate(ctx, recs)
+}
+
+// errRaced: another replica stored the record first.
+var errRaced = errors.New("stored by another replica meanwhile")
+
+func (e *Engine) createHierarchy(ctx context.Context, kmsName string) error {
+	if err := e.createPair(ctx, kmsName, "root", "issuing", e.cfg.RootAlgorithm, e.cfg.IssuingAlgorithm, true); err != nil {
+		return err
+	}
+	if e.cfg.Classical {
+		return e.createPair(ctx, kmsName, "classical-root", "classical", "ECDSA-P384", "ECDSA-P384", false)
+	}
+	return nil
+}
+
+// Initialized reports whether the engine has a hierarchy.
+func (e *Engine) Initialized() bool {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	return len(e.issuers) > 0
+}
+
+func (e *Engine) requireInit() error {
+	if !e.Initialized() {
+		return fmt.Errorf("no CA hierarchy yet (init = \"manual\"): %w", sdkca.ErrNotInitialized)
+	}
+	return nil
 }
 
 func (e *Engine) loadIssuers(ctx context.Context) ([]issuerRecord, error) {
@@ -166,42 +254,87 @@ func (e *Engine) activate(ctx context.Context, recs []issuerRecord) error {
 		}
 		m[r.Name] = &issuer{rec: r, cert: cert, signer: s}
 	}
+	active := map[string]*issuer{}
 	for _, is := range m {
 		for p := is; p != nil && p.rec.Parent != ""; p = m[p.rec.Parent] {
 			is.chain = append(is.chain, p.rec.DER)
 		}
+		if cur, ok := active[is.rec.family()]; !ok || is.rec.generation() > cur.rec.generation() {
+			active[is.rec.family()] = is
+		}
 	}
 	e.mu.Lock()
-	e.issuers = m
+	e.issuers, e.active = m, active
 	e.mu.Unlock()
 	return nil
 }
 
+// resolveLocked finds an issuer by the names ListIssuers gives: a family
+// ("issuing": its active generation), "<family>.<gen>" ("issuing.1"), or a
+// generation's id. Caller must hold e.mu.
+func (e *Engine) resolveLocked(name string) (*issuer, bool) {
+	if is, ok := e.active[name]; ok {
+		return is, true
+	}
+	if i := strings.LastIndexByte(name, '.'); i > 0 {
+		if g, err := strconv.Atoi(name[i+1:]); err == nil {
+			for _, is := range e.issuers {
+				if is.rec.family() == name[:i] && is.rec.generation() == g {
+					return is, true
+				}
+			}
+		}
+	}
+	is, ok := e.issuers[name]
+	return is, ok
+}
+
+// publicNameLocked is the name ListIssuers gives a generation: the family's
+// for the active one, "<family>.<gen>" for the others. Caller must hold e.mu.
+func (e *Engine) publicNameLocked(is *issuer) string {
+	if e.active[is.rec.family()] == is {
+		return is.rec.family()
+	}
+	return is.rec.genName()
+}
+
 func (e *Engine) signerFor(ctx context.Context, r issuerRecord) (pqx509.Signer, error) {
+	k, err := e.kmsFor(r.KMS)
+	if err != nil {
+		return nil, fmt.Errorf("issuer %s: its key is in kms %q: %w", r.Name, r.KMS, err)
+	}
 	if r.KMSKey != "" {
-		return newKMSSigner(ctx, e.kms, r.KMSKey)
+		return newKMSSigner(ctx, k, r.KMSKey)
 	}
 	if e.pqc == nil {
 		return nil, fmt.Errorf("issuer %s uses %s, which needs the pqc plugin it was created with", r.Name, r.Algorithm)
 	}
-	return &pqcSigner{kms: e.kms, pqc: e.pqc, alg: r.Algorithm, wrapKey: r.WrapKey, wrapped: r.Wrapped,
+	return &pqcSigner{kms: k, pqc: e.pqc, alg: r.Algorithm, wrapKey: r.WrapKey, wrapped: r.Wrapped,
 		aad: []byte("avon-ca-issuer-key/" + r.Name), pub: pqx509.PublicKey{Algorithm: r.Algorithm, Raw: r.PublicKey}}, nil
 }
 
-// newIssuerKey makes the key of a new issuer and returns its record (key
-// fields filled) and signer.
-func (e *Engine) newIssuerKey(ctx context.Context, name, alg string, gen int) (issuerRecord, pqx509.Signer, error) {
-	r := issuerRecord{Name: name, Algorithm: alg, Generation: gen}
+// newIssuerKey makes the key of a new issuer (generation gen of family
+// name) in the named KMS and returns its record (key fields filled) and
+// signer.
+func (e *Engine) newIssuerKey(ctx context.Context, kmsName, name, alg string, gen int) (issuerRecord, pqx509.Signer, error) {
+	r := issuerRecord{Name: name, Family: name, Algorithm: alg, Generation: gen, KMS: kmsName}
+	if gen > 1 {
+		r.Name = fmt.Sprintf("%s.%d", name, gen)
+	}
+	k, err := e.kmsFor(kmsName)
+	if err != nil {
+		return r, nil, err
+	}
 	if isKMSAlgorithm(alg) {
 		r.KMSKey = fmt.Sprintf("ca-%s-%d", name, gen)
-		if err := ensureKMSKey(ctx, e.kms, r.KMSKey, kms.Algorithm(alg), map[string]string{"avon.purpose": "ca-issuer", "avon.issuer": name}); err != nil {
+		if err := ensureKMSKey(ctx, k, r.KMSKey, kms.Algorithm(alg), map[string]string{"avon.purpose": "ca-issuer", "avon.issuer": name}); err != nil {
 			return r, nil, err
 		}
 	} else {
-		if err := ensureKMSKey(ctx, e.kms, wrapKeyID, kms.AES256, map[string]string{"avon.purpose": "ca-key-wrap"}); err != nil {
+		if err := ensureKMSKey(ctx, k, wrapKeyID, kms.AES256, map[string]string{"avon.purpose": "ca-key-wrap"}); err != nil {
 			return r, nil, err
 		}
-		pub, wrapped, err := generatePQCKey(ctx, e.kms, e.pqc, alg, wrapKeyID, []byte("avon-ca-issuer-key/"+name))
+		pub, wrapped, err := generatePQCKey(ctx, k, e.pqc, alg, wrapKeyID, []byte("avon-ca-issuer-key/"+r.Name))
 		if err != nil {
 			return r, nil, err
 		}
@@ -223,13 +356,14 @@ func (e *Engine) name(cn string) pkix.Name {
 	return n
 }
 
-// createPair makes a root and an issuing intermediate signed by it.
-func (e *Engine) createPair(ctx context.Context, rootName, issName, rootAlg, issAlg string, def bool) error {
+// createPair makes a root and an issuing intermediate signed by it, keys in
+// the named KMS. errRaced when another replica stored them first.
+func (e *Engine) createPair(ctx context.Context, kmsName, rootName, issName, rootAlg, issAlg string, def bool) error {
 	now, err := e.trustedNow(ctx)
 	if err != nil {
 		return err
 	}
-	rootRec, rootSigner, err := e.newIssuerKey(ctx, rootName, rootAlg, 1)
+	rootRec, rootSigner, err := e.newIssuerKey(ctx, kmsName, rootName, rootAlg, 1)
 	if err != nil {
 		return fmt.Errorf("root key: %w", err)
 	}
@@ -249,7 +383,7 @@ func (e *Engine) createPair(ctx context.Context, rootName, issName, rootAlg, iss
 		return err
 	}
 	rootRec.DER, rootRec.CreatedAt = rootDER, now
-	issRec, issSigner, err := e.newIssuerKey(ctx, issName, issAlg, 1)
+	issRec, issSigner, err := e.newIssuerKey(ctx, kmsName, issName, issAlg, 1)
 	if err != nil {
 		return fmt.Errorf("issuing key: %w", err)
 	}
@@ -262,13 +396,13 @@ func (e *Engine) createPair(ctx context.Context, rootName, issName, rootAlg, iss
 		b, _ := json.Marshal(r)
 		if _, err := e.st.Put(ctx, issuerPrefix+r.Name, b, host.PutOptions{Check: true}); err != nil {
 			if errors.Is(err, host.ErrVersionConflict) {
-				return nil // another replica initialized the CA meanwhile; load its
+				return errRaced // another replica initialized the CA meanwhile; load its
 			}
 			return fmt.Errorf("store issuer %s: %w", r.Name, err)
 		}
 	}
 	return e.emit(ctx, host.Event{Action: "ca.init", Target: "issuer/" + issName, Outcome: "success",
-		Fields: map[string]string{"root": rootName, "root_algorithm": rootAlg, "algorithm": issAlg}})
+		Fields: map[string]string{"root": rootName, "root_algorithm": rootAlg, "algorithm": issAlg, "kms": kmsLabel(kmsName)}})
 }
 
 func (e *Engine) signIntermediate(ctx context.Context, name string, pub pqx509.PublicKey, parent *pqx509.Certificate,
@@ -325,7 +459,16 @@ func (e *Engine) emit(ctx context.Context, ev host.Event) error {
 	return e.audit(ctx, ev)
 }
 
-// issuerFor returns the named issuer, or the profile's default.
+// kmsLabel names a KMS in audit fields and messages.
+func kmsLabel(name string) string {
+	if name == "" {
+		return "default"
+	}
+	return name
+}
+
+// issuerFor returns the named issuer, or the profile's default: the active
+// generation of its family. Earlier generations issue nothing.
 func (e *Engine) issuerFor(name string, p *Profile, keyAlg string) (*issuer, error) {
 	e.mu.RLock()
 	defer e.mu.RUnlock()
@@ -334,19 +477,23 @@ func (e *Engine) issuerFor(name string, p *Profile, keyAlg string) (*issuer, err
 		// A classical key is issued by the classical issuer when there
 		// is one, so TLS clients without ML-DSA can verify its chain.
 		if !strings.HasPrefix(keyAlg, "ML-DSA") && !strings.HasPrefix(keyAlg, "SLH-DSA") {
-			if _, ok := e.issuers["classical"]; ok {
+			if _, ok := e.active["classical"]; ok {
 				name = "classical"
 			}
 		}
-		for _, is := range e.issuers {
+		for _, is := range e.active {
 			if is.rec.Default && name == "issuing" {
-				name = is.rec.Name
+				name = is.rec.family()
 			}
 		}
 	}
-	is, ok := e.issuers[name]
+	is, ok := e.resolveLocked(name)
 	if !ok || is.rec.Parent == "" {
 		return nil, fmt.Errorf("issuer %q: %w", name, sdkca.ErrUnknownIssuer)
+	}
+	if e.active[is.rec.family()] != is {
+		return nil, fmt.Errorf("issuer %q is generation %d of %s, retired by generation %d: it signs CRLs and OCSP only: %w",
+			name, is.rec.generation(), is.rec.family(), e.active[is.rec.family()].rec.generation(), sdkca.ErrUnknownIssuer)
 	}
 	return is, nil
 }
@@ -354,6 +501,9 @@ func (e *Engine) issuerFor(name string, p *Profile, keyAlg string) (*issuer, err
 // Issue signs a certificate for a CSR (or a bare public key) under a
 // profile.
 func (e *Engine) Issue(ctx context.Context, req *sdkca.IssueRequest) (*sdkca.IssueResponse, error) {
+	if err := e.requireInit(); err != nil {
+		return nil, err
+	}
 	p, ok := e.profiles[req.Profile]
 	if !ok {
 		return nil, fmt.Errorf("profile %q (known: %s): %w", req.Profile, strings.Join(e.profileNames(), ", "), sdkca.ErrUnknownProfile)
@@ -564,9 +714,15 @@ func (e *Engine) ListIssuers(ctx context.Context, _ *sdkca.ListIssuersRequest) (
 	defer e.mu.RUnlock()
 	var out []sdkca.Issuer
 	for _, is := range e.issuers {
-		out = append(out, sdkca.Issuer{Name: is.rec.Name, Algorithm: is.rec.Algorithm, Certificate: is.rec.DER, Default: is.rec.Default})
+		out = append(out, sdkca.Issuer{Name: e.publicNameLocked(is), Algorithm: is.rec.Algorithm, Certificate: is.rec.DER, Default: is.rec.Default,
+			Family: is.rec.family(), Generation: is.rec.generation(), Active: e.active[is.rec.family()] == is, KMS: is.rec.KMS})
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Family != out[j].Family {
+			return out[i].Family < out[j].Family
+		}
+		return out[i].Generation < out[j].Generation
+	})
 	return &sdkca.ListIssuersResponse{Issuers: out}, nil
 }
 

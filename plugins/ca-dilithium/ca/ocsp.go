@@ -18,6 +18,9 @@ const maxOCSPCertIDs = 16
 // until the issuer's next CRL would be due. A malformed request gets the
 // malformedRequest status, never an error.
 func (e *Engine) RespondOCSP(ctx context.Context, req *sdkca.OCSPRequest) (*sdkca.OCSPResponse, error) {
+	if err := e.requireInit(); err != nil {
+		return nil, err
+	}
 	r, err := pqx509.ParseOCSPRequest(req.Request)
 	if err != nil || len(r.CertIDs) == 0 || len(r.CertIDs) > maxOCSPCertIDs {
 		der, cerr := pqx509.CreateOCSPErrorResponse(pqx509.OCSPMalformedRequest)

@@ -38,6 +38,7 @@ type Config struct {
 	OCSPURL              string            `json:"ocsp_url"`
 	PermittedDNSDomains  []string          `json:"permitted_dns_domains"`
 	Lifetimes            map[string]string `json:"lifetimes"`
+	Init                 string            `json:"init"`
 }
 
 // Schema is the plugin's config schema.
@@ -57,6 +58,8 @@ var Schema = config.Schema{Attributes: []config.Attribute{
 		Description: "name constraints on the issuing CA (DNS domains it may certify)"},
 	{Name: "lifetimes", Type: cty.Map(cty.String), Default: cty.MapValEmpty(cty.String),
 		Description: `default lifetime per profile, e.g. { agent = "720h" }`},
+	{Name: "init", Type: cty.String, Default: cty.StringVal("auto"),
+		Description: `"auto": the hierarchy is created at first start; "manual": the CA starts without one until avon ca init (a key ceremony)`},
 }}
 
 // Plugin is the ca-dilithium plugin.
@@ -88,6 +91,13 @@ func (c *Config) engineConfig() (ca.Config, []plugin.Problem) {
 	ec := ca.Config{Organization: c.Organization, RootAlgorithm: c.RootAlgorithm, IssuingAlgorithm: c.IssuingAlgorithm,
 		Classical: c.ClassicalIssuer, CRLURL: c.CRLURL, OCSPURL: c.OCSPURL, PermittedDNSDomains: c.PermittedDNSDomains,
 		Lifetimes: map[string]time.Duration{}}
+	switch c.Init {
+	case "auto", "":
+	case "manual":
+		ec.Manual = true
+	default:
+		ps = append(ps, plugin.Problem{Attribute: "init", Summary: fmt.Sprintf("%q: want \"auto\" or \"manual\"", c.Init)})
+	}
 	ec.RootLifetime = dur("root_lifetime", c.RootLifetime)
 	ec.IntermediateLifetime = dur("intermediate_lifetime", c.IntermediateLifetime)
 	ec.CRLLifetime = dur("crl_lifetime", c.CRLLifetime)
@@ -153,21 +163,30 @@ func (p *Plugin) Configure(ctx context.Context, req *plugin.ConfigureRequest) er
 		return t.Time, nil
 	}
 	eng := ca.New(ec, k, pq, h.Storage(), h.Rand(), now,
-		func(ctx context.Context, ev host.Event) error { return h.Audit(ctx, ev) })
+		func(ctx context.Context, ev host.Event) error { return h.Audit(ctx, ev) }, ca.WithNamedKMS(h.KMSNamed))
 	if err := eng.Init(ctx); err != nil {
 		return fmt.Errorf("ca init: %w", err)
 	}
 	p.mu.Lock()
 	p.eng = eng
 	p.mu.Unlock()
+	if !eng.Initialized() {
+		p.log.Warn("ca not initialized (init = \"manual\"): issuing nothing until avon ca init")
+		return nil
+	}
 	p.log.Info("ca ready", "root_algorithm", ec.RootAlgorithm, "issuing_algorithm", ec.IssuingAlgorithm, "classical", ec.Classical)
 	return nil
 }
 
-// Health implements plugin.Plugin.
+// Health implements plugin.Plugin: unhealthy until configured, and "not
+// initialized" while a manual CA waits for avon ca init.
 func (p *Plugin) Health(context.Context) error {
-	if p.engine() == nil {
+	e := p.engine()
+	if e == nil {
 		return errdef.ErrNotConfigured
+	}
+	if !e.Initialized() {
+		return errors.New("not initialized: run avon ca init")
 	}
 	return nil
 }
@@ -238,3 +257,46 @@ func (p *Plugin) RespondOCSP(ctx context.Context, req *sdkca.OCSPRequest) (*sdkc
 	}
 	return e.RespondOCSP(ctx, req)
 }
+
+// ListCertificates implements sdkca.CertificateLister.
+func (p *Plugin) ListCertificates(ctx context.Context, req *sdkca.ListCertificatesRequest) (*sdkca.ListCertificatesResponse, error) {
+	e, err := p.ready()
+	if err != nil {
+		return nil, err
+	}
+	return e.ListCertificates(ctx, req)
+}
+
+// RotateIssuer implements sdkca.Rotator.
+func (p *Plugin) RotateIssuer(ctx context.Context, req *sdkca.RotateRequest) (*sdkca.RotateResponse, error) {
+	e, err := p.ready()
+	if err != nil {
+		return nil, err
+	}
+	r, err := e.RotateIssuer(ctx, req)
+	if err == nil {
+		p.log.Info("issuer rotated", "issuer", r.Issuer, "generation", r.Generation, "kms", r.KMS, "algorithm", r.Algorithm, "serial", r.Serial)
+	}
+	return r, err
+}
+
+// Initialize implements sdkca.Initializer.
+func (p *Plugin) Initialize(ctx context.Context, req *sdkca.InitializeRequest) (*sdkca.InitializeResponse, error) {
+	e, err := p.ready()
+	if err != nil {
+		return nil, err
+	}
+	r, err := e.Initialize(ctx, req)
+	if err == nil {
+		p.log.Info("ca initialized", "root_sha256", r.RootSHA256, "root_subject", r.RootSubject)
+	}
+	return r, err
+}
+
+var (
+	_ sdkca.CA                = (*Plugin)(nil)
+	_ sdkca.OCSPResponder     = (*Plugin)(nil)
+	_ sdkca.CertificateLister = (*Plugin)(nil)
+	_ sdkca.Rotator           = (*Plugin)(nil)
+	_ sdkca.Initializer       = (*Plugin)(nil)
+)
