@@ -12,7 +12,13 @@
 // successor of prefix), one statement, so one snapshot. Compare-and-set is
 // a single conditional statement (INSERT ... ON CONFLICT DO NOTHING, UPDATE
 // ... WHERE version = $v, DELETE ... WHERE version = $v), so it holds across
-// replicas without explicit locks.
+// replicas without explicit locks. Apply (store.Batcher) runs the same
+// statements for its ops in one READ COMMITTED transaction, sent as one
+// pipeline, and rolls back on the first failed check. Every check holds
+// until COMMIT: the conditional statements lock the rows they match, and a
+// delete that requires its key absent inserts (and removes again) an
+// uncommitted placeholder, so a concurrent insert of the key waits for the
+// batch instead of slipping in under it.
 //
 // It must not hold state of its own between calls (replicas share nothing
 // but the database), interpret values, or log secrets: the DSN's password
