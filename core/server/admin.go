@@ -18,6 +18,7 @@ import (
 	"github.com/avonzt/avon/core/pluginhost"
 	"github.com/avonzt/avon/internal/pqx509"
 	sdkca "github.com/avonzt/avon/sdk/ca"
+	"github.com/avonzt/avon/sdk/errdef"
 	"github.com/avonzt/avon/sdk/host"
 	sdkplugin "github.com/avonzt/avon/sdk/plugin"
 )
@@ -56,6 +57,9 @@ func (s *Server) startAdmin() error {
 	}
 	if ca != nil {
 		mux.HandleFunc("GET /v1/ca/issuers", func(w http.ResponseWriter, r *http.Request) { s.adminIssuers(w, r, ca) })
+		mux.HandleFunc("GET /v1/certs", func(w http.ResponseWriter, r *http.Request) { s.adminListCerts(w, r, ca) })
+		mux.HandleFunc("POST /v1/ca/rotate", func(w http.ResponseWriter, r *http.Request) { s.adminRotate(w, r, ca) })
+		mux.HandleFunc("POST /v1/ca/init", func(w http.ResponseWriter, r *http.Request) { s.adminInit(w, r, ca) })
 		mux.HandleFunc("GET /v1/certs/{serial}", func(w http.ResponseWriter, r *http.Request) { s.adminCert(w, r, ca) })
 		mux.HandleFunc("POST /v1/certs/{serial}/revoke", func(w http.ResponseWriter, r *http.Request) { s.adminRevoke(w, r, ca) })
 		mux.HandleFunc("GET /v1/crl", func(w http.ResponseWriter, r *http.Request) {
@@ -98,10 +102,14 @@ func adminError(w http.ResponseWriter, err error) {
 	switch {
 	case errors.Is(err, sdkca.ErrCertificateNotFound), errors.Is(err, sdkca.ErrUnknownIssuer):
 		code = http.StatusNotFound
-	case errors.Is(err, sdkca.ErrAlreadyRevoked):
+	case errors.Is(err, sdkca.ErrAlreadyRevoked), errors.Is(err, sdkca.ErrAlreadyInitialized):
 		code = http.StatusConflict
-	case errors.Is(err, sdkca.ErrPolicyViolation):
+	case errors.Is(err, sdkca.ErrPolicyViolation), errors.Is(err, sdkca.ErrUnknownKMS), errors.Is(err, errdef.ErrInvalidArgument):
 		code = http.StatusBadRequest
+	case errors.Is(err, sdkca.ErrNotInitialized):
+		code = http.StatusServiceUnavailable
+	case errors.Is(err, errdef.ErrNotImplemented):
+		code = http.StatusNotImplemented
 	}
 	adminJSON(w, code, map[string]any{"status": code, "detail": err.Error()})
 }
@@ -114,6 +122,10 @@ type IssuerInfo struct {
 	Issuer      string    `json:"issuer"`
 	NotAfter    time.Time `json:"not_after"`
 	Default     bool      `json:"default"`
+	Family      string    `json:"family,omitempty"`
+	Generation  int       `json:"generation,omitempty"`
+	Active      bool      `json:"active"`
+	KMS         string    `json:"kms,omitempty"` // "" = the default kms plugin
 	Certificate []byte    `json:"certificate"`
 }
 
@@ -133,7 +145,8 @@ func (s *Server) adminIssuers(w http.ResponseWriter, r *http.Request, ca *plugin
 			return
 		}
 		out = append(out, IssuerInfo{Name: is.Name, Algorithm: is.Algorithm, Subject: nameString(c.Subject), Issuer: nameString(c.Issuer),
-			NotAfter: c.NotAfter, Default: is.Default, Certificate: is.Certificate})
+			NotAfter: c.NotAfter, Default: is.Default, Family: is.Family, Generation: is.Generation, Active: is.Active || is.Generation == 0,
+			KMS: is.KMS, Certificate: is.Certificate})
 	}
 	adminJSON(w, http.StatusOK, out)
 }
@@ -214,4 +227,148 @@ func (s *Server) adminRevoke(w http.ResponseWriter, r *http.Request, ca *pluginh
 		return
 	}
 	adminJSON(w, http.StatusOK, map[string]any{"serial": serial, "revoked": true, "reason": code, "by": actor})
+}
+
+// CertList is a page of `avon cert list` (GET /v1/certs).
+type CertList struct {
+	Certificates []CertListEntry `json:"certificates"`
+	Next         string          `json:"next,omitempty"` // pass as ?after= for the next page
+}
+
+// CertListEntry is one certificate of a listing.
+type CertListEntry struct {
+	Serial    string    `json:"serial"`
+	Subject   string    `json:"subject"`
+	SANs      []string  `json:"sans,omitempty"`
+	Profile   string    `json:"profile"`
+	Issuer    string    `json:"issuer"`
+	Status    string    `json:"status"`
+	NotBefore time.Time `json:"not_before"`
+	NotAfter  time.Time `json:"not_after"`
+	RevokedAt time.Time `json:"revoked_at,omitzero"`
+	Reason    int       `json:"reason,omitempty"`
+}
+
+func adminBad(w http.ResponseWriter, detail string) {
+	adminJSON(w, http.StatusBadRequest, map[string]any{"status": 400, "detail": detail})
+}
+
+func (s *Server) adminListCerts(w http.ResponseWriter, r *http.Request, ca *pluginhost.Instance) {
+	q := r.URL.Query()
+	req := &sdkca.ListCertificatesRequest{After: q.Get("after"), Status: sdkca.Status(q.Get("status")), Profile: q.Get("profile"),
+		Issuer: q.Get("issuer")}
+	if l := q.Get("limit"); l != "" {
+		n, err := strconv.Atoi(l)
+		if err != nil || n < 1 || n > sdkca.MaxListLimit {
+			adminBad(w, fmt.Sprintf("limit %q: want 1 to %d", l, sdkca.MaxListLimit))
+			return
+		}
+		req.Limit = n
+	}
+	resp, err := ca.CA().(sdkca.CertificateLister).ListCertificates(r.Context(), req)
+	if err != nil {
+		adminError(w, err)
+		return
+	}
+	out := CertList{Certificates: []CertListEntry{}, Next: resp.Next}
+	for _, c := range resp.Certificates {
+		out.Certificates = append(out.Certificates, CertListEntry{Serial: c.Serial, Subject: c.Subject, SANs: c.SANs, Profile: c.Profile,
+			Issuer: c.Issuer, Status: string(c.Status), NotBefore: c.NotBefore, NotAfter: c.NotAfter, RevokedAt: c.RevokedAt, Reason: c.Reason})
+	}
+	adminJSON(w, http.StatusOK, out)
+}
+
+// RotateRequest is the body of POST /v1/ca/rotate.
+type RotateRequest struct {
+	Issuer    string `json:"issuer"`    // "" = issuing
+	KMS       string `json:"kms"`       // "" = the default kms plugin
+	Algorithm string `json:"algorithm"` // "" = the issuer's
+}
+
+// RotateResult is what POST /v1/ca/rotate answers.
+type RotateResult struct {
+	Issuer     string    `json:"issuer"`
+	Generation int       `json:"generation"`
+	Serial     string    `json:"serial"`
+	KMS        string    `json:"kms"`
+	Algorithm  string    `json:"algorithm"`
+	Subject    string    `json:"subject"`
+	NotAfter   time.Time `json:"not_after"`
+	By         string    `json:"by"`
+}
+
+func (s *Server) adminRotate(w http.ResponseWriter, r *http.Request, ca *pluginhost.Instance) {
+	var body RotateRequest
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4096)).Decode(&body); err != nil {
+		adminBad(w, `want {"issuer": "issuing", "kms": "hsm", "algorithm": ""}`)
+		return
+	}
+	actor := actorOf(r)
+	target := body.Issuer
+	if target == "" {
+		target = "issuing"
+	}
+	// Recorded first: an operator action that cannot be audited is not done.
+	if err := s.audit.Emit(r.Context(), "core", host.Event{Actor: actor, Action: "ca.rotate.request", Target: "issuer/" + target,
+		Outcome: "requested", Fields: map[string]string{"kms": body.KMS, "algorithm": body.Algorithm}}); err != nil {
+		adminJSON(w, http.StatusServiceUnavailable, map[string]any{"status": 503, "detail": "audit: " + err.Error()})
+		return
+	}
+	resp, err := ca.CA().(sdkca.Rotator).RotateIssuer(r.Context(), &sdkca.RotateRequest{Issuer: body.Issuer, KMS: body.KMS, Algorithm: body.Algorithm})
+	if err != nil {
+		_ = s.audit.Emit(r.Context(), "core", host.Event{Actor: actor, Action: "ca.rotate.request", Target: "issuer/" + target,
+			Outcome: "failure", Reason: err.Error()})
+		adminError(w, err)
+		return
+	}
+	out := RotateResult{Issuer: resp.Issuer, Generation: resp.Generation, Serial: resp.Serial, KMS: resp.KMS, Algorithm: resp.Algorithm,
+		NotAfter: resp.NotAfter, By: actor}
+	if c, err := pqx509.ParseCertificate(resp.Certificate); err == nil {
+		out.Subject = nameString(c.Subject)
+	}
+	s.log.Info("issuer rotated", "issuer", resp.Issuer, "generation", resp.Generation, "kms", resp.KMS, "by", actor)
+	adminJSON(w, http.StatusOK, out)
+}
+
+// InitResult is what POST /v1/ca/init answers.
+type InitResult struct {
+	RootSHA256  string       `json:"root_sha256"`
+	RootSubject string       `json:"root_subject"`
+	Root        []byte       `json:"root"` // DER
+	Issuers     []IssuerInfo `json:"issuers"`
+	By          string       `json:"by"`
+	// GatewayCertificate is "issued", or why not (the next start retries).
+	GatewayCertificate string `json:"gateway_certificate"`
+}
+
+func (s *Server) adminInit(w http.ResponseWriter, r *http.Request, ca *pluginhost.Instance) {
+	var body struct {
+		KMS string `json:"kms"`
+	}
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4096)).Decode(&body); err != nil {
+		adminBad(w, `want {"kms": ""}`)
+		return
+	}
+	actor := actorOf(r)
+	if err := s.audit.Emit(r.Context(), "core", host.Event{Actor: actor, Action: "ca.init.request", Target: "ca/" + ca.Spec().Name,
+		Outcome: "requested", Fields: map[string]string{"kms": body.KMS}}); err != nil {
+		adminJSON(w, http.StatusServiceUnavailable, map[string]any{"status": 503, "detail": "audit: " + err.Error()})
+		return
+	}
+	resp, err := ca.CA().(sdkca.Initializer).Initialize(r.Context(), &sdkca.InitializeRequest{KMS: body.KMS})
+	if err != nil {
+		adminError(w, err)
+		return
+	}
+	out := InitResult{RootSHA256: resp.RootSHA256, RootSubject: resp.RootSubject, Root: resp.Root, By: actor, GatewayCertificate: "issued"}
+	for _, is := range resp.Issuers {
+		out.Issuers = append(out.Issuers, IssuerInfo{Name: is.Name, Algorithm: is.Algorithm, Family: is.Family, Generation: is.Generation,
+			Active: is.Active, KMS: is.KMS, Default: is.Default, Certificate: is.Certificate})
+	}
+	// The gateway certificate that waited for the hierarchy.
+	if err := s.ensureGatewayCertificate(r.Context()); err != nil {
+		s.log.Warn("gateway certificate not issued after ca init; the next start retries", "error", err)
+		out.GatewayCertificate = err.Error()
+	}
+	adminJSON(w, http.StatusOK, out)
 }

@@ -105,6 +105,12 @@ func (s *Server) ensureGatewayCertificate(ctx context.Context) error {
 	}
 	inst, _ := s.plugins.Get(sdkplugin.Kind("ca"), caInst)
 	resp, err := inst.CA().Issue(ctx, &sdkca.IssueRequest{CSR: csr, Profile: "gateway", CommonName: id, URIs: []string{"avon://gateway/" + id}})
+	if errors.Is(err, sdkca.ErrNotInitialized) {
+		// A CA with init = "manual": the certificate is issued right
+		// after avon ca init (or at the next start).
+		s.log.Warn("gateway certificate waits for avon ca init: the CA has no hierarchy yet", "ca", caInst)
+		return nil
+	}
 	if err != nil {
 		return fmt.Errorf("gateway certificate: %w", err)
 	}

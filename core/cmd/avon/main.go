@@ -33,8 +33,8 @@ Commands:
   migrate           apply storage schema migrations and exit: avon migrate -config config.hcl [-status]
   audit             verify, tail or export the audit log:     avon audit verify|tail|export -config config.hcl
   token             enrollment tokens:                        avon token create -group eng -ttl 1h -config config.hcl
-  ca info           the CA's issuers (via the running core's admin socket)
-  cert show|revoke  one certificate:                          avon cert revoke SERIAL -reason keyCompromise -config config.hcl
+  ca info|init|rotate  the CA (via the running core's admin socket): avon ca rotate -kms hsm -config config.hcl
+  cert list|show|revoke  certificates:                      avon cert revoke SERIAL -reason keyCompromise -config config.hcl
   crl               the current CRL (DER):                    avon crl -o issuing.crl -config config.hcl
   version           print the version
 `
