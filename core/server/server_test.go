@@ -20,11 +20,19 @@ import (
 
 	"github.com/avonzt/avon/core/api"
 	"github.com/avonzt/avon/core/pluginhost"
+	"github.com/avonzt/avon/plugins/kms-hsm/softhsmtest"
 	"github.com/avonzt/avon/sdk/kms"
 	"github.com/avonzt/avon/sdk/plugintest"
 )
 
-func TestMain(m *testing.M) { plugintest.Main(m) }
+// TestMain builds plugins once per process (plugintest) and prepares a
+// SoftHSM2 token directory for the kms-hsm tests (softhsmtest).
+func TestMain(m *testing.M) {
+	teardown := softhsmtest.Setup()
+	code := plugintest.Run(m)
+	teardown()
+	os.Exit(code)
+}
 
 const testPluginPkg = "github.com/avonzt/avon/core/pluginhost/testdata/testkms"
 
