@@ -214,8 +214,9 @@ func cmdCertList(args []string, stdout, stderr io.Writer) int {
 	profile := fs.String("profile", "", "agent, gateway, server, client (default: any)")
 	issuer := fs.String("issuer", "", "an issuer (all its generations) or one generation, e.g. issuing.1 (default: any)")
 	limit := fs.Int("limit", 0, "at most this many certificates (default: all)")
+	pageSize := fs.Int("page-size", 1000, "certificates per request to the core (1 to 1000)")
 	asJSON := fs.Bool("json", false, "JSON output (one array)")
-	if err := fs.Parse(args); err != nil || fs.NArg() > 0 || *limit < 0 {
+	if err := fs.Parse(args); err != nil || fs.NArg() > 0 || *limit < 0 || *pageSize < 1 || *pageSize > 1000 {
 		return 2
 	}
 	c, ok := adminClient(*path, stderr)
@@ -225,7 +226,7 @@ func cmdCertList(args []string, stdout, stderr io.Writer) int {
 	var all []server.CertListEntry
 	after := ""
 	for {
-		page := 1000
+		page := *pageSize
 		if *limit > 0 {
 			page = min(page, *limit-len(all))
 		}
