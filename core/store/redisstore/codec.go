@@ -231,3 +231,88 @@ func prefixEnd(p string) (string, bool) {
 	}
 	return "", false
 }
+
+// batchResult is what the batch script answers.
+type batchResult struct {
+	ok       bool    // every op was written
+	versions []int64 // when ok: one per op, 0 for a delete
+	index    int     // on a conflict: the op whose check failed
+	exists   bool    // on a conflict: its key exists
+	current  int64   // on a conflict with exists: its version
+}
+
+// decodeBatch reads the batch script's reply for ops: {1, version or ""
+// per op}, the puts' versions consecutive in op order, or {0, index,
+// current version or nil} naming a checked op.
+func decodeBatch(reply any, ops []store.Op) (batchResult, error) {
+	a, ok := reply.([]any)
+	if !ok || len(a) == 0 {
+		return batchResult{}, corruptf("batch script answered a %s of %d elements", kind(reply), arrayLen(reply))
+	}
+	status, ok := a[0].(int64)
+	if !ok || (status != 0 && status != 1) {
+		return batchResult{}, corruptf("batch script status %v (%s), want 0 or 1", a[0], kind(a[0]))
+	}
+	if status == 0 {
+		return decodeBatchConflict(a, ops)
+	}
+	if len(a) != len(ops)+1 {
+		return batchResult{}, corruptf("batch script answered %d results for %d ops", len(a)-1, len(ops))
+	}
+	r := batchResult{ok: true, versions: make([]int64, len(ops))}
+	var prev int64
+	for i, op := range ops {
+		s, err := bulk("written version", a[i+1])
+		if err != nil {
+			return batchResult{}, fmt.Errorf("batch op %d: %w", i, err)
+		}
+		if op.Delete {
+			if s != "" {
+				return batchResult{}, corruptf("batch op %d, a delete, answered %s", i, quoteShort(s))
+			}
+			continue
+		}
+		v, err := parseVersion(s)
+		if err != nil {
+			return batchResult{}, fmt.Errorf("batch op %d: written version: %w", i, err)
+		}
+		if prev != 0 && v != prev+1 {
+			return batchResult{}, corruptf("batch op %d answered version %d after %d", i, v, prev)
+		}
+		r.versions[i], prev = v, v
+	}
+	return r, nil
+}
+
+func decodeBatchConflict(a []any, ops []store.Op) (batchResult, error) {
+	if len(a) != 3 {
+		return batchResult{}, corruptf("batch script answered a conflict of %d elements, want 3", len(a))
+	}
+	i, ok := a[1].(int64)
+	if !ok || i < 0 || i >= int64(len(ops)) {
+		return batchResult{}, corruptf("batch script named op %v (%s) of %d", a[1], kind(a[1]), len(ops))
+	}
+	if !ops[i].Check {
+		return batchResult{}, corruptf("batch script answered a conflict for unconditional op %d", i)
+	}
+	r := batchResult{index: int(i)}
+	want := ops[i].Version
+	if a[2] == nil {
+		if want == 0 {
+			return batchResult{}, corruptf("batch script answered a conflict for op %d, which requires its key absent, with the key absent", i)
+		}
+		return r, nil
+	}
+	s, err := bulk("current version", a[2])
+	if err != nil {
+		return batchResult{}, err
+	}
+	if r.current, err = parseVersion(s); err != nil {
+		return batchResult{}, fmt.Errorf("current version: %w", err)
+	}
+	if r.current == want {
+		return batchResult{}, corruptf("batch script answered a conflict for op %d at the version it expects (%d)", i, want)
+	}
+	r.exists = true
+	return r, nil
+}

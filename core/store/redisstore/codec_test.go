@@ -315,3 +315,126 @@ func TestDecodeList(t *testing.T) {
 		}
 	}
 }
+
+// batchOps builds a batch from fuzz bytes: per byte, delete or put,
+// checked or not, expected version 0 or 5.
+func batchOps(spec []byte) []store.Op {
+	ops := make([]store.Op, 0, len(spec))
+	for i, b := range spec {
+		op := store.Op{Key: "k" + strconv.Itoa(i), Delete: b&1 != 0, Check: b&2 != 0}
+		if b&4 != 0 {
+			op.Version = 5
+		}
+		ops = append(ops, op)
+	}
+	return ops
+}
+
+func TestDecodeBatch(t *testing.T) {
+	ops := batchOps([]byte{0, 1, 2, 3, 6, 7}) // put, delete, create, absent, update@5, delete@5
+	ok := []any{int64(1), "10", "", "11", "", "12", ""}
+	r, err := decodeBatch(ok, ops)
+	if err != nil || !r.ok || !slices.Equal(r.versions, []int64{10, 0, 11, 0, 12, 0}) {
+		t.Fatalf("decodeBatch(ok) = %+v, %v", r, err)
+	}
+	for _, c := range []struct {
+		name  string
+		reply any
+		want  batchResult
+	}{
+		{"create conflict", []any{int64(0), int64(2), "4"}, batchResult{index: 2, exists: true, current: 4}},
+		{"absent conflict", []any{int64(0), int64(3), "9"}, batchResult{index: 3, exists: true, current: 9}},
+		{"update conflict absent", []any{int64(0), int64(4), nil}, batchResult{index: 4}},
+		{"update conflict present", []any{int64(0), int64(4), "6"}, batchResult{index: 4, exists: true, current: 6}},
+		{"delete conflict absent", []any{int64(0), int64(5), nil}, batchResult{index: 5}},
+	} {
+		r, err := decodeBatch(c.reply, ops)
+		if err != nil || r.ok || r.index != c.want.index || r.exists != c.want.exists || r.current != c.want.current {
+			t.Errorf("%s: %+v, %v; want %+v", c.name, r, err, c.want)
+		}
+	}
+	for _, c := range []struct {
+		name  string
+		reply any
+	}{
+		{"not an array", "OK"},
+		{"nil", nil},
+		{"empty", []any{}},
+		{"status 2", []any{int64(2)}},
+		{"status as string", []any{"1", "10", "", "11", "", "12", ""}},
+		{"short", ok[:6]},
+		{"long", append(slices.Clone(ok), "")},
+		{"delete with a version", []any{int64(1), "10", "3", "11", "", "12", ""}},
+		{"put without a version", []any{int64(1), "", "", "11", "", "12", ""}},
+		{"put with nil", []any{int64(1), nil, "", "11", "", "12", ""}},
+		{"versions not consecutive", []any{int64(1), "10", "", "12", "", "13", ""}},
+		{"versions decreasing", []any{int64(1), "10", "", "9", "", "11", ""}},
+		{"version not decimal", []any{int64(1), "10", "", "011", "", "12", ""}},
+		{"conflict short", []any{int64(0), int64(2)}},
+		{"conflict index out of range", []any{int64(0), int64(6), nil}},
+		{"conflict index negative", []any{int64(0), int64(-1), nil}},
+		{"conflict index as string", []any{int64(0), "2", nil}},
+		{"conflict on an unconditional put", []any{int64(0), int64(0), "3"}},
+		{"conflict on an unconditional delete", []any{int64(0), int64(1), nil}},
+		{"create conflict with the key absent", []any{int64(0), int64(2), nil}},
+		{"update conflict at the expected version", []any{int64(0), int64(4), "5"}},
+		{"conflict corrupt version", []any{int64(0), int64(4), ""}},
+		{"conflict version not a string", []any{int64(0), int64(4), int64(6)}},
+	} {
+		if r, err := decodeBatch(c.reply, ops); !errors.Is(err, ErrCorrupt) {
+			t.Errorf("%s: %+v, %v; want ErrCorrupt", c.name, r, err)
+		}
+	}
+}
+
+// FuzzDecodeBatch: any reply to the batch script decodes to a result that
+// is consistent with the batch, or gives ErrCorrupt; never a panic.
+func FuzzDecodeBatch(f *testing.F) {
+	f.Add([]byte{3, 3, 2, 1, 0, 0, 0, 0, 0, 0, 0, 1, 2, '1', '7', 1, 0}, []byte{0, 1})
+	f.Add([]byte{3, 3, 2, 0, 0, 0, 0, 0, 0, 0, 0, 2, 1, 0, 0, 0, 0, 0, 0, 0, 0}, []byte{0, 6})
+	f.Add([]byte{3, 3, 2, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, '3'}, []byte{2})
+	f.Add([]byte{1, 2, 'O', 'K'}, []byte{0})
+	f.Fuzz(func(t *testing.T, b, spec []byte) {
+		if len(spec) == 0 || len(spec) > store.MaxBatchOps {
+			return // Apply refuses these before asking the server
+		}
+		ops := batchOps(spec)
+		reply, _ := replyFrom(b, 0)
+		r, err := decodeBatch(reply, ops)
+		if err != nil {
+			if !errors.Is(err, ErrCorrupt) {
+				t.Fatalf("error %v does not wrap ErrCorrupt", err)
+			}
+			return
+		}
+		if r.ok {
+			if len(r.versions) != len(ops) {
+				t.Fatalf("%d versions for %d ops", len(r.versions), len(ops))
+			}
+			var prev int64
+			for i, op := range ops {
+				v := r.versions[i]
+				switch {
+				case op.Delete && v != 0:
+					t.Fatalf("delete op %d with version %d", i, v)
+				case !op.Delete && (v <= 0 || (prev != 0 && v != prev+1)):
+					t.Fatalf("put op %d with version %d after %d", i, v, prev)
+				}
+				if !op.Delete {
+					prev = v
+				}
+			}
+			return
+		}
+		if r.index < 0 || r.index >= len(ops) || !ops[r.index].Check {
+			t.Fatalf("conflict names op %d of %d (checked: %v)", r.index, len(ops), r.index >= 0 && r.index < len(ops) && ops[r.index].Check)
+		}
+		op := ops[r.index]
+		switch {
+		case r.exists && (r.current <= 0 || r.current == op.Version):
+			t.Fatalf("conflict on op %+v with current version %d", op, r.current)
+		case !r.exists && (r.current != 0 || op.Version == 0):
+			t.Fatalf("conflict on op %+v with the key absent", op)
+		}
+	})
+}

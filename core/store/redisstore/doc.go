@@ -41,6 +41,15 @@
 // they are shared by all replicas, strictly increasing and never reused
 // (while the server keeps its data: see Durability).
 //
+// Apply (store.Batcher) is one script for the whole batch: it checks every
+// op (the types of its keys, then its condition, as the single-op scripts
+// do) before the first write, and answers the index of the first failed
+// check; then it draws the batch's versions with one INCRBY, which fails
+// whole on a corrupt or exhausted counter, and writes every op as Put and
+// Delete do, so the index and the entries stay in step. The versions are
+// handed out in op order as exact decimal text (a Lua number would round
+// them above 2^53).
+//
 // # List snapshot
 //
 // List is one script: ZRANGEBYLEX on the index (members of equal score

@@ -208,6 +208,26 @@ func TestKeyLayout(t *testing.T) {
 	if ms, err := raw.ZRange(ctx, prefix+"index", 0, -1).Result(); err != nil || !slices.Equal(ms, []string{"b"}) {
 		t.Fatalf("index after Delete = %q, %v", ms, err)
 	}
+	// A batch keeps the same layout: entries and index change together.
+	vs, err := s.Apply(ctx, []store.Op{{Key: "c", Value: []byte("x")}, {Key: "b", Delete: true}, {Key: "a/é", Value: []byte{}}, {Key: "z", Delete: true, Check: true}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h, err := raw.HGetAll(ctx, prefix+"k:c").Result(); err != nil || h["v"] != fmt.Sprint(vs[0]) || h["d"] != "x" || len(h) != 2 {
+		t.Fatalf("entry hash written by Apply = %q, %v", h, err)
+	}
+	if h, err := raw.HGetAll(ctx, prefix+"k:a/é").Result(); err != nil || h["v"] != fmt.Sprint(vs[2]) || h["d"] != "" || len(h) != 2 {
+		t.Fatalf("empty entry written by Apply = %q, %v", h, err)
+	}
+	if n, err := raw.Exists(ctx, prefix+"k:b", prefix+"k:z").Result(); err != nil || n != 0 {
+		t.Fatalf("entries after Apply's deletes: exists=%d, %v", n, err)
+	}
+	if ms, err := raw.ZRange(ctx, prefix+"index", 0, -1).Result(); err != nil || !slices.Equal(ms, []string{"a/é", "c"}) {
+		t.Fatalf("index after Apply = %q, %v", ms, err)
+	}
+	if c, err := raw.Get(ctx, prefix+"version").Int64(); err != nil || c != vs[2] {
+		t.Fatalf("counter after Apply = %d, %v; want %d", c, err, vs[2])
+	}
 	// Another prefix on the same DB sees nothing of it.
 	other := openShared(t)
 	if _, err := other.Get(ctx, "b"); !errors.Is(err, store.ErrNotFound) {
@@ -250,6 +270,17 @@ func TestNoScript(t *testing.T) {
 		if err := s.Delete(ctx, "absent", store.DeleteOptions{Check: true}); err != nil {
 			t.Fatalf("Delete after SCRIPT FLUSH: %v", err)
 		}
+		if err := raw.ScriptFlush(ctx).Err(); err != nil {
+			t.Fatal(err)
+		}
+		vs, err := s.Apply(ctx, []store.Op{{Key: "k", Value: []byte("three"), Check: true, Version: v1}, {Key: "absent", Delete: true, Check: true}})
+		if err != nil {
+			t.Fatalf("Apply after SCRIPT FLUSH: %v", err)
+		}
+		if vs[0] != v1+1 {
+			t.Fatalf("Apply after SCRIPT FLUSH returned %d after %d: the batch ran twice or not once", vs[0], v1)
+		}
+		v1 = vs[0]
 	}
 }
 
@@ -348,6 +379,31 @@ func TestCorruptData(t *testing.T) {
 			}
 			if c.any {
 				wantCorrupt("Delete", s.Delete(ctx, "k", store.DeleteOptions{}))
+			}
+			// Batches: the same rules, and the good ops of a batch are
+			// not written either.
+			apply := func(ops ...store.Op) error {
+				_, err := s.Apply(ctx, ops)
+				return err
+			}
+			if c.checked || c.any {
+				wantCorrupt("Apply checked put", apply(store.Op{Key: "j", Value: []byte("new")}, store.Op{Key: "k", Value: []byte("new"), Check: true, Version: v}))
+				wantCorrupt("Apply create", apply(store.Op{Key: "j", Delete: true}, store.Op{Key: "k", Value: []byte("new"), Check: true}))
+				wantCorrupt("Apply checked delete", apply(store.Op{Key: "k", Delete: true, Check: true, Version: v}, store.Op{Key: "j", Value: []byte("new")}))
+				wantCorrupt("Apply delete of an absent key", apply(store.Op{Key: "n", Value: []byte("new")}, store.Op{Key: "k", Delete: true, Check: true}))
+			}
+			if c.any || c.put {
+				err := apply(store.Op{Key: "n", Value: []byte("new")}, store.Op{Key: "k", Value: []byte("new")})
+				wantCorrupt("Apply put", err)
+				if !strings.Contains(fmt.Sprint(err), "nothing was written") {
+					t.Errorf("Apply: message does not say nothing was written: %v", err)
+				}
+			}
+			if c.put {
+				wantCorrupt("Apply of other keys", apply(store.Op{Key: "n", Value: []byte("new"), Check: true}, store.Op{Key: "j", Delete: true}))
+			}
+			if c.any {
+				wantCorrupt("Apply delete", apply(store.Op{Key: "j", Delete: true}, store.Op{Key: "k", Delete: true}))
 			}
 			if after := dump(t, raw, p); after != before {
 				t.Fatalf("a refused call changed the data:\nbefore %s\nafter  %s", before, after)
