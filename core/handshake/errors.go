@@ -59,6 +59,10 @@ var (
 	// ErrStatusUnavailable means the revocation status could not be
 	// checked; the handshake fails closed.
 	ErrStatusUnavailable = errors.New("certificate status unavailable")
+	// ErrNotAuthorized is for the gateway: the authenticated agent is not
+	// allowed by policy (core/gateway decides; this package only maps it to
+	// the not_authorized code).
+	ErrNotAuthorized = errors.New("peer not authorized")
 	// ErrState means a call out of order: a Response before an Initiation,
 	// a second Finish, a rekey on a zeroized session.
 	ErrState = errors.New("handshake state does not allow this")
@@ -143,6 +147,8 @@ func CodeFor(err error) (ErrorCode, bool) {
 		return CodeUnknownResponder, true
 	case errors.Is(err, ErrVersion), errors.Is(err, ErrSuite):
 		return CodeUnsupportedVersion, true
+	case errors.Is(err, ErrNotAuthorized):
+		return CodeNotAuthorized, true
 	case errors.Is(err, ErrRevoked):
 		return CodeCertificateRevoked, true
 	case errors.Is(err, ErrCertificate):

@@ -67,7 +67,7 @@ func vectorMessages(t testing.TB) map[string][]byte {
 }
 
 var sentinels = []error{ErrTruncated, ErrMalformed, ErrVersion, ErrSuite, ErrUnknownResponder, ErrClockSkew, ErrReplay,
-	ErrBusy, ErrKey, ErrIndex, ErrDecrypt, ErrSignature, ErrCertificate, ErrRevoked, ErrStatusUnavailable, ErrState, ErrRandom, ErrSigner}
+	ErrBusy, ErrKey, ErrIndex, ErrDecrypt, ErrSignature, ErrCertificate, ErrRevoked, ErrStatusUnavailable, ErrNotAuthorized, ErrState, ErrRandom, ErrSigner}
 
 func checkTyped(t *testing.T, err error) {
 	t.Helper()

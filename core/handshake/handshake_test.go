@@ -88,6 +88,18 @@ func TestHandshakeKeysAgree(t *testing.T) {
 			if _, err := p.HandleFinish(fin); !errors.Is(err, ErrState) {
 				t.Fatalf("second finish: %v", err)
 			}
+			// The gateway refuses by policy after the handshake: authenticated.
+			msg, ok := p.ErrorFor(fmt.Errorf("policy: %w", ErrNotAuthorized))
+			if !ok {
+				t.Fatal("no not_authorized message after success")
+			}
+			if info, err := in.HandleError(msg); err != nil || !info.Authenticated || info.Code != CodeNotAuthorized {
+				t.Fatalf("not_authorized: %+v %v", info, err)
+			}
+			p.Zeroize()
+			if _, ok := p.ErrorFor(ErrNotAuthorized); ok {
+				t.Fatal("error message after zeroize")
+			}
 			if _, _, err := in.HandleResponse(resp); !errors.Is(err, ErrState) {
 				t.Fatalf("second response: %v", err)
 			}

@@ -293,8 +293,7 @@ func (p *PendingHandshake) HandleFinish(b []byte) (*Result, error) {
 		p.state = pendingFailed
 		return nil, err
 	}
-	clear(p.errKey[:])
-	p.state = pendingDone
+	p.state = pendingDone // errKey stays until Zeroize: the gateway may still refuse by policy
 	return res, nil
 }
 
@@ -328,10 +327,11 @@ func (p *PendingHandshake) finish(sealed, pt []byte) (*Result, error) {
 	return newResult(false, p.localIndex, p.remoteIndex, p.aead, &keys, peer, now), nil
 }
 
-// ErrorFor builds the HandshakeError answering a failed Finish,
-// authenticated with this handshake's error key, or reports false when the
-// refusal gets no answer or the key is gone (the Finish never decrypted, or
-// the handshake succeeded, or Zeroize was called).
+// ErrorFor builds the HandshakeError answering a refused Finish (or, after
+// a successful one, a refusal by policy: ErrNotAuthorized), authenticated
+// with this handshake's error key. It reports false when the refusal gets
+// no answer or there is no key to tag with (no Finish decrypted yet, or
+// Zeroize was called). Call Zeroize once the answer is sent.
 func (p *PendingHandshake) ErrorFor(err error) ([]byte, bool) {
 	code, ok := CodeFor(err)
 	if !ok {
@@ -339,7 +339,7 @@ func (p *PendingHandshake) ErrorFor(err error) ([]byte, bool) {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.state != pendingFailed {
+	if p.state != pendingFailed && p.state != pendingDone {
 		return nil, false
 	}
 	return buildError(p.remoteIndex, code, p.r.detailFor(code, err), &p.errKey), true
