@@ -1,0 +1,176 @@
+package gateway
+
+import (
+	"fmt"
+	"io"
+	"net/netip"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/avonzt/avon/core/gateway/ipam"
+	"github.com/avonzt/avon/core/handshake"
+	"github.com/avonzt/avon/core/tunnel/control"
+)
+
+// Defaults of Config.
+const (
+	DefaultPort          = 4600
+	DefaultMTU           = 1420
+	DefaultMaxSessions   = 100_000
+	DefaultMaxPending    = 4096
+	DefaultPulseInterval = 10 * time.Second
+	DefaultMissedPulses  = 3
+	DefaultWorkers       = 4
+	DefaultQueueLen      = 1024
+)
+
+// Timers of the engine (the protocol design's values).
+const (
+	// PendingTimeout is how long a half-open handshake waits for its
+	// Finish.
+	PendingTimeout = 10 * time.Second
+	// OldKeyLifetime is how long a replaced keypair still opens packets
+	// in flight before it is zeroized.
+	OldKeyLifetime = 10 * time.Second
+	// KeepaliveAfter is how long a session may go without the gateway
+	// sending anything before it sends a keepalive.
+	KeepaliveAfter = 10 * time.Second
+	// MaxSessionAge forces a full handshake (certificate re-checked) at
+	// least this often: the session is closed and the agent reconnects.
+	MaxSessionAge = 24 * time.Hour
+	// TickInterval is how often the timer loop runs.
+	TickInterval = time.Second
+)
+
+// Config configures a Gateway. Zero fields take the defaults documented
+// on each; New validates the rest before anything starts.
+type Config struct {
+	// Listen is the UDP address; only the port is used by the bind
+	// (wireguard-go's binds listen on every address). Zero port: 4600.
+	Listen netip.AddrPort
+	// TunnelPrefix is the agents' tunnel network; it must equal the IPAM
+	// pool's prefix. Agents get one address of it, and the prefix itself
+	// as a route (agent-to-agent traffic goes through the gateway).
+	TunnelPrefix netip.Prefix
+	// Routes are further networks reachable through the tunnel, sent to
+	// agents in the SessionConfig (at most control.MaxRoutes-1, masked).
+	Routes []netip.Prefix
+	// MTU of the tunnel, told to agents. Default 1420.
+	MTU int
+	// AEAD, when set, is the only transport AEAD accepted; zero accepts
+	// both of suite v1 (the agent proposes).
+	AEAD handshake.AEADID
+	// HandshakeRate and HandshakeBurst are the per-source handshake token
+	// bucket (core/tunnel/ratelimit defaults when zero).
+	HandshakeRate  float64
+	HandshakeBurst int
+	// LoadThreshold is the handshake messages per second at which the
+	// gateway is under load and requires a cookie (mac2) from everyone,
+	// address tokens no longer sufficing. Zero: ratelimit.DefaultThreshold.
+	LoadThreshold int
+	// MaxSessions bounds the session table (default 100k); MaxPending the
+	// half-open handshakes (default 4096).
+	MaxSessions int
+	MaxPending  int
+	// PulseInterval is how often agents pulse (default 10 s);
+	// MissedPulses how many may be missed before the session is dead
+	// (default 3).
+	PulseInterval time.Duration
+	MissedPulses  int
+	// MaxSkew is the calibration's max_skew for Initiation timestamps
+	// (default handshake.DefaultMaxSkew).
+	MaxSkew time.Duration
+	// Workers is how many goroutines run handshake cryptography (default
+	// 4); QueueLen how many handshake messages may wait for them (default
+	// 1024; more are dropped and counted).
+	Workers  int
+	QueueLen int
+	// Now is the calibrated clock (required); it must fail closed on its
+	// own. Rand is the core's DRBG, safe for concurrent use (required).
+	Now  func() time.Time
+	Rand io.Reader
+	// Signer holds the gateway's ML-DSA-65 key; Verifier checks agents'
+	// chains and certificate status (handshake.ChainVerifier). Required.
+	Signer   handshake.Signer
+	Verifier handshake.PeerVerifier
+	// IPAM assigns tunnel addresses (required).
+	IPAM *ipam.Pool
+	// Logger; nil logs nothing.
+	Logger hclog.Logger
+}
+
+// withDefaults fills zero fields and checks the rest.
+func (c Config) withDefaults() (Config, error) {
+	bad := func(format string, a ...any) (Config, error) {
+		return c, fmt.Errorf("gateway: "+format+": %w", append(a, ErrConfig)...)
+	}
+	if c.Now == nil || c.Rand == nil || c.Signer == nil || c.Verifier == nil || c.IPAM == nil {
+		return bad("Now, Rand, Signer, Verifier and IPAM are required")
+	}
+	if c.Listen.Port() == 0 {
+		c.Listen = netip.AddrPortFrom(c.Listen.Addr(), DefaultPort)
+	}
+	if !c.TunnelPrefix.IsValid() || c.TunnelPrefix != c.TunnelPrefix.Masked() {
+		return bad("tunnel prefix %v is not a masked prefix", c.TunnelPrefix)
+	}
+	if c.TunnelPrefix != c.IPAM.Prefix() {
+		return bad("tunnel prefix %v differs from the ipam pool's %v", c.TunnelPrefix, c.IPAM.Prefix())
+	}
+	if !c.TunnelPrefix.Addr().Is4() {
+		return bad("tunnel prefix %v: only IPv4 tunnel networks are supported", c.TunnelPrefix)
+	}
+	if len(c.Routes) > control.MaxRoutes-1 {
+		return bad("%d routes, at most %d", len(c.Routes), control.MaxRoutes-1)
+	}
+	for _, r := range c.Routes {
+		if !r.IsValid() || r != r.Masked() || r.Addr().Is4In6() || r.Addr().Zone() != "" {
+			return bad("route %v is not a masked prefix", r)
+		}
+	}
+	if c.MTU == 0 {
+		c.MTU = DefaultMTU
+	}
+	if c.MTU < control.MinMTU || c.MTU > 65535 {
+		return bad("mtu %d out of range", c.MTU)
+	}
+	if c.AEAD != 0 && !c.AEAD.Valid() {
+		return bad("unknown aead %d", c.AEAD)
+	}
+	if c.HandshakeRate < 0 || c.HandshakeBurst < 0 || c.LoadThreshold < 0 || c.MaxSessions < 0 || c.MaxPending < 0 ||
+		c.PulseInterval < 0 || c.MissedPulses < 0 || c.MaxSkew < 0 || c.Workers < 0 || c.QueueLen < 0 {
+		return bad("negative limit")
+	}
+	if c.MaxSessions == 0 {
+		c.MaxSessions = DefaultMaxSessions
+	}
+	if c.MaxPending == 0 {
+		c.MaxPending = DefaultMaxPending
+	}
+	if c.PulseInterval == 0 {
+		c.PulseInterval = DefaultPulseInterval
+	}
+	if c.PulseInterval < control.MinPulseInterval || c.PulseInterval > control.MaxPulseInterval ||
+		c.PulseInterval%time.Millisecond != 0 {
+		return bad("pulse interval %v out of range", c.PulseInterval)
+	}
+	if c.MissedPulses == 0 {
+		c.MissedPulses = DefaultMissedPulses
+	}
+	if c.MaxSkew == 0 {
+		c.MaxSkew = handshake.DefaultMaxSkew
+	}
+	if c.Workers == 0 {
+		c.Workers = DefaultWorkers
+	}
+	if c.QueueLen == 0 {
+		c.QueueLen = DefaultQueueLen
+	}
+	if c.Workers > 1024 || c.QueueLen > 1<<20 {
+		return bad("workers %d or queue %d too large", c.Workers, c.QueueLen)
+	}
+	if c.Logger == nil {
+		c.Logger = hclog.NewNullLogger()
+	}
+	return c, nil
+}

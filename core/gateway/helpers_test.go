@@ -1,0 +1,556 @@
+package gateway
+
+import (
+	"context"
+	crand "crypto/rand"
+	"crypto/sha256"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"math/big"
+	"net/netip"
+	"net/url"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/cloudflare/circl/sign/mldsa/mldsa65"
+	"golang.zx2c4.com/wireguard/tun/tuntest"
+
+	"github.com/avonzt/avon/core/gateway/gatewaytest"
+	"github.com/avonzt/avon/core/gateway/ipam"
+	"github.com/avonzt/avon/core/handshake"
+	"github.com/avonzt/avon/core/store/memstore"
+	"github.com/avonzt/avon/core/tunnel/control"
+	"github.com/avonzt/avon/core/tunnel/cookie"
+	"github.com/avonzt/avon/core/tunnel/frag"
+	"github.com/avonzt/avon/core/tunnel/transport"
+	"github.com/avonzt/avon/internal/pqx509"
+)
+
+// testNow is the calibrated time every test starts at.
+var testNow = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+
+var tunnelPrefix = netip.MustParsePrefix("100.96.0.0/16")
+
+// testClock is a settable calibrated clock shared by the gateway and the
+// test agents.
+type testClock struct{ ns atomic.Int64 }
+
+func newClock() *testClock { c := &testClock{}; c.ns.Store(testNow.UnixNano()); return c }
+
+func (c *testClock) now() time.Time          { return time.Unix(0, c.ns.Load()).UTC() }
+func (c *testClock) advance(d time.Duration) { c.ns.Add(int64(d)) }
+
+// mldsaKey derives a fixed ML-DSA-65 key from a label.
+func mldsaKey(label string) (*mldsa65.PublicKey, *mldsa65.PrivateKey) {
+	seed := sha256.Sum256([]byte("avon gateway test key: " + label))
+	return mldsa65.NewKeyFromSeed(&seed)
+}
+
+// certSigner signs certificates with a circl key (pure ML-DSA-65).
+type certSigner struct {
+	sk  *mldsa65.PrivateKey
+	pub []byte
+}
+
+func newCertSigner(label string) *certSigner {
+	pk, sk := mldsaKey(label)
+	raw, _ := pk.MarshalBinary()
+	return &certSigner{sk: sk, pub: raw}
+}
+
+func (s *certSigner) Public() pqx509.PublicKey {
+	return pqx509.PublicKey{Algorithm: pqx509.MLDSA65, Raw: s.pub}
+}
+
+func (s *certSigner) Sign(_ context.Context, msg []byte) ([]byte, error) {
+	sig := make([]byte, mldsa65.SignatureSize)
+	return sig, mldsa65.SignTo(s.sk, msg, nil, false, sig)
+}
+
+// testPKI is root -> agents CA -> agent leaves, plus the gateway's key.
+type testPKI struct {
+	rootDER, interDER []byte
+	inter             *pqx509.Certificate
+	interSigner       *certSigner
+	serial            atomic.Int64
+	gwPub             []byte
+	gwSK              *mldsa65.PrivateKey
+
+	mu    sync.Mutex
+	leafs map[string]*agentCred
+}
+
+type agentCred struct {
+	chain  [][]byte
+	serial *big.Int
+	sk     *mldsa65.PrivateKey
+}
+
+var (
+	pkiOnce   sync.Once
+	sharedPKI *testPKI
+	pkiErr    error
+)
+
+// thePKI returns the test PKI, built once per test binary (certificates
+// are valid for years around testNow).
+func thePKI(t testing.TB) *testPKI {
+	t.Helper()
+	pkiOnce.Do(func() { sharedPKI, pkiErr = buildPKI() })
+	if pkiErr != nil {
+		t.Fatal(pkiErr)
+	}
+	return sharedPKI
+}
+
+func buildPKI() (*testPKI, error) {
+	ctx := context.Background()
+	rs := newCertSigner("root")
+	rootDER, err := pqx509.CreateCertificate(ctx, &pqx509.Template{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "AVON Gateway Test Root"},
+		NotBefore: testNow.Add(-365 * 24 * time.Hour), NotAfter: testNow.Add(10 * 365 * 24 * time.Hour),
+		PublicKey: rs.Public(), KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
+		BasicConstraintsValid: true, IsCA: true, MaxPathLen: 1,
+	}, nil, rs)
+	if err != nil {
+		return nil, err
+	}
+	root, err := pqx509.ParseCertificate(rootDER)
+	if err != nil {
+		return nil, err
+	}
+	is := newCertSigner("agents ca")
+	interDER, err := pqx509.CreateCertificate(ctx, &pqx509.Template{
+		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "AVON Gateway Test Agents CA"},
+		NotBefore: testNow.Add(-30 * 24 * time.Hour), NotAfter: testNow.Add(5 * 365 * 24 * time.Hour),
+		PublicKey: is.Public(), KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
+		BasicConstraintsValid: true, IsCA: true, MaxPathLen: 0, MaxPathLenZero: true,
+	}, root, rs)
+	if err != nil {
+		return nil, err
+	}
+	inter, err := pqx509.ParseCertificate(interDER)
+	if err != nil {
+		return nil, err
+	}
+	gpk, gsk := mldsaKey("gateway")
+	gpub, _ := gpk.MarshalBinary()
+	p := &testPKI{rootDER: rootDER, interDER: interDER, inter: inter, interSigner: is, gwPub: gpub, gwSK: gsk,
+		leafs: map[string]*agentCred{}}
+	p.serial.Store(0x1000)
+	return p, nil
+}
+
+// agent returns the credentials of agent id (issued on first use).
+func (p *testPKI) agent(t testing.TB, id string) *agentCred {
+	t.Helper()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if c, ok := p.leafs[id]; ok {
+		return c
+	}
+	pk, sk := mldsaKey("agent " + id)
+	raw, _ := pk.MarshalBinary()
+	u, _ := url.Parse("avon://agent/" + id)
+	serial := big.NewInt(p.serial.Add(1))
+	der, err := pqx509.CreateCertificate(context.Background(), &pqx509.Template{
+		SerialNumber: serial, Subject: pkix.Name{CommonName: id},
+		NotBefore: testNow.Add(-time.Hour), NotAfter: testNow.Add(30 * 24 * time.Hour),
+		PublicKey: pqx509.PublicKey{Algorithm: pqx509.MLDSA65, Raw: raw},
+		KeyUsage:  x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+		URIs: []*url.URL{u},
+	}, p.inter, p.interSigner)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &agentCred{chain: [][]byte{der, p.interDER}, serial: serial, sk: sk}
+	p.leafs[id] = c
+	return c
+}
+
+// env is a gateway over an in-memory network and a channel TUN.
+type env struct {
+	t       testing.TB
+	pki     *testPKI
+	clock   *testClock
+	net     *gatewaytest.Network
+	tun     *tuntest.ChannelTUN
+	gw      *Gateway
+	cfg     Config
+	revoked sync.Map // serial string -> true
+	nextIP  atomic.Uint32
+}
+
+// newEnv starts a gateway; mod may change the config first.
+func newEnv(t testing.TB, mod func(*Config)) *env {
+	t.Helper()
+	e := &env{t: t, pki: thePKI(t), clock: newClock(), net: gatewaytest.NewNetwork(16), tun: tuntest.NewChannelTUN()}
+	verifier, err := handshake.NewChainVerifier([][]byte{e.pki.rootDER}, handshake.ChainVerifierOptions{
+		Revoked: func(s *big.Int) (bool, error) { _, ok := e.revoked.Load(s.String()); return ok, nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer, err := handshake.NewMLDSA65Signer(e.pki.gwSK, crand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool, err := ipam.New(memstore.New(), tunnelPrefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.cfg = Config{
+		TunnelPrefix: tunnelPrefix, Routes: []netip.Prefix{netip.MustParsePrefix("10.20.0.0/16")},
+		HandshakeRate: 1000, HandshakeBurst: 1000, Now: e.clock.now, Rand: crand.Reader,
+		Signer: signer, Verifier: verifier, IPAM: pool,
+	}
+	if mod != nil {
+		mod(&e.cfg)
+	}
+	if e.gw, err = New(e.cfg, e.tun.TUN(), e.net.Bind()); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.gw.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.gw.Close() })
+	return e
+}
+
+// port returns a new client port with a fresh source address.
+func (e *env) port() *gatewaytest.Port {
+	n := e.nextIP.Add(1)
+	return e.net.Port(netip.AddrPortFrom(netip.AddrFrom4([4]byte{198, 51, byte(n >> 8), byte(n)}), 40000+uint16(n%1000)))
+}
+
+// waitFor polls cond until it holds; it fails t after a generous bound
+// (the engine's goroutines are asynchronous, nothing here measures time).
+func waitFor(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	for range 20000 {
+		if cond() {
+			return
+		}
+		time.Sleep(time.Millisecond)
+	}
+	t.Fatalf("timed out waiting for %s", what)
+}
+
+// wire is how a test agent reaches the gateway.
+type wire interface {
+	Send([]byte) error
+	Recv(ctx context.Context) ([]byte, error)
+}
+
+// testAgent plays the agent side by hand: handshake.Initiator, cookies,
+// fragments and transport.
+type testAgent struct {
+	t     testing.TB
+	w     wire
+	cred  *agentCred
+	gwPub []byte
+	gwID  [32]byte
+	now   func() time.Time
+
+	cookie cookie.Cookie
+	token  []byte
+	res    *handshake.Result
+	kp     *transport.Keypair
+	config *control.SessionConfig
+	seq    uint64
+	stoken [32]byte
+}
+
+func (e *env) agent(id string, w wire) *testAgent {
+	if w == nil {
+		w = e.port()
+	}
+	return &testAgent{t: e.t, w: w, cred: e.pki.agent(e.t, id), gwPub: e.pki.gwPub, gwID: e.gw.ResponderID(), now: e.clock.now}
+}
+
+func testCtx(t testing.TB) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// errHandshake is a HandshakeError the agent received.
+type errHandshake struct{ info *handshake.HandshakeErrorInfo }
+
+func (e *errHandshake) Error() string {
+	return fmt.Sprintf("handshake error %v (authenticated %v)", e.info.Code, e.info.Authenticated)
+}
+
+func randIndex() uint32 {
+	var b [4]byte
+	_, _ = crand.Read(b[:])
+	return binary.BigEndian.Uint32(b[:]) | 1
+}
+
+// connect runs a whole handshake and waits for the SessionConfig.
+func (a *testAgent) connect(ctx context.Context) error {
+	signer, err := handshake.NewMLDSA65Signer(a.cred.sk, crand.Reader)
+	if err != nil {
+		return err
+	}
+	in, err := handshake.NewInitiator(handshake.InitiatorConfig{Signer: signer, Chain: a.cred.chain,
+		ResponderPublicKey: a.gwPub, ResponderID: a.gwID, Rand: crand.Reader, Now: a.now, LocalIndex: randIndex()})
+	if err != nil {
+		return err
+	}
+	defer in.Zeroize()
+	init, err := in.Initiation(a.token)
+	if err != nil {
+		return err
+	}
+	reasm, err := frag.NewReassembler(frag.Config{})
+	if err != nil {
+		return err
+	}
+	var resp []byte
+	for attempt := 0; resp == nil; attempt++ {
+		if attempt == 3 {
+			return errors.New("no response after 3 initiations")
+		}
+		if err := cookie.AddMACs(init, a.gwID, &a.cookie, a.now()); err != nil {
+			return err
+		}
+		if err := a.w.Send(init); err != nil {
+			return err
+		}
+		for resp == nil {
+			msg, err := a.w.Recv(ctx)
+			if err != nil {
+				return err
+			}
+			switch handshake.MessageType(msg[0]) {
+			case handshake.TypeCookieReply:
+				mac1, _ := cookie.MAC1(init)
+				if a.cookie, err = cookie.OpenReply(msg, a.gwID, mac1, a.now()); err != nil {
+					return err
+				}
+			case handshake.TypeHandshakeError:
+				info, err := in.HandleError(msg)
+				if err != nil {
+					return err
+				}
+				return &errHandshake{info}
+			case handshake.TypeFragment:
+				m, done, err := reasm.Add(netip.AddrPort{}, msg, a.now())
+				if err != nil {
+					return err
+				}
+				if done {
+					resp = m
+				}
+				continue
+			default:
+				return fmt.Errorf("unexpected message type %d during handshake", msg[0])
+			}
+			break
+		}
+	}
+	fin, res, err := in.HandleResponse(resp)
+	if err != nil {
+		return err
+	}
+	frags, err := frag.Split(fin, randIndex(), frag.DefaultMaxChunk)
+	if err != nil {
+		return err
+	}
+	for _, f := range frags {
+		if err := a.w.Send(f); err != nil {
+			return err
+		}
+	}
+	return a.finish(ctx, in, res)
+}
+
+// finish installs res and waits for the SessionConfig (or an
+// authenticated refusal).
+func (a *testAgent) finish(ctx context.Context, in *handshake.Initiator, res *handshake.Result) error {
+	kp, err := transport.NewKeypair(transport.AEADID(res.AEAD), &res.SendKey, &res.RecvKey, res.LocalIndex, res.RemoteIndex, a.now())
+	if err != nil {
+		return err
+	}
+	for {
+		msg, err := a.w.Recv(ctx)
+		if err != nil {
+			return err
+		}
+		if handshake.MessageType(msg[0]) == handshake.TypeHandshakeError {
+			info, err := in.HandleError(msg)
+			if err != nil {
+				return err
+			}
+			return &errHandshake{info}
+		}
+		pt, _, err := kp.Open(nil, msg)
+		if err != nil {
+			return err
+		}
+		m, err := control.Parse(pt)
+		if err != nil {
+			return err
+		}
+		sc, ok := m.(*control.SessionConfig)
+		if !ok {
+			return fmt.Errorf("first packet is %v, not a SessionConfig", m.Type())
+		}
+		a.res, a.kp, a.config, a.token, a.stoken, a.seq = res, kp, sc, sc.AddressToken, sc.SessionToken, 0
+		return nil
+	}
+}
+
+func (a *testAgent) mustConnect(ctx context.Context) {
+	a.t.Helper()
+	if err := a.connect(ctx); err != nil {
+		a.t.Fatalf("connect: %v", err)
+	}
+}
+
+func (a *testAgent) addr() netip.Addr { return a.config.Addresses[0].Addr() }
+
+// seal returns a transport packet carrying pt.
+func (a *testAgent) seal(pt []byte) []byte {
+	a.t.Helper()
+	out, err := a.kp.Seal(nil, pt)
+	if err != nil {
+		a.t.Fatal(err)
+	}
+	return out
+}
+
+func (a *testAgent) send(pt []byte) {
+	a.t.Helper()
+	if err := a.w.Send(a.seal(pt)); err != nil {
+		a.t.Fatal(err)
+	}
+}
+
+func (a *testAgent) sendControl(m control.Message) {
+	a.t.Helper()
+	b, err := control.Marshal(m)
+	if err != nil {
+		a.t.Fatal(err)
+	}
+	a.send(b)
+}
+
+// recvPlain returns the next transport plaintext (padding included) and
+// skips keepalives unless keep is set.
+func (a *testAgent) recvPlain(ctx context.Context, keep bool) []byte {
+	a.t.Helper()
+	for {
+		msg, err := a.w.Recv(ctx)
+		if err != nil {
+			a.t.Fatalf("recv: %v", err)
+		}
+		pt, _, err := a.kp.Open(nil, msg)
+		if err != nil {
+			a.t.Fatalf("open a packet of type %d: %v", msg[0], err)
+		}
+		if len(pt) == 0 && !keep {
+			continue
+		}
+		return pt
+	}
+}
+
+func (a *testAgent) recvControl(ctx context.Context) control.Message {
+	a.t.Helper()
+	m, err := control.Parse(a.recvPlain(ctx, false))
+	if err != nil {
+		a.t.Fatal(err)
+	}
+	return m
+}
+
+// pulse sends a pulse with the current token and returns the ack.
+func (a *testAgent) pulse(tok [32]byte) {
+	a.seq++
+	a.sendControl(&control.Pulse{Seq: a.seq, SessionToken: tok, AgentTime: a.now().UnixNano(), OS: "linux",
+		AgentVersion: "test"})
+}
+
+// ipv4UDP builds an IPv4/UDP packet with valid checksums.
+func ipv4UDP(src, dst netip.Addr, sport, dport uint16, payload []byte) []byte {
+	b := make([]byte, 28+len(payload))
+	b[0] = 0x45
+	binary.BigEndian.PutUint16(b[2:], uint16(len(b)))
+	b[8] = 64
+	b[9] = transport.ProtoUDP
+	s4, d4 := src.As4(), dst.As4()
+	copy(b[12:], s4[:])
+	copy(b[16:], d4[:])
+	binary.BigEndian.PutUint16(b[10:], ^checksum(b[:20], 0))
+	u := b[20:]
+	binary.BigEndian.PutUint16(u[0:], sport)
+	binary.BigEndian.PutUint16(u[2:], dport)
+	binary.BigEndian.PutUint16(u[4:], uint16(8+len(payload)))
+	copy(u[8:], payload)
+	var pseudo [12]byte
+	copy(pseudo[0:], s4[:])
+	copy(pseudo[4:], d4[:])
+	pseudo[9] = transport.ProtoUDP
+	binary.BigEndian.PutUint16(pseudo[10:], uint16(len(u)))
+	c := ^checksum(u, uint32(checksum(pseudo[:], 0)))
+	if c == 0 {
+		c = 0xffff
+	}
+	binary.BigEndian.PutUint16(u[6:], c)
+	return b
+}
+
+func checksum(b []byte, init uint32) uint16 {
+	sum := init
+	for i := 0; i+1 < len(b); i += 2 {
+		sum += uint32(binary.BigEndian.Uint16(b[i:]))
+	}
+	if len(b)%2 == 1 {
+		sum += uint32(b[len(b)-1]) << 8
+	}
+	for sum>>16 != 0 {
+		sum = sum&0xffff + sum>>16
+	}
+	return uint16(sum)
+}
+
+func cryptoRand() io.Reader { return crand.Reader }
+
+func mustKeypair(t testing.TB, res *handshake.Result, now time.Time) *transport.Keypair {
+	t.Helper()
+	kp, err := transport.NewKeypair(transport.AEADID(res.AEAD), &res.SendKey, &res.RecvKey, res.LocalIndex, res.RemoteIndex, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return kp
+}
+
+// initiation returns a fresh Initiation with a.token and the MACs (mac2
+// with c when valid).
+func (a *testAgent) initiation(t testing.TB, c *cookie.Cookie) []byte {
+	t.Helper()
+	signer, err := handshake.NewMLDSA65Signer(a.cred.sk, crand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in, err := handshake.NewInitiator(handshake.InitiatorConfig{Signer: signer, Chain: a.cred.chain,
+		ResponderPublicKey: a.gwPub, ResponderID: a.gwID, Rand: crand.Reader, Now: a.now, LocalIndex: randIndex()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	init, err := in.Initiation(a.token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cookie.AddMACs(init, a.gwID, c, a.now()); err != nil {
+		t.Fatal(err)
+	}
+	return init
+}

@@ -1,0 +1,363 @@
+package gateway
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net/netip"
+	"time"
+
+	"github.com/avonzt/avon/core/handshake"
+	"github.com/avonzt/avon/core/pulse"
+	"github.com/avonzt/avon/core/tunnel/control"
+	"github.com/avonzt/avon/core/tunnel/frag"
+	"github.com/avonzt/avon/core/tunnel/transport"
+	"github.com/avonzt/avon/internal/pqx509"
+)
+
+// ipamTimeout bounds one address assignment.
+const ipamTimeout = 5 * time.Second
+
+// worker runs handshake cryptography for queued jobs.
+func (g *Gateway) worker(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case j := <-g.jobs:
+			switch j.kind {
+			case jobInitiation:
+				g.doInitiation(j)
+			case jobFinish:
+				g.doFinish(ctx, j)
+			case jobRekey:
+				g.doRekey(j)
+			}
+		}
+	}
+}
+
+// reserveIndex draws a random local index not in use and reserves it
+// (with a pending slot for src when pending is set). It reports false
+// when a table is full or the random source fails.
+func (g *Gateway) reserveIndex(src netip.AddrPort, pending bool) (uint32, *indexEntry, bool) {
+	for range 16 {
+		idx, err := g.randUint32()
+		if err != nil {
+			return 0, nil, false
+		}
+		if idx == 0 {
+			continue
+		}
+		g.table.Lock()
+		if pending && (g.table.pending >= g.cfg.MaxPending || len(g.table.byID) >= g.cfg.MaxSessions) {
+			g.table.Unlock()
+			return 0, nil, false
+		}
+		if _, used := g.table.byIndex[idx]; used {
+			g.table.Unlock()
+			continue
+		}
+		e := &indexEntry{}
+		g.table.byIndex[idx] = e
+		if pending {
+			g.table.pending++
+			g.table.pendingBySrc[src]++
+		}
+		g.table.Unlock()
+		return idx, e, true
+	}
+	return 0, nil, false
+}
+
+// releasePendingLocked frees a pending slot; the caller holds table.
+func (g *Gateway) releasePendingLocked(idx uint32, src netip.AddrPort) {
+	delete(g.table.byIndex, idx)
+	delete(g.table.pendings, idx)
+	g.releasePendingCountLocked(src)
+}
+
+// releasePendingCountLocked frees the pending counts of src; the caller
+// holds table.
+func (g *Gateway) releasePendingCountLocked(src netip.AddrPort) {
+	g.table.pending--
+	if g.table.pendingBySrc[src]--; g.table.pendingBySrc[src] <= 0 {
+		delete(g.table.pendingBySrc, src)
+	}
+}
+
+func (g *Gateway) releasePending(idx uint32, src netip.AddrPort) {
+	g.table.Lock()
+	g.releasePendingLocked(idx, src)
+	g.table.Unlock()
+}
+
+// doInitiation answers a proven Initiation with a fragmented Response.
+func (g *Gateway) doInitiation(j job) {
+	sender := binary.BigEndian.Uint32(j.b[initSenderOff:])
+	if g.cfg.AEAD != 0 && handshake.AEADID(j.b[10]) != g.cfg.AEAD {
+		g.stats.InitiationRefused.Add(1)
+		g.sendError(j, g.responder.ErrorMessage(sender, handshake.CodeUnsupportedVersion, "transport aead not accepted"))
+		return
+	}
+	idx, entry, ok := g.reserveIndex(j.src, true)
+	if !ok {
+		g.stats.Busy.Add(1)
+		g.sendError(j, g.responder.ErrorMessage(sender, handshake.CodeBusy, ""))
+		return
+	}
+	g.stats.HandshakesStarted.Add(1)
+	resp, p, err := g.responder.HandleInitiation(j.b, idx)
+	if err != nil {
+		g.releasePending(idx, j.src)
+		g.stats.InitiationRefused.Add(1)
+		if msg, ok := g.responder.ErrorFor(sender, err); ok {
+			g.sendError(j, msg)
+		}
+		g.cfg.Logger.Debug("initiation refused", "source", j.src.String(), "error", err)
+		return
+	}
+	msgID, err := g.randUint32()
+	var frags [][]byte
+	if err == nil {
+		frags, err = frag.Split(resp, msgID, frag.DefaultMaxChunk)
+	}
+	if err != nil {
+		g.releasePending(idx, j.src)
+		p.Zeroize()
+		g.cfg.Logger.Error("response not sent", "error", err)
+		return
+	}
+	g.table.Lock()
+	entry.pending = &pendingHS{p: p, src: j.src, ep: j.ep, created: p.Created()}
+	g.table.pendings[idx] = entry.pending
+	g.table.Unlock()
+	g.stats.Responses.Add(1)
+	g.send(j.ep, frags...)
+}
+
+func (g *Gateway) sendError(j job, msg []byte) {
+	if msg == nil {
+		return
+	}
+	g.stats.HandshakeErrors.Add(1)
+	g.send(j.ep, msg)
+}
+
+// finishKeepsPending reports whether a HandleFinish error left the
+// half-open handshake usable (nothing decrypted).
+func finishKeepsPending(err error) bool {
+	return errors.Is(err, handshake.ErrTruncated) || errors.Is(err, handshake.ErrIndex) ||
+		errors.Is(err, handshake.ErrDecrypt) || errors.Is(err, handshake.ErrMalformed)
+}
+
+// doFinish completes a handshake and establishes the session.
+func (g *Gateway) doFinish(ctx context.Context, j job) {
+	idx := binary.BigEndian.Uint32(j.b[4:])
+	g.table.RLock()
+	e := g.table.byIndex[idx]
+	g.table.RUnlock()
+	if e == nil || e.pending == nil || !e.pending.done.CompareAndSwap(false, true) {
+		g.stats.FinishRefused.Add(1)
+		return
+	}
+	ph := e.pending
+	res, err := ph.p.HandleFinish(j.b)
+	if err != nil {
+		g.stats.FinishRefused.Add(1)
+		if msg, ok := ph.p.ErrorFor(err); ok {
+			g.sendError(j, msg)
+		} else if finishKeepsPending(err) {
+			ph.done.Store(false)
+			return
+		}
+		g.dropPending(idx, ph)
+		g.cfg.Logger.Info("finish refused", "source", j.src.String(), "error", err)
+		return
+	}
+	if err := g.establish(ctx, idx, ph, res, j); err != nil {
+		g.stats.FinishRefused.Add(1)
+		g.cfg.Logger.Warn("session not established", "agent", res.Peer.ID, "error", err)
+		res.Zeroize()
+	}
+}
+
+// dropPending forgets a half-open handshake and zeroizes it.
+func (g *Gateway) dropPending(idx uint32, ph *pendingHS) {
+	g.table.Lock()
+	if e := g.table.byIndex[idx]; e != nil && e.pending == ph {
+		g.releasePendingLocked(idx, ph.src)
+	}
+	g.table.Unlock()
+	ph.p.Zeroize()
+}
+
+// establish turns a verified Finish into a session and sends its
+// SessionConfig as the first transport packet.
+func (g *Gateway) establish(ctx context.Context, idx uint32, ph *pendingHS, res *handshake.Result, j job) error {
+	now := g.cfg.Now()
+	serial, err := leafSerial(res.Peer.Leaf)
+	if err != nil {
+		g.dropPending(idx, ph)
+		return err
+	}
+	actx, cancel := context.WithTimeout(ctx, ipamTimeout)
+	addr, err := g.cfg.IPAM.Assign(actx, res.Peer.ID)
+	cancel()
+	if err != nil {
+		g.dropPending(idx, ph)
+		return fmt.Errorf("gateway: tunnel address: %w", err)
+	}
+	kp, err := transport.NewKeypair(transport.AEADID(res.AEAD), &res.SendKey, &res.RecvKey, res.LocalIndex, res.RemoteIndex, now)
+	clear(res.SendKey[:])
+	clear(res.RecvKey[:])
+	if err != nil {
+		g.dropPending(idx, ph)
+		return err
+	}
+	s := &session{id: pulse.ID(res.SessionID), agentID: res.Peer.ID, serial: serial, addr: addr,
+		established: now, notAfter: res.Peer.NotAfter}
+	s.keys.Store(&keySet{current: &keyState{res: res, kp: kp}})
+	s.endpoint.Store(&epRef{ep: j.ep, addr: j.src})
+	s.lastRecv.Store(now.UnixNano())
+	s.lastSent.Store(now.UnixNano())
+	token, err := g.tracker.Add(pulse.SessionInfo{ID: s.id, AgentID: s.agentID, CertSerial: serial, Established: now})
+	if err != nil {
+		kp.Zeroize()
+		g.dropPending(idx, ph)
+		return fmt.Errorf("gateway: pulse tracker: %w", err)
+	}
+	g.table.Lock()
+	old := g.table.byAddr[addr]
+	if old == nil && len(g.table.byID) >= g.cfg.MaxSessions {
+		g.releasePendingLocked(idx, ph.src)
+		g.table.Unlock()
+		g.stats.Busy.Add(1)
+		g.tracker.Remove(s.id)
+		kp.Zeroize()
+		return fmt.Errorf("gateway: %d sessions: table full", g.cfg.MaxSessions)
+	}
+	// The half-open handshake's index becomes the session's first keypair's.
+	g.releasePendingCountLocked(ph.src)
+	delete(g.table.pendings, idx)
+	g.table.byIndex[idx] = &indexEntry{sess: s}
+	g.table.byAddr[addr] = s
+	g.table.byID[s.id] = s
+	g.table.Unlock()
+	if old != nil {
+		g.stats.SessionsReplaced.Add(1)
+		g.endSession(old, control.CloseReplaced, "replaced by a newer session", true)
+	}
+	g.stats.SessionsEstablished.Add(1)
+	g.cfg.Logger.Info("session established", "session", s.id.String(), "agent", s.agentID, "address", addr.String(),
+		"endpoint", j.src.String())
+
+	cfg := &control.SessionConfig{
+		Addresses:     []netip.Prefix{netip.PrefixFrom(addr, addr.BitLen())},
+		Routes:        append([]netip.Prefix{g.cfg.TunnelPrefix}, g.cfg.Routes...),
+		MTU:           uint16(g.cfg.MTU),
+		PulseInterval: g.cfg.PulseInterval,
+		SessionToken:  token,
+	}
+	if tok, err := g.cookies.IssueToken(j.src.Addr(), now); err == nil {
+		cfg.AddressToken = tok
+	}
+	g.sendControl(s, cfg, now)
+	return nil
+}
+
+// leafSerial returns the leaf certificate's serial in the form
+// pulse.NormalizeSerial gives.
+func leafSerial(der []byte) (string, error) {
+	c, err := pqx509.ParseCertificate(der)
+	if err != nil {
+		return "", fmt.Errorf("gateway: agent leaf certificate: %w", err)
+	}
+	s := pulse.NormalizeSerial(fmt.Sprintf("%x", c.SerialNumber))
+	if s == "" {
+		return "", fmt.Errorf("gateway: agent leaf serial %x not usable", c.SerialNumber)
+	}
+	return s, nil
+}
+
+// doRekey answers a RekeyInit and installs the new keypair as "next": it
+// sends once the agent used it (promote), so a lost RekeyResp costs
+// nothing.
+func (g *Gateway) doRekey(j job) {
+	idx := binary.BigEndian.Uint32(j.b[8:])
+	g.table.RLock()
+	e := g.table.byIndex[idx]
+	g.table.RUnlock()
+	if e == nil || e.sess == nil {
+		g.stats.DropNoSession.Add(1)
+		return
+	}
+	s := e.sess
+	newIdx, _, ok := g.reserveIndex(netip.AddrPort{}, false)
+	if !ok {
+		g.stats.Busy.Add(1)
+		return
+	}
+	resp, ok := g.rekey(s, idx, newIdx, j)
+	if !ok {
+		g.table.Lock()
+		if e := g.table.byIndex[newIdx]; e != nil && e.sess == nil && e.pending == nil {
+			delete(g.table.byIndex, newIdx)
+		}
+		g.table.Unlock()
+		g.stats.RekeyRefused.Add(1)
+		return
+	}
+	g.stats.Rekeys.Add(1)
+	s.rekeys.Add(1)
+	g.send(j.ep, resp)
+}
+
+func (g *Gateway) rekey(s *session, idx, newIdx uint32, j job) ([]byte, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ended.Load() {
+		return nil, false
+	}
+	ks := s.keys.Load()
+	k := ks.find(idx)
+	if k == nil || (k != ks.current && k != ks.next) {
+		return nil, false
+	}
+	resp, res, err := handshake.HandleRekeyInit(k.res, j.b, g.cfg.Rand, g.cfg.Now, newIdx)
+	if err != nil {
+		g.cfg.Logger.Debug("rekey refused", "session", s.id.String(), "error", err)
+		return nil, false
+	}
+	now := g.cfg.Now()
+	kp, err := transport.NewKeypair(transport.AEADID(res.AEAD), &res.SendKey, &res.RecvKey, res.LocalIndex, res.RemoteIndex, now)
+	clear(res.SendKey[:])
+	clear(res.RecvKey[:])
+	if err != nil {
+		res.Zeroize()
+		return nil, false
+	}
+	next := &keyState{res: res, kp: kp}
+	nks := &keySet{current: ks.current, next: next, previous: ks.previous, prevUntil: ks.prevUntil}
+	if k == ks.next {
+		// The agent rekeys from keys we never saw it use: they are its
+		// current ones now.
+		if ks.previous != nil {
+			g.retireLocked(s, ks.previous)
+		}
+		nks.previous, nks.prevUntil = ks.current, now.Add(OldKeyLifetime)
+		nks.current = k
+	} else if ks.next != nil {
+		// A retry after a lost RekeyResp: the unconfirmed keys go.
+		g.retireLocked(s, ks.next)
+	}
+	g.table.Lock()
+	g.table.byIndex[newIdx] = &indexEntry{sess: s}
+	g.table.Unlock()
+	s.keys.Store(nks)
+	if j.src.IsValid() {
+		s.endpoint.Store(&epRef{ep: j.ep, addr: j.src})
+	}
+	return resp, true
+}
