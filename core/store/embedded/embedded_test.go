@@ -307,6 +307,22 @@ func crashChild(path string) int {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
+		for i := range limit {
+			ops := make([]store.Op, 3)
+			for j := range ops {
+				ops[j] = store.Op{Key: fmt.Sprintf("crashb/%06d/%d", i, j), Value: []byte(fmt.Sprintf("b%d-%d", i, j)), Check: true}
+			}
+			vs, err := s.Apply(ctx, ops)
+			if err != nil {
+				report("ERR apply %d: %v", i, err)
+				return
+			}
+			report("BATCH %d %d %d %d", i, vs[0], vs[1], vs[2])
+		}
+	}()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
 		n := 0
 		for range limit {
 			e, err := s.Get(ctx, "counter")
@@ -366,6 +382,7 @@ func TestKilledProcessLosesNoCommit(t *testing.T) {
 		value   string
 	}
 	committed := map[string]commit{}
+	batches := map[int][3]int64{}
 	var counter commit
 	const want = 400 // kill after this many reported commits
 	sc := bufio.NewScanner(out)
@@ -378,6 +395,13 @@ func TestKilledProcessLosesNoCommit(t *testing.T) {
 		case len(f) == 4 && f[0] == "OK":
 			v, _ := strconv.ParseInt(f[2], 10, 64)
 			committed[f[1]] = commit{v, f[3]}
+		case len(f) == 5 && f[0] == "BATCH":
+			i, _ := strconv.Atoi(f[1])
+			var vs [3]int64
+			for j := range vs {
+				vs[j], _ = strconv.ParseInt(f[2+j], 10, 64)
+			}
+			batches[i] = vs
 		default:
 			kill()
 			t.Fatalf("child: %s", sc.Text())
@@ -410,6 +434,42 @@ func TestKilledProcessLosesNoCommit(t *testing.T) {
 		}
 		maxV = max(maxV, c.version)
 	}
+	// Every reported batch is there whole; every batch on disk, reported
+	// or not, is there whole or not at all.
+	onDisk := map[int]int{}
+	var es []store.Entry
+	for after := ""; ; { // at most 3*limit keys: bounded
+		page, err := s.List(ctx, store.ListOptions{Prefix: "crashb/", After: after, Limit: store.MaxLimit})
+		if err != nil {
+			t.Fatal(err)
+		}
+		es = append(es, page...)
+		if len(page) < store.MaxLimit {
+			break
+		}
+		after = page[len(page)-1].Key
+	}
+	for _, e := range es {
+		var i, j int
+		if _, err := fmt.Sscanf(e.Key, "crashb/%06d/%d", &i, &j); err != nil || string(e.Value) != fmt.Sprintf("b%d-%d", i, j) {
+			t.Fatalf("batch entry %s = %q after SIGKILL", e.Key, e.Value)
+		}
+		onDisk[i]++
+		if vs, ok := batches[i]; ok && e.Version != vs[j] {
+			t.Fatalf("batch entry %s at version %d, reported %d", e.Key, e.Version, vs[j])
+		}
+		maxV = max(maxV, e.Version)
+	}
+	for i, n := range onDisk {
+		if n != 3 {
+			t.Fatalf("batch %d has %d of its 3 keys after SIGKILL", i, n)
+		}
+	}
+	for i := range batches {
+		if onDisk[i] != 3 {
+			t.Fatalf("reported batch %d lost after SIGKILL", i)
+		}
+	}
 	if counter.version != 0 {
 		e, err := s.Get(ctx, "counter")
 		if err != nil {
@@ -428,7 +488,7 @@ func TestKilledProcessLosesNoCommit(t *testing.T) {
 	if err != nil || v <= maxV {
 		t.Fatalf("version after recovery %d, reported up to %d (%v)", v, maxV, err)
 	}
-	t.Logf("%d keyed commits and counter=%s@%d verified after SIGKILL", len(committed), counter.value, counter.version)
+	t.Logf("%d keyed commits, %d batches (%d on disk) and counter=%s@%d verified after SIGKILL", len(committed), len(batches), len(onDisk), counter.value, counter.version)
 }
 
 func benchStore(b *testing.B) *Store {
