@@ -377,7 +377,7 @@ type Batcher interface {
 
 // BatchError reports which op of a batch failed its check.
 type BatchError struct {
-	Index int   // the op's index in the batch
+	Index int // the op's index in the batch
 	Key   string
 	Err   error // wraps ErrVersionConflict
 }
