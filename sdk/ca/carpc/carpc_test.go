@@ -18,7 +18,9 @@ import (
 // baseCA implements ca.CA and none of the optional capabilities.
 type baseCA struct{}
 
-func (baseCA) Issue(context.Context, *ca.IssueRequest) (*ca.IssueResponse, error) { return nil, ca.ErrNotInitialized }
+func (baseCA) Issue(context.Context, *ca.IssueRequest) (*ca.IssueResponse, error) {
+	return nil, ca.ErrNotInitialized
+}
 func (baseCA) Revoke(context.Context, *ca.RevokeRequest) (*ca.RevokeResponse, error) {
 	return &ca.RevokeResponse{}, nil
 }
@@ -28,7 +30,9 @@ func (baseCA) GetCertificate(context.Context, *ca.GetCertificateRequest) (*ca.Ge
 func (baseCA) ListIssuers(context.Context, *ca.ListIssuersRequest) (*ca.ListIssuersResponse, error) {
 	return &ca.ListIssuersResponse{Issuers: []ca.Issuer{{Name: "issuing.1", Family: "issuing", Generation: 1, KMS: "soft"}}}, nil
 }
-func (baseCA) CRL(context.Context, *ca.CRLRequest) (*ca.CRLResponse, error) { return nil, ca.ErrUnknownIssuer }
+func (baseCA) CRL(context.Context, *ca.CRLRequest) (*ca.CRLResponse, error) {
+	return nil, ca.ErrUnknownIssuer
+}
 
 // fullCA adds the capabilities.
 type fullCA struct{ baseCA }
