@@ -52,7 +52,9 @@ var Kinds = []Kind{KindKMS, KindCA, KindACME, KindPolicy, KindPQC}
 const ProtocolVersion = 1
 
 // ProtocolMinor is the minor version of the protocols this SDK implements.
-const ProtocolMinor = 0
+// Minor 1: ca ListCertificates, RotateIssuer, Initialize and issuer
+// generations; host KMSNamed (uses "<kind>/<name>").
+const ProtocolMinor = 1
 
 // Plugin is what every plugin implements besides its kind's interface.
 type Plugin interface {
