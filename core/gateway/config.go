@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net/netip"
@@ -94,6 +95,11 @@ type Config struct {
 	// chains and certificate status (handshake.ChainVerifier). Required.
 	Signer   handshake.Signer
 	Verifier handshake.PeerVerifier
+	// Authorize, when set, decides whether an authenticated agent may have
+	// a session at all (agent disabled, policy); it runs after the Finish
+	// verified, within a 5 s deadline, and an error refuses the agent with
+	// an authenticated not_authorized HandshakeError. It must fail closed.
+	Authorize func(ctx context.Context, peer handshake.Peer) error
 	// IPAM assigns tunnel addresses (required).
 	IPAM *ipam.Pool
 	// Logger; nil logs nothing.

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -250,25 +251,63 @@ func TestCookieRoundTripUnderLoad(t *testing.T) {
 	}
 }
 
-func TestRevokedAgentRefusedAtFinish(t *testing.T) {
-	e := newEnv(t, nil)
-	ctx := testCtx(t)
-	a := e.agent("agent-revoked", nil)
-	e.revoked.Store(a.cred.serial.String(), true)
-	err := a.connect(ctx)
-	var he *errHandshake
-	if !errors.As(err, &he) || he.info.Code != handshake.CodeCertificateRevoked || !he.info.Authenticated {
-		t.Fatalf("connect: %v", err)
+func TestRefusedAtFinish(t *testing.T) {
+	cases := []struct {
+		name  string
+		setup func(*env, *testAgent)
+		mod   func(*Config)
+		code  handshake.ErrorCode
+	}{
+		{"revoked", func(e *env, a *testAgent) { e.revoked.Store(a.cred.serial.String(), true) }, nil, handshake.CodeCertificateRevoked},
+		{"not authorized", nil, func(c *Config) {
+			c.Authorize = func(_ context.Context, p handshake.Peer) error {
+				if p.ID == "agent-refused-not-authorized" {
+					return errors.New("agent disabled")
+				}
+				return nil
+			}
+		}, handshake.CodeNotAuthorized},
+		// A full session table refuses already at the Initiation, with an
+		// unauthenticated hint and no public-key work.
+		{"session table full", nil, func(c *Config) { c.MaxSessions = 1 }, handshake.CodeBusy},
 	}
-	st := e.gw.Stats()
-	if len(e.gw.Sessions()) != 0 || st.SessionsEstablished.Load() != 0 || st.FinishRefused.Load() != 1 {
-		t.Fatalf("sessions %d, refused %d", len(e.gw.Sessions()), st.FinishRefused.Load())
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, tc.mod)
+			ctx := testCtx(t)
+			before := 0
+			if tc.code == handshake.CodeBusy {
+				e.agent("agent-other", nil).mustConnect(ctx)
+				before = 1
+			}
+			a := e.agent("agent-refused-"+strings.ReplaceAll(tc.name, " ", "-"), nil)
+			if tc.setup != nil {
+				tc.setup(e, a)
+			}
+			err := a.connect(ctx)
+			var he *errHandshake
+			busy := tc.code == handshake.CodeBusy
+			if !errors.As(err, &he) || he.info.Code != tc.code || he.info.Authenticated == busy {
+				t.Fatalf("connect: %v", err)
+			}
+			st := e.gw.Stats()
+			refused := uint64(1)
+			if busy {
+				refused = 0
+				if st.Busy.Load() != 1 || st.HandshakesStarted.Load() != 1 {
+					t.Fatalf("busy %d, handshakes %d", st.Busy.Load(), st.HandshakesStarted.Load())
+				}
+			}
+			if len(e.gw.Sessions()) != before || st.FinishRefused.Load() != refused || e.gw.Tracker().Len() != before {
+				t.Fatalf("sessions %d, refused %d", len(e.gw.Sessions()), st.FinishRefused.Load())
+			}
+			waitFor(t, "pending cleared", func() bool {
+				e.gw.table.RLock()
+				defer e.gw.table.RUnlock()
+				return e.gw.table.pending == 0 && len(e.gw.table.byIndex) == before && len(e.gw.table.pendingBySrc) == 0
+			})
+		})
 	}
-	waitFor(t, "pending cleared", func() bool {
-		e.gw.table.RLock()
-		defer e.gw.table.RUnlock()
-		return e.gw.table.pending == 0 && len(e.gw.table.byIndex) == 0
-	})
 }
 
 func TestTerminate(t *testing.T) {

@@ -176,11 +176,20 @@ func (g *Gateway) doFinish(ctx context.Context, j job) {
 		g.cfg.Logger.Info("finish refused", "source", j.src.String(), "error", err)
 		return
 	}
-	if err := g.establish(ctx, idx, ph, res, j); err != nil {
+	err = g.establish(ctx, idx, ph, res, j)
+	if err != nil {
+		// Refused after the Finish verified: tell the agent, authenticated
+		// (busy, or not_authorized from the policy hook).
 		g.stats.FinishRefused.Add(1)
 		g.cfg.Logger.Warn("session not established", "agent", res.Peer.ID, "error", err)
+		if msg, ok := ph.p.ErrorFor(err); ok {
+			g.sendError(j, msg)
+		}
 		res.Zeroize()
+		g.dropPending(idx, ph)
+		return
 	}
+	ph.p.Zeroize()
 }
 
 // dropPending forgets a half-open handshake and zeroizes it.
@@ -199,21 +208,23 @@ func (g *Gateway) establish(ctx context.Context, idx uint32, ph *pendingHS, res 
 	now := g.cfg.Now()
 	serial, err := leafSerial(res.Peer.Leaf)
 	if err != nil {
-		g.dropPending(idx, ph)
 		return err
 	}
 	actx, cancel := context.WithTimeout(ctx, ipamTimeout)
+	defer cancel()
+	if g.cfg.Authorize != nil {
+		if err := g.cfg.Authorize(actx, res.Peer); err != nil {
+			return fmt.Errorf("gateway: agent %s: %w: %w", res.Peer.ID, handshake.ErrNotAuthorized, err)
+		}
+	}
 	addr, err := g.cfg.IPAM.Assign(actx, res.Peer.ID)
-	cancel()
 	if err != nil {
-		g.dropPending(idx, ph)
-		return fmt.Errorf("gateway: tunnel address: %w", err)
+		return fmt.Errorf("gateway: tunnel address: %w: %w", handshake.ErrBusy, err)
 	}
 	kp, err := transport.NewKeypair(transport.AEADID(res.AEAD), &res.SendKey, &res.RecvKey, res.LocalIndex, res.RemoteIndex, now)
 	clear(res.SendKey[:])
 	clear(res.RecvKey[:])
 	if err != nil {
-		g.dropPending(idx, ph)
 		return err
 	}
 	s := &session{id: pulse.ID(res.SessionID), agentID: res.Peer.ID, serial: serial, addr: addr,
@@ -225,18 +236,16 @@ func (g *Gateway) establish(ctx context.Context, idx uint32, ph *pendingHS, res 
 	token, err := g.tracker.Add(pulse.SessionInfo{ID: s.id, AgentID: s.agentID, CertSerial: serial, Established: now})
 	if err != nil {
 		kp.Zeroize()
-		g.dropPending(idx, ph)
-		return fmt.Errorf("gateway: pulse tracker: %w", err)
+		return fmt.Errorf("gateway: pulse tracker: %w: %w", handshake.ErrBusy, err)
 	}
 	g.table.Lock()
 	old := g.table.byAddr[addr]
 	if old == nil && len(g.table.byID) >= g.cfg.MaxSessions {
-		g.releasePendingLocked(idx, ph.src)
 		g.table.Unlock()
 		g.stats.Busy.Add(1)
 		g.tracker.Remove(s.id)
 		kp.Zeroize()
-		return fmt.Errorf("gateway: %d sessions: table full", g.cfg.MaxSessions)
+		return fmt.Errorf("gateway: %d sessions: table full: %w", g.cfg.MaxSessions, handshake.ErrBusy)
 	}
 	// The half-open handshake's index becomes the session's first keypair's.
 	g.releasePendingCountLocked(ph.src)
