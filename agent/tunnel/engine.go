@@ -259,6 +259,7 @@ func (e *Engine) receiver(fn conn.ReceiveFunc) {
 		n, err := fn(bufs, sizes, eps)
 		if err != nil {
 			if e.closing.Load() || isClosed(err) {
+				e.log.Debug("receiver stopped", "error", err)
 				return
 			}
 			fails++
