@@ -42,8 +42,8 @@ type Config struct {
 // Stats counts what the gateway did.
 type Stats struct {
 	CookieReplies, Responses, Sessions, Rekeys, Pulses, Errors, Dropped, IPPackets, Closes int
-	Refusals                                                                                []string
-	LastPulse                                                                               control.Pulse
+	Refusals                                                                               []string
+	LastPulse                                                                              control.Pulse
 }
 
 type gwSession struct {

@@ -47,7 +47,9 @@ func NewKey() (*Key, error) {
 }
 
 // Public implements pqx509.Signer.
-func (k *Key) Public() pqx509.PublicKey { return pqx509.PublicKey{Algorithm: pqx509.MLDSA65, Raw: k.pub} }
+func (k *Key) Public() pqx509.PublicKey {
+	return pqx509.PublicKey{Algorithm: pqx509.MLDSA65, Raw: k.pub}
+}
 
 // Raw returns the encoded public key.
 func (k *Key) Raw() []byte { return k.pub }
