@@ -1,6 +1,9 @@
-// Command avon-agent is the AVON endpoint agent. This build has
-// `enroll`: the one-token enrollment that gives the agent its ML-DSA-65
-// identity; the tunnel commands (up, down, status) come with the gateway.
+// Command avon-agent is the AVON endpoint agent: `enroll` gives the agent
+// its ML-DSA-65 identity with a one-time token, `renew` replaces it before
+// it expires, `up` runs the post-quantum tunnel to the gateway (agent/tunnel
+// on a TUN device, the interface configured through internal/netcfg),
+// `down` stops it and removes what it configured, `status` prints the
+// tunnel's state.
 package main
 
 import (
@@ -27,7 +30,15 @@ Commands:
   renew    avon-agent renew --server-fingerprint <sha256> [--state-dir …] [--force]
            (a new key and certificate, authenticated by the current one; due
            in the last third of the certificate's lifetime)
+  up       avon-agent up [-state /var/lib/avon-agent] [-gateway host:port] [-foreground]
+           (needs root or CAP_NET_ADMIN and /dev/net/tun)
+  down     avon-agent down [-state …]
+  status   avon-agent status [-state …] [-json]
 `
+
+const defaultStateDir = "/var/lib/avon-agent"
+
+var version = "dev"
 
 func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
 
@@ -41,6 +52,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdEnroll(args[1:], stdout, stderr)
 	case "renew":
 		return cmdRenew(args[1:], stdout, stderr)
+	case "up":
+		return cmdUp(args[1:], stdout, stderr)
+	case "down":
+		return cmdDown(args[1:], stdout, stderr)
+	case "status":
+		return cmdStatus(args[1:], stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0
