@@ -81,6 +81,9 @@ func ParseStatus(b []byte) (*Status, error) {
 	if len(b) > MaxStatusSize {
 		return nil, fmt.Errorf("status of %d bytes, limit %d: %w", len(b), MaxStatusSize, ErrStatus)
 	}
+	if !utf8.Valid(b) {
+		return nil, fmt.Errorf("status is not UTF-8: %w", ErrStatus)
+	}
 	var s Status
 	d := json.NewDecoder(bytes.NewReader(b))
 	if err := d.Decode(&s); err != nil {
