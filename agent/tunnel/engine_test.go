@@ -34,7 +34,7 @@ var (
 )
 
 type rig struct {
-	t      *testing.T
+	t      testing.TB
 	pki    *tunneltest.PKI
 	gw     *tunneltest.Gateway
 	gwBind conn.Bind
@@ -50,7 +50,7 @@ type rig struct {
 
 type rigOpt func(*tunnel.Config, *tunneltest.Config)
 
-func newRig(t *testing.T, opts ...rigOpt) *rig {
+func newRig(t testing.TB, opts ...rigOpt) *rig {
 	t.Helper()
 	now := time.Now()
 	pki, err := tunneltest.NewPKI("agent-0001", now, now.Add(24*time.Hour))
@@ -441,7 +441,7 @@ func TestRunTwiceAndNoLeak(t *testing.T) {
 	}
 }
 
-func testLogger(t *testing.T) hclog.Logger {
+func testLogger(t testing.TB) hclog.Logger {
 	if os.Getenv("AVON_TEST_LOG") == "" {
 		return nil
 	}
