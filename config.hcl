@@ -14,11 +14,24 @@ api {
 }
 
 gateway {
-  # The UDP data plane (port 4600). Parsed and validated now; the tunnel
-  # itself lands with the gateway.
+  # The tunnel gateway: UDP port 4600, a TUN device (avon-gw0) holding the
+  # tunnel network's first address, agents' packets forwarded to `routes`.
+  # Off here because it needs root (CAP_NET_ADMIN and /dev/net/tun), and
+  # `make run` must work without. A `gateway` block is enabled by default:
+  # set enabled = true (or delete the line) to run it, and see "Running the
+  # gateway" in docs/operations.md (IP forwarding, routes back to
+  # tunnel_cidr, the endpoint agents are told).
+  enabled     = false
   listen      = "0.0.0.0:4600"
+  # endpoint  = "gw.example.com:4600" # what agents connect to (default: listen unless 0.0.0.0)
   tunnel_cidr = "100.96.0.0/16"
   routes      = []
+  # interface      = "avon-gw0"
+  # mtu            = 1420
+  # aead           = "auto"   # or "aes-256-gcm", "chacha20-poly1305"
+  # pulse_interval = "10s"
+  # handshake_rate = 20       # handshakes per second per source
+  # max_sessions   = 100000
 }
 
 plugins {

@@ -66,12 +66,52 @@ type API struct {
 	TLSKeyFile  string
 }
 
-// Gateway is the `gateway` block.
+// Gateway is the `gateway` block. The gateway runs when Enabled: false
+// without the block (a core that only serves the PKI and the API), true
+// by default when the block is present.
 type Gateway struct {
+	Enabled    bool
 	Listen     string         // UDP host:port, default 0.0.0.0:4600
 	TunnelCIDR netip.Prefix   // default 100.96.0.0/16
 	Routes     []netip.Prefix // protected networks
+	// Endpoint is the host:port agents are told to connect to (the
+	// enrollment bundle); default the listen address when its host is not
+	// a wildcard, else none (agents then need avon-agent up -gateway).
+	Endpoint  string
+	Interface string // TUN device name, default "avon-gw0"
+	MTU       int    // tunnel MTU, default 1420 (576 to 65535)
+	// AEAD is "auto" (the agent proposes: AES-256-GCM or
+	// ChaCha20-Poly1305), "aes-256-gcm" or "chacha20-poly1305".
+	AEAD          string
+	PulseInterval time.Duration // default 10s (1s to 10m, whole milliseconds)
+	// HandshakeRate is the handshakes per second one source may start
+	// (default 20, 1 to 100000); MaxSessions bounds the session table
+	// (default 100000, 1 to 10000000).
+	HandshakeRate float64
+	MaxSessions   int
 }
+
+// Gateway limits and defaults, checked by Load.
+const (
+	DefaultGatewayInterface     = "avon-gw0"
+	DefaultGatewayMTU           = 1420
+	DefaultGatewayPulseInterval = 10 * time.Second
+	DefaultGatewayHandshakeRate = 20
+	DefaultGatewayMaxSessions   = 100_000
+	MinGatewayMTU               = 576
+	MaxGatewayMTU               = 65535
+	MinGatewayPulseInterval     = time.Second
+	MaxGatewayPulseInterval     = 10 * time.Minute
+	MaxGatewayHandshakeRate     = 100_000
+	MaxGatewaySessions          = 10_000_000
+)
+
+// GatewayAEADs are the values of gateway.aead.
+var GatewayAEADs = []string{"auto", "aes-256-gcm", "chacha20-poly1305"}
+
+// ifNameRE is a Linux interface name (IFNAMSIZ-1 bytes, no '/', ':' or
+// blanks).
+var ifNameRE = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,15}$`)
 
 // PluginSettings is the `plugins` block.
 type PluginSettings struct {
@@ -410,16 +450,33 @@ func parsePrefix(r hcl.Range, name, s string) (netip.Prefix, hcl.Diagnostics) {
 }
 
 func (c *Config) decodeGateway(ctx *hcl.EvalContext, b *hcl.Block) hcl.Diagnostics {
-	c.Gateway = Gateway{Listen: "0.0.0.0:4600", TunnelCIDR: netip.MustParsePrefix("100.96.0.0/16")}
+	c.Gateway = Gateway{Listen: "0.0.0.0:4600", TunnelCIDR: netip.MustParsePrefix("100.96.0.0/16"),
+		Interface: DefaultGatewayInterface, MTU: DefaultGatewayMTU, AEAD: "auto", PulseInterval: DefaultGatewayPulseInterval,
+		HandshakeRate: DefaultGatewayHandshakeRate, MaxSessions: DefaultGatewayMaxSessions}
 	if b == nil {
 		return nil
 	}
+	c.Gateway.Enabled = true
 	content, diags := b.Body.Content(&hcl.BodySchema{Attributes: []hcl.AttributeSchema{
-		{Name: "listen"}, {Name: "tunnel_cidr"}, {Name: "routes"}}})
+		{Name: "enabled"}, {Name: "listen"}, {Name: "tunnel_cidr"}, {Name: "routes"}, {Name: "endpoint"},
+		{Name: "interface"}, {Name: "mtu"}, {Name: "aead"}, {Name: "pulse_interval"}, {Name: "handshake_rate"},
+		{Name: "max_sessions"}}})
+	_, _, d := attr(ctx, content.Attributes, "enabled", &c.Gateway.Enabled)
+	diags = append(diags, d...)
 	if r, ok, d := attr(ctx, content.Attributes, "listen", &c.Gateway.Listen); ok {
 		diags = append(diags, d...)
 		if !d.HasErrors() {
 			diags = append(diags, checkHostPort(r, "listen", c.Gateway.Listen)...)
+		}
+	}
+	if r, ok, d := attr(ctx, content.Attributes, "endpoint", &c.Gateway.Endpoint); ok {
+		diags = append(diags, d...)
+		if !d.HasErrors() {
+			diags = append(diags, checkEndpoint(r, c.Gateway.Endpoint)...)
+		}
+	} else if host, _, err := net.SplitHostPort(c.Gateway.Listen); err == nil {
+		if ip := net.ParseIP(host); host != "" && (ip == nil || !ip.IsUnspecified()) {
+			c.Gateway.Endpoint = c.Gateway.Listen
 		}
 	}
 	var cidr string
@@ -428,6 +485,10 @@ func (c *Config) decodeGateway(ctx *hcl.EvalContext, b *hcl.Block) hcl.Diagnosti
 		if !d.HasErrors() {
 			p, d := parsePrefix(r, "tunnel_cidr", cidr)
 			diags = append(diags, d...)
+			if !d.HasErrors() && (!p.Addr().Is4() || p.Bits() > 30) {
+				diags = append(diags, errAt(r, "Invalid tunnel_cidr",
+					fmt.Sprintf("tunnel_cidr = %q: want an IPv4 network of /30 or larger, such as \"100.96.0.0/16\".", cidr)))
+			}
 			c.Gateway.TunnelCIDR = p
 		}
 	}
@@ -442,7 +503,73 @@ func (c *Config) decodeGateway(ctx *hcl.EvalContext, b *hcl.Block) hcl.Diagnosti
 			}
 		}
 	}
+	if r, ok, d := attr(ctx, content.Attributes, "interface", &c.Gateway.Interface); ok {
+		diags = append(diags, d...)
+		if !d.HasErrors() && !ifNameRE.MatchString(c.Gateway.Interface) {
+			diags = append(diags, errAt(r, "Invalid interface name",
+				fmt.Sprintf("interface = %q: want 1 to 15 letters, digits, '_', '.' or '-' (a Linux interface name).", c.Gateway.Interface)))
+		}
+	}
+	if r, ok, d := attr(ctx, content.Attributes, "mtu", &c.Gateway.MTU); ok {
+		diags = append(diags, d...)
+		if !d.HasErrors() && (c.Gateway.MTU < MinGatewayMTU || c.Gateway.MTU > MaxGatewayMTU) {
+			diags = append(diags, errAt(r, "Invalid mtu", fmt.Sprintf("mtu = %d: want %d to %d.", c.Gateway.MTU, MinGatewayMTU, MaxGatewayMTU)))
+		}
+	}
+	if r, ok, d := attr(ctx, content.Attributes, "aead", &c.Gateway.AEAD); ok {
+		diags = append(diags, d...)
+		if !d.HasErrors() && !oneOf(c.Gateway.AEAD, GatewayAEADs...) {
+			diags = append(diags, errAt(r, "Invalid aead", fmt.Sprintf("aead = %q: use %s.", c.Gateway.AEAD, strings.Join(GatewayAEADs, ", "))))
+		}
+	}
+	if a, ok := content.Attributes["pulse_interval"]; ok {
+		d := duration(ctx, content.Attributes, "pulse_interval", DefaultGatewayPulseInterval, &c.Gateway.PulseInterval)
+		diags = append(diags, d...)
+		if pi := c.Gateway.PulseInterval; !d.HasErrors() && (pi < MinGatewayPulseInterval || pi > MaxGatewayPulseInterval || pi%time.Millisecond != 0) {
+			diags = append(diags, errAt(a.Expr.Range(), "Invalid pulse_interval",
+				fmt.Sprintf("pulse_interval = %s: want %s to %s in whole milliseconds.", pi, MinGatewayPulseInterval, MaxGatewayPulseInterval)))
+		}
+	}
+	if r, ok, d := attr(ctx, content.Attributes, "handshake_rate", &c.Gateway.HandshakeRate); ok {
+		diags = append(diags, d...)
+		if hr := c.Gateway.HandshakeRate; !d.HasErrors() && !(hr >= 1 && hr <= MaxGatewayHandshakeRate) {
+			diags = append(diags, errAt(r, "Invalid handshake_rate",
+				fmt.Sprintf("handshake_rate = %g: want 1 to %d handshakes per second per source.", hr, MaxGatewayHandshakeRate)))
+		}
+	}
+	if r, ok, d := attr(ctx, content.Attributes, "max_sessions", &c.Gateway.MaxSessions); ok {
+		diags = append(diags, d...)
+		if !d.HasErrors() && (c.Gateway.MaxSessions < 1 || c.Gateway.MaxSessions > MaxGatewaySessions) {
+			diags = append(diags, errAt(r, "Invalid max_sessions",
+				fmt.Sprintf("max_sessions = %d: want 1 to %d.", c.Gateway.MaxSessions, MaxGatewaySessions)))
+		}
+	}
+	for _, rt := range c.Gateway.Routes {
+		if rt.Overlaps(c.Gateway.TunnelCIDR) {
+			diags = append(diags, errAt(b.DefRange, "Route overlaps the tunnel network",
+				fmt.Sprintf("routes: %s overlaps tunnel_cidr %s; agents reach each other through the tunnel network already.", rt, c.Gateway.TunnelCIDR)))
+		}
+	}
 	return diags
+}
+
+// checkEndpoint checks an advertised host:port: a host name or an IP
+// address that is not a wildcard, and a port.
+func checkEndpoint(r hcl.Range, v string) hcl.Diagnostics {
+	host, port, err := net.SplitHostPort(v)
+	if err == nil {
+		var n int
+		if _, serr := fmt.Sscanf(port, "%d", &n); serr != nil || n < 1 || n > 65535 {
+			err = fmt.Errorf("bad port %q", port)
+		}
+		if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+			err = fmt.Errorf("host %q is not an address agents can reach", host)
+		}
+	}
+	if err != nil {
+		return hcl.Diagnostics{errAt(r, "Invalid endpoint", fmt.Sprintf("endpoint = %q: want the host:port agents connect to, such as \"gw.example.com:4600\" (%v).", v, err))}
+	}
+	return nil
 }
 
 func (c *Config) decodePlugins(ctx *hcl.EvalContext, b *hcl.Block) hcl.Diagnostics {

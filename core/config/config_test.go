@@ -3,6 +3,7 @@ package config
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -132,6 +133,64 @@ func TestDefaults(t *testing.T) {
 	}
 }
 
+func TestGatewayBlock(t *testing.T) {
+	tests := []struct {
+		name string
+		src  string
+		want Gateway
+	}{
+		{"absent: off", "", Gateway{Enabled: false, Listen: "0.0.0.0:4600", TunnelCIDR: netip.MustParsePrefix("100.96.0.0/16"),
+			Interface: "avon-gw0", MTU: 1420, AEAD: "auto", PulseInterval: 10 * time.Second, HandshakeRate: 20, MaxSessions: 100000}},
+		{"present: on", "gateway {\n}\n", Gateway{Enabled: true, Listen: "0.0.0.0:4600", TunnelCIDR: netip.MustParsePrefix("100.96.0.0/16"),
+			Interface: "avon-gw0", MTU: 1420, AEAD: "auto", PulseInterval: 10 * time.Second, HandshakeRate: 20, MaxSessions: 100000}},
+		{"present, disabled", "gateway {\n  enabled = false\n}\n", Gateway{Enabled: false, Listen: "0.0.0.0:4600",
+			TunnelCIDR: netip.MustParsePrefix("100.96.0.0/16"), Interface: "avon-gw0", MTU: 1420, AEAD: "auto",
+			PulseInterval: 10 * time.Second, HandshakeRate: 20, MaxSessions: 100000}},
+		{"everything", `gateway {
+  enabled        = true
+  listen         = "198.18.0.1:4601"
+  tunnel_cidr    = "100.70.0.0/24"
+  routes         = ["10.9.0.0/16"]
+  interface      = "gw-test"
+  mtu            = 1380
+  aead           = "chacha20-poly1305"
+  pulse_interval = "2500ms"
+  handshake_rate = 50
+  max_sessions   = 1000
+}
+`, Gateway{Enabled: true, Listen: "198.18.0.1:4601", Endpoint: "198.18.0.1:4601", TunnelCIDR: netip.MustParsePrefix("100.70.0.0/24"),
+			Routes: []netip.Prefix{netip.MustParsePrefix("10.9.0.0/16")}, Interface: "gw-test", MTU: 1380, AEAD: "chacha20-poly1305",
+			PulseInterval: 2500 * time.Millisecond, HandshakeRate: 50, MaxSessions: 1000}},
+		{"endpoint", "gateway {\n  endpoint = \"gw.example.com:4600\"\n}\n", Gateway{Enabled: true, Listen: "0.0.0.0:4600",
+			Endpoint: "gw.example.com:4600", TunnelCIDR: netip.MustParsePrefix("100.96.0.0/16"), Interface: "avon-gw0", MTU: 1420,
+			AEAD: "auto", PulseInterval: 10 * time.Second, HandshakeRate: 20, MaxSessions: 100000}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c, diags := Parse([]byte(tc.src), "/etc/avon/config.hcl")
+			if diags.HasErrors() {
+				t.Fatal(diags)
+			}
+			got, want := fmt.Sprintf("%+v", c.Gateway), fmt.Sprintf("%+v", tc.want)
+			if got != want {
+				t.Errorf("gateway\n got %s\nwant %s", got, want)
+			}
+		})
+	}
+}
+
+// TestDefaultConfigNeedsNoRoot: the repository's config.hcl (make run)
+// keeps the gateway off, since a TUN device needs root.
+func TestDefaultConfigNeedsNoRoot(t *testing.T) {
+	c, diags := Load("../../config.hcl")
+	if diags.HasErrors() {
+		t.Fatal(diags)
+	}
+	if c.Gateway.Enabled {
+		t.Fatal("config.hcl enables the gateway: make run would need root")
+	}
+}
+
 // diagAt is an expected diagnostic: a summary fragment at line:col.
 type diagAt struct {
 	summary   string
@@ -160,6 +219,18 @@ func TestDiagnostics(t *testing.T) {
 		{"bad duration", "plugins {\n  health_interval = \"soon\"\n}\n", []diagAt{{"Invalid duration", 2, 21, "10s"}}},
 		{"bad listen", "api {\n  listen = \"nohost\"\n}\n", []diagAt{{"Invalid listen address", 2, 12, ""}}},
 		{"bad cidr", "gateway {\n  routes = [\"10.0.0.1/8\"]\n}\n", []diagAt{{"Invalid CIDR", 2, 12, `did you mean "10.0.0.0/8"`}}},
+		{"gateway mtu", "gateway {\n  mtu = 100\n}\n", []diagAt{{"Invalid mtu", 2, 9, "576 to 65535"}}},
+		{"gateway aead", "gateway {\n  aead = \"aes-128-gcm\"\n}\n", []diagAt{{"Invalid aead", 2, 10, "auto, aes-256-gcm, chacha20-poly1305"}}},
+		{"gateway pulse", "gateway {\n  pulse_interval = \"500ms\"\n}\n", []diagAt{{"Invalid pulse_interval", 2, 20, "1s to 10m0s"}}},
+		{"gateway pulse garbage", "gateway {\n  pulse_interval = \"often\"\n}\n", []diagAt{{"Invalid duration", 2, 20, ""}}},
+		{"gateway rate", "gateway {\n  handshake_rate = 0\n}\n", []diagAt{{"Invalid handshake_rate", 2, 20, "1 to 100000"}}},
+		{"gateway sessions", "gateway {\n  max_sessions = 20000000\n}\n", []diagAt{{"Invalid max_sessions", 2, 18, "1 to 10000000"}}},
+		{"gateway interface", "gateway {\n  interface = \"a/very/long/name0\"\n}\n", []diagAt{{"Invalid interface name", 2, 15, "Linux interface name"}}},
+		{"gateway enabled", "gateway {\n  enabled = \"maybe\"\n}\n", []diagAt{{"Unsuitable value type", 2, 14, ""}}},
+		{"gateway endpoint wildcard", "gateway {\n  endpoint = \"0.0.0.0:4600\"\n}\n", []diagAt{{"Invalid endpoint", 2, 14, "agents can reach"}}},
+		{"gateway endpoint port", "gateway {\n  endpoint = \"gw.example.com\"\n}\n", []diagAt{{"Invalid endpoint", 2, 14, ""}}},
+		{"gateway cidr v6", "gateway {\n  tunnel_cidr = \"fd00::/64\"\n}\n", []diagAt{{"Invalid tunnel_cidr", 2, 17, "IPv4"}}},
+		{"gateway route overlap", "gateway {\n  routes = [\"100.96.3.0/24\"]\n}\n", []diagAt{{"Route overlaps the tunnel network", 1, 1, "100.96.0.0/16"}}},
 		{"unknown storage", "storage \"mysql\" {\n}\n", []diagAt{{"Unknown storage type", 1, 9, "known types: embedded, postgres, redis"}}},
 		{"uses unknown", "plugin \"ca\" \"d\" {\n  command = \"x\"\n  uses = { kms = \"nope\" }\n}\n", []diagAt{{"Unknown plugin in uses", 3, 10, `no plugin "kms" "nope"`}}},
 		{"uses list unknown", "plugin \"kms\" \"soft\" {\n  command = \"k\"\n}\nplugin \"ca\" \"d\" {\n  command = \"x\"\n  uses = { kms = [\"soft\", \"hsm\"] }\n}\n",
