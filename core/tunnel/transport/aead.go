@@ -1,37 +1,24 @@
 package transport
 
 import (
-	"crypto/aes"
 	"crypto/cipher"
 	"fmt"
 	"runtime"
 
-	"golang.org/x/crypto/chacha20poly1305"
 	"golang.org/x/sys/cpu"
+
+	"github.com/avonzt/avon/core/handshake"
 )
 
 // AEADID names the transport AEAD negotiated in the handshake (the "aead"
-// byte of the suite).
-type AEADID uint8
+// byte of the suite); the handshake owns the type.
+type AEADID = handshake.AEADID
 
 // The transport AEADs of suite v1.
 const (
-	AES256GCM        AEADID = 1 // AES-256-GCM, the default
-	ChaCha20Poly1305 AEADID = 2 // ChaCha20-Poly1305 (RFC 8439), for CPUs without AES instructions
+	AES256GCM        = handshake.AES256GCM        // AES-256-GCM, the default
+	ChaCha20Poly1305 = handshake.ChaCha20Poly1305 // ChaCha20-Poly1305 (RFC 8439), for CPUs without AES instructions
 )
-
-// Valid reports whether id is a known AEAD.
-func (id AEADID) Valid() bool { return id == AES256GCM || id == ChaCha20Poly1305 }
-
-func (id AEADID) String() string {
-	switch id {
-	case AES256GCM:
-		return "aes-256-gcm"
-	case ChaCha20Poly1305:
-		return "chacha20-poly1305"
-	}
-	return fmt.Sprintf("aead(%d)", uint8(id))
-}
 
 // DefaultAEAD returns AES256GCM when this CPU has AES and carry-less multiply
 // instructions (so GCM is constant time and fast), else ChaCha20Poly1305.
@@ -59,23 +46,9 @@ func hasAESGCMHardware() bool {
 
 // newAEAD builds the cipher for id from a 32-byte key.
 func newAEAD(id AEADID, key *[32]byte) (cipher.AEAD, error) {
-	switch id {
-	case AES256GCM:
-		b, err := aes.NewCipher(key[:])
-		if err != nil {
-			return nil, fmt.Errorf("build aes: %w", err)
-		}
-		g, err := cipher.NewGCM(b)
-		if err != nil {
-			return nil, fmt.Errorf("build gcm: %w", err)
-		}
-		return g, nil
-	case ChaCha20Poly1305:
-		c, err := chacha20poly1305.New(key[:])
-		if err != nil {
-			return nil, fmt.Errorf("build chacha20-poly1305: %w", err)
-		}
-		return c, nil
+	a, err := handshake.NewAEAD(id, key[:])
+	if err != nil {
+		return nil, fmt.Errorf("build cipher %v: %v: %w", id, err, ErrAEAD)
 	}
-	return nil, fmt.Errorf("build cipher %v: %w", id, ErrAEAD)
+	return a, nil
 }
