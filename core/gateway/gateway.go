@@ -193,6 +193,14 @@ func (g *Gateway) Run(ctx context.Context) error {
 	return g.life.err
 }
 
+// Err returns the failure that stopped the engine (ErrDevice), nil while
+// it runs or after a clean stop; for readiness checks.
+func (g *Gateway) Err() error {
+	g.life.Lock()
+	defer g.life.Unlock()
+	return g.life.err
+}
+
 // fail records a fatal error and stops the engine.
 func (g *Gateway) fail(err error) {
 	g.life.Lock()

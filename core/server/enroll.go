@@ -38,7 +38,10 @@ type EnrollResponse struct {
 	NotAfter    time.Time `json:"not_after"`
 	CRLURL      string    `json:"crl_url"`  // path on this API
 	OCSPURL     string    `json:"ocsp_url"` // path on this API
-	Gateway     string    `json:"gateway"`  // UDP endpoint of the gateway
+	// Gateway is the UDP endpoint agents connect to (gateway { endpoint });
+	// empty when the gateway listens on a wildcard address without an
+	// endpoint set (the agent then needs up -gateway).
+	Gateway string `json:"gateway"`
 	// GatewayCertificate is the gateway's certified ML-DSA identity (DER),
 	// which the agent checks in the tunnel handshake.
 	GatewayCertificate []byte `json:"gateway_certificate,omitempty"`
@@ -137,7 +140,7 @@ func (s *Server) serveEnroll(w http.ResponseWriter, r *http.Request, ca *pluginh
 	}
 	resp := EnrollResponse{AgentID: agentID, Group: tok.Group, Certificate: issued.Certificate, Chain: issued.Chain,
 		NotAfter: issued.NotAfter, CRLURL: "/pki/" + ca.Spec().Name + "/crl", OCSPURL: "/pki/" + ca.Spec().Name + "/ocsp",
-		Gateway: s.cfg.Gateway.Listen}
+		Gateway: s.cfg.Gateway.Endpoint}
 	if gc, err := s.GatewayCertificate(ctx); err == nil {
 		resp.GatewayCertificate = gc.Certificate
 	}

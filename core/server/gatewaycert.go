@@ -63,10 +63,10 @@ func (s kmsCSRSigner) Sign(ctx context.Context, msg []byte) ([]byte, error) {
 	return sig, err
 }
 
-// ensureGatewayCertificate issues (or renews) the gateway certificate when
-// a CA plugin and a KMS plugin are configured.
-func (s *Server) ensureGatewayCertificate(ctx context.Context) error {
-	var caInst, kmsName = "", s.cfg.Calibration.KMS
+// gatewayPlugins names the CA plugin that certifies the gateway and the
+// KMS plugin holding its key ("" when there is none).
+func (s *Server) gatewayPlugins() (caInst, kmsName string) {
+	kmsName = s.cfg.Calibration.KMS
 	for _, inst := range s.plugins.Instances() {
 		if inst.Spec().Kind == sdkplugin.Kind("ca") && caInst == "" {
 			caInst = inst.Spec().Name
@@ -75,6 +75,13 @@ func (s *Server) ensureGatewayCertificate(ctx context.Context) error {
 			kmsName = inst.Spec().Name
 		}
 	}
+	return caInst, kmsName
+}
+
+// ensureGatewayCertificate issues (or renews) the gateway certificate when
+// a CA plugin and a KMS plugin are configured.
+func (s *Server) ensureGatewayCertificate(ctx context.Context) error {
+	caInst, kmsName := s.gatewayPlugins()
 	if caInst == "" || kmsName == "" {
 		return nil
 	}

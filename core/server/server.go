@@ -75,6 +75,7 @@ type Server struct {
 	bgCancel       context.CancelFunc
 	apiFingerprint string
 	admin          *http.Server
+	gw             *gatewayRuntime // nil unless gateway { enabled = true }
 	bg             sync.WaitGroup
 
 	mu      sync.Mutex // guards stopped
@@ -345,6 +346,10 @@ func (s *Server) start(ctx context.Context, pre *config.Config) error {
 	if err := s.ensureGatewayCertificate(ctx); err != nil {
 		return err
 	}
+	// The tunnel gateway, when enabled, before the API reports ready.
+	if err := s.startGateway(ctx); err != nil {
+		return err
+	}
 
 	s.registerServiceMetrics()
 	if err := s.startAPI(); err != nil {
@@ -402,6 +407,9 @@ func (s *Server) teardown(ctx context.Context, started bool) []error {
 		errs = append(errs, s.admin.Shutdown(ctx))
 		_ = os.Remove(filepath.Join(s.cfg.DataDir, AdminSocket))
 	}
+	// The gateway uses the plugins (signatures, certificate status) and
+	// the store: it stops before them.
+	errs = append(errs, s.stopGateway())
 	if s.bgCancel != nil {
 		s.bgCancel()
 	}
@@ -481,6 +489,7 @@ func (s *Server) checks() []api.Check {
 		return s.cfg.Storage.Type, s.store.Ping(ctx)
 	}}}
 	cs = append(cs, s.serviceChecks()...)
+	cs = append(cs, s.gatewayCheck()...)
 	for _, inst := range s.plugins.Instances() {
 		cs = append(cs, api.Check{Name: "plugin." + inst.ID(), Fn: func(context.Context) (string, error) {
 			st := inst.Status()

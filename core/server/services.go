@@ -199,7 +199,13 @@ func (s *kmsSigner) keyID(version int) string {
 // it was last read, the metadata is refreshed and the caller told, since
 // it named the old version in what it signed.
 func (s *kmsSigner) sign(ctx context.Context, msg []byte) ([]byte, int, error) {
-	resp, err := s.inst.KMS().Sign(ctx, &kms.SignRequest{ID: s.id, Message: msg})
+	return s.signWithContext(ctx, msg, nil)
+}
+
+// signWithContext is sign with an ML-DSA context string (FIPS 204 pure
+// mode; the KMS plugin refuses one for algorithms without contexts).
+func (s *kmsSigner) signWithContext(ctx context.Context, msg, sigCtx []byte) ([]byte, int, error) {
+	resp, err := s.inst.KMS().Sign(ctx, &kms.SignRequest{ID: s.id, Message: msg, Context: sigCtx})
 	if err != nil {
 		return nil, 0, fmt.Errorf("sign with kms.%s/%s: %w", s.plugin, s.id, err)
 	}

@@ -1,0 +1,301 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"math/big"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/avonzt/avon/core/events"
+	"github.com/avonzt/avon/core/gateway"
+	"github.com/avonzt/avon/core/handshake"
+	"github.com/avonzt/avon/core/pluginhost"
+	"github.com/avonzt/avon/core/pulse"
+	"github.com/avonzt/avon/internal/pqx509"
+	sdkca "github.com/avonzt/avon/sdk/ca"
+	"github.com/avonzt/avon/sdk/kms"
+	sdkplugin "github.com/avonzt/avon/sdk/plugin"
+)
+
+// The gateway inside the core (gateway { enabled = true }): the engine of
+// core/gateway over a TUN device and a UDP bind, its handshake signatures
+// made by the KMS key "avon-gateway" (the key its certificate names),
+// agents' chains checked against the CA plugins' roots with certificate
+// status asked of the CA plugins, tunnel addresses kept in the store, and
+// revocation events from the bus ending sessions (core/pulse Revocations).
+// The OS-specific part (TUN, addresses, routes) is in gateway_linux.go.
+
+// gatewaySignTimeout bounds one handshake signature in the KMS plugin.
+const gatewaySignTimeout = 5 * time.Second
+
+// handshakeSigner adapts kmsSigner to handshake.Signer: pure ML-DSA-65
+// with the handshake's context string, signed in the KMS plugin. The
+// public key is the primary version's when the gateway started; after a
+// rotation Sign fails (the certificate names the old key) until restart.
+type handshakeSigner struct {
+	k   *kmsSigner
+	pub []byte
+}
+
+func newHandshakeSigner(k *kmsSigner) (*handshakeSigner, error) {
+	_, alg, pub := k.current()
+	if alg != kms.MLDSA65 || len(pub) != handshake.PublicKeyLen {
+		return nil, fmt.Errorf("gateway key %s is %s with a %d-byte public key, want ML-DSA-65", k.id, alg, len(pub))
+	}
+	return &handshakeSigner{k: k, pub: pub}, nil
+}
+
+func (h *handshakeSigner) Public() []byte { return h.pub }
+
+func (h *handshakeSigner) Sign(msg, sigCtx []byte) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), gatewaySignTimeout)
+	defer cancel()
+	sig, _, err := h.k.signWithContext(ctx, msg, sigCtx)
+	return sig, err
+}
+
+var _ handshake.Signer = (*handshakeSigner)(nil)
+
+// caPlugins returns the running CA plugin instances.
+func (s *Server) caPlugins() []*pluginhost.Instance {
+	var out []*pluginhost.Instance
+	for _, inst := range s.plugins.Instances() {
+		if inst.Spec().Kind == sdkplugin.Kind("ca") {
+			out = append(out, inst)
+		}
+	}
+	return out
+}
+
+// caRoots returns the self-signed issuers of every CA plugin (DER): the
+// trust anchors agents' chains end at, as in the enrollment bundle.
+func caRoots(ctx context.Context, cas []*pluginhost.Instance) ([][]byte, error) {
+	var roots [][]byte
+	for _, inst := range cas {
+		resp, err := inst.CA().ListIssuers(ctx, &sdkca.ListIssuersRequest{})
+		if err != nil {
+			return nil, fmt.Errorf("ca.%s: list issuers: %w", inst.Spec().Name, err)
+		}
+		for _, is := range resp.Issuers {
+			if c, err := pqx509.ParseCertificate(is.Certificate); err == nil && bytes.Equal(c.RawSubject, c.RawIssuer) {
+				roots = append(roots, is.Certificate)
+			}
+		}
+	}
+	if len(roots) == 0 {
+		return nil, errors.New("no CA root to check agents against (is the CA initialized?)")
+	}
+	return roots, nil
+}
+
+// statusCache answers "is this serial revoked?" for the handshake from the
+// CA plugins, remembering good answers for statusGoodTTL and revoked ones
+// for good. Errors are not remembered and fail the handshake closed.
+//
+// A revocation clears the good answers (Invalidate, called on every
+// cert.revoked event and before a revoked session is terminated); an
+// answer fetched while a clearing happened is not stored, so an agent
+// whose session was just ended cannot reconnect on a stale "good".
+type statusCache struct {
+	lookup func(ctx context.Context, serial string) (bool, error)
+	now    func() time.Time
+
+	mu    sync.Mutex // guards the fields below
+	epoch uint64
+	good  map[string]time.Time // serial -> until
+	bad   map[string]bool
+}
+
+const (
+	statusGoodTTL    = 5 * time.Second
+	statusCacheSize  = 4096
+	statusAskTimeout = 3 * time.Second
+)
+
+func newStatusCache(lookup func(ctx context.Context, serial string) (bool, error), now func() time.Time) *statusCache {
+	return &statusCache{lookup: lookup, now: now, good: map[string]time.Time{}, bad: map[string]bool{}}
+}
+
+// Revoked is the handshake.ChainVerifierOptions.Revoked callback.
+func (c *statusCache) Revoked(serial *big.Int) (bool, error) {
+	key := fmt.Sprintf("%x", serial)
+	now := c.now()
+	c.mu.Lock()
+	if c.bad[key] {
+		c.mu.Unlock()
+		return true, nil
+	}
+	if until, ok := c.good[key]; ok && now.Before(until) {
+		c.mu.Unlock()
+		return false, nil
+	}
+	epoch := c.epoch
+	c.mu.Unlock()
+
+	ctx, cancel := context.WithTimeout(context.Background(), statusAskTimeout)
+	defer cancel()
+	revoked, err := c.lookup(ctx, key)
+	if err != nil {
+		return false, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if revoked {
+		if len(c.bad) >= statusCacheSize {
+			clear(c.bad)
+		}
+		c.bad[key] = true
+		return true, nil
+	}
+	if c.epoch == epoch {
+		if len(c.good) >= statusCacheSize {
+			clear(c.good)
+		}
+		c.good[key] = now.Add(statusGoodTTL)
+	}
+	return false, nil
+}
+
+// Invalidate forgets every good answer.
+func (c *statusCache) Invalidate() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.epoch++
+	clear(c.good)
+}
+
+// caStatus asks every CA plugin for serial (hex): revoked when one says so,
+// good when one knows it as good, an error (fail closed) when none knows
+// it or one could not answer.
+func caStatus(cas []*pluginhost.Instance) func(ctx context.Context, serial string) (bool, error) {
+	return func(ctx context.Context, serial string) (bool, error) {
+		known := false
+		var errs []error
+		for _, inst := range cas {
+			resp, err := inst.CA().GetCertificate(ctx, &sdkca.GetCertificateRequest{Serial: serial})
+			switch {
+			case errors.Is(err, sdkca.ErrCertificateNotFound):
+				continue
+			case err != nil:
+				errs = append(errs, fmt.Errorf("ca.%s: %w", inst.Spec().Name, err))
+				continue
+			case resp.Status == sdkca.StatusRevoked:
+				return true, nil
+			case resp.Status == sdkca.StatusGood:
+				known = true
+			default:
+				errs = append(errs, fmt.Errorf("ca.%s: status %q of serial %s", inst.Spec().Name, resp.Status, serial))
+			}
+		}
+		if len(errs) > 0 {
+			return false, errors.Join(errs...)
+		}
+		if !known {
+			return false, fmt.Errorf("serial %s: %w", serial, sdkca.ErrCertificateNotFound)
+		}
+		return false, nil
+	}
+}
+
+// revokingTerminator is the Revocations' Terminator: it clears the status
+// cache before the gateway ends the session, so the agent's reconnection
+// asks the CA again.
+type revokingTerminator struct {
+	g     *gateway.Gateway
+	cache *statusCache
+}
+
+func (t revokingTerminator) Terminate(id pulse.ID, reason string) {
+	t.cache.Invalidate()
+	t.g.Terminate(id, reason)
+}
+
+// resyncSessions re-reads the status of every live session's certificate
+// and ends the revoked ones (at start and after event gaps).
+func resyncSessions(g *gateway.Gateway, lookup func(ctx context.Context, serial string) (bool, error), cache *statusCache) pulse.Resync {
+	return func(ctx context.Context) error {
+		cache.Invalidate()
+		seen := map[string]bool{}
+		var errs []error
+		for _, si := range g.Sessions() {
+			if si.CertSerial == "" || seen[si.CertSerial] {
+				continue
+			}
+			seen[si.CertSerial] = true
+			revoked, err := lookup(ctx, si.CertSerial)
+			if err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			if revoked {
+				g.TerminateSerial(si.CertSerial, "certificate revoked")
+			}
+		}
+		return errors.Join(errs...)
+	}
+}
+
+// watchRevocations clears the status cache on every cert.revoked event
+// and subscription gap, so that an agent without a live session cannot
+// connect on a good answer remembered from before its revocation.
+func watchRevocations(ctx context.Context, bus *events.Bus, cache *statusCache) (func(), error) {
+	sub, err := bus.Subscribe(ctx, events.CertRevoked)
+	if err != nil {
+		return nil, err
+	}
+	done := make(chan struct{})
+	ctx, cancel := context.WithCancel(ctx)
+	go func() {
+		defer close(done)
+		defer sub.Close()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-sub.Gaps():
+				cache.Invalidate()
+			case _, ok := <-sub.C():
+				if !ok {
+					return
+				}
+				cache.Invalidate()
+			}
+		}
+	}()
+	return func() { cancel(); <-done }, nil
+}
+
+// gatewayCollectors exports the engine's counters on /metrics.
+func gatewayCollectors(g *gateway.Gateway) []prometheus.Collector {
+	st := g.Stats()
+	counter := func(name, help string, f func() uint64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, func() float64 { return float64(f()) })
+	}
+	return []prometheus.Collector{
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "avon_gateway_sessions", Help: "Live tunnel sessions."},
+			func() float64 { return float64(g.Tracker().Len()) }),
+		counter("avon_gateway_rx_datagrams_total", "UDP datagrams received.", st.RxDatagrams.Load),
+		counter("avon_gateway_handshakes_started_total", "Initiations handled by the responder.", st.HandshakesStarted.Load),
+		counter("avon_gateway_handshake_refusals_total", "Initiations and Finishes refused.", func() uint64 {
+			return st.InitiationRefused.Load() + st.FinishRefused.Load()
+		}),
+		counter("avon_gateway_cookie_replies_total", "CookieReplies sent (address not proven, or under load).", st.CookieReplies.Load),
+		counter("avon_gateway_rate_limited_total", "Initiations dropped over the per-source rate.", st.DropRateLimited.Load),
+		counter("avon_gateway_sessions_established_total", "Sessions established.", st.SessionsEstablished.Load),
+		counter("avon_gateway_sessions_ended_total", "Sessions ended for any reason.", st.SessionsEnded.Load),
+		counter("avon_gateway_rekeys_total", "Rekeys done.", st.Rekeys.Load),
+		counter("avon_gateway_pulses_accepted_total", "Pulses accepted.", st.PulsesAccepted.Load),
+		counter("avon_gateway_tun_tx_packets_total", "Packets from agents written to the TUN.", st.TunTxPackets.Load),
+		counter("avon_gateway_tun_tx_bytes_total", "Bytes from agents written to the TUN.", st.TunTxBytes.Load),
+		counter("avon_gateway_tun_rx_packets_total", "Packets read from the TUN and sent to agents.", st.TunRxPackets.Load),
+		counter("avon_gateway_drops_total", "Transport packets dropped: replayed, forged, spoofed source, no session.", func() uint64 {
+			return st.DropReplay.Load() + st.DropAuth.Load() + st.DropSpoofed.Load() + st.DropNoSession.Load() + st.DropExpired.Load()
+		}),
+		counter("avon_gateway_send_errors_total", "UDP send failures.", st.SendErrors.Load),
+	}
+}
