@@ -1221,3 +1221,30 @@ func TestResponderConcurrent(t *testing.T) {
 		t.Fatalf("replay cache holds %d nonces, want %d", r.replay.n, n)
 	}
 }
+
+// TestChainVerifierKnownIntermediates: a leaf sent alone verifies when the
+// verifier knows the intermediate, and not otherwise.
+func TestChainVerifierKnownIntermediates(t *testing.T) {
+	p := newPKI(t, "known-inter")
+	now := testNow
+	chain, _ := p.agent(t, "agent-leaf-only", "leaf-only", now.Add(-time.Hour), now.Add(time.Hour))
+	bare, err := NewChainVerifier([][]byte{p.rootDER}, ChainVerifierOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bare.VerifyChain(chain[:1], now); !errors.Is(err, ErrCertificate) {
+		t.Fatalf("leaf alone without known intermediates: %v", err)
+	}
+	v, err := NewChainVerifier([][]byte{p.rootDER}, ChainVerifierOptions{Intermediates: [][]byte{p.interDER}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, c := range map[string][][]byte{"leaf alone": chain[:1], "full chain": chain} {
+		if peer, err := v.VerifyChain(c, now); err != nil || peer.ID != "agent-leaf-only" {
+			t.Errorf("%s: %v %q", name, err, peer.ID)
+		}
+	}
+	if _, err := NewChainVerifier([][]byte{p.rootDER}, ChainVerifierOptions{Intermediates: [][]byte{{1, 2, 3}}}); !errors.Is(err, ErrConfig) {
+		t.Fatalf("garbage intermediate: %v", err)
+	}
+}

@@ -56,6 +56,12 @@ type ChainVerifierOptions struct {
 	// CacheSize bounds each cache (parsed intermediates, parsed issuer
 	// keys, verified signatures); default 256.
 	CacheSize int
+	// Intermediates are issuing CA certificates (DER) the responder
+	// already knows, offered to path building besides those the initiator
+	// sent. An agent whose chain exceeds MaxChainLen (an ML-DSA-65 leaf
+	// and an issuing CA signed by an ML-DSA-87 root are about 12.5 KB)
+	// sends its leaf alone, and the gateway completes the path with these.
+	Intermediates [][]byte
 }
 
 // ChainVerifier is the PeerVerifier of the gateway, on internal/pqx509:
@@ -68,6 +74,7 @@ type ChainVerifierOptions struct {
 // parsed issuer key.
 type ChainVerifier struct {
 	roots []*pqx509.Certificate
+	known []*pqx509.Certificate // ChainVerifierOptions.Intermediates, parsed
 	opts  ChainVerifierOptions
 	sig   *cachingVerifier
 
@@ -94,6 +101,14 @@ func NewChainVerifier(roots [][]byte, opts ChainVerifierOptions) (*ChainVerifier
 		}
 		v.roots = append(v.roots, c)
 	}
+	for i, der := range opts.Intermediates {
+		c, err := pqx509.ParseCertificate(bytes.Clone(der))
+		if err != nil {
+			return nil, fmt.Errorf("handshake: intermediate %d: %v: %w", i, err, ErrConfig)
+		}
+		v.known = append(v.known, c)
+	}
+	v.opts.Intermediates = nil
 	return v, nil
 }
 
@@ -106,7 +121,7 @@ func (v *ChainVerifier) VerifyChain(chain [][]byte, now time.Time) (Peer, error)
 	if err != nil {
 		return Peer{}, fmt.Errorf("handshake: leaf certificate: %w: %w", ErrCertificate, err)
 	}
-	inters := make([]*pqx509.Certificate, 0, len(chain)-1)
+	inters := make([]*pqx509.Certificate, 0, len(chain)-1+len(v.known))
 	for i, der := range chain[1:] {
 		c, err := v.intermediate(der)
 		if err != nil {
@@ -114,6 +129,7 @@ func (v *ChainVerifier) VerifyChain(chain [][]byte, now time.Time) (Peer, error)
 		}
 		inters = append(inters, c)
 	}
+	inters = append(inters, v.known...)
 	chains, err := pqx509.Verify(leaf, pqx509.VerifyOptions{Roots: v.roots, Intermediates: inters, CurrentTime: now,
 		KeyUsages: v.opts.KeyUsages, Verifier: v.sig})
 	if err != nil {

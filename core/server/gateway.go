@@ -72,25 +72,32 @@ func (s *Server) caPlugins() []*pluginhost.Instance {
 	return out
 }
 
-// caRoots returns the self-signed issuers of every CA plugin (DER): the
-// trust anchors agents' chains end at, as in the enrollment bundle.
-func caRoots(ctx context.Context, cas []*pluginhost.Instance) ([][]byte, error) {
-	var roots [][]byte
+// caIssuers returns the issuers of every CA plugin (DER): the
+// self-signed ones are the trust anchors agents' chains end at, as in the
+// enrollment bundle; the others are the issuing CAs, with which the
+// gateway completes the path of an agent that sends its leaf alone.
+func caIssuers(ctx context.Context, cas []*pluginhost.Instance) (roots, inters [][]byte, err error) {
 	for _, inst := range cas {
 		resp, err := inst.CA().ListIssuers(ctx, &sdkca.ListIssuersRequest{})
 		if err != nil {
-			return nil, fmt.Errorf("ca.%s: list issuers: %w", inst.Spec().Name, err)
+			return nil, nil, fmt.Errorf("ca.%s: list issuers: %w", inst.Spec().Name, err)
 		}
 		for _, is := range resp.Issuers {
-			if c, err := pqx509.ParseCertificate(is.Certificate); err == nil && bytes.Equal(c.RawSubject, c.RawIssuer) {
+			c, err := pqx509.ParseCertificate(is.Certificate)
+			switch {
+			case err != nil:
+				return nil, nil, fmt.Errorf("ca.%s: issuer %s: %w", inst.Spec().Name, is.Name, err)
+			case bytes.Equal(c.RawSubject, c.RawIssuer):
 				roots = append(roots, is.Certificate)
+			default:
+				inters = append(inters, is.Certificate)
 			}
 		}
 	}
 	if len(roots) == 0 {
-		return nil, errors.New("no CA root to check agents against (is the CA initialized?)")
+		return nil, nil, errors.New("no CA root to check agents against (is the CA initialized?)")
 	}
-	return roots, nil
+	return roots, inters, nil
 }
 
 // statusCache answers "is this serial revoked?" for the handshake from the

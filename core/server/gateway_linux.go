@@ -109,13 +109,13 @@ func (s *Server) startGateway(ctx context.Context) (err error) {
 		return fmt.Errorf("gateway: the certificate (serial %s) does not certify the current version of key %s in kms.%s", cert.Serial, gatewayKeyID, kmsName)
 	}
 	cas := s.caPlugins()
-	roots, err := caRoots(ctx, cas)
+	roots, inters, err := caIssuers(ctx, cas)
 	if err != nil {
 		return fmt.Errorf("gateway: %w", err)
 	}
 	lookup := caStatus(cas)
 	status := newStatusCache(lookup, time.Now)
-	verifier, err := handshake.NewChainVerifier(roots, handshake.ChainVerifierOptions{Revoked: status.Revoked})
+	verifier, err := handshake.NewChainVerifier(roots, handshake.ChainVerifierOptions{Revoked: status.Revoked, Intermediates: inters})
 	if err != nil {
 		return fmt.Errorf("gateway: %w", err)
 	}

@@ -236,6 +236,13 @@ func loadIdentity(dir string, now time.Time, rnd io.Reader) (*identity, error) {
 	if err := json.Unmarshal(bj, &b); err != nil {
 		return nil, fmt.Errorf("%s: %w", enroll.BundleFile, err)
 	}
+	// The handshake carries at most handshake.MaxChainLen bytes of chain:
+	// with an issuing CA signed by an ML-DSA-87 root the whole chain is
+	// larger, so the leaf goes alone and the gateway, which knows its
+	// CA's issuers, completes the path.
+	if n := chainLen(chain); n > handshake.MaxChainLen {
+		chain = chain[:1]
+	}
 	id := &identity{chain: chain, gwKey: gw.PublicKey.Raw, gateway: b.Gateway, leaf: leaf}
 	if rnd == nil {
 		return id, nil
@@ -260,6 +267,14 @@ func loadIdentity(dir string, now time.Time, rnd io.Reader) (*identity, error) {
 		return nil, err
 	}
 	return id, nil
+}
+
+func chainLen(chain [][]byte) int {
+	n := 0
+	for _, c := range chain {
+		n += len(c)
+	}
+	return n
 }
 
 // resolveGateway turns host[:port] into an address (port 4600 by default).
