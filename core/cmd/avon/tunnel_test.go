@@ -1,0 +1,306 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/tls"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/avonzt/avon/internal/pqx509"
+	"github.com/avonzt/avon/internal/testsvc/netns"
+	"github.com/avonzt/avon/sdk/plugintest"
+)
+
+// syncBuf collects a process's output for the test to read while it runs.
+type syncBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
+func (s *syncBuf) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+
+// poll calls cond every 100 ms until it holds or d passes, and says how
+// long it took.
+func poll(d time.Duration, cond func() bool) (time.Duration, bool) {
+	start := time.Now()
+	for i := 0; i < int(d/(100*time.Millisecond)); i++ {
+		if cond() {
+			return time.Since(start), true
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return time.Since(start), cond()
+}
+
+// TestTunnelEndToEnd runs the real binaries across three network
+// namespaces: `avon server` (kms-soft, ca-dilithium, gateway enabled) in
+// gw, `avon-agent` in agent, and a resource network behind the gateway in
+// res. The agent enrolls with a token from `avon token create`, brings the
+// tunnel up, pings and sends 1 MiB over TCP to res through it; then `avon
+// cert revoke` on its certificate ends the session, and `avon-agent down`
+// leaves nothing behind. The core stops cleanly and takes its TUN along.
+func TestTunnelEndToEnd(t *testing.T) {
+	gw := netns.New(t, "gw")
+	ag := netns.New(t, "agent")
+	res := netns.New(t, "res")
+	netns.Link(t, gw, "198.18.0.1/24", ag, "198.18.0.2/24")
+	netns.Link(t, gw, "10.77.0.1/24", res, "10.77.0.2/24")
+	gw.EnableForwarding(t)
+	res.AddRoute(t, "100.96.0.0/16", "10.77.0.1")
+
+	avon := plugintest.Build(t, "github.com/avonzt/avon/core/cmd/avon")
+	agentBin := plugintest.Build(t, "github.com/avonzt/avon/agent/cmd/avon-agent")
+	kmsBin := plugintest.Build(t, "github.com/avonzt/avon/plugins/kms-soft")
+	caBin := plugintest.Build(t, "github.com/avonzt/avon/plugins/ca-dilithium")
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "config.hcl")
+	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(`
+data_dir  = %q
+log_level = "debug"
+api {
+  listen = "198.18.0.1:8443"
+}
+gateway {
+  listen         = "0.0.0.0:4600"
+  endpoint       = "198.18.0.1:4600"
+  tunnel_cidr    = "100.96.0.0/16"
+  routes         = ["10.77.0.0/24"]
+  interface      = "avon-gw0"
+  pulse_interval = "2s"
+}
+plugin "kms" "soft" {
+  command = %q
+  sha256  = %q
+  config {
+    key_file        = "k"
+    create_key_file = true
+    kdf_time        = 2
+    kdf_memory_kib  = 19456
+    kdf_threads     = 1
+  }
+}
+plugin "ca" "dilithium" {
+  command = %q
+  sha256  = %q
+  uses    = { kms = "soft" }
+}
+`, filepath.Join(dir, "data"), kmsBin.Path, kmsBin.SHA256, caBin.Path, caBin.SHA256)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	state := filepath.Join(dir, "agent")
+
+	// The core, in gw.
+	coreLog := &syncBuf{}
+	coreCtx, killCore := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer killCore()
+	core := gw.Command(coreCtx, avon.Path, "server", "-config", cfg)
+	core.Stdout, core.Stderr = coreLog, coreLog
+	if err := core.Start(); err != nil {
+		t.Fatal(err)
+	}
+	coreDone := make(chan error, 1)
+	go func() { coreDone <- core.Wait() }()
+	t.Cleanup(func() {
+		killCore()
+		<-coreDone
+		if t.Failed() {
+			t.Logf("core log:\n%s", coreLog.String())
+			if b, err := os.ReadFile(filepath.Join(state, "avon-agent.log")); err == nil {
+				t.Logf("agent log:\n%s", b)
+			}
+		}
+	})
+	start := time.Now()
+	if _, ok := poll(90*time.Second, func() bool { return strings.Contains(coreLog.String(), "avon core started") }); !ok {
+		t.Fatal("the core did not start within 90 s")
+	}
+	if !strings.Contains(coreLog.String(), "gateway started") {
+		t.Fatal("the core started without its gateway")
+	}
+	t.Logf("core up with its gateway in %s", time.Since(start).Round(time.Millisecond))
+	m := regexp.MustCompile(`api certificate: sha256=([0-9a-f]{64})`).FindStringSubmatch(coreLog.String())
+	if m == nil {
+		t.Fatal("no API fingerprint in the core's log")
+	}
+	fingerprint := m[1]
+	if out, err := gw.Run(t, "ip", "-j", "addr", "show", "dev", "avon-gw0"); err != nil || !strings.Contains(out, `"100.96.0.1"`) {
+		t.Fatalf("gateway TUN address: %v %s", err, out)
+	}
+	if out, err := gw.Run(t, "ip", "route", "show", "proto", "65"); err != nil || !strings.Contains(out, "100.96.0.0/16 dev avon-gw0") {
+		t.Fatalf("gateway route: %v %s", err, out)
+	}
+	// /readyz reports the gateway (from the agent's side of the link).
+	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, // the core's self-signed API certificate
+		DialContext: func(ctx context.Context, network, addr string) (c net.Conn, err error) {
+			err = ag.Do(func() error { c, err = (&net.Dialer{}).DialContext(ctx, network, addr); return err })
+			return c, err
+		}}}
+	resp, err := client.Get("https://198.18.0.1:8443/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(body), `"gateway"`) || !strings.Contains(string(body), "interface=avon-gw0") {
+		t.Fatalf("readyz has no gateway line: %s", body)
+	}
+
+	// An enrollment token, then enroll, in agent.
+	tokOut, err := exec.Command(avon.Path, "token", "create", "-group", "eng", "-json", "-config", cfg).Output()
+	if err != nil {
+		t.Fatalf("token create: %v", err)
+	}
+	var tok struct{ Token string }
+	if err := json.Unmarshal(tokOut, &tok); err != nil || tok.Token == "" {
+		t.Fatalf("token create output %q: %v", tokOut, err)
+	}
+	enrollCmd := ag.Command(coreCtx, agentBin.Path, "enroll", "--server", "https://198.18.0.1:8443",
+		"--server-fingerprint", fingerprint, "--state-dir", state)
+	enrollCmd.Env = append(os.Environ(), "AVON_ENROLL_TOKEN="+tok.Token)
+	if out, err := enrollCmd.CombinedOutput(); err != nil {
+		t.Fatalf("avon-agent enroll: %v\n%s", err, out)
+	}
+	certPEM, err := os.ReadFile(filepath.Join(state, "agent.crt"))
+	if err != nil {
+		matches, _ := filepath.Glob(filepath.Join(state, "*.crt"))
+		t.Fatalf("agent certificate: %v (have %v)", err, matches)
+	}
+	blk, _ := pem.Decode(certPEM)
+	leaf, err := pqx509.ParseCertificate(blk.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serial := fmt.Sprintf("%x", leaf.SerialNumber)
+
+	// The tunnel, in the background as a user runs it.
+	if out, err := ag.Run(t, agentBin.Path, "up", "-state", state, "-log-level", "debug"); err != nil {
+		t.Fatalf("avon-agent up: %v\n%s", err, out)
+	}
+	t.Cleanup(func() { _, _ = ag.Run(t, agentBin.Path, "down", "-state", state) })
+	status := func() string {
+		out, err := ag.Run(t, agentBin.Path, "status", "-state", state, "-json")
+		if err != nil {
+			return "error: " + err.Error()
+		}
+		var s struct{ State string }
+		_ = json.Unmarshal([]byte(out), &s)
+		return s.State
+	}
+	took, ok := poll(60*time.Second, func() bool { return status() == "up" })
+	if !ok {
+		t.Fatalf("the tunnel is not up after %s: status %q", took, status())
+	}
+	t.Logf("tunnel up %s after avon-agent up", took.Round(time.Millisecond))
+
+	// Ping through the tunnel to the resource network.
+	if err := ag.Ping(t, "10.77.0.2", 3); err != nil {
+		t.Fatalf("ping through the tunnel: %v", err)
+	}
+
+	// 1 MiB over TCP: agent -> res, the server answers with its SHA-256.
+	var ln net.Listener
+	if err := res.Do(func() (err error) { ln, err = net.Listen("tcp4", "10.77.0.2:7000"); return err }); err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	served := make(chan error, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			served <- err
+			return
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(60 * time.Second))
+		h := sha256.New()
+		if _, err := io.Copy(h, c); err != nil {
+			served <- err
+			return
+		}
+		_, err = c.Write(h.Sum(nil))
+		served <- err
+	}()
+	payload := make([]byte, 1<<20)
+	_, _ = rand.Read(payload)
+	var c net.Conn
+	if err := ag.Do(func() (err error) { c, err = net.DialTimeout("tcp4", "10.77.0.2:7000", 10*time.Second); return err }); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetDeadline(time.Now().Add(60 * time.Second))
+	sent := time.Now()
+	if _, err := c.Write(payload); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.(*net.TCPConn).CloseWrite()
+	sum, err := io.ReadAll(c)
+	c.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := <-served; err != nil {
+		t.Fatal(err)
+	}
+	want := sha256.Sum256(payload)
+	if !bytes.Equal(sum, want[:]) {
+		t.Fatalf("res received other bytes than were sent (sha256 %x, want %x)", sum, want)
+	}
+	t.Logf("1 MiB agent -> res over TCP through the tunnel in %s", time.Since(sent).Round(time.Millisecond))
+
+	// Revoke the agent's certificate: its session ends.
+	revoked := time.Now()
+	if out, err := exec.Command(avon.Path, "cert", "revoke", serial, "-reason", "keyCompromise", "-config", cfg).CombinedOutput(); err != nil {
+		t.Fatalf("cert revoke: %v\n%s", err, out)
+	}
+	took, ok = poll(15*time.Second, func() bool { return status() != "up" })
+	if !ok {
+		t.Fatalf("the tunnel is still up %s after the revocation", took)
+	}
+	t.Logf("session ended %s after avon cert revoke (status %q)", time.Since(revoked).Round(time.Millisecond), status())
+	if err := ag.Ping(t, "10.77.0.2", 1); err == nil {
+		t.Fatal("ping through the tunnel still works after the revocation")
+	}
+	if !regexp.MustCompile(`event applied: kind=cert\.revoked .*sessions=1`).MatchString(coreLog.String()) {
+		t.Error("the gateway did not end the session on the cert.revoked event")
+	}
+
+	// avon-agent down removes the TUN and its addresses.
+	if out, err := ag.Run(t, agentBin.Path, "down", "-state", state); err != nil {
+		t.Fatalf("avon-agent down: %v\n%s", err, out)
+	}
+	if out, err := ag.Run(t, "ip", "-j", "addr"); err != nil || strings.Contains(out, "100.96.") {
+		t.Fatalf("tunnel addresses left after down: %v %s", err, out)
+	}
+
+	// The core stops cleanly and removes its TUN.
+	_ = core.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-coreDone:
+		coreDone <- err // for the cleanup
+		if err != nil {
+			t.Fatalf("core exit: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the core did not stop within 30 s of SIGTERM")
+	}
+	if out, err := gw.Run(t, "ip", "-j", "addr"); err != nil || strings.Contains(out, "avon-gw0") || strings.Contains(out, "100.96.") {
+		t.Fatalf("gateway TUN left after stop: %v %s", err, out)
+	}
+}
