@@ -3,11 +3,11 @@ package postgres
 import (
 	"context"
 	"errors"
-	"strconv"
 	"testing"
 	"time"
 
 	"github.com/avonzt/avon/core/store"
+	"github.com/avonzt/avon/core/store/storetest"
 )
 
 // TestApplyDeadlockRunsAgain builds a deadlock between two batches that
@@ -132,40 +132,8 @@ func keysOf(es []store.Entry) []string {
 	return ks
 }
 
-// BenchmarkPostgresApply compares 10 writes of 256 bytes made as one Apply
-// (one transaction, one pipeline) with the same 10 writes made as
-// sequential Puts; one iteration is 10 writes either way.
+// BenchmarkPostgresApply runs storetest.BenchApply: 10 writes as one Apply (one transaction, one pipeline)
+// against the same 10 writes as sequential Puts.
 func BenchmarkPostgresApply(b *testing.B) {
-	const n = 10
-	val := make([]byte, 256)
-	b.Run("Apply10", func(b *testing.B) {
-		s := benchStore(b)
-		ctx := context.Background()
-		ops := make([]store.Op, n)
-		i := 0
-		for b.Loop() {
-			for j := range ops {
-				ops[j] = store.Op{Key: "bench/" + strconv.Itoa((i*n+j)%1000), Value: val}
-			}
-			if _, err := s.Apply(ctx, ops); err != nil {
-				b.Fatal(err)
-			}
-			i++
-		}
-		b.ReportMetric(float64(b.N*n)/b.Elapsed().Seconds(), "writes/s")
-	})
-	b.Run("Put10", func(b *testing.B) {
-		s := benchStore(b)
-		ctx := context.Background()
-		i := 0
-		for b.Loop() {
-			for j := range n {
-				if _, err := s.Put(ctx, "bench/"+strconv.Itoa((i*n+j)%1000), val, store.PutOptions{}); err != nil {
-					b.Fatal(err)
-				}
-			}
-			i++
-		}
-		b.ReportMetric(float64(b.N*n)/b.Elapsed().Seconds(), "writes/s")
-	})
+	storetest.BenchApply(b, func(b *testing.B) store.KV { return benchStore(b) })
 }

@@ -6,7 +6,8 @@
 // module implements store.Batcher, so Run fails a store that does not.
 //
 // It must not depend on any backend, and it measures no time: nothing here
-// passes or fails on speed (benchmarks live with each backend).
+// passes or fails on speed. Benchmarks live with each backend; BenchApply
+// is the one body they share.
 package storetest
 
 import (
