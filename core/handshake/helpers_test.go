@@ -1,20 +1,17 @@
 package handshake
 
 import (
-	"context"
 	"crypto/sha256"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"errors"
 	"io"
 	"math/big"
 	"math/rand/v2"
-	"net/url"
 	"testing"
 	"time"
 
 	"github.com/cloudflare/circl/sign/mldsa/mldsa65"
 
+	"github.com/avonzt/avon/core/handshake/handshaketest"
 	"github.com/avonzt/avon/internal/pqx509"
 )
 
@@ -34,95 +31,46 @@ type failingReader struct{}
 
 func (failingReader) Read([]byte) (int, error) { return 0, errors.New("entropy source failed") }
 
+// keyPrefix starts the label of every test key: with it the PKI and the
+// vectors are the same from run to run.
+const keyPrefix = "avon handshake test key: "
+
+// testKey derives a fixed ML-DSA-65 key from a label.
+func testKey(label string) *handshaketest.Key { return handshaketest.KeyFromLabel(keyPrefix + label) }
+
 // mldsaKey derives a fixed ML-DSA-65 key from a label.
 func mldsaKey(label string) (*mldsa65.PublicKey, *mldsa65.PrivateKey) {
-	seed := sha256.Sum256([]byte("avon handshake test key: " + label))
-	return mldsa65.NewKeyFromSeed(&seed)
+	k := testKey(label)
+	return k.PublicKey(), k.PrivateKey()
 }
 
-// certSigner signs certificates with a circl key: pure ML-DSA-65, empty
-// context, deterministic (reproducible vectors).
-type certSigner struct {
-	sk  *mldsa65.PrivateKey
-	pub []byte
-}
-
-func newCertSigner(label string) *certSigner {
-	pk, sk := mldsaKey(label)
-	raw, _ := pk.MarshalBinary()
-	return &certSigner{sk: sk, pub: raw}
-}
-
-func (s *certSigner) Public() pqx509.PublicKey {
-	return pqx509.PublicKey{Algorithm: pqx509.MLDSA65, Raw: s.pub}
-}
-
-func (s *certSigner) Sign(_ context.Context, msg []byte) ([]byte, error) {
-	sig := make([]byte, mldsa65.SignatureSize)
-	return sig, mldsa65.SignTo(s.sk, msg, nil, false, sig)
-}
-
-// pki is a tiny CA: root -> intermediate -> agent leaves.
+// pki is a deterministic handshaketest PKI (root -> intermediate -> agent
+// leaves) under the names these tests use.
 type pki struct {
+	ca                *handshaketest.PKI
 	root, inter       *pqx509.Certificate
 	rootDER, interDER []byte
-	interSigner       *certSigner
-	serial            int64
+	interSigner       pqx509.Signer
 }
 
 func newPKI(t testing.TB, name string) *pki {
 	t.Helper()
-	ctx := context.Background()
-	rs := newCertSigner(name + " root")
-	rootDER, err := pqx509.CreateCertificate(ctx, &pqx509.Template{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name + " Root CA"},
-		NotBefore: testNow.Add(-365 * 24 * time.Hour), NotAfter: testNow.Add(10 * 365 * 24 * time.Hour),
-		PublicKey: rs.Public(), KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
-		BasicConstraintsValid: true, IsCA: true, MaxPathLen: 1,
-	}, nil, rs)
+	ca, err := handshaketest.New(handshaketest.Options{Name: name, Now: testNow, Keys: handshaketest.LabelKeys(keyPrefix)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	root, err := pqx509.ParseCertificate(rootDER)
-	if err != nil {
-		t.Fatal(err)
-	}
-	is := newCertSigner(name + " intermediate")
-	interDER, err := pqx509.CreateCertificate(ctx, &pqx509.Template{
-		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: name + " Agents CA"},
-		NotBefore: testNow.Add(-30 * 24 * time.Hour), NotAfter: testNow.Add(5 * 365 * 24 * time.Hour),
-		PublicKey: is.Public(), KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
-		BasicConstraintsValid: true, IsCA: true, MaxPathLen: 0, MaxPathLenZero: true,
-	}, root, rs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	inter, err := pqx509.ParseCertificate(interDER)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &pki{root: root, inter: inter, rootDER: rootDER, interDER: interDER, interSigner: is, serial: 100}
+	return &pki{ca: ca, root: ca.Root, inter: ca.Issuing, rootDER: ca.RootDER, interDER: ca.IssuingDER, interSigner: ca.IssuingKey}
 }
 
 // agent issues a leaf for agent id with key label, valid [nb, na], and
 // returns the chain (leaf, intermediate) and its serial.
 func (p *pki) agent(t testing.TB, id, keyLabel string, nb, na time.Time) ([][]byte, *big.Int) {
 	t.Helper()
-	p.serial++
-	pk, _ := mldsaKey(keyLabel)
-	raw, _ := pk.MarshalBinary()
-	u, _ := url.Parse("avon://agent/" + id)
-	serial := big.NewInt(p.serial)
-	der, err := pqx509.CreateCertificate(context.Background(), &pqx509.Template{
-		SerialNumber: serial, Subject: pkix.Name{CommonName: id},
-		NotBefore: nb, NotAfter: na, PublicKey: pqx509.PublicKey{Algorithm: pqx509.MLDSA65, Raw: raw},
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-		URIs: []*url.URL{u},
-	}, p.inter, p.interSigner)
+	leaf, err := p.ca.IssueAgent(id, testKey(keyLabel), nb, na)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return [][]byte{der, p.interDER}, serial
+	return leaf.Chain, leaf.Serial
 }
 
 // fixture is everything one handshake needs, all deterministic.
