@@ -65,8 +65,8 @@ func TestTruncatedFragmentsDropped(t *testing.T) {
 	a := e.agent("agent-fragtrunc", p)
 
 	// Drive the handshake by hand up to the Finish.
-	signer, _ := handshake.NewMLDSA65Signer(a.cred.sk, cryptoRand())
-	in, err := handshake.NewInitiator(handshake.InitiatorConfig{Signer: signer, Chain: a.cred.chain,
+	signer, _ := handshake.NewMLDSA65Signer(a.cred.Key.PrivateKey(), cryptoRand())
+	in, err := handshake.NewInitiator(handshake.InitiatorConfig{Signer: signer, Chain: a.cred.Chain,
 		ResponderPublicKey: a.gwPub, ResponderID: a.gwID, Rand: cryptoRand(), Now: a.now, LocalIndex: 7})
 	if err != nil {
 		t.Fatal(err)

@@ -108,7 +108,7 @@ func FuzzHandleDatagram(f *testing.F) {
 	f.Add(seal(ipv4UDP(netip.MustParseAddr("100.96.9.9"), netip.MustParseAddr("10.20.0.1"), 1, 2, nil)))
 	f.Add(seal(pulseMsg))
 	f.Add(seal([]byte{0x3f, 0, 1, 0}))
-	a := &testAgent{t: f, cred: e.pki.agent(f, "fuzz"), gwPub: e.pki.gwPub, gwID: g.ResponderID(), now: e.clock.now}
+	a := &testAgent{t: f, cred: e.pki.agent(f, "fuzz"), gwPub: e.pki.gw.Raw(), gwID: g.ResponderID(), now: e.clock.now}
 	init := a.initiation(f, nil)
 	f.Add(init)
 	frags, _ := frag.Split(make([]byte, 4000), 5, frag.DefaultMaxChunk)

@@ -258,7 +258,7 @@ func TestRefusedAtFinish(t *testing.T) {
 		mod   func(*Config)
 		code  handshake.ErrorCode
 	}{
-		{"revoked", func(e *env, a *testAgent) { e.revoked.Store(a.cred.serial.String(), true) }, nil, handshake.CodeCertificateRevoked},
+		{"revoked", func(e *env, a *testAgent) { e.revoked.Revoke(a.cred.Serial) }, nil, handshake.CodeCertificateRevoked},
 		{"not authorized", nil, func(c *Config) {
 			c.Authorize = func(_ context.Context, p handshake.Peer) error {
 				if p.ID == "agent-refused-not-authorized" {
@@ -329,7 +329,7 @@ func TestTerminate(t *testing.T) {
 	}{
 		{"by id", a, func() int { e.gw.Terminate(pulse.ID(a.res.SessionID), "operator kill"); return 1 }, control.CloseKilled},
 		{"by agent", b, func() int { return e.gw.TerminateAgent("agent-kill-2", "agent disabled") }, control.CloseRevoked},
-		{"by serial", c, func() int { return e.gw.TerminateSerial(c.cred.serial.Text(16), "revoked") }, control.CloseRevoked},
+		{"by serial", c, func() int { return e.gw.TerminateSerial(c.cred.Serial.Text(16), "revoked") }, control.CloseRevoked},
 	}
 	for i, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -3,33 +3,27 @@ package gateway
 import (
 	"context"
 	crand "crypto/rand"
-	"crypto/sha256"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
-	"math/big"
 	"net/netip"
-	"net/url"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/cloudflare/circl/sign/mldsa/mldsa65"
 	"golang.zx2c4.com/wireguard/tun/tuntest"
 
 	"github.com/avonzt/avon/core/gateway/gatewaytest"
 	"github.com/avonzt/avon/core/gateway/ipam"
 	"github.com/avonzt/avon/core/handshake"
+	"github.com/avonzt/avon/core/handshake/handshaketest"
 	"github.com/avonzt/avon/core/store/memstore"
 	"github.com/avonzt/avon/core/tunnel/control"
 	"github.com/avonzt/avon/core/tunnel/cookie"
 	"github.com/avonzt/avon/core/tunnel/frag"
 	"github.com/avonzt/avon/core/tunnel/transport"
-	"github.com/avonzt/avon/internal/pqx509"
 )
 
 // testNow is the calibrated time every test starts at.
@@ -46,50 +40,14 @@ func newClock() *testClock { c := &testClock{}; c.ns.Store(testNow.UnixNano()); 
 func (c *testClock) now() time.Time          { return time.Unix(0, c.ns.Load()).UTC() }
 func (c *testClock) advance(d time.Duration) { c.ns.Add(int64(d)) }
 
-// mldsaKey derives a fixed ML-DSA-65 key from a label.
-func mldsaKey(label string) (*mldsa65.PublicKey, *mldsa65.PrivateKey) {
-	seed := sha256.Sum256([]byte("avon gateway test key: " + label))
-	return mldsa65.NewKeyFromSeed(&seed)
-}
-
-// certSigner signs certificates with a circl key (pure ML-DSA-65).
-type certSigner struct {
-	sk  *mldsa65.PrivateKey
-	pub []byte
-}
-
-func newCertSigner(label string) *certSigner {
-	pk, sk := mldsaKey(label)
-	raw, _ := pk.MarshalBinary()
-	return &certSigner{sk: sk, pub: raw}
-}
-
-func (s *certSigner) Public() pqx509.PublicKey {
-	return pqx509.PublicKey{Algorithm: pqx509.MLDSA65, Raw: s.pub}
-}
-
-func (s *certSigner) Sign(_ context.Context, msg []byte) ([]byte, error) {
-	sig := make([]byte, mldsa65.SignatureSize)
-	return sig, mldsa65.SignTo(s.sk, msg, nil, false, sig)
-}
-
-// testPKI is root -> agents CA -> agent leaves, plus the gateway's key.
+// testPKI is a handshaketest PKI (root -> agents CA -> agent leaves) plus
+// the gateway's key.
 type testPKI struct {
-	rootDER, interDER []byte
-	inter             *pqx509.Certificate
-	interSigner       *certSigner
-	serial            atomic.Int64
-	gwPub             []byte
-	gwSK              *mldsa65.PrivateKey
+	*handshaketest.PKI
+	gw *handshaketest.Key
 
 	mu    sync.Mutex
-	leafs map[string]*agentCred
-}
-
-type agentCred struct {
-	chain  [][]byte
-	serial *big.Int
-	sk     *mldsa65.PrivateKey
+	leafs map[string]*handshaketest.Leaf
 }
 
 var (
@@ -98,78 +56,38 @@ var (
 	pkiErr    error
 )
 
+// keyPrefix starts the label of every key of the test PKI.
+const keyPrefix = "avon gateway test key: "
+
 // thePKI returns the test PKI, built once per test binary (certificates
 // are valid for years around testNow).
 func thePKI(t testing.TB) *testPKI {
 	t.Helper()
-	pkiOnce.Do(func() { sharedPKI, pkiErr = buildPKI() })
+	pkiOnce.Do(func() {
+		var ca *handshaketest.PKI
+		ca, pkiErr = handshaketest.New(handshaketest.Options{Name: "AVON Gateway Test", Now: testNow,
+			Keys: handshaketest.LabelKeys(keyPrefix)})
+		sharedPKI = &testPKI{PKI: ca, gw: handshaketest.KeyFromLabel(keyPrefix + "gateway"),
+			leafs: map[string]*handshaketest.Leaf{}}
+	})
 	if pkiErr != nil {
 		t.Fatal(pkiErr)
 	}
 	return sharedPKI
 }
 
-func buildPKI() (*testPKI, error) {
-	ctx := context.Background()
-	rs := newCertSigner("root")
-	rootDER, err := pqx509.CreateCertificate(ctx, &pqx509.Template{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "AVON Gateway Test Root"},
-		NotBefore: testNow.Add(-365 * 24 * time.Hour), NotAfter: testNow.Add(10 * 365 * 24 * time.Hour),
-		PublicKey: rs.Public(), KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
-		BasicConstraintsValid: true, IsCA: true, MaxPathLen: 1,
-	}, nil, rs)
-	if err != nil {
-		return nil, err
-	}
-	root, err := pqx509.ParseCertificate(rootDER)
-	if err != nil {
-		return nil, err
-	}
-	is := newCertSigner("agents ca")
-	interDER, err := pqx509.CreateCertificate(ctx, &pqx509.Template{
-		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "AVON Gateway Test Agents CA"},
-		NotBefore: testNow.Add(-30 * 24 * time.Hour), NotAfter: testNow.Add(5 * 365 * 24 * time.Hour),
-		PublicKey: is.Public(), KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
-		BasicConstraintsValid: true, IsCA: true, MaxPathLen: 0, MaxPathLenZero: true,
-	}, root, rs)
-	if err != nil {
-		return nil, err
-	}
-	inter, err := pqx509.ParseCertificate(interDER)
-	if err != nil {
-		return nil, err
-	}
-	gpk, gsk := mldsaKey("gateway")
-	gpub, _ := gpk.MarshalBinary()
-	p := &testPKI{rootDER: rootDER, interDER: interDER, inter: inter, interSigner: is, gwPub: gpub, gwSK: gsk,
-		leafs: map[string]*agentCred{}}
-	p.serial.Store(0x1000)
-	return p, nil
-}
-
 // agent returns the credentials of agent id (issued on first use).
-func (p *testPKI) agent(t testing.TB, id string) *agentCred {
+func (p *testPKI) agent(t testing.TB, id string) *handshaketest.Leaf {
 	t.Helper()
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if c, ok := p.leafs[id]; ok {
 		return c
 	}
-	pk, sk := mldsaKey("agent " + id)
-	raw, _ := pk.MarshalBinary()
-	u, _ := url.Parse("avon://agent/" + id)
-	serial := big.NewInt(p.serial.Add(1))
-	der, err := pqx509.CreateCertificate(context.Background(), &pqx509.Template{
-		SerialNumber: serial, Subject: pkix.Name{CommonName: id},
-		NotBefore: testNow.Add(-time.Hour), NotAfter: testNow.Add(30 * 24 * time.Hour),
-		PublicKey: pqx509.PublicKey{Algorithm: pqx509.MLDSA65, Raw: raw},
-		KeyUsage:  x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-		URIs: []*url.URL{u},
-	}, p.inter, p.interSigner)
+	c, err := p.IssueAgent(id, handshaketest.KeyFromLabel(keyPrefix+"agent "+id), testNow.Add(-time.Hour), testNow.Add(30*24*time.Hour))
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &agentCred{chain: [][]byte{der, p.interDER}, serial: serial, sk: sk}
 	p.leafs[id] = c
 	return c
 }
@@ -183,7 +101,7 @@ type env struct {
 	tun     *tuntest.ChannelTUN
 	gw      *Gateway
 	cfg     Config
-	revoked sync.Map // serial string -> true
+	revoked handshaketest.Revocations
 	nextIP  atomic.Uint32
 }
 
@@ -191,12 +109,11 @@ type env struct {
 func newEnv(t testing.TB, mod func(*Config)) *env {
 	t.Helper()
 	e := &env{t: t, pki: thePKI(t), clock: newClock(), net: gatewaytest.NewNetwork(16), tun: tuntest.NewChannelTUN()}
-	verifier, err := handshake.NewChainVerifier([][]byte{e.pki.rootDER}, handshake.ChainVerifierOptions{
-		Revoked: func(s *big.Int) (bool, error) { _, ok := e.revoked.Load(s.String()); return ok, nil }})
+	verifier, err := handshake.NewChainVerifier(e.pki.Roots(), handshake.ChainVerifierOptions{Revoked: e.revoked.Revoked})
 	if err != nil {
 		t.Fatal(err)
 	}
-	signer, err := handshake.NewMLDSA65Signer(e.pki.gwSK, crand.Reader)
+	signer, err := handshake.NewMLDSA65Signer(e.pki.gw.PrivateKey(), crand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -252,7 +169,7 @@ type wire interface {
 type testAgent struct {
 	t     testing.TB
 	w     wire
-	cred  *agentCred
+	cred  *handshaketest.Leaf
 	gwPub []byte
 	gwID  [32]byte
 	now   func() time.Time
@@ -270,7 +187,7 @@ func (e *env) agent(id string, w wire) *testAgent {
 	if w == nil {
 		w = e.port()
 	}
-	return &testAgent{t: e.t, w: w, cred: e.pki.agent(e.t, id), gwPub: e.pki.gwPub, gwID: e.gw.ResponderID(), now: e.clock.now}
+	return &testAgent{t: e.t, w: w, cred: e.pki.agent(e.t, id), gwPub: e.pki.gw.Raw(), gwID: e.gw.ResponderID(), now: e.clock.now}
 }
 
 func testCtx(t testing.TB) context.Context {
@@ -294,11 +211,11 @@ func randIndex() uint32 {
 
 // connect runs a whole handshake and waits for the SessionConfig.
 func (a *testAgent) connect(ctx context.Context) error {
-	signer, err := handshake.NewMLDSA65Signer(a.cred.sk, crand.Reader)
+	signer, err := handshake.NewMLDSA65Signer(a.cred.Key.PrivateKey(), crand.Reader)
 	if err != nil {
 		return err
 	}
-	in, err := handshake.NewInitiator(handshake.InitiatorConfig{Signer: signer, Chain: a.cred.chain,
+	in, err := handshake.NewInitiator(handshake.InitiatorConfig{Signer: signer, Chain: a.cred.Chain,
 		ResponderPublicKey: a.gwPub, ResponderID: a.gwID, Rand: crand.Reader, Now: a.now, LocalIndex: randIndex()})
 	if err != nil {
 		return err
@@ -538,11 +455,11 @@ func mustKeypair(t testing.TB, res *handshake.Result, now time.Time) *transport.
 // with c when valid).
 func (a *testAgent) initiation(t testing.TB, c *cookie.Cookie) []byte {
 	t.Helper()
-	signer, err := handshake.NewMLDSA65Signer(a.cred.sk, crand.Reader)
+	signer, err := handshake.NewMLDSA65Signer(a.cred.Key.PrivateKey(), crand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
-	in, err := handshake.NewInitiator(handshake.InitiatorConfig{Signer: signer, Chain: a.cred.chain,
+	in, err := handshake.NewInitiator(handshake.InitiatorConfig{Signer: signer, Chain: a.cred.Chain,
 		ResponderPublicKey: a.gwPub, ResponderID: a.gwID, Rand: crand.Reader, Now: a.now, LocalIndex: randIndex()})
 	if err != nil {
 		t.Fatal(err)

@@ -57,12 +57,12 @@ func TestKernelTunnel(t *testing.T) {
 
 	pki := thePKI(t)
 	clock := newClock()
-	verifier, err := handshake.NewChainVerifier([][]byte{pki.rootDER}, handshake.ChainVerifierOptions{
+	verifier, err := handshake.NewChainVerifier(pki.Roots(), handshake.ChainVerifierOptions{
 		Revoked: func(*big.Int) (bool, error) { return false, nil }})
 	if err != nil {
 		t.Fatal(err)
 	}
-	signer, err := handshake.NewMLDSA65Signer(pki.gwSK, crand.Reader)
+	signer, err := handshake.NewMLDSA65Signer(pki.gw.PrivateKey(), crand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -118,7 +118,7 @@ func TestKernelTunnel(t *testing.T) {
 
 	ctx := testCtx(t)
 	a := &testAgent{t: t, w: &udpWire{c: sock, dst: netip.MustParseAddrPort("198.18.0.1:4600")},
-		cred: pki.agent(t, "agent-kernel"), gwPub: pki.gwPub, gwID: g.ResponderID(), now: clock.now}
+		cred: pki.agent(t, "agent-kernel"), gwPub: pki.gw.Raw(), gwID: g.ResponderID(), now: clock.now}
 	a.mustConnect(ctx)
 
 	// Agent -> TUN -> kernel -> socket.
