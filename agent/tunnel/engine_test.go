@@ -21,6 +21,7 @@ import (
 
 	"github.com/avonzt/avon/agent/tunnel"
 	"github.com/avonzt/avon/agent/tunnel/tunneltest"
+	"github.com/avonzt/avon/core/handshake"
 	"github.com/avonzt/avon/core/tunnel/control"
 )
 
@@ -61,7 +62,7 @@ func newRig(t testing.TB, opts ...rigOpt) *rig {
 	r := &rig{t: t, pki: pki, gwBind: binds[1], tun: tuntest.NewChannelTUN(), dir: t.TempDir(), done: make(chan error, 1)}
 	gcfg := tunneltest.Config{Bind: binds[1], PKI: pki, Addresses: []netip.Prefix{agentAddr},
 		Routes: []netip.Prefix{routeNet}, PulseInterval: time.Second}
-	signer, err := pki.AgentKey.HandshakeSigner()
+	signer, err := handshake.NewMLDSA65Signer(pki.AgentKey.PrivateKey(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -383,7 +384,7 @@ func TestNewRefusesBadConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	signer, err := pki.AgentKey.HandshakeSigner()
+	signer, err := handshake.NewMLDSA65Signer(pki.AgentKey.PrivateKey(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -90,7 +90,7 @@ func New(cfg Config) (*Gateway, error) {
 	if cfg.PulseInterval == 0 {
 		cfg.PulseInterval = time.Second
 	}
-	s, err := cfg.PKI.GatewayKey.HandshakeSigner()
+	s, err := handshake.NewMLDSA65Signer(cfg.PKI.GatewayKey.PrivateKey(), rand.Reader)
 	if err != nil {
 		return nil, err
 	}
