@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"golang.org/x/crypto/chacha20poly1305"
+
+	"github.com/avonzt/avon/core/handshake"
 )
 
 // Wire constants.
@@ -15,9 +17,9 @@ const (
 	// MACLen is the size of mac1, mac2 and a cookie.
 	MACLen = 16
 	// ReplyType is the message type of a CookieReply.
-	ReplyType = 5
+	ReplyType = uint8(handshake.TypeCookieReply)
 	// Version is the protocol version this package writes and accepts.
-	Version = 1
+	Version = uint8(handshake.Version)
 	// ReplyLen is the exact size of a CookieReply.
 	ReplyLen = 4 + 4 + chacha20poly1305.NonceSizeX + MACLen + chacha20poly1305.Overhead
 	// MinMessageLen is the shortest message AddMACs and the checks take:

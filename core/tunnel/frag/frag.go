@@ -3,14 +3,16 @@ package frag
 import (
 	"encoding/binary"
 	"fmt"
+
+	"github.com/avonzt/avon/core/handshake"
 )
 
 // Wire constants of the Fragment message.
 const (
 	// Type is the message type of a fragment.
-	Type = 9
+	Type = uint8(handshake.TypeFragment)
 	// Version is the protocol version this package writes and accepts.
-	Version = 1
+	Version = uint8(handshake.Version)
 	// HeaderLen is the size of the fragment header before the payload.
 	HeaderLen = 12
 	// MaxFragments is the most fragments the format can describe (count is

@@ -1,14 +1,18 @@
 package transport
 
-import "encoding/binary"
+import (
+	"encoding/binary"
+
+	"github.com/avonzt/avon/core/handshake"
+)
 
 // Wire constants of the transport message.
 const (
-	MessageType     = 4  // message type byte of a transport packet
-	ProtocolVersion = 1  // protocol version byte
-	HeaderSize      = 16 // type, version, 2 reserved, receiver index u32, counter u64
-	TagSize         = 16 // AEAD tag of both suites
-	PadBlock        = 16 // inner packets are zero-padded to a multiple of this
+	MessageType     = uint8(handshake.TypeTransport) // message type byte of a transport packet
+	ProtocolVersion = uint8(handshake.Version)       // protocol version byte
+	HeaderSize      = 16                             // type, version, 2 reserved, receiver index u32, counter u64
+	TagSize         = 16                             // AEAD tag of both suites
+	PadBlock        = 16                             // inner packets are zero-padded to a multiple of this
 
 	// MinPacketSize is a keepalive: a header and a tag around nothing.
 	MinPacketSize = HeaderSize + TagSize
