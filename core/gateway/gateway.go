@@ -341,6 +341,9 @@ func (g *Gateway) endSession(s *session, code uint16, reason string, send bool) 
 	}
 	g.table.Unlock()
 	g.tracker.Remove(s.id)
+	// Counted before the Close goes out, so whoever sees the Close sees
+	// the count.
+	g.stats.SessionsEnded.Add(1)
 	if send {
 		if len(reason) > control.MaxReason {
 			reason = reason[:control.MaxReason]
@@ -351,7 +354,6 @@ func (g *Gateway) endSession(s *session, code uint16, reason string, send bool) 
 		g.sendControl(s, &control.Close{Code: code, Reason: reason}, g.cfg.Now())
 	}
 	s.zeroizeLocked()
-	g.stats.SessionsEnded.Add(1)
 	g.cfg.Logger.Info("session ended", "session", s.id.String(), "agent", s.agentID, "code", code, "reason", reason)
 	return true
 }

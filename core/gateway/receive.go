@@ -76,11 +76,12 @@ func (g *Gateway) flushTUN(rx *rxBatch) {
 	for _, b := range rx.tun {
 		bytes += uint64(len(b) - tunOffset)
 	}
+	// Counted before the write, so a reader of the TUN sees the count.
+	g.stats.TunTxPackets.Add(uint64(len(rx.tun)))
+	g.stats.TunTxBytes.Add(bytes)
 	if _, err := g.dev.Write(rx.tun, tunOffset); err != nil && !isClosed(err) {
 		g.cfg.Logger.Debug("tun write failed", "error", err)
 	}
-	g.stats.TunTxPackets.Add(uint64(len(rx.tun)))
-	g.stats.TunTxBytes.Add(bytes)
 	clear(rx.tun)
 	rx.tun = rx.tun[:0]
 }
