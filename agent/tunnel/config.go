@@ -29,6 +29,9 @@ const (
 	DefaultStatusInterval   = 2 * time.Second
 	DefaultRoamCheck        = 3 * time.Second
 	DefaultTick             = 250 * time.Millisecond
+	// DefaultMaxSessionAge: the certificate is re-checked by a full
+	// handshake at least this often (protocol §7).
+	DefaultMaxSessionAge = 24 * time.Hour
 
 	// StatusFile is the name of the status file in Config.StateDir.
 	StatusFile = "status.json"
@@ -61,6 +64,10 @@ type Timers struct {
 	RoamCheck time.Duration
 	// Tick is the main loop's timer granularity.
 	Tick time.Duration
+	// MaxSessionAge: a session this old is replaced by a fresh full
+	// handshake (the gateway re-checks the certificate), the old one
+	// carrying traffic until the new one is up.
+	MaxSessionAge time.Duration
 }
 
 func (t Timers) withDefaults() Timers {
@@ -79,6 +86,7 @@ func (t Timers) withDefaults() Timers {
 	def(&t.StatusInterval, DefaultStatusInterval)
 	def(&t.RoamCheck, DefaultRoamCheck)
 	def(&t.Tick, DefaultTick)
+	def(&t.MaxSessionAge, DefaultMaxSessionAge)
 	if t.BackoffMax < t.BackoffMin {
 		t.BackoffMax = t.BackoffMin
 	}
@@ -96,6 +104,12 @@ type Config struct {
 	// chain (leaf first, DER).
 	Signer handshake.Signer
 	Chain  [][]byte
+	// Credentials, when set, replaces Signer and Chain: it is called from
+	// the main loop at the start of every handshake (also re-handshakes),
+	// so that a renewed certificate is used by the next one. The Signer
+	// it returns must stay usable until the next call. An error fails that
+	// attempt (ErrCredentials) and the engine tries again after a backoff.
+	Credentials func() (handshake.Signer, [][]byte, error)
 	// GatewayPublicKey is the gateway's ML-DSA-65 key from the enrollment
 	// (its certificate in the state directory).
 	GatewayPublicKey []byte
@@ -143,7 +157,7 @@ func (c *Config) validate() error {
 	switch {
 	case !c.Gateway.IsValid() || c.Gateway.Port() == 0:
 		return fmt.Errorf("gateway address %v: %w", c.Gateway, ErrConfig)
-	case c.Signer == nil || len(c.Chain) == 0:
+	case c.Credentials == nil && (c.Signer == nil || len(c.Chain) == 0):
 		return fmt.Errorf("signer and certificate chain are required: %w", ErrConfig)
 	case len(c.GatewayPublicKey) != handshake.PublicKeyLen:
 		return fmt.Errorf("gateway public key of %d bytes: %w", len(c.GatewayPublicKey), ErrConfig)

@@ -41,6 +41,7 @@ func (k *keys) zeroize() {
 type inbound struct {
 	typ byte // a message type, or 0 for a decrypted control message
 	b   []byte
+	k   *keys // for a control message: the keys that opened it
 }
 
 const (
@@ -80,11 +81,13 @@ type Engine struct {
 
 	inbox    chan inbound
 	rebindCh chan struct{}
+	rehandCh chan struct{}
 	statusCh chan struct{}
 	closing  atomic.Bool
 
-	mu     sync.Mutex // guards status
-	status Status
+	mu        sync.Mutex // guards status and rehandWhy
+	status    Status
+	rehandWhy string // the reason given to the pending Rehandshake
 }
 
 // New checks cfg and returns an Engine over dev and bind. Run takes
@@ -105,7 +108,8 @@ func New(cfg Config, dev tun.Device, bind conn.Bind) (*Engine, error) {
 		return nil, fmt.Errorf("gateway endpoint %s: %v: %w", cfg.Gateway, err, ErrConfig)
 	}
 	e := &Engine{cfg: cfg, dev: dev, bind: bind, log: cfg.Logger, rid: rid, start: time.Now(),
-		inbox: make(chan inbound, inboxSize), rebindCh: make(chan struct{}, 1), statusCh: make(chan struct{}, 1)}
+		inbox: make(chan inbound, inboxSize), rebindCh: make(chan struct{}, 1), rehandCh: make(chan struct{}, 1),
+		statusCh: make(chan struct{}, 1)}
 	e.bindMu.ep = ep
 	e.status = Status{State: StateStopped, Since: time.Now().UTC(), PID: os.Getpid(), Gateway: cfg.Gateway.String(),
 		Interface: cfg.Interface}
@@ -128,6 +132,22 @@ func (e *Engine) Status() Status {
 func (e *Engine) Rebind() {
 	select {
 	case e.rebindCh <- struct{}{}:
+	default:
+	}
+}
+
+// Rehandshake asks the engine to replace its session by a fresh full
+// handshake (for example: the certificate was renewed), the old session
+// carrying traffic until the new one is up; reason goes into the status.
+// Without a session it does nothing: the next handshake, fresh anyway,
+// consults Config.Credentials. It does not block; of several calls before
+// the engine acts, the last reason is kept.
+func (e *Engine) Rehandshake(reason string) {
+	e.mu.Lock()
+	e.rehandWhy = truncate(reason, maxStatusText)
+	e.mu.Unlock()
+	select {
+	case e.rehandCh <- struct{}{}:
 	default:
 	}
 }
@@ -232,10 +252,11 @@ func (e *Engine) mono() int64 { return int64(time.Since(e.start)) }
 func (e *Engine) since(t int64) time.Duration { return time.Duration(e.mono() - t) }
 
 // deliver hands a copy of b to the main loop, dropping it when the loop
-// is behind (the protocol retries).
-func (e *Engine) deliver(typ byte, b []byte) {
+// is behind (the protocol retries); k is the keys that opened a control
+// message.
+func (e *Engine) deliver(typ byte, b []byte, k *keys) {
 	select {
-	case e.inbox <- inbound{typ: typ, b: slices.Clone(b)}:
+	case e.inbox <- inbound{typ: typ, b: slices.Clone(b), k: k}:
 	default:
 		e.log.Debug("main loop busy: datagram dropped", "type", typ)
 	}
@@ -281,7 +302,7 @@ func (e *Engine) receiver(fn conn.ReceiveFunc) {
 				}
 			case handshake.TypeCookieReply, handshake.TypeRekeyResp, handshake.TypeHandshakeError, handshake.TypeFragment:
 				if e.fromGateway(eps[i]) {
-					e.deliver(pkt[0], pkt)
+					e.deliver(pkt[0], pkt, nil)
 				}
 			}
 		}
@@ -316,7 +337,10 @@ func (e *Engine) fromGateway(ep conn.Endpoint) bool {
 // keepalive, or a control message handed to the main loop.
 func (e *Engine) openTransport(pkt []byte) ([]byte, bool) {
 	now := time.Now()
-	var pt []byte
+	var (
+		pt     []byte
+		opener *keys
+	)
 	err := transport.ErrIndex
 	for _, k := range []*keys{e.cur.Load(), e.prev.Load()} {
 		if k == nil || k.kp.Expired(now) {
@@ -324,6 +348,7 @@ func (e *Engine) openTransport(pkt []byte) ([]byte, bool) {
 		}
 		pt, _, err = k.kp.Open(pkt[transport.HeaderSize:transport.HeaderSize], pkt)
 		if err != transport.ErrIndex {
+			opener = k
 			break
 		}
 	}
@@ -335,7 +360,7 @@ func (e *Engine) openTransport(pkt []byte) ([]byte, bool) {
 		return nil, false // keepalive
 	}
 	if pt[0] < 0x40 {
-		e.deliver(0, pt)
+		e.deliver(0, pt, opener)
 		return nil, false
 	}
 	in, err := transport.ParseInner(pt)

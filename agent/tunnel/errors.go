@@ -29,6 +29,9 @@ var (
 	ErrKeysExpired = errors.New("session keys expired")
 	// ErrOnConfig: the OnConfig hook refused the gateway's SessionConfig.
 	ErrOnConfig = errors.New("session config not applied")
+	// ErrCredentials: Config.Credentials failed or returned no signer or
+	// chain.
+	ErrCredentials = errors.New("agent credentials unavailable")
 	// ErrStatus: a status file that ParseStatus refuses.
 	ErrStatus = errors.New("invalid status file")
 )

@@ -35,6 +35,12 @@ type session struct {
 	rekeySent time.Time
 	prevUntil time.Time // when the keys a rekey replaced are dropped
 	factsErr  bool
+	started   time.Time // when the session was configured (MaxSessionAge)
+	// rehand is the reason of a wanted re-handshake ("" for none); after
+	// a failed attempt the next waits until retryAt.
+	rehand  string
+	retryAt time.Time
+	retries int
 }
 
 func (s *session) zeroize() {
@@ -50,7 +56,13 @@ func (e *Engine) loop(ctx context.Context) {
 	attempt := 0
 	for ctx.Err() == nil {
 		e.setState(StateConnecting, time.Time{})
-		s, err := e.handshake(ctx)
+		// A fresh handshake consults the credentials anyway: a
+		// Rehandshake asked for before it is moot.
+		select {
+		case <-e.rehandCh:
+		default:
+		}
+		s, err := e.handshake(ctx, false)
 		if ctx.Err() != nil {
 			return
 		}
@@ -110,10 +122,23 @@ func (e *Engine) doRebind() {
 
 // handshake runs one attempt: Initiation (again with mac2 after a cookie
 // reply), Response, Finish, then the gateway's SessionConfig. On success
-// the session's keys are installed.
-func (e *Engine) handshake(ctx context.Context) (*session, error) {
+// the session's keys are installed. With keep (a re-handshake during a
+// session) the current keys stay installed until the Response, then
+// become the previous keys; if the attempt fails before the Response they
+// are untouched, after it every key is dropped.
+func (e *Engine) handshake(ctx context.Context, keep bool) (*session, error) {
+	signer, chain := e.cfg.Signer, e.cfg.Chain
+	if e.cfg.Credentials != nil {
+		var err error
+		if signer, chain, err = e.cfg.Credentials(); err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrCredentials, err)
+		}
+		if signer == nil || len(chain) == 0 {
+			return nil, fmt.Errorf("%w: no signer or certificate chain", ErrCredentials)
+		}
+	}
 	idx := e.randUint32()
-	in, err := handshake.NewInitiator(handshake.InitiatorConfig{Signer: e.cfg.Signer, Chain: e.cfg.Chain,
+	in, err := handshake.NewInitiator(handshake.InitiatorConfig{Signer: signer, Chain: chain,
 		ResponderPublicKey: e.cfg.GatewayPublicKey, ResponderID: e.rid, AEAD: e.cfg.AEAD, Rand: e.cfg.Rand,
 		Now: e.cfg.Now, LocalIndex: idx})
 	if err != nil {
@@ -197,8 +222,12 @@ func (e *Engine) handshake(ctx context.Context) (*session, error) {
 					e.log.Debug("response refused", "error", err)
 					continue
 				}
-				e.dropKeys()
-				e.installKeys(res)
+				if keep {
+					e.prev.Swap(e.installKeys(res)).zeroize()
+				} else {
+					e.dropKeys()
+					e.installKeys(res)
+				}
 				e.lastRecv.Store(e.mono())
 				s = &session{}
 				frags, err := frag.Split(finish, e.randUint32(), fragmentChunk)
@@ -222,8 +251,8 @@ func (e *Engine) handshake(ctx context.Context) (*session, error) {
 				hint = herr
 				e.fail(herr)
 			case 0:
-				if s == nil {
-					continue
+				if s == nil || m.k == nil || m.k != e.cur.Load() {
+					continue // not yet, or the old session's
 				}
 				cm, err := control.Parse(m.b)
 				if err != nil {
@@ -301,8 +330,10 @@ func (e *Engine) sendControl(m control.Message) error {
 	return e.sendPlain(b)
 }
 
-func (e *Engine) sendPlain(b []byte) error {
-	k := e.cur.Load()
+func (e *Engine) sendPlain(b []byte) error { return e.sendPlainWith(e.cur.Load(), b) }
+
+// sendPlainWith seals b with k and sends it.
+func (e *Engine) sendPlainWith(k *keys, b []byte) error {
 	if k == nil {
 		return fmt.Errorf("no session keys: %w", transport.ErrClosed)
 	}
@@ -331,6 +362,7 @@ func (e *Engine) runSession(ctx context.Context, s *session) error {
 		e.sendClose(control.CloseShutdown, "session config not applied")
 		return end(err)
 	}
+	s.started = time.Now()
 	e.setState(StateUp, time.Time{})
 	e.log.Info("tunnel up", "gateway", e.cfg.Gateway, "addresses", s.config.Addresses)
 	tick := time.NewTicker(e.cfg.Timers.Tick)
@@ -343,16 +375,94 @@ func (e *Engine) runSession(ctx context.Context, s *session) error {
 		case <-e.rebindCh:
 			e.doRebind()
 			_ = e.sendPlain(nil) // the gateway learns the new address
+		case <-e.rehandCh:
+			e.mu.Lock()
+			s.rehand = e.rehandWhy
+			e.mu.Unlock()
+			s.retryAt, s.retries = time.Time{}, 0
 		case m := <-e.inbox:
 			if err := e.sessionMessage(s, m); err != nil {
 				return end(err)
 			}
 		case <-tick.C:
-			if err := e.sessionTick(s, time.Now()); err != nil {
+			now := time.Now()
+			if err := e.sessionTick(s, now); err != nil {
 				return end(err)
 			}
+			if age := now.Sub(s.started); s.rehand == "" && age >= e.cfg.Timers.MaxSessionAge {
+				s.rehand = "session age " + age.Round(time.Second).String()
+			}
+		}
+		if s.rehand == "" || time.Now().Before(s.retryAt) {
+			continue
+		}
+		ns, err := e.replaceSession(ctx, s)
+		if err == nil {
+			s.zeroize()
+			s = ns
+		}
+		switch {
+		case ctx.Err() != nil:
+			e.sendClose(control.CloseShutdown, "agent stopped")
+			return end(ctx.Err())
+		case err == nil:
+		case ns == nil:
+			return end(err)
+		default: // the old session goes on; try again later
+			e.fail(err)
+			s.retryAt = time.Now().Add(e.backoff(s.retries))
+			s.retries++
 		}
 	}
+}
+
+// replaceSession runs a full handshake while s carries traffic, then
+// closes s at the gateway and applies the new session's config. It
+// returns the new session, or: an error and s when the attempt failed
+// before touching the keys (s goes on), or an error and nil when s is
+// lost too (its keys are dropped).
+func (e *Engine) replaceSession(ctx context.Context, s *session) (*session, error) {
+	reason := s.rehand
+	old := e.cur.Load()
+	e.log.Info("re-handshake", "reason", reason)
+	ns, err := e.handshake(ctx, true)
+	if err != nil {
+		err = fmt.Errorf("re-handshake (%s): %w", reason, err)
+		if old != nil && e.cur.Load() == old {
+			return s, err
+		}
+		return nil, err
+	}
+	// The old keys are the previous ones now: close the old session with
+	// them, and keep them a little for packets in flight.
+	if err := e.sendControlWith(old, &control.Close{Code: control.CloseShutdown, Reason: "replaced by a new handshake"}); err != nil {
+		e.log.Debug("send close of the old session", "error", err)
+	}
+	ns.prevUntil = time.Now().Add(e.cfg.Timers.OldKeys)
+	ns.factsErr = s.factsErr
+	if err := e.applyConfig(ns, &ns.config); err != nil {
+		e.sendClose(control.CloseShutdown, "session config not applied")
+		ns.zeroize()
+		return nil, err
+	}
+	ns.started = time.Now()
+	e.mu.Lock()
+	e.status.Rehandshakes++
+	e.status.RehandshakeReason = reason
+	e.status.LastRehandshake = ns.started.UTC()
+	e.mu.Unlock()
+	e.kickStatus()
+	e.log.Info("session replaced", "reason", reason, "addresses", ns.config.Addresses)
+	return ns, nil
+}
+
+// sendControlWith seals a control message with k and sends it.
+func (e *Engine) sendControlWith(k *keys, m control.Message) error {
+	b, err := control.Marshal(m)
+	if err != nil {
+		return err
+	}
+	return e.sendPlainWith(k, b)
 }
 
 // applyConfig takes a SessionConfig: MTU clamped to Config.MTU, the

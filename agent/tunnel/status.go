@@ -54,8 +54,14 @@ type Status struct {
 	RxBytes       uint64    `json:"rx_bytes"`
 	TxBytes       uint64    `json:"tx_bytes"`
 	Handshakes    uint64    `json:"handshakes"`
-	Rekeys        uint64    `json:"rekeys"`
-	Pulses        uint64    `json:"pulses"`
+	// Rehandshakes counts sessions replaced by a fresh handshake while up
+	// (session age, changed certificate); RehandshakeReason and
+	// LastRehandshake describe the last one that succeeded.
+	Rehandshakes      uint64    `json:"rehandshakes,omitempty"`
+	RehandshakeReason string    `json:"rehandshake_reason,omitempty"`
+	LastRehandshake   time.Time `json:"last_rehandshake,omitzero"`
+	Rekeys            uint64    `json:"rekeys"`
+	Pulses            uint64    `json:"pulses"`
 	// ServerTimeOffset is the gateway's time minus ours at the last
 	// PulseAck (or clock_skew refusal).
 	ServerTimeOffset string    `json:"server_time_offset,omitempty"`
@@ -100,7 +106,7 @@ func ParseStatus(b []byte) (*Status, error) {
 	if len(s.Addresses) > maxStatusList || len(s.Routes) > maxStatusList || len(s.Denials) > MaxDenials {
 		return nil, fmt.Errorf("list too long: %w", ErrStatus)
 	}
-	texts := []string{s.Gateway, s.Interface, s.PulseInterval, s.ServerTimeOffset, s.LastError}
+	texts := []string{s.Gateway, s.Interface, s.PulseInterval, s.ServerTimeOffset, s.LastError, s.RehandshakeReason}
 	texts = append(texts, s.Addresses...)
 	texts = append(texts, s.Routes...)
 	for _, d := range s.Denials {

@@ -17,6 +17,7 @@ import (
 	"reflect"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -42,6 +43,9 @@ const (
 	logFile     = "avon-agent.log" // output of a background `up`
 	defaultPort = 4600
 	downWait    = 15 * time.Second
+	// credCheck: how often `up` looks whether renew replaced the key or
+	// the certificate.
+	credCheck = 3 * time.Second
 )
 
 const (
@@ -269,6 +273,106 @@ func loadIdentity(dir string, now time.Time, rnd io.Reader) (*identity, error) {
 	return id, nil
 }
 
+// fileStamp tells one version of the key and certificate files from
+// another: renew replaces them atomically (a new inode, mtime, size).
+type fileStamp [2]struct{ ino, size, mod int64 }
+
+func stampOf(dir string) (fileStamp, error) {
+	var st fileStamp
+	for i, name := range []string{enroll.KeyFile, enroll.CertFile} {
+		fi, err := os.Stat(filepath.Join(dir, name))
+		if err != nil {
+			return fileStamp{}, err
+		}
+		st[i].size, st[i].mod = fi.Size(), fi.ModTime().UnixNano()
+		if sys, ok := fi.Sys().(*syscall.Stat_t); ok {
+			st[i].ino = int64(sys.Ino)
+		}
+	}
+	return st, nil
+}
+
+// credSource is the engine's Config.Credentials: the key and chain of the
+// state directory, loaded again when renew replaced the files. The engine
+// calls it from its main loop, once per handshake, so the signer it
+// replaces is no longer in use.
+type credSource struct {
+	dir string
+	rnd io.Reader
+	log hclog.Logger
+
+	mu    sync.Mutex // guards id and stamp
+	id    *identity
+	stamp fileStamp
+}
+
+// newCredSource loads the identity of dir.
+func newCredSource(dir string, rnd io.Reader, log hclog.Logger) (*credSource, error) {
+	st, err := stampOf(dir)
+	if err != nil {
+		return nil, err
+	}
+	id, err := loadIdentity(dir, time.Now(), rnd)
+	if err != nil {
+		return nil, err
+	}
+	return &credSource{dir: dir, rnd: rnd, log: log, id: id, stamp: st}, nil
+}
+
+// identity returns the identity loaded last.
+func (c *credSource) identity() *identity {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.id
+}
+
+// credentials reloads the key and chain when the files changed since they
+// were loaded. A reload that fails (renew is between its two writes, the
+// new certificate is not valid yet) fails this handshake; the next one
+// tries again.
+func (c *credSource) credentials() (handshake.Signer, [][]byte, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if st, err := stampOf(c.dir); err == nil && st != c.stamp {
+		id, err := loadIdentity(c.dir, time.Now(), c.rnd)
+		if err != nil {
+			return nil, nil, fmt.Errorf("reload the renewed key and certificate: %w", err)
+		}
+		c.id.signer.Close()
+		c.id, c.stamp = id, st
+		c.log.Info("renewed certificate loaded", "serial", id.leaf.SerialNumber.Text(16),
+			"not_after", id.leaf.NotAfter.UTC().Format(time.RFC3339))
+	}
+	return c.id.signer, c.id.chain, nil
+}
+
+func (c *credSource) close() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.id.signer.Close()
+}
+
+// watchCredentials asks eng for a new handshake whenever the key or
+// certificate files change, every interval until ctx ends.
+func watchCredentials(ctx context.Context, dir string, interval time.Duration, eng *tunnel.Engine) {
+	last, _ := stampOf(dir)
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		st, err := stampOf(dir)
+		if err != nil || st == last {
+			continue
+		}
+		last = st
+		eng.Rehandshake("certificate changed")
+	}
+}
+
 func chainLen(chain [][]byte) int {
 	n := 0
 	for _, c := range chain {
@@ -444,11 +548,12 @@ func runUp(ctx context.Context, o upOptions, stderr io.Writer) error {
 		return fmt.Errorf("rng: %w", err)
 	}
 	defer gen.Close()
-	id, err := loadIdentity(o.stateDir, time.Now(), gen)
+	cs, err := newCredSource(o.stateDir, gen, log)
 	if err != nil {
 		return err
 	}
-	defer id.signer.Close()
+	defer cs.close()
+	id := cs.identity()
 	gwName := o.gateway
 	if gwName == "" {
 		gwName = id.gateway
@@ -476,7 +581,7 @@ func runUp(ctx context.Context, o upOptions, stderr io.Writer) error {
 		return fmt.Errorf("create tun %s: %w", o.iface, err)
 	}
 	ap := &applier{c: nc, dir: o.stateDir, dev: o.iface, log: log}
-	eng, err := tunnel.New(tunnel.Config{Gateway: gw, Signer: id.signer, Chain: id.chain, GatewayPublicKey: id.gwKey,
+	eng, err := tunnel.New(tunnel.Config{Gateway: gw, Credentials: cs.credentials, GatewayPublicKey: id.gwKey,
 		Rand: gen, Logger: log, Interface: o.iface, MTU: o.mtu, StateDir: o.stateDir, OnConfig: ap.apply,
 		AgentVersion: version, LocalAddrs: localAddrs(o.iface)}, dev, conn.NewStdNetBind())
 	if err != nil {
@@ -484,7 +589,15 @@ func runUp(ctx context.Context, o upOptions, stderr io.Writer) error {
 		return err
 	}
 	log.Info("starting", "gateway", gw, "interface", o.iface, "agent", id.leaf.Subject.CommonName)
+	wctx, wcancel := context.WithCancel(ctx)
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		watchCredentials(wctx, o.stateDir, credCheck, eng)
+	}()
 	runErr := eng.Run(ctx)
+	wcancel()
+	<-watched
 	undoErr := ap.undo()
 	return errors.Join(runErr, undoErr)
 }

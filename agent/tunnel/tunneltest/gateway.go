@@ -53,6 +53,7 @@ type gwSession struct {
 	ep       conn.Endpoint
 	pulseID  pulse.ID
 	agentIPs []netip.Addr
+	leaf     []byte // the agent's certificate from the handshake
 }
 
 type pendingEntry struct {
@@ -186,6 +187,18 @@ func (g *Gateway) Sessions() int {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	return len(g.sessions)
+}
+
+// PeerLeaves returns the agent certificate (DER) each live session was
+// established with, oldest session first.
+func (g *Gateway) PeerLeaves() [][]byte {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	out := make([][]byte, 0, len(g.sessions))
+	for _, s := range g.sessions {
+		out = append(out, slices.Clone(s.leaf))
+	}
+	return out
 }
 
 // SendIP sends an IP packet to the newest session's agent.
@@ -395,7 +408,7 @@ func (g *Gateway) fragment(b []byte, ep conn.Endpoint, src netip.AddrPort) {
 		g.refuse(err)
 		return
 	}
-	s := &gwSession{res: res, kps: []*transport.Keypair{kp}, send: kp, ep: ep}
+	s := &gwSession{res: res, kps: []*transport.Keypair{kp}, send: kp, ep: ep, leaf: slices.Clone(res.Peer.Leaf)}
 	copy(s.pulseID[:], res.SessionID[:])
 	for _, a := range g.cfg.Addresses {
 		s.agentIPs = append(s.agentIPs, a.Addr())

@@ -24,6 +24,9 @@ type PKI struct {
 	AgentChain [][]byte // leaf, intermediate
 	GatewayKey *handshaketest.Key
 	GatewayDER []byte
+	// CA issued both; tests issue further agent certificates with it (a
+	// renewal).
+	CA *handshaketest.PKI
 }
 
 // NewPKI issues, from a handshaketest PKI with fresh random keys and CAs
@@ -36,7 +39,7 @@ func NewPKI(id string, now, agentNotAfter time.Time) (*PKI, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &PKI{RootDER: ca.RootDER, AgentID: id}
+	p := &PKI{RootDER: ca.RootDER, AgentID: id, CA: ca}
 	if p.AgentKey, err = handshaketest.NewKey(nil); err != nil {
 		return nil, err
 	}
