@@ -68,6 +68,9 @@ func printStatus(w io.Writer, s *tunnel.Status) {
 	}
 	fmt.Fprintf(w, "traffic:        %d bytes received, %d bytes sent\n", s.RxBytes, s.TxBytes)
 	fmt.Fprintf(w, "handshakes:     %d, rekeys %d, pulses acknowledged %d\n", s.Handshakes, s.Rekeys, s.Pulses)
+	if s.Rehandshakes > 0 {
+		fmt.Fprintf(w, "re-handshakes:  %d, last %s: %s\n", s.Rehandshakes, ts(s.LastRehandshake), s.RehandshakeReason)
+	}
 	if s.ServerTimeOffset != "" {
 		fmt.Fprintf(w, "gateway clock:  %s relative to ours\n", s.ServerTimeOffset)
 	}
