@@ -1,8 +1,8 @@
 // Package events carries the core's change events between replicas:
-// certificate revocations, policy changes, killed sessions and disabled
-// agents. The gateway and the session pulse subscribe and act on them; with
-// several replicas they travel over the cache's pub/sub (Redis), with one
-// node over the in-process cache.
+// certificate revocations, policy changes, killed sessions, disabled
+// agents and rotated CA issuers. The gateway and the session pulse subscribe
+// and act on them; with several replicas they travel over the cache's
+// pub/sub (Redis), with one node over the in-process cache.
 //
 // Delivery is at most once (the cache's pub/sub). Events are a fast path,
 // never the source of truth: the durable state (the store: revocations,
@@ -38,9 +38,10 @@ const (
 	PolicyChanged Kind = "policy.changed" // Subject: policy set id
 	SessionKilled Kind = "session.killed" // Subject: session id
 	AgentDisabled Kind = "agent.disabled" // Subject: agent id
+	CARotated     Kind = "ca.rotated"     // Subject: CA plugin name
 )
 
-var kinds = map[Kind]bool{CertRevoked: true, PolicyChanged: true, SessionKilled: true, AgentDisabled: true}
+var kinds = map[Kind]bool{CertRevoked: true, PolicyChanged: true, SessionKilled: true, AgentDisabled: true, CARotated: true}
 
 // Channel is the cache channel events travel on.
 const Channel = "events"

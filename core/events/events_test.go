@@ -138,6 +138,10 @@ func TestDecodeRefusals(t *testing.T) {
 	if e, err := Decode(b); err != nil || e.Subject != "s" {
 		t.Fatalf("good: %v", err)
 	}
+	rotated := `{"v":1,"id":"` + strings.Repeat("a", 32) + `","kind":"ca.rotated","subject":"dilithium","time":"2026-01-01T00:00:00Z","fields":{"issuer":"issuing","generation":"2"}}`
+	if e, err := Decode([]byte(rotated)); err != nil || e.Kind != CARotated || e.Fields["generation"] != "2" {
+		t.Fatalf("ca.rotated: %+v %v", e, err)
+	}
 	for name, raw := range map[string]string{
 		"unknown field": `{"v":1,"id":"` + strings.Repeat("a", 32) + `","kind":"cert.revoked","subject":"s","time":"2026-01-01T00:00:00Z","x":1}`,
 		"unknown kind":  `{"v":1,"id":"` + strings.Repeat("a", 32) + `","kind":"cert.issued","subject":"s","time":"2026-01-01T00:00:00Z"}`,

@@ -15,6 +15,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/avonzt/avon/core/events"
 	"github.com/avonzt/avon/core/pluginhost"
 	"github.com/avonzt/avon/internal/pqx509"
 	sdkca "github.com/avonzt/avon/sdk/ca"
@@ -327,6 +328,14 @@ func (s *Server) adminRotate(w http.ResponseWriter, r *http.Request, ca *pluginh
 		out.Subject = nameString(c.Subject)
 	}
 	s.log.Info("issuer rotated", "issuer", resp.Issuer, "generation", resp.Generation, "kms", resp.KMS, "by", actor)
+	// Every replica's gateway re-reads the issuers (this one's too); one
+	// that misses the event re-reads them on its subscription gap.
+	pctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 5*time.Second)
+	defer cancel()
+	if _, err := s.events.Publish(pctx, events.CARotated, ca.Spec().Name,
+		map[string]string{"issuer": resp.Issuer, "generation": strconv.Itoa(resp.Generation), "serial": resp.Serial}); err != nil {
+		s.log.Warn("ca.rotated not published: gateways trust the new generation after their next event gap or restart", "error", err)
+	}
 	adminJSON(w, http.StatusOK, out)
 }
 

@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"math/big"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/avonzt/avon/core/events"
@@ -26,8 +28,10 @@ import (
 // core/gateway over a TUN device and a UDP bind, its handshake signatures
 // made by the KMS key "avon-gateway" (the key its certificate names),
 // agents' chains checked against the CA plugins' roots with certificate
-// status asked of the CA plugins, tunnel addresses kept in the store, and
-// revocation events from the bus ending sessions (core/pulse Revocations).
+// status asked of the CA plugins, tunnel addresses kept in the store,
+// revocation events from the bus ending sessions (core/pulse Revocations),
+// and ca.rotated events (and subscription gaps) making it re-read the CA
+// plugins' issuers, so a new issuing generation is trusted without a restart.
 // The OS-specific part (TUN, addresses, routes) is in gateway_linux.go.
 
 // gatewaySignTimeout bounds one handshake signature in the KMS plugin.
@@ -98,6 +102,113 @@ func caIssuers(ctx context.Context, cas []*pluginhost.Instance) (roots, inters [
 		return nil, nil, errors.New("no CA root to check agents against (is the CA initialized?)")
 	}
 	return roots, inters, nil
+}
+
+// issuerVerifier is the gateway's handshake.PeerVerifier: a
+// handshake.ChainVerifier over the CA plugins' issuers (caIssuers), rebuilt
+// by Refresh and swapped in atomically. A handshake in progress finishes on
+// the verifier it began with; a failed Refresh keeps the previous one.
+type issuerVerifier struct {
+	cas     []*pluginhost.Instance
+	revoked func(serial *big.Int) (bool, error)
+
+	mu  sync.Mutex // serializes Refresh
+	cur atomic.Pointer[handshake.ChainVerifier]
+}
+
+// newIssuerVerifier builds the first verifier; revoked is the
+// ChainVerifierOptions.Revoked callback of every one it builds.
+func newIssuerVerifier(ctx context.Context, cas []*pluginhost.Instance, revoked func(*big.Int) (bool, error)) (*issuerVerifier, error) {
+	v := &issuerVerifier{cas: cas, revoked: revoked}
+	if _, err := v.Refresh(ctx); err != nil {
+		return nil, err
+	}
+	return v, nil
+}
+
+// Refresh re-reads the issuers and swaps in a verifier over them; it
+// returns how many issuers (roots and intermediates) the verifier knows.
+func (v *issuerVerifier) Refresh(ctx context.Context) (int, error) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	roots, inters, err := caIssuers(ctx, v.cas)
+	if err != nil {
+		return 0, err
+	}
+	cv, err := handshake.NewChainVerifier(roots, handshake.ChainVerifierOptions{Revoked: v.revoked, Intermediates: inters})
+	if err != nil {
+		return 0, err
+	}
+	v.cur.Store(cv)
+	return len(roots) + len(inters), nil
+}
+
+// VerifyChain implements handshake.PeerVerifier with the current verifier.
+func (v *issuerVerifier) VerifyChain(chain [][]byte, now time.Time) (handshake.Peer, error) {
+	return v.cur.Load().VerifyChain(chain, now)
+}
+
+var _ handshake.PeerVerifier = (*issuerVerifier)(nil)
+
+// Bounds of one issuer refresh and of the retries after a failed one.
+const (
+	issuerRefreshTimeout = 10 * time.Second
+	issuerRetryMin       = 2 * time.Second
+	issuerRetryMax       = time.Minute
+)
+
+// watchIssuers refreshes v on every ca.rotated event and subscription gap
+// (a rotation announced while the subscription was down). A failed refresh
+// is retried with backoff until one succeeds or the next event. refreshed,
+// when not nil, is called after every attempt (tests).
+func watchIssuers(ctx context.Context, bus *events.Bus, v *issuerVerifier, log hclog.Logger, refreshed func(error)) (func(), error) {
+	sub, err := bus.Subscribe(ctx, events.CARotated)
+	if err != nil {
+		return nil, err
+	}
+	done := make(chan struct{})
+	ctx, cancel := context.WithCancel(ctx)
+	go func() {
+		defer close(done)
+		defer sub.Close()
+		retry := time.NewTimer(issuerRetryMax) // armed only after a failure
+		retry.Stop()
+		defer retry.Stop()
+		backoff := issuerRetryMin
+		refresh := func(why string) {
+			rctx, rcancel := context.WithTimeout(ctx, issuerRefreshTimeout)
+			n, err := v.Refresh(rctx)
+			rcancel()
+			retry.Stop()
+			if err != nil {
+				log.Warn("CA issuers not re-read; the gateway trusts the previous ones", "cause", why, "retry_in", backoff, "error", err)
+				retry.Reset(backoff)
+				backoff = min(2*backoff, issuerRetryMax)
+			} else {
+				log.Info("CA issuers re-read", "cause", why, "issuers", n)
+				backoff = issuerRetryMin
+			}
+			if refreshed != nil {
+				refreshed(err)
+			}
+		}
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-sub.Gaps():
+				refresh("event gap")
+			case <-retry.C:
+				refresh("retry")
+			case e, ok := <-sub.C():
+				if !ok {
+					return
+				}
+				refresh("ca.rotated " + e.Subject + " " + e.Fields["issuer"] + " generation " + e.Fields["generation"])
+			}
+		}
+	}()
+	return func() { cancel(); <-done }, nil
 }
 
 // statusCache answers "is this serial revoked?" for the handshake from the

@@ -32,6 +32,7 @@ type gatewayRuntime struct {
 	applied   *netcfg.Applied
 	rev       *pulse.Revocations
 	stopWatch func()
+	stopCAs   func() // the ca.rotated watcher
 	iface     string
 	addr      netip.Addr
 	port      uint16
@@ -109,13 +110,9 @@ func (s *Server) startGateway(ctx context.Context) (err error) {
 		return fmt.Errorf("gateway: the certificate (serial %s) does not certify the current version of key %s in kms.%s", cert.Serial, gatewayKeyID, kmsName)
 	}
 	cas := s.caPlugins()
-	roots, inters, err := caIssuers(ctx, cas)
-	if err != nil {
-		return fmt.Errorf("gateway: %w", err)
-	}
 	lookup := caStatus(cas)
 	status := newStatusCache(lookup, time.Now)
-	verifier, err := handshake.NewChainVerifier(roots, handshake.ChainVerifierOptions{Revoked: status.Revoked, Intermediates: inters})
+	verifier, err := newIssuerVerifier(ctx, cas, status.Revoked)
 	if err != nil {
 		return fmt.Errorf("gateway: %w", err)
 	}
@@ -186,6 +183,9 @@ func (s *Server) startGateway(ctx context.Context) (err error) {
 	if rt.stopWatch, err = watchRevocations(context.Background(), s.events, status); err != nil {
 		return fmt.Errorf("gateway: %w", err)
 	}
+	if rt.stopCAs, err = watchIssuers(context.Background(), s.events, verifier, s.log.Named("gateway.issuers"), nil); err != nil {
+		return fmt.Errorf("gateway: %w", err)
+	}
 	for _, c := range gatewayCollectors(g) {
 		if err := s.registry.Register(c); err != nil {
 			s.log.Warn("metric not registered", "error", err)
@@ -214,6 +214,9 @@ func (s *Server) stopGateway() error {
 	}
 	if rt.stopWatch != nil {
 		rt.stopWatch()
+	}
+	if rt.stopCAs != nil {
+		rt.stopCAs()
 	}
 	var errs []error
 	if rt.g != nil {
