@@ -710,6 +710,9 @@ func (e *Engine) GetCertificate(ctx context.Context, req *sdkca.GetCertificateRe
 
 // ListIssuers returns the issuers.
 func (e *Engine) ListIssuers(ctx context.Context, _ *sdkca.ListIssuersRequest) (*sdkca.ListIssuersResponse, error) {
+	if err := e.reloadIssuers(ctx); err != nil {
+		return nil, err
+	}
 	e.mu.RLock()
 	defer e.mu.RUnlock()
 	var out []sdkca.Issuer
@@ -724,6 +727,26 @@ func (e *Engine) ListIssuers(ctx context.Context, _ *sdkca.ListIssuersRequest) (
 		return out[i].Generation < out[j].Generation
 	})
 	return &sdkca.ListIssuersResponse{Issuers: out}, nil
+}
+
+// reloadIssuers picks up issuers another replica added to the shared
+// storage (a rotation there): when the stored set has records this engine
+// has not loaded, it activates the stored set, so the new generation signs
+// from now on here too. Generations are only ever added, so a count tells.
+// The core calls ListIssuers on every replica when a ca.rotated event
+// arrives, which makes the switch cluster-wide.
+func (e *Engine) reloadIssuers(ctx context.Context) error {
+	recs, err := e.loadIssuers(ctx)
+	if err != nil {
+		return err
+	}
+	e.mu.RLock()
+	n := len(e.issuers)
+	e.mu.RUnlock()
+	if len(recs) <= n || n == 0 {
+		return nil // nothing new, or not initialized here (Init does that)
+	}
+	return e.activate(ctx, recs)
 }
 
 // keyHash is SHA-256 of a key, for cache keys and OCSP responder ids.

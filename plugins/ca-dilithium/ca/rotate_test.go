@@ -369,3 +369,27 @@ func TestManualInit(t *testing.T) {
 		t.Fatalf("init after a restart: %v", err)
 	}
 }
+
+// TestRotationSeenByOtherReplica: two engines share storage and KMSs, as two
+// core replicas do. A rotation on one becomes visible to the other at its
+// next ListIssuers (the core calls it on every replica when ca.rotated
+// arrives), and the other then issues under the new generation.
+func TestRotationSeenByOtherReplica(t *testing.T) {
+	x := newTwoKMS(t, Config{})
+	a := x.engine(t)
+	b := x.engine(t)
+	if _, err := a.RotateIssuer(bg, &sdkca.RotateRequest{KMS: "hsm"}); err != nil {
+		t.Fatal(err)
+	}
+	_, byName, certs := issuerCerts(t, b)
+	if is := byName["issuing"]; !is.Active || is.Generation != 2 || is.KMS != "hsm" {
+		t.Fatalf("replica b after a's rotation: generation %d active %v kms %q", is.Generation, is.Active, is.KMS)
+	}
+	_, leaf := issueAgent(t, b, "on-b")
+	if err := leaf.CheckSignatureFrom(certs["issuing"], pqx509.DefaultVerifier); err != nil {
+		t.Fatalf("b issued under the old generation: %v", err)
+	}
+	if err := leaf.CheckSignatureFrom(certs["issuing.1"], pqx509.DefaultVerifier); err == nil {
+		t.Fatal("b's certificate verifies under generation 1")
+	}
+}
