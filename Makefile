@@ -7,7 +7,7 @@ CMDS     := ./core/cmd/avon ./agent/cmd/avon-agent ./plugins/kms-soft ./plugins/
 TESTFLAGS ?= -race -count=1 -timeout 25m
 BENCHFLAGS ?= -run '^$$' -bench . -benchmem -benchtime 2s
 
-.PHONY: all build run test bench lint proto clean
+.PHONY: all build run test bench bench-tunnel lint proto clean
 
 all: build
 
@@ -25,6 +25,11 @@ test: build lint
 
 bench:
 	$(GO) test $(BENCHFLAGS) ./...
+
+# One TCP stream through the AVON tunnel and through wireguard-go in the
+# same network namespaces (needs root; see bench/README.md).
+bench-tunnel: build
+	AVON_BIN=$(BIN) bash bench/tunnel-vs-wireguard-go.sh
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
