@@ -42,7 +42,7 @@ type gatewayRuntime struct {
 // gatewayPreflight checks what the gateway needs from the host, with the
 // fix in the message.
 func gatewayPreflight() error {
-	if os.Geteuid() != 0 && !hasCapNetAdmin() {
+	if !netcfg.CanAdminister() {
 		return errors.New("gateway: needs root or CAP_NET_ADMIN to create its TUN device " +
 			"(run the core as root, give it AmbientCapabilities=CAP_NET_ADMIN, or set gateway { enabled = false })")
 	}
@@ -51,21 +51,6 @@ func gatewayPreflight() error {
 			"or, in a container, pass the device (--device /dev/net/tun)", err)
 	}
 	return nil
-}
-
-// hasCapNetAdmin reports whether CAP_NET_ADMIN (12) is in the effective set.
-func hasCapNetAdmin() bool {
-	b, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		return false
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "CapEff:"); ok {
-			caps, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64)
-			return err == nil && caps&(1<<12) != 0
-		}
-	}
-	return false
 }
 
 func aeadID(s string) handshake.AEADID {

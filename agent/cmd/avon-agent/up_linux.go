@@ -108,28 +108,13 @@ func cmdUp(args []string, stdout, stderr io.Writer) int {
 
 // preflight checks what `up` needs from the host.
 func preflight() error {
-	if os.Geteuid() != 0 && !hasCapNetAdmin() {
+	if !netcfg.CanAdminister() {
 		return errors.New(errNeedRoot)
 	}
 	if _, err := os.Stat("/dev/net/tun"); err != nil {
 		return errors.New(errNoTun)
 	}
 	return nil
-}
-
-// hasCapNetAdmin reports whether CAP_NET_ADMIN (12) is in the effective set.
-func hasCapNetAdmin() bool {
-	b, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		return false
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "CapEff:"); ok {
-			caps, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64)
-			return err == nil && caps&(1<<12) != 0
-		}
-	}
-	return false
 }
 
 // background starts `up -foreground` detached, output to the log file, and
