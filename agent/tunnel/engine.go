@@ -420,8 +420,14 @@ func (e *Engine) tunReader(wg *sync.WaitGroup) {
 			out = append(out, p)
 			bytes += uint64(sz)
 		}
-		if len(out) > 0 && e.send(out) == nil {
-			e.tx.Add(bytes)
+		if len(out) == 0 {
+			continue
+		}
+		// Counted before the send, so whoever sees the packet arrive also
+		// sees it in the status; a failed send takes the count back.
+		e.tx.Add(bytes)
+		if e.send(out) != nil {
+			e.tx.Add(^(bytes - 1))
 		}
 	}
 	if !e.closing.Load() {
