@@ -52,12 +52,12 @@ type gwStats struct {
 	Goroutines                             int
 	Sessions                               int
 	// Engine counters (core/gateway.Stats).
-	RxDatagrams, CookieReplies, ProofCookie, ProofToken, HandshakeQueueFull      uint64
-	HandshakesStarted, Responses, InitiationRefused, Busy, DropRateLimited       uint64
-	FragNoState, FragRefused, FinishRefused, HandshakeErrors                     uint64
-	SessionsEstablished, SessionsEnded, SessionsReplaced, SessionsExpired        uint64
+	RxDatagrams, CookieReplies, ProofCookie, ProofToken, HandshakeQueueFull       uint64
+	HandshakesStarted, Responses, InitiationRefused, Busy, DropRateLimited        uint64
+	FragNoState, FragRefused, FinishRefused, HandshakeErrors                      uint64
+	SessionsEstablished, SessionsEnded, SessionsReplaced, SessionsExpired         uint64
 	SessionsDead, Rekeys, RekeyRefused, PulsesAccepted, PulsesRefused, SendErrors uint64
-	KeepalivesTx, KeepalivesRx, DropNoSession, DropAuth, DropReplay              uint64
+	KeepalivesTx, KeepalivesRx, DropNoSession, DropAuth, DropReplay               uint64
 }
 
 // CPU is user + system seconds.

@@ -15,4 +15,6 @@ const (
 func gatewayKey() *handshaketest.Key { return handshaketest.KeyFromLabel(labelPrefix + "gateway") }
 
 // agentKey is agent id's ML-DSA-65 key.
-func agentKey(id string) *handshaketest.Key { return handshaketest.KeyFromLabel(labelPrefix + "agent " + id) }
+func agentKey(id string) *handshaketest.Key {
+	return handshaketest.KeyFromLabel(labelPrefix + "agent " + id)
+}
