@@ -42,6 +42,7 @@ type options struct {
 	cpuProfile  string
 	memProfile  string
 	jsonOut     string
+	floorN      int
 }
 
 func parseOptions(args []string) (options, error) {
@@ -60,12 +61,15 @@ func parseOptions(args []string) (options, error) {
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write the gateway's CPU profile of the handshake phase here")
 	fs.StringVar(&o.memProfile, "memprofile", "", "write the gateway's heap profile at the end of the idle phase here")
 	fs.StringVar(&o.jsonOut, "json", "", "also write the report as JSON here")
+	fs.IntVar(&o.floorN, "floor", 300, "iterations of the primitive floor measured in the gateway process before and after the handshakes")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
 	switch {
 	case o.agents < 1 || o.agents > 65000:
 		return o, fmt.Errorf("-agents %d: want 1 to 65000", o.agents)
+	case o.floorN < 1 || o.floorN > 100_000:
+		return o, fmt.Errorf("-floor %d: want 1 to 100000", o.floorN)
 	case o.concurrency < 1 || o.concurrency > 4096:
 		return o, fmt.Errorf("-concurrency %d: want 1 to 4096", o.concurrency)
 	case o.rate < 0 || o.duration <= 0 || o.idle < 0 || o.pulse <= 0:
@@ -92,7 +96,11 @@ type report struct {
 	LatencyP99ms       float64
 	Attempts           int
 	CookieReplies      int
+	FloorUS            float64 // the primitive floor per handshake, gateway process, one thread (mean of before and after)
+	FloorBeforeUS      float64
+	FloorAfterUS       float64
 	GatewayCPUPerHSus  float64 // gateway CPU (user+sys) / sessions established in the phase
+	RatioToFloor       float64
 	GatewayCapacity    float64 // NumCPU / GatewayCPUPerHS: handshakes/s with every CPU on the gateway
 	AgentCPUPerHSus    float64
 	GatewayQueueFull   uint64
@@ -340,6 +348,12 @@ func run(ctx context.Context, o options, log io.Writer) (*report, error) {
 		return nil, err
 	}
 	r.HeapBaseBytes = base.HeapAlloc
+	if err := c.get(fmt.Sprintf("/floor?n=%d", o.floorN), &r.FloorBeforeUS); err != nil {
+		return nil, err
+	}
+	if base, err = c.stats(false); err != nil {
+		return nil, err
+	}
 
 	// Every agent is one goroutine for its whole life: connect (within the
 	// handshake slots and the rate), then pulse, and rekey once when told.
@@ -478,6 +492,13 @@ func run(ctx context.Context, o options, log io.Writer) (*report, error) {
 		r.AgentCPUPerHSus = (self1 - self0) / float64(r.Connected) * 1e6
 	}
 	r.GatewayQueueFull, r.GatewayBusy, r.GatewayRateLimited = hsEnd.HandshakeQueueFull, hsEnd.Busy, hsEnd.DropRateLimited
+	if err := c.get(fmt.Sprintf("/floor?n=%d", o.floorN), &r.FloorAfterUS); err != nil {
+		return nil, err
+	}
+	r.FloorUS = (r.FloorBeforeUS + r.FloorAfterUS) / 2
+	if r.FloorUS > 0 {
+		r.RatioToFloor = r.GatewayCPUPerHSus / r.FloorUS
+	}
 	fmt.Fprintf(log, "  %d connected, %d failed in %.1fs\n", r.Connected, r.Failed, r.HandshakeSeconds)
 
 	// Idle: the sessions pulse; the heap is read at the end.
@@ -500,7 +521,7 @@ func run(ctx context.Context, o options, log io.Writer) (*report, error) {
 	r.IdleSessions = idle1.Sessions
 	r.HeapIdleBytes = idle1.HeapAlloc
 	if idle1.Sessions > 0 {
-		r.BytesPerSession = (float64(idle1.HeapAlloc) - float64(base.HeapAlloc)) / float64(idle1.Sessions)
+		r.BytesPerSession = (float64(idle1.HeapAlloc) - float64(r.HeapBaseBytes)) / float64(idle1.Sessions)
 	}
 	r.GatewayIdleCPUPerSec = (idle1.CPU() - idle0.CPU()) / r.IdleSeconds
 	if o.memProfile != "" {
@@ -546,6 +567,8 @@ func printReport(w io.Writer, r *report) {
 	fmt.Fprintf(w, "latency           p50 %.1f ms, p99 %.1f ms\n", r.LatencyP50ms, r.LatencyP99ms)
 	fmt.Fprintf(w, "gateway CPU       %.0f us per handshake -> %.0f handshakes/s on %d CPUs; agents' CPU %.0f us per handshake\n",
 		r.GatewayCPUPerHSus, r.GatewayCapacity, r.NumCPU, r.AgentCPUPerHSus)
+	fmt.Fprintf(w, "primitive floor   %.0f us (%.0f before, %.0f after the handshakes): handshake = %.2fx the floor\n",
+		r.FloorUS, r.FloorBeforeUS, r.FloorAfterUS, r.RatioToFloor)
 	fmt.Fprintf(w, "gateway drops     queue full %d, busy %d, rate limited %d\n", r.GatewayQueueFull, r.GatewayBusy, r.GatewayRateLimited)
 	fmt.Fprintf(w, "idle              %d sessions for %.1f s: heap %d -> %d B, %.0f B per session; gateway CPU %.3f s/s\n",
 		r.IdleSessions, r.IdleSeconds, r.HeapBaseBytes, r.HeapIdleBytes, r.BytesPerSession, r.GatewayIdleCPUPerSec)

@@ -15,6 +15,7 @@ import (
 	"os"
 	"runtime"
 	"runtime/pprof"
+	"strconv"
 	"sync"
 	"syscall"
 	"time"
@@ -137,7 +138,7 @@ func gatewayMain(args []string, stdin io.Reader, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	srv := &http.Server{Handler: statsHandler(g), ReadHeaderTimeout: 5 * time.Second}
+	srv := &http.Server{Handler: statsHandler(g, signer), ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = srv.Serve(ln) }()
 	defer srv.Close()
 	if err := json.NewEncoder(stdout).Encode(hello{UDPPort: bind.Port(), HTTP: ln.Addr().String()}); err != nil {
@@ -150,8 +151,21 @@ func gatewayMain(args []string, stdin io.Reader, stdout io.Writer) error {
 
 // statsHandler serves /stats (?gc=1 collects garbage first), and CPU and
 // heap profiles of this process written to a path the driver names.
-func statsHandler(g *gateway.Gateway) http.Handler {
+func statsHandler(g *gateway.Gateway, signer handshake.Signer) http.Handler {
 	mux := http.NewServeMux()
+	mux.HandleFunc("/floor", func(w http.ResponseWriter, r *http.Request) {
+		n, err := strconv.Atoi(r.URL.Query().Get("n"))
+		if err != nil || n < 1 || n > 100_000 {
+			http.Error(w, "n: 1 to 100000", http.StatusBadRequest)
+			return
+		}
+		us, err := floorCPU(signer, n)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		_ = json.NewEncoder(w).Encode(us)
+	})
 	var profMu sync.Mutex
 	var profFile *os.File
 	mux.HandleFunc("/stats", func(w http.ResponseWriter, r *http.Request) {
