@@ -24,7 +24,7 @@ import (
 // Agent-side timers: how long one step of a handshake (or a pulse, or a
 // rekey) may wait for the gateway, and how many attempts a handshake gets.
 const (
-	stepTimeout = 3 * time.Second
+	stepTimeout = 5 * time.Second
 	maxAttempts = 5
 	maxDatagram = 2048
 )
@@ -52,7 +52,6 @@ type agent struct {
 	res    *handshake.Result
 	kp     *transport.Keypair
 	token  [control.TokenLen]byte
-	pulse  time.Duration
 	seq    uint64
 }
 
@@ -194,7 +193,10 @@ func (a *agent) attempt(ctx context.Context, g *gw, signer handshake.Signer, buf
 		return err
 	}
 	deadline := time.Now().Add(stepTimeout)
-	var resp []byte
+	var (
+		resp, fin []byte
+		res       *handshake.Result
+	)
 	for resp == nil {
 		if ctx.Err() != nil {
 			return ctx.Err()
@@ -230,10 +232,12 @@ func (a *agent) attempt(ctx context.Context, g *gw, signer handshake.Signer, buf
 				resp = m
 			}
 		}
-	}
-	fin, res, err := in.HandleResponse(resp)
-	if err != nil {
-		return err
+		if resp != nil {
+			if fin, res, err = in.HandleResponse(resp); err != nil {
+				// The late Response to an earlier attempt: keep waiting.
+				resp = nil
+			}
+		}
 	}
 	frags, err := frag.Split(fin, randIndex(), frag.DefaultMaxChunk)
 	if err != nil {
@@ -285,7 +289,7 @@ func (a *agent) attempt(ctx context.Context, g *gw, signer handshake.Signer, buf
 		if a.res != nil {
 			a.res.Zeroize()
 		}
-		a.res, a.kp, a.token, a.pulse, a.seq = res, kp, sc.SessionToken, sc.PulseInterval, 0
+		a.res, a.kp, a.token, a.seq = res, kp, sc.SessionToken, 0
 		return nil
 	}
 }

@@ -25,6 +25,7 @@ import (
 
 	"github.com/avonzt/avon/core/handshake"
 	"github.com/avonzt/avon/core/handshake/handshaketest"
+	"github.com/avonzt/avon/core/tunnel/control"
 )
 
 // options are the driver's flags.
@@ -54,7 +55,7 @@ func parseOptions(args []string) (options, error) {
 	fs.DurationVar(&o.duration, "duration", 5*time.Minute, "longest the handshake phase may run")
 	fs.DurationVar(&o.idle, "idle", 20*time.Second, "how long the sessions idle (pulsing) before the memory is read")
 	fs.BoolVar(&o.rekey, "rekey", false, "after the idle phase, every session rekeys once")
-	fs.DurationVar(&o.pulse, "pulse", 10*time.Second, "pulse interval the gateway tells the agents")
+	fs.DurationVar(&o.pulse, "pulse", 10*time.Second, "how often agents pulse in the idle phase")
 	fs.IntVar(&o.workers, "workers", 0, "gateway handshake workers (0: engine default)")
 	fs.IntVar(&o.queue, "queue", 0, "gateway handshake queue (0: engine default)")
 	fs.StringVar(&o.gwCPUs, "gateway-cpus", "", "run the gateway under taskset -c with this CPU list")
@@ -112,7 +113,8 @@ type report struct {
 	HeapBaseBytes        uint64
 	HeapIdleBytes        uint64
 	BytesPerSession      float64
-	GatewayIdleCPUPerSec float64 // CPU seconds per second while idling
+	GatewayIdleCPUPerSec float64 // CPU seconds per second while idling (pulses, timers)
+	GatewayCPUPerPulseUS float64 // idle CPU / pulses accepted in the idle phase
 	PulsesAcked          int64
 	PulseFailures        int64
 	PulseP50ms           float64
@@ -182,7 +184,11 @@ func startGateway(o options, rootPath string) (*child, error) {
 	if err != nil {
 		return nil, err
 	}
-	args := []string{"-root", rootPath, "-pulse", o.pulse.String(),
+	// The gateway tells the agents the longest pulse interval, so that no
+	// session dies of missed pulses during a long handshake phase; agents
+	// pulse every -pulse in the idle phase (the gateway takes pulses at
+	// any rate).
+	args := []string{"-root", rootPath, "-pulse", control.MaxPulseInterval.String(),
 		"-workers", fmt.Sprint(o.workers), "-queue", fmt.Sprint(o.queue)}
 	var cmd *exec.Cmd
 	if o.gwCPUs != "" {
@@ -371,7 +377,7 @@ func run(ctx context.Context, o options, log io.Writer) (*report, error) {
 		started                   atomic.Int64
 		hsWG, rekeyWG, allWG      sync.WaitGroup
 	)
-	rekeyNow := make(chan struct{})
+	idleNow, rekeyNow := make(chan struct{}), make(chan struct{})
 	if o.cpuProfile != "" {
 		abs, _ := filepath.Abs(o.cpuProfile)
 		if err := c.get("/cpuprofile/start?path="+url.QueryEscape(abs), nil); err != nil {
@@ -419,52 +425,55 @@ func run(ctx context.Context, o options, log io.Writer) (*report, error) {
 				hsLat.add(cr.latency)
 				return true
 			}()
-			rekeyed := !ok
-			if rekeyed {
+			if !ok {
 				rekeyWG.Done()
 				return
 			}
-			next := time.Now().Add(rand.N(a.pulse))
+			// Pulses only in the idle phase, so that the handshake and
+			// rekey phases measure handshakes and rekeys.
+			select {
+			case <-life.Done():
+				rekeyWG.Done()
+				return
+			case <-idleNow:
+			}
+			next := time.Now().Add(rand.N(o.pulse))
 			for {
-				var rk chan struct{}
-				if !rekeyed {
-					rk = rekeyNow
-				}
 				select {
 				case <-life.Done():
-					if !rekeyed {
-						rekeyWG.Done()
-					}
-					return
-				case <-rk:
-					rekeyed = true
-					slots <- struct{}{}
-					d, err := a.rekey()
-					<-slots
-					if err != nil {
-						rekeysFailed.Add(1)
-					} else {
-						rekeysOK.Add(1)
-						rekeyLat.add(d)
-					}
 					rekeyWG.Done()
+					return
+				case <-rekeyNow:
 				case <-time.After(time.Until(next)):
-					next = next.Add(a.pulse)
+					next = next.Add(o.pulse)
 					d, err := a.beat()
 					if err != nil {
 						pulsesFailed.Add(1)
 						if errors.Is(err, errGatewayClosed) {
-							if !rekeyed {
-								rekeyWG.Done()
-							}
+							rekeyWG.Done()
 							return
 						}
 						continue
 					}
 					pulsesOK.Add(1)
 					pulseLat.add(d)
+					continue
+				}
+				break
+			}
+			if o.rekey {
+				slots <- struct{}{}
+				d, err := a.rekey()
+				<-slots
+				if err != nil {
+					rekeysFailed.Add(1)
+				} else {
+					rekeysOK.Add(1)
+					rekeyLat.add(d)
 				}
 			}
+			rekeyWG.Done()
+			<-life.Done()
 		})
 	}
 	hsWG.Wait()
@@ -507,6 +516,7 @@ func run(ctx context.Context, o options, log io.Writer) (*report, error) {
 	if err != nil {
 		return nil, err
 	}
+	close(idleNow)
 	ti := time.Now()
 	select {
 	case <-time.After(o.idle):
@@ -524,6 +534,9 @@ func run(ctx context.Context, o options, log io.Writer) (*report, error) {
 		r.BytesPerSession = (float64(idle1.HeapAlloc) - float64(r.HeapBaseBytes)) / float64(idle1.Sessions)
 	}
 	r.GatewayIdleCPUPerSec = (idle1.CPU() - idle0.CPU()) / r.IdleSeconds
+	if n := idle1.PulsesAccepted - idle0.PulsesAccepted; n > 0 {
+		r.GatewayCPUPerPulseUS = (idle1.CPU() - idle0.CPU()) / float64(n) * 1e6
+	}
 	if o.memProfile != "" {
 		abs, _ := filepath.Abs(o.memProfile)
 		if err := c.get("/heapprofile?path="+url.QueryEscape(abs), nil); err != nil {
@@ -531,14 +544,18 @@ func run(ctx context.Context, o options, log io.Writer) (*report, error) {
 		}
 	}
 
+	r.PulsesAcked, r.PulseFailures = pulsesOK.Load(), pulsesFailed.Load()
+	r.PulseP50ms, r.PulseP99ms = pulseLat.quantile(0.50), pulseLat.quantile(0.99)
 	if o.rekey {
 		fmt.Fprintf(log, "rekeys: one per session...\n")
-		rk0, err := c.stats(false)
-		if err != nil {
-			return nil, err
-		}
-		close(rekeyNow)
-		rekeyWG.Wait()
+	}
+	rk0, err := c.stats(false)
+	if err != nil {
+		return nil, err
+	}
+	close(rekeyNow)
+	rekeyWG.Wait()
+	if o.rekey {
 		rk1, err := c.stats(false)
 		if err != nil {
 			return nil, err
@@ -549,8 +566,6 @@ func run(ctx context.Context, o options, log io.Writer) (*report, error) {
 		}
 		r.RekeyP50ms, r.RekeyP99ms = rekeyLat.quantile(0.50), rekeyLat.quantile(0.99)
 	}
-	r.PulsesAcked, r.PulseFailures = pulsesOK.Load(), pulsesFailed.Load()
-	r.PulseP50ms, r.PulseP99ms = pulseLat.quantile(0.50), pulseLat.quantile(0.99)
 	if r.End, err = c.stats(false); err != nil {
 		return nil, err
 	}
@@ -572,7 +587,8 @@ func printReport(w io.Writer, r *report) {
 	fmt.Fprintf(w, "gateway drops     queue full %d, busy %d, rate limited %d\n", r.GatewayQueueFull, r.GatewayBusy, r.GatewayRateLimited)
 	fmt.Fprintf(w, "idle              %d sessions for %.1f s: heap %d -> %d B, %.0f B per session; gateway CPU %.3f s/s\n",
 		r.IdleSessions, r.IdleSeconds, r.HeapBaseBytes, r.HeapIdleBytes, r.BytesPerSession, r.GatewayIdleCPUPerSec)
-	fmt.Fprintf(w, "pulses            %d acked, %d failed, p50 %.2f ms, p99 %.2f ms\n", r.PulsesAcked, r.PulseFailures, r.PulseP50ms, r.PulseP99ms)
+	fmt.Fprintf(w, "pulses            %d acked, %d failed, p50 %.2f ms, p99 %.2f ms; gateway CPU %.0f us per pulse (idle CPU / pulses)\n",
+		r.PulsesAcked, r.PulseFailures, r.PulseP50ms, r.PulseP99ms, r.GatewayCPUPerPulseUS)
 	if r.Rekeys+r.RekeyFailures > 0 {
 		fmt.Fprintf(w, "rekeys            %d ok, %d failed, gateway CPU %.0f us per rekey, p50 %.2f ms, p99 %.2f ms\n",
 			r.Rekeys, r.RekeyFailures, r.GatewayCPUPerRKus, r.RekeyP50ms, r.RekeyP99ms)
