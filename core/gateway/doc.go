@@ -48,7 +48,15 @@
 // expire half-open handshakes and reassemblies, retire replaced keys,
 // keepalive after KeepaliveAfter without sending, end sessions whose keys
 // expired (the agent did not rekey), whose certificate expired, that reached
-// MaxSessionAge, or that missed MissedPulses pulses (core/pulse Tracker).
+// MaxSessionAge, or that missed MissedPulses pulses (core/pulse Tracker
+// DeadAt, and Tracker.Ended for sessions ended there). A tick touches only
+// the sessions due: each session is filed in a hashed timer wheel (wheel.go)
+// at the earliest of its deadlines, and re-filed when it comes up, so a
+// deadline that moved later (the keepalive deadline moves with every packet
+// sent, the pulse deadline with every pulse) costs nothing until then. Every
+// session comes up at least every KeepaliveAfter; an idle gateway whose
+// agents pulse every 10 s looks at a tenth of its sessions per second
+// instead of all of them.
 //
 // # Locks
 //
@@ -64,6 +72,11 @@
 //     keySet behind an atomic pointer) without it. Lock order: session.mu
 //     before table; no code takes session.mu while holding table.
 //   - session.endpoint, counters and the ended flag: atomics.
+//   - Gateway.timers: the timer wheel (session.timer) and the limiter's
+//     sweep time; a leaf lock (nothing else is taken while it is held).
+//     endSession sets ended before it unschedules, and schedule files only
+//     sessions not ended, so a tick re-filing a session that ends meanwhile
+//     never leaves it in the wheel.
 //   - Gateway.life: the lifecycle (Start, Run, Close).
 //
 // A keypair or half-open handshake is zeroized only after it left the maps;

@@ -63,8 +63,15 @@ type Gateway struct {
 	}
 	wg sync.WaitGroup
 
-	// lastSweep is only touched by the timer goroutine.
-	lastSweep time.Time
+	// timers guards the timer wheel of the sessions (session.timer) and
+	// the limiter's last sweep. It is a leaf lock: nothing is called and
+	// no other lock taken while it is held.
+	timers struct {
+		sync.Mutex
+		w         *timerWheel[*session]
+		buf       []*session // due sessions of the last tick, reused
+		lastSweep time.Time
+	}
 }
 
 // jobKind is the kind of a handshake job.
@@ -120,6 +127,7 @@ func New(cfg Config, dev tun.Device, bind conn.Bind) (*Gateway, error) {
 	g.table.byID = map[pulse.ID]*session{}
 	g.table.pendingBySrc = map[netip.AddrPort]int{}
 	g.table.pendings = map[uint32]*pendingHS{}
+	g.timers.w = newTimerWheel[*session](TickInterval, timerBuckets, cfg.Now())
 	return g, nil
 }
 
@@ -324,6 +332,7 @@ func (g *Gateway) endSession(s *session, code uint16, reason string, send bool) 
 	if !s.ended.CompareAndSwap(false, true) {
 		return false
 	}
+	g.unschedule(s)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	ks := s.keys.Load()

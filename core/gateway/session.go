@@ -65,6 +65,10 @@ type session struct {
 	endpoint atomic.Pointer[epRef]
 	ended    atomic.Bool
 
+	// timer files the session in the Gateway's timer wheel; guarded by
+	// Gateway.timers.
+	timer wheelEntry[*session]
+
 	// lastRecv and lastSent are calibrated unix ns of the last
 	// authenticated packet in and the last packet out.
 	lastRecv, lastSent atomic.Int64
