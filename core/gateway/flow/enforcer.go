@@ -472,7 +472,7 @@ func (e *Enforcer) deliver(items []Item, ds []policy.Decision, version uint64, e
 	for i, it := range items {
 		var d *Decision
 		if err != nil {
-			d = &Decision{FailClosed: true, Reason: "policy engine unavailable: denied (fail closed)"}
+			d = &Decision{FailClosed: true, Reason: "the policy engine could not decide: denied (fail closed)"}
 		} else {
 			d = fromPolicy(&ds[i])
 			k := it.Key
