@@ -31,6 +31,9 @@ func (g *Gateway) timerLoop(ctx context.Context) {
 func (g *Gateway) tick(now time.Time) {
 	g.expirePending(now)
 	g.reasm.Expire(now)
+	if g.flows != nil {
+		g.flows.Expire(now)
+	}
 	if now.Sub(g.lastSweep) >= limiterSweepEvery || now.Before(g.lastSweep) {
 		g.limiter.Sweep(now)
 		g.lastSweep = now
