@@ -25,11 +25,13 @@ func BenchmarkEstablished(b *testing.B) {
 	now := f.clock.now()
 	b.ReportAllocs()
 	b.ResetTimer()
+	cpu := startCPU(b)
 	for b.Loop() {
 		if f.e.FromAgent(s, pkt, in, now) != Forward {
 			b.Fatal("not forwarded")
 		}
 	}
+	cpu.report(b)
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "pkt/s")
 }
 
@@ -79,6 +81,7 @@ func BenchmarkNewFlowCacheHit(b *testing.B) {
 	now := f.clock.now()
 	b.ReportAllocs()
 	b.ResetTimer()
+	cpu := startCPU(b)
 	i := 0
 	for b.Loop() {
 		if i == len(pkts) {
@@ -94,6 +97,7 @@ func BenchmarkNewFlowCacheHit(b *testing.B) {
 			b.Fatal("not forwarded")
 		}
 	}
+	cpu.report(b)
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "flows/s")
 }
 
@@ -103,11 +107,13 @@ func BenchmarkCacheGet(b *testing.B) {
 	k := CacheKey{Version: 3, Principal: "laptop-42", Subject: 0x1234, Dst: addr(server), Port: 443, Proto: ProtoTCP}
 	c.Put(&k, &Decision{Allow: true}, 0)
 	b.ReportAllocs()
+	cpu := startCPU(b)
 	for b.Loop() {
 		if _, ok := c.Get(&k, 1); !ok {
 			b.Fatal("miss")
 		}
 	}
+	cpu.report(b)
 }
 
 // BenchmarkDecisionsThroughBatcher is new-flow decisions per second with
@@ -119,6 +125,7 @@ func BenchmarkDecisionsThroughBatcher(b *testing.B) {
 	now := f.clock.now()
 	b.ReportAllocs()
 	b.ResetTimer()
+	cpu := startCPU(b)
 	n := 0
 	for b.Loop() {
 		p := v4(ProtoTCP, agentA, fmt.Sprintf("10.%d.%d.%d", 40+n>>16&0xff, n>>8&0xff, n&0xff), tcp(1, 443, tcpSYN))
@@ -126,5 +133,6 @@ func BenchmarkDecisionsThroughBatcher(b *testing.B) {
 		f.e.FromAgent(s, p, f.inner(p), now)
 	}
 	waitFor(b, "every decision", func() bool { return f.e.Stats().Allowed.Load() >= uint64(n) })
+	cpu.report(b)
 	b.ReportMetric(float64(n)/b.Elapsed().Seconds(), "decisions/s")
 }
