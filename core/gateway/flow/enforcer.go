@@ -156,8 +156,16 @@ type Enforcer struct {
 	sessMu   sync.RWMutex
 	sessions map[*Session]struct{}
 
+	// waiting holds the flows waiting for each query on its way, by key
+	// and epoch: after ReevaluateAll a flow asks again and never joins a
+	// query asked before the policy change.
 	waitMu  sync.Mutex
-	waiting map[CacheKey][]waiter
+	waiting map[waitKey][]waiter
+}
+
+type waitKey struct {
+	key   CacheKey
+	epoch uint64
 }
 
 // waiter is a flow waiting for the decision of a query.
@@ -190,7 +198,7 @@ func New(cfg Config) (*Enforcer, error) {
 		cfg.Logger = hclog.NewNullLogger()
 	}
 	e := &Enforcer{cfg: cfg, lim: lim, log: cfg.Logger, cache: NewCache(cfg.CacheSize, cfg.CacheTTL), seed: maphash.MakeSeed(),
-		sessions: map[*Session]struct{}{}, waiting: map[CacheKey][]waiter{}}
+		sessions: map[*Session]struct{}{}, waiting: map[waitKey][]waiter{}}
 	b, err := NewBatcher(BatcherConfig{Engine: cfg.Engine, PolicySetID: cfg.PolicySetID, MaxBatch: cfg.MaxBatch,
 		Delay: cfg.BatchDelay, Timeout: cfg.EvalTimeout, Stats: &e.stats}, e.deliver)
 	if err != nil {
@@ -432,17 +440,18 @@ func (e *Enforcer) openFromPeer(s *Session, p *Packet, raw []byte, peer *Session
 // request asks the engine about key for w, joining a query already on its
 // way for the same key.
 func (e *Enforcer) request(key CacheKey, ss *subjectState, d Dest, w waiter, now time.Time) {
-	e.waitMu.Lock()
-	if ws, ok := e.waiting[key]; ok {
-		e.waiting[key] = append(ws, w)
-		e.waitMu.Unlock()
-		return
-	}
-	e.waiting[key] = []waiter{w}
-	e.waitMu.Unlock()
 	e.epochMu.Lock()
 	epoch := e.epoch
 	e.epochMu.Unlock()
+	wk := waitKey{key: key, epoch: epoch}
+	e.waitMu.Lock()
+	if ws, ok := e.waiting[wk]; ok {
+		e.waiting[wk] = append(ws, w)
+		e.waitMu.Unlock()
+		return
+	}
+	e.waiting[wk] = []waiter{w}
+	e.waitMu.Unlock()
 	q, ents := e.cfg.Query(&ss.Subject, d, now)
 	if err := e.batch.Submit(Item{Key: key, Query: q, Entities: ents, epoch: epoch}); err != nil {
 		e.deliver([]Item{{Key: key, epoch: epoch}}, nil, 0, err)
@@ -483,9 +492,10 @@ func (e *Enforcer) deliver(items []Item, ds []policy.Decision, version uint64, e
 			}
 			e.epochMu.Unlock()
 		}
+		wk := waitKey{key: it.Key, epoch: it.epoch}
 		e.waitMu.Lock()
-		ws := e.waiting[it.Key]
-		delete(e.waiting, it.Key)
+		ws := e.waiting[wk]
+		delete(e.waiting, wk)
 		e.waitMu.Unlock()
 		for _, w := range ws {
 			e.settle(w, d, now)

@@ -505,18 +505,46 @@ func TestReevaluateCutsOpenFlow(t *testing.T) {
 	}
 }
 
+// lateEngine decides at once but answers only when released: its answer
+// is of the policy in force when it was asked.
+type lateEngine struct {
+	policy.Engine
+	mu      sync.Mutex
+	decide  flowtest.DecideFunc
+	entered chan struct{}
+	gate    chan struct{}
+}
+
+func (l *lateEngine) Evaluate(ctx context.Context, req *policy.EvaluateRequest) (*policy.EvaluateResponse, error) {
+	l.mu.Lock()
+	out := &policy.EvaluateResponse{Version: 1}
+	for _, q := range req.Queries {
+		out.Decisions = append(out.Decisions, l.decide(q))
+	}
+	l.mu.Unlock()
+	l.entered <- struct{}{}
+	select {
+	case <-l.gate:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	return out, nil
+}
+
 func TestReevaluateDuringPendingAsksAgain(t *testing.T) {
-	f := newFixture(t, allow443, nil)
-	release := f.eng.Hold()
+	late := &lateEngine{decide: allow443, entered: make(chan struct{}, 16), gate: make(chan struct{})}
+	f := newFixture(t, nil, func(c *Config) { c.Engine = late })
 	s := f.session("laptop", agentA)
 	k := key(ProtoTCP, agentA, server, 1, 443)
 	f.from(s, v4(ProtoTCP, agentA, server, tcp(1, 443, tcpSYN)))
-	<-f.eng.Entered()
-	// The policy changes while the first answer is on its way: that
-	// answer is stale and the flow is asked again.
-	f.eng.SetDecide(flowtest.Rules())
+	<-late.entered
+	// The policy changes while the first answer (an allow) is on its
+	// way: that answer is stale and the flow is asked again.
+	late.mu.Lock()
+	late.decide = flowtest.Rules()
+	late.mu.Unlock()
 	f.e.ReevaluateAll()
-	release()
+	close(late.gate)
 	if v := f.settled(s, k); v != Deny {
 		t.Fatalf("pending flow across a policy change: %v", v)
 	}
