@@ -32,6 +32,12 @@ gateway {
   # pulse_interval = "10s"
   # handshake_rate = 20       # handshakes per second per source
   # max_sessions   = 100000
+  # Per-flow policy: "enforce" decides every new flow with the policy
+  # plugin (fail closed); "off" (the default) leaves it to the firewall.
+  # policy {
+  #   plugin = "abac"   # a plugin "policy" "abac" block
+  #   mode   = "enforce"
+  # }
 }
 
 plugins {

@@ -4,10 +4,16 @@
 //
 // It wires the pure building blocks together (core/handshake,
 // core/tunnel/cookie, ratelimit, frag, transport, control, core/pulse,
-// core/gateway/ipam) and owns the I/O and the goroutines. It must not decide
-// policy beyond the protocol's own rules (cryptokey routing, address proof,
-// limits): flows to Routes leave through the kernel, where policy and
-// firewalling apply, and revocation events reach it through Terminate.
+// core/gateway/ipam, core/gateway/flow) and owns the I/O and the goroutines.
+// It decides nothing itself beyond the protocol's own rules (cryptokey
+// routing, address proof, limits); revocation events reach it through
+// Terminate. Access policy per flow is core/gateway/flow's, switched by
+// Config.Policy: with PolicyEnforce every packet between an agent and the
+// TUN passes the session's flow table (a new flow is held until the policy
+// engine, batched and cached, decides; a denial is told to the agent as a
+// Denial control message; every accepted pulse and PolicyChanged re-check
+// the open flows); with PolicyOff (the default) flows to Routes leave
+// through the kernel, where its firewall applies.
 //
 // # Data path
 //
@@ -18,8 +24,10 @@
 //	                     -> keypair Expired? -> Keypair.Open in place (replay window
 //	                        checked before, updated after the AEAD)
 //	                     -> endpoint := source (roaming, only after authentication)
-//	                     -> keepalive | control (Pulse -> PulseAck, Close -> end)
+//	                     -> keepalive | control (Pulse -> PulseAck and flow
+//	                        re-evaluation, Close -> end)
 //	                        | IP: ParseInner, Src == session address (else DropSpoofed)
+//	                          -> flow table (enforcing): forward, hold or drop
 //	                     -> batched TUN Write per receive batch
 //	  type 1 Initiation: exact length -> mac1 -> per-source rate -> proof
 //	                     (mac2 cookie, or address token unless under load)
@@ -39,7 +47,8 @@
 // nothing); the replaced one opens packets for OldKeyLifetime more.
 //
 // TUN read (one goroutine): batches of BatchSize at offset 16 ->
-// ParseInner -> session by destination address -> Seal in place ->
+// ParseInner -> session by destination address -> flow table (enforcing:
+// return traffic, or a peer agent's allowed flow) -> Seal in place ->
 // grouped per endpoint -> bind.Send. Traffic between agents goes out to the
 // kernel and comes back through this path; traffic to Routes is never read
 // here.

@@ -61,6 +61,9 @@ func (g *Gateway) unschedule(s *session) {
 func (g *Gateway) tick(now time.Time) {
 	g.expirePending(now)
 	g.reasm.Expire(now)
+	if g.flows != nil {
+		g.flows.Expire(now)
+	}
 	g.timers.Lock()
 	sweep := now.Sub(g.timers.lastSweep) >= limiterSweepEvery || now.Before(g.timers.lastSweep)
 	if sweep {

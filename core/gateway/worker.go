@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/avonzt/avon/core/gateway/flow"
 	"github.com/avonzt/avon/core/handshake"
 	"github.com/avonzt/avon/core/pulse"
 	"github.com/avonzt/avon/core/tunnel/control"
@@ -242,12 +243,18 @@ func (g *Gateway) establish(ctx context.Context, idx uint32, ph *pendingHS, res 
 		kp.Zeroize()
 		return fmt.Errorf("gateway: pulse tracker: %w: %w", handshake.ErrBusy, err)
 	}
+	if g.flows != nil {
+		s.flow = g.flows.AddSession(flow.Subject{SessionID: s.id.String(), AgentID: s.agentID, Address: addr}, s)
+	}
 	g.table.Lock()
 	old := g.table.byAddr[addr]
 	if old == nil && len(g.table.byID) >= g.cfg.MaxSessions {
 		g.table.Unlock()
 		g.stats.Busy.Add(1)
 		g.tracker.Remove(s.id)
+		if g.flows != nil {
+			g.flows.RemoveSession(s.flow)
+		}
 		kp.Zeroize()
 		return fmt.Errorf("gateway: %d sessions: table full: %w", g.cfg.MaxSessions, handshake.ErrBusy)
 	}
