@@ -1,0 +1,158 @@
+package abac
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+)
+
+// maxJSONDepth bounds the nesting of entity attributes and contexts. AVON's
+// schema needs 3; custom schemas get room, attackers do not.
+const maxJSONDepth = 32
+
+// node is one parsed JSON value. Objects keep their key order and never
+// hold a key twice.
+type node struct {
+	kind byte // 's' string, 'n' number, 'b' bool, 'z' null, 'a' array, 'o' object
+	str  string
+	num  json.Number
+	b    bool
+	arr  []node
+	obj  []member
+}
+
+type member struct {
+	key string
+	val node
+}
+
+func (n node) kindName() string {
+	switch n.kind {
+	case 's':
+		return "a string"
+	case 'n':
+		return "a number"
+	case 'b':
+		return "a boolean"
+	case 'z':
+		return "null"
+	case 'a':
+		return "an array"
+	default:
+		return "an object"
+	}
+}
+
+// get returns the member named key of an object.
+func (n node) get(key string) (node, bool) {
+	for _, m := range n.obj {
+		if m.key == key {
+			return m.val, true
+		}
+	}
+	return node{}, false
+}
+
+var errTrailing = errors.New("trailing data after the JSON value")
+
+// parseJSON parses one JSON value. Unlike encoding/json it rejects
+// duplicate object keys (two parsers must never read the same bytes two
+// ways) and nesting deeper than maxJSONDepth.
+func parseJSON(b []byte) (node, error) {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber()
+	n, err := parseValue(dec, 0)
+	if err != nil {
+		return node{}, err
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return node{}, errTrailing
+	}
+	return n, nil
+}
+
+func parseValue(dec *json.Decoder, depth int) (node, error) {
+	t, err := dec.Token()
+	if err != nil {
+		if err == io.EOF {
+			return node{}, io.ErrUnexpectedEOF
+		}
+		return node{}, err
+	}
+	return parseFrom(dec, t, depth)
+}
+
+func parseFrom(dec *json.Decoder, t json.Token, depth int) (node, error) {
+	switch v := t.(type) {
+	case string:
+		return node{kind: 's', str: v}, nil
+	case json.Number:
+		return node{kind: 'n', num: v}, nil
+	case bool:
+		return node{kind: 'b', b: v}, nil
+	case nil:
+		return node{kind: 'z'}, nil
+	case json.Delim:
+		if depth >= maxJSONDepth {
+			return node{}, fmt.Errorf("nested deeper than %d levels", maxJSONDepth)
+		}
+		switch v {
+		case '[':
+			n := node{kind: 'a'}
+			for dec.More() {
+				e, err := parseValue(dec, depth+1)
+				if err != nil {
+					return node{}, err
+				}
+				n.arr = append(n.arr, e)
+			}
+			if _, err := dec.Token(); err != nil { // ']'
+				return node{}, err
+			}
+			return n, nil
+		case '{':
+			n := node{kind: 'o'}
+			var seen map[string]struct{} // past a few keys, so that a large object stays linear
+			for dec.More() {
+				kt, err := dec.Token()
+				if err != nil {
+					return node{}, err
+				}
+				k, ok := kt.(string)
+				if !ok {
+					return node{}, fmt.Errorf("object key is %v, not a string", kt)
+				}
+				dup := false
+				if seen != nil {
+					_, dup = seen[k]
+				} else {
+					_, dup = n.get(k)
+				}
+				if dup {
+					return node{}, fmt.Errorf("key %q appears twice", k)
+				}
+				if seen == nil && len(n.obj) >= 8 {
+					seen = make(map[string]struct{}, 16)
+					for _, m := range n.obj {
+						seen[m.key] = struct{}{}
+					}
+				}
+				if seen != nil {
+					seen[k] = struct{}{}
+				}
+				e, err := parseValue(dec, depth+1)
+				if err != nil {
+					return node{}, err
+				}
+				n.obj = append(n.obj, member{key: k, val: e})
+			}
+			if _, err := dec.Token(); err != nil { // '}'
+				return node{}, err
+			}
+			return n, nil
+		}
+	}
+	return node{}, fmt.Errorf("unexpected JSON token %v", t)
+}
