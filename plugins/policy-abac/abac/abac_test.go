@@ -109,7 +109,7 @@ func TestDecisions(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			ds, err := s.Evaluate(testEntities, []policy.Query{c.q}, testNow)
+			ds, err := s.Evaluate(testEntities, []policy.Query{c.q}, At(testNow))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -138,7 +138,7 @@ forbid (principal, action == Action::"reach", resource) unless { principal.os ==
 `})
 	// ghost is not among the entities: principal.os cannot be read, so the
 	// forbid errs; Cedar would skip it and allow through "all".
-	ds, err := s.Evaluate(testEntities, []policy.Query{reach("ghost", 443, true), reach("laptop", 443, true)}, testNow)
+	ds, err := s.Evaluate(testEntities, []policy.Query{reach("ghost", 443, true), reach("laptop", 443, true)}, At(testNow))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -154,7 +154,7 @@ forbid (principal, action == Action::"reach", resource) unless { principal.os ==
 func TestReportOnly(t *testing.T) {
 	s := mustCompile(t, Source{ID: "ro", Policies: basePolicies, ReportOnly: true})
 	bad := policy.Query{Principal: ref("Agent", "laptop"), Action: ref("Action", "nope"), Resource: ref("Network", "corp"), Context: flowContext(22, true)}
-	ds, err := s.Evaluate(testEntities, []policy.Query{reach("laptop", 22, true), reach("laptop", 443, true), bad}, testNow)
+	ds, err := s.Evaluate(testEntities, []policy.Query{reach("laptop", 22, true), reach("laptop", 443, true), bad}, At(testNow))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -181,9 +181,15 @@ func errorPosition(err error) (int, int) {
 	return positionIn(err.Error())
 }
 
-// cleanMessage drops the parsers' "<input>" file placeholder.
+var parsePrefixRE = regexp.MustCompile(`^(parser error: )?parse error at [^ ]*:\d+:\d+ `)
+
+// cleanMessage drops the parsers' position prefix, which the diagnostic
+// carries as Line and Column.
 func cleanMessage(s string) string {
-	return strings.ReplaceAll(s, "<input>:", "line:col ")
+	if loc := parsePrefixRE.FindStringIndex(s); loc != nil {
+		return "syntax error near " + s[loc[1]:]
+	}
+	return s
 }
 
 type span struct{ start, end int }

@@ -82,30 +82,48 @@ func (s *store) Get(uid types.EntityUID) (types.Entity, bool) {
 	return e, ok
 }
 
+// Clock returns the calibrated decision time, or the zero time when none
+// is available.
+type Clock func() time.Time
+
+// At is a Clock that always says t.
+func At(t time.Time) Clock { return func() time.Time { return t } }
+
 // Evaluate decides each query against the set, with the batch's entities.
-// now is the calibrated decision time, used for contexts that omit their
-// time; the zero time means none is available, and such queries are
-// denied with ErrNoTime. The error is for the batch as a whole (an invalid
-// entity); per-query problems are denials carrying the error.
-func (s *Set) Evaluate(entities []policy.Entity, queries []policy.Query, now time.Time) ([]policy.Decision, error) {
+// now gives the time for contexts that omit theirs; it is called at most
+// once, and only if such a context comes. When it gives the zero time,
+// those queries are denied with ErrNoTime. The error is for the batch as a
+// whole (an invalid entity); per-query problems are denials carrying the
+// error.
+func (s *Set) Evaluate(entities []policy.Entity, queries []policy.Query, now Clock) ([]policy.Decision, error) {
 	batch, err := s.Entities(entities)
 	if err != nil {
 		return nil, err
 	}
 	out := make([]policy.Decision, len(queries))
 	st := &store{batch: batch, actions: s.schema.actions}
+	var (
+		t     time.Time
+		asked bool
+	)
+	lazy := func() time.Time {
+		if !asked && now != nil {
+			t, asked = now(), true
+		}
+		return t
+	}
 	for i := range queries {
-		out[i] = s.decide(st, &queries[i], now)
+		out[i] = s.decide(st, &queries[i], lazy)
 	}
 	return out, nil
 }
 
 // Decide evaluates one query against converted entities (see Entities).
-func (s *Set) Decide(entities types.EntityMap, q policy.Query, now time.Time) policy.Decision {
+func (s *Set) Decide(entities types.EntityMap, q policy.Query, now Clock) policy.Decision {
 	return s.decide(&store{batch: entities, actions: s.schema.actions}, &q, now)
 }
 
-func (s *Set) decide(st *store, q *policy.Query, now time.Time) policy.Decision {
+func (s *Set) decide(st *store, q *policy.Query, now Clock) policy.Decision {
 	req, inline, err := s.request(q, now)
 	if err != nil {
 		return policy.Decision{Errors: []string{err.Error()}, Reasons: []string{"invalid query: " + err.Error()}}
@@ -167,7 +185,7 @@ func (s *Set) sortIDs(ids []string) {
 }
 
 // request checks a query against the schema and converts its context.
-func (s *Set) request(q *policy.Query, now time.Time) (types.Request, types.EntityMap, error) {
+func (s *Set) request(q *policy.Query, now Clock) (types.Request, types.EntityMap, error) {
 	principal := types.NewEntityUID(types.EntityType(q.Principal.Type), types.String(q.Principal.ID))
 	resource := types.NewEntityUID(types.EntityType(q.Resource.Type), types.String(q.Resource.ID))
 	action := types.NewEntityUID(types.EntityType(q.Action.Type), types.String(q.Action.ID))
@@ -191,7 +209,7 @@ func (s *Set) request(q *policy.Query, now time.Time) (types.Request, types.Enti
 	return types.Request{Principal: principal, Action: action, Resource: resource, Context: ctx}, inline, nil
 }
 
-func (s *Set) context(raw []byte, t resolved.RecordType, now time.Time) (types.Record, types.EntityMap, error) {
+func (s *Set) context(raw []byte, t resolved.RecordType, now Clock) (types.Record, types.EntityMap, error) {
 	if len(raw) == 0 {
 		raw = []byte("{}")
 	}
@@ -204,10 +222,14 @@ func (s *Set) context(raw []byte, t resolved.RecordType, now time.Time) (types.R
 	}
 	if a, ok := t[ContextTime]; ok && a.Type == resolved.IsType(resolved.ExtensionType("datetime")) {
 		if _, given := n.get(ContextTime); !given {
-			if now.IsZero() {
+			var t time.Time
+			if now != nil {
+				t = now()
+			}
+			if t.IsZero() {
 				return types.Record{}, nil, fmt.Errorf("context has no time: %w", ErrNoTime)
 			}
-			n.obj = append(n.obj, member{key: ContextTime, val: node{kind: 's', str: now.UTC().Format(time.RFC3339Nano)}})
+			n.obj = append(n.obj, member{key: ContextTime, val: node{kind: 's', str: t.UTC().Format(time.RFC3339Nano)}})
 		}
 	}
 	weekday := false

@@ -73,12 +73,18 @@ func parseJSON(b []byte) (node, error) {
 	return n, nil
 }
 
-func parseValue(dec *json.Decoder, depth int) (node, error) {
+// token reads the next token; the input may not end inside a value.
+func token(dec *json.Decoder) (json.Token, error) {
 	t, err := dec.Token()
+	if err == io.EOF {
+		return nil, io.ErrUnexpectedEOF
+	}
+	return t, err
+}
+
+func parseValue(dec *json.Decoder, depth int) (node, error) {
+	t, err := token(dec)
 	if err != nil {
-		if err == io.EOF {
-			return node{}, io.ErrUnexpectedEOF
-		}
 		return node{}, err
 	}
 	return parseFrom(dec, t, depth)
@@ -108,7 +114,7 @@ func parseFrom(dec *json.Decoder, t json.Token, depth int) (node, error) {
 				}
 				n.arr = append(n.arr, e)
 			}
-			if _, err := dec.Token(); err != nil { // ']'
+			if _, err := token(dec); err != nil { // ']'
 				return node{}, err
 			}
 			return n, nil
@@ -116,7 +122,7 @@ func parseFrom(dec *json.Decoder, t json.Token, depth int) (node, error) {
 			n := node{kind: 'o'}
 			var seen map[string]struct{} // past a few keys, so that a large object stays linear
 			for dec.More() {
-				kt, err := dec.Token()
+				kt, err := token(dec)
 				if err != nil {
 					return node{}, err
 				}
@@ -148,7 +154,7 @@ func parseFrom(dec *json.Decoder, t json.Token, depth int) (node, error) {
 				}
 				n.obj = append(n.obj, member{key: k, val: e})
 			}
-			if _, err := dec.Token(); err != nil { // '}'
+			if _, err := token(dec); err != nil { // '}'
 				return node{}, err
 			}
 			return n, nil
