@@ -241,22 +241,32 @@ func locate(text string, sp span, msg string, line, col int) (int, int) {
 	return l, c
 }
 
-// indexWord finds name in s not as part of a longer identifier.
+// indexWord finds name in s not as part of a longer identifier and, for
+// an identifier, not inside a string literal (an @id naming it, say).
 func indexWord(s, name string) int {
 	isIdent := func(b byte) bool {
 		return b == '_' || b >= '0' && b <= '9' || b >= 'a' && b <= 'z' || b >= 'A' && b <= 'Z'
 	}
-	for from := 0; from < len(s); {
-		i := strings.Index(s[from:], name)
-		if i < 0 {
-			return -1
+	if name == "" {
+		return -1
+	}
+	quoted := name[0] == '"'
+	inString := false
+	for i := 0; i < len(s); i++ {
+		if !inString && strings.HasPrefix(s[i:], name) {
+			j := i + len(name)
+			if quoted || ((i == 0 || !isIdent(s[i-1]) || !isIdent(name[0])) && (j >= len(s) || !isIdent(s[j]) || !isIdent(name[len(name)-1]))) {
+				return i
+			}
 		}
-		i += from
-		j := i + len(name)
-		if (i == 0 || !isIdent(s[i-1]) || !isIdent(name[0])) && (j >= len(s) || !isIdent(s[j]) || !isIdent(name[len(name)-1])) {
-			return i
+		switch s[i] {
+		case '"':
+			inString = !inString
+		case '\\':
+			if inString {
+				i++
+			}
 		}
-		from = i + 1
 	}
 	return -1
 }
