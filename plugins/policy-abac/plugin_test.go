@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/avonzt/avon/plugins/policy-abac/abac"
+	"github.com/avonzt/avon/plugins/policy-abac/policytest"
 	"github.com/avonzt/avon/sdk/host"
 	"github.com/avonzt/avon/sdk/plugin"
 	"github.com/avonzt/avon/sdk/plugintest"
@@ -467,5 +468,35 @@ func TestEvaluateDuringSetPolicies(t *testing.T) {
 	}
 	if n != workers*rounds {
 		t.Fatalf("%d results", n)
+	}
+}
+
+// TestPolicyTestFileThroughPlugin: the example test file passes against
+// the example set applied to a real plugin process, as `avon policy test`
+// runs it through the core.
+func TestPolicyTestFileThroughPlugin(t *testing.T) {
+	text, err := os.ReadFile("policytest/testdata/corp.cedar")
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile("policytest/testdata/corp_test.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := policytest.Parse(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := start(t, plugintest.NewHost(), cfg(t, nil))
+	r, err := e.SetPolicies(context.Background(), &policy.SetPoliciesRequest{PolicySetID: "corp", Policies: string(text)})
+	if err != nil || !r.Applied {
+		t.Fatalf("%+v %v", r, err)
+	}
+	rep, err := f.Run(context.Background(), e, "corp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Failed != 0 || rep.Passed != len(f.Cases) || rep.Version != r.Version {
+		t.Fatalf("version %d: %s", rep.Version, rep)
 	}
 }
