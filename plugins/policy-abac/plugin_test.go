@@ -500,3 +500,32 @@ func TestPolicyTestFileThroughPlugin(t *testing.T) {
 		t.Fatalf("version %d: %s", rep.Version, rep)
 	}
 }
+
+// BenchmarkEvaluatePlugin: decisions through a real plugin process (gRPC,
+// AutoMTLS), batches of 1 and 256, with AVON's full flow context.
+func BenchmarkEvaluatePlugin(b *testing.B) {
+	s := plugintest.Start(b, plugintest.Build(b, pkg), plugin.KindPolicy, plugintest.Options{Config: cfg(b, nil)})
+	e := policyrpc.NewClient(s.Conn.Conn)
+	ctx := context.Background()
+	if r, err := e.SetPolicies(ctx, &policy.SetPoliciesRequest{Policies: engPolicies}); err != nil || !r.Applied {
+		b.Fatalf("%+v %v", r, err)
+	}
+	for _, n := range []int{1, 256} {
+		b.Run(fmt.Sprintf("batch=%d", n), func(b *testing.B) {
+			qs := make([]policy.Query, n)
+			for i := range qs {
+				qs[i] = flow("laptop", 443)
+				qs[i].Context = []byte(strings.Replace(string(qs[i].Context), "{", `{"time":"2026-12-02T10:00:00Z",`, 1))
+			}
+			req := &policy.EvaluateRequest{Entities: entities, Queries: qs}
+			b.ReportAllocs()
+			for b.Loop() {
+				r, err := e.Evaluate(ctx, req)
+				if err != nil || !r.Decisions[0].Allow {
+					b.Fatalf("%v", err)
+				}
+			}
+			b.ReportMetric(float64(b.N*n)/b.Elapsed().Seconds(), "decisions/s")
+		})
+	}
+}

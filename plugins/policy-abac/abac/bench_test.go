@@ -1,0 +1,81 @@
+package abac
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/avonzt/avon/sdk/policy"
+)
+
+// manyPolicies returns n policies: one per group and port, plus a forbid,
+// so every query runs every policy.
+func manyPolicies(n int) string {
+	var b strings.Builder
+	for i := range n - 1 {
+		fmt.Fprintf(&b, "@id(\"p%d\") permit (principal in Group::\"g%d\", action == Action::\"reach\", resource in Network::\"corp\") when { context.destination.port == %d };\n", i, i, 1000+i)
+	}
+	b.WriteString(`@id("no-ssh") @reason("no ssh") forbid (principal, action == Action::"reach", resource) when { context.destination.port == 22 };` + "\n")
+	return b.String()
+}
+
+func benchEvaluate(b *testing.B, s *Set, batch int) {
+	qs := make([]policy.Query, batch)
+	for i := range qs {
+		qs[i] = reach("laptop", 443, true)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		ds, err := s.Evaluate(testEntities, qs, At(testNow))
+		if err != nil || !ds[0].Allow {
+			b.Fatalf("%v %+v", err, ds[0])
+		}
+	}
+	b.ReportMetric(float64(b.N*batch)/b.Elapsed().Seconds(), "decisions/s")
+}
+
+// BenchmarkEvaluate: decisions with AVON's full flow context (parsed and
+// converted per query) against basePolicies, batches of 1 and 256.
+func BenchmarkEvaluate(b *testing.B) {
+	s := mustCompile(b, Source{ID: "bench", Policies: basePolicies})
+	for _, n := range []int{1, 256} {
+		b.Run(fmt.Sprintf("batch=%d", n), func(b *testing.B) { benchEvaluate(b, s, n) })
+	}
+}
+
+// BenchmarkPolicies: one decision against sets of 10, 100 and 1,000
+// policies (every policy is evaluated for every query).
+func BenchmarkPolicies(b *testing.B) {
+	for _, n := range []int{10, 100, 1000} {
+		s := mustCompile(b, Source{ID: "bench", Policies: manyPolicies(n)})
+		b.Run(fmt.Sprintf("policies=%d", n), func(b *testing.B) {
+			ents, err := s.Entities(testEntities)
+			if err != nil {
+				b.Fatal(err)
+			}
+			q := reach("laptop", 443, true)
+			b.ReportAllocs()
+			for b.Loop() {
+				if d := s.Decide(ents, q, At(testNow)); d.Allow {
+					b.Fatalf("%+v", d)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkCompile: parse and validate sets of 10, 100 and 1,000 policies.
+func BenchmarkCompile(b *testing.B) {
+	for _, n := range []int{10, 100, 1000} {
+		text := manyPolicies(n)
+		b.Run(fmt.Sprintf("policies=%d", n), func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if s, d := Compile(Source{ID: "bench", Policies: text}); s == nil {
+					b.Fatal(d)
+				}
+			}
+		})
+	}
+}
