@@ -74,8 +74,15 @@ func (s *Set) ReportOnly() bool { return s.src.ReportOnly }
 // `has` guards for optional attributes). It returns a nil Set when any
 // diagnostic is an error; warnings (a policy without @reason, say) do not
 // stop it.
-func Compile(src Source) (*Set, []policy.Diagnostic) {
-	var diags []policy.Diagnostic
+func Compile(src Source) (set *Set, diags []policy.Diagnostic) {
+	defer func() {
+		// The Cedar parser and validator are a library reading untrusted
+		// text: a panic there is a rejected set, never a dead plugin.
+		if r := recover(); r != nil {
+			set = nil
+			diags = append(diags, policy.Diagnostic{Severity: SeverityError, Message: fmt.Sprintf("internal error in the Cedar library: %v", r)})
+		}
+	}()
 	errd := func(id string, line, col int, format string, args ...any) {
 		diags = append(diags, policy.Diagnostic{Severity: SeverityError, PolicyID: id, Line: line, Column: col, Message: fmt.Sprintf(format, args...)})
 	}
@@ -109,7 +116,7 @@ func Compile(src Source) (*Set, []policy.Diagnostic) {
 		errd("", 0, 0, "%d policies, more than %d", len(list), MaxPolicies)
 		return nil, diags
 	}
-	set := &Set{src: src, schema: sc, policies: cedar.NewPolicySet(), meta: map[cedar.PolicyID]policyMeta{}, index: map[string]int{}}
+	set = &Set{src: src, schema: sc, policies: cedar.NewPolicySet(), meta: map[cedar.PolicyID]policyMeta{}, index: map[string]int{}}
 	spans := policySpans(list, len(src.Policies))
 	seen := map[string]int{}
 	for i, p := range list {

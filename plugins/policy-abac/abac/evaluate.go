@@ -123,7 +123,14 @@ func (s *Set) Decide(entities types.EntityMap, q policy.Query, now Clock) policy
 	return s.decide(&store{batch: entities, actions: s.schema.actions}, &q, now)
 }
 
-func (s *Set) decide(st *store, q *policy.Query, now Clock) policy.Decision {
+func (s *Set) decide(st *store, q *policy.Query, now Clock) (d policy.Decision) {
+	defer func() {
+		// A panic in the Cedar evaluator denies this query, with the reason.
+		if r := recover(); r != nil {
+			msg := fmt.Sprintf("internal error in the Cedar library: %v", r)
+			d = policy.Decision{Errors: []string{msg}, Reasons: []string{"denied: " + msg}}
+		}
+	}()
 	req, inline, err := s.request(q, now)
 	if err != nil {
 		return policy.Decision{Errors: []string{err.Error()}, Reasons: []string{"invalid query: " + err.Error()}}
@@ -131,7 +138,7 @@ func (s *Set) decide(st *store, q *policy.Query, now Clock) policy.Decision {
 	st.inline = inline
 	dec, diag := s.policies.IsAuthorized(st, req)
 	st.inline = nil
-	d := policy.Decision{Allow: dec == cedar.Allow && len(diag.Errors) == 0}
+	d = policy.Decision{Allow: dec == cedar.Allow && len(diag.Errors) == 0}
 	for _, r := range diag.Reasons {
 		d.DeterminingPolicies = append(d.DeterminingPolicies, string(r.PolicyID))
 	}
