@@ -7,7 +7,6 @@ import (
 	"io"
 )
 
-
 // parseJSONReference is the slow, obviously correct parser on top of
 // encoding/json's tokenizer that parseJSON is tested against.
 func parseJSONReference(b []byte) (node, error) {

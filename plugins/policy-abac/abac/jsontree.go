@@ -57,7 +57,6 @@ func (n node) get(key string) (node, bool) {
 	return node{}, false
 }
 
-
 var errTrailing = errors.New("trailing data after the JSON value")
 
 // parseJSON parses one JSON value (RFC 8259). Unlike encoding/json it
