@@ -2,6 +2,7 @@ package abac
 
 import (
 	"fmt"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -167,5 +168,48 @@ func TestReportOnly(t *testing.T) {
 	// A malformed query is not a policy verdict: denied even in report-only mode.
 	if d := ds[2]; d.Allow || d.ReportOnly || len(d.Errors) == 0 {
 		t.Fatalf("invalid query: %+v", d)
+	}
+}
+
+// TestBatchMemoMatchesSingle: a batch (which converts each distinct
+// nested context object once) decides exactly as the same queries one by
+// one, across actions whose contexts share bytes but not types.
+func TestBatchMemoMatchesSingle(t *testing.T) {
+	s := mustCompile(t, Source{ID: "memo", Policies: basePolicies + `
+@id("gw") permit (principal in Group::"eng", action == Action::"connect", resource) when { context.posture.os == "linux" };`})
+	ents := append(slices.Clone(testEntities), policy.Entity{Ref: ref("Gateway", "gw"), Attributes: []byte(`{"name":"gw","region":"eu"}`)})
+	var qs []policy.Query
+	for _, agent := range []string{"laptop", "kiosk", "ghost"} {
+		for _, port := range []int{22, 443, 8080} {
+			for _, enc := range []bool{true, false} {
+				qs = append(qs, reach(agent, port, enc))
+				c := strings.Replace(string(flowContext(port, enc)), `"destination"`, `"unused"`, 1)
+				c = c[:strings.Index(c, `"unused"`)-3] + "\n}"
+				qs = append(qs, policy.Query{Principal: ref("Agent", agent), Action: ref("Action", "connect"), Resource: ref("Gateway", "gw"), Context: []byte(c)})
+			}
+		}
+	}
+	batch, err := s.Evaluate(ents, qs, At(testNow))
+	if err != nil {
+		t.Fatal(err)
+	}
+	allowed := 0
+	for i, q := range qs {
+		one, err := s.Evaluate(ents, []policy.Query{q}, At(testNow))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(batch[i], one[0]) {
+			t.Fatalf("query %d: batch %+v, alone %+v", i, batch[i], one[0])
+		}
+		if one[0].Allow {
+			allowed++
+		}
+		if len(one[0].Errors) > 0 {
+			t.Fatalf("query %d: %v", i, one[0].Errors)
+		}
+	}
+	if allowed == 0 || allowed == len(qs) {
+		t.Fatalf("%d of %d allowed: the test decides nothing", allowed, len(qs))
 	}
 }

@@ -31,11 +31,23 @@ func cpuTime() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-func benchEvaluate(b *testing.B, s *Set, batch int) {
-	qs := make([]policy.Query, batch)
+// flows returns n new-flow queries as a gateway batches them: each to its
+// own destination, from 16 sessions (16 distinct postures and sources).
+func flows(n int) []policy.Query {
+	qs := make([]policy.Query, n)
 	for i := range qs {
-		qs[i] = reach("laptop", 443, true)
+		q := reach("laptop", 443, true)
+		c := strings.Replace(string(q.Context), `"10.20.0.10"`, fmt.Sprintf(`"10.20.%d.%d"`, i/250, 1+i%250), 1)
+		c = strings.Replace(c, `"0.3.0"`, fmt.Sprintf(`"0.3.%d"`, i%16), 1)
+		c = strings.Replace(c, `"port":51234`, fmt.Sprintf(`"port":%d`, 50000+i%16), 1)
+		q.Context = []byte(c)
+		qs[i] = q
 	}
+	return qs
+}
+
+func benchEvaluate(b *testing.B, s *Set, batch int) {
+	qs := flows(batch)
 	b.ReportAllocs()
 	b.ResetTimer()
 	cpu0 := cpuTime()

@@ -19,9 +19,49 @@ type converter struct {
 	// inline collects entities given inline in a context (an object where
 	// the schema has an entity type, e.g. posture); nil forbids them.
 	inline map[types.EntityUID]types.Entity
+	// memo, when set, holds the conversions of nested objects already
+	// seen in this batch: the flows of one session share their posture,
+	// source and location byte for byte. Cedar values are immutable, so
+	// queries may share them.
+	memo map[memoKey]memoVal
+	// scope distinguishes the types the same path has under different
+	// actions (the action's UID).
+	scope string
+}
+
+type memoKey struct{ scope, path, raw string }
+
+type memoVal struct {
+	v      types.Value
+	inline *types.Entity // the inline entity the value refers to
 }
 
 func (c *converter) value(n node, t resolved.IsType, path string) (types.Value, error) {
+	if c.memo == nil || n.kind != 'o' || n.raw == nil {
+		return c.convert(n, t, path)
+	}
+	k := memoKey{scope: c.scope, path: path, raw: string(n.raw)}
+	if m, ok := c.memo[k]; ok {
+		if m.inline != nil {
+			c.inline[m.inline.UID] = *m.inline
+		}
+		return m.v, nil
+	}
+	v, err := c.convert(n, t, path)
+	if err != nil {
+		return nil, err
+	}
+	m := memoVal{v: v}
+	if uid, ok := v.(types.EntityUID); ok && c.inline != nil {
+		if e, ok := c.inline[uid]; ok {
+			m.inline = &e
+		}
+	}
+	c.memo[k] = m
+	return v, nil
+}
+
+func (c *converter) convert(n node, t resolved.IsType, path string) (types.Value, error) {
 	switch t := t.(type) {
 	case resolved.StringType:
 		if n.kind != 's' {

@@ -69,6 +69,7 @@ type store struct {
 	inline  types.EntityMap
 	batch   types.EntityMap
 	actions types.EntityMap
+	memo    map[memoKey]memoVal // nested context objects converted in this batch
 }
 
 func (s *store) Get(uid types.EntityUID) (types.Entity, bool) {
@@ -102,6 +103,9 @@ func (s *Set) Evaluate(entities []policy.Entity, queries []policy.Query, now Clo
 	}
 	out := make([]policy.Decision, len(queries))
 	st := &store{batch: batch, actions: s.schema.actions}
+	if len(queries) > 1 {
+		st.memo = map[memoKey]memoVal{}
+	}
 	var (
 		t     time.Time
 		asked bool
@@ -131,7 +135,7 @@ func (s *Set) decide(st *store, q *policy.Query, now Clock) (d policy.Decision) 
 			d = policy.Decision{Errors: []string{msg}, Reasons: []string{"denied: " + msg}}
 		}
 	}()
-	req, inline, err := s.request(q, now)
+	req, inline, err := s.request(q, now, st.memo)
 	if err != nil {
 		return policy.Decision{Errors: []string{err.Error()}, Reasons: []string{"invalid query: " + err.Error()}}
 	}
@@ -192,7 +196,7 @@ func (s *Set) sortIDs(ids []string) {
 }
 
 // request checks a query against the schema and converts its context.
-func (s *Set) request(q *policy.Query, now Clock) (types.Request, types.EntityMap, error) {
+func (s *Set) request(q *policy.Query, now Clock, memo map[memoKey]memoVal) (types.Request, types.EntityMap, error) {
 	principal := types.NewEntityUID(types.EntityType(q.Principal.Type), types.String(q.Principal.ID))
 	resource := types.NewEntityUID(types.EntityType(q.Resource.Type), types.String(q.Resource.ID))
 	action := types.NewEntityUID(types.EntityType(q.Action.Type), types.String(q.Action.ID))
@@ -209,14 +213,14 @@ func (s *Set) request(q *policy.Query, now Clock) (types.Request, types.EntityMa
 	if !slices.Contains(a.AppliesTo.Resources, resource.Type) {
 		return types.Request{}, nil, fmt.Errorf("action %s does not apply to a resource of type %q: %w", action, resource.Type, ErrInvalidQuery)
 	}
-	ctx, inline, err := s.context(q.Context, a.AppliesTo.Context, now)
+	ctx, inline, err := s.context(q.Context, a.AppliesTo.Context, now, memo, action.String())
 	if err != nil {
 		return types.Request{}, nil, err
 	}
 	return types.Request{Principal: principal, Action: action, Resource: resource, Context: ctx}, inline, nil
 }
 
-func (s *Set) context(raw []byte, t resolved.RecordType, now Clock) (types.Record, types.EntityMap, error) {
+func (s *Set) context(raw []byte, t resolved.RecordType, now Clock, memo map[memoKey]memoVal, scope string) (types.Record, types.EntityMap, error) {
 	if len(raw) == 0 {
 		raw = []byte("{}")
 	}
@@ -247,7 +251,7 @@ func (s *Set) context(raw []byte, t resolved.RecordType, now Clock) (types.Recor
 		weekday = true
 		n.obj = append(n.obj, member{key: ContextWeekday, val: node{kind: 'n', num: "0"}})
 	}
-	c := converter{sc: s.schema, inline: types.EntityMap{}}
+	c := converter{sc: s.schema, inline: types.EntityMap{}, memo: memo, scope: scope}
 	r, err := c.record(n, t, "context")
 	if err != nil {
 		return types.Record{}, nil, fmt.Errorf("%v: %w", err, ErrInvalidContext)

@@ -7,12 +7,24 @@ import (
 	"unicode/utf8"
 )
 
+// noRaw drops the input spans parseJSON records and the reference does not.
+func noRaw(n node) node {
+	n.raw = nil
+	for i := range n.arr {
+		n.arr[i] = noRaw(n.arr[i])
+	}
+	for i := range n.obj {
+		n.obj[i].val = noRaw(n.obj[i].val)
+	}
+	return n
+}
+
 func TestParseJSON(t *testing.T) {
 	good := []string{`{}`, `[]`, ` {"a" : [1, -2.5e+3, true, false, null, "x\"\\\/\b\f\n\r\t\u00e9\ud83d\ude00"]} `, `0`, `"\ud800x"`, `{"k":{"k":{}}}`}
 	for _, in := range good {
 		got, err := parseJSON([]byte(in))
 		want, rerr := parseJSONReference([]byte(in))
-		if err != nil || rerr != nil || !reflect.DeepEqual(got, want) {
+		if err != nil || rerr != nil || !reflect.DeepEqual(noRaw(got), want) {
 			t.Errorf("%s: %+v %v, reference %+v %v", in, got, err, want, rerr)
 		}
 	}
@@ -44,7 +56,7 @@ func FuzzJSON(f *testing.F) {
 		if (err == nil) != (rerr == nil) {
 			t.Fatalf("%q: parseJSON %v, reference %v", data, err, rerr)
 		}
-		if err == nil && !reflect.DeepEqual(got, want) {
+		if err == nil && !reflect.DeepEqual(noRaw(got), want) {
 			t.Fatalf("%q: %+v, reference %+v", data, got, want)
 		}
 	})

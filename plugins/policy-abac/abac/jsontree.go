@@ -23,6 +23,7 @@ type node struct {
 	b    bool
 	arr  []node
 	obj  []member
+	raw  []byte // an object's bytes in the input (parseJSON only), for memoizing its conversion
 }
 
 type member struct {
@@ -133,12 +134,14 @@ func (p *jsonParser) object(depth int) (node, error) {
 	if depth >= maxJSONDepth {
 		return node{}, fmt.Errorf("nested deeper than %d levels", maxJSONDepth)
 	}
+	start := p.i
 	p.i++ // {
 	n := node{kind: 'o'}
 	var seen map[string]struct{} // past a few keys, so that a large object stays linear
 	p.space()
 	if p.i < len(p.b) && p.b[p.i] == '}' {
 		p.i++
+		n.raw = p.b[start:p.i]
 		return n, nil
 	}
 	for {
@@ -194,6 +197,7 @@ func (p *jsonParser) object(depth int) (node, error) {
 			p.i++
 		case '}':
 			p.i++
+			n.raw = p.b[start:p.i]
 			return n, nil
 		default:
 			return node{}, p.errorf("want ',' or '}' in an object")
