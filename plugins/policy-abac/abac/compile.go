@@ -137,6 +137,7 @@ func Compile(src Source) (set *Set, diags []policy.Diagnostic) {
 		seen[id] = i
 		if verr := sc.validator.Policy(id, (*xast.Policy)(p.AST())); verr != nil {
 			said := map[string]bool{}
+			var vd []policy.Diagnostic
 			for _, e := range flatten(verr) {
 				msg := strings.TrimPrefix(e.Error(), "for policy `"+id+"`, ")
 				if said[msg] {
@@ -144,8 +145,30 @@ func Compile(src Source) (set *Set, diags []policy.Diagnostic) {
 				}
 				said[msg] = true
 				line, col := locate(src.Policies, spans[i], msg, pos.Line, pos.Column)
-				errd(id, line, col, "%s", msg)
+				vd = append(vd, policy.Diagnostic{Severity: SeverityError, PolicyID: id, Line: line, Column: col, Message: msg})
 			}
+			// The validator walks maps: order its findings, those pointing
+			// at a name first (the cause; "no applicable action" is often
+			// its consequence), then by position and message.
+			general := func(d policy.Diagnostic) int {
+				if d.Line == pos.Line && d.Column == pos.Column {
+					return 1
+				}
+				return 0
+			}
+			slices.SortStableFunc(vd, func(a, b policy.Diagnostic) int {
+				if ga, gb := general(a), general(b); ga != gb {
+					return ga - gb
+				}
+				if a.Line != b.Line {
+					return a.Line - b.Line
+				}
+				if a.Column != b.Column {
+					return a.Column - b.Column
+				}
+				return strings.Compare(a.Message, b.Message)
+			})
+			diags = append(diags, vd...)
 		}
 		reason, hasReason := ann[AnnotationReason]
 		forbid := p.Effect() == cedar.Forbid

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/cedar-policy/cedar-go/types"
@@ -128,9 +129,16 @@ func (c *converter) record(n node, t resolved.RecordType, path string) (types.Re
 		}
 		out[types.String(m.key)] = v
 	}
-	for name, a := range t {
-		if _, ok := out[name]; !ok && !a.Optional {
-			return nil, fmt.Errorf("%s: missing attribute %q", path, string(name))
+	if len(out) < len(t) {
+		var missing []string
+		for name, a := range t {
+			if _, ok := out[name]; !ok && !a.Optional {
+				missing = append(missing, strconv.Quote(string(name)))
+			}
+		}
+		if len(missing) > 0 {
+			slices.Sort(missing) // map order is random; the message must not be
+			return nil, fmt.Errorf("%s: missing attribute %s", path, strings.Join(missing, ", "))
 		}
 	}
 	return out, nil

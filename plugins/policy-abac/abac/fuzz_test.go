@@ -1,6 +1,7 @@
 package abac
 
 import (
+	"reflect"
 	"strings"
 	"testing"
 
@@ -51,7 +52,9 @@ func FuzzContext(f *testing.F) {
 	f.Fuzz(func(t *testing.T, ctx, attrs []byte) {
 		ents := []policy.Entity{testEntities[0], testEntities[5], {Ref: ref("Agent", "laptop"), Attributes: attrs, Parents: []policy.EntityRef{ref("Group", "eng")}}}
 		q := policy.Query{Principal: ref("Agent", "laptop"), Action: ref("Action", "reach"), Resource: ref("Network", "corp"), Context: ctx}
-		ds, err := s.Evaluate(ents, []policy.Query{q}, At(testNow))
+		// Twice in one batch: the second conversion comes from the memo
+		// and must decide the same.
+		ds, err := s.Evaluate(ents, []policy.Query{q, reach("laptop", 22, true), q}, At(testNow))
 		if err != nil {
 			if !strings.Contains(err.Error(), ErrInvalidEntity.Error()) {
 				t.Fatalf("batch error %v", err)
@@ -60,6 +63,9 @@ func FuzzContext(f *testing.F) {
 		}
 		if d := ds[0]; d.Allow && len(d.Errors) > 0 {
 			t.Fatalf("allowed with errors: %+v", d)
+		}
+		if !reflect.DeepEqual(ds[0], ds[2]) {
+			t.Fatalf("same query, two decisions: %+v %+v", ds[0], ds[2])
 		}
 		_ = MaskContext(ctx)
 	})
