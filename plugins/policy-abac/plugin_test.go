@@ -512,10 +512,15 @@ func BenchmarkEvaluatePlugin(b *testing.B) {
 	}
 	for _, n := range []int{1, 256} {
 		b.Run(fmt.Sprintf("batch=%d", n), func(b *testing.B) {
+			// As a gateway batches new flows: each to its own destination,
+			// from 16 sessions; the core sends the time.
 			qs := make([]policy.Query, n)
 			for i := range qs {
 				qs[i] = flow("laptop", 443)
-				qs[i].Context = []byte(strings.Replace(string(qs[i].Context), "{", `{"time":"2026-12-02T10:00:00Z",`, 1))
+				c := strings.Replace(string(qs[i].Context), "{", `{"time":"2026-12-02T10:00:00Z",`, 1)
+				c = strings.Replace(c, `"10.20.0.10"`, fmt.Sprintf(`"10.20.%d.%d"`, i/250, 1+i%250), 1)
+				c = strings.Replace(c, `"0.3.0"`, fmt.Sprintf(`"0.3.%d"`, i%16), 1)
+				qs[i].Context = []byte(c)
 			}
 			req := &policy.EvaluateRequest{Entities: entities, Queries: qs}
 			b.ReportAllocs()

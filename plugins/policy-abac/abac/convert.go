@@ -73,9 +73,9 @@ func (c *converter) convert(n node, t resolved.IsType, path string) (types.Value
 		if n.kind != 'n' {
 			return nil, fmt.Errorf("%s: want an integer, got %s", path, n.kindName())
 		}
-		i, err := strconv.ParseInt(n.num.String(), 10, 64)
+		i, err := strconv.ParseInt(n.str, 10, 64)
 		if err != nil {
-			return nil, fmt.Errorf("%s: %s is not a 64-bit integer", path, n.num)
+			return nil, fmt.Errorf("%s: %s is not a 64-bit integer", path, n.str)
 		}
 		return types.Long(i), nil
 	case resolved.BoolType:

@@ -104,7 +104,7 @@ func writeMasked(b *bytes.Buffer, n node) {
 		s, _ := json.Marshal(n.str)
 		b.Write(s)
 	case 'n':
-		b.WriteString(n.num.String())
+		b.WriteString(n.str)
 	case 'b':
 		b.WriteString(strconv.FormatBool(n.b))
 	case 'z':

@@ -249,7 +249,7 @@ func (s *Set) context(raw []byte, t resolved.RecordType, now Clock, memo map[mem
 			return types.Record{}, nil, fmt.Errorf("context.weekday is derived from context.time; do not send it: %w", ErrInvalidContext)
 		}
 		weekday = true
-		n.obj = append(n.obj, member{key: ContextWeekday, val: node{kind: 'n', num: "0"}})
+		n.obj = append(n.obj, member{key: ContextWeekday, val: node{kind: 'n', str: "0"}})
 	}
 	c := converter{sc: s.schema, inline: types.EntityMap{}, memo: memo, scope: scope}
 	r, err := c.record(n, t, "context")

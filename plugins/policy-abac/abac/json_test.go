@@ -7,9 +7,16 @@ import (
 	"unicode/utf8"
 )
 
-// noRaw drops the input spans parseJSON records and the reference does not.
+// noRaw drops the input spans parseJSON records and the reference does
+// not, and the capacity it reserves.
 func noRaw(n node) node {
 	n.raw = nil
+	if len(n.arr) == 0 {
+		n.arr = nil
+	}
+	if len(n.obj) == 0 {
+		n.obj = nil
+	}
 	for i := range n.arr {
 		n.arr[i] = noRaw(n.arr[i])
 	}

@@ -44,7 +44,7 @@ func parseFrom(dec *json.Decoder, t json.Token, depth int) (node, error) {
 	case string:
 		return node{kind: 's', str: v}, nil
 	case json.Number:
-		return node{kind: 'n', num: v}, nil
+		return node{kind: 'n', str: string(v)}, nil
 	case bool:
 		return node{kind: 'b', b: v}, nil
 	case nil:

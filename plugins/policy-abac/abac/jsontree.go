@@ -1,7 +1,6 @@
 package abac
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -18,9 +17,8 @@ const maxJSONDepth = 32
 // hold a key twice.
 type node struct {
 	kind byte // 's' string, 'n' number, 'b' bool, 'z' null, 'a' array, 'o' object
-	str  string
-	num  json.Number
 	b    bool
+	str  string // a string's value, a number's text
 	arr  []node
 	obj  []member
 	raw  []byte // an object's bytes in the input (parseJSON only), for memoizing its conversion
@@ -136,7 +134,7 @@ func (p *jsonParser) object(depth int) (node, error) {
 	}
 	start := p.i
 	p.i++ // {
-	n := node{kind: 'o'}
+	n := node{kind: 'o', obj: make([]member, 0, 8)}
 	var seen map[string]struct{} // past a few keys, so that a large object stays linear
 	p.space()
 	if p.i < len(p.b) && p.b[p.i] == '}' {
@@ -210,7 +208,7 @@ func (p *jsonParser) array(depth int) (node, error) {
 		return node{}, fmt.Errorf("nested deeper than %d levels", maxJSONDepth)
 	}
 	p.i++ // [
-	n := node{kind: 'a'}
+	n := node{kind: 'a', arr: make([]node, 0, 4)}
 	p.space()
 	if p.i < len(p.b) && p.b[p.i] == ']' {
 		p.i++
@@ -273,7 +271,7 @@ func (p *jsonParser) number() (node, error) {
 			return node{}, p.errorf("invalid number")
 		}
 	}
-	return node{kind: 'n', num: json.Number(p.b[start:p.i])}, nil
+	return node{kind: 'n', str: string(p.b[start:p.i])}, nil
 }
 
 // str reads a JSON string starting at its opening quote.
