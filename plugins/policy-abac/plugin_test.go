@@ -270,12 +270,18 @@ func TestSetPolicies(t *testing.T) {
 		t.Fatalf("get: %+v %v", g, err)
 	}
 
-	// An audit failure refuses the change.
+	// An audit failure refuses the change: it is rolled back.
 	h.SetAuditFailure(true)
 	if _, err := e.SetPolicies(ctx, &policy.SetPoliciesRequest{Policies: engPolicies}); !errors.Is(err, host.ErrAuditFailed) {
 		t.Fatalf("audit failure: %v", err)
 	}
 	h.SetAuditFailure(false)
+	if g, err := e.GetPolicies(ctx, &policy.GetPoliciesRequest{}); err != nil || !g.ReportOnly || g.Policies != engPolicies {
+		t.Fatalf("after a refused change: %+v %v", g, err)
+	}
+	if d := evaluate(t, e, "", flow("laptop", 22)); !d.Decisions[0].ReportOnly {
+		t.Fatalf("after a refused change: %+v", d)
+	}
 }
 
 // TestDecisionLogMasksSecrets: a context key naming a secret never reaches

@@ -154,14 +154,11 @@ func (p *Plugin) Configure(ctx context.Context, req *plugin.ConfigureRequest) er
 				return cur, false
 			}
 			return record{Policies: f.src.Policies, Schema: f.src.Schema, ReportOnly: f.src.ReportOnly, FileDigest: f.digest}, true
-		})
+		}, func(ver uint64) error { return req.Host.Audit(ctx, setEvent(f.id, ver, f.src, "policy_dir")) })
 		if err != nil {
 			return fmt.Errorf("apply %s.cedar: %w", f.id, err)
 		}
 		if changed {
-			if err := req.Host.Audit(ctx, setEvent(f.id, ver, f.src, "policy_dir")); err != nil {
-				return fmt.Errorf("audit policy set %q: %w", f.id, err)
-			}
 			p.log.Info("policy set applied from policy_dir", "policy_set", f.id, "version", ver, "report_only", f.src.ReportOnly)
 		}
 	}
@@ -320,7 +317,8 @@ func firstError(ds []policy.Diagnostic) string {
 
 // SetPolicies implements policy.Engine: an invalid set is not applied
 // (Applied false, the Diagnostics say why); a valid one is written to the
-// shared storage, audited and cached. Setting the text already in force
+// shared storage, audited (a change the audit log refuses is rolled back
+// and reported as an error) and cached. Setting the text already in force
 // changes nothing and keeps the Version.
 func (p *Plugin) SetPolicies(ctx context.Context, req *policy.SetPoliciesRequest) (*policy.SetPoliciesResponse, error) {
 	st, err := p.ready()
@@ -343,14 +341,11 @@ func (p *Plugin) SetPolicies(ctx context.Context, req *policy.SetPoliciesRequest
 	ver, changed, err := store(ctx, st.host.Storage(), id, func(cur record, ok bool) (record, bool) {
 		next := record{Policies: req.Policies, Schema: req.Schema, ReportOnly: req.ReportOnly, FileDigest: cur.FileDigest}
 		return next, !ok || next != cur
-	})
+	}, func(ver uint64) error { return st.host.Audit(ctx, setEvent(id, ver, src, "api")) })
 	if err != nil {
 		return nil, err
 	}
 	if changed {
-		if err := st.host.Audit(ctx, setEvent(id, ver, src, "api")); err != nil {
-			return nil, fmt.Errorf("audit policy set %q: %w", id, err)
-		}
 		p.log.Info("policy set applied", "policy_set", id, "version", ver, "policies", len(set.PolicyIDs()), "report_only", req.ReportOnly)
 	}
 	p.install(id, set, ver, p.now())

@@ -198,3 +198,22 @@ func TestDecisionLogAuditFailure(t *testing.T) {
 		t.Fatalf("dropped %d", p.Dropped())
 	}
 }
+
+// TestAuditFailureRollsBack: a new set the audit log refuses does not
+// exist afterwards, on this replica or any other.
+func TestAuditFailureRollsBack(t *testing.T) {
+	h := plugintest.NewHost()
+	p, _ := configured(t, h, nil)
+	ctx := context.Background()
+	h.SetAuditFailure(true)
+	if _, err := p.SetPolicies(ctx, &policy.SetPoliciesRequest{PolicySetID: "new", Policies: open}); !errors.Is(err, host.ErrAuditFailed) {
+		t.Fatalf("%v", err)
+	}
+	h.SetAuditFailure(false)
+	if _, err := h.Storage().Get(ctx, setPrefix+"new"); !errors.Is(err, host.ErrNotFound) {
+		t.Fatalf("stored: %v", err)
+	}
+	if _, err := p.Evaluate(ctx, &policy.EvaluateRequest{PolicySetID: "new", Queries: []policy.Query{query(true)}}); !errors.Is(err, policy.ErrUnknownPolicySet) {
+		t.Fatalf("evaluate: %v", err)
+	}
+}

@@ -60,30 +60,54 @@ func load(ctx context.Context, st host.Storage, id string) (record, uint64, bool
 
 // store writes a set with compare-and-set, retrying on a concurrent
 // change; update turns the current record (ok false: none) into the new
-// one, or says no change is needed. It returns the version in force.
-func store(ctx context.Context, st host.Storage, id string, update func(cur record, ok bool) (record, bool)) (uint64, bool, error) {
+// one, or says no change is needed. After a write, audit records it; if
+// audit fails the write is rolled back (compare-and-set on the version
+// just written), so that no change stands unaudited, and its error is
+// returned. store returns the version in force and whether it changed.
+func store(ctx context.Context, st host.Storage, id string, update func(cur record, ok bool) (record, bool),
+	audit func(ver uint64) error) (uint64, bool, error) {
 	const attempts = 8
+	key := setPrefix + id
 	for range attempts {
-		cur, ver, ok, err := load(ctx, st, id)
-		if err != nil && !errors.Is(err, policy.ErrInvalidPolicy) {
-			return 0, false, err
+		prev, err := st.Get(ctx, key)
+		exists := err == nil
+		if err != nil && !errors.Is(err, host.ErrNotFound) {
+			return 0, false, fmt.Errorf("read policy set %q: %w", id, err)
+		}
+		var cur record
+		ok := exists && json.Unmarshal(prev.Value, &cur) == nil
+		if !ok {
+			cur = record{}
 		}
 		next, change := update(cur, ok)
 		if !change {
-			return ver, false, nil
+			return uint64(prev.Version), false, nil
 		}
 		b, err := json.Marshal(next)
 		if err != nil {
 			return 0, false, fmt.Errorf("encode policy set %q: %w", id, err)
 		}
-		nv, err := st.Put(ctx, setPrefix+id, b, host.PutOptions{Check: true, Version: int64(ver)})
+		nv, err := st.Put(ctx, key, b, host.PutOptions{Check: true, Version: prev.Version})
 		if errors.Is(err, host.ErrVersionConflict) {
 			continue
 		}
 		if err != nil {
 			return 0, false, fmt.Errorf("write policy set %q: %w", id, err)
 		}
-		return uint64(nv), true, nil
+		aerr := audit(uint64(nv))
+		if aerr == nil {
+			return uint64(nv), true, nil
+		}
+		var rerr error
+		if exists {
+			_, rerr = st.Put(ctx, key, prev.Value, host.PutOptions{Check: true, Version: nv})
+		} else {
+			rerr = st.Delete(ctx, key, host.DeleteOptions{Check: true, Version: nv})
+		}
+		if rerr != nil {
+			return uint64(nv), true, fmt.Errorf("policy set %q version %d is in force but not audited (rollback failed: %v): %w", id, nv, rerr, aerr)
+		}
+		return uint64(prev.Version), false, fmt.Errorf("policy set %q not applied: audit: %w", id, aerr)
 	}
 	return 0, false, fmt.Errorf("write policy set %q: changed concurrently %d times: %w", id, attempts, host.ErrVersionConflict)
 }
