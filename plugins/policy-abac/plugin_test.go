@@ -69,13 +69,7 @@ func flow(agent string, port int) policy.Query {
 	ctx := fmt.Sprintf(`{"calibration_skew_ms":2,
  "posture":{"os":"linux","agent_version":"0.3.0","clock_offset_ms":0,"skew_ms":0,"tags":{"disk.encrypted":"true"}},
  "source":{"ip":"203.0.113.7","port":40000},"location":{"country":"DE","region":"","city":""},
- "destination":{"ip":"10.20.0.10","port":%d,"protocol":"tcp"},
- "session_token":"tok-DO-NOT-LOG"}`, port)
-	_ = ctx
-	// session_token is not in the schema: contexts with it are invalid. It
-	// is added only where a test wants a secret in the decision log.
-	ctx = strings.Replace(ctx, `,
- "session_token":"tok-DO-NOT-LOG"`, "", 1)
+ "destination":{"ip":"10.20.0.10","port":%d,"protocol":"tcp"}}`, port)
 	return policy.Query{Principal: ref("Agent", agent), Action: ref("Action", "reach"), Resource: ref("Network", "corp"), Context: []byte(ctx)}
 }
 
