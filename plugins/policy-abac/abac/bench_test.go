@@ -10,12 +10,17 @@ import (
 	"github.com/avonzt/avon/sdk/policy"
 )
 
-// manyPolicies returns n policies: one per group and port, plus a forbid,
-// so every query runs every policy.
-func manyPolicies(n int) string {
+// manyPolicies returns n policies: one per port, each for its own group
+// (scoped) or for every principal, plus a forbid, so that without the
+// principal index every query runs every policy.
+func manyPolicies(n int, scoped bool) string {
 	var b strings.Builder
 	for i := range n - 1 {
-		fmt.Fprintf(&b, "@id(\"p%d\") permit (principal in Group::\"g%d\", action == Action::\"reach\", resource in Network::\"corp\") when { context.destination.port == %d };\n", i, i, 1000+i)
+		prin := "principal"
+		if scoped {
+			prin = fmt.Sprintf(`principal in Group::"g%d"`, i)
+		}
+		fmt.Fprintf(&b, "@id(\"p%d\") permit (%s, action == Action::\"reach\", resource in Network::\"corp\") when { context.destination.port == %d };\n", i, prin, 1000+i)
 	}
 	b.WriteString(`@id("no-ssh") @reason("no ssh") forbid (principal, action == Action::"reach", resource) when { context.destination.port == 22 };` + "\n")
 	return b.String()
@@ -71,32 +76,36 @@ func BenchmarkEvaluate(b *testing.B) {
 }
 
 // BenchmarkPolicies: one decision against sets of 10, 100 and 1,000
-// policies (every policy is evaluated for every query).
+// policies: scoped to groups (the principal index leaves the agent's own)
+// and unscoped (every policy is evaluated).
 func BenchmarkPolicies(b *testing.B) {
-	for _, n := range []int{10, 100, 1000} {
-		s := mustCompile(b, Source{ID: "bench", Policies: manyPolicies(n)})
-		b.Run(fmt.Sprintf("policies=%d", n), func(b *testing.B) {
-			ents, err := s.Entities(testEntities)
-			if err != nil {
-				b.Fatal(err)
-			}
-			q := reach("laptop", 443, true)
-			b.ReportAllocs()
-			cpu0 := cpuTime()
-			for b.Loop() {
-				if d := s.Decide(ents, q, At(testNow)); d.Allow {
-					b.Fatalf("%+v", d)
+	for _, scoped := range []bool{true, false} {
+		for _, n := range []int{10, 100, 1000} {
+			s := mustCompile(b, Source{ID: "bench", Policies: manyPolicies(n, scoped)})
+			name := fmt.Sprintf("scoped=%v/policies=%d", scoped, n)
+			b.Run(name, func(b *testing.B) {
+				ents, err := s.Entities(testEntities)
+				if err != nil {
+					b.Fatal(err)
 				}
-			}
-			b.ReportMetric(float64(cpuTime()-cpu0)/float64(b.N), "cpu-ns/op")
-		})
+				q := reach("laptop", 443, true)
+				b.ReportAllocs()
+				cpu0 := cpuTime()
+				for b.Loop() {
+					if d := s.Decide(ents, q, At(testNow)); d.Allow {
+						b.Fatalf("%+v", d)
+					}
+				}
+				b.ReportMetric(float64(cpuTime()-cpu0)/float64(b.N), "cpu-ns/op")
+			})
+		}
 	}
 }
 
 // BenchmarkCompile: parse and validate sets of 10, 100 and 1,000 policies.
 func BenchmarkCompile(b *testing.B) {
 	for _, n := range []int{10, 100, 1000} {
-		text := manyPolicies(n)
+		text := manyPolicies(n, true)
 		b.Run(fmt.Sprintf("policies=%d", n), func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {

@@ -53,6 +53,7 @@ type Set struct {
 	meta     map[cedar.PolicyID]policyMeta
 	ids      []string // in text order
 	index    map[string]int
+	byPrin   *principalIndex // from indexFrom policies on
 }
 
 type policyMeta struct {
@@ -116,7 +117,8 @@ func Compile(src Source) (set *Set, diags []policy.Diagnostic) {
 		errd("", 0, 0, "%d policies, more than %d", len(list), MaxPolicies)
 		return nil, diags
 	}
-	set = &Set{src: src, schema: sc, policies: cedar.NewPolicySet(), meta: map[cedar.PolicyID]policyMeta{}, index: map[string]int{}}
+	set = &Set{src: src, schema: sc, policies: cedar.NewPolicySet(), meta: map[cedar.PolicyID]policyMeta{}, index: map[string]int{},
+		byPrin: newPrincipalIndex()}
 	spans := policySpans(list, len(src.Policies))
 	seen := map[string]int{}
 	for i, p := range list {
@@ -177,6 +179,7 @@ func Compile(src Source) (set *Set, diags []policy.Diagnostic) {
 				Message: "forbid policy without @reason(\"...\"): its denials will show only its id"})
 		}
 		set.policies.Add(cedar.PolicyID(id), p)
+		set.byPrin.add(cedar.PolicyID(id), p)
 		set.meta[cedar.PolicyID(id)] = policyMeta{forbid: forbid, reason: string(reason)}
 		set.index[id] = len(set.ids)
 		set.ids = append(set.ids, id)

@@ -70,6 +70,7 @@ type store struct {
 	batch   types.EntityMap
 	actions types.EntityMap
 	memo    map[memoKey]memoVal // nested context objects converted in this batch
+	noIndex bool                // evaluate every policy (the reference the index is tested against)
 }
 
 func (s *store) Get(uid types.EntityUID) (types.Entity, bool) {
@@ -140,7 +141,13 @@ func (s *Set) decide(st *store, q *policy.Query, now Clock) (d policy.Decision) 
 		return policy.Decision{Errors: []string{err.Error()}, Reasons: []string{"invalid query: " + err.Error()}}
 	}
 	st.inline = inline
-	dec, diag := s.policies.IsAuthorized(st, req)
+	var dec types.Decision
+	var diag types.Diagnostic
+	if len(s.ids) >= indexFrom && !st.noIndex {
+		dec, diag = cedar.Authorize(s.byPrin.candidates(req.Principal, st), st, req)
+	} else {
+		dec, diag = s.policies.IsAuthorized(st, req)
+	}
 	st.inline = nil
 	d = policy.Decision{Allow: dec == cedar.Allow && len(diag.Errors) == 0}
 	for _, r := range diag.Reasons {
