@@ -67,6 +67,9 @@ type cached struct {
 	set     *abac.Set
 	version uint64
 	checked time.Time
+	// bad is a newer stored version that does not compile: it is not
+	// compiled (nor reported) again at every refresh.
+	bad uint64
 	// refreshing: one caller re-reads the storage while the others keep
 	// answering from set.
 	refreshing atomic.Bool
@@ -273,25 +276,32 @@ func (p *Plugin) compiled(ctx context.Context, st *state, id string, force bool)
 		}
 		return nil, err
 	}
-	if c != nil && c.version == ver {
-		p.cacheMu.Lock()
-		if p.cache[id] == c {
-			p.cache[id] = &cached{set: c.set, version: ver, checked: now}
-			c = p.cache[id]
-		}
-		p.cacheMu.Unlock()
-		return c, nil
+	if c != nil && (c.version == ver || c.bad == ver) {
+		return p.touch(id, c, c.bad, now), nil
 	}
 	set, diags := abac.Compile(r.source(id))
 	if set == nil {
 		err := fmt.Errorf("stored policy set %q version %d does not compile: %s: %w", id, ver, firstError(diags), policy.ErrInvalidPolicy)
 		if c != nil {
 			p.log.Error("answering from the cached version", "policy_set", id, "version", c.version, "error", err)
-			return c, nil
+			return p.touch(id, c, ver, now), nil
 		}
 		return nil, err
 	}
 	return p.install(id, set, ver, now), nil
+}
+
+// touch records that the storage was consulted at now for c (and that
+// version bad does not compile), unless c was replaced meanwhile.
+func (p *Plugin) touch(id string, c *cached, bad uint64, now time.Time) *cached {
+	p.cacheMu.Lock()
+	defer p.cacheMu.Unlock()
+	if p.cache[id] != c {
+		return c
+	}
+	n := &cached{set: c.set, version: c.version, checked: now, bad: bad}
+	p.cache[id] = n
+	return n
 }
 
 // install caches set at ver unless a newer version is cached already.
