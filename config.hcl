@@ -1,6 +1,7 @@
 # AVON core: the default single-node configuration.
 # `make run` starts the core on it: embedded storage under ./data, the
-# software keystore, and the SLH-DSA algorithm plugin from examples/.
+# software keystore, the CA, the Cedar policy engine, and the SLH-DSA
+# algorithm plugin from examples/.
 # Every setting is documented in docs/operations.md.
 
 data_dir   = "./data"
@@ -98,5 +99,17 @@ plugin "ca" "dilithium" {
   uses    = { kms = "soft" }
   config {
     organization = "AVON"
+  }
+}
+
+plugin "policy" "abac" {
+  # Cedar access policies (docs/policy.md). Sets come from the API, or
+  # from <set>.cedar files in policy_dir; the gateway asks default_set.
+  command = "policy-abac"
+  config {
+    policy_dir               = ""
+    default_set              = "default"
+    report_only              = false
+    decision_log_sample_rate = 0.01
   }
 }
