@@ -62,13 +62,13 @@ func TestParsePasswordHashRefusals(t *testing.T) {
 		"$argon2id$v=19$m=8192,t=1$" + salt + "$" + key,
 		"$argon2id$v=19$t=1,m=8192,p=1$" + salt + "$" + key,
 		"$argon2id$v=19$m=08192,t=1,p=1$" + salt + "$" + key,
-		"$argon2id$v=19$m=4096,t=1,p=1$" + salt + "$" + key,     // below the memory floor
-		"$argon2id$v=19$m=4194304,t=1,p=1$" + salt + "$" + key,  // 4 GiB
-		"$argon2id$v=19$m=8192,t=1000,p=1$" + salt + "$" + key,  // too many passes
-		"$argon2id$v=19$m=8192,t=1,p=255$" + salt + "$" + key,   // too many lanes
-		"$argon2id$v=19$m=8192,t=1,p=1$" + salt + "=$" + key,    // padded
-		"$argon2id$v=19$m=8192,t=1,p=1$" + "AAAA" + "$" + key,   // short salt
-		"$argon2id$v=19$m=8192,t=1,p=1$" + salt + "$" + "AAAA",  // short key
+		"$argon2id$v=19$m=4096,t=1,p=1$" + salt + "$" + key,       // below the memory floor
+		"$argon2id$v=19$m=4194304,t=1,p=1$" + salt + "$" + key,    // 4 GiB
+		"$argon2id$v=19$m=8192,t=1000,p=1$" + salt + "$" + key,    // too many passes
+		"$argon2id$v=19$m=8192,t=1,p=255$" + salt + "$" + key,     // too many lanes
+		"$argon2id$v=19$m=8192,t=1,p=1$" + salt + "=$" + key,      // padded
+		"$argon2id$v=19$m=8192,t=1,p=1$" + "AAAA" + "$" + key,     // short salt
+		"$argon2id$v=19$m=8192,t=1,p=1$" + salt + "$" + "AAAA",    // short key
 		"$argon2id$v=19$m=8192,t=1,p=1$" + salt + "$" + key + "$", // extra part
 		"x" + good,
 		good + strings.Repeat("A", 300),
