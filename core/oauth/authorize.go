@@ -1,6 +1,7 @@
 package oauth
 
 import (
+	"context"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/hex"
@@ -209,24 +210,21 @@ func (s *Server) authorizeLogin(w http.ResponseWriter, r *http.Request) {
 			Outcome: "failure", Reason: reason, Fields: map[string]string{"source": src}})
 		s.showLogin(w, r, status, ar, user, msg)
 	}
-	// Throttle before any password work; the counters fail open (a cache
-	// outage must not lock every operator out; the password still holds).
-	for _, k := range []struct {
-		key string
-		t   Throttle
-	}{{"oauth-login-user:" + hashHex(user), s.cfg.PerUser}, {"oauth-login-src:" + src, s.cfg.PerSource}} {
-		d := cache.AllowFailOpen(ctx, s.deps.Cache, s.log, k.key, k.t.Attempts, k.t.Window)
-		if !d.Allowed {
-			fail(http.StatusTooManyRequests, ErrThrottled.Error(), fmt.Sprintf("Too many login attempts; try again in %s.", d.RetryAfter.Round(time.Second)))
+	// Throttle before any password work: a name or address with too many
+	// recent failures is locked out for the window.
+	limits := []throttleKey{{"user:" + hashHex(user), s.cfg.PerUser}, {"src:" + src, s.cfg.PerSource}}
+	for _, k := range limits {
+		if left, locked := s.locked(ctx, k); locked {
+			fail(http.StatusTooManyRequests, ErrThrottled.Error(), fmt.Sprintf("Too many failed logins; try again in %s.", left.Round(time.Second)))
 			return
 		}
 	}
 	u, err := s.users.Authenticate(ctx, user, f.Get("password"), strings.TrimSpace(f.Get("code")))
 	switch {
-	case errors.Is(err, ErrTOTPReplay):
-		fail(http.StatusUnauthorized, err.Error(), "Invalid user name, password or code.")
-		return
 	case errors.Is(err, ErrBadCredentials):
+		for _, k := range limits {
+			s.countFailure(ctx, k)
+		}
 		fail(http.StatusUnauthorized, err.Error(), "Invalid user name, password or code.")
 		return
 	case err != nil:
@@ -274,16 +272,33 @@ func (s *Server) authorizeLogin(w http.ResponseWriter, r *http.Request) {
 	http.Redirect(w, r, ar.RedirectURI+"?"+q.Encode(), http.StatusSeeOther)
 }
 
-// grantScope is the requested scope narrowed to the user's roles, or every
-// role when nothing was requested.
-func grantScope(requested string, roles []string) string {
-	want := strings.Fields(requested)
-	if len(want) == 0 {
-		want = roles
+// Scopes returns the scopes roles entitle to: each role's own, and for
+// admin every scope.
+func Scopes(roles []string) []string {
+	if slices.Contains(roles, RoleAdmin) {
+		return slices.Clone(Roles)
 	}
 	var out []string
-	for _, r := range Roles { // canonical order
-		if slices.Contains(want, r) && (slices.Contains(roles, r)) {
+	for _, r := range Roles {
+		if slices.Contains(roles, r) {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// grantScope is the requested scope narrowed to what the user's roles
+// entitle to, or all of that when nothing was requested; in canonical
+// order.
+func grantScope(requested string, roles []string) string {
+	have := Scopes(roles)
+	want := strings.Fields(requested)
+	if len(want) == 0 {
+		want = have
+	}
+	var out []string
+	for _, r := range Roles {
+		if slices.Contains(want, r) && slices.Contains(have, r) {
 			out = append(out, r)
 		}
 	}
@@ -323,4 +338,41 @@ func (s *Server) page(w http.ResponseWriter, status int, d pageData) {
 	h.Set("Referrer-Policy", "no-referrer")
 	w.WriteHeader(status)
 	_ = loginPage.Execute(w, d)
+}
+
+// throttleKey is one login rate limit: failures per name or per address.
+type throttleKey struct {
+	key string
+	t   Throttle
+}
+
+// locked reports whether k is locked out, and for how long still. Cache
+// errors fail open (logged): a cache outage must not lock every operator
+// out, and the password still has to be right.
+func (s *Server) locked(ctx context.Context, k throttleKey) (time.Duration, bool) {
+	_, left, err := s.deps.Cache.GetSession(ctx, "oauth-lock:"+k.key)
+	if err == nil {
+		return left, true
+	}
+	if !errors.Is(err, cache.ErrNotFound) {
+		s.log.Warn("login throttle not checked (failing open)", "error", err)
+	}
+	return 0, false
+}
+
+// countFailure counts a failed login against k with a cache counter
+// (cache.AllowFailOpen) and locks k for the window once the limit is
+// reached. Successful logins are not counted.
+func (s *Server) countFailure(ctx context.Context, k throttleKey) {
+	d := cache.AllowFailOpen(ctx, s.deps.Cache, s.log, "oauth-fail:"+k.key, k.t.Attempts, k.t.Window)
+	if d.Allowed && d.Remaining > 0 {
+		return
+	}
+	ttl := k.t.Window
+	if d.RetryAfter > 0 {
+		ttl = d.RetryAfter
+	}
+	if err := s.deps.Cache.PutSession(ctx, "oauth-lock:"+k.key, []byte("1"), ttl); err != nil {
+		s.log.Warn("login lockout not stored (failing open)", "error", err)
+	}
 }

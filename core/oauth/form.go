@@ -12,9 +12,9 @@ import (
 
 // Limits of the request parameters this server parses.
 const (
-	maxFormBytes  = 16 << 10 // a request body or query string
+	maxFormBytes  = MaxTokenLen + 4<<10 // a request body or query string
 	maxParams     = 32
-	maxParamValue = 4096
+	maxParamValue = MaxTokenLen // an access token is the longest value
 )
 
 // ParseParams parses an application/x-www-form-urlencoded string (a query

@@ -16,7 +16,7 @@ import (
 )
 
 // Roles an operator can hold; each is also the OAuth scope of the same
-// name. admin satisfies every scope (see HasScope).
+// name. admin entitles to every scope (see Scopes, HasScope).
 const (
 	RoleAdmin    = "admin"    // everything, including users and keys
 	RoleOperator = "operator" // agents, sessions, policies, certificates
