@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"regexp"
+	"runtime"
 	"slices"
 	"sort"
 	"strings"
@@ -76,6 +77,25 @@ type Users struct {
 	dummy string
 	// verify is VerifyPassword; tests wrap it to see the code path.
 	verify func(encoded, password string) (bool, error)
+	// hashing bounds the password checks running at once: each holds
+	// Argon2's memory (64 MiB by default), so a flood of logins queues
+	// here instead of exhausting the machine.
+	hashing chan struct{}
+}
+
+// MaxConcurrentHashes is how many password checks run at once; more wait
+// their turn (or their request's deadline).
+var MaxConcurrentHashes = max(2, runtime.GOMAXPROCS(0))
+
+// checkPassword runs one password check when a slot is free.
+func (u *Users) checkPassword(ctx context.Context, encoded, password string) (bool, error) {
+	select {
+	case u.hashing <- struct{}{}:
+	case <-ctx.Done():
+		return false, fmt.Errorf("%w: waiting to check a password: %w", ErrUnavailable, ctx.Err())
+	}
+	defer func() { <-u.hashing }()
+	return u.verify(encoded, password)
 }
 
 // NewUsers returns user operations over kv, with randomness from rand (the
@@ -92,7 +112,8 @@ func NewUsers(kv store.KV, rand io.Reader, now func() (time.Time, error), params
 	if err != nil {
 		return nil, err
 	}
-	return &Users{kv: kv, rand: rand, now: now, params: params, dummy: dummy, verify: VerifyPassword}, nil
+	return &Users{kv: kv, rand: rand, now: now, params: params, dummy: dummy, verify: VerifyPassword,
+		hashing: make(chan struct{}, MaxConcurrentHashes)}, nil
 }
 
 func checkRoles(roles []string) ([]string, error) {
@@ -333,13 +354,18 @@ func (u *Users) List(ctx context.Context) ([]UserInfo, error) {
 func (u *Users) Authenticate(ctx context.Context, name, password, code string) (User, error) {
 	rec, _, err := u.get(ctx, name)
 	if err != nil || rec.Disabled {
-		_, _ = u.verify(u.dummy, password)
+		if _, herr := u.checkPassword(ctx, u.dummy, password); herr != nil && errors.Is(herr, ErrUnavailable) {
+			return User{}, herr
+		}
 		if err != nil && !errors.Is(err, ErrUnknownUser) {
 			return User{}, err // the store failed: not the user's fault
 		}
 		return User{}, ErrBadCredentials
 	}
-	ok, err := u.verify(rec.PasswordHash, password)
+	ok, err := u.checkPassword(ctx, rec.PasswordHash, password)
+	if errors.Is(err, ErrUnavailable) {
+		return User{}, err
+	}
 	if err != nil {
 		return User{}, fmt.Errorf("%w: user %q: %w", ErrUnavailable, name, err)
 	}

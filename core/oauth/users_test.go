@@ -246,3 +246,58 @@ func TestTOTPCodeOnceAcrossReplicas(t *testing.T) {
 		c.t = c.t.Add(TOTPStep)
 	}
 }
+
+// TestPasswordChecksBounded: at most MaxConcurrentHashes password checks
+// run at once (each holds Argon2's memory); a login that cannot get a slot
+// before its deadline fails as unavailable, not as a wrong password.
+func TestPasswordChecksBounded(t *testing.T) {
+	kv := memstore.New()
+	c := &fixedClock{t: time.Date(2026, 12, 2, 9, 0, 0, 0, time.UTC)}
+	u := newTestUsers(t, kv, c)
+	if _, err := u.Add(bg, "alice", "correct horse battery", []string{"admin"}, ""); err != nil {
+		t.Fatal(err)
+	}
+	var inflight, peak atomic.Int32
+	release := make(chan struct{})
+	SetVerify(u, func(encoded, pw string) (bool, error) {
+		n := inflight.Add(1)
+		for {
+			p := peak.Load()
+			if n <= p || peak.CompareAndSwap(p, n) {
+				break
+			}
+		}
+		<-release
+		inflight.Add(-1)
+		return VerifyPassword(encoded, pw)
+	})
+	n := MaxConcurrentHashes + 3
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			name := "alice"
+			if i%2 == 1 {
+				name = "nobody" // the dummy check takes a slot too
+			}
+			_, _ = u.Authenticate(bg, name, "correct horse battery", "")
+		}()
+	}
+	for deadline := time.Now().Add(10 * time.Second); inflight.Load() < int32(MaxConcurrentHashes) && time.Now().Before(deadline); {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if got := inflight.Load(); got != int32(MaxConcurrentHashes) {
+		t.Fatalf("%d checks running, want the %d slots full", got, MaxConcurrentHashes)
+	}
+	ctx, cancel := context.WithCancel(bg)
+	cancel()
+	if _, err := u.Authenticate(ctx, "alice", "correct horse battery", ""); !errors.Is(err, ErrUnavailable) || errors.Is(err, ErrBadCredentials) {
+		t.Fatalf("no slot before the deadline: %v", err)
+	}
+	close(release)
+	wg.Wait()
+	if p := peak.Load(); p > int32(MaxConcurrentHashes) {
+		t.Fatalf("%d checks ran at once, limit %d", p, MaxConcurrentHashes)
+	}
+}
