@@ -32,6 +32,10 @@ type Auth struct {
 	RefreshTTL time.Duration
 	KMS, Key   string
 	Algorithm  string
+	// Explicit is true when the file has an auth block: then a signing
+	// key that cannot be readied stops the start instead of turning
+	// operator login off with a warning.
+	Explicit bool
 }
 
 // Auth defaults and bounds (the same as core/oauth's).
@@ -53,6 +57,7 @@ func (c *Config) decodeAuth(ctx *hcl.EvalContext, b *hcl.Block) hcl.Diagnostics 
 	attrs := hcl.Attributes{}
 	var diags hcl.Diagnostics
 	if b != nil {
+		c.Auth.Explicit = true
 		content, d := b.Body.Content(&hcl.BodySchema{Attributes: []hcl.AttributeSchema{{Name: "enabled"}, {Name: "issuer"},
 			{Name: "access_ttl"}, {Name: "refresh_ttl"}, {Name: "kms"}, {Name: "key"}, {Name: "algorithm"}}})
 		diags, attrs = d, content.Attributes

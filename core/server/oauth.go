@@ -23,6 +23,17 @@ import (
 // start); mountOAuth then serves the authorization server on the API
 // listener. User management stays on the admin socket.
 func (s *Server) startOAuth(ctx context.Context) error {
+	err := s.readyOAuthKey(ctx)
+	if err != nil && !s.cfg.Auth.Explicit {
+		// Login was not asked for in the file: the core runs without it,
+		// and says why (the admin socket still works).
+		s.log.Warn("operator login is off: its token signing key is not usable; add an auth block to make this fatal", "error", err)
+		return nil
+	}
+	return err
+}
+
+func (s *Server) readyOAuthKey(ctx context.Context) error {
 	a := s.cfg.Auth
 	if !a.Enabled {
 		s.log.Info("operator login is off (auth { enabled = false }); the admin socket still works")
