@@ -52,6 +52,7 @@ type Config struct {
 	RNG         RNG
 	Calibration Calibration
 	Audit       Audit
+	Auth        Auth
 	Plugin      []*Plugin
 
 	// Files holds the parsed files, for printing diagnostics.
@@ -184,7 +185,7 @@ var rootSchema = &hcl.BodySchema{
 		{Type: "api"}, {Type: "gateway"}, {Type: "plugins"},
 		{Type: "storage", LabelNames: []string{"type"}},
 		{Type: "cache", LabelNames: []string{"type"}},
-		{Type: "rng"}, {Type: "calibration"}, {Type: "audit"},
+		{Type: "rng"}, {Type: "calibration"}, {Type: "audit"}, {Type: "auth"},
 		{Type: "plugin", LabelNames: []string{"kind", "name"}},
 	},
 }
@@ -365,6 +366,9 @@ func (c *Config) decode(body hcl.Body) hcl.Diagnostics {
 	auditBlock, d := singleton(content.Blocks, "audit")
 	diags = append(diags, d...)
 	diags = append(diags, c.decodeAudit(ctx, auditBlock)...)
+	authBlock, d := singleton(content.Blocks, "auth")
+	diags = append(diags, d...)
+	diags = append(diags, c.decodeAuth(ctx, authBlock)...)
 
 	seen := map[string]*Plugin{}
 	for _, blk := range content.Blocks {
@@ -398,6 +402,9 @@ func (c *Config) decode(body hcl.Body) hcl.Diagnostics {
 	}
 	if c.Audit.Checkpoints {
 		diags = append(diags, c.resolveSigningKMS(seen, "audit", &c.Audit.KMS, blockRange(auditBlock))...)
+	}
+	if c.Auth.Enabled {
+		diags = append(diags, c.resolveSigningKMS(seen, "auth", &c.Auth.KMS, blockRange(authBlock))...)
 	}
 	for _, s := range c.RNG.ExtraSources {
 		if p, ok := seen["kms."+s]; !ok || p.Disabled {

@@ -67,6 +67,7 @@ func (s *Server) startAdmin() error {
 			s.serveCRL(w, r, ca, r.URL.Query().Get("issuer"))
 		})
 	}
+	s.mountUserAdmin(mux)
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second,
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 			if uc, ok := c.(*net.UnixConn); ok {
