@@ -42,7 +42,7 @@ func FuzzDecodeStrict(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		var v struct {
-			Size *int           `json:"size"`
+			Size *int            `json:"size"`
 			A    json.RawMessage `json:"a"`
 		}
 		err := DecodeStrict(b, &v)
