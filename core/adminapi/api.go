@@ -65,12 +65,15 @@ type Route struct {
 	// replaced by the path value, e.g. "agent/{id}".
 	Audit  string
 	Target string
+	// Safe marks a POST that changes nothing (validation, a dry run): it
+	// may need only admin:read and is not audited.
+	Safe bool
 	// MaxBody bounds the request body (default DefaultMaxBody).
 	MaxBody int64
 	Handler HandlerFunc
 }
 
-func (rt *Route) mutating() bool { return rt.Method != http.MethodGet }
+func (rt *Route) mutating() bool { return rt.Method != http.MethodGet && !rt.Safe }
 
 // Auditor records audit events; core/audit.Log is one.
 type Auditor interface {
@@ -161,6 +164,8 @@ func New(routes []Route, opts Options) (*API, error) {
 			return nil, fmt.Errorf("%w: %s changes state: it needs an audit action and the API an Auditor", ErrInvalidRoute, key)
 		case rt.mutating() && rt.Scope != ScopeWrite:
 			return nil, fmt.Errorf("%w: %s changes state: it needs %s", ErrInvalidRoute, key, ScopeWrite)
+		case rt.Safe && rt.Method != http.MethodPost:
+			return nil, fmt.Errorf("%w: %s: only a POST can be safe", ErrInvalidRoute, key)
 		case rt.Conditional && rt.Method != http.MethodPut && rt.Method != http.MethodPatch && rt.Method != http.MethodDelete && rt.Method != http.MethodPost:
 			return nil, fmt.Errorf("%w: %s: only changes are conditional", ErrInvalidRoute, key)
 		}
@@ -421,6 +426,10 @@ func (a *API) serve(rt *Route) http.Handler {
 				prob = Wrap(TypeForbidden, err)
 			default:
 				prob = Wrap(TypeUnavailable, fmt.Errorf("authentication could not be checked: %w", err))
+			}
+			var ch interface{ WWWAuthenticate() string }
+			if errors.As(err, &ch) && ch.WWWAuthenticate() != "" {
+				w.Header().Set("WWW-Authenticate", ch.WWWAuthenticate())
 			}
 			if rt.mutating() {
 				a.auditOutcome(hr.Context(), rt, r, "unauthenticated", "denied", err.Error())

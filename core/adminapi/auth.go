@@ -34,7 +34,9 @@ func (p Principal) Has(s Scope) bool { return slices.Contains(p.Scopes, s) }
 //     scope; an error wrapping ErrUnauthenticated (401) when the caller
 //     cannot be identified, ErrForbidden (403) when it lacks scope; any
 //     other error is a 503 (the check could not be made: fail closed);
-//   - it must be safe for concurrent use and honour r.Context().
+//   - it must be safe for concurrent use and honour r.Context();
+//   - an error with a method WWWAuthenticate() string has that value sent
+//     as the WWW-Authenticate header (RFC 6750 challenges).
 //
 // The unix socket's peer credentials (PeerCredAuthenticator) satisfy it
 // today; OAuth bearer tokens (core/oauth) will, with the same route table
