@@ -521,3 +521,49 @@ func TestPeerCredAuthenticator(t *testing.T) {
 		t.Fatalf("tcp: %d", resp.StatusCode)
 	}
 }
+
+type challengeErr struct{ error }
+
+func (challengeErr) WWWAuthenticate() string { return `Bearer realm="avon"` }
+
+// TestChallengeAndSafeRoutes: an authenticator's challenge reaches the
+// 401; a safe POST needs only admin:read and writes no audit record.
+func TestChallengeAndSafeRoutes(t *testing.T) {
+	rec := &recorder{}
+	auth := AuthenticatorFunc(func(r *http.Request, scope Scope) (Principal, error) {
+		if r.Header.Get("Authorization") == "" {
+			return Principal{}, challengeErr{fmt.Errorf("%w: no bearer token", ErrUnauthenticated)}
+		}
+		return Principal{Actor: "user:bob", Scopes: []Scope{ScopeRead}}, nil
+	})
+	a, err := New([]Route{{Method: "POST", Pattern: "/v1/things/check", Scope: ScopeRead, Safe: true, OperationID: "checkThing",
+		Handler: func(w http.ResponseWriter, r *Request) error { JSON(w, 200, map[string]bool{"ok": true}); return nil }}},
+		Options{Authenticator: auth, Auditor: rec})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(a)
+	defer srv.Close()
+	resp, err := srv.Client().Post(srv.URL+"/v1/things/check", "application/json", strings.NewReader("{}"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 401 || resp.Header.Get("WWW-Authenticate") != `Bearer realm="avon"` {
+		t.Fatalf("%d %v", resp.StatusCode, resp.Header)
+	}
+	req, _ := http.NewRequest("POST", srv.URL+"/v1/things/check", strings.NewReader("{}"))
+	req.Header.Set("Authorization", "Bearer x")
+	resp, err = srv.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 || len(rec.all()) != 0 {
+		t.Fatalf("safe route: %d, audit %+v", resp.StatusCode, rec.all())
+	}
+	if _, err := New([]Route{{Method: "GET", Pattern: "/v1/x", Scope: ScopeRead, Safe: true, OperationID: "getX",
+		Handler: func(http.ResponseWriter, *Request) error { return nil }}}, Options{Authenticator: auth}); !errors.Is(err, ErrInvalidRoute) {
+		t.Fatalf("a safe GET: %v", err)
+	}
+}
