@@ -525,6 +525,7 @@ func TestPeerCredAuthenticator(t *testing.T) {
 type challengeErr struct{ error }
 
 func (challengeErr) WWWAuthenticate() string { return `Bearer realm="avon"` }
+func (c challengeErr) Unwrap() error         { return c.error }
 
 // TestChallengeAndSafeRoutes: an authenticator's challenge reaches the
 // 401; a safe POST needs only admin:read and writes no audit record.
