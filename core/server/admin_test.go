@@ -324,3 +324,108 @@ func startServerB(b *testing.B, cfgPath string) (*Server, *bytes.Buffer) {
 	b.Cleanup(func() { _ = s.Stop(context.Background()) })
 	return s, nil
 }
+
+// TestAdminPolicies runs the policy routes against a policy plugin process
+// (testdata/testpolicy): conditional create and replace, a set that does
+// not validate refused with its diagnostics and nothing applied, the
+// policy.changed event, validate, dry-run and delete.
+func TestAdminPolicies(t *testing.T) {
+	bin := plugintest.Build(t, "github.com/avonzt/avon/core/server/testdata/testpolicy")
+	s, _ := startServer(t, writeConfig(t, t.TempDir(), fmt.Sprintf(`
+data_dir = "data"
+api {
+  listen = "127.0.0.1:0"
+}
+plugin "policy" "test" {
+  command = %q
+  sha256  = %q
+}
+`, bin.Path, bin.SHA256)))
+	c := adminHTTP(s)
+	sub, err := s.Events().Subscribe(context.Background(), "policy.changed")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+
+	code, hdr, b := adminCall(t, c, "GET", "/v1/policies/default", nil, "")
+	if code != 200 || hdr.Get("ETag") != `"p0"` {
+		t.Fatalf("get: %d %s %q", code, b, hdr.Get("ETag"))
+	}
+	good := `{"policies":"permit Agent::a1 reach Service::10.1.2.3:443\n"}`
+	if code, _, _ := adminCall(t, c, "PUT", "/v1/policies/default", nil, good); code != 428 {
+		t.Fatalf("put without If-Match: %d", code)
+	}
+	code, _, b = adminCall(t, c, "PUT", "/v1/policies/default", map[string]string{"If-Match": `"p0"`},
+		`{"policies":"permit Agent::a1 reach Service::x\nallow everything\n"}`)
+	var p struct {
+		Type        string               `json:"type"`
+		Diagnostics []struct{ Line int } `json:"diagnostics"`
+	}
+	if code != 422 || json.Unmarshal(b, &p) != nil || p.Type != adminapi.TypeInvalidPolicy.URI() || len(p.Diagnostics) != 1 || p.Diagnostics[0].Line != 2 {
+		t.Fatalf("invalid set: %d %s", code, b)
+	}
+	if _, hdr, _ := adminCall(t, c, "GET", "/v1/policies/default", nil, ""); hdr.Get("ETag") != `"p0"` {
+		t.Fatal("an invalid set changed the policy")
+	}
+	code, hdr, b = adminCall(t, c, "PUT", "/v1/policies/default", map[string]string{"If-Match": `"p0"`}, good)
+	if code != 200 || hdr.Get("ETag") != `"p1"` {
+		t.Fatalf("put: %d %s", code, b)
+	}
+	select {
+	case ev := <-sub.C():
+		if ev.Subject != "default" || ev.Fields["version"] != "1" {
+			t.Fatalf("event %+v", ev)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no policy.changed event")
+	}
+	if code, _, _ := adminCall(t, c, "PUT", "/v1/policies/default", map[string]string{"If-Match": `"p0"`}, good); code != 412 {
+		t.Fatalf("put at a stale version: %d", code)
+	}
+	// A set that does not exist: 404, created only with If-Match: *.
+	if code, _, _ := adminCall(t, c, "GET", "/v1/policies/eng", nil, ""); code != 404 {
+		t.Fatalf("unknown set: %d", code)
+	}
+	if code, _, _ := adminCall(t, c, "PUT", "/v1/policies/eng", map[string]string{"If-Match": `"p1"`}, good); code != 412 {
+		t.Fatalf("create without *: %d", code)
+	}
+	if code, _, _ := adminCall(t, c, "PUT", "/v1/policies/eng", map[string]string{"If-Match": "*"}, good); code != 200 {
+		t.Fatalf("create with *: %d", code)
+	}
+
+	// Validate and dry-run change nothing.
+	code, _, b = adminCall(t, c, "POST", "/v1/policies/default/validate", nil, `{"policies":"nonsense"}`)
+	var v PolicyValidation
+	if code != 200 || json.Unmarshal(b, &v) != nil || v.Valid || len(v.Diagnostics) != 1 {
+		t.Fatalf("validate: %d %s", code, b)
+	}
+	dry := func(resource string) DryRunResult {
+		t.Helper()
+		code, _, b := adminCall(t, c, "POST", "/v1/policies/default/dry-run", nil, fmt.Sprintf(
+			`{"principal":{"type":"Agent","id":"a1"},"action":{"type":"Action","id":"reach"},"resource":{"type":"Service","id":%q},"context":{"posture":"ok"}}`, resource))
+		var d DryRunResult
+		if code != 200 || json.Unmarshal(b, &d) != nil {
+			t.Fatalf("dry-run: %d %s", code, b)
+		}
+		return d
+	}
+	if d := dry("10.1.2.3:443"); !d.Allow || len(d.DeterminingPolicies) != 1 || d.DeterminingPolicies[0] != "line1" || d.Version != 1 {
+		t.Fatalf("allowed query: %+v", d)
+	}
+	if d := dry("10.1.2.3:22"); d.Allow || len(d.Reasons) == 0 {
+		t.Fatalf("denied query: %+v", d)
+	}
+	if code, _, b := adminCall(t, c, "POST", "/v1/policies/default/dry-run", nil, `{"principal":{"type":"Agent","id":"a1"}}`); code != 400 {
+		t.Fatalf("incomplete dry-run: %d %s", code, b)
+	}
+
+	// Delete empties the set: the query is denied now.
+	_, hdr, _ = adminCall(t, c, "GET", "/v1/policies/default", nil, "")
+	if code, _, b := adminCall(t, c, "DELETE", "/v1/policies/default", map[string]string{"If-Match": hdr.Get("ETag")}, ""); code != 204 {
+		t.Fatalf("delete: %d %s", code, b)
+	}
+	if d := dry("10.1.2.3:443"); d.Allow {
+		t.Fatalf("allowed after delete: %+v", d)
+	}
+}
