@@ -253,3 +253,69 @@ func TestOperatorCommands(t *testing.T) {
 		t.Fatalf("audit verify -via-core: %d %s %s", code, out, errs)
 	}
 }
+
+// TestPolicyCommands drives `avon policy` against a core with a policy
+// plugin process (core/server/testdata/testpolicy).
+func TestPolicyCommands(t *testing.T) {
+	bin := plugintest.Build(t, "github.com/avonzt/avon/core/server/testdata/testpolicy")
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "config.hcl")
+	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(`
+data_dir = %q
+api {
+  listen = "127.0.0.1:0"
+}
+plugin "policy" "test" {
+  command = %q
+  sha256  = %q
+}
+`, filepath.Join(dir, "data"), bin.Path, bin.SHA256)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	s, err := server.Start(ctx, server.Options{ConfigPath: cfg, Logger: hclog.NewNullLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Stop(ctx) })
+	avon := func(args ...string) (string, string, int) {
+		t.Helper()
+		var out, errb bytes.Buffer
+		code := run(append(args, "-config", cfg), &out, &errb)
+		return out.String(), errb.String(), code
+	}
+	good := filepath.Join(dir, "eng.pol")
+	bad := filepath.Join(dir, "bad.pol")
+	_ = os.WriteFile(good, []byte("permit Agent::a1 reach Service::10.20.0.10:443\n"), 0o600)
+	_ = os.WriteFile(bad, []byte("permit Agent::a1 reach Service::x\nallow everything\n"), 0o600)
+
+	if _, errs, code := avon("policy", "validate", bad); code != 1 || !strings.Contains(errs, bad+":2:1: error:") {
+		t.Fatalf("validate bad: %d %s", code, errs)
+	}
+	if out, _, code := avon("policy", "validate", good); code != 0 || !strings.Contains(out, "valid") {
+		t.Fatalf("validate good: %d %s", code, out)
+	}
+	if _, errs, code := avon("policy", "apply", bad); code != 1 || !strings.Contains(errs, "nothing was applied") || !strings.Contains(errs, ":2:1:") {
+		t.Fatalf("apply bad: %d %s", code, errs)
+	}
+	if out, errs, code := avon("policy", "apply", good); code != 0 || !strings.Contains(out, "version 1") {
+		t.Fatalf("apply: %d %s %s", code, out, errs)
+	}
+	if out, errs, code := avon("policy", "apply", good, "-set", "ops"); code != 0 || !strings.Contains(out, "policy set ops") {
+		t.Fatalf("apply a new set: %d %s %s", code, out, errs)
+	}
+	if out, _, code := avon("policy", "get"); code != 0 || !strings.Contains(out, "permit Agent::a1") {
+		t.Fatalf("get: %d %s", code, out)
+	}
+	out, _, code := avon("policy", "dry-run", "-principal", "Agent::a1", "-resource", "Service::10.20.0.10:443")
+	if code != 0 || !strings.HasPrefix(out, "ALLOW") || !strings.Contains(out, "determined by line1") {
+		t.Fatalf("dry-run allow: %d %s", code, out)
+	}
+	out, _, code = avon("policy", "dry-run", "-principal", "Agent::a1", "-resource", "Service::10.20.0.10:22", "-context", `{"posture":"ok"}`)
+	if code != 0 || !strings.HasPrefix(out, "DENY") {
+		t.Fatalf("dry-run deny: %d %s", code, out)
+	}
+	if _, _, code := avon("policy", "dry-run", "-principal", "a1"); code != 2 {
+		t.Fatalf("dry-run without TYPE::ID: %d", code)
+	}
+}

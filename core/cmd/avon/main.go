@@ -41,6 +41,7 @@ Commands:
   session list|kill  live tunnel sessions:                    avon session kill ID -config config.hcl
   key list|rotate   keys of the KMS plugins:                  avon key rotate soft/avon-gateway -config config.hcl
   plugin list       plugins: version, state, health, restarts: avon plugin list -config config.hcl
+  policy get|apply|validate|dry-run  the policy plugin's sets: avon policy apply eng.cedar -set default -config config.hcl
   ca info|init|rotate  the CA (via the running core's admin socket): avon ca rotate -kms hsm -config config.hcl
   cert list|show|revoke  certificates:                      avon cert revoke SERIAL -reason keyCompromise -config config.hcl
   crl               the current CRL (DER):                    avon crl -o issuing.crl -config config.hcl
@@ -83,6 +84,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdKey(args[1:], stdout, stderr)
 	case "plugin", "plugins":
 		return cmdPlugin(args[1:], stdout, stderr)
+	case "policy":
+		return cmdPolicy(args[1:], stdout, stderr)
 	case "cert":
 		return cmdCert(args[1:], stdout, stderr)
 	case "crl":
