@@ -139,7 +139,7 @@ func (s *Server) startGateway(ctx context.Context) (err error) {
 		TunnelPrefix: gc.TunnelCIDR, Routes: gc.Routes, MTU: gc.MTU, AEAD: aeadID(gc.AEAD), HandshakeRate: gc.HandshakeRate,
 		MaxSessions: gc.MaxSessions, PulseInterval: gc.PulseInterval, MaxSkew: s.cfg.Calibration.MaxSkew,
 		Now: now, Rand: s.opts.Rand, Signer: signer, Verifier: verifier, IPAM: pool, Logger: s.log.Named("gateway"),
-		Policy: pol},
+		Policy: pol, Authorize: s.authorizeAgent},
 		dev, conn.NewStdNetBind())
 	if err != nil {
 		_ = dev.Close()
@@ -164,7 +164,7 @@ func (s *Server) startGateway(ctx context.Context) (err error) {
 		return err
 	}
 	rt.rev, err = pulse.NewRevocations(pulse.RevocationsConfig{Bus: s.events, Tracker: g.Tracker(),
-		Terminator: revokingTerminator{g: g, cache: status}, Resync: resyncSessions(g, lookup, status),
+		Terminator: revokingTerminator{g: g, cache: status}, Resync: resyncSessions(g, lookup, status, s.operatorEnded),
 		Logger: s.log.Named("gateway.revocations")})
 	if err != nil {
 		return fmt.Errorf("gateway: %w", err)
@@ -253,4 +253,34 @@ func (s *Server) gatewayCheck() []api.Check {
 		}
 		return detail, nil
 	}}}
+}
+
+// gatewaySessions lists the gateway's live sessions (none without one).
+func (s *Server) gatewaySessions() []gateway.SessionInfo {
+	if s.gw == nil || s.gw.g == nil {
+		return nil
+	}
+	return s.gw.g.Sessions()
+}
+
+// terminateSession ends session id on this replica's gateway and reports
+// whether it was live here.
+func (s *Server) terminateSession(id pulse.ID, reason string) bool {
+	if s.gw == nil || s.gw.g == nil {
+		return false
+	}
+	live := false
+	for _, si := range s.gw.g.Sessions() {
+		live = live || si.ID == id
+	}
+	s.gw.g.Terminate(id, reason)
+	return live
+}
+
+// terminateAgent ends every session of agent id on this replica's gateway.
+func (s *Server) terminateAgent(id, reason string) int {
+	if s.gw == nil || s.gw.g == nil {
+		return 0
+	}
+	return s.gw.g.TerminateAgent(id, reason)
 }
