@@ -298,7 +298,7 @@ func (s *Server) start(ctx context.Context, pre *config.Config) error {
 	s.bg.Add(1)
 	go func() { defer s.bg.Done(); cal.Run(bgCtx) }()
 
-	svc := pluginhost.Services{Rand: s.opts.Rand, Clock: calibratedClock{s}, Store: kv, Audit: pluginAudit{s}}
+	svc := pluginhost.Services{Rand: s.opts.Rand, Clock: calibratedClock{s}, Store: kv, Audit: pluginAudit{s}, Cache: s.cache}
 	v, err := validate(ctx, pre, s.opts, HostOptions(pre, log, s.registry, svc))
 	if err != nil {
 		return err
