@@ -12,8 +12,8 @@ import (
 
 	"github.com/avonzt/avon/sdk/errdef"
 	"github.com/avonzt/avon/sdk/host"
-	hostv1 "github.com/avonzt/avon/sdk/proto/host/v1"
 	"github.com/avonzt/avon/sdk/plugintest"
+	hostv1 "github.com/avonzt/avon/sdk/proto/host/v1"
 )
 
 // serve registers impl on a gRPC server on loopback and returns a client
