@@ -148,7 +148,9 @@ func testBadJWS(e *env) {
 	c := e.client()
 	_, ed, _ := ed25519.GenerateKey(rand.Reader)
 	edJWK, _ := jose.NewJWK(ed.Public())
-	post := func(path string, jws []byte) *acmetest.Response { return c.Do(http.MethodPost, path, acmetest.JOSE, jws) }
+	post := func(path string, jws []byte) *acmetest.Response {
+		return c.Do(http.MethodPost, path, acmetest.JOSE, jws)
+	}
 	rawJWS := func(hdr map[string]any, sig []byte) []byte {
 		hb, _ := json.Marshal(hdr)
 		b, _ := json.Marshal(map[string]string{"protected": jose.Encode(hb), "payload": jose.Encode([]byte(`{}`)), "signature": jose.Encode(sig)})
