@@ -176,7 +176,8 @@ func StartDNS(t testing.TB) *DNS {
 		t.Fatal(err)
 	}
 	d := &DNS{Addr: pc.LocalAddr().String(), txt: map[string][]string{}}
-	srv := &dns.Server{PacketConn: pc, Handler: dns.HandlerFunc(d.serve)}
+	srv := &dns.Server{PacketConn: pc, Handler: dns.HandlerFunc(d.serve),
+		MsgAcceptFunc: func(dns.Header) dns.MsgAcceptAction { return dns.MsgAccept }} // updates too
 	started := make(chan struct{})
 	srv.NotifyStartedFunc = func() { close(started) }
 	go func() { _ = srv.ActivateAndServe() }()
@@ -197,13 +198,52 @@ func (d *DNS) SetTXT(name string, values ...string) {
 	d.txt[name] = values
 }
 
+// Zone is the zone the test DNS server is authoritative for: it answers
+// SOA queries for it, so clients that look for the zone (lego's rfc2136
+// provider) find it.
+const Zone = "avon.test."
+
 func (d *DNS) serve(w dns.ResponseWriter, req *dns.Msg) {
 	m := new(dns.Msg)
 	m.SetReply(req)
 	m.Authoritative = true
+	if req.Opcode == dns.OpcodeUpdate {
+		// RFC 2136 dynamic updates of TXT records (no authentication:
+		// loopback, tests only).
+		d.mu.Lock()
+		for _, rr := range req.Ns {
+			t, ok := rr.(*dns.TXT)
+			if !ok {
+				continue
+			}
+			name := strings.ToLower(t.Hdr.Name)
+			switch t.Hdr.Class {
+			case dns.ClassINET:
+				d.txt[name] = append(d.txt[name], strings.Join(t.Txt, ""))
+			case dns.ClassNONE:
+				var keep []string
+				for _, v := range d.txt[name] {
+					if v != strings.Join(t.Txt, "") {
+						keep = append(keep, v)
+					}
+				}
+				d.txt[name] = keep
+			case dns.ClassANY:
+				delete(d.txt, name)
+			}
+		}
+		d.mu.Unlock()
+		_ = w.WriteMsg(m)
+		return
+	}
 	for _, q := range req.Question {
 		name := strings.ToLower(q.Name)
 		switch q.Qtype {
+		case dns.TypeSOA:
+			if name == Zone {
+				m.Answer = append(m.Answer, &dns.SOA{Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeSOA, Class: dns.ClassINET, Ttl: 0},
+					Ns: "ns." + Zone, Mbox: "hostmaster." + Zone, Serial: 1, Refresh: 60, Retry: 60, Expire: 600, Minttl: 0})
+			}
 		case dns.TypeA:
 			if !strings.HasPrefix(name, "_acme-challenge.") && !strings.HasPrefix(name, "nxdomain.") {
 				m.Answer = append(m.Answer, &dns.A{Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 0}, A: net.IPv4(127, 0, 0, 1)})

@@ -6,9 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"time"
 
 	"github.com/avonzt/avon/plugins/acme/jose"
+	"github.com/avonzt/avon/sdk/host"
 )
 
 // timeHour is the rate-limit window.
@@ -73,4 +75,30 @@ func (s *Server) CreateEAB(ctx context.Context, note string) (kid string, hmacKe
 		return "", "", fmt.Errorf("store EAB key: %w", err)
 	}
 	return kid, jose.Encode(key), nil
+}
+
+// adminEAB answers the core's admin route: a new EAB key, audited with the
+// operator the core names in X-Avon-Admin-Actor.
+func (s *Server) adminEAB(ctx context.Context, r *request) (*response, *Problem) {
+	var in struct {
+		Note string `json:"note"`
+	}
+	if len(r.Body) > 0 {
+		if p := decodePayload(r.Body, &in); p != nil {
+			return nil, p
+		}
+	}
+	if len(in.Note) > 256 {
+		return nil, prob(ProbMalformed, "note longer than 256 bytes")
+	}
+	kid, key, err := s.CreateEAB(ctx, in.Note)
+	if err != nil {
+		return nil, internal("create EAB key", err)
+	}
+	if err := s.deps.Audit(ctx, host.Event{Action: "acme.eab.create", Target: "eab/" + kid, Outcome: "success",
+		Actor: header(r, "X-Avon-Admin-Actor"), Fields: map[string]string{"note": in.Note}}); err != nil {
+		_ = s.deps.Storage.Delete(ctx, pfxEAB+kid, host.DeleteOptions{})
+		return nil, internal("audit", err)
+	}
+	return jsonResponse(http.StatusOK, map[string]string{"kid": kid, "hmac_key": key, "note": in.Note}), nil
 }

@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"math/big"
 	"net/http"
 	"slices"
 	"sort"
@@ -155,10 +156,11 @@ func (s *Server) finalize(ctx context.Context, r *request, id string) (*response
 	}
 	c := &Cert{Serial: res.Serial, AccountID: v.account.ID, OrderID: o.ID, DER: res.Certificate, Chain: res.Chain,
 		NotBefore: res.NotBefore, NotAfter: res.NotAfter}
-	if _, err := putJSON(ctx, s.deps.Storage, pfxCert+c.Serial, c, true, 0); err != nil {
+	key := normSerial(res.Serial)
+	if _, err := putJSON(ctx, s.deps.Storage, pfxCert+key, c, true, 0); err != nil {
 		return nil, internal("store certificate", err)
 	}
-	o.Status, o.CertSerial = StatusValid, c.Serial
+	o.Status, o.CertSerial = StatusValid, key
 	if _, err := putJSON(ctx, s.deps.Storage, pfxOrder+o.ID, o, true, ver); err != nil {
 		return nil, internal("update order", err)
 	}
@@ -286,7 +288,7 @@ func (s *Server) revokeCert(ctx context.Context, r *request) (*response, *Proble
 	if c.Revoked {
 		return nil, prob(ProbAlreadyRevoked, "certificate %s is already revoked", serial)
 	}
-	if _, err := s.deps.CA.Revoke(ctx, &ca.RevokeRequest{Serial: serial, Reason: reason, Time: r.now}); err != nil {
+	if _, err := s.deps.CA.Revoke(ctx, &ca.RevokeRequest{Serial: c.Serial, Reason: reason, Time: r.now}); err != nil {
 		if errors.Is(err, ca.ErrAlreadyRevoked) {
 			p = prob(ProbAlreadyRevoked, "certificate %s is already revoked", serial)
 		} else {
@@ -308,3 +310,14 @@ func (s *Server) revokeCert(ctx context.Context, r *request) (*response, *Proble
 }
 
 func publicKeyOfCert(c *pqx509.Certificate) any { return classical(c.PublicKey) }
+
+// normSerial is a serial in lowercase hex without leading zeros, as
+// big.Int formats it: the key certificates are stored and found under,
+// whatever the CA's own spelling (it pads to a fixed length).
+func normSerial(s string) string {
+	n, ok := new(big.Int).SetString(s, 16)
+	if !ok {
+		return s
+	}
+	return n.Text(16)
+}

@@ -262,6 +262,13 @@ func (s *Server) route(ctx context.Context, r *request) (*response, *Problem) {
 		return s.handleNewNonce(ctx, r)
 	case len(seg) == 2 && seg[0] == "renewal-info" && method == http.MethodGet:
 		return s.renewalInfo(ctx, r, seg[1])
+	case path == "/admin/eab":
+		// The core forwards this from its admin socket only; it never
+		// forwards /admin/ from the network.
+		if method != http.MethodPost {
+			return nil, methodNotAllowed("POST")
+		}
+		return s.adminEAB(ctx, r)
 	}
 	if method != http.MethodPost {
 		return nil, methodNotAllowed("POST")
