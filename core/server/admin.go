@@ -67,6 +67,13 @@ func (s *Server) startAdmin() error {
 			s.serveCRL(w, r, ca, r.URL.Query().Get("issuer"))
 		})
 	}
+	if inst, err := s.acmeInstance(); err == nil && inst != nil {
+		mux.HandleFunc("POST /v1/acme/eab", func(w http.ResponseWriter, r *http.Request) {
+			actor, _ := r.Context().Value(peerKey{}).(string)
+			r.Header = http.Header{"Content-Type": {"application/json"}, "X-Avon-Admin-Actor": {actor}}
+			s.forwardACME(w, r, inst, "/admin/eab", "")
+		})
+	}
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second,
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 			if uc, ok := c.(*net.UnixConn); ok {

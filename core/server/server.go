@@ -476,6 +476,13 @@ func (s *Server) startAPI() error {
 	s.mountPKI(a)
 	s.mountEnroll(a)
 	s.mountRenew(a)
+	acmeInst, err := s.acmeInstance()
+	if err != nil {
+		return err
+	}
+	if acmeInst != nil {
+		s.mountACME(a, acmeInst)
+	}
 	if err := a.Start(); err != nil {
 		return err
 	}

@@ -36,6 +36,7 @@ Commands:
   ca info|init|rotate  the CA (via the running core's admin socket): avon ca rotate -kms hsm -config config.hcl
   cert list|show|revoke  certificates:                      avon cert revoke SERIAL -reason keyCompromise -config config.hcl
   crl               the current CRL (DER):                    avon crl -o issuing.crl -config config.hcl
+  acme eab create   an ACME external account binding key:     avon acme eab create -note team-a -config config.hcl
   version           print the version
 `
 
@@ -71,6 +72,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdCert(args[1:], stdout, stderr)
 	case "crl":
 		return cmdCRL(args[1:], stdout, stderr)
+	case "acme":
+		return cmdACME(args[1:], stdout, stderr)
 	case "version", "-version", "--version":
 		fmt.Fprintln(stdout, "avon", version)
 		return 0
