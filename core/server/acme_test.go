@@ -203,4 +203,3 @@ func TestACMEWithLego(t *testing.T) {
 		verifyChain(t, s, res, "db.svc.avon.test")
 	})
 }
-
