@@ -41,8 +41,8 @@ func CertID(c *pqx509.Certificate) string {
 	return base64.RawURLEncoding.EncodeToString(c.AuthorityKeyId) + "." + base64.RawURLEncoding.EncodeToString(sb)
 }
 
-// renewalWindow is RFC 9773's suggested window: the middle third of the
-// certificate's last third of validity; for a revoked certificate, now.
+// renewalWindow is RFC 9773's suggested window: it starts two thirds into
+// the validity and lasts a ninth of it; for a revoked certificate, now.
 func renewalWindow(c *Cert, now time.Time) (start, end time.Time) {
 	if c.Revoked {
 		return now.Add(-time.Hour), now
