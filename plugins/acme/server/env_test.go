@@ -39,7 +39,7 @@ func (h handler) HandleHTTP(ctx context.Context, r *acme.HTTPRequest) (*acme.HTT
 // plugins, validating against a DNS server and an http-01 responder on
 // loopback.
 type env struct {
-	t      *testing.T
+	t      testing.TB
 	srv    *server.Server
 	acme   acme.Server
 	host   *plugintest.MemHost
@@ -49,7 +49,7 @@ type env struct {
 	alpn   *alpnResponder
 }
 
-func newEnv(t *testing.T, ca ca.CA, mod func(*server.Config)) *env {
+func newEnv(t testing.TB, ca ca.CA, mod func(*server.Config)) *env {
 	t.Helper()
 	e := &env{t: t, host: plugintest.NewHost(), ca: ca, dns: acmetest.StartDNS(t), http01: acmetest.StartHTTP01(t), alpn: startALPN(t)}
 	cfg := server.Config{Wildcards: true, ValidationTimeout: 5 * time.Second}
@@ -230,7 +230,7 @@ type alpnResponder struct {
 	certs chan map[string]*tls.Certificate
 }
 
-func startALPN(t *testing.T) *alpnResponder {
+func startALPN(t testing.TB) *alpnResponder {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

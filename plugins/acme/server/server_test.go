@@ -144,7 +144,7 @@ func firstDER(t testing.TB, p []byte) []byte {
 }
 
 func testBadJWS(e *env) {
-	t := e.t
+	t := e.t.(*testing.T)
 	c := e.client()
 	_, ed, _ := ed25519.GenerateKey(rand.Reader)
 	edJWK, _ := jose.NewJWK(ed.Public())
@@ -261,7 +261,7 @@ func testBadJWS(e *env) {
 func kidID(c *acmetest.Client) string { return c.KID[strings.LastIndexByte(c.KID, '/')+1:] }
 
 func testAccounts(e *env) {
-	t := e.t
+	t := e.t.(*testing.T)
 	key := ecKey(t)
 	c := acmetest.NewClient(t, e.acme, key)
 	want(t, c.Post("/new-account", []byte(`{"onlyReturnExisting":true}`)), http.StatusBadRequest, "accountDoesNotExist")
@@ -290,7 +290,7 @@ func testAccounts(e *env) {
 }
 
 func testKeyChange(e *env) {
-	t := e.t
+	t := e.t.(*testing.T)
 	c := e.client()
 	other := e.client()
 	oldKey := c.Key
@@ -325,7 +325,7 @@ func testKeyChange(e *env) {
 type signerAny = crypto.Signer
 
 func testBadCSR(e *env) {
-	t := e.t
+	t := e.t.(*testing.T)
 	c := e.client()
 	ready := func(names ...string) string {
 		t.Helper()
@@ -366,7 +366,7 @@ func testBadCSR(e *env) {
 }
 
 func testFinalizeConcurrently(e *env) {
-	t := e.t
+	t := e.t.(*testing.T)
 	c := e.client()
 	_, o := e.newOrder(c, "race.svc.test")
 	e.solve(c, o, server.ChallengeHTTP01)
@@ -431,7 +431,7 @@ func countCerts(t testing.TB, c ca.CA) int {
 }
 
 func testChallengeFailures(e *env) {
-	t := e.t
+	t := e.t.(*testing.T)
 	c := e.client()
 	post := func(typ string, set func(token, domain string)) *acmetest.Response {
 		_, o := e.newOrder(c, "fail-"+strings.ReplaceAll(typ, "-", "")+".svc.test")
@@ -461,7 +461,7 @@ func testChallengeFailures(e *env) {
 }
 
 func testRevoke(e *env) {
-	t := e.t
+	t := e.t.(*testing.T)
 	c := e.client()
 	// By the account.
 	_, chain := e.issue(c, server.ChallengeHTTP01, "rev1.svc.test")
@@ -495,7 +495,7 @@ func testRevoke(e *env) {
 func itoa(i int) string { return strconv.Itoa(i) }
 
 func testRenewalInfo(e *env) {
-	t := e.t
+	t := e.t.(*testing.T)
 	c := e.client()
 	_, chain := e.issue(c, server.ChallengeHTTP01, "ari.svc.test")
 	leaf, err := pqx509.ParseCertificate(parsePEM(t, chain)[0].Raw)
@@ -525,7 +525,7 @@ func testRenewalInfo(e *env) {
 }
 
 func testIdentifiers(e *env) {
-	t := e.t
+	t := e.t.(*testing.T)
 	c := e.client()
 	order := func(body string) *acmetest.Response { return c.Post("/new-order", []byte(body)) }
 	want(t, order(`{"identifiers":[{"type":"ip","value":"10.0.0.1"}]}`), http.StatusBadRequest, "unsupportedIdentifier")
@@ -544,7 +544,7 @@ func testIdentifiers(e *env) {
 }
 
 func testEAB(e *env) {
-	t := e.t
+	t := e.t.(*testing.T)
 	kid, hmacKey, err := e.srv.CreateEAB(context.Background(), "team a")
 	if err != nil {
 		t.Fatal(err)
@@ -569,7 +569,7 @@ func testEAB(e *env) {
 }
 
 func testRateLimit(e *env) {
-	t := e.t
+	t := e.t.(*testing.T)
 	c := e.client()
 	for i := range 2 {
 		e.newOrder(c, "rl"+itoa(i)+".svc.test")
@@ -591,7 +591,7 @@ func testRateLimit(e *env) {
 }
 
 func testProfiles(e *env) {
-	t := e.t
+	t := e.t.(*testing.T)
 	c := e.client()
 	d := c.Do(http.MethodGet, "/directory", nil, nil)
 	if p, _ := d.JSON["meta"].(map[string]any)["profiles"].(map[string]any); p["shortlived"] == nil {
