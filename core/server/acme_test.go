@@ -8,11 +8,15 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
 	"encoding/pem"
 	"fmt"
 	"net"
 	"net/http"
+	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -20,6 +24,7 @@ import (
 	"github.com/go-acme/lego/v4/certificate"
 	"github.com/go-acme/lego/v4/challenge/dns01"
 	"github.com/go-acme/lego/v4/challenge/http01"
+	"github.com/go-acme/lego/v4/challenge/tlsalpn01"
 	"github.com/go-acme/lego/v4/lego"
 	"github.com/go-acme/lego/v4/providers/dns/rfc2136"
 	"github.com/go-acme/lego/v4/registration"
@@ -51,7 +56,7 @@ func freePort(t *testing.T) int {
 
 // acmeConfig is a core with kms-soft, ca-dilithium (with its classical
 // issuer) and the acme plugin validating against dnsAddr and httpPort.
-func acmeConfig(t testing.TB, dnsAddr string, httpPort int) string {
+func acmeConfig(t testing.TB, dnsAddr string, httpPort, alpnPort int) string {
 	ca := plugintest.Build(t, "github.com/avonzt/avon/plugins/ca-dilithium")
 	acme := plugintest.Build(t, "github.com/avonzt/avon/plugins/acme")
 	return `
@@ -73,11 +78,12 @@ plugin "acme" "acme" {
   sha256  = %q
   uses    = { ca = "dilithium" }
   config {
-    resolver    = %q
-    http01_port = %d
+    resolver       = %q
+    http01_port    = %d
+    tlsalpn01_port = %d
   }
 }
-`, ca.Path, ca.SHA256, acme.Path, acme.SHA256, dnsAddr, httpPort)
+`, ca.Path, ca.SHA256, acme.Path, acme.SHA256, dnsAddr, httpPort, alpnPort)
 }
 
 // apiClient trusts the core's self-signed API certificate, fetched once
@@ -96,6 +102,17 @@ func apiClient(t *testing.T, addr string) *http.Client {
 
 func newLego(t *testing.T, s *Server) *lego.Client {
 	t.Helper()
+	c, u := newLegoUnregistered(t, s)
+	reg, err := c.Registration.Register(registration.RegisterOptions{TermsOfServiceAgreed: true})
+	if err != nil {
+		t.Fatalf("lego register: %v", err)
+	}
+	u.reg = reg
+	return c
+}
+
+func newLegoUnregistered(t *testing.T, s *Server) (*lego.Client, *legoUser) {
+	t.Helper()
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	u := &legoUser{key: key}
 	cfg := lego.NewConfig(u)
@@ -106,12 +123,30 @@ func newLego(t *testing.T, s *Server) *lego.Client {
 	if err != nil {
 		t.Fatalf("lego client: %v", err)
 	}
-	reg, err := c.Registration.Register(registration.RegisterOptions{TermsOfServiceAgreed: true})
+	return c, u
+}
+
+// adminEAB makes an EAB key through the admin socket, as avon acme eab
+// create does.
+func adminEAB(t *testing.T, s *Server) (kid, hmacKey string) {
+	t.Helper()
+	sock := filepath.Join(s.Config().DataDir, AdminSocket)
+	c := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", sock)
+	}}}
+	resp, err := c.Post("http://avon-admin/v1/acme/eab", "application/json", strings.NewReader(`{"note":"lego test"}`))
 	if err != nil {
-		t.Fatalf("lego register: %v", err)
+		t.Fatal(err)
 	}
-	u.reg = reg
-	return c
+	defer resp.Body.Close()
+	var out struct {
+		KID     string `json:"kid"`
+		HMACKey string `json:"hmac_key"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil || resp.StatusCode != http.StatusOK || out.KID == "" || out.HMACKey == "" {
+		t.Fatalf("admin eab: %d %+v %v", resp.StatusCode, out, err)
+	}
+	return out.KID, out.HMACKey
 }
 
 // verifyChain checks lego's bundle against the CA's classical root.
@@ -153,13 +188,15 @@ func verifyChain(t *testing.T, s *Server, res *certificate.Resource, name string
 }
 
 // TestACMEWithLego: lego, a client no one here wrote, obtains certificates
-// from the core over HTTPS with http-01 (lego's own challenge server) and
-// dns-01 (lego's RFC 2136 provider updating a DNS server on loopback that
-// the acme plugin resolves through); both chains verify; lego revokes one.
+// from the core over HTTPS with http-01 and tls-alpn-01 (lego's own
+// challenge servers) and dns-01 (lego's RFC 2136 provider updating a DNS
+// server on loopback that the acme plugin resolves through); every chain
+// verifies; lego revokes one and registers with an EAB key made through the
+// admin socket.
 func TestACMEWithLego(t *testing.T) {
 	dnsSrv := acmetest.StartDNS(t)
-	httpPort := freePort(t)
-	s, _ := startServer(t, writeConfig(t, t.TempDir(), acmeConfig(t, dnsSrv.Addr, httpPort)))
+	httpPort, alpnPort := freePort(t), freePort(t)
+	s, _ := startServer(t, writeConfig(t, t.TempDir(), acmeConfig(t, dnsSrv.Addr, httpPort, alpnPort)))
 
 	t.Run("http-01", func(t *testing.T) {
 		c := newLego(t, s)
@@ -181,6 +218,38 @@ func TestACMEWithLego(t *testing.T) {
 		st, err := inst.CA().GetCertificate(context.Background(), &sdkca.GetCertificateRequest{Serial: leaf.SerialNumber.Text(16)})
 		if err != nil || st.Status != sdkca.StatusRevoked {
 			t.Fatalf("status after lego's revocation: %+v %v", st, err)
+		}
+	})
+	t.Run("tls-alpn-01", func(t *testing.T) {
+		c := newLego(t, s)
+		if err := c.Challenge.SetTLSALPN01Provider(tlsalpn01.NewProviderServer("127.0.0.1", strconv.Itoa(alpnPort))); err != nil {
+			t.Fatal(err)
+		}
+		res, err := c.Certificate.Obtain(certificate.ObtainRequest{Domains: []string{"alpn.avon.test"}, Bundle: true})
+		if err != nil {
+			t.Fatalf("lego obtain (tls-alpn-01): %v", err)
+		}
+		verifyChain(t, s, res, "alpn.avon.test")
+	})
+	t.Run("external account binding", func(t *testing.T) {
+		kid, hmacKey := adminEAB(t, s)
+		bad, _ := newLegoUnregistered(t, s)
+		if _, err := bad.Registration.RegisterWithExternalAccountBinding(registration.RegisterEABOptions{TermsOfServiceAgreed: true,
+			Kid: kid, HmacEncoded: base64.RawURLEncoding.EncodeToString([]byte("not the key the core made; 32 B+"))}); err == nil ||
+			!strings.Contains(err.Error(), "unauthorized") {
+			t.Fatalf("registration with a wrong EAB MAC key: %v", err)
+		}
+		c, u := newLegoUnregistered(t, s)
+		reg, err := c.Registration.RegisterWithExternalAccountBinding(registration.RegisterEABOptions{TermsOfServiceAgreed: true, Kid: kid, HmacEncoded: hmacKey})
+		if err != nil {
+			t.Fatalf("lego register with EAB: %v", err)
+		}
+		u.reg = reg
+		// The key binds that one account.
+		again, _ := newLegoUnregistered(t, s)
+		if _, err := again.Registration.RegisterWithExternalAccountBinding(registration.RegisterEABOptions{TermsOfServiceAgreed: true,
+			Kid: kid, HmacEncoded: hmacKey}); err == nil {
+			t.Fatal("an EAB key bound a second account")
 		}
 	})
 	t.Run("dns-01", func(t *testing.T) {

@@ -33,7 +33,9 @@ func (refusingCA) GetCertificate(context.Context, *ca.GetCertificateRequest) (*c
 func (refusingCA) ListIssuers(context.Context, *ca.ListIssuersRequest) (*ca.ListIssuersResponse, error) {
 	return nil, errRefused
 }
-func (refusingCA) CRL(context.Context, *ca.CRLRequest) (*ca.CRLResponse, error) { return nil, errRefused }
+func (refusingCA) CRL(context.Context, *ca.CRLRequest) (*ca.CRLResponse, error) {
+	return nil, errRefused
+}
 
 type noValidator struct{}
 
