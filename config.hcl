@@ -99,6 +99,21 @@ plugin "ca" "dilithium" {
   uses    = { kms = "soft" }
   config {
     organization = "AVON"
+    # An ECDSA-P384 root and issuer too, so TLS clients that cannot verify
+    # ML-DSA yet trust the certificates ACME issues for ECDSA keys.
+    classical_issuer = true
+  }
+}
+
+plugin "acme" "acme" {
+  # RFC 8555 at https://<api listen>/acme/directory (certbot, lego, ...),
+  # issuing through the CA above. See "Issuing TLS certificates with
+  # ACME" in docs/operations.md.
+  command = "acme"
+  uses    = { ca = "dilithium" }
+  config {
+    # allowed_domains = ["corp.example"]
+    # require_eab     = true   # keys from: avon acme eab create
   }
 }
 

@@ -72,6 +72,12 @@ func (s *Server) startAdmin() error {
 	// socket; everything else is the Admin API's route table.
 	mux := http.NewServeMux()
 	s.mountUserAdmin(mux)
+	if inst, err := s.acmeInstance(); err == nil && inst != nil {
+		mux.HandleFunc("POST /v1/acme/eab", func(w http.ResponseWriter, r *http.Request) {
+			r.Header = http.Header{"Content-Type": {"application/json"}, "X-Avon-Admin-Actor": {actorOf(r)}}
+			s.forwardACME(w, r, inst, "/admin/eab", "")
+		})
+	}
 	mux.Handle("/", a)
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute, WriteTimeout: 5 * time.Minute,
 		MaxHeaderBytes: 64 << 10, ConnContext: adminapi.PeerConnContext}
