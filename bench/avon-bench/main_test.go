@@ -43,7 +43,10 @@ func TestRunSmall(t *testing.T) {
 	if r.End.SessionsEstablished != 24 || r.IdleSessions != 24 || r.End.Sessions != 24 {
 		t.Fatalf("gateway: established %d, idle sessions %d, end sessions %d", r.End.SessionsEstablished, r.IdleSessions, r.End.Sessions)
 	}
-	if r.PulsesAcked == 0 || r.PulseFailures != 0 || r.End.PulsesAccepted != uint64(r.PulsesAcked) {
+	// Every acked pulse was accepted; a pulse in flight when the idle phase
+	// ended (at most one per agent) may be accepted with its ack unread.
+	if r.PulsesAcked == 0 || r.PulseFailures != 0 || r.End.PulsesAccepted < uint64(r.PulsesAcked) ||
+		r.End.PulsesAccepted > uint64(r.PulsesAcked)+24 {
 		t.Fatalf("pulses: %d acked, %d failed, gateway accepted %d", r.PulsesAcked, r.PulseFailures, r.End.PulsesAccepted)
 	}
 	if r.Rekeys != 24 || r.RekeyFailures != 0 || r.End.Rekeys != 24 {
