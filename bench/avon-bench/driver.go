@@ -104,6 +104,7 @@ type report struct {
 	RatioToFloor       float64
 	GatewayCapacity    float64 // NumCPU / GatewayCPUPerHS: handshakes/s with every CPU on the gateway
 	AgentCPUPerHSus    float64
+	KeepalivesInPhase  uint64 // keepalives the gateway sent during the handshake phase (sessions older than 10 s, no pulses yet)
 	GatewayQueueFull   uint64
 	GatewayBusy        uint64
 	GatewayRateLimited uint64
@@ -501,6 +502,7 @@ func run(ctx context.Context, o options, log io.Writer) (*report, error) {
 		r.AgentCPUPerHSus = (self1 - self0) / float64(r.Connected) * 1e6
 	}
 	r.GatewayQueueFull, r.GatewayBusy, r.GatewayRateLimited = hsEnd.HandshakeQueueFull, hsEnd.Busy, hsEnd.DropRateLimited
+	r.KeepalivesInPhase = hsEnd.KeepalivesTx - base.KeepalivesTx
 	if err := c.get(fmt.Sprintf("/floor?n=%d", o.floorN), &r.FloorAfterUS); err != nil {
 		return nil, err
 	}
@@ -584,7 +586,8 @@ func printReport(w io.Writer, r *report) {
 		r.GatewayCPUPerHSus, r.GatewayCapacity, r.NumCPU, r.AgentCPUPerHSus)
 	fmt.Fprintf(w, "primitive floor   %.0f us (%.0f before, %.0f after the handshakes): handshake = %.2fx the floor\n",
 		r.FloorUS, r.FloorBeforeUS, r.FloorAfterUS, r.RatioToFloor)
-	fmt.Fprintf(w, "gateway drops     queue full %d, busy %d, rate limited %d\n", r.GatewayQueueFull, r.GatewayBusy, r.GatewayRateLimited)
+	fmt.Fprintf(w, "gateway drops     queue full %d, busy %d, rate limited %d; keepalives sent during the handshakes %d (counted in the CPU above)\n",
+		r.GatewayQueueFull, r.GatewayBusy, r.GatewayRateLimited, r.KeepalivesInPhase)
 	fmt.Fprintf(w, "idle              %d sessions for %.1f s: heap %d -> %d B, %.0f B per session; gateway CPU %.3f s/s\n",
 		r.IdleSessions, r.IdleSeconds, r.HeapBaseBytes, r.HeapIdleBytes, r.BytesPerSession, r.GatewayIdleCPUPerSec)
 	fmt.Fprintf(w, "pulses            %d acked, %d failed, p50 %.2f ms, p99 %.2f ms; gateway CPU %.0f us per pulse (idle CPU / pulses)\n",
