@@ -546,8 +546,6 @@ func run(ctx context.Context, o options, log io.Writer) (*report, error) {
 		}
 	}
 
-	r.PulsesAcked, r.PulseFailures = pulsesOK.Load(), pulsesFailed.Load()
-	r.PulseP50ms, r.PulseP99ms = pulseLat.quantile(0.50), pulseLat.quantile(0.99)
 	if o.rekey {
 		fmt.Fprintf(log, "rekeys: one per session...\n")
 	}
@@ -557,6 +555,10 @@ func run(ctx context.Context, o options, log io.Writer) (*report, error) {
 	}
 	close(rekeyNow)
 	rekeyWG.Wait()
+	// Every agent has stopped pulsing (it leaves its pulse loop before it
+	// rekeys and reports): the counts are final.
+	r.PulsesAcked, r.PulseFailures = pulsesOK.Load(), pulsesFailed.Load()
+	r.PulseP50ms, r.PulseP99ms = pulseLat.quantile(0.50), pulseLat.quantile(0.99)
 	if o.rekey {
 		rk1, err := c.stats(false)
 		if err != nil {
