@@ -59,7 +59,7 @@ func parseOptions(args []string) (options, error) {
 	fs.IntVar(&o.workers, "workers", 0, "gateway handshake workers (0: engine default)")
 	fs.IntVar(&o.queue, "queue", 0, "gateway handshake queue (0: engine default)")
 	fs.StringVar(&o.gwCPUs, "gateway-cpus", "", "run the gateway under taskset -c with this CPU list")
-	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write the gateway's CPU profile of the handshake phase here")
+	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write the gateway's CPU profile of the handshake phase here (and of the rekeys to <file>.rekey)")
 	fs.StringVar(&o.memProfile, "memprofile", "", "write the gateway's heap profile at the end of the idle phase here")
 	fs.StringVar(&o.jsonOut, "json", "", "also write the report as JSON here")
 	fs.IntVar(&o.floorN, "floor", 300, "iterations of the primitive floor measured in the gateway process before and after the handshakes")
@@ -553,8 +553,20 @@ func run(ctx context.Context, o options, log io.Writer) (*report, error) {
 	if err != nil {
 		return nil, err
 	}
+	profRekey := o.rekey && o.cpuProfile != ""
+	if profRekey {
+		abs, _ := filepath.Abs(o.cpuProfile + ".rekey")
+		if err := c.get("/cpuprofile/start?path="+url.QueryEscape(abs), nil); err != nil {
+			return nil, err
+		}
+	}
 	close(rekeyNow)
 	rekeyWG.Wait()
+	if profRekey {
+		if err := c.get("/cpuprofile/stop", nil); err != nil {
+			return nil, err
+		}
+	}
 	// Every agent has stopped pulsing (it leaves its pulse loop before it
 	// rekeys and reports): the counts are final.
 	r.PulsesAcked, r.PulseFailures = pulsesOK.Load(), pulsesFailed.Load()
