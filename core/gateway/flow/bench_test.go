@@ -132,7 +132,7 @@ func BenchmarkDecisionsThroughBatcher(b *testing.B) {
 		n++
 		f.e.FromAgent(s, p, f.inner(p), now)
 	}
-	waitFor(b, "every decision", func() bool { return f.e.Stats().Allowed.Load() >= uint64(n) })
+	waitBench(b, "every decision", func() bool { return f.e.Stats().Allowed.Load() >= uint64(n) })
 	cpu.report(b)
 	b.ReportMetric(float64(n)/b.Elapsed().Seconds(), "decisions/s")
 }

@@ -8,6 +8,7 @@ import (
 	"maps"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -73,6 +74,27 @@ type Subject struct {
 	OS           string
 	AgentVersion string
 	Facts        map[string]string // read-only once given
+
+	// posture is the JSON of OS, AgentVersion and Facts, made once per
+	// change for DefaultQuery.
+	posture []byte
+}
+
+// postureJSON encodes the posture for queries.
+func (s *Subject) postureJSON() []byte {
+	facts := s.Facts
+	if facts == nil {
+		facts = map[string]string{}
+	}
+	b, err := json.Marshal(struct {
+		OS           string            `json:"os"`
+		AgentVersion string            `json:"agent_version"`
+		Facts        map[string]string `json:"facts"`
+	}{s.OS, s.AgentVersion, facts})
+	if err != nil {
+		return []byte(`{}`)
+	}
+	return b
 }
 
 // Dest is what a flow reaches: the destination of its opening packet.
@@ -230,6 +252,7 @@ func (e *Enforcer) Close() {
 // AddSession starts tracking a session; data is returned by Session.Data.
 func (e *Enforcer) AddSession(subj Subject, data any) *Session {
 	s := &Session{e: e, t: newTable(), data: data}
+	subj.posture = subj.postureJSON()
 	s.subj.Store(&subjectState{Subject: subj, hash: e.subjectHash(&subj)})
 	e.sessMu.Lock()
 	e.sessions[s] = struct{}{}
@@ -621,6 +644,7 @@ func (e *Enforcer) SetPosture(s *Session, os, agentVersion string, facts map[str
 	cur := s.subj.Load()
 	next := &subjectState{Subject: cur.Subject}
 	next.OS, next.AgentVersion, next.Facts = os, agentVersion, facts
+	next.posture = next.postureJSON()
 	next.hash = e.subjectHash(&next.Subject)
 	s.subj.Store(next)
 	return e.Reevaluate(s)
@@ -725,18 +749,30 @@ func DefaultQuery(s *Subject, d Dest, now time.Time) (policy.Query, []policy.Ent
 	if d.Proto == ProtoTCP || d.Proto == ProtoUDP {
 		id = proto + "/" + netip.AddrPortFrom(d.Addr, d.Port).String()
 	}
-	dst := map[string]any{"address": d.Addr.String(), "port": d.Port, "protocol": proto}
-	attrs, _ := json.Marshal(dst)
-	facts := s.Facts
-	if facts == nil {
-		facts = map[string]string{}
+	// Addresses, numbers, protocol names and the time need no escaping:
+	// the JSON is appended directly (this runs once per query).
+	attrs := make([]byte, 0, 64)
+	attrs = append(attrs, `{"address":"`...)
+	attrs = d.Addr.AppendTo(attrs)
+	attrs = append(attrs, `","port":`...)
+	attrs = strconv.AppendUint(attrs, uint64(d.Port), 10)
+	attrs = append(attrs, `,"protocol":"`...)
+	attrs = append(attrs, proto...)
+	attrs = append(attrs, `"}`...)
+	posture := s.posture
+	if posture == nil {
+		posture = s.postureJSON()
 	}
-	ctx, _ := json.Marshal(map[string]any{
-		"posture":     map[string]any{"os": s.OS, "agent_version": s.AgentVersion, "facts": facts},
-		"source":      map[string]any{"address": s.Address.String()},
-		"destination": dst,
-		"time":        now.UTC().Format(time.RFC3339),
-	})
+	ctx := make([]byte, 0, len(posture)+len(attrs)+96)
+	ctx = append(ctx, `{"posture":`...)
+	ctx = append(ctx, posture...)
+	ctx = append(ctx, `,"source":{"address":"`...)
+	ctx = s.Address.AppendTo(ctx)
+	ctx = append(ctx, `"},"destination":`...)
+	ctx = append(ctx, attrs...)
+	ctx = append(ctx, `,"time":"`...)
+	ctx = now.UTC().AppendFormat(ctx, time.RFC3339)
+	ctx = append(ctx, `"}`...)
 	res := policy.EntityRef{Type: "Service", ID: id}
 	return policy.Query{
 		Principal: policy.EntityRef{Type: "Agent", ID: s.AgentID},

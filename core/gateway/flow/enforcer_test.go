@@ -2,6 +2,7 @@ package flow
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -654,5 +655,49 @@ func TestConfigRefused(t *testing.T) {
 		if _, err := New(c); !errors.Is(err, ErrConfig) {
 			t.Fatalf("New(%+v) = %v", c, err)
 		}
+	}
+}
+
+func TestDefaultQuery(t *testing.T) {
+	subj := Subject{AgentID: "laptop-42", Address: addr(agentA), OS: "linux \"x\"", AgentVersion: "1.0",
+		Facts: map[string]string{"disk.encrypted": "true", "quote": `"\`}}
+	for _, with := range []bool{false, true} {
+		if with {
+			subj.posture = subj.postureJSON()
+		}
+		q, ents := DefaultQuery(&subj, Dest{Addr: addr(server), Port: 443, Proto: ProtoTCP}, testNow)
+		if q.Principal != (policy.EntityRef{Type: "Agent", ID: "laptop-42"}) || q.Action != (policy.EntityRef{Type: "Action", ID: "reach"}) ||
+			q.Resource != (policy.EntityRef{Type: "Service", ID: "tcp/10.20.0.10:443"}) || len(ents) != 1 || ents[0].Ref != q.Resource {
+			t.Fatalf("query %+v, entities %+v", q, ents)
+		}
+		var ctx struct {
+			Posture struct {
+				OS           string `json:"os"`
+				AgentVersion string `json:"agent_version"`
+				Facts        map[string]string
+			}
+			Source      struct{ Address string }
+			Destination struct {
+				Address  string
+				Port     int
+				Protocol string
+			}
+			Time time.Time
+		}
+		if err := json.Unmarshal(q.Context, &ctx); err != nil {
+			t.Fatalf("context %s: %v", q.Context, err)
+		}
+		if ctx.Posture.OS != subj.OS || ctx.Posture.AgentVersion != "1.0" || ctx.Posture.Facts["quote"] != `"\` || ctx.Source.Address != agentA ||
+			ctx.Destination.Address != server || ctx.Destination.Port != 443 || ctx.Destination.Protocol != "tcp" || !ctx.Time.Equal(testNow) {
+			t.Fatalf("context %s", q.Context)
+		}
+		var attrs map[string]any
+		if err := json.Unmarshal(ents[0].Attributes, &attrs); err != nil || attrs["port"] != float64(443) {
+			t.Fatalf("attributes %s: %v", ents[0].Attributes, err)
+		}
+	}
+	q, _ := DefaultQuery(&subj, Dest{Addr: addr("fd00::1"), Proto: ProtoICMPv6}, testNow)
+	if q.Resource.ID != "icmpv6/fd00::1" || !json.Valid(q.Context) {
+		t.Fatalf("icmpv6 query %+v", q)
 	}
 }
