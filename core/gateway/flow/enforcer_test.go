@@ -701,3 +701,76 @@ func TestDefaultQuery(t *testing.T) {
 		t.Fatalf("icmpv6 query %+v", q)
 	}
 }
+
+// TestVersionChangeInvalidates: an answer under a newer policy set
+// version empties the cache, so decisions of the older one are asked
+// again even without ReevaluateAll.
+func TestVersionChangeInvalidates(t *testing.T) {
+	f := newFixture(t, allow443, nil)
+	s := f.session("laptop", agentA)
+	f.from(s, v4(ProtoTCP, agentA, server, tcp(1, 443, tcpSYN)))
+	f.settled(s, key(ProtoTCP, agentA, server, 1, 443))
+	if a := f.from(s, v4(ProtoTCP, agentA, server, tcp(2, 443, tcpSYN))); a != Forward {
+		t.Fatalf("cached: %v", a)
+	}
+	f.eng.SetDecide(flowtest.Rules(flowtest.Rule{Resource: "udp/10.20.0.10:53", PolicyID: "dns"}))
+	// Another destination: a query, answered under the new version.
+	f.from(s, v4(ProtoUDP, agentA, server, udp(1, 53, nil)))
+	f.settled(s, key(ProtoUDP, agentA, server, 1, 53))
+	// The https decision of the old version is gone from the cache.
+	q := f.eng.Queries()
+	f.from(s, v4(ProtoTCP, agentA, server, tcp(3, 443, tcpSYN)))
+	if v := f.settled(s, key(ProtoTCP, agentA, server, 3, 443)); v != Deny || f.eng.Queries() != q+1 {
+		t.Fatalf("after the version moved: %v, %d queries (was %d)", v, f.eng.Queries(), q)
+	}
+}
+
+func TestTCPReopenAfterClose(t *testing.T) {
+	f := newFixture(t, allow443, nil)
+	s := f.session("laptop", agentA)
+	k := key(ProtoTCP, agentA, server, 40002, 443)
+	f.from(s, v4(ProtoTCP, agentA, server, tcp(40002, 443, tcpSYN)))
+	f.settled(s, k)
+	f.to(s, v4(ProtoTCP, server, agentA, tcp(443, 40002, tcpRST)), nil)
+	// A new connection on the same ports before the closed one lingered
+	// out: it opens again, and an answer keeps it past TCPClosed.
+	if a := f.from(s, v4(ProtoTCP, agentA, server, tcp(40002, 443, tcpSYN))); a != Forward {
+		t.Fatalf("SYN on a closed flow: %v", a)
+	}
+	f.to(s, v4(ProtoTCP, server, agentA, tcp(443, 40002, tcpSYN|tcpACK)), nil)
+	f.clock.advance(DefaultTimeouts.TCPClosed)
+	if n := f.e.Expire(f.clock.now()); n != 0 {
+		t.Fatal("reopened connection expired at the closed timeout")
+	}
+}
+
+func TestPendingExpiresAndSessionEnd(t *testing.T) {
+	f := newFixture(t, allow443, nil)
+	release := f.eng.Hold()
+	defer release()
+	s := f.session("laptop", agentA)
+	f.from(s, v4(ProtoTCP, agentA, server, tcp(1, 443, tcpSYN)))
+	f.from(s, v4(ProtoTCP, agentA, server, tcp(2, 443, tcpSYN)))
+	// A pending flow whose answer does not come is forgotten after
+	// Timeouts.Pending, its held packets dropped.
+	f.clock.advance(DefaultTimeouts.Pending)
+	if n := f.e.Expire(f.clock.now()); n != 2 {
+		t.Fatalf("%d pending flows expired, want 2", n)
+	}
+	if f.e.Stats().DropHold.Load() != 2 {
+		t.Fatalf("DropHold %d", f.e.Stats().DropHold.Load())
+	}
+	// A session that ends with a flow pending: the late answer releases
+	// nothing.
+	s2 := f.session("other", agentB)
+	f.from(s2, v4(ProtoTCP, agentB, server, tcp(1, 443, tcpSYN)))
+	f.e.RemoveSession(s2)
+	release()
+	// A later flow of a live session: its answer comes after the ended
+	// session's (one goroutine delivers in order).
+	f.from(s, v4(ProtoUDP, agentA, server, udp(7, 53, nil)))
+	waitFor(t, "the live flow's release", func() bool { return f.nReleased() >= 1 })
+	if f.nReleased() != 1 || f.e.Stats().Flows.Load() != 1 {
+		t.Fatalf("%d released, %d flows: the ended session's packet went out", f.nReleased(), f.e.Stats().Flows.Load())
+	}
+}
