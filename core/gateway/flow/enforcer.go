@@ -514,6 +514,7 @@ func (e *Enforcer) deliver(items []Item, ds []policy.Decision, version uint64, e
 		e.cache.Purge()
 		e.epochMu.Unlock()
 	}
+	var todo []settled
 	for i, it := range items {
 		var d *Decision
 		if err != nil {
@@ -534,8 +535,13 @@ func (e *Enforcer) deliver(items []Item, ds []policy.Decision, version uint64, e
 		delete(e.waiting, wk)
 		e.waitMu.Unlock()
 		for _, w := range ws {
-			e.settle(w, d, now)
+			if f, ok := e.settle(w, d); ok {
+				todo = append(todo, f)
+			}
 		}
+	}
+	for _, f := range todo {
+		e.follow(f, now)
 	}
 }
 
@@ -554,52 +560,68 @@ func fromPolicy(pd *policy.Decision) *Decision {
 	return d
 }
 
-// settle applies decision d to the flow w waits for.
-func (e *Enforcer) settle(w waiter, d *Decision, now int64) {
+// settled is what remains to do after a decision was applied to a flow:
+// counting, releasing its held packets, telling of a denial.
+type settled struct {
+	s       *Session
+	key     Key
+	d       *Decision
+	prev    Verdict
+	release [][]byte
+	dropped int
+}
+
+// settle applies decision d to the flow w waits for and reports what
+// remains to do (follow); ok is false when nothing changed (the flow is
+// gone or waits for a newer decision). Callers apply a whole batch before
+// following up on any, so a cut takes effect before the callbacks and
+// logs of the others run.
+func (e *Enforcer) settle(w waiter, d *Decision) (settled, bool) {
 	if e.closed.Load() {
-		return
+		return settled{}, false
 	}
 	t := w.s.t
 	t.mu.Lock()
+	defer t.mu.Unlock()
 	c := w.c
 	if c.removed || c.gen != w.gen {
-		t.mu.Unlock()
-		return
+		return settled{}, false
 	}
-	prev := c.verdict
+	f := settled{s: w.s, key: c.key, d: d, prev: c.verdict}
 	c.decision = d
-	var release [][]byte
-	dropped := 0
 	if d.Allow {
 		c.verdict = Allow
-		release, c.hold = c.hold, nil
+		f.release, c.hold = c.hold, nil
 	} else {
 		c.verdict = Deny
-		dropped = len(c.hold)
+		f.dropped = len(c.hold)
 		c.hold = nil
 	}
-	key := c.key
-	t.mu.Unlock()
-	if prev == Pending {
-		e.counted(w.s, key, d)
+	return f, true
+}
+
+// follow counts, releases and reports a settled decision.
+func (e *Enforcer) follow(f settled, now int64) {
+	if f.prev == Pending {
+		e.counted(f.s, f.key, f.d)
 	}
 	switch {
-	case prev == Pending && d.Allow:
-		if len(release) > 0 {
-			e.stats.Released.Add(uint64(len(release)))
-			if e.cfg.Release != nil {
-				e.cfg.Release(w.s, release)
+	case f.prev == Pending && f.d.Allow:
+		if len(f.release) > 0 {
+			e.stats.Released.Add(uint64(len(f.release)))
+			if e.cfg.Release != nil && !e.closed.Load() {
+				e.cfg.Release(f.s, f.release)
 			}
 		}
-	case prev == Pending:
-		e.stats.DropHold.Add(uint64(dropped))
-		e.denied(w.s, key, d, false, now)
-	case prev == Allow && !d.Allow:
+	case f.prev == Pending:
+		e.stats.DropHold.Add(uint64(f.dropped))
+		e.denied(f.s, f.key, f.d, false, now)
+	case f.prev == Allow && !f.d.Allow:
 		e.stats.Cut.Add(1)
-		e.denied(w.s, key, d, true, now)
-	case prev == Deny && d.Allow:
+		e.denied(f.s, f.key, f.d, true, now)
+	case f.prev == Deny && f.d.Allow:
 		e.stats.Restored.Add(1)
-		e.log.Info("flow allowed again after re-evaluation", "session", w.s.Subject().SessionID, "flow", key.String())
+		e.log.Info("flow allowed again after re-evaluation", "session", f.s.Subject().SessionID, "flow", f.key.String())
 	}
 }
 
@@ -692,15 +714,21 @@ func (e *Enforcer) reevaluate(s *Session, pending bool) int {
 	}
 	t.mu.Unlock()
 	e.stats.Reevaluations.Add(uint64(len(jobs)))
+	var todo []settled
 	for _, j := range jobs {
 		ck := e.cacheKey(ss, j.key)
 		if d, ok := e.cache.Get(&ck, ns); ok {
 			e.stats.CacheHits.Add(1)
-			e.settle(j.w, d, ns)
+			if f, ok := e.settle(j.w, d); ok {
+				todo = append(todo, f)
+			}
 			continue
 		}
 		e.stats.CacheMisses.Add(1)
 		e.request(ck, ss, dest(j.key), j.w, now)
+	}
+	for _, f := range todo {
+		e.follow(f, ns)
 	}
 	return len(jobs)
 }
