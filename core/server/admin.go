@@ -68,7 +68,7 @@ func (s *Server) startAdmin() error {
 		ln.Close()
 		return err
 	}
-	srv := &http.Server{Handler: a, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute, WriteTimeout: 5 * time.Minute,
+	srv := &http.Server{Handler: a, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute, WriteTimeout: 11 * time.Minute, // audit verify runs up to 10 min
 		MaxHeaderBytes: 64 << 10, ConnContext: adminapi.PeerConnContext}
 	s.admin = srv
 	go func() { _ = srv.Serve(ln) }()
