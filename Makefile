@@ -3,7 +3,7 @@ GO       ?= go
 BIN      := $(CURDIR)/bin
 CONFIG   ?= config.hcl
 # Every binary: the core and each plugin (out-of-process, started by the core).
-CMDS     := ./core/cmd/avon ./agent/cmd/avon-agent ./plugins/kms-soft ./plugins/kms-hsm ./plugins/ca-dilithium ./examples/pqc-slhdsa
+CMDS     := ./core/cmd/avon ./agent/cmd/avon-agent ./plugins/kms-soft ./plugins/kms-hsm ./plugins/ca-dilithium ./plugins/policy-abac ./examples/pqc-slhdsa
 TESTFLAGS ?= -race -count=1 -timeout 25m
 BENCHFLAGS ?= -run '^$$' -bench . -benchmem -benchtime 2s
 

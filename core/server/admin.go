@@ -68,7 +68,13 @@ func (s *Server) startAdmin() error {
 		ln.Close()
 		return err
 	}
-	srv := &http.Server{Handler: a, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute, WriteTimeout: 11 * time.Minute, // audit verify runs up to 10 min
+	// User management (operator login) sits beside the Admin API on the
+	// socket; everything else is the Admin API's route table.
+	mux := http.NewServeMux()
+	s.mountUserAdmin(mux)
+	mux.Handle("/", a)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute,
+		WriteTimeout:   11 * time.Minute, // audit verify runs up to 10 min
 		MaxHeaderBytes: 64 << 10, ConnContext: adminapi.PeerConnContext}
 	s.admin = srv
 	go func() { _ = srv.Serve(ln) }()

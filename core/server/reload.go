@@ -60,6 +60,9 @@ func (s *Server) Reload(ctx context.Context) (*ReloadReport, error) {
 	if cfg.LogFormat != old.LogFormat {
 		need("log_format")
 	}
+	if cfg.Auth != old.Auth {
+		need("auth")
+	}
 
 	oldByID := map[string]*config.Plugin{}
 	for _, p := range old.Plugin {

@@ -32,6 +32,7 @@ import (
 	"github.com/avonzt/avon/core/calibration"
 	"github.com/avonzt/avon/core/config"
 	"github.com/avonzt/avon/core/events"
+	"github.com/avonzt/avon/core/oauth"
 	"github.com/avonzt/avon/core/pluginhost"
 	"github.com/avonzt/avon/core/rng"
 	"github.com/avonzt/avon/core/store"
@@ -76,9 +77,11 @@ type Server struct {
 	apiFingerprint string
 	admin          *http.Server
 	gw             *gatewayRuntime // nil unless gateway { enabled = true }
+	oauth          *oauth.Server   // nil when operator login is off; guarded by mu
+	oauthKeys      *oauthKeys      // the token signing key, when operator login is on
 	bg             sync.WaitGroup
 
-	mu      sync.Mutex // guards stopped
+	mu      sync.Mutex // guards stopped, oauth
 	stopped bool
 }
 
@@ -351,6 +354,11 @@ func (s *Server) start(ctx context.Context, pre *config.Config) error {
 		return err
 	}
 
+	// Operator login signs with a KMS key: after the plugins, before the API.
+	if err := s.startOAuth(ctx); err != nil {
+		return err
+	}
+
 	s.registerServiceMetrics()
 	if err := s.startAPI(); err != nil {
 		return err
@@ -480,7 +488,7 @@ func (s *Server) startAPI() error {
 		return err
 	}
 	s.api = a
-	return nil
+	return s.mountOAuth(a)
 }
 
 // checks are the readiness checks: the store and every plugin.

@@ -45,16 +45,22 @@ Commands:
   ca info|init|rotate  the CA (via the running core's admin socket): avon ca rotate -kms hsm -config config.hcl
   cert list|show|revoke  certificates:                      avon cert revoke SERIAL -reason keyCompromise -config config.hcl
   crl               the current CRL (DER):                    avon crl -o issuing.crl -config config.hcl
+  login, logout     operator login (OAuth 2.1, PKCE):         avon login -server https://core:8443 -fingerprint HEX
+  user              operator accounts (via the admin socket): avon user add alice -role admin -config config.hcl
   version           print the version
 `
 
 func main() {
 	// Plugins must never outlive the core, even on a panic.
 	defer goplugin.CleanupClients()
-	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+	os.Exit(runIO(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
+	return runIO(args, strings.NewReader(""), stdout, stderr)
+}
+
+func runIO(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
 		return 2
@@ -90,6 +96,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdCert(args[1:], stdout, stderr)
 	case "crl":
 		return cmdCRL(args[1:], stdout, stderr)
+	case "login":
+		return cmdLogin(args[1:], stdout, stderr)
+	case "logout":
+		return cmdLogout(args[1:], stdout, stderr)
+	case "user":
+		return cmdUser(args[1:], stdin, stdout, stderr)
 	case "version", "-version", "--version":
 		fmt.Fprintln(stdout, "avon", version)
 		return 0

@@ -1,0 +1,151 @@
+package oauth
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+)
+
+// Principal is the authenticated operator of a request.
+type Principal struct {
+	User      string
+	Scope     string // space-separated
+	ClientID  string
+	TokenID   string // jti
+	SessionID string // the grant
+	ExpiresAt time.Time
+}
+
+// Actor is how audit records name the principal.
+func (p Principal) Actor() string { return "user:" + p.User }
+
+// Has reports whether the principal holds scope (admin holds every scope).
+func (p Principal) Has(scope string) bool { return HasScope(p.Scope, scope) }
+
+type principalKey struct{}
+
+// WithPrincipal returns ctx carrying p.
+func WithPrincipal(ctx context.Context, p Principal) context.Context {
+	return context.WithValue(ctx, principalKey{}, p)
+}
+
+// PrincipalFrom returns the principal Middleware put in the context.
+func PrincipalFrom(ctx context.Context) (Principal, bool) {
+	p, ok := ctx.Value(principalKey{}).(Principal)
+	return p, ok
+}
+
+// Problem types (RFC 9457) the middleware answers with.
+const (
+	ProblemUnauthorized = "urn:avon:problem:unauthorized"
+	ProblemForbidden    = "urn:avon:problem:insufficient-scope"
+	ProblemUnavailable  = "urn:avon:problem:auth-unavailable"
+)
+
+// Problem is an RFC 9457 problem document.
+type Problem struct {
+	Type   string `json:"type"`
+	Title  string `json:"title"`
+	Status int    `json:"status"`
+	Detail string `json:"detail"`
+	// Scope is the scope that was missing (403 only).
+	Scope string `json:"scope,omitempty"`
+}
+
+func writeProblem(w http.ResponseWriter, p Problem) {
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(p.Status)
+	_ = json.NewEncoder(w).Encode(p)
+}
+
+// quoteParam makes s safe inside a quoted auth-param.
+func quoteParam(s string) string {
+	s = strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f || r == '"' || r == '\\' || r > 0x7e {
+			return ' '
+		}
+		return r
+	}, s)
+	return `"` + clip(s) + `"`
+}
+
+// Authenticate checks the request's bearer token (RFC 6750 section 2.1:
+// the Authorization header only) and that its grant is not revoked, and
+// returns the principal. Errors wrap ErrMalformedToken, ErrUnknownKey,
+// ErrAlgorithm, ErrBadSignature, ErrIssuer, ErrAudience, ErrExpired,
+// ErrNotYetValid, ErrRevoked, ErrNoTime or ErrUnavailable; no token at all
+// is ErrMalformedToken with the message "no bearer token".
+func (s *Server) Authenticate(r *http.Request) (Principal, error) {
+	hs := r.Header.Values("Authorization")
+	if len(hs) == 0 {
+		return Principal{}, errNoToken
+	}
+	if len(hs) > 1 {
+		return Principal{}, fmt.Errorf("%w: more than one Authorization header", ErrMalformedToken)
+	}
+	scheme, tok, ok := strings.Cut(hs[0], " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") || tok == "" || strings.ContainsAny(tok, " \t") {
+		return Principal{}, fmt.Errorf("%w: want Authorization: Bearer <token>", ErrMalformedToken)
+	}
+	now, err := s.now()
+	if err != nil {
+		return Principal{}, err
+	}
+	c, err := s.verifier.Verify(tok, now)
+	if err != nil {
+		return Principal{}, err
+	}
+	if _, err := s.grants.active(r.Context(), c.SessionID, now); err != nil {
+		return Principal{}, err
+	}
+	return Principal{User: c.Subject, Scope: c.Scope, ClientID: c.ClientID, TokenID: c.ID, SessionID: c.SessionID,
+		ExpiresAt: time.Unix(c.ExpiresAt, 0).UTC()}, nil
+}
+
+var errNoToken = fmt.Errorf("%w: no bearer token", ErrMalformedToken)
+
+// Middleware returns the verifier of the Admin API: a request passes only
+// with a valid access token (signature by a key of this issuer with that
+// key's algorithm, exp/nbf/iat against calibrated time, iss, aud) whose
+// grant is not revoked and whose scope holds scope (admin holds every
+// scope); the principal is then in the context (PrincipalFrom). Refusals
+// are RFC 9457 problems: 401 with WWW-Authenticate: Bearer (RFC 6750
+// section 3) for a missing or invalid token, 403 naming the missing scope,
+// 503 when there is no trusted time or the store fails (fail closed).
+func (s *Server) Middleware(scope string) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			p, err := s.Authenticate(r)
+			switch {
+			case err == nil:
+			case errors.Is(err, ErrNoTime), errors.Is(err, ErrUnavailable):
+				s.log.Warn("bearer token not checked", "error", err)
+				writeProblem(w, Problem{Type: ProblemUnavailable, Title: "Authentication unavailable", Status: http.StatusServiceUnavailable,
+					Detail: err.Error()})
+				return
+			case errors.Is(err, errNoToken):
+				w.Header().Set("WWW-Authenticate", `Bearer realm="avon", scope=`+quoteParam(scope))
+				writeProblem(w, Problem{Type: ProblemUnauthorized, Title: "Authentication required", Status: http.StatusUnauthorized,
+					Detail: "this route needs an access token: run `avon login`"})
+				return
+			default:
+				w.Header().Set("WWW-Authenticate", `Bearer realm="avon", error="invalid_token", error_description=`+quoteParam(err.Error()))
+				writeProblem(w, Problem{Type: ProblemUnauthorized, Title: "Invalid access token", Status: http.StatusUnauthorized,
+					Detail: err.Error()})
+				return
+			}
+			if !p.Has(scope) {
+				w.Header().Set("WWW-Authenticate", `Bearer realm="avon", error="insufficient_scope", scope=`+quoteParam(scope))
+				writeProblem(w, Problem{Type: ProblemForbidden, Title: "Insufficient scope", Status: http.StatusForbidden,
+					Detail: fmt.Sprintf("%s: this route needs scope %q; the token has %q", ErrInsufficientScope, scope, p.Scope), Scope: scope})
+				return
+			}
+			next.ServeHTTP(w, r.WithContext(WithPrincipal(r.Context(), p)))
+		})
+	}
+}

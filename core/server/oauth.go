@@ -1,0 +1,342 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/avonzt/avon/core/adminapi"
+	"github.com/avonzt/avon/core/api"
+	"github.com/avonzt/avon/core/oauth"
+	"github.com/avonzt/avon/sdk/host"
+	"github.com/avonzt/avon/sdk/kms"
+	sdkplugin "github.com/avonzt/avon/sdk/plugin"
+)
+
+// startOAuth readies the token signing key of operator login when auth is
+// on and a kms plugin holds it (created with auth.algorithm at first
+// start); mountOAuth then serves the authorization server on the API
+// listener. User management stays on the admin socket.
+func (s *Server) startOAuth(ctx context.Context) error {
+	err := s.readyOAuthKey(ctx)
+	if err != nil && !s.cfg.Auth.Explicit {
+		// Login was not asked for in the file: the core runs without it,
+		// and says why (the admin socket still works).
+		s.log.Warn("operator login is off: its token signing key is not usable; add an auth block to make this fatal", "error", err)
+		return nil
+	}
+	return err
+}
+
+func (s *Server) readyOAuthKey(ctx context.Context) error {
+	a := s.cfg.Auth
+	if !a.Enabled {
+		s.log.Info("operator login is off (auth { enabled = false }); the admin socket still works")
+		return nil
+	}
+	if a.KMS == "" {
+		s.log.Warn("operator login is off: no kms plugin to sign access tokens; the admin socket still works")
+		return nil
+	}
+	inst, ok := s.plugins.Get(sdkplugin.Kind("kms"), a.KMS)
+	if !ok {
+		return fmt.Errorf("auth: no running kms plugin %q", a.KMS)
+	}
+	c := inst.KMS()
+	if _, err := c.GetKey(ctx, &kms.GetKeyRequest{ID: a.Key}); errors.Is(err, kms.ErrKeyNotFound) {
+		_, err = c.GenerateKey(ctx, &kms.GenerateKeyRequest{ID: a.Key, Algorithm: kms.Algorithm(a.Algorithm),
+			Labels: map[string]string{"avon.purpose": "oauth-token"}})
+		if err != nil && !errors.Is(err, kms.ErrKeyExists) { // another replica made it meanwhile
+			return fmt.Errorf("auth: create token signing key %s in kms.%s: %w", a.Key, a.KMS, err)
+		}
+	} else if err != nil {
+		return fmt.Errorf("auth: token signing key %s in kms.%s: %w", a.Key, a.KMS, err)
+	}
+	ks, err := newKMSSigner(ctx, s.plugins, a.KMS, a.Key, "oauth-token")
+	if err != nil {
+		return err
+	}
+	_, alg, _ := ks.current()
+	if oauth.JOSEAlgorithm(string(alg)) == "" {
+		return fmt.Errorf("auth: token signing key %s in kms.%s is %s; want ML-DSA-65 or Ed25519 (pick another auth { key })", a.Key, a.KMS, alg)
+	}
+	s.oauthKeys = &oauthKeys{kmsSigner: ks}
+	return nil
+}
+
+// mountOAuth builds the authorization server for the API listener a (just
+// started: with `listen = "host:0"` the issuer takes the bound port) and
+// mounts its routes.
+func (s *Server) mountOAuth(a *api.Server) error {
+	if s.oauthKeys == nil {
+		return nil
+	}
+	issuer := s.cfg.AuthIssuer()
+	if !s.cfg.Auth.IssuerSet {
+		if _, port, err := net.SplitHostPort(s.cfg.API.Listen); err == nil && port == "0" {
+			if host, bound, err := net.SplitHostPort(a.Addr()); err == nil {
+				if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
+					host = "localhost"
+				}
+				issuer = "https://" + net.JoinHostPort(host, bound)
+			}
+		}
+		s.log.Info("operator login issuer derived from the api listen address; set auth { issuer } to the URL operators use",
+			"issuer", issuer)
+	}
+	a2 := s.cfg.Auth
+	srv, err := oauth.New(oauth.Config{Issuer: issuer, AccessTTL: a2.AccessTTL, RefreshTTL: a2.RefreshTTL,
+		MaxSkew: s.calib.Config().MaxSkew}, oauth.Deps{KV: s.store, Cache: s.cache, Rand: s.opts.Rand, Now: s.calib.Now,
+		Signer: s.oauthKeys, Keys: s.oauthKeys, Audit: s.audit, Logger: s.log.Named("oauth")})
+	if err != nil {
+		return fmt.Errorf("auth: %w", err)
+	}
+	srv.Mount(a.Handle)
+	s.mu.Lock()
+	s.oauth = srv
+	s.mu.Unlock()
+	return nil
+}
+
+// OAuth returns the operator authorization server (nil when operator login
+// is off). The Admin API wraps its routes in OAuth().Middleware(scope).
+func (s *Server) OAuth() *oauth.Server {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.oauth
+}
+
+// oauthKeys adapts the KMS signer to oauth.Signer and oauth.KeySet. kid is
+// the KMS key id and version ("kms.soft/avon-oauth/v2"); every version the
+// core has seen verifies. A kid of this key not yet seen (rotated on
+// another replica) re-reads the key, at most once every 5 seconds.
+type oauthKeys struct {
+	*kmsSigner
+
+	refreshMu   sync.Mutex
+	lastRefresh time.Time
+}
+
+func (k *oauthKeys) Current() oauth.Key {
+	v, alg, pub := k.current()
+	return oauth.Key{ID: k.keyID(v), Algorithm: oauth.JOSEAlgorithm(string(alg)), Public: pub}
+}
+
+func (k *oauthKeys) Sign(ctx context.Context, msg []byte) ([]byte, error) {
+	sig, _, err := k.sign(ctx, msg)
+	return sig, err
+}
+
+func (k *oauthKeys) lookup(kid string) (oauth.Key, bool) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	for v, p := range k.pubs {
+		if k.keyID(v) == kid {
+			return oauth.Key{ID: kid, Algorithm: oauth.JOSEAlgorithm(string(k.alg)), Public: p}, true
+		}
+	}
+	return oauth.Key{}, false
+}
+
+func (k *oauthKeys) Lookup(kid string) (oauth.Key, bool) {
+	if key, ok := k.lookup(kid); ok {
+		return key, true
+	}
+	if !strings.HasPrefix(kid, fmt.Sprintf("kms.%s/%s/v", k.plugin, k.id)) {
+		return oauth.Key{}, false
+	}
+	k.refreshMu.Lock()
+	if time.Since(k.lastRefresh) < 5*time.Second {
+		k.refreshMu.Unlock()
+		return oauth.Key{}, false
+	}
+	k.lastRefresh = time.Now()
+	k.refreshMu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if resp, err := k.inst.KMS().GetKey(ctx, &kms.GetKeyRequest{ID: k.id}); err == nil {
+		k.setKey(resp.Key)
+	}
+	return k.lookup(kid)
+}
+
+func (k *oauthKeys) Keys() []oauth.Key {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	out := make([]oauth.Key, 0, len(k.pubs))
+	for v, p := range k.pubs {
+		out = append(out, oauth.Key{ID: k.keyID(v), Algorithm: oauth.JOSEAlgorithm(string(k.alg)), Public: p})
+	}
+	return out
+}
+
+var (
+	_ oauth.Signer = (*oauthKeys)(nil)
+	_ oauth.KeySet = (*oauthKeys)(nil)
+)
+
+// UserRequest is the body of POST /v1/users on the admin socket.
+type UserRequest struct {
+	Name     string   `json:"name"`
+	Password string   `json:"password"`
+	Roles    []string `json:"roles"`
+}
+
+// TOTPResult is what enabling TOTP answers: shown once.
+type TOTPResult struct {
+	User   string `json:"user"`
+	Secret string `json:"secret"` // base32
+	URI    string `json:"uri"`    // otpauth://
+}
+
+// mountUserAdmin serves user management on the admin socket (no OAuth
+// there: the socket is the break-glass path, authenticated by the kernel).
+func (s *Server) mountUserAdmin(mux *http.ServeMux) {
+	mux.HandleFunc("GET /v1/users", s.withUsers(func(w http.ResponseWriter, r *http.Request, u *oauth.Users) {
+		list, err := u.List(r.Context())
+		if err != nil {
+			userError(w, err)
+			return
+		}
+		adminJSON(w, http.StatusOK, list)
+	}))
+	mux.HandleFunc("POST /v1/users", s.withUsers(func(w http.ResponseWriter, r *http.Request, u *oauth.Users) {
+		var body UserRequest
+		if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 8192)).Decode(&body); err != nil {
+			adminBad(w, `want {"name": "alice", "password": "...", "roles": ["admin"]}`)
+			return
+		}
+		s.userAction(w, r, "user.add", body.Name, map[string]string{"roles": strings.Join(body.Roles, " ")}, func() (any, error) {
+			return u.Add(r.Context(), body.Name, body.Password, body.Roles, actorOf(r))
+		})
+	}))
+	mux.HandleFunc("PUT /v1/users/{name}/password", s.withUsers(func(w http.ResponseWriter, r *http.Request, u *oauth.Users) {
+		var body struct {
+			Password string `json:"password"`
+		}
+		if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 8192)).Decode(&body); err != nil {
+			adminBad(w, `want {"password": "..."}`)
+			return
+		}
+		name := r.PathValue("name")
+		s.userAction(w, r, "user.passwd", name, nil, func() (any, error) {
+			return map[string]any{"user": name, "password_changed": true}, u.SetPassword(r.Context(), name, body.Password)
+		})
+	}))
+	mux.HandleFunc("PUT /v1/users/{name}/roles", s.withUsers(func(w http.ResponseWriter, r *http.Request, u *oauth.Users) {
+		var body struct {
+			Roles []string `json:"roles"`
+		}
+		if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 8192)).Decode(&body); err != nil {
+			adminBad(w, `want {"roles": ["operator"]}`)
+			return
+		}
+		name := r.PathValue("name")
+		s.userAction(w, r, "user.roles", name, map[string]string{"roles": strings.Join(body.Roles, " ")}, func() (any, error) {
+			if err := u.SetRoles(r.Context(), name, body.Roles); err != nil {
+				return nil, err
+			}
+			return u.Get(r.Context(), name)
+		})
+	}))
+	mux.HandleFunc("POST /v1/users/{name}/totp", s.withUsers(func(w http.ResponseWriter, r *http.Request, u *oauth.Users) {
+		name := r.PathValue("name")
+		s.userAction(w, r, "user.totp.enable", name, nil, func() (any, error) {
+			secret, err := u.EnableTOTP(r.Context(), name)
+			if err != nil {
+				return nil, err
+			}
+			return TOTPResult{User: name, Secret: oauth.EncodeTOTPSecret(secret), URI: oauth.TOTPURI("AVON", name, secret)}, nil
+		})
+	}))
+	mux.HandleFunc("DELETE /v1/users/{name}/totp", s.withUsers(func(w http.ResponseWriter, r *http.Request, u *oauth.Users) {
+		name := r.PathValue("name")
+		s.userAction(w, r, "user.totp.disable", name, nil, func() (any, error) {
+			return map[string]any{"user": name, "totp": false}, u.DisableTOTP(r.Context(), name)
+		})
+	}))
+	mux.HandleFunc("DELETE /v1/users/{name}", s.withUsers(func(w http.ResponseWriter, r *http.Request, u *oauth.Users) {
+		name := r.PathValue("name")
+		s.userAction(w, r, "user.delete", name, nil, func() (any, error) {
+			return map[string]any{"user": name, "deleted": true}, u.Delete(r.Context(), name)
+		})
+	}))
+}
+
+func (s *Server) withUsers(h func(http.ResponseWriter, *http.Request, *oauth.Users)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		o := s.OAuth()
+		if o == nil {
+			adminJSON(w, http.StatusServiceUnavailable, map[string]any{"status": 503,
+				"detail": "operator login is off (auth { enabled = false }, or no kms plugin)"})
+			return
+		}
+		h(w, r, o.Users())
+	}
+}
+
+// userAction records the request (fail closed), runs it and records the
+// outcome.
+func (s *Server) userAction(w http.ResponseWriter, r *http.Request, action, name string, fields map[string]string, do func() (any, error)) {
+	actor := actorOf(r)
+	if err := s.audit.Emit(r.Context(), "core", host.Event{Actor: actor, Action: action, Target: "user/" + name, Outcome: "requested",
+		Fields: fields}); err != nil {
+		adminJSON(w, http.StatusServiceUnavailable, map[string]any{"status": 503, "detail": "audit: " + err.Error()})
+		return
+	}
+	out, err := do()
+	outcome, reason := "success", ""
+	if err != nil {
+		outcome, reason = "failure", err.Error()
+	}
+	if aerr := s.audit.Emit(r.Context(), "core", host.Event{Actor: actor, Action: action, Target: "user/" + name, Outcome: outcome,
+		Reason: reason, Fields: fields}); aerr != nil {
+		s.log.Error("audit of a user change failed", "action", action, "user", name, "error", aerr)
+	}
+	if err != nil {
+		userError(w, err)
+		return
+	}
+	s.log.Info("user changed", "action", action, "user", name, "by", actor)
+	adminJSON(w, http.StatusOK, out)
+}
+
+func userError(w http.ResponseWriter, err error) {
+	code := http.StatusInternalServerError
+	switch {
+	case errors.Is(err, oauth.ErrInvalidArgument):
+		code = http.StatusBadRequest
+	case errors.Is(err, oauth.ErrUnknownUser):
+		code = http.StatusNotFound
+	case errors.Is(err, oauth.ErrUserExists):
+		code = http.StatusConflict
+	case errors.Is(err, oauth.ErrNoTime), errors.Is(err, oauth.ErrUnavailable):
+		code = http.StatusServiceUnavailable
+	}
+	adminJSON(w, code, map[string]any{"status": code, "detail": err.Error()})
+}
+
+// actorOf names the caller of a user-management route on the admin socket
+// from the kernel's peer credentials.
+func actorOf(r *http.Request) string {
+	if c, ok := adminapi.PeerCredOf(r.Context()); ok {
+		return fmt.Sprintf("local-admin:uid=%d,pid=%d", c.UID, c.PID)
+	}
+	return "local-admin"
+}
+
+// adminJSON answers a user-management route.
+func adminJSON(w http.ResponseWriter, code int, v any) { adminapi.JSON(w, code, v) }
+
+// adminBad answers a malformed user-management request as a problem.
+func adminBad(w http.ResponseWriter, detail string) {
+	p := adminapi.NewProblem(adminapi.TypeBadRequest, detail)
+	w.Header().Set("Content-Type", "application/problem+json")
+	adminapi.JSON(w, p.Status, p)
+}
