@@ -44,6 +44,7 @@ func (s *Server) AdminAPI(auth adminapi.Authenticator) (*adminapi.API, error) {
 	routes = append(routes, s.pluginRoutes()...)
 	routes = append(routes, s.auditRoutes()...)
 	routes = append(routes, s.policyRoutes()...)
+	routes = append(routes, s.userRoutes()...)
 	return adminapi.New(routes, adminapi.Options{Authenticator: auth, Auditor: s.audit, Logger: s.log.Named("admin"),
 		MapError: adminProblem, Rand: s.opts.Rand, Title: "AVON Admin API", Version: "v1"})
 }
@@ -68,12 +69,7 @@ func (s *Server) startAdmin() error {
 		ln.Close()
 		return err
 	}
-	// User management (operator login) sits beside the Admin API on the
-	// socket; everything else is the Admin API's route table.
-	mux := http.NewServeMux()
-	s.mountUserAdmin(mux)
-	mux.Handle("/", a)
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute,
+	srv := &http.Server{Handler: a, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute,
 		WriteTimeout:   11 * time.Minute, // audit verify runs up to 10 min
 		MaxHeaderBytes: 64 << 10, ConnContext: adminapi.PeerConnContext}
 	s.admin = srv
