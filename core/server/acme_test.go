@@ -90,7 +90,7 @@ plugin "acme" "acme" {
 
 // apiClient trusts the core's self-signed API certificate, fetched once
 // (the way an operator pins it).
-func apiClient(t *testing.T, addr string) *http.Client {
+func apiClient(t testing.TB, addr string) *http.Client {
 	t.Helper()
 	conn, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true}) // only to read the certificate to pin
 	if err != nil {
