@@ -200,6 +200,16 @@ func TestACMEClients(t *testing.T) {
 	httpPort, alpnPort := freePort(t), freePort(t)
 	s, _ := startServer(t, writeConfig(t, t.TempDir(), acmeConfig(t, dnsSrv.Addr, httpPort, alpnPort)))
 
+	t.Run("admin paths not served to the network", func(t *testing.T) {
+		resp, err := apiClient(t, s.APIAddr()).Post("https://"+s.APIAddr()+"/acme/admin/eab", "application/json", strings.NewReader(`{}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusNotFound {
+			t.Fatalf("POST /acme/admin/eab from the network: %d, want 404", resp.StatusCode)
+		}
+	})
 	t.Run("http-01", func(t *testing.T) {
 		c := newLego(t, s)
 		if err := c.Challenge.SetHTTP01Provider(http01.NewProviderServer("127.0.0.1", strconv.Itoa(httpPort))); err != nil {
