@@ -78,6 +78,14 @@ audit {
   checkpoint_interval = "5m"
 }
 
+auth {
+  # Operator login (avon login): access tokens signed with ML-DSA-65 by the
+  # key "avon-oauth" in the kms plugin; accounts: avon user add.
+  # issuer    = "https://avon.example.com:8443"  # the URL operators use
+  access_ttl  = "5m"
+  refresh_ttl = "720h"
+}
+
 plugin "kms" "soft" {
   command = "kms-soft"
   config {
@@ -99,6 +107,21 @@ plugin "ca" "dilithium" {
   uses    = { kms = "soft" }
   config {
     organization = "AVON"
+    # An ECDSA-P384 root and issuer too, so TLS clients that cannot verify
+    # ML-DSA yet trust the certificates ACME issues for ECDSA keys.
+    classical_issuer = true
+  }
+}
+
+plugin "acme" "acme" {
+  # RFC 8555 at https://<api listen>/acme/directory (certbot, lego, ...),
+  # issuing through the CA above. See "Issuing TLS certificates with
+  # ACME" in docs/operations.md.
+  command = "acme"
+  uses    = { ca = "dilithium" }
+  config {
+    # allowed_domains = ["corp.example"]
+    # require_eab     = true   # keys from: avon acme eab create
   }
 }
 

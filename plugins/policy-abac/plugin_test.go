@@ -166,13 +166,11 @@ func TestThroughPlugin(t *testing.T) {
 	if ds[0].Outcome != "denied" || ds[0].Actor != `Agent::"laptop"` || ds[0].Fields["policies"] != "no-ssh" || ds[0].Reason != "SSH is closed to everyone" {
 		t.Fatalf("log entry %+v", ds[0])
 	}
-	for _, ev := range evs {
-		if ev.Action == "policy.set" && ev.Target == "policy_set/default" && ev.Fields["via"] == "policy_dir" {
-			goto found
-		}
+	if !slices.ContainsFunc(evs, func(ev host.Event) bool {
+		return ev.Action == "policy.set" && ev.Target == "policy_set/default" && ev.Fields["via"] == "policy_dir"
+	}) {
+		t.Fatalf("no policy.set event for the file: %+v", evs)
 	}
-	t.Fatalf("no policy.set event for the file: %+v", evs)
-found:
 
 	ctx := context.Background()
 	if _, err := e.Evaluate(ctx, &policy.EvaluateRequest{PolicySetID: "nope", Queries: []policy.Query{flow("laptop", 443)}}); !errors.Is(err, policy.ErrUnknownPolicySet) {

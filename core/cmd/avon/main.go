@@ -47,6 +47,7 @@ Commands:
   crl               the current CRL (DER):                    avon crl -o issuing.crl -config config.hcl
   login, logout     operator login (OAuth 2.1, PKCE):         avon login -server https://core:8443 -fingerprint HEX
   user              operator accounts (via the admin socket): avon user add alice -role admin -config config.hcl
+  acme eab create   an ACME external account binding key:     avon acme eab create -note team-a -config config.hcl
   version           print the version
 `
 
@@ -102,6 +103,8 @@ func runIO(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return cmdLogout(args[1:], stdout, stderr)
 	case "user":
 		return cmdUser(args[1:], stdin, stdout, stderr)
+	case "acme":
+		return cmdACME(args[1:], stdout, stderr)
 	case "version", "-version", "--version":
 		fmt.Fprintln(stdout, "avon", version)
 		return 0

@@ -1,10 +1,12 @@
 package abac
 
 import (
+	"errors"
 	"fmt"
 	"reflect"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -212,4 +214,56 @@ func TestBatchMemoMatchesSingle(t *testing.T) {
 	if allowed == 0 || allowed == len(qs) {
 		t.Fatalf("%d of %d allowed: the test decides nothing", allowed, len(qs))
 	}
+}
+
+// TestEntityCache: entities converted for one batch are reused by the
+// next only when type, id, attributes and parents are all the same; the
+// cache is safe under parallel batches.
+func TestEntityCache(t *testing.T) {
+	s := mustCompile(t, Source{ID: "cache", Policies: basePolicies})
+	withParents := func(ps ...policy.EntityRef) []policy.Entity {
+		ents := slices.Clone(testEntities)
+		ents[2].Parents = ps
+		return ents
+	}
+	decide := func(ents []policy.Entity) (policy.Decision, error) {
+		ds, err := s.Evaluate(ents, []policy.Query{reach("laptop", 443, true)}, At(testNow))
+		if err != nil {
+			return policy.Decision{}, err
+		}
+		return ds[0], nil
+	}
+	for range 2 {
+		if d, err := decide(withParents(ref("Group", "eng"))); err != nil || !d.Allow {
+			t.Fatalf("in eng: %+v %v", d, err)
+		}
+		if d, err := decide(withParents()); err != nil || d.Allow {
+			t.Fatalf("in no group: %+v %v", d, err)
+		}
+		bad := withParents(ref("Group", "eng"))
+		bad[2].Attributes = []byte(`{"name":"laptop"}`)
+		if _, err := decide(bad); !errors.Is(err, ErrInvalidEntity) {
+			t.Fatalf("invalid attributes: %v", err)
+		}
+	}
+	var wg sync.WaitGroup
+	for w := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 200 {
+				ents := withParents(ref("Group", "eng"))
+				if (i+w)%2 == 0 {
+					ents = withParents()
+				}
+				ents[2].Attributes = fmt.Appendf(nil, `{"name":"laptop-%d","os":"linux"}`, i%7)
+				d, err := decide(ents)
+				if err != nil || d.Allow != ((i+w)%2 != 0) {
+					t.Errorf("worker %d round %d: %+v %v", w, i, d, err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
 }

@@ -44,8 +44,8 @@ type Source struct {
 	ReportOnly bool
 }
 
-// Set is a compiled, validated policy set. It is immutable and safe for
-// concurrent use.
+// Set is a compiled, validated policy set. It is safe for concurrent use:
+// its policies never change; it caches the entities batches bring.
 type Set struct {
 	src      Source
 	schema   *schemaInfo
@@ -54,6 +54,7 @@ type Set struct {
 	ids      []string // in text order
 	index    map[string]int
 	byPrin   *principalIndex // from indexFrom policies on
+	entities entityCache     // converted batch entities; the only mutable part, guarded by its own lock
 }
 
 type policyMeta struct {

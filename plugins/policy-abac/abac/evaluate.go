@@ -3,6 +3,9 @@ package abac
 import (
 	"fmt"
 	"slices"
+	"strconv"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/cedar-policy/cedar-go"
@@ -27,40 +30,99 @@ const (
 // the whole batch with ErrInvalidEntity.
 func (s *Set) Entities(in []policy.Entity) (types.EntityMap, error) {
 	out := make(types.EntityMap, len(in))
-	c := converter{sc: s.schema}
 	for i, e := range in {
 		uid := types.NewEntityUID(types.EntityType(e.Ref.Type), types.String(e.Ref.ID))
-		where := fmt.Sprintf("entity %d (%s)", i, uid)
-		def, ok := s.schema.resolved.Entities[uid.Type]
-		if !ok {
-			return nil, fmt.Errorf("%s: type %q is not in the schema: %w", where, e.Ref.Type, ErrInvalidEntity)
-		}
 		if _, dup := out[uid]; dup {
-			return nil, fmt.Errorf("%s: given twice: %w", where, ErrInvalidEntity)
+			return nil, fmt.Errorf("entity %d (%s): given twice: %w", i, uid, ErrInvalidEntity)
 		}
-		attrs := e.Attributes
-		if len(attrs) == 0 {
-			attrs = []byte("{}")
+		key := entityKey(e)
+		if ent, ok := s.entities.get(key); ok {
+			out[uid] = ent
+			continue
 		}
-		n, err := parseJSON(attrs)
+		ent, err := s.entity(uid, e)
 		if err != nil {
-			return nil, fmt.Errorf("%s: attributes: %v: %w", where, err, ErrInvalidEntity)
+			return nil, fmt.Errorf("entity %d (%s): %w", i, uid, err)
 		}
-		r, err := c.record(n, def.Shape, "attributes")
-		if err != nil {
-			return nil, fmt.Errorf("%s: %v: %w", where, err, ErrInvalidEntity)
-		}
-		parents := make([]types.EntityUID, 0, len(e.Parents))
-		for _, p := range e.Parents {
-			pt := types.EntityType(p.Type)
-			if !slices.Contains(def.ParentTypes, pt) {
-				return nil, fmt.Errorf("%s: a %s cannot be in a %s: %w", where, uid.Type, p.Type, ErrInvalidEntity)
-			}
-			parents = append(parents, types.NewEntityUID(pt, types.String(p.ID)))
-		}
-		out[uid] = types.Entity{UID: uid, Attributes: types.NewRecord(r), Parents: types.NewEntityUIDSet(parents...)}
+		s.entities.put(key, ent)
+		out[uid] = ent
 	}
 	return out, nil
+}
+
+func (s *Set) entity(uid types.EntityUID, e policy.Entity) (types.Entity, error) {
+	def, ok := s.schema.resolved.Entities[uid.Type]
+	if !ok {
+		return types.Entity{}, fmt.Errorf("type %q is not in the schema: %w", e.Ref.Type, ErrInvalidEntity)
+	}
+	attrs := e.Attributes
+	if len(attrs) == 0 {
+		attrs = []byte("{}")
+	}
+	n, err := parseJSON(attrs)
+	if err != nil {
+		return types.Entity{}, fmt.Errorf("attributes: %v: %w", err, ErrInvalidEntity)
+	}
+	c := converter{sc: s.schema}
+	r, err := c.record(n, def.Shape, "attributes")
+	if err != nil {
+		return types.Entity{}, fmt.Errorf("%v: %w", err, ErrInvalidEntity)
+	}
+	parents := make([]types.EntityUID, 0, len(e.Parents))
+	for _, p := range e.Parents {
+		pt := types.EntityType(p.Type)
+		if !slices.Contains(def.ParentTypes, pt) {
+			return types.Entity{}, fmt.Errorf("a %s cannot be in a %s: %w", uid.Type, p.Type, ErrInvalidEntity)
+		}
+		parents = append(parents, types.NewEntityUID(pt, types.String(p.ID)))
+	}
+	return types.Entity{UID: uid, Attributes: types.NewRecord(r), Parents: types.NewEntityUIDSet(parents...)}, nil
+}
+
+// entityKey is everything a converted entity depends on, unambiguously.
+func entityKey(e policy.Entity) string {
+	var b strings.Builder
+	b.Grow(len(e.Ref.Type) + len(e.Ref.ID) + len(e.Attributes) + 16*len(e.Parents) + 16)
+	field := func(s string) {
+		b.WriteString(strconv.Itoa(len(s)))
+		b.WriteByte(':')
+		b.WriteString(s)
+	}
+	field(e.Ref.Type)
+	field(e.Ref.ID)
+	field(string(e.Attributes))
+	for _, p := range e.Parents {
+		field(p.Type)
+		field(p.ID)
+	}
+	return b.String()
+}
+
+// maxCachedEntities bounds a set's cache of converted entities: the core
+// sends the same groups, networks and services with every batch.
+const maxCachedEntities = 4096
+
+// entityCache holds converted entities by entityKey. Cedar entities are
+// immutable, so batches share them.
+type entityCache struct {
+	mu sync.Mutex // guards m
+	m  map[string]types.Entity
+}
+
+func (c *entityCache) get(k string) (types.Entity, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.m[k]
+	return e, ok
+}
+
+func (c *entityCache) put(k string, e types.Entity) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil || len(c.m) >= maxCachedEntities {
+		c.m = make(map[string]types.Entity, 64) // full: start over rather than track recency
+	}
+	c.m[k] = e
 }
 
 // store resolves entities for one query: the query's inline entities, then

@@ -172,6 +172,10 @@ func (p *Plugin) Configure(ctx context.Context, req *plugin.ConfigureRequest) er
 	p.cache = map[string]*cached{}
 	p.cacheMu.Unlock()
 	p.logOnce.Do(func() { go p.logLoop() })
+	if _, _, ok, err := load(ctx, req.Host.Storage(), s.defaultSet); err == nil && !ok {
+		p.log.Warn("the default policy set does not exist yet: every query without a set is refused until one is applied",
+			"default_set", s.defaultSet)
+	}
 	p.log.Info("policy-abac ready", "policy_dir", s.policyDir, "sets_from_files", len(files), "default_set", s.defaultSet,
 		"decision_log_sample_rate", s.sampleRate, "refresh_interval", s.refresh.String())
 	return nil
