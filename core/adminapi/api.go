@@ -1,6 +1,7 @@
 package adminapi
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -65,6 +66,11 @@ type Route struct {
 	// replaced by the path value, e.g. "agent/{id}".
 	Audit  string
 	Target string
+	// TargetOf, when set, names the audit target from the request body
+	// instead (e.g. the issuer a rotation names); the body is read, within
+	// MaxBody, before the request record is written. It must not fail:
+	// a body it cannot read gives a generic target.
+	TargetOf func(body []byte) string
 	// Safe marks a POST that changes nothing (validation, a dry run): it
 	// may need only admin:read and is not audited.
 	Safe bool
@@ -232,6 +238,18 @@ type Request struct {
 	ID        string // the request id
 	route     *Route
 	fields    map[string]string
+	target    string // from the route's TargetOf
+}
+
+// auditTarget is the target of the route's audit records.
+func (r *Request) auditTarget() string {
+	if r.target != "" {
+		if len(r.target) > 512 {
+			return strings.ToValidUTF8(r.target[:512], "")
+		}
+		return r.target
+	}
+	return target(r.route, r.Request)
 }
 
 // Route returns the route being served.
@@ -446,9 +464,22 @@ func (a *API) serve(rt *Route) http.Handler {
 			a.fail(w, hr, id, NewProblem(TypePreconditionRequired, "this change needs If-Match with the ETag of the resource as last read"))
 			return
 		}
+		if rt.TargetOf != nil && hr.Body != nil {
+			b, err := io.ReadAll(io.LimitReader(hr.Body, rt.MaxBody+1))
+			if err != nil {
+				a.fail(w, hr, id, Problemf(TypeBadRequest, "reading the body: %v", err))
+				return
+			}
+			if int64(len(b)) > rt.MaxBody {
+				a.fail(w, hr, id, NewProblem(TypePayloadTooLarge, fmt.Sprintf("at most %d bytes", rt.MaxBody)))
+				return
+			}
+			hr.Body = io.NopCloser(bytes.NewReader(b))
+			r.target = rt.TargetOf(b)
+		}
 		if rt.mutating() {
 			// Recorded first: a change that cannot be audited is not made.
-			if err := a.opts.Auditor.Emit(hr.Context(), "core", host.Event{Actor: actor, Action: rt.Audit, Target: target(rt, hr),
+			if err := a.opts.Auditor.Emit(hr.Context(), "core", host.Event{Actor: actor, Action: rt.Audit, Target: r.auditTarget(),
 				Outcome: "requested", RequestID: id}); err != nil {
 				a.opts.Logger.Error("admin change refused: audit failed", "action", rt.Audit, "request_id", id, "error", err)
 				a.fail(w, hr, id, Wrap(TypeAuditUnavailable, err))
@@ -489,7 +520,7 @@ func (a *API) auditOutcome(ctx context.Context, rt *Route, r *Request, actor, ou
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
-	if err := a.opts.Auditor.Emit(ctx, "core", host.Event{Actor: actor, Action: rt.Audit, Target: target(rt, r.Request),
+	if err := a.opts.Auditor.Emit(ctx, "core", host.Event{Actor: actor, Action: rt.Audit, Target: r.auditTarget(),
 		Outcome: outcome, Reason: reason, RequestID: r.ID, Fields: r.fields}); err != nil {
 		a.opts.Logger.Error("audit of an admin change's outcome failed", "action", rt.Audit, "outcome", outcome, "request_id", r.ID, "error", err)
 	}

@@ -568,3 +568,40 @@ func TestChallengeAndSafeRoutes(t *testing.T) {
 		t.Fatalf("a safe GET: %v", err)
 	}
 }
+
+// TestTargetOf: the audit target comes from the body, which the handler
+// still reads whole.
+func TestTargetOf(t *testing.T) {
+	rec := &recorder{}
+	var got string
+	a, err := New([]Route{{Method: "POST", Pattern: "/v1/things", Scope: ScopeWrite, OperationID: "makeThing", Audit: "thing.make", Target: "thing",
+		MaxBody: 64, TargetOf: func(b []byte) string {
+			var v struct{ Name string }
+			_ = json.Unmarshal(b, &v)
+			return "thing/" + v.Name
+		},
+		Handler: func(w http.ResponseWriter, r *Request) error {
+			var v struct {
+				Name string `json:"name"`
+			}
+			if err := r.Decode(&v); err != nil {
+				return err
+			}
+			got = v.Name
+			return nil
+		}}}, Options{Authenticator: headerAuth, Auditor: rec})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(a)
+	defer srv.Close()
+	resp, _ := do(t, srv, call{method: "POST", path: "/v1/things", body: `{"name":"lamp"}`})
+	evs := rec.all()
+	if resp.StatusCode != 200 || got != "lamp" || len(evs) != 2 || evs[0].Target != "thing/lamp" || evs[1].Target != "thing/lamp" {
+		t.Fatalf("%d %q %+v", resp.StatusCode, got, evs)
+	}
+	resp, b := do(t, srv, call{method: "POST", path: "/v1/things", body: `{"name":"` + strings.Repeat("x", 64) + `"}`})
+	if p := problemOf(t, resp, b); p.Type != TypePayloadTooLarge.URI() || len(rec.all()) != 2 {
+		t.Fatalf("too large: %+v, %d records", p, len(rec.all()))
+	}
+}

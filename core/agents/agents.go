@@ -201,10 +201,16 @@ func (r *Registry) List(ctx context.Context, o ListOptions) ([]Entry, bool, erro
 	if o.After != "" {
 		after = Prefix + o.After
 	}
+	// Without filters one more than the page is enough to know whether
+	// more follow.
+	chunk := scanChunk
+	if o.Group == "" && !o.Disabled {
+		chunk = min(scanChunk, o.Limit+1)
+	}
 	// Each round reads the next chunk; the store is finite, and every
 	// round moves after forward, so the loop ends.
 	for {
-		es, err := r.kv.List(ctx, store.ListOptions{Prefix: Prefix, After: after, Limit: scanChunk})
+		es, err := r.kv.List(ctx, store.ListOptions{Prefix: Prefix, After: after, Limit: chunk})
 		if err != nil {
 			return nil, false, fmt.Errorf("agents: list: %w", err)
 		}
@@ -222,7 +228,7 @@ func (r *Registry) List(ctx context.Context, o ListOptions) ([]Entry, bool, erro
 			}
 			out = append(out, a)
 		}
-		if len(es) < scanChunk {
+		if len(es) < chunk {
 			return out, false, nil
 		}
 	}

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"crypto/x509/pkix"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -120,16 +121,35 @@ type InitResult struct {
 
 func nameString(n pkix.Name) string { return n.String() }
 
+// rotateTarget names the issuer a rotation request is for in its audit
+// records ("issuer/issuing" by default).
+func rotateTarget(body []byte) string {
+	var req RotateRequest
+	_ = json.Unmarshal(body, &req)
+	if req.Issuer == "" {
+		req.Issuer = "issuing"
+	}
+	return "issuer/" + req.Issuer
+}
+
+// initTarget names the CA plugin an init request is for.
+func (s *Server) initTarget([]byte) string {
+	if ca, err := s.pluginOf("ca", "CA"); err == nil {
+		return "ca/" + ca.Spec().Name
+	}
+	return "ca"
+}
+
 func (s *Server) caRoutes() []adminapi.Route {
 	return []adminapi.Route{
 		{Method: "GET", Pattern: "/v1/ca/issuers", Scope: adminapi.ScopeRead, OperationID: "listIssuers",
 			Summary: "The CA's issuers: every generation, algorithm, KMS, subject and expiry", Response: []IssuerInfo{}, Handler: s.adminIssuers},
 		{Method: "POST", Pattern: "/v1/ca/rotate", Scope: adminapi.ScopeWrite, OperationID: "rotateIssuer",
 			Summary: "A new generation of an issuing CA, its key in a KMS plugin", Request: RotateRequest{}, Response: RotateResult{},
-			Audit: "ca.rotate.request", Target: "issuer", Handler: s.adminRotate},
+			Audit: "ca.rotate.request", Target: "issuer", TargetOf: rotateTarget, Handler: s.adminRotate},
 		{Method: "POST", Pattern: "/v1/ca/init", Scope: adminapi.ScopeWrite, OperationID: "initCA",
 			Summary: "Create the hierarchy of a CA configured with init = \"manual\"", Request: InitRequest{}, Response: InitResult{},
-			Audit: "ca.init.request", Target: "ca", Handler: s.adminInit},
+			Audit: "ca.init.request", Target: "ca", TargetOf: s.initTarget, Handler: s.adminInit},
 		{Method: "GET", Pattern: "/v1/certs", Scope: adminapi.ScopeRead, OperationID: "listCertificates", Paged: true,
 			Summary: "Certificates by serial", Response: CertList{}, Query: []adminapi.Param{
 				{Name: "status", Description: "good or revoked"}, {Name: "profile", Description: "agent, gateway, server, client"},
