@@ -1,6 +1,7 @@
 # AVON core: the default single-node configuration.
 # `make run` starts the core on it: embedded storage under ./data, the
-# software keystore, and the SLH-DSA algorithm plugin from examples/.
+# software keystore, the CA, the Cedar policy engine, and the SLH-DSA
+# algorithm plugin from examples/.
 # Every setting is documented in docs/operations.md.
 
 data_dir   = "./data"
@@ -32,6 +33,12 @@ gateway {
   # pulse_interval = "10s"
   # handshake_rate = 20       # handshakes per second per source
   # max_sessions   = 100000
+  # Per-flow policy: "enforce" decides every new flow with the policy
+  # plugin (fail closed); "off" (the default) leaves it to the firewall.
+  # policy {
+  #   plugin = "abac"   # a plugin "policy" "abac" block
+  #   mode   = "enforce"
+  # }
 }
 
 plugins {
@@ -100,5 +107,32 @@ plugin "ca" "dilithium" {
   uses    = { kms = "soft" }
   config {
     organization = "AVON"
+    # An ECDSA-P384 root and issuer too, so TLS clients that cannot verify
+    # ML-DSA yet trust the certificates ACME issues for ECDSA keys.
+    classical_issuer = true
+  }
+}
+
+plugin "acme" "acme" {
+  # RFC 8555 at https://<api listen>/acme/directory (certbot, lego, ...),
+  # issuing through the CA above. See "Issuing TLS certificates with
+  # ACME" in docs/operations.md.
+  command = "acme"
+  uses    = { ca = "dilithium" }
+  config {
+    # allowed_domains = ["corp.example"]
+    # require_eab     = true   # keys from: avon acme eab create
+  }
+}
+
+plugin "policy" "abac" {
+  # Cedar access policies (docs/policy.md). Sets come from the API, or
+  # from <set>.cedar files in policy_dir; the gateway asks default_set.
+  command = "policy-abac"
+  config {
+    policy_dir               = ""
+    default_set              = "default"
+    report_only              = false
+    decision_log_sample_rate = 0.01
   }
 }

@@ -6,13 +6,14 @@
 #
 #   agent 198.18.0.2/24 <-veth-> 198.18.0.1/24 gw 10.77.0.1/24 <-veth-> 10.77.0.2/24 res
 #
-# Needs root, iproute2, iperf3, jq, go; wireguard-tools (`wg`) is installed
+# Needs root, iproute2, ping (iputils-ping), iperf3, jq, go; wireguard-tools (`wg`) is installed
 # with apt-get when missing. wireguard-go is built with `go install` into a
 # temporary GOBIN at the version in go.mod. Everything the script creates
 # (namespaces, processes in them, temp files) is removed on exit, failure or
 # interrupt. See bench/README.md.
 #
-# Environment: DURATION (iperf3 -t, default 10), AVON_BIN (a directory with
+# Environment: PERF_DIR (record system-wide perf samples of each stream
+# there), DURATION (iperf3 -t, default 10), AVON_BIN (a directory with
 # avon, avon-agent, kms-soft, ca-dilithium already built; default: build them
 # into the temp dir), KEEP_TMP=1 (leave the temp dir, e.g. to read logs).
 set -euo pipefail
@@ -95,7 +96,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM HUP
 
 [ "$(id -u)" = 0 ] || die "run as root (network namespaces)"
-for c in ip iperf3 jq go sha256sum timeout; do command -v "$c" >/dev/null || die "$c not found"; done
+for c in ip ping iperf3 jq go sha256sum timeout; do command -v "$c" >/dev/null || die "$c not found"; done
 
 # setup_ns: the three namespaces, both veth links, forwarding in gw.
 setup_ns() {
@@ -124,12 +125,20 @@ iperf() {
 	ip netns exec "$NS_RES" timeout $((DURATION + 60)) iperf3 -s -1 -B 10.77.0.2 >"$TMP/$name-server.log" 2>&1 &
 	local srv=$!
 	wait_for 10 "iperf3 server in res" ip netns exec "$NS_RES" sh -c 'ss -Hltn "sport = :5201" | grep -q .'
+	local perfpid=
+	if [ -n "${PERF_DIR:-}" ]; then
+		# System-wide samples (both engines, the kernel, iperf3) while the
+		# stream runs; `perf report -i $PERF_DIR/NAME.perf.data` reads them.
+		perf record -a -g -F 499 -o "$PERF_DIR/$name.perf.data" -- sleep $((DURATION > 3 ? DURATION - 2 : 1)) >/dev/null 2>&1 &
+		perfpid=$!
+	fi
 	if ! ip netns exec "$NS_AG" timeout $((DURATION + 30)) iperf3 -c 10.77.0.2 -t "$DURATION" -J >"$out"; then
 		kill "$srv" 2>/dev/null || true
 		wait "$srv" 2>/dev/null || true
 		die "$name: iperf3 client failed: $(jq -r '.error // empty' "$out" 2>/dev/null)"
 	fi
 	wait "$srv" 2>/dev/null || true
+	[ -z "$perfpid" ] || wait "$perfpid" 2>/dev/null || true
 	jq -r '.end.sum_received.bits_per_second / 1e9 | . * 100 | round / 100' "$out"
 }
 

@@ -47,6 +47,7 @@ type inbound struct {
 const (
 	inboxSize    = 256
 	recvBufSize  = 65535 // a bind may hand over coalesced datagrams
+	sendBufSize  = 65535 // a bind may coalesce the datagrams after the first into it (UDP GSO)
 	maxReadFails = 100   // consecutive TUN or bind read errors before a reader gives up
 )
 
@@ -379,10 +380,13 @@ func (e *Engine) openTransport(pkt []byte) ([]byte, bool) {
 func (e *Engine) tunReader(wg *sync.WaitGroup) {
 	defer wg.Done()
 	bs := max(e.dev.BatchSize(), 1)
-	size := transport.HeaderSize + (e.cfg.MTU+transport.PadBlock-1)/transport.PadBlock*transport.PadBlock + transport.TagSize
+	// Each buffer holds one sealed packet, but has room for a whole UDP
+	// GSO super-datagram: the bind coalesces the packets that follow into
+	// the spare capacity of the first one of a run to the same endpoint, and
+	// without that room every packet crosses the kernel's UDP stack alone.
 	bufs := make([][]byte, bs)
 	for i := range bufs {
-		bufs[i] = make([]byte, size)
+		bufs[i] = make([]byte, sendBufSize)
 	}
 	sizes := make([]int, bs)
 	out := make([][]byte, 0, bs)

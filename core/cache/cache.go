@@ -146,6 +146,15 @@ type Cache interface {
 	// value; ErrNotFound when it never existed, expired or was consumed.
 	// Of concurrent callers exactly one gets the value.
 	ConsumeToken(ctx context.Context, set, id string) ([]byte, error)
+	// AddToken stores value under (set, id) for ttl only if no live token
+	// is there, and reports whether it did. Of concurrent callers with the
+	// same (set, id), on any replica, exactly one gets true.
+	AddToken(ctx context.Context, set, id string, value []byte, ttl time.Duration) (added bool, err error)
+	// PeekToken returns the token's value and the time it has left without
+	// consuming it; ErrNotFound when it is absent or expired.
+	PeekToken(ctx context.Context, set, id string) (value []byte, ttlLeft time.Duration, err error)
+	// DeleteToken removes the token; an absent one is not an error.
+	DeleteToken(ctx context.Context, set, id string) error
 
 	// Allow counts one call against key's fixed window: the first counted
 	// call starts a window of length window, at most limit calls are

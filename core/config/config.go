@@ -90,7 +90,26 @@ type Gateway struct {
 	// (default 100000, 1 to 10000000).
 	HandshakeRate float64
 	MaxSessions   int
+	// Policy is the `policy { }` block: per-flow enforcement; its zero
+	// value (no block) is off.
+	Policy GatewayPolicy
 }
+
+// GatewayPolicy is the gateway's `policy { plugin = "..." mode = "..." }`
+// block. Mode is "off" (also when empty: the default, today's behaviour,
+// policy left to the kernel's firewall) or "enforce" (every new flow
+// decided by the policy plugin, fail closed: docs/architecture.md, "Flow
+// enforcement"). Plugin names a `plugin "policy" "<name>"` block, required
+// with "enforce".
+type GatewayPolicy struct {
+	Plugin      string
+	Mode        string
+	PolicySet   string // the policy set id ("" = the plugin's default)
+	PluginRange hcl.Range
+}
+
+// GatewayPolicyModes are the values of gateway.policy.mode.
+var GatewayPolicyModes = []string{"off", "enforce"}
 
 // Gateway limits and defaults, checked by Load.
 const (
@@ -371,6 +390,7 @@ func (c *Config) decode(body hcl.Body) hcl.Diagnostics {
 		c.Plugin = append(c.Plugin, p)
 	}
 	diags = append(diags, c.checkUses(seen)...)
+	diags = append(diags, c.checkGatewayPolicy(seen)...)
 	blockRange := func(b *hcl.Block) hcl.Range {
 		if b != nil {
 			return b.DefRange
@@ -467,8 +487,11 @@ func (c *Config) decodeGateway(ctx *hcl.EvalContext, b *hcl.Block) hcl.Diagnosti
 	content, diags := b.Body.Content(&hcl.BodySchema{Attributes: []hcl.AttributeSchema{
 		{Name: "enabled"}, {Name: "listen"}, {Name: "tunnel_cidr"}, {Name: "routes"}, {Name: "endpoint"},
 		{Name: "interface"}, {Name: "mtu"}, {Name: "aead"}, {Name: "pulse_interval"}, {Name: "handshake_rate"},
-		{Name: "max_sessions"}}})
-	_, _, d := attr(ctx, content.Attributes, "enabled", &c.Gateway.Enabled)
+		{Name: "max_sessions"}}, Blocks: []hcl.BlockHeaderSchema{{Type: "policy"}}})
+	pb, d := singleton(content.Blocks, "policy")
+	diags = append(diags, d...)
+	diags = append(diags, c.decodeGatewayPolicy(ctx, pb)...)
+	_, _, d = attr(ctx, content.Attributes, "enabled", &c.Gateway.Enabled)
 	diags = append(diags, d...)
 	if r, ok, d := attr(ctx, content.Attributes, "listen", &c.Gateway.Listen); ok {
 		diags = append(diags, d...)
@@ -558,6 +581,53 @@ func (c *Config) decodeGateway(ctx *hcl.EvalContext, b *hcl.Block) hcl.Diagnosti
 		}
 	}
 	return diags
+}
+
+// decodeGatewayPolicy decodes the gateway's policy block; the plugin it
+// names is checked against the plugin blocks by checkGatewayPolicy.
+func (c *Config) decodeGatewayPolicy(ctx *hcl.EvalContext, b *hcl.Block) hcl.Diagnostics {
+	if b == nil {
+		return nil
+	}
+	c.Gateway.Policy = GatewayPolicy{Mode: "off", PluginRange: b.DefRange}
+	content, diags := b.Body.Content(&hcl.BodySchema{Attributes: []hcl.AttributeSchema{
+		{Name: "plugin"}, {Name: "mode"}, {Name: "policy_set"}}})
+	if r, ok, d := attr(ctx, content.Attributes, "plugin", &c.Gateway.Policy.Plugin); ok {
+		diags = append(diags, d...)
+		c.Gateway.Policy.PluginRange = r
+		if !d.HasErrors() && !nameRE.MatchString(c.Gateway.Policy.Plugin) {
+			diags = append(diags, errAt(r, "Invalid policy plugin",
+				fmt.Sprintf("plugin = %q: want the name of a `plugin \"policy\" \"<name>\"` block.", c.Gateway.Policy.Plugin)))
+		}
+	}
+	if r, ok, d := attr(ctx, content.Attributes, "mode", &c.Gateway.Policy.Mode); ok {
+		diags = append(diags, d...)
+		if !d.HasErrors() && !oneOf(c.Gateway.Policy.Mode, GatewayPolicyModes...) {
+			diags = append(diags, errAt(r, "Invalid policy mode",
+				fmt.Sprintf("mode = %q: use %s.", c.Gateway.Policy.Mode, strings.Join(GatewayPolicyModes, " or "))))
+		}
+	}
+	_, _, d := attr(ctx, content.Attributes, "policy_set", &c.Gateway.Policy.PolicySet)
+	diags = append(diags, d...)
+	if c.Gateway.Policy.Mode == "enforce" && c.Gateway.Policy.Plugin == "" && !diags.HasErrors() {
+		diags = append(diags, errAt(b.DefRange, "Missing policy plugin",
+			"mode = \"enforce\" needs plugin = \"<name>\" naming a `plugin \"policy\" \"<name>\"` block; without one every flow would be denied."))
+	}
+	return diags
+}
+
+// checkGatewayPolicy checks that the gateway's policy plugin is declared
+// and enabled.
+func (c *Config) checkGatewayPolicy(seen map[string]*Plugin) hcl.Diagnostics {
+	gp := c.Gateway.Policy
+	if gp.Plugin == "" {
+		return nil
+	}
+	if p, ok := seen["policy."+gp.Plugin]; !ok || p.Disabled {
+		return hcl.Diagnostics{errAt(gp.PluginRange, "Unknown policy plugin",
+			fmt.Sprintf("plugin = %q names no enabled `plugin \"policy\" %q` block.", gp.Plugin, gp.Plugin))}
+	}
+	return nil
 }
 
 // checkEndpoint checks an advertised host:port: a host name or an IP

@@ -46,6 +46,9 @@ var (
 	ErrUsed      = errors.New("enroll: token already used")
 	ErrExpired   = errors.New("enroll: token expired")
 	ErrInvalid   = errors.New("enroll: invalid request")
+	// ErrVersionConflict: a conditional change of a record that changed
+	// since it was read; nothing changed.
+	ErrVersionConflict = errors.New("enroll: token record changed")
 )
 
 var groupRE = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,63}$`)
@@ -193,6 +196,103 @@ func (t *Tokens) Revoke(ctx context.Context, id string) error {
 	if err := t.kv.Delete(ctx, tokenPrefixKey+id, store.DeleteOptions{Check: true, Version: e.Version}); err != nil {
 		if errors.Is(err, store.ErrVersionConflict) {
 			return fmt.Errorf("%w: spent while being revoked", ErrUsed)
+		}
+		return fmt.Errorf("enroll: revoke token: %w", err)
+	}
+	return nil
+}
+
+// TokenEntry is a token record and its store version (its ETag).
+type TokenEntry struct {
+	Token
+	Version int64 `json:"-"`
+}
+
+// validID checks a token id: 64 lowercase hex digits.
+func validID(id string) bool {
+	if len(id) != 64 {
+		return false
+	}
+	for _, c := range id {
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// Get returns the record of token id. Errors: ErrInvalid, ErrUnknown.
+func (t *Tokens) Get(ctx context.Context, id string) (TokenEntry, error) {
+	if !validID(id) {
+		return TokenEntry{}, fmt.Errorf("%w: token id %.80q: want 64 hex digits", ErrInvalid, id)
+	}
+	e, err := t.kv.Get(ctx, tokenPrefixKey+id)
+	if errors.Is(err, store.ErrNotFound) {
+		return TokenEntry{}, ErrUnknown
+	}
+	if err != nil {
+		return TokenEntry{}, fmt.Errorf("enroll: read token: %w", err)
+	}
+	var rec Token
+	if err := json.Unmarshal(e.Value, &rec); err != nil || rec.ID != id {
+		return TokenEntry{}, fmt.Errorf("enroll: token record %.12s… is corrupt", id)
+	}
+	return TokenEntry{Token: rec, Version: e.Version}, nil
+}
+
+// Page returns up to limit token records (spent ones too when withUsed)
+// with ids after after, in id order, and whether more may follow.
+func (t *Tokens) Page(ctx context.Context, after string, limit int, withUsed bool) ([]TokenEntry, bool, error) {
+	if after != "" && !validID(after) {
+		return nil, false, fmt.Errorf("%w: position %.80q", ErrInvalid, after)
+	}
+	if limit < 1 || limit > store.MaxLimit {
+		return nil, false, fmt.Errorf("%w: limit %d", ErrInvalid, limit)
+	}
+	var out []TokenEntry
+	cursor := ""
+	if after != "" {
+		cursor = tokenPrefixKey + after
+	}
+	// Every round moves cursor forward through a finite keyspace.
+	for {
+		es, err := t.kv.List(ctx, store.ListOptions{Prefix: tokenPrefixKey, After: cursor, Limit: 500})
+		if err != nil {
+			return nil, false, fmt.Errorf("enroll: list tokens: %w", err)
+		}
+		for _, e := range es {
+			cursor = e.Key
+			var rec Token
+			if json.Unmarshal(e.Value, &rec) != nil || (!withUsed && !rec.UsedAt.IsZero()) {
+				continue
+			}
+			if len(out) == limit {
+				return out, true, nil
+			}
+			out = append(out, TokenEntry{Token: rec, Version: e.Version})
+		}
+		if len(es) < 500 {
+			return out, false, nil
+		}
+	}
+}
+
+// RevokeAt deletes unspent token id provided its record is still at
+// version. Errors: ErrInvalid, ErrUnknown, ErrUsed, ErrVersionConflict.
+func (t *Tokens) RevokeAt(ctx context.Context, id string, version int64) error {
+	cur, err := t.Get(ctx, id)
+	if err != nil {
+		return err
+	}
+	if cur.Version != version {
+		return fmt.Errorf("%w: token %.12s… changed", ErrVersionConflict, id)
+	}
+	if !cur.UsedAt.IsZero() {
+		return fmt.Errorf("%w: already used; nothing to revoke", ErrUsed)
+	}
+	if err := t.kv.Delete(ctx, tokenPrefixKey+id, store.DeleteOptions{Check: true, Version: version}); err != nil {
+		if errors.Is(err, store.ErrVersionConflict) {
+			return fmt.Errorf("%w: token %.12s… changed", ErrVersionConflict, id)
 		}
 		return fmt.Errorf("enroll: revoke token: %w", err)
 	}

@@ -192,3 +192,70 @@ func FuzzTokenID(f *testing.F) {
 		}
 	})
 }
+
+func TestPageGetRevokeAt(t *testing.T) {
+	kv := memstore.New()
+	c := &clock{t: time.Date(2026, 12, 2, 9, 0, 0, 0, time.UTC)}
+	tk := NewTokens(kv, rand.Reader, c.now)
+	var toks []string
+	for i := range 1203 {
+		tok, _, err := tk.Create(bg, "eng", time.Hour, "op")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i < 3 {
+			toks = append(toks, tok)
+		}
+	}
+	spent, err := tk.Spend(bg, toks[0], "agent")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, withUsed := range []bool{false, true} {
+		after, n, pages := "", 0, 0
+		for ; pages < 2000; pages++ {
+			es, more, err := tk.Page(bg, after, 100, withUsed)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, e := range es {
+				if e.ID <= after || e.Version == 0 || (!withUsed && !e.UsedAt.IsZero()) {
+					t.Fatalf("%+v after %q", e, after)
+				}
+				after = e.ID
+				n++
+			}
+			if !more {
+				break
+			}
+		}
+		if want := map[bool]int{false: 1202, true: 1203}[withUsed]; n != want {
+			t.Fatalf("withUsed %v: %d tokens, want %d", withUsed, n, want)
+		}
+	}
+	if _, _, err := tk.Page(bg, "x", 10, false); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("bad position: %v", err)
+	}
+	// RevokeAt: a stale version and a used token change nothing.
+	id, _ := tokenID(toks[1])
+	e, err := tk.Get(bg, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tk.RevokeAt(bg, id, e.Version+1); !errors.Is(err, ErrVersionConflict) {
+		t.Fatalf("stale version: %v", err)
+	}
+	if err := tk.RevokeAt(bg, id, e.Version); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tk.Get(bg, id); !errors.Is(err, ErrUnknown) {
+		t.Fatalf("after revoke: %v", err)
+	}
+	used, _ := tk.Get(bg, spent.ID)
+	if err := tk.RevokeAt(bg, spent.ID, used.Version); !errors.Is(err, ErrUsed) {
+		t.Fatalf("revoke a used token: %v", err)
+	}
+	if _, err := tk.Get(bg, "ABC"); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("bad id: %v", err)
+	}
+}

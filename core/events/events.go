@@ -127,6 +127,9 @@ func New(c cache.Cache, origin string, now func() time.Time) *Bus {
 	return &Bus{c: c, origin: origin, now: now}
 }
 
+// Origin names this replica, as its events say.
+func (b *Bus) Origin() string { return b.origin }
+
 // Publish sends an event of kind about subject to every replica
 // (including this one). The event is given a random id and the time.
 func (b *Bus) Publish(ctx context.Context, kind Kind, subject string, fields map[string]string) (Event, error) {

@@ -102,6 +102,9 @@ type Config struct {
 	Authorize func(ctx context.Context, peer handshake.Peer) error
 	// IPAM assigns tunnel addresses (required).
 	IPAM *ipam.Pool
+	// Policy switches per-flow policy enforcement (policy.go); the zero
+	// value keeps it off.
+	Policy PolicyConfig
 	// Logger; nil logs nothing.
 	Logger hclog.Logger
 }
@@ -174,6 +177,11 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.Workers > 1024 || c.QueueLen > 1<<20 {
 		return bad("workers %d or queue %d too large", c.Workers, c.QueueLen)
+	}
+	switch c.Policy.Mode {
+	case "", PolicyOff, PolicyEnforce:
+	default:
+		return bad("policy mode %q: want %q or %q", c.Policy.Mode, PolicyOff, PolicyEnforce)
 	}
 	if c.Logger == nil {
 		c.Logger = hclog.NewNullLogger()

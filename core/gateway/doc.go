@@ -4,10 +4,16 @@
 //
 // It wires the pure building blocks together (core/handshake,
 // core/tunnel/cookie, ratelimit, frag, transport, control, core/pulse,
-// core/gateway/ipam) and owns the I/O and the goroutines. It must not decide
-// policy beyond the protocol's own rules (cryptokey routing, address proof,
-// limits): flows to Routes leave through the kernel, where policy and
-// firewalling apply, and revocation events reach it through Terminate.
+// core/gateway/ipam, core/gateway/flow) and owns the I/O and the goroutines.
+// It decides nothing itself beyond the protocol's own rules (cryptokey
+// routing, address proof, limits); revocation events reach it through
+// Terminate. Access policy per flow is core/gateway/flow's, switched by
+// Config.Policy: with PolicyEnforce every packet between an agent and the
+// TUN passes the session's flow table (a new flow is held until the policy
+// engine, batched and cached, decides; a denial is told to the agent as a
+// Denial control message; every accepted pulse and PolicyChanged re-check
+// the open flows); with PolicyOff (the default) flows to Routes leave
+// through the kernel, where its firewall applies.
 //
 // # Data path
 //
@@ -18,8 +24,10 @@
 //	                     -> keypair Expired? -> Keypair.Open in place (replay window
 //	                        checked before, updated after the AEAD)
 //	                     -> endpoint := source (roaming, only after authentication)
-//	                     -> keepalive | control (Pulse -> PulseAck, Close -> end)
+//	                     -> keepalive | control (Pulse -> PulseAck and flow
+//	                        re-evaluation, Close -> end)
 //	                        | IP: ParseInner, Src == session address (else DropSpoofed)
+//	                          -> flow table (enforcing): forward, hold or drop
 //	                     -> batched TUN Write per receive batch
 //	  type 1 Initiation: exact length -> mac1 -> per-source rate -> proof
 //	                     (mac2 cookie, or address token unless under load)
@@ -39,7 +47,8 @@
 // nothing); the replaced one opens packets for OldKeyLifetime more.
 //
 // TUN read (one goroutine): batches of BatchSize at offset 16 ->
-// ParseInner -> session by destination address -> Seal in place ->
+// ParseInner -> session by destination address -> flow table (enforcing:
+// return traffic, or a peer agent's allowed flow) -> Seal in place ->
 // grouped per endpoint -> bind.Send. Traffic between agents goes out to the
 // kernel and comes back through this path; traffic to Routes is never read
 // here.
@@ -48,7 +57,17 @@
 // expire half-open handshakes and reassemblies, retire replaced keys,
 // keepalive after KeepaliveAfter without sending, end sessions whose keys
 // expired (the agent did not rekey), whose certificate expired, that reached
-// MaxSessionAge, or that missed MissedPulses pulses (core/pulse Tracker).
+// MaxSessionAge, or that missed MissedPulses pulses (core/pulse Tracker
+// DeadAt, and Tracker.Ended for sessions ended there). A tick touches only
+// the sessions due: each session is filed in a hashed timer wheel (wheel.go)
+// at the earliest of its deadlines, and re-filed when it comes up, so a
+// deadline that moved later (the keepalive deadline moves with every packet
+// sent, the pulse deadline with every pulse) costs nothing until then. Every
+// session comes up at least every KeepaliveAfter (also after the calibrated
+// clock stepped back, when deadlines stamped by the old clock lie far
+// ahead and new activity can only move them earlier); an idle gateway whose
+// agents pulse every 10 s looks at a tenth of its sessions per second
+// instead of all of them.
 //
 // # Locks
 //
@@ -64,6 +83,11 @@
 //     keySet behind an atomic pointer) without it. Lock order: session.mu
 //     before table; no code takes session.mu while holding table.
 //   - session.endpoint, counters and the ended flag: atomics.
+//   - Gateway.timers: the timer wheel (session.timer) and the limiter's
+//     sweep time; a leaf lock (nothing else is taken while it is held).
+//     endSession sets ended before it unschedules, and schedule files only
+//     sessions not ended, so a tick re-filing a session that ends meanwhile
+//     never leaves it in the wheel.
 //   - Gateway.life: the lifecycle (Start, Run, Close).
 //
 // A keypair or half-open handshake is zeroized only after it left the maps;

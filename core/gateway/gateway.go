@@ -16,6 +16,7 @@ import (
 	"golang.zx2c4.com/wireguard/conn"
 	"golang.zx2c4.com/wireguard/tun"
 
+	"github.com/avonzt/avon/core/gateway/flow"
 	"github.com/avonzt/avon/core/handshake"
 	"github.com/avonzt/avon/core/pulse"
 	"github.com/avonzt/avon/core/tunnel/control"
@@ -40,6 +41,8 @@ type Gateway struct {
 	tracker   *pulse.Tracker
 	stats     Stats
 	jobs      chan job
+	// flows enforces policy per flow; nil when Policy.Mode is off.
+	flows *flow.Enforcer
 
 	// table guards the index, address and id maps and the pending
 	// counters. Lock order: session.mu before table, never the reverse.
@@ -63,8 +66,15 @@ type Gateway struct {
 	}
 	wg sync.WaitGroup
 
-	// lastSweep is only touched by the timer goroutine.
-	lastSweep time.Time
+	// timers guards the timer wheel of the sessions (session.timer) and
+	// the limiter's last sweep. It is a leaf lock: nothing is called and
+	// no other lock taken while it is held.
+	timers struct {
+		sync.Mutex
+		w         *timerWheel[*session]
+		buf       []*session // due sessions of the last tick, reused
+		lastSweep time.Time
+	}
 }
 
 // jobKind is the kind of a handshake job.
@@ -120,6 +130,14 @@ func New(cfg Config, dev tun.Device, bind conn.Bind) (*Gateway, error) {
 	g.table.byID = map[pulse.ID]*session{}
 	g.table.pendingBySrc = map[netip.AddrPort]int{}
 	g.table.pendings = map[uint32]*pendingHS{}
+	g.timers.w = newTimerWheel[*session](TickInterval, timerBuckets, cfg.Now())
+	if g.cfg.Policy.Mode == PolicyEnforce {
+		if g.flows, err = g.newEnforcer(); err != nil {
+			g.cookies.Close()
+			g.tracker.Close()
+			return nil, err
+		}
+	}
 	return g, nil
 }
 
@@ -253,6 +271,9 @@ func (g *Gateway) Close() error {
 	}
 	g.cookies.Close()
 	g.tracker.Close()
+	if g.flows != nil {
+		g.flows.Close()
+	}
 	return nil
 }
 
@@ -324,6 +345,7 @@ func (g *Gateway) endSession(s *session, code uint16, reason string, send bool) 
 	if !s.ended.CompareAndSwap(false, true) {
 		return false
 	}
+	g.unschedule(s)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	ks := s.keys.Load()
@@ -341,6 +363,9 @@ func (g *Gateway) endSession(s *session, code uint16, reason string, send bool) 
 	}
 	g.table.Unlock()
 	g.tracker.Remove(s.id)
+	if g.flows != nil {
+		g.flows.RemoveSession(s.flow)
+	}
 	// Counted before the Close goes out, so whoever sees the Close sees
 	// the count.
 	g.stats.SessionsEnded.Add(1)

@@ -8,6 +8,7 @@ import (
 
 	"golang.zx2c4.com/wireguard/conn"
 
+	"github.com/avonzt/avon/core/gateway/flow"
 	"github.com/avonzt/avon/core/handshake"
 	"github.com/avonzt/avon/core/pulse"
 	"github.com/avonzt/avon/core/tunnel/control"
@@ -286,6 +287,10 @@ func (g *Gateway) handleTransport(b []byte, ep conn.Endpoint, now time.Time, rx 
 		g.stats.DropSpoofed.Add(1)
 		return
 	}
+	if s.flow != nil && g.flows.FromAgent(s.flow, pt, inner, now) != flow.Forward {
+		// Dropped by policy, or held until its flow is decided.
+		return
+	}
 	s.rxBytes.Add(uint64(inner.Length))
 	rx.tun = append(rx.tun, b[:tunOffset+inner.Length])
 	if len(rx.tun) == cap(rx.tun) {
@@ -315,6 +320,11 @@ func (g *Gateway) handleControl(s *session, pt []byte, now time.Time) {
 		if d.End {
 			g.endSession(s, control.CloseNotAuthorized, d.Reason, true)
 			return
+		}
+		if s.flow != nil {
+			// Continuous verification: the open flows are re-checked
+			// with the posture of every accepted pulse.
+			g.flows.SetPosture(s.flow, d.Posture.OS, d.Posture.AgentVersion, d.Posture.Facts)
 		}
 		ack := d.Ack
 		if ep := s.endpoint.Load(); ep != nil {

@@ -8,6 +8,7 @@ import (
 
 	"golang.zx2c4.com/wireguard/conn"
 
+	"github.com/avonzt/avon/core/gateway/flow"
 	"github.com/avonzt/avon/core/handshake"
 	"github.com/avonzt/avon/core/pulse"
 	"github.com/avonzt/avon/core/tunnel/transport"
@@ -64,6 +65,13 @@ type session struct {
 
 	endpoint atomic.Pointer[epRef]
 	ended    atomic.Bool
+	// flow is the session's flow table when policy is enforced (set
+	// before the session is published, then fixed).
+	flow *flow.Session
+
+	// timer files the session in the Gateway's timer wheel; guarded by
+	// Gateway.timers.
+	timer wheelEntry[*session]
 
 	// lastRecv and lastSent are calibrated unix ns of the last
 	// authenticated packet in and the last packet out.

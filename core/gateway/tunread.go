@@ -10,6 +10,7 @@ import (
 	"golang.zx2c4.com/wireguard/conn"
 	"golang.zx2c4.com/wireguard/tun"
 
+	"github.com/avonzt/avon/core/gateway/flow"
 	"github.com/avonzt/avon/core/tunnel/transport"
 )
 
@@ -72,10 +73,23 @@ func (g *Gateway) sealFromTUN(buf []byte, size int, now time.Time) (*epRef, []by
 	}
 	g.table.RLock()
 	s := g.table.byAddr[inner.Dst]
+	var peer *session
+	if s != nil && s.flow != nil {
+		peer = g.table.byAddr[inner.Src]
+	}
 	g.table.RUnlock()
 	if s == nil {
 		g.stats.TunNoRoute.Add(1)
 		return nil, nil, false
+	}
+	if s.flow != nil {
+		var pf *flow.Session
+		if peer != nil {
+			pf = peer.flow
+		}
+		if g.flows.ToAgent(s.flow, pkt, inner, pf, now) != flow.Forward {
+			return nil, nil, false
+		}
 	}
 	ks, ep := s.keys.Load(), s.endpoint.Load()
 	if ks == nil || ks.current == nil || ep == nil || ks.current.kp.Expired(now) {

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/avonzt/avon/core/gateway/flow"
 	"github.com/avonzt/avon/core/handshake"
 	"github.com/avonzt/avon/core/pulse"
 	"github.com/avonzt/avon/core/tunnel/control"
@@ -206,7 +207,7 @@ func (g *Gateway) dropPending(idx uint32, ph *pendingHS) {
 // SessionConfig as the first transport packet.
 func (g *Gateway) establish(ctx context.Context, idx uint32, ph *pendingHS, res *handshake.Result, j job) error {
 	now := g.cfg.Now()
-	serial, err := leafSerial(res.Peer.Leaf)
+	serial, err := peerSerial(res.Peer)
 	if err != nil {
 		return err
 	}
@@ -221,6 +222,10 @@ func (g *Gateway) establish(ctx context.Context, idx uint32, ph *pendingHS, res 
 	if err != nil {
 		return fmt.Errorf("gateway: tunnel address: %w: %w", handshake.ErrBusy, err)
 	}
+	// From here the Result only serves rekeys: the agent's certificate and
+	// public key (about 7.5 KB with ML-DSA-65) would otherwise live as long
+	// as the session. The session keeps the agent id, serial and expiry.
+	res.Peer.Leaf, res.Peer.PublicKey, res.Peer.Serial = nil, nil, nil
 	kp, err := transport.NewKeypair(transport.AEADID(res.AEAD), &res.SendKey, &res.RecvKey, res.LocalIndex, res.RemoteIndex, now)
 	clear(res.SendKey[:])
 	clear(res.RecvKey[:])
@@ -238,12 +243,18 @@ func (g *Gateway) establish(ctx context.Context, idx uint32, ph *pendingHS, res 
 		kp.Zeroize()
 		return fmt.Errorf("gateway: pulse tracker: %w: %w", handshake.ErrBusy, err)
 	}
+	if g.flows != nil {
+		s.flow = g.flows.AddSession(flow.Subject{SessionID: s.id.String(), AgentID: s.agentID, Address: addr}, s)
+	}
 	g.table.Lock()
 	old := g.table.byAddr[addr]
 	if old == nil && len(g.table.byID) >= g.cfg.MaxSessions {
 		g.table.Unlock()
 		g.stats.Busy.Add(1)
 		g.tracker.Remove(s.id)
+		if g.flows != nil {
+			g.flows.RemoveSession(s.flow)
+		}
 		kp.Zeroize()
 		return fmt.Errorf("gateway: %d sessions: table full: %w", g.cfg.MaxSessions, handshake.ErrBusy)
 	}
@@ -254,6 +265,8 @@ func (g *Gateway) establish(ctx context.Context, idx uint32, ph *pendingHS, res 
 	g.table.byAddr[addr] = s
 	g.table.byID[s.id] = s
 	g.table.Unlock()
+	s.timer.v = s
+	g.schedule(s, g.nextDue(s, now))
 	if old != nil {
 		g.stats.SessionsReplaced.Add(1)
 		g.endSession(old, control.CloseReplaced, "replaced by a newer session", true)
@@ -276,16 +289,21 @@ func (g *Gateway) establish(ctx context.Context, idx uint32, ph *pendingHS, res 
 	return nil
 }
 
-// leafSerial returns the leaf certificate's serial in the form
-// pulse.NormalizeSerial gives.
-func leafSerial(der []byte) (string, error) {
-	c, err := pqx509.ParseCertificate(der)
-	if err != nil {
-		return "", fmt.Errorf("gateway: agent leaf certificate: %w", err)
+// peerSerial returns the leaf certificate's serial in the form
+// pulse.NormalizeSerial gives: the verifier's, or from the leaf when the
+// verifier did not say.
+func peerSerial(p handshake.Peer) (string, error) {
+	serial := p.Serial
+	if serial == nil {
+		c, err := pqx509.ParseCertificate(p.Leaf)
+		if err != nil {
+			return "", fmt.Errorf("gateway: agent leaf certificate: %w", err)
+		}
+		serial = c.SerialNumber
 	}
-	s := pulse.NormalizeSerial(fmt.Sprintf("%x", c.SerialNumber))
+	s := pulse.NormalizeSerial(fmt.Sprintf("%x", serial))
 	if s == "" {
-		return "", fmt.Errorf("gateway: agent leaf serial %x not usable", c.SerialNumber)
+		return "", fmt.Errorf("gateway: agent leaf serial %x not usable", serial)
 	}
 	return s, nil
 }

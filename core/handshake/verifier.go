@@ -32,6 +32,10 @@ type Peer struct {
 	// NotAfter is the earliest expiry in the verified chain: the session
 	// must not outlive it. Zero on the initiator.
 	NotAfter time.Time
+	// Serial is the leaf certificate's serial number (the revocation
+	// key), so the caller need not parse Leaf again; nil on the
+	// initiator.
+	Serial *big.Int
 }
 
 // PeerVerifier checks an initiator's certificate chain (leaf first, then
@@ -166,7 +170,8 @@ func (v *ChainVerifier) VerifyChain(chain [][]byte, now time.Time) (Peer, error)
 			notAfter = c.NotAfter
 		}
 	}
-	return Peer{ID: id, PublicKey: append([]byte(nil), leaf.PublicKey.Raw...), Leaf: append([]byte(nil), chain[0]...), NotAfter: notAfter}, nil
+	return Peer{ID: id, PublicKey: append([]byte(nil), leaf.PublicKey.Raw...), Leaf: append([]byte(nil), chain[0]...),
+		NotAfter: notAfter, Serial: new(big.Int).Set(leaf.SerialNumber)}, nil
 }
 
 // intermediate parses der or returns the cached parse.

@@ -7,6 +7,7 @@ import (
 	"io"
 	"time"
 
+	"github.com/avonzt/avon/core/cache"
 	"github.com/avonzt/avon/core/store"
 	"github.com/avonzt/avon/sdk/ca"
 	"github.com/avonzt/avon/sdk/host"
@@ -40,6 +41,11 @@ type Services struct {
 	Clock Clock
 	Store store.KV // root store; each plugin sees only plugins/<kind>/<name>/
 	Audit AuditSink
+	// Cache backs host.Cache: each plugin's keys live in the token set
+	// "plugin" under "<kind>.<name>:" and its rate-limit keys under
+	// "plugin/<kind>.<name>/". nil: every cache call fails with
+	// host.ErrCacheUnavailable.
+	Cache cache.Cache
 }
 
 // pluginHost is host.Host as one plugin instance sees it: served to the
@@ -48,10 +54,12 @@ type pluginHost struct {
 	source  string // "<kind>.<name>", stamped on audit events
 	svc     Services
 	storage storageView
+	cache   cacheView
 }
 
 func newPluginHost(source string, svc Services, ns store.KV) *pluginHost {
-	return &pluginHost{source: source, svc: svc, storage: storageView{kv: ns}}
+	return &pluginHost{source: source, svc: svc, storage: storageView{kv: ns},
+		cache: cacheView{c: svc.Cache, id: source + ":", rate: "plugin/" + source + "/"}}
 }
 
 func (h *pluginHost) Rand() io.Reader { return h.svc.Rand }
@@ -59,6 +67,8 @@ func (h *pluginHost) Rand() io.Reader { return h.svc.Rand }
 func (h *pluginHost) Now(context.Context) (host.Time, error) { return h.svc.Clock.Now(), nil }
 
 func (h *pluginHost) Storage() host.Storage { return h.storage }
+
+func (h *pluginHost) Cache() host.Cache { return h.cache }
 
 func (h *pluginHost) Audit(ctx context.Context, ev host.Event) error {
 	if h.svc.Audit == nil {
@@ -132,6 +142,118 @@ func (v storageView) List(ctx context.Context, o host.ListOptions) ([]host.Entry
 		out = append(out, host.Entry{Key: e.Key, Value: e.Value, Version: e.Version})
 	}
 	return out, nil
+}
+
+// cacheSet is the token set of every plugin's cache values; the plugin's
+// id prefixes its keys, so no plugin reaches another's.
+const cacheSet = "plugin"
+
+// cacheView is host.Cache over the core cache, confined to one plugin.
+type cacheView struct {
+	c    cache.Cache
+	id   string // "<kind>.<name>:" before every key
+	rate string // "plugin/<kind>.<name>/" before every rate-limit key
+}
+
+// cacheErr maps the core cache's errors onto the host protocol's.
+func cacheErr(op, key string, err error) error {
+	var target error
+	switch {
+	case errors.Is(err, cache.ErrNotFound):
+		target = host.ErrCacheMiss
+	case errors.Is(err, cache.ErrInvalidArgument):
+		target = host.ErrCacheInvalid
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		if !errors.Is(err, cache.ErrUnavailable) {
+			return err
+		}
+		target = host.ErrCacheUnavailable
+	default:
+		target = host.ErrCacheUnavailable
+	}
+	return fmt.Errorf("cache %s %q: %v: %w", op, key, err, target)
+}
+
+func (v cacheView) ready(op, key string) error {
+	if v.c == nil {
+		return fmt.Errorf("cache %s %q: no cache configured: %w", op, key, host.ErrCacheUnavailable)
+	}
+	return nil
+}
+
+func (v cacheView) Put(ctx context.Context, key string, value []byte, o host.CachePutOptions) (bool, error) {
+	if err := host.CheckCachePut(key, value, o.TTL); err != nil {
+		return false, err
+	}
+	if err := v.ready("put", key); err != nil {
+		return false, err
+	}
+	if o.IfAbsent {
+		added, err := v.c.AddToken(ctx, cacheSet, v.id+key, value, o.TTL)
+		if err != nil {
+			return false, cacheErr("put", key, err)
+		}
+		return added, nil
+	}
+	if err := v.c.PutToken(ctx, cacheSet, v.id+key, value, o.TTL); err != nil {
+		return false, cacheErr("put", key, err)
+	}
+	return true, nil
+}
+
+func (v cacheView) Get(ctx context.Context, key string) ([]byte, time.Duration, error) {
+	if err := host.CheckCacheKey(key); err != nil {
+		return nil, 0, err
+	}
+	if err := v.ready("get", key); err != nil {
+		return nil, 0, err
+	}
+	val, left, err := v.c.PeekToken(ctx, cacheSet, v.id+key)
+	if err != nil {
+		return nil, 0, cacheErr("get", key, err)
+	}
+	return val, left, nil
+}
+
+func (v cacheView) Delete(ctx context.Context, key string) error {
+	if err := host.CheckCacheKey(key); err != nil {
+		return err
+	}
+	if err := v.ready("delete", key); err != nil {
+		return err
+	}
+	if err := v.c.DeleteToken(ctx, cacheSet, v.id+key); err != nil {
+		return cacheErr("delete", key, err)
+	}
+	return nil
+}
+
+func (v cacheView) Consume(ctx context.Context, key string) ([]byte, error) {
+	if err := host.CheckCacheKey(key); err != nil {
+		return nil, err
+	}
+	if err := v.ready("consume", key); err != nil {
+		return nil, err
+	}
+	val, err := v.c.ConsumeToken(ctx, cacheSet, v.id+key)
+	if err != nil {
+		return nil, cacheErr("consume", key, err)
+	}
+	return val, nil
+}
+
+func (v cacheView) Count(ctx context.Context, key string, limit int, window time.Duration) (host.RateDecision, error) {
+	if err := host.CheckCacheCount(key, limit, window); err != nil {
+		return host.RateDecision{}, err
+	}
+	if err := v.ready("count", key); err != nil {
+		return host.RateDecision{}, err
+	}
+	d, err := v.c.Allow(ctx, v.rate+key, limit, window)
+	if err != nil {
+		return host.RateDecision{}, cacheErr("count", key, err)
+	}
+	return host.RateDecision{Allowed: d.Allowed, Remaining: d.Remaining, RetryAfter: d.RetryAfter}, nil
 }
 
 var _ host.Host = (*pluginHost)(nil)

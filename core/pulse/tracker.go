@@ -119,6 +119,7 @@ type Tracker struct {
 		sessions map[ID]*session
 		byAgent  map[string][]ID
 		bySerial map[string][]ID
+		ended    map[ID]struct{} // the sessions End marked, until Removed
 	}
 }
 
@@ -147,6 +148,7 @@ func New(cfg Config, rand io.Reader) (*Tracker, error) {
 	t.mu.sessions = make(map[ID]*session)
 	t.mu.byAgent = make(map[string][]ID)
 	t.mu.bySerial = make(map[string][]ID)
+	t.mu.ended = make(map[ID]struct{})
 	return t, nil
 }
 
@@ -268,7 +270,40 @@ func (t *Tracker) End(id ID) bool {
 		return false
 	}
 	s.ended = true
+	t.mu.ended[id] = struct{}{}
 	return true
+}
+
+// Ended returns the sessions End marked and not yet Removed. Unlike Dead it
+// costs nothing per live session: an owner that schedules each session's
+// pulse deadline itself (DeadAt) calls it every tick.
+func (t *Tracker) Ended() []ID {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if len(t.mu.ended) == 0 {
+		return nil
+	}
+	out := make([]ID, 0, len(t.mu.ended))
+	for id := range t.mu.ended {
+		out = append(out, id)
+	}
+	return out
+}
+
+// DeadAt returns the time after which session id is dead if no further
+// pulse is accepted (the last accepted pulse, or Established, plus
+// Missed*Interval: Dead reports it at any later instant), and whether the
+// session is tracked. An ended session's deadline is its last pulse's too;
+// Ended reports it.
+func (t *Tracker) DeadAt(id ID) (time.Time, bool) {
+	limit := t.cfg.Interval * time.Duration(t.cfg.Missed)
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	s := t.mu.sessions[id]
+	if s == nil {
+		return time.Time{}, false
+	}
+	return time.Unix(0, s.last).Add(limit), true
 }
 
 // Dead returns the sessions that are ended or had no pulse accepted for
@@ -298,6 +333,7 @@ func (t *Tracker) Remove(id ID) bool {
 		return false
 	}
 	delete(t.mu.sessions, id)
+	delete(t.mu.ended, id)
 	unindex(t.mu.byAgent, s.info.AgentID, id)
 	unindex(t.mu.bySerial, s.serial, id)
 	s.wipe()
@@ -387,6 +423,7 @@ func (t *Tracker) Close() {
 	clear(t.mu.sessions)
 	clear(t.mu.byAgent)
 	clear(t.mu.bySerial)
+	clear(t.mu.ended)
 }
 
 func b2i(b bool) int {

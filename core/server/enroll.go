@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/avonzt/avon/core/agents"
 	"github.com/avonzt/avon/core/api"
 	"github.com/avonzt/avon/core/enroll"
 	"github.com/avonzt/avon/core/pluginhost"
@@ -148,6 +149,14 @@ func (s *Server) serveEnroll(w http.ResponseWriter, r *http.Request, ca *pluginh
 		if cert, err := pqx509.ParseCertificate(is.Certificate); err == nil && bytes.Equal(cert.RawSubject, cert.RawIssuer) {
 			resp.Roots = append(resp.Roots, is.Certificate)
 		}
+	}
+	// The agent's record: what the Admin API lists, and where an operator
+	// disables it. Without it the agent could not be managed: refuse.
+	if _, err := agents.New(s.store).Enrolled(ctx, agents.Agent{ID: agentID, Group: tok.Group, CertSerial: issued.Serial,
+		CertNotAfter: issued.NotAfter}, s.calibratedNow()); err != nil {
+		s.auditEnroll(ctx, agentID, tok.Group, "failure", err.Error())
+		enrollProblem(w, http.StatusServiceUnavailable, "Enrollment not recorded", err.Error())
+		return
 	}
 	if err := s.auditEnroll(ctx, agentID, tok.Group, "success", "serial "+issued.Serial); err != nil {
 		enrollProblem(w, http.StatusServiceUnavailable, "Enrollment not recorded", err.Error())

@@ -13,6 +13,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/avonzt/avon/core/agents"
 	"github.com/avonzt/avon/core/events"
 	"github.com/avonzt/avon/core/gateway"
 	"github.com/avonzt/avon/core/handshake"
@@ -334,13 +335,25 @@ func (t revokingTerminator) Terminate(id pulse.ID, reason string) {
 }
 
 // resyncSessions re-reads the status of every live session's certificate
-// and ends the revoked ones (at start and after event gaps).
-func resyncSessions(g *gateway.Gateway, lookup func(ctx context.Context, serial string) (bool, error), cache *statusCache) pulse.Resync {
+// and ends the revoked ones, and asks ended (when not nil) whether an
+// operator ended the session or disabled its agent meanwhile (at start and
+// after event gaps).
+func resyncSessions(g *gateway.Gateway, lookup func(ctx context.Context, serial string) (bool, error), cache *statusCache,
+	ended func(ctx context.Context, si gateway.SessionInfo) (string, error)) pulse.Resync {
 	return func(ctx context.Context) error {
 		cache.Invalidate()
 		seen := map[string]bool{}
 		var errs []error
 		for _, si := range g.Sessions() {
+			if ended != nil {
+				why, err := ended(ctx, si)
+				if err != nil {
+					errs = append(errs, err)
+				} else if why != "" {
+					g.Terminate(si.ID, why)
+					continue
+				}
+			}
 			if si.CertSerial == "" || seen[si.CertSerial] {
 				continue
 			}
@@ -416,4 +429,30 @@ func gatewayCollectors(g *gateway.Gateway) []prometheus.Collector {
 		}),
 		counter("avon_gateway_send_errors_total", "UDP send failures.", st.SendErrors.Load),
 	}
+}
+
+// authorizeAgent is the gateway's Authorize: a disabled agent gets no
+// session. A registry that cannot be read refuses (fail closed).
+func (s *Server) authorizeAgent(ctx context.Context, peer handshake.Peer) error {
+	disabled, err := agents.New(s.store).Disabled(ctx, peer.ID)
+	if err != nil {
+		return fmt.Errorf("agent registry: %w", err)
+	}
+	if disabled {
+		return errors.New("agent disabled by an operator")
+	}
+	return nil
+}
+
+// operatorEnded says why an operator ended a live session while this
+// replica was not listening: the session was killed, or its agent
+// disabled ("" when neither).
+func (s *Server) operatorEnded(ctx context.Context, si gateway.SessionInfo) (string, error) {
+	if k, err := s.killed(ctx, si.ID); err != nil || k {
+		return "session killed by an operator", err
+	}
+	if d, err := agents.New(s.store).Disabled(ctx, si.AgentID); err != nil || d {
+		return "agent disabled", err
+	}
+	return "", nil
 }

@@ -2,6 +2,7 @@ package server
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -33,6 +34,7 @@ type gatewayRuntime struct {
 	rev       *pulse.Revocations
 	stopWatch func()
 	stopCAs   func() // the ca.rotated watcher
+	stopPol   func() // the policy.changed watcher (enforcing gateways)
 	iface     string
 	addr      netip.Addr
 	port      uint16
@@ -113,6 +115,10 @@ func (s *Server) startGateway(ctx context.Context) (err error) {
 	if err := gatewayPreflight(); err != nil {
 		return err
 	}
+	pol, err := s.gatewayPolicy()
+	if err != nil {
+		return err
+	}
 
 	rt := &gatewayRuntime{iface: gc.Interface, addr: pool.Gateway(), port: uint16(port)}
 	s.gw = rt
@@ -132,7 +138,8 @@ func (s *Server) startGateway(ctx context.Context) (err error) {
 	g, err := gateway.New(gateway.Config{Listen: netip.AddrPortFrom(netip.IPv4Unspecified(), uint16(port)),
 		TunnelPrefix: gc.TunnelCIDR, Routes: gc.Routes, MTU: gc.MTU, AEAD: aeadID(gc.AEAD), HandshakeRate: gc.HandshakeRate,
 		MaxSessions: gc.MaxSessions, PulseInterval: gc.PulseInterval, MaxSkew: s.cfg.Calibration.MaxSkew,
-		Now: now, Rand: s.opts.Rand, Signer: signer, Verifier: verifier, IPAM: pool, Logger: s.log.Named("gateway")},
+		Now: now, Rand: s.opts.Rand, Signer: signer, Verifier: verifier, IPAM: pool, Logger: s.log.Named("gateway"),
+		Policy: pol, Authorize: s.authorizeAgent},
 		dev, conn.NewStdNetBind())
 	if err != nil {
 		_ = dev.Close()
@@ -157,7 +164,7 @@ func (s *Server) startGateway(ctx context.Context) (err error) {
 		return err
 	}
 	rt.rev, err = pulse.NewRevocations(pulse.RevocationsConfig{Bus: s.events, Tracker: g.Tracker(),
-		Terminator: revokingTerminator{g: g, cache: status}, Resync: resyncSessions(g, lookup, status),
+		Terminator: revokingTerminator{g: g, cache: status}, Resync: resyncSessions(g, lookup, status, s.operatorEnded),
 		Logger: s.log.Named("gateway.revocations")})
 	if err != nil {
 		return fmt.Errorf("gateway: %w", err)
@@ -171,7 +178,12 @@ func (s *Server) startGateway(ctx context.Context) (err error) {
 	if rt.stopCAs, err = watchIssuers(context.Background(), s.events, verifier, s.log.Named("gateway.issuers"), nil); err != nil {
 		return fmt.Errorf("gateway: %w", err)
 	}
-	for _, c := range gatewayCollectors(g) {
+	if pol.Mode == gateway.PolicyEnforce {
+		if rt.stopPol, err = watchPolicy(context.Background(), s.events, g, s.log.Named("gateway.policy")); err != nil {
+			return fmt.Errorf("gateway: %w", err)
+		}
+	}
+	for _, c := range append(gatewayCollectors(g), flowCollectors(g)...) {
 		if err := s.registry.Register(c); err != nil {
 			s.log.Warn("metric not registered", "error", err)
 		}
@@ -182,7 +194,8 @@ func (s *Server) startGateway(ctx context.Context) (err error) {
 		}
 	}
 	s.log.Info("gateway started", "listen", fmt.Sprintf(":%d", port), "interface", gc.Interface, "address", rt.addr,
-		"tunnel_cidr", gc.TunnelCIDR, "routes", gc.Routes, "endpoint", gc.Endpoint, "certificate", cert.Serial)
+		"tunnel_cidr", gc.TunnelCIDR, "routes", gc.Routes, "endpoint", gc.Endpoint, "certificate", cert.Serial,
+		"policy", cmp.Or(string(pol.Mode), string(gateway.PolicyOff)), "policy_plugin", s.cfg.Gateway.Policy.Plugin)
 	return nil
 }
 
@@ -202,6 +215,9 @@ func (s *Server) stopGateway() error {
 	}
 	if rt.stopCAs != nil {
 		rt.stopCAs()
+	}
+	if rt.stopPol != nil {
+		rt.stopPol()
 	}
 	var errs []error
 	if rt.g != nil {
@@ -237,4 +253,34 @@ func (s *Server) gatewayCheck() []api.Check {
 		}
 		return detail, nil
 	}}}
+}
+
+// gatewaySessions lists the gateway's live sessions (none without one).
+func (s *Server) gatewaySessions() []gateway.SessionInfo {
+	if s.gw == nil || s.gw.g == nil {
+		return nil
+	}
+	return s.gw.g.Sessions()
+}
+
+// terminateSession ends session id on this replica's gateway and reports
+// whether it was live here.
+func (s *Server) terminateSession(id pulse.ID, reason string) bool {
+	if s.gw == nil || s.gw.g == nil {
+		return false
+	}
+	live := false
+	for _, si := range s.gw.g.Sessions() {
+		live = live || si.ID == id
+	}
+	s.gw.g.Terminate(id, reason)
+	return live
+}
+
+// terminateAgent ends every session of agent id on this replica's gateway.
+func (s *Server) terminateAgent(id, reason string) int {
+	if s.gw == nil || s.gw.g == nil {
+		return 0
+	}
+	return s.gw.g.TerminateAgent(id, reason)
 }

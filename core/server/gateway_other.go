@@ -7,6 +7,8 @@ import (
 	"errors"
 
 	"github.com/avonzt/avon/core/api"
+	"github.com/avonzt/avon/core/gateway"
+	"github.com/avonzt/avon/core/pulse"
 )
 
 // gatewayRuntime is the running gateway; the gateway runs on Linux only.
@@ -21,3 +23,7 @@ func (s *Server) startGateway(context.Context) error {
 
 func (s *Server) stopGateway() error        { return nil }
 func (s *Server) gatewayCheck() []api.Check { return nil }
+
+func (s *Server) gatewaySessions() []gateway.SessionInfo { return nil }
+func (s *Server) terminateSession(pulse.ID, string) bool { return false }
+func (s *Server) terminateAgent(string, string) int      { return 0 }

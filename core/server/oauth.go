@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/avonzt/avon/core/adminapi"
 	"github.com/avonzt/avon/core/api"
 	"github.com/avonzt/avon/core/oauth"
 	"github.com/avonzt/avon/sdk/host"
@@ -319,4 +320,23 @@ func userError(w http.ResponseWriter, err error) {
 		code = http.StatusServiceUnavailable
 	}
 	adminJSON(w, code, map[string]any{"status": code, "detail": err.Error()})
+}
+
+// actorOf names the caller of a user-management route on the admin socket
+// from the kernel's peer credentials.
+func actorOf(r *http.Request) string {
+	if c, ok := adminapi.PeerCredOf(r.Context()); ok {
+		return fmt.Sprintf("local-admin:uid=%d,pid=%d", c.UID, c.PID)
+	}
+	return "local-admin"
+}
+
+// adminJSON answers a user-management route.
+func adminJSON(w http.ResponseWriter, code int, v any) { adminapi.JSON(w, code, v) }
+
+// adminBad answers a malformed user-management request as a problem.
+func adminBad(w http.ResponseWriter, detail string) {
+	p := adminapi.NewProblem(adminapi.TypeBadRequest, detail)
+	w.Header().Set("Content-Type", "application/problem+json")
+	adminapi.JSON(w, p.Status, p)
 }

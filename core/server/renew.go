@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/avonzt/avon/core/agents"
 	"github.com/avonzt/avon/core/api"
 	"github.com/avonzt/avon/core/pluginhost"
 	"github.com/avonzt/avon/internal/pqx509"
@@ -73,6 +74,15 @@ func (s *Server) serveRenew(w http.ResponseWriter, r *http.Request, ca *pluginho
 		enrollProblem(w, http.StatusUnauthorized, "Renewal refused", err.Error())
 		return
 	}
+	reg := agents.New(s.store)
+	if disabled, err := reg.Disabled(ctx, agentID); err != nil || disabled {
+		if err == nil {
+			err = errors.New("the agent is disabled by an operator")
+		}
+		s.auditRenew(ctx, agentID, "failure", err.Error())
+		enrollProblem(w, http.StatusForbidden, "Renewal refused", err.Error())
+		return
+	}
 	c := ca.CA()
 	issued, err := c.Issue(ctx, &sdkca.IssueRequest{CSR: req.CSR, Profile: "agent", CommonName: agentID, URIs: []string{"avon://agent/" + agentID}})
 	if err != nil {
@@ -82,6 +92,11 @@ func (s *Server) serveRenew(w http.ResponseWriter, r *http.Request, ca *pluginho
 			status = http.StatusBadRequest
 		}
 		enrollProblem(w, status, "Not renewed", err.Error())
+		return
+	}
+	if _, err := reg.Enrolled(ctx, agents.Agent{ID: agentID, CertSerial: issued.Serial, CertNotAfter: issued.NotAfter}, s.calibratedNow()); err != nil {
+		s.auditRenew(ctx, agentID, "failure", err.Error())
+		enrollProblem(w, http.StatusServiceUnavailable, "Renewal not recorded", err.Error())
 		return
 	}
 	if err := s.auditRenew(ctx, agentID, "success", "serial "+issued.Serial); err != nil {

@@ -301,7 +301,7 @@ func (s *Server) start(ctx context.Context, pre *config.Config) error {
 	s.bg.Add(1)
 	go func() { defer s.bg.Done(); cal.Run(bgCtx) }()
 
-	svc := pluginhost.Services{Rand: s.opts.Rand, Clock: calibratedClock{s}, Store: kv, Audit: pluginAudit{s}}
+	svc := pluginhost.Services{Rand: s.opts.Rand, Clock: calibratedClock{s}, Store: kv, Audit: pluginAudit{s}, Cache: s.cache}
 	v, err := validate(ctx, pre, s.opts, HostOptions(pre, log, s.registry, svc))
 	if err != nil {
 		return err
@@ -484,6 +484,13 @@ func (s *Server) startAPI() error {
 	s.mountPKI(a)
 	s.mountEnroll(a)
 	s.mountRenew(a)
+	acmeInst, err := s.acmeInstance()
+	if err != nil {
+		return err
+	}
+	if acmeInst != nil {
+		s.mountACME(a, acmeInst)
+	}
 	if err := a.Start(); err != nil {
 		return err
 	}

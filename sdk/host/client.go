@@ -34,6 +34,7 @@ func NewClient(conn grpc.ClientConnInterface, uses map[string]grpc.ClientConnInt
 	c := &client{rpc: hostv1.NewHostClient(conn), uses: uses}
 	c.rand = &randReader{rpc: c.rpc}
 	c.storage = &storageClient{rpc: c.rpc}
+	c.cache = &cacheClient{rpc: c.rpc}
 	return c
 }
 
@@ -42,10 +43,12 @@ type client struct {
 	uses    map[string]grpc.ClientConnInterface
 	rand    *randReader
 	storage *storageClient
+	cache   *cacheClient
 }
 
 func (c *client) Rand() io.Reader  { return c.rand }
 func (c *client) Storage() Storage { return c.storage }
+func (c *client) Cache() Cache     { return c.cache }
 
 func (c *client) Now(ctx context.Context) (Time, error) {
 	r, err := c.rpc.Now(ctx, &hostv1.NowRequest{})
@@ -232,4 +235,71 @@ func (s *storageClient) List(ctx context.Context, opts ListOptions) ([]Entry, er
 		out = append(out, Entry{Key: e.GetKey(), Value: e.GetValue(), Version: e.GetVersion()})
 	}
 	return out, nil
+}
+
+// cacheClient checks arguments before the round trip, so a refused call
+// costs nothing and the core sees only well-formed requests.
+type cacheClient struct{ rpc hostv1.HostClient }
+
+func (c *cacheClient) Put(ctx context.Context, key string, value []byte, opts CachePutOptions) (bool, error) {
+	if err := CheckCachePut(key, value, opts.TTL); err != nil {
+		return false, err
+	}
+	r, err := c.rpc.CachePut(ctx, &hostv1.CachePutRequest{Key: key, Value: value, TtlMs: CacheMillis(opts.TTL), IfAbsent: opts.IfAbsent})
+	if err != nil {
+		return false, fmt.Errorf("cache put %q: %w", key, errdef.FromStatus(err))
+	}
+	return r.GetStored(), nil
+}
+
+func (c *cacheClient) Get(ctx context.Context, key string) ([]byte, time.Duration, error) {
+	if err := CheckCacheKey(key); err != nil {
+		return nil, 0, err
+	}
+	r, err := c.rpc.CacheGet(ctx, &hostv1.CacheGetRequest{Key: key})
+	if err != nil {
+		return nil, 0, fmt.Errorf("cache get %q: %w", key, errdef.FromStatus(err))
+	}
+	v := r.GetValue()
+	if v == nil {
+		v = []byte{}
+	}
+	return v, time.Duration(r.GetTtlLeftMs()) * time.Millisecond, nil
+}
+
+func (c *cacheClient) Delete(ctx context.Context, key string) error {
+	if err := CheckCacheKey(key); err != nil {
+		return err
+	}
+	if _, err := c.rpc.CacheDelete(ctx, &hostv1.CacheDeleteRequest{Key: key}); err != nil {
+		return fmt.Errorf("cache delete %q: %w", key, errdef.FromStatus(err))
+	}
+	return nil
+}
+
+func (c *cacheClient) Consume(ctx context.Context, key string) ([]byte, error) {
+	if err := CheckCacheKey(key); err != nil {
+		return nil, err
+	}
+	r, err := c.rpc.CacheConsume(ctx, &hostv1.CacheConsumeRequest{Key: key})
+	if err != nil {
+		return nil, fmt.Errorf("cache consume %q: %w", key, errdef.FromStatus(err))
+	}
+	v := r.GetValue()
+	if v == nil {
+		v = []byte{}
+	}
+	return v, nil
+}
+
+func (c *cacheClient) Count(ctx context.Context, key string, limit int, window time.Duration) (RateDecision, error) {
+	if err := CheckCacheCount(key, limit, window); err != nil {
+		return RateDecision{}, err
+	}
+	r, err := c.rpc.CacheCount(ctx, &hostv1.CacheCountRequest{Key: key, Limit: uint32(limit), WindowMs: CacheMillis(window)})
+	if err != nil {
+		return RateDecision{}, fmt.Errorf("cache count %q: %w", key, errdef.FromStatus(err))
+	}
+	return RateDecision{Allowed: r.GetAllowed(), Remaining: int(r.GetRemaining()),
+		RetryAfter: time.Duration(r.GetRetryAfterMs()) * time.Millisecond}, nil
 }

@@ -16,4 +16,7 @@ var (
 	ErrRandomUnavailable = errdef.New("host.random_unavailable", codes.Unavailable, "core RNG unavailable")
 	ErrAuditFailed       = errdef.New("host.audit_failed", codes.Unavailable, "audit log unavailable")
 	ErrNotWired          = errdef.New("host.not_wired", codes.FailedPrecondition, "no plugin of that kind is wired to this plugin")
+	ErrCacheMiss         = errdef.New("host.cache_miss", codes.NotFound, "cache key not found")
+	ErrCacheInvalid      = errdef.New("host.cache_invalid", codes.InvalidArgument, "invalid cache request")
+	ErrCacheUnavailable  = errdef.New("host.cache_unavailable", codes.Unavailable, "cache unavailable")
 )

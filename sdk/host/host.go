@@ -1,7 +1,8 @@
 // Package host is what the AVON core offers a plugin: randomness from the
-// core RNG, calibrated time, storage in the plugin's own namespace, audit
-// emission, and typed access to the plugins the operator wired to it
-// (`uses = { kms = "soft" }`).
+// core RNG, calibrated time, storage in the plugin's own namespace, an
+// ephemeral cache in the same namespace (nonces, one-time values, rate
+// limits), audit emission, and typed access to the plugins the operator
+// wired to it (`uses = { kms = "soft" }`).
 //
 // A plugin receives a Host in its Configure call. Every method is safe for
 // concurrent use. The package must not keep secrets: random bytes handed out
@@ -10,8 +11,11 @@ package host
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/avonzt/avon/sdk/ca"
 	"github.com/avonzt/avon/sdk/kms"
@@ -30,6 +34,10 @@ type Host interface {
 	Now(ctx context.Context) (Time, error)
 	// Storage returns the plugin's namespaced key/value store.
 	Storage() Storage
+	// Cache returns the plugin's namespaced ephemeral store, shared by
+	// every core replica (host protocol minor 2). Against an older core
+	// every call fails with errdef.ErrNotImplemented.
+	Cache() Cache
 	// Audit records a security-relevant event in the core's audit log. An
 	// error means it was not recorded: refuse the operation that needed it.
 	Audit(ctx context.Context, ev Event) error
@@ -106,4 +114,118 @@ type Storage interface {
 	// Delete of an absent key without Check is not an error.
 	Delete(ctx context.Context, key string, opts DeleteOptions) error
 	List(ctx context.Context, opts ListOptions) ([]Entry, error)
+}
+
+// Limits of the cache, checked on both sides of the wire.
+const (
+	// MaxCacheKeySize is the longest cache key, in bytes.
+	MaxCacheKeySize = 160
+	// MaxCacheValueSize is the largest cache value, in bytes.
+	MaxCacheValueSize = 64 << 10
+	// MinCacheTTL and MaxCacheTTL bound a TTL or a rate-limit window;
+	// durations have millisecond resolution (rounded up).
+	MinCacheTTL = time.Millisecond
+	MaxCacheTTL = 30 * 24 * time.Hour
+	// MaxCacheLimit is the largest rate limit per window.
+	MaxCacheLimit = 1 << 30
+)
+
+// CachePutOptions are the options of Cache.Put.
+type CachePutOptions struct {
+	// TTL is how long the value lives: MinCacheTTL..MaxCacheTTL.
+	TTL time.Duration
+	// IfAbsent stores the value only when no live value is under the key.
+	IfAbsent bool
+}
+
+// RateDecision is the outcome of Cache.Count.
+type RateDecision struct {
+	Allowed    bool          // the call fits within the limit and was counted
+	Remaining  int           // calls the current window still allows
+	RetryAfter time.Duration // when denied: until the window resets
+}
+
+// Cache is a plugin's ephemeral key/value store, private to the plugin
+// instance and shared by every core replica (memory on one node, Redis when
+// the core is configured with it). Values may vanish before their TTL (a
+// restart of the backend, an eviction): keep nothing here that must last;
+// that is what Storage is for.
+//
+// Keys are 1..MaxCacheKeySize bytes of UTF-8 without control characters;
+// values at most MaxCacheValueSize bytes. A refused argument returns an
+// error wrapping ErrCacheInvalid and changes nothing; a backend failure
+// wraps ErrCacheUnavailable (for a write, the outcome is unknown).
+type Cache interface {
+	// Put stores value under key for opts.TTL and reports whether it did:
+	// always true without IfAbsent; with IfAbsent, false when a live
+	// value is already there. Of concurrent IfAbsent puts of one key, on
+	// any replica, exactly one stores.
+	Put(ctx context.Context, key string, value []byte, opts CachePutOptions) (stored bool, err error)
+	// Get returns the value and the time it has left; ErrCacheMiss when
+	// it is absent or expired.
+	Get(ctx context.Context, key string) (value []byte, ttlLeft time.Duration, err error)
+	// Delete removes the value; an absent one is not an error.
+	Delete(ctx context.Context, key string) error
+	// Consume atomically reads and removes the value: of concurrent
+	// Consumes of one key, on any replica, exactly one gets it, the others
+	// ErrCacheMiss. Single-use values (nonces) are consumed, never read.
+	Consume(ctx context.Context, key string) ([]byte, error)
+	// Count counts one call against key's fixed window: the first counted
+	// call starts a window of length window, at most limit calls are
+	// allowed in it, denied calls are not counted. Rate limits may fail
+	// open on ErrCacheUnavailable; replay checks must not.
+	Count(ctx context.Context, key string, limit int, window time.Duration) (RateDecision, error)
+}
+
+// CheckCacheKey checks a cache key; the error wraps ErrCacheInvalid.
+func CheckCacheKey(key string) error {
+	if key == "" || len(key) > MaxCacheKeySize {
+		return fmt.Errorf("cache key of %d bytes outside 1..%d: %w", len(key), MaxCacheKeySize, ErrCacheInvalid)
+	}
+	if !utf8.ValidString(key) {
+		return fmt.Errorf("cache key %q is not valid UTF-8: %w", key, ErrCacheInvalid)
+	}
+	for _, r := range key {
+		if unicode.IsControl(r) {
+			return fmt.Errorf("cache key %q contains control character %U: %w", key, r, ErrCacheInvalid)
+		}
+	}
+	return nil
+}
+
+// CheckCachePut checks the arguments of Put; the error wraps
+// ErrCacheInvalid.
+func CheckCachePut(key string, value []byte, ttl time.Duration) error {
+	if err := CheckCacheKey(key); err != nil {
+		return err
+	}
+	if len(value) > MaxCacheValueSize {
+		return fmt.Errorf("cache value of %d bytes exceeds %d: %w", len(value), MaxCacheValueSize, ErrCacheInvalid)
+	}
+	return checkCacheTTL("ttl", ttl)
+}
+
+// CheckCacheCount checks the arguments of Count; the error wraps
+// ErrCacheInvalid.
+func CheckCacheCount(key string, limit int, window time.Duration) error {
+	if err := CheckCacheKey(key); err != nil {
+		return err
+	}
+	if limit < 1 || limit > MaxCacheLimit {
+		return fmt.Errorf("rate limit %d outside 1..%d: %w", limit, MaxCacheLimit, ErrCacheInvalid)
+	}
+	return checkCacheTTL("window", window)
+}
+
+func checkCacheTTL(what string, d time.Duration) error {
+	if d < MinCacheTTL || d > MaxCacheTTL {
+		return fmt.Errorf("cache %s %v outside %v..%v: %w", what, d, MinCacheTTL, MaxCacheTTL, ErrCacheInvalid)
+	}
+	return nil
+}
+
+// CacheMillis is d in whole milliseconds, rounded up: the resolution of
+// TTLs and windows on the wire.
+func CacheMillis(d time.Duration) int64 {
+	return int64((d + time.Millisecond - 1) / time.Millisecond)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -103,4 +104,70 @@ func (s *server) EmitAudit(ctx context.Context, req *hostv1.EmitAuditRequest) (*
 		return nil, errdef.ToStatus(err)
 	}
 	return &hostv1.EmitAuditResponse{}, nil
+}
+
+// checkMillis turns a wire duration into a Duration, refusing what would
+// overflow before the range check sees it.
+func checkMillis(ms int64) time.Duration {
+	if ms <= 0 || ms > int64(MaxCacheTTL/time.Millisecond) {
+		return 0 // refused by the range check
+	}
+	return time.Duration(ms) * time.Millisecond
+}
+
+func (s *server) CachePut(ctx context.Context, req *hostv1.CachePutRequest) (*hostv1.CachePutResponse, error) {
+	ttl := checkMillis(req.GetTtlMs())
+	if err := CheckCachePut(req.GetKey(), req.GetValue(), ttl); err != nil {
+		return nil, errdef.ToStatus(err)
+	}
+	stored, err := s.impl.Cache().Put(ctx, req.GetKey(), req.GetValue(), CachePutOptions{TTL: ttl, IfAbsent: req.GetIfAbsent()})
+	if err != nil {
+		return nil, errdef.ToStatus(err)
+	}
+	return &hostv1.CachePutResponse{Stored: stored}, nil
+}
+
+func (s *server) CacheGet(ctx context.Context, req *hostv1.CacheGetRequest) (*hostv1.CacheGetResponse, error) {
+	if err := CheckCacheKey(req.GetKey()); err != nil {
+		return nil, errdef.ToStatus(err)
+	}
+	v, left, err := s.impl.Cache().Get(ctx, req.GetKey())
+	if err != nil {
+		return nil, errdef.ToStatus(err)
+	}
+	return &hostv1.CacheGetResponse{Value: v, TtlLeftMs: CacheMillis(left)}, nil
+}
+
+func (s *server) CacheDelete(ctx context.Context, req *hostv1.CacheDeleteRequest) (*hostv1.CacheDeleteResponse, error) {
+	if err := CheckCacheKey(req.GetKey()); err != nil {
+		return nil, errdef.ToStatus(err)
+	}
+	if err := s.impl.Cache().Delete(ctx, req.GetKey()); err != nil {
+		return nil, errdef.ToStatus(err)
+	}
+	return &hostv1.CacheDeleteResponse{}, nil
+}
+
+func (s *server) CacheConsume(ctx context.Context, req *hostv1.CacheConsumeRequest) (*hostv1.CacheConsumeResponse, error) {
+	if err := CheckCacheKey(req.GetKey()); err != nil {
+		return nil, errdef.ToStatus(err)
+	}
+	v, err := s.impl.Cache().Consume(ctx, req.GetKey())
+	if err != nil {
+		return nil, errdef.ToStatus(err)
+	}
+	return &hostv1.CacheConsumeResponse{Value: v}, nil
+}
+
+func (s *server) CacheCount(ctx context.Context, req *hostv1.CacheCountRequest) (*hostv1.CacheCountResponse, error) {
+	limit := int(min(req.GetLimit(), uint32(MaxCacheLimit)+1))
+	window := checkMillis(req.GetWindowMs())
+	if err := CheckCacheCount(req.GetKey(), limit, window); err != nil {
+		return nil, errdef.ToStatus(err)
+	}
+	d, err := s.impl.Cache().Count(ctx, req.GetKey(), limit, window)
+	if err != nil {
+		return nil, errdef.ToStatus(err)
+	}
+	return &hostv1.CacheCountResponse{Allowed: d.Allowed, Remaining: uint32(max(d.Remaining, 0)), RetryAfterMs: CacheMillis(d.RetryAfter)}, nil
 }

@@ -54,7 +54,9 @@ const ProtocolVersion = 1
 // ProtocolMinor is the minor version of the protocols this SDK implements.
 // Minor 1: ca ListCertificates, RotateIssuer, Initialize and issuer
 // generations; host KMSNamed (uses "<kind>/<name>").
-const ProtocolMinor = 1
+// Minor 2: host Cache (CachePut, CacheGet, CacheDelete, CacheConsume,
+// CacheCount); the acme plugin kind served under /acme/.
+const ProtocolMinor = 2
 
 // Plugin is what every plugin implements besides its kind's interface.
 type Plugin interface {

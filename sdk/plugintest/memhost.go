@@ -21,7 +21,8 @@ import (
 )
 
 // MemHost is an in-memory host.Host with the core's storage semantics
-// (versions from one global sequence, compare-and-set), randomness from a
+// (versions from one global sequence, compare-and-set), the core cache's
+// semantics (TTLs on the host's clock, atomic consume), randomness from a
 // reader of the test's choice, and audit events kept for inspection.
 type MemHost struct {
 	rand io.Reader
@@ -31,9 +32,11 @@ type MemHost struct {
 	mu     sync.Mutex // guards the fields below
 	seq    int64
 	data   map[string]host.Entry
+	cache  map[string]*cacheEntry // "v"+key: values; "r"+key: rate counters
 	events []host.Event
 	// FailAudit makes Audit fail, to test fail-closed behaviour.
 	failAudit bool
+	failCache bool
 }
 
 // HostOption configures a MemHost.
@@ -58,7 +61,7 @@ func WithKMS(name string, k kms.KMS) HostOption {
 
 // NewHost returns an empty in-memory host.
 func NewHost(opts ...HostOption) *MemHost {
-	h := &MemHost{rand: rand.Reader, now: time.Now, data: map[string]host.Entry{}}
+	h := &MemHost{rand: rand.Reader, now: time.Now, data: map[string]host.Entry{}, cache: map[string]*cacheEntry{}}
 	for _, o := range opts {
 		o(h)
 	}
@@ -67,6 +70,7 @@ func NewHost(opts ...HostOption) *MemHost {
 
 func (h *MemHost) Rand() io.Reader       { return h.rand }
 func (h *MemHost) Storage() host.Storage { return (*memStorage)(h) }
+func (h *MemHost) Cache() host.Cache     { return (*memCache)(h) }
 
 func (h *MemHost) Now(context.Context) (host.Time, error) {
 	return host.Time{Time: h.now(), Calibrated: true}, nil

@@ -57,6 +57,9 @@ var cases = []struct {
 	{"TokenOnce", testTokenOnce},
 	{"TokenExpiry", testTokenExpiry},
 	{"TokenConcurrentOneConsumer", testTokenConcurrent},
+	{"TokenAddPeekDelete", testTokenAddPeekDelete},
+	{"TokenAddConcurrentOneAdds", testTokenAddConcurrent},
+	{"TokenPeekExpiry", testTokenPeekExpiry},
 	{"KindsAreSeparate", testKindsSeparate},
 	{"AllowCountsThenDenies", testAllowCounts},
 	{"AllowWindowResets", testAllowReset},
@@ -395,6 +398,86 @@ func testTokenConcurrent(t *testing.T, a, b cache.Cache) {
 	}
 }
 
+func testTokenAddPeekDelete(t *testing.T, a, b cache.Cache) {
+	added, err := a.AddToken(bg(), "nonce", "n1", []byte("first"), time.Hour)
+	if err != nil || !added {
+		t.Fatalf("AddToken(absent) = %v, %v; want added", added, err)
+	}
+	// A live token is not replaced.
+	if added, err := b.AddToken(bg(), "nonce", "n1", []byte("second"), time.Hour); err != nil || added {
+		t.Fatalf("AddToken(present) = %v, %v; want not added", added, err)
+	}
+	for _, c := range []cache.Cache{a, b} {
+		v, left, err := c.PeekToken(bg(), "nonce", "n1")
+		if err != nil || string(v) != "first" || left <= 0 || left > time.Hour {
+			t.Fatalf("PeekToken = %q, %v, %v; want first with at most an hour left", v, left, err)
+		}
+	}
+	// Peeking consumed nothing.
+	if got, err := b.ConsumeToken(bg(), "nonce", "n1"); err != nil || string(got) != "first" {
+		t.Fatalf("ConsumeToken after peeks = %q, %v", got, err)
+	}
+	if _, _, err := a.PeekToken(bg(), "nonce", "n1"); !errors.Is(err, cache.ErrNotFound) {
+		t.Fatalf("PeekToken after consume = %v, want ErrNotFound", err)
+	}
+	// Once consumed, the id can be added again.
+	if added, err := a.AddToken(bg(), "nonce", "n1", nil, time.Hour); err != nil || !added {
+		t.Fatalf("AddToken after consume = %v, %v", added, err)
+	}
+	if v, _, err := b.PeekToken(bg(), "nonce", "n1"); err != nil || v == nil || len(v) != 0 {
+		t.Fatalf("PeekToken of an empty value = %q (nil %v), %v; want empty", v, v == nil, err)
+	}
+	if err := b.DeleteToken(bg(), "nonce", "n1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.ConsumeToken(bg(), "nonce", "n1"); !errors.Is(err, cache.ErrNotFound) {
+		t.Fatalf("ConsumeToken after DeleteToken = %v, want ErrNotFound", err)
+	}
+	if err := a.DeleteToken(bg(), "nonce", "never"); err != nil {
+		t.Fatalf("DeleteToken(absent) = %v, want nil", err)
+	}
+}
+
+func testTokenAddConcurrent(t *testing.T, a, b cache.Cache) {
+	for round := range 8 {
+		id := fmt.Sprintf("add-%d", round)
+		var mu sync.Mutex
+		adders, errs := []int(nil), []error(nil)
+		race(a, b, func(i int, c cache.Cache) {
+			added, err := c.AddToken(bg(), "lock", id, []byte(fmt.Sprint(i)), time.Hour)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				errs = append(errs, err)
+			}
+			if added {
+				adders = append(adders, i)
+			}
+		})
+		if len(errs) > 0 || len(adders) != 1 {
+			t.Fatalf("round %d: %d of %d concurrent AddToken added (errors %v); want exactly 1", round, len(adders), concurrency, errs)
+		}
+		// The value kept is the winner's.
+		if v, _, err := a.PeekToken(bg(), "lock", id); err != nil || string(v) != fmt.Sprint(adders[0]) {
+			t.Fatalf("round %d: value %q, %v; want the winner's %d", round, v, err, adders[0])
+		}
+	}
+}
+
+func testTokenPeekExpiry(t *testing.T, a, b cache.Cache) {
+	if added, err := a.AddToken(bg(), "nonce", "short", []byte("v"), shortTTL); err != nil || !added {
+		t.Fatalf("AddToken = %v, %v", added, err)
+	}
+	eventually(t, expiryWait, "an added token to expire", func() bool {
+		_, _, err := b.PeekToken(bg(), "nonce", "short")
+		return errors.Is(err, cache.ErrNotFound)
+	})
+	// Expired: the id is free again.
+	if added, err := b.AddToken(bg(), "nonce", "short", []byte("w"), time.Hour); err != nil || !added {
+		t.Fatalf("AddToken after expiry = %v, %v; want added", added, err)
+	}
+}
+
 func testKindsSeparate(t *testing.T, a, b cache.Cache) {
 	mustPutSession(t, a, "x", []byte("session"), time.Hour)
 	if _, err := a.ConsumeToken(bg(), "s", "x"); !errors.Is(err, cache.ErrNotFound) {
@@ -652,6 +735,11 @@ func testInvalid(t *testing.T, a, b cache.Cache) {
 		add("PutToken id "+q, a.PutToken(bg(), "tok", n, nil, time.Hour))
 		_, err = a.ConsumeToken(bg(), "tok", n)
 		add("ConsumeToken id "+q, err)
+		_, err = a.AddToken(bg(), "tok", n, nil, time.Hour)
+		add("AddToken id "+q, err)
+		_, _, err = a.PeekToken(bg(), "tok", n)
+		add("PeekToken id "+q, err)
+		add("DeleteToken id "+q, a.DeleteToken(bg(), "tok", n))
 		_, err = a.Allow(bg(), n, 1, time.Hour)
 		add("Allow key "+q, err)
 		add("Publish channel "+q, a.Publish(bg(), n, nil))
@@ -668,6 +756,11 @@ func testInvalid(t *testing.T, a, b cache.Cache) {
 		add("PutToken set "+q, a.PutToken(bg(), s, "t", nil, time.Hour))
 		_, err = a.ConsumeToken(bg(), s, "t")
 		add("ConsumeToken set "+q, err)
+		_, err = a.AddToken(bg(), s, "t", nil, time.Hour)
+		add("AddToken set "+q, err)
+		_, _, err = a.PeekToken(bg(), s, "t")
+		add("PeekToken set "+q, err)
+		add("DeleteToken set "+q, a.DeleteToken(bg(), s, "t"))
 	}
 	for _, d := range ttls {
 		q := d.String()
@@ -676,6 +769,8 @@ func testInvalid(t *testing.T, a, b cache.Cache) {
 		_, err := a.MarkUsed(bg(), "jti", "new", d)
 		add("MarkUsed ttl "+q, err)
 		add("PutToken ttl "+q, a.PutToken(bg(), "tok", "t", []byte("x"), d))
+		_, err = a.AddToken(bg(), "tok", "t2", []byte("x"), d)
+		add("AddToken ttl "+q, err)
 		_, err = a.Allow(bg(), "k", 1, d)
 		add("Allow window "+q, err)
 	}
@@ -685,6 +780,8 @@ func testInvalid(t *testing.T, a, b cache.Cache) {
 	}
 	add("PutSession value too large", a.PutSession(bg(), "s", big, time.Hour))
 	add("PutToken value too large", a.PutToken(bg(), "tok", "t", big, time.Hour))
+	_, addErr := a.AddToken(bg(), "tok", "t2", big, time.Hour)
+	add("AddToken value too large", addErr)
 	add("Publish payload too large", a.Publish(bg(), "ch", big))
 	_, err := a.Subscribe(bg())
 	add("Subscribe to nothing", err)
@@ -742,6 +839,9 @@ func testContextDone(t *testing.T, a, b cache.Cache) {
 		}
 		errs["MarkUsed"] = err
 		_, errs["ConsumeToken"] = a.ConsumeToken(ctx, "tok", "t")
+		_, errs["AddToken"] = a.AddToken(ctx, "tok", "t2", nil, time.Hour)
+		_, _, errs["PeekToken"] = a.PeekToken(ctx, "tok", "t")
+		errs["DeleteToken"] = a.DeleteToken(ctx, "tok", "t")
 		_, errs["Allow"] = a.Allow(ctx, "k", 1, time.Hour)
 		_, errs["Subscribe"] = a.Subscribe(ctx, "ch")
 		for name, err := range errs {
@@ -788,6 +888,9 @@ func testClosed(t *testing.T, a, b cache.Cache) {
 	}
 	errs["MarkUsed"] = err
 	_, errs["ConsumeToken"] = a.ConsumeToken(bg(), "tok", "t")
+	_, errs["AddToken"] = a.AddToken(bg(), "tok", "t", nil, time.Hour)
+	_, _, errs["PeekToken"] = a.PeekToken(bg(), "tok", "t")
+	errs["DeleteToken"] = a.DeleteToken(bg(), "tok", "t")
 	_, errs["Allow"] = a.Allow(bg(), "k", 1, time.Hour)
 	_, errs["Subscribe"] = a.Subscribe(bg(), "ev")
 	for name, err := range errs {

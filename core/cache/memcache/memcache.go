@@ -391,6 +391,68 @@ func (c *Cache) ConsumeToken(ctx context.Context, set, id string) ([]byte, error
 	return e.value, nil // the stored copy is the caller's now
 }
 
+// AddToken implements cache.Cache.
+func (c *Cache) AddToken(ctx context.Context, set, id string, value []byte, ttl time.Duration) (bool, error) {
+	if err := cache.ValidateSet(set); err != nil {
+		return false, err
+	}
+	if err := checkPut("token id", id, value, ttl); err != nil {
+		return false, err
+	}
+	if err := c.begin(ctx); err != nil {
+		return false, err
+	}
+	b := c.b
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	now := b.opts.Now()
+	key := setKey(kindToken, set, id)
+	if b.getLocked(key, now) != nil {
+		return false, nil
+	}
+	if err := b.putLocked(key, &entry{value: clone(value), expires: now.Add(ttlDuration(ttl))}, now); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
+// PeekToken implements cache.Cache.
+func (c *Cache) PeekToken(ctx context.Context, set, id string) ([]byte, time.Duration, error) {
+	if err := checkSetID(set, id); err != nil {
+		return nil, 0, err
+	}
+	if err := c.begin(ctx); err != nil {
+		return nil, 0, err
+	}
+	b := c.b
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	now := b.opts.Now()
+	e := b.getLocked(setKey(kindToken, set, id), now)
+	if e == nil {
+		return nil, 0, fmt.Errorf("token %s/%q: %w", set, id, cache.ErrNotFound)
+	}
+	return clone(e.value), e.expires.Sub(now), nil
+}
+
+// DeleteToken implements cache.Cache.
+func (c *Cache) DeleteToken(ctx context.Context, set, id string) error {
+	if err := checkSetID(set, id); err != nil {
+		return err
+	}
+	if err := c.begin(ctx); err != nil {
+		return err
+	}
+	b := c.b
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	key := setKey(kindToken, set, id)
+	if e, ok := b.mu.entries[key]; ok {
+		b.deleteLocked(key, e)
+	}
+	return nil
+}
+
 // Allow implements cache.Cache.
 func (c *Cache) Allow(ctx context.Context, key string, limit int, window time.Duration) (cache.Decision, error) {
 	if err := cache.CheckAllow(key, limit, window); err != nil {

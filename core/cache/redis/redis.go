@@ -12,7 +12,7 @@
 //
 //	<prefix>sess:<id>          session value            SET PX, GET+PTTL (script), PEXPIRE, DEL
 //	<prefix>used:<set>:<id>    replay mark "1"          SET NX PX
-//	<prefix>tok:<set>:<id>     one-time token value     SET PX; GET+DEL (script)
+//	<prefix>tok:<set>:<id>     one-time token value     SET PX, SET NX PX; GET+DEL, GET+PTTL (scripts); DEL
 //	<prefix>rl:<key>           rate-limit counter       SET PX / INCR (script)
 //	<prefix>ch:<channel>       pub/sub channel          PUBLISH, SUBSCRIBE
 //
@@ -221,7 +221,7 @@ func ms(d time.Duration) time.Duration {
 
 // Scripts. Keys are passed in KEYS so the scripts work on any prefix.
 var (
-	// getSession returns {value, pttl} or nil.
+	// getSession returns {value, pttl} or nil (sessions and PeekToken).
 	getSession = goredis.NewScript(`
 local v = redis.call('GET', KEYS[1])
 if not v then return false end
@@ -403,6 +403,70 @@ func (c *Cache) ConsumeToken(ctx context.Context, set, id string) ([]byte, error
 		return nil, c.fail(ctx, "consume token", err)
 	}
 	return []byte(v), nil
+}
+
+// AddToken implements cache.Cache: one SET NX PX.
+func (c *Cache) AddToken(ctx context.Context, set, id string, value []byte, ttl time.Duration) (bool, error) {
+	if err := cache.ValidateSet(set); err != nil {
+		return false, err
+	}
+	if err := checkPut("token id", id, value, ttl); err != nil {
+		return false, err
+	}
+	if err := c.begin(ctx); err != nil {
+		return false, err
+	}
+	if value == nil {
+		value = []byte{}
+	}
+	added, err := c.client.SetNX(ctx, c.setKey("tok", set, id), value, ms(ttl)).Result()
+	if err != nil {
+		return false, c.fail(ctx, "add token", err)
+	}
+	return added, nil
+}
+
+// PeekToken implements cache.Cache: GET and PTTL in one script.
+func (c *Cache) PeekToken(ctx context.Context, set, id string) ([]byte, time.Duration, error) {
+	if err := checkSetID(set, id); err != nil {
+		return nil, 0, err
+	}
+	if err := c.begin(ctx); err != nil {
+		return nil, 0, err
+	}
+	res, err := getSession.Run(ctx, c.client, []string{c.setKey("tok", set, id)}).Slice()
+	if errors.Is(err, goredis.Nil) {
+		return nil, 0, fmt.Errorf("token %s/%q: %w", set, id, cache.ErrNotFound)
+	}
+	if err != nil {
+		return nil, 0, c.fail(ctx, "peek token", err)
+	}
+	if len(res) != 2 {
+		return nil, 0, fmt.Errorf("redis %s: peek token: %d-element reply: %w", c.opts.Addr, len(res), cache.ErrUnavailable)
+	}
+	v, ok1 := res[0].(string)
+	pttl, ok2 := res[1].(int64)
+	if !ok1 || !ok2 {
+		return nil, 0, fmt.Errorf("redis %s: peek token: reply of types %T, %T: %w", c.opts.Addr, res[0], res[1], cache.ErrUnavailable)
+	}
+	if pttl <= 0 {
+		return nil, 0, fmt.Errorf("token %s/%q has no TTL: %w", set, id, cache.ErrNotFound)
+	}
+	return []byte(v), time.Duration(pttl) * time.Millisecond, nil
+}
+
+// DeleteToken implements cache.Cache.
+func (c *Cache) DeleteToken(ctx context.Context, set, id string) error {
+	if err := checkSetID(set, id); err != nil {
+		return err
+	}
+	if err := c.begin(ctx); err != nil {
+		return err
+	}
+	if err := c.client.Del(ctx, c.setKey("tok", set, id)).Err(); err != nil {
+		return c.fail(ctx, "delete token", err)
+	}
+	return nil
 }
 
 // Allow implements cache.Cache.

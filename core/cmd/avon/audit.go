@@ -25,9 +25,12 @@ import (
 const auditUsage = `Usage: avon audit <command> [flags]
 
 Commands:
+  query    records filtered by time, action, actor, target, outcome (over the running core's admin socket)
+           avon audit query -config config.hcl [-since 2026-12-01T00:00:00Z] [-until ...] [-action cert.*] [-actor ...] [-n 100] [-o json]
   verify   walk the hash chain and the signed checkpoints; exit 1 naming the
            first altered, missing or inserted record
            avon audit verify -config config.hcl [-key key.json]... [-anchor checkpoint.json]... [-json]
+           (reads the store itself, so it works with the core stopped; -via-core asks the running core)
   tail     print the newest records (and follow with -f)
            avon audit tail -config config.hcl [-n 20] [-f] [-json]
   export   write records as JSON lines, or the newest signed checkpoint
@@ -48,6 +51,8 @@ func cmdAudit(args []string, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "verify":
 		return cmdAuditVerify(args[1:], stdout, stderr)
+	case "query":
+		return cmdAuditQuery(args[1:], stdout, stderr)
 	case "tail":
 		return cmdAuditTail(args[1:], stdout, stderr)
 	case "export":
@@ -116,12 +121,20 @@ func cmdAuditVerify(args []string, stdout, stderr io.Writer) int {
 	path := fs.String("config", "config.hcl", "configuration file")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
 	allowEmpty := fs.Bool("allow-empty", false, "accept a log without records")
+	viaCore := fs.Bool("via-core", false, "ask the running core to verify its log (over the admin socket) instead of reading the store here")
 	maxUnsigned := fs.Int64("max-unsigned", -1, "records allowed after the newest verified checkpoint (default: the configuration's checkpoint_every when -key is given, else no limit)")
 	var keys, anchors fileList
 	fs.Var(&keys, "key", "trusted checkpoint key (key JSON or a checkpoint export); repeatable")
 	fs.Var(&anchors, "anchor", "checkpoint export kept outside AVON that the log must still match; repeatable")
 	if err := fs.Parse(args); err != nil || fs.NArg() > 0 {
 		return 2
+	}
+	if *viaCore {
+		if len(keys) > 0 || len(anchors) > 0 {
+			fmt.Fprintln(stderr, "avon audit verify: -key and -anchor check the store here, not -via-core")
+			return 2
+		}
+		return cmdAuditVerifyRemote(*path, *asJSON, stdout, stderr)
 	}
 	var opts audit.VerifyOptions
 	for _, p := range keys {

@@ -19,7 +19,6 @@ import (
 
 	"github.com/avonzt/avon/core/audit"
 	"github.com/avonzt/avon/core/config"
-	"github.com/avonzt/avon/core/enroll"
 	"github.com/avonzt/avon/core/server"
 	"github.com/avonzt/avon/core/store"
 	"github.com/avonzt/avon/internal/testsvc/pgtest"
@@ -333,47 +332,5 @@ func TestAuditCommandsChangeNothing(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, "typo-data")); !os.IsNotExist(err) {
 		t.Fatalf("the audit commands created the data dir: %v", err)
-	}
-}
-
-func TestTokenCommands(t *testing.T) {
-	cfgPath, _ := seedAudit(t, 1)
-	var out, errb bytes.Buffer
-	if code := run([]string{"token", "create", "-group", "eng", "-ttl", "30m", "-json", "-config", cfgPath}, &out, &errb); code != 0 {
-		t.Fatalf("create: %d %s", code, errb.String())
-	}
-	var created struct {
-		Token, ID, Group string
-	}
-	if err := json.Unmarshal(out.Bytes(), &created); err != nil || !strings.HasPrefix(created.Token, enroll.TokenPrefix) || created.Group != "eng" {
-		t.Fatalf("create output %s: %v", out.String(), err)
-	}
-	out.Reset()
-	if code := run([]string{"token", "list", "-config", cfgPath}, &out, &errb); code != 0 || !strings.Contains(out.String(), created.ID) {
-		t.Fatalf("list: %d %s", code, out.String())
-	}
-	if strings.Contains(out.String(), strings.TrimPrefix(created.Token, enroll.TokenPrefix)) {
-		t.Fatal("list shows the token itself")
-	}
-	out.Reset()
-	if code := run([]string{"token", "revoke", "-id", created.ID, "-config", cfgPath}, &out, &errb); code != 0 {
-		t.Fatalf("revoke: %d %s", code, errb.String())
-	}
-	errb.Reset()
-	if code := run([]string{"token", "revoke", "-id", created.ID, "-config", cfgPath}, &out, &errb); code != 1 || !strings.Contains(errb.String(), "unknown token") {
-		t.Fatalf("revoke twice: %d %s", code, errb.String())
-	}
-	if code := run([]string{"token", "create", "-config", cfgPath}, &out, &errb); code != 2 {
-		t.Fatalf("create without group: %d", code)
-	}
-	// Both changes are in the audit log, and it verifies.
-	out.Reset()
-	if code := run([]string{"audit", "tail", "-config", cfgPath}, &out, &errb); code != 0 ||
-		!strings.Contains(out.String(), `action="enroll.token.create"`) || !strings.Contains(out.String(), `action="enroll.token.revoke"`) {
-		t.Fatalf("audit: %s", out.String())
-	}
-	out.Reset()
-	if code := run([]string{"audit", "verify", "-config", cfgPath}, &out, &errb); code != 0 {
-		t.Fatalf("verify: %s", out.String())
 	}
 }

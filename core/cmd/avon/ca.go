@@ -1,25 +1,17 @@
 package main
 
 import (
-	"bytes"
-	"context"
 	"encoding/json"
 	"encoding/pem"
 	"flag"
 	"fmt"
 	"io"
-	"net"
-	"net/http"
 	"net/url"
 	"os"
-	"path/filepath"
 	"strings"
 	"text/tabwriter"
 	"time"
 
-	"github.com/hashicorp/hcl/v2"
-
-	"github.com/avonzt/avon/core/config"
 	"github.com/avonzt/avon/core/server"
 )
 
@@ -38,57 +30,6 @@ They talk to the running core over data_dir/admin.sock (0600): run them as the
 core's user, where the core runs. Revocations, rotations and init are audited
 with your uid.
 `
-
-// adminClient returns an HTTP client over the core's admin socket.
-func adminClient(path string, stderr io.Writer) (*http.Client, bool) {
-	cfg, diags := config.Load(path)
-	if diags.HasErrors() {
-		var files map[string]*hcl.File
-		if cfg != nil {
-			files = cfg.Files
-		}
-		_ = config.WriteDiagnostics(stderr, files, diags)
-		return nil, false
-	}
-	sock := filepath.Join(cfg.DataDir, server.AdminSocket)
-	if _, err := os.Stat(sock); err != nil {
-		fmt.Fprintf(stderr, "avon: no admin socket at %s: is the core running with this configuration? (%v)\n", sock, err)
-		return nil, false
-	}
-	return &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			return (&net.Dialer{}).DialContext(ctx, "unix", sock)
-		}}}, true
-}
-
-func adminDo(c *http.Client, method, path string, body any, into any) error {
-	var rd io.Reader
-	if body != nil {
-		b, _ := json.Marshal(body)
-		rd = bytes.NewReader(b)
-	}
-	req, _ := http.NewRequest(method, "http://avon-admin"+path, rd)
-	resp, err := c.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
-	if resp.StatusCode != http.StatusOK {
-		var p struct {
-			Detail string `json:"detail"`
-		}
-		if json.Unmarshal(b, &p) == nil && p.Detail != "" {
-			return fmt.Errorf("%s: %s", resp.Status, p.Detail)
-		}
-		return fmt.Errorf("%s: %s", resp.Status, strings.TrimSpace(string(b)))
-	}
-	if raw, ok := into.(*[]byte); ok {
-		*raw = b
-		return nil
-	}
-	return json.Unmarshal(b, into)
-}
 
 func cmdCA(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
@@ -225,22 +166,22 @@ func cmdCertList(args []string, stdout, stderr io.Writer) int {
 	}
 	var all []server.CertListEntry
 	after := ""
-	for {
+	for range maxPages {
 		page := *pageSize
 		if *limit > 0 {
 			page = min(page, *limit-len(all))
 		}
-		q := url.Values{"status": {*status}, "profile": {*profile}, "issuer": {*issuer}, "after": {after}, "limit": {fmt.Sprint(page)}}
+		q := url.Values{"status": {*status}, "profile": {*profile}, "issuer": {*issuer}, "page_token": {after}, "page_size": {fmt.Sprint(page)}}
 		var out server.CertList
 		if err := adminDo(c, "GET", "/v1/certs?"+q.Encode(), nil, &out); err != nil {
 			fmt.Fprintln(stderr, "avon cert list:", err)
 			return 1
 		}
 		all = append(all, out.Certificates...)
-		if out.Next == "" || (*limit > 0 && len(all) >= *limit) {
+		if out.NextPageToken == "" || (*limit > 0 && len(all) >= *limit) {
 			break
 		}
-		after = out.Next
+		after = out.NextPageToken
 	}
 	if *asJSON {
 		if all == nil {

@@ -27,17 +27,27 @@ var version = "dev"
 
 const usage = `Usage: avon <command> [flags]
 
+The operator commands talk to the running core over data_dir/admin.sock (the
+Admin API, docs/admin-api.md): run them as the core's user, where it runs.
+They print tables; -o json prints JSON. Errors show the API's problem.
+
 Commands:
   server            run the core:           avon server -config config.hcl
   config validate   check a configuration:  avon config validate -config config.hcl
   migrate           apply storage schema migrations and exit: avon migrate -config config.hcl [-status]
-  audit             verify, tail or export the audit log:     avon audit verify|tail|export -config config.hcl
-  token             enrollment tokens:                        avon token create -group eng -ttl 1h -config config.hcl
+  audit             query, verify, tail or export the audit log: avon audit query|verify|tail|export -config config.hcl
+  token create|list|revoke  enrollment tokens:               avon token create -group eng -ttl 1h -config config.hcl
+  agent list|get|disable|enable  enrolled agents:            avon agent disable ID -reason "lost laptop" -config config.hcl
+  session list|kill  live tunnel sessions:                    avon session kill ID -config config.hcl
+  key list|rotate   keys of the KMS plugins:                  avon key rotate soft/avon-gateway -config config.hcl
+  plugin list       plugins: version, state, health, restarts: avon plugin list -config config.hcl
+  policy get|apply|validate|dry-run  the policy plugin's sets: avon policy apply eng.cedar -set default -config config.hcl
   ca info|init|rotate  the CA (via the running core's admin socket): avon ca rotate -kms hsm -config config.hcl
   cert list|show|revoke  certificates:                      avon cert revoke SERIAL -reason keyCompromise -config config.hcl
   crl               the current CRL (DER):                    avon crl -o issuing.crl -config config.hcl
   login, logout     operator login (OAuth 2.1, PKCE):         avon login -server https://core:8443 -fingerprint HEX
   user              operator accounts (via the admin socket): avon user add alice -role admin -config config.hcl
+  acme eab create   an ACME external account binding key:     avon acme eab create -note team-a -config config.hcl
   version           print the version
 `
 
@@ -73,6 +83,16 @@ func runIO(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return cmdToken(args[1:], stdout, stderr)
 	case "ca":
 		return cmdCA(args[1:], stdout, stderr)
+	case "agent", "agents":
+		return cmdAgent(args[1:], stdout, stderr)
+	case "session", "sessions":
+		return cmdSession(args[1:], stdout, stderr)
+	case "key", "keys":
+		return cmdKey(args[1:], stdout, stderr)
+	case "plugin", "plugins":
+		return cmdPlugin(args[1:], stdout, stderr)
+	case "policy":
+		return cmdPolicy(args[1:], stdout, stderr)
 	case "cert":
 		return cmdCert(args[1:], stdout, stderr)
 	case "crl":
@@ -83,6 +103,8 @@ func runIO(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return cmdLogout(args[1:], stdout, stderr)
 	case "user":
 		return cmdUser(args[1:], stdin, stdout, stderr)
+	case "acme":
+		return cmdACME(args[1:], stdout, stderr)
 	case "version", "-version", "--version":
 		fmt.Fprintln(stdout, "avon", version)
 		return 0

@@ -850,6 +850,502 @@ func (*EmitAuditResponse) Descriptor() ([]byte, []int) {
 	return file_host_v1_host_proto_rawDescGZIP(), []int{15}
 }
 
+type CachePutRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Key           string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	Value         []byte                 `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
+	TtlMs         int64                  `protobuf:"varint,3,opt,name=ttl_ms,json=ttlMs,proto3" json:"ttl_ms,omitempty"`
+	IfAbsent      bool                   `protobuf:"varint,4,opt,name=if_absent,json=ifAbsent,proto3" json:"if_absent,omitempty"` // store only when no live value is there
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CachePutRequest) Reset() {
+	*x = CachePutRequest{}
+	mi := &file_host_v1_host_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CachePutRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CachePutRequest) ProtoMessage() {}
+
+func (x *CachePutRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_host_v1_host_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CachePutRequest.ProtoReflect.Descriptor instead.
+func (*CachePutRequest) Descriptor() ([]byte, []int) {
+	return file_host_v1_host_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *CachePutRequest) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *CachePutRequest) GetValue() []byte {
+	if x != nil {
+		return x.Value
+	}
+	return nil
+}
+
+func (x *CachePutRequest) GetTtlMs() int64 {
+	if x != nil {
+		return x.TtlMs
+	}
+	return 0
+}
+
+func (x *CachePutRequest) GetIfAbsent() bool {
+	if x != nil {
+		return x.IfAbsent
+	}
+	return false
+}
+
+type CachePutResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Stored        bool                   `protobuf:"varint,1,opt,name=stored,proto3" json:"stored,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CachePutResponse) Reset() {
+	*x = CachePutResponse{}
+	mi := &file_host_v1_host_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CachePutResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CachePutResponse) ProtoMessage() {}
+
+func (x *CachePutResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_host_v1_host_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CachePutResponse.ProtoReflect.Descriptor instead.
+func (*CachePutResponse) Descriptor() ([]byte, []int) {
+	return file_host_v1_host_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *CachePutResponse) GetStored() bool {
+	if x != nil {
+		return x.Stored
+	}
+	return false
+}
+
+type CacheGetRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Key           string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CacheGetRequest) Reset() {
+	*x = CacheGetRequest{}
+	mi := &file_host_v1_host_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CacheGetRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CacheGetRequest) ProtoMessage() {}
+
+func (x *CacheGetRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_host_v1_host_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CacheGetRequest.ProtoReflect.Descriptor instead.
+func (*CacheGetRequest) Descriptor() ([]byte, []int) {
+	return file_host_v1_host_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *CacheGetRequest) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+type CacheGetResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Value         []byte                 `protobuf:"bytes,1,opt,name=value,proto3" json:"value,omitempty"`
+	TtlLeftMs     int64                  `protobuf:"varint,2,opt,name=ttl_left_ms,json=ttlLeftMs,proto3" json:"ttl_left_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CacheGetResponse) Reset() {
+	*x = CacheGetResponse{}
+	mi := &file_host_v1_host_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CacheGetResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CacheGetResponse) ProtoMessage() {}
+
+func (x *CacheGetResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_host_v1_host_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CacheGetResponse.ProtoReflect.Descriptor instead.
+func (*CacheGetResponse) Descriptor() ([]byte, []int) {
+	return file_host_v1_host_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *CacheGetResponse) GetValue() []byte {
+	if x != nil {
+		return x.Value
+	}
+	return nil
+}
+
+func (x *CacheGetResponse) GetTtlLeftMs() int64 {
+	if x != nil {
+		return x.TtlLeftMs
+	}
+	return 0
+}
+
+type CacheDeleteRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Key           string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CacheDeleteRequest) Reset() {
+	*x = CacheDeleteRequest{}
+	mi := &file_host_v1_host_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CacheDeleteRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CacheDeleteRequest) ProtoMessage() {}
+
+func (x *CacheDeleteRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_host_v1_host_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CacheDeleteRequest.ProtoReflect.Descriptor instead.
+func (*CacheDeleteRequest) Descriptor() ([]byte, []int) {
+	return file_host_v1_host_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *CacheDeleteRequest) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+type CacheDeleteResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CacheDeleteResponse) Reset() {
+	*x = CacheDeleteResponse{}
+	mi := &file_host_v1_host_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CacheDeleteResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CacheDeleteResponse) ProtoMessage() {}
+
+func (x *CacheDeleteResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_host_v1_host_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CacheDeleteResponse.ProtoReflect.Descriptor instead.
+func (*CacheDeleteResponse) Descriptor() ([]byte, []int) {
+	return file_host_v1_host_proto_rawDescGZIP(), []int{21}
+}
+
+type CacheConsumeRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Key           string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CacheConsumeRequest) Reset() {
+	*x = CacheConsumeRequest{}
+	mi := &file_host_v1_host_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CacheConsumeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CacheConsumeRequest) ProtoMessage() {}
+
+func (x *CacheConsumeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_host_v1_host_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CacheConsumeRequest.ProtoReflect.Descriptor instead.
+func (*CacheConsumeRequest) Descriptor() ([]byte, []int) {
+	return file_host_v1_host_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *CacheConsumeRequest) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+type CacheConsumeResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Value         []byte                 `protobuf:"bytes,1,opt,name=value,proto3" json:"value,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CacheConsumeResponse) Reset() {
+	*x = CacheConsumeResponse{}
+	mi := &file_host_v1_host_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CacheConsumeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CacheConsumeResponse) ProtoMessage() {}
+
+func (x *CacheConsumeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_host_v1_host_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CacheConsumeResponse.ProtoReflect.Descriptor instead.
+func (*CacheConsumeResponse) Descriptor() ([]byte, []int) {
+	return file_host_v1_host_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *CacheConsumeResponse) GetValue() []byte {
+	if x != nil {
+		return x.Value
+	}
+	return nil
+}
+
+type CacheCountRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Key           string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	Limit         uint32                 `protobuf:"varint,2,opt,name=limit,proto3" json:"limit,omitempty"`
+	WindowMs      int64                  `protobuf:"varint,3,opt,name=window_ms,json=windowMs,proto3" json:"window_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CacheCountRequest) Reset() {
+	*x = CacheCountRequest{}
+	mi := &file_host_v1_host_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CacheCountRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CacheCountRequest) ProtoMessage() {}
+
+func (x *CacheCountRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_host_v1_host_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CacheCountRequest.ProtoReflect.Descriptor instead.
+func (*CacheCountRequest) Descriptor() ([]byte, []int) {
+	return file_host_v1_host_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *CacheCountRequest) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *CacheCountRequest) GetLimit() uint32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+func (x *CacheCountRequest) GetWindowMs() int64 {
+	if x != nil {
+		return x.WindowMs
+	}
+	return 0
+}
+
+type CacheCountResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Allowed       bool                   `protobuf:"varint,1,opt,name=allowed,proto3" json:"allowed,omitempty"`
+	Remaining     uint32                 `protobuf:"varint,2,opt,name=remaining,proto3" json:"remaining,omitempty"`
+	RetryAfterMs  int64                  `protobuf:"varint,3,opt,name=retry_after_ms,json=retryAfterMs,proto3" json:"retry_after_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CacheCountResponse) Reset() {
+	*x = CacheCountResponse{}
+	mi := &file_host_v1_host_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CacheCountResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CacheCountResponse) ProtoMessage() {}
+
+func (x *CacheCountResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_host_v1_host_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CacheCountResponse.ProtoReflect.Descriptor instead.
+func (*CacheCountResponse) Descriptor() ([]byte, []int) {
+	return file_host_v1_host_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *CacheCountResponse) GetAllowed() bool {
+	if x != nil {
+		return x.Allowed
+	}
+	return false
+}
+
+func (x *CacheCountResponse) GetRemaining() uint32 {
+	if x != nil {
+		return x.Remaining
+	}
+	return 0
+}
+
+func (x *CacheCountResponse) GetRetryAfterMs() int64 {
+	if x != nil {
+		return x.RetryAfterMs
+	}
+	return 0
+}
+
 var File_host_v1_host_proto protoreflect.FileDescriptor
 
 const file_host_v1_host_proto_rawDesc = "" +
@@ -909,7 +1405,34 @@ const file_host_v1_host_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"B\n" +
 	"\x10EmitAuditRequest\x12.\n" +
 	"\x05event\x18\x01 \x01(\v2\x18.avon.host.v1.AuditEventR\x05event\"\x13\n" +
-	"\x11EmitAuditResponse2\xa5\x04\n" +
+	"\x11EmitAuditResponse\"m\n" +
+	"\x0fCachePutRequest\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\fR\x05value\x12\x15\n" +
+	"\x06ttl_ms\x18\x03 \x01(\x03R\x05ttlMs\x12\x1b\n" +
+	"\tif_absent\x18\x04 \x01(\bR\bifAbsent\"*\n" +
+	"\x10CachePutResponse\x12\x16\n" +
+	"\x06stored\x18\x01 \x01(\bR\x06stored\"#\n" +
+	"\x0fCacheGetRequest\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\"H\n" +
+	"\x10CacheGetResponse\x12\x14\n" +
+	"\x05value\x18\x01 \x01(\fR\x05value\x12\x1e\n" +
+	"\vttl_left_ms\x18\x02 \x01(\x03R\tttlLeftMs\"&\n" +
+	"\x12CacheDeleteRequest\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\"\x15\n" +
+	"\x13CacheDeleteResponse\"'\n" +
+	"\x13CacheConsumeRequest\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\",\n" +
+	"\x14CacheConsumeResponse\x12\x14\n" +
+	"\x05value\x18\x01 \x01(\fR\x05value\"X\n" +
+	"\x11CacheCountRequest\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05limit\x18\x02 \x01(\rR\x05limit\x12\x1b\n" +
+	"\twindow_ms\x18\x03 \x01(\x03R\bwindowMs\"r\n" +
+	"\x12CacheCountResponse\x12\x18\n" +
+	"\aallowed\x18\x01 \x01(\bR\aallowed\x12\x1c\n" +
+	"\tremaining\x18\x02 \x01(\rR\tremaining\x12$\n" +
+	"\x0eretry_after_ms\x18\x03 \x01(\x03R\fretryAfterMs2\xb7\a\n" +
 	"\x04Host\x12C\n" +
 	"\x06Random\x12\x1b.avon.host.v1.RandomRequest\x1a\x1c.avon.host.v1.RandomResponse\x12:\n" +
 	"\x03Now\x12\x18.avon.host.v1.NowRequest\x1a\x19.avon.host.v1.NowResponse\x12O\n" +
@@ -919,7 +1442,13 @@ const file_host_v1_host_proto_rawDesc = "" +
 	"StoragePut\x12\x1f.avon.host.v1.StoragePutRequest\x1a .avon.host.v1.StoragePutResponse\x12X\n" +
 	"\rStorageDelete\x12\".avon.host.v1.StorageDeleteRequest\x1a#.avon.host.v1.StorageDeleteResponse\x12R\n" +
 	"\vStorageList\x12 .avon.host.v1.StorageListRequest\x1a!.avon.host.v1.StorageListResponse\x12L\n" +
-	"\tEmitAudit\x12\x1e.avon.host.v1.EmitAuditRequest\x1a\x1f.avon.host.v1.EmitAuditResponseB1Z/github.com/avonzt/avon/sdk/proto/host/v1;hostv1b\x06proto3"
+	"\tEmitAudit\x12\x1e.avon.host.v1.EmitAuditRequest\x1a\x1f.avon.host.v1.EmitAuditResponse\x12I\n" +
+	"\bCachePut\x12\x1d.avon.host.v1.CachePutRequest\x1a\x1e.avon.host.v1.CachePutResponse\x12I\n" +
+	"\bCacheGet\x12\x1d.avon.host.v1.CacheGetRequest\x1a\x1e.avon.host.v1.CacheGetResponse\x12R\n" +
+	"\vCacheDelete\x12 .avon.host.v1.CacheDeleteRequest\x1a!.avon.host.v1.CacheDeleteResponse\x12U\n" +
+	"\fCacheConsume\x12!.avon.host.v1.CacheConsumeRequest\x1a\".avon.host.v1.CacheConsumeResponse\x12O\n" +
+	"\n" +
+	"CacheCount\x12\x1f.avon.host.v1.CacheCountRequest\x1a .avon.host.v1.CacheCountResponseB1Z/github.com/avonzt/avon/sdk/proto/host/v1;hostv1b\x06proto3"
 
 var (
 	file_host_v1_host_proto_rawDescOnce sync.Once
@@ -933,7 +1462,7 @@ func file_host_v1_host_proto_rawDescGZIP() []byte {
 	return file_host_v1_host_proto_rawDescData
 }
 
-var file_host_v1_host_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_host_v1_host_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
 var file_host_v1_host_proto_goTypes = []any{
 	(*RandomRequest)(nil),         // 0: avon.host.v1.RandomRequest
 	(*RandomResponse)(nil),        // 1: avon.host.v1.RandomResponse
@@ -951,14 +1480,24 @@ var file_host_v1_host_proto_goTypes = []any{
 	(*AuditEvent)(nil),            // 13: avon.host.v1.AuditEvent
 	(*EmitAuditRequest)(nil),      // 14: avon.host.v1.EmitAuditRequest
 	(*EmitAuditResponse)(nil),     // 15: avon.host.v1.EmitAuditResponse
-	nil,                           // 16: avon.host.v1.AuditEvent.FieldsEntry
-	(*timestamppb.Timestamp)(nil), // 17: google.protobuf.Timestamp
+	(*CachePutRequest)(nil),       // 16: avon.host.v1.CachePutRequest
+	(*CachePutResponse)(nil),      // 17: avon.host.v1.CachePutResponse
+	(*CacheGetRequest)(nil),       // 18: avon.host.v1.CacheGetRequest
+	(*CacheGetResponse)(nil),      // 19: avon.host.v1.CacheGetResponse
+	(*CacheDeleteRequest)(nil),    // 20: avon.host.v1.CacheDeleteRequest
+	(*CacheDeleteResponse)(nil),   // 21: avon.host.v1.CacheDeleteResponse
+	(*CacheConsumeRequest)(nil),   // 22: avon.host.v1.CacheConsumeRequest
+	(*CacheConsumeResponse)(nil),  // 23: avon.host.v1.CacheConsumeResponse
+	(*CacheCountRequest)(nil),     // 24: avon.host.v1.CacheCountRequest
+	(*CacheCountResponse)(nil),    // 25: avon.host.v1.CacheCountResponse
+	nil,                           // 26: avon.host.v1.AuditEvent.FieldsEntry
+	(*timestamppb.Timestamp)(nil), // 27: google.protobuf.Timestamp
 }
 var file_host_v1_host_proto_depIdxs = []int32{
-	17, // 0: avon.host.v1.NowResponse.time:type_name -> google.protobuf.Timestamp
+	27, // 0: avon.host.v1.NowResponse.time:type_name -> google.protobuf.Timestamp
 	4,  // 1: avon.host.v1.StorageGetResponse.entry:type_name -> avon.host.v1.Entry
 	4,  // 2: avon.host.v1.StorageListResponse.entries:type_name -> avon.host.v1.Entry
-	16, // 3: avon.host.v1.AuditEvent.fields:type_name -> avon.host.v1.AuditEvent.FieldsEntry
+	26, // 3: avon.host.v1.AuditEvent.fields:type_name -> avon.host.v1.AuditEvent.FieldsEntry
 	13, // 4: avon.host.v1.EmitAuditRequest.event:type_name -> avon.host.v1.AuditEvent
 	0,  // 5: avon.host.v1.Host.Random:input_type -> avon.host.v1.RandomRequest
 	2,  // 6: avon.host.v1.Host.Now:input_type -> avon.host.v1.NowRequest
@@ -967,15 +1506,25 @@ var file_host_v1_host_proto_depIdxs = []int32{
 	9,  // 9: avon.host.v1.Host.StorageDelete:input_type -> avon.host.v1.StorageDeleteRequest
 	11, // 10: avon.host.v1.Host.StorageList:input_type -> avon.host.v1.StorageListRequest
 	14, // 11: avon.host.v1.Host.EmitAudit:input_type -> avon.host.v1.EmitAuditRequest
-	1,  // 12: avon.host.v1.Host.Random:output_type -> avon.host.v1.RandomResponse
-	3,  // 13: avon.host.v1.Host.Now:output_type -> avon.host.v1.NowResponse
-	6,  // 14: avon.host.v1.Host.StorageGet:output_type -> avon.host.v1.StorageGetResponse
-	8,  // 15: avon.host.v1.Host.StoragePut:output_type -> avon.host.v1.StoragePutResponse
-	10, // 16: avon.host.v1.Host.StorageDelete:output_type -> avon.host.v1.StorageDeleteResponse
-	12, // 17: avon.host.v1.Host.StorageList:output_type -> avon.host.v1.StorageListResponse
-	15, // 18: avon.host.v1.Host.EmitAudit:output_type -> avon.host.v1.EmitAuditResponse
-	12, // [12:19] is the sub-list for method output_type
-	5,  // [5:12] is the sub-list for method input_type
+	16, // 12: avon.host.v1.Host.CachePut:input_type -> avon.host.v1.CachePutRequest
+	18, // 13: avon.host.v1.Host.CacheGet:input_type -> avon.host.v1.CacheGetRequest
+	20, // 14: avon.host.v1.Host.CacheDelete:input_type -> avon.host.v1.CacheDeleteRequest
+	22, // 15: avon.host.v1.Host.CacheConsume:input_type -> avon.host.v1.CacheConsumeRequest
+	24, // 16: avon.host.v1.Host.CacheCount:input_type -> avon.host.v1.CacheCountRequest
+	1,  // 17: avon.host.v1.Host.Random:output_type -> avon.host.v1.RandomResponse
+	3,  // 18: avon.host.v1.Host.Now:output_type -> avon.host.v1.NowResponse
+	6,  // 19: avon.host.v1.Host.StorageGet:output_type -> avon.host.v1.StorageGetResponse
+	8,  // 20: avon.host.v1.Host.StoragePut:output_type -> avon.host.v1.StoragePutResponse
+	10, // 21: avon.host.v1.Host.StorageDelete:output_type -> avon.host.v1.StorageDeleteResponse
+	12, // 22: avon.host.v1.Host.StorageList:output_type -> avon.host.v1.StorageListResponse
+	15, // 23: avon.host.v1.Host.EmitAudit:output_type -> avon.host.v1.EmitAuditResponse
+	17, // 24: avon.host.v1.Host.CachePut:output_type -> avon.host.v1.CachePutResponse
+	19, // 25: avon.host.v1.Host.CacheGet:output_type -> avon.host.v1.CacheGetResponse
+	21, // 26: avon.host.v1.Host.CacheDelete:output_type -> avon.host.v1.CacheDeleteResponse
+	23, // 27: avon.host.v1.Host.CacheConsume:output_type -> avon.host.v1.CacheConsumeResponse
+	25, // 28: avon.host.v1.Host.CacheCount:output_type -> avon.host.v1.CacheCountResponse
+	17, // [17:29] is the sub-list for method output_type
+	5,  // [5:17] is the sub-list for method input_type
 	5,  // [5:5] is the sub-list for extension type_name
 	5,  // [5:5] is the sub-list for extension extendee
 	0,  // [0:5] is the sub-list for field type_name
@@ -992,7 +1541,7 @@ func file_host_v1_host_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_host_v1_host_proto_rawDesc), len(file_host_v1_host_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   17,
+			NumMessages:   27,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

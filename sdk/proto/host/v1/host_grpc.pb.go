@@ -30,6 +30,11 @@ const (
 	Host_StorageDelete_FullMethodName = "/avon.host.v1.Host/StorageDelete"
 	Host_StorageList_FullMethodName   = "/avon.host.v1.Host/StorageList"
 	Host_EmitAudit_FullMethodName     = "/avon.host.v1.Host/EmitAudit"
+	Host_CachePut_FullMethodName      = "/avon.host.v1.Host/CachePut"
+	Host_CacheGet_FullMethodName      = "/avon.host.v1.Host/CacheGet"
+	Host_CacheDelete_FullMethodName   = "/avon.host.v1.Host/CacheDelete"
+	Host_CacheConsume_FullMethodName  = "/avon.host.v1.Host/CacheConsume"
+	Host_CacheCount_FullMethodName    = "/avon.host.v1.Host/CacheCount"
 )
 
 // HostClient is the client API for Host service.
@@ -43,6 +48,14 @@ type HostClient interface {
 	StorageDelete(ctx context.Context, in *StorageDeleteRequest, opts ...grpc.CallOption) (*StorageDeleteResponse, error)
 	StorageList(ctx context.Context, in *StorageListRequest, opts ...grpc.CallOption) (*StorageListResponse, error)
 	EmitAudit(ctx context.Context, in *EmitAuditRequest, opts ...grpc.CallOption) (*EmitAuditResponse, error)
+	// Minor 2: the ephemeral cache (nonces, one-time values, rate limits),
+	// shared by every core replica. Keys are relative to the plugin's own
+	// namespace.
+	CachePut(ctx context.Context, in *CachePutRequest, opts ...grpc.CallOption) (*CachePutResponse, error)
+	CacheGet(ctx context.Context, in *CacheGetRequest, opts ...grpc.CallOption) (*CacheGetResponse, error)
+	CacheDelete(ctx context.Context, in *CacheDeleteRequest, opts ...grpc.CallOption) (*CacheDeleteResponse, error)
+	CacheConsume(ctx context.Context, in *CacheConsumeRequest, opts ...grpc.CallOption) (*CacheConsumeResponse, error)
+	CacheCount(ctx context.Context, in *CacheCountRequest, opts ...grpc.CallOption) (*CacheCountResponse, error)
 }
 
 type hostClient struct {
@@ -123,6 +136,56 @@ func (c *hostClient) EmitAudit(ctx context.Context, in *EmitAuditRequest, opts .
 	return out, nil
 }
 
+func (c *hostClient) CachePut(ctx context.Context, in *CachePutRequest, opts ...grpc.CallOption) (*CachePutResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CachePutResponse)
+	err := c.cc.Invoke(ctx, Host_CachePut_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *hostClient) CacheGet(ctx context.Context, in *CacheGetRequest, opts ...grpc.CallOption) (*CacheGetResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CacheGetResponse)
+	err := c.cc.Invoke(ctx, Host_CacheGet_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *hostClient) CacheDelete(ctx context.Context, in *CacheDeleteRequest, opts ...grpc.CallOption) (*CacheDeleteResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CacheDeleteResponse)
+	err := c.cc.Invoke(ctx, Host_CacheDelete_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *hostClient) CacheConsume(ctx context.Context, in *CacheConsumeRequest, opts ...grpc.CallOption) (*CacheConsumeResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CacheConsumeResponse)
+	err := c.cc.Invoke(ctx, Host_CacheConsume_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *hostClient) CacheCount(ctx context.Context, in *CacheCountRequest, opts ...grpc.CallOption) (*CacheCountResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CacheCountResponse)
+	err := c.cc.Invoke(ctx, Host_CacheCount_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // HostServer is the server API for Host service.
 // All implementations must embed UnimplementedHostServer
 // for forward compatibility.
@@ -134,6 +197,14 @@ type HostServer interface {
 	StorageDelete(context.Context, *StorageDeleteRequest) (*StorageDeleteResponse, error)
 	StorageList(context.Context, *StorageListRequest) (*StorageListResponse, error)
 	EmitAudit(context.Context, *EmitAuditRequest) (*EmitAuditResponse, error)
+	// Minor 2: the ephemeral cache (nonces, one-time values, rate limits),
+	// shared by every core replica. Keys are relative to the plugin's own
+	// namespace.
+	CachePut(context.Context, *CachePutRequest) (*CachePutResponse, error)
+	CacheGet(context.Context, *CacheGetRequest) (*CacheGetResponse, error)
+	CacheDelete(context.Context, *CacheDeleteRequest) (*CacheDeleteResponse, error)
+	CacheConsume(context.Context, *CacheConsumeRequest) (*CacheConsumeResponse, error)
+	CacheCount(context.Context, *CacheCountRequest) (*CacheCountResponse, error)
 	mustEmbedUnimplementedHostServer()
 }
 
@@ -164,6 +235,21 @@ func (UnimplementedHostServer) StorageList(context.Context, *StorageListRequest)
 }
 func (UnimplementedHostServer) EmitAudit(context.Context, *EmitAuditRequest) (*EmitAuditResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method EmitAudit not implemented")
+}
+func (UnimplementedHostServer) CachePut(context.Context, *CachePutRequest) (*CachePutResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CachePut not implemented")
+}
+func (UnimplementedHostServer) CacheGet(context.Context, *CacheGetRequest) (*CacheGetResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CacheGet not implemented")
+}
+func (UnimplementedHostServer) CacheDelete(context.Context, *CacheDeleteRequest) (*CacheDeleteResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CacheDelete not implemented")
+}
+func (UnimplementedHostServer) CacheConsume(context.Context, *CacheConsumeRequest) (*CacheConsumeResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CacheConsume not implemented")
+}
+func (UnimplementedHostServer) CacheCount(context.Context, *CacheCountRequest) (*CacheCountResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CacheCount not implemented")
 }
 func (UnimplementedHostServer) mustEmbedUnimplementedHostServer() {}
 func (UnimplementedHostServer) testEmbeddedByValue()              {}
@@ -312,6 +398,96 @@ func _Host_EmitAudit_Handler(srv interface{}, ctx context.Context, dec func(inte
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Host_CachePut_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CachePutRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(HostServer).CachePut(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Host_CachePut_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(HostServer).CachePut(ctx, req.(*CachePutRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Host_CacheGet_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CacheGetRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(HostServer).CacheGet(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Host_CacheGet_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(HostServer).CacheGet(ctx, req.(*CacheGetRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Host_CacheDelete_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CacheDeleteRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(HostServer).CacheDelete(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Host_CacheDelete_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(HostServer).CacheDelete(ctx, req.(*CacheDeleteRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Host_CacheConsume_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CacheConsumeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(HostServer).CacheConsume(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Host_CacheConsume_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(HostServer).CacheConsume(ctx, req.(*CacheConsumeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Host_CacheCount_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CacheCountRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(HostServer).CacheCount(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Host_CacheCount_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(HostServer).CacheCount(ctx, req.(*CacheCountRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Host_ServiceDesc is the grpc.ServiceDesc for Host service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -346,6 +522,26 @@ var Host_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "EmitAudit",
 			Handler:    _Host_EmitAudit_Handler,
+		},
+		{
+			MethodName: "CachePut",
+			Handler:    _Host_CachePut_Handler,
+		},
+		{
+			MethodName: "CacheGet",
+			Handler:    _Host_CacheGet_Handler,
+		},
+		{
+			MethodName: "CacheDelete",
+			Handler:    _Host_CacheDelete_Handler,
+		},
+		{
+			MethodName: "CacheConsume",
+			Handler:    _Host_CacheConsume_Handler,
+		},
+		{
+			MethodName: "CacheCount",
+			Handler:    _Host_CacheCount_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -1,0 +1,274 @@
+package server
+
+import (
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"net"
+	"net/http"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/go-acme/lego/v4/certcrypto"
+	"github.com/go-acme/lego/v4/certificate"
+	"github.com/go-acme/lego/v4/challenge/dns01"
+	"github.com/go-acme/lego/v4/challenge/http01"
+	"github.com/go-acme/lego/v4/challenge/tlsalpn01"
+	"github.com/go-acme/lego/v4/lego"
+	"github.com/go-acme/lego/v4/providers/dns/rfc2136"
+	"github.com/go-acme/lego/v4/registration"
+
+	"github.com/avonzt/avon/plugins/acme/acmetest"
+	sdkca "github.com/avonzt/avon/sdk/ca"
+	"github.com/avonzt/avon/sdk/plugintest"
+)
+
+// legoUser is the account lego registers.
+type legoUser struct {
+	key crypto.PrivateKey
+	reg *registration.Resource
+}
+
+func (u *legoUser) GetEmail() string                        { return "ops@avon.test" }
+func (u *legoUser) GetRegistration() *registration.Resource { return u.reg }
+func (u *legoUser) GetPrivateKey() crypto.PrivateKey        { return u.key }
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// acmeConfig is a core with kms-soft, ca-dilithium (with its classical
+// issuer) and the acme plugin validating against dnsAddr and httpPort.
+func acmeConfig(t testing.TB, dnsAddr string, httpPort, alpnPort int) string {
+	ca := plugintest.Build(t, "github.com/avonzt/avon/plugins/ca-dilithium")
+	acme := plugintest.Build(t, "github.com/avonzt/avon/plugins/acme")
+	return `
+data_dir = "data"
+api {
+  listen = "127.0.0.1:0"
+}
+` + kmsSoftBlock(t) + fmt.Sprintf(`
+plugin "ca" "dilithium" {
+  command = %q
+  sha256  = %q
+  uses    = { kms = "soft" }
+  config {
+    classical_issuer = true
+  }
+}
+plugin "acme" "acme" {
+  command = %q
+  sha256  = %q
+  uses    = { ca = "dilithium" }
+  config {
+    resolver       = %q
+    http01_port    = %d
+    tlsalpn01_port = %d
+  }
+}
+`, ca.Path, ca.SHA256, acme.Path, acme.SHA256, dnsAddr, httpPort, alpnPort)
+}
+
+// apiClient trusts the core's self-signed API certificate, fetched once
+// (the way an operator pins it).
+func apiClient(t *testing.T, addr string) *http.Client {
+	t.Helper()
+	conn, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true}) // only to read the certificate to pin
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(conn.ConnectionState().PeerCertificates[0])
+	_ = conn.Close()
+	return &http.Client{Timeout: 60 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+}
+
+func newLego(t *testing.T, s *Server) *lego.Client {
+	t.Helper()
+	c, u := newLegoUnregistered(t, s)
+	reg, err := c.Registration.Register(registration.RegisterOptions{TermsOfServiceAgreed: true})
+	if err != nil {
+		t.Fatalf("lego register: %v", err)
+	}
+	u.reg = reg
+	return c
+}
+
+func newLegoUnregistered(t *testing.T, s *Server) (*lego.Client, *legoUser) {
+	t.Helper()
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	u := &legoUser{key: key}
+	cfg := lego.NewConfig(u)
+	cfg.CADirURL = "https://" + s.APIAddr() + "/acme/directory"
+	cfg.HTTPClient = apiClient(t, s.APIAddr())
+	cfg.Certificate.KeyType = certcrypto.EC256
+	c, err := lego.NewClient(cfg)
+	if err != nil {
+		t.Fatalf("lego client: %v", err)
+	}
+	return c, u
+}
+
+// adminEAB makes an EAB key through the admin socket, as avon acme eab
+// create does.
+func adminEAB(t *testing.T, s *Server) (kid, hmacKey string) {
+	t.Helper()
+	sock := filepath.Join(s.Config().DataDir, AdminSocket)
+	c := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", sock)
+	}}}
+	resp, err := c.Post("http://avon-admin/v1/acme/eab", "application/json", strings.NewReader(`{"note":"lego test"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var out struct {
+		KID     string `json:"kid"`
+		HMACKey string `json:"hmac_key"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil || resp.StatusCode != http.StatusOK || out.KID == "" || out.HMACKey == "" {
+		t.Fatalf("admin eab: %d %+v %v", resp.StatusCode, out, err)
+	}
+	return out.KID, out.HMACKey
+}
+
+// verifyChain checks lego's bundle against the CA's classical root.
+func verifyChain(t *testing.T, s *Server, res *certificate.Resource, name string) *x509.Certificate {
+	t.Helper()
+	var certs []*x509.Certificate
+	for rest := res.Certificate; ; {
+		var b *pem.Block
+		if b, rest = pem.Decode(rest); b == nil {
+			break
+		}
+		c, err := x509.ParseCertificate(b.Bytes)
+		if err != nil {
+			t.Fatal(err)
+		}
+		certs = append(certs, c)
+	}
+	if len(certs) < 2 {
+		t.Fatalf("bundle of %d certificates", len(certs))
+	}
+	inst, _ := s.Plugins().Get("ca", "dilithium")
+	is, err := inst.CA().ListIssuers(context.Background(), &sdkca.ListIssuersRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots, inters := x509.NewCertPool(), x509.NewCertPool()
+	for _, i := range is.Issuers {
+		if c, err := x509.ParseCertificate(i.Certificate); err == nil && c.CheckSignatureFrom(c) == nil {
+			roots.AddCert(c)
+		}
+	}
+	for _, c := range certs[1:] {
+		inters.AddCert(c)
+	}
+	if _, err := certs[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: inters, DNSName: name}); err != nil {
+		t.Fatalf("lego's certificate does not verify against the CA's classical root: %v", err)
+	}
+	return certs[0]
+}
+
+// TestACMEWithLego: lego, a client no one here wrote, obtains certificates
+// from the core over HTTPS with http-01 and tls-alpn-01 (lego's own
+// challenge servers) and dns-01 (lego's RFC 2136 provider updating a DNS
+// server on loopback that the acme plugin resolves through); every chain
+// verifies; lego revokes one and registers with an EAB key made through the
+// admin socket.
+func TestACMEWithLego(t *testing.T) {
+	dnsSrv := acmetest.StartDNS(t)
+	httpPort, alpnPort := freePort(t), freePort(t)
+	s, _ := startServer(t, writeConfig(t, t.TempDir(), acmeConfig(t, dnsSrv.Addr, httpPort, alpnPort)))
+
+	t.Run("http-01", func(t *testing.T) {
+		c := newLego(t, s)
+		if err := c.Challenge.SetHTTP01Provider(http01.NewProviderServer("127.0.0.1", strconv.Itoa(httpPort))); err != nil {
+			t.Fatal(err)
+		}
+		res, err := c.Certificate.Obtain(certificate.ObtainRequest{Domains: []string{"app.avon.test", "www.app.avon.test"}, Bundle: true})
+		if err != nil {
+			t.Fatalf("lego obtain (http-01): %v", err)
+		}
+		leaf := verifyChain(t, s, res, "www.app.avon.test")
+		if _, ok := leaf.PublicKey.(*ecdsa.PublicKey); !ok {
+			t.Fatalf("leaf key %T", leaf.PublicKey)
+		}
+		if err := c.Certificate.Revoke(res.Certificate); err != nil {
+			t.Fatalf("lego revoke: %v", err)
+		}
+		inst, _ := s.Plugins().Get("ca", "dilithium")
+		st, err := inst.CA().GetCertificate(context.Background(), &sdkca.GetCertificateRequest{Serial: leaf.SerialNumber.Text(16)})
+		if err != nil || st.Status != sdkca.StatusRevoked {
+			t.Fatalf("status after lego's revocation: %+v %v", st, err)
+		}
+	})
+	t.Run("tls-alpn-01", func(t *testing.T) {
+		c := newLego(t, s)
+		if err := c.Challenge.SetTLSALPN01Provider(tlsalpn01.NewProviderServer("127.0.0.1", strconv.Itoa(alpnPort))); err != nil {
+			t.Fatal(err)
+		}
+		res, err := c.Certificate.Obtain(certificate.ObtainRequest{Domains: []string{"alpn.avon.test"}, Bundle: true})
+		if err != nil {
+			t.Fatalf("lego obtain (tls-alpn-01): %v", err)
+		}
+		verifyChain(t, s, res, "alpn.avon.test")
+	})
+	t.Run("external account binding", func(t *testing.T) {
+		kid, hmacKey := adminEAB(t, s)
+		bad, _ := newLegoUnregistered(t, s)
+		if _, err := bad.Registration.RegisterWithExternalAccountBinding(registration.RegisterEABOptions{TermsOfServiceAgreed: true,
+			Kid: kid, HmacEncoded: base64.RawURLEncoding.EncodeToString([]byte("not the key the core made; 32 B+"))}); err == nil ||
+			!strings.Contains(err.Error(), "unauthorized") {
+			t.Fatalf("registration with a wrong EAB MAC key: %v", err)
+		}
+		c, u := newLegoUnregistered(t, s)
+		reg, err := c.Registration.RegisterWithExternalAccountBinding(registration.RegisterEABOptions{TermsOfServiceAgreed: true, Kid: kid, HmacEncoded: hmacKey})
+		if err != nil {
+			t.Fatalf("lego register with EAB: %v", err)
+		}
+		u.reg = reg
+		// The key binds that one account.
+		again, _ := newLegoUnregistered(t, s)
+		if _, err := again.Registration.RegisterWithExternalAccountBinding(registration.RegisterEABOptions{TermsOfServiceAgreed: true,
+			Kid: kid, HmacEncoded: hmacKey}); err == nil {
+			t.Fatal("an EAB key bound a second account")
+		}
+	})
+	t.Run("dns-01", func(t *testing.T) {
+		c := newLego(t, s)
+		cfg := rfc2136.NewDefaultConfig()
+		cfg.Nameserver = dnsSrv.Addr
+		cfg.PropagationTimeout, cfg.PollingInterval = 10*time.Second, 100*time.Millisecond
+		p, err := rfc2136.NewDNSProviderConfig(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Challenge.SetDNS01Provider(p, dns01.AddRecursiveNameservers([]string{dnsSrv.Addr}),
+			dns01.DisableAuthoritativeNssPropagationRequirement()); err != nil {
+			t.Fatal(err)
+		}
+		res, err := c.Certificate.Obtain(certificate.ObtainRequest{Domains: []string{"*.svc.avon.test", "svc.avon.test"}, Bundle: true})
+		if err != nil {
+			t.Fatalf("lego obtain (dns-01): %v", err)
+		}
+		verifyChain(t, s, res, "db.svc.avon.test")
+	})
+}

@@ -1,0 +1,97 @@
+package server
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/avonzt/avon/core/events"
+	"github.com/avonzt/avon/core/gateway"
+)
+
+// The gateway's per-flow policy (gateway { policy { } }): the engine is
+// the policy plugin the block names, reached through the plugin host (a
+// restarted plugin is the same client); every policy.changed event, and
+// every gap in the subscription (a change may have been missed),
+// re-evaluates the open flows; the enforcement counters are exported as
+// avon_gateway_flow_*.
+
+// gatewayPolicy returns the gateway's PolicyConfig. With mode "off" (or no
+// block) it is the zero value: enforcement off.
+func (s *Server) gatewayPolicy() (gateway.PolicyConfig, error) {
+	gp := s.cfg.Gateway.Policy
+	if gp.Mode != string(gateway.PolicyEnforce) {
+		return gateway.PolicyConfig{}, nil
+	}
+	inst, ok := s.plugins.Get("policy", gp.Plugin)
+	if !ok {
+		return gateway.PolicyConfig{}, fmt.Errorf("gateway: policy plugin %q is not running", gp.Plugin)
+	}
+	return gateway.PolicyConfig{Mode: gateway.PolicyEnforce, Engine: inst.Policy(), PolicySetID: gp.PolicySet}, nil
+}
+
+// policyChanger is what watchPolicy drives: the gateway.
+type policyChanger interface{ PolicyChanged() int }
+
+// watchPolicy re-evaluates the open flows on every policy.changed event
+// and subscription gap, until the returned stop is called.
+func watchPolicy(ctx context.Context, bus *events.Bus, g policyChanger, log hclog.Logger) (func(), error) {
+	sub, err := bus.Subscribe(ctx, events.PolicyChanged)
+	if err != nil {
+		return nil, err
+	}
+	done := make(chan struct{})
+	ctx, cancel := context.WithCancel(ctx)
+	go func() {
+		defer close(done)
+		defer sub.Close()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-sub.Gaps():
+				n := g.PolicyChanged()
+				log.Info("open flows re-evaluated", "cause", "event gap", "flows", n)
+			case e, ok := <-sub.C():
+				if !ok {
+					return
+				}
+				n := g.PolicyChanged()
+				log.Info("open flows re-evaluated", "cause", "policy.changed", "policy_set", e.Subject, "flows", n)
+			}
+		}
+	}()
+	return func() { cancel(); <-done }, nil
+}
+
+// flowCollectors exports the enforcement counters (none when off).
+func flowCollectors(g *gateway.Gateway) []prometheus.Collector {
+	st := g.FlowStats()
+	if st == nil {
+		return nil
+	}
+	counter := func(name, help string, f func() uint64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "avon_gateway_flow_" + name, Help: help},
+			func() float64 { return float64(f()) })
+	}
+	return []prometheus.Collector{
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "avon_gateway_flows", Help: "Tracked flows of every session."},
+			func() float64 { return float64(st.Flows.Load()) }),
+		counter("created_total", "Flows created.", st.FlowsCreated.Load),
+		counter("forwarded_total", "Packets of allowed flows forwarded.", st.Forwarded.Load),
+		counter("held_total", "Packets held while their flow was decided.", st.Held.Load),
+		counter("dropped_denied_total", "Packets of denied flows dropped.", st.DropDenied.Load),
+		counter("dropped_unsolicited_total", "Packets to an agent on no flow it opened, dropped.", st.DropUnsolicited.Load),
+		counter("dropped_table_full_total", "New flows dropped because a flow table was full.", st.DropTableFull.Load),
+		counter("cache_hits_total", "Decisions answered by the cache.", st.CacheHits.Load),
+		counter("cache_misses_total", "Decisions the cache did not have.", st.CacheMisses.Load),
+		counter("engine_calls_total", "Evaluate calls to the policy plugin.", st.EngineCalls.Load),
+		counter("engine_errors_total", "Failed Evaluate calls.", st.EngineErrors.Load),
+		counter("fail_closed_total", "Flows denied because the policy plugin could not decide.", st.FailClosed.Load),
+		counter("denied_total", "Flows denied.", st.Denied.Load),
+		counter("report_only_total", "Flows allowed in report-only mode that policy would deny.", st.ReportOnly.Load),
+		counter("cut_total", "Open flows cut by a re-evaluation.", st.Cut.Load),
+	}
+}

@@ -1,0 +1,323 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"crypto/x509"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"math/big"
+	"net/http"
+	"slices"
+	"sort"
+	"strings"
+
+	"github.com/avonzt/avon/internal/pqx509"
+	"github.com/avonzt/avon/plugins/acme/jose"
+	"github.com/avonzt/avon/sdk/ca"
+	"github.com/avonzt/avon/sdk/host"
+)
+
+// csrNames returns the DNS names a CSR asks for: its SANs and a common
+// name, lowercased, sorted, without duplicates.
+func csrNames(c *pqx509.CSR) []string {
+	set := map[string]bool{}
+	for _, n := range c.DNSNames {
+		set[strings.ToLower(n)] = true
+	}
+	if c.Subject.CommonName != "" {
+		set[strings.ToLower(c.Subject.CommonName)] = true
+	}
+	out := make([]string, 0, len(set))
+	for n := range set {
+		out = append(out, n)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// checkCSR applies RFC 8555 7.4's checks: a signature that verifies,
+// exactly the order's names (no other SAN kinds), a key of an accepted
+// type that is not the account's key.
+func (s *Server) checkCSR(der []byte, o *Order, acctKey *jose.JWK) (*pqx509.CSR, *Problem) {
+	c, err := pqx509.ParseCSR(der)
+	if err != nil {
+		return nil, prob(ProbBadCSR, "CSR does not parse: %v", err)
+	}
+	if err := c.CheckSignature(pqx509.DefaultVerifier); err != nil {
+		return nil, prob(ProbBadCSR, "CSR signature does not verify: %v", err)
+	}
+	if err := c.Validate(pqx509.DefaultVerifier); err != nil {
+		return nil, prob(ProbBadCSR, "CSR: %v", err)
+	}
+	if !slices.Contains(s.cfg.KeyTypes, c.PublicKey.Algorithm) {
+		return nil, prob(ProbBadCSR, "CSR key type %s is not accepted (accepted: %s)", c.PublicKey.Algorithm, strings.Join(s.cfg.KeyTypes, ", "))
+	}
+	if len(c.IPAddresses)+len(c.URIs)+len(c.EmailAddresses) > 0 {
+		return nil, prob(ProbBadCSR, "CSR asks for IP, URI or email names; only the order's DNS names may be requested")
+	}
+	if k, err := jose.NewJWK(publicKeyOf(c)); err == nil && k.Equal(acctKey) {
+		return nil, prob(ProbBadCSR, "CSR key is the account key; use another key for the certificate")
+	}
+	want := make([]string, 0, len(o.Identifiers))
+	for _, id := range o.Identifiers {
+		want = append(want, id.Value)
+	}
+	sort.Strings(want)
+	if got := csrNames(c); !slices.Equal(got, want) {
+		return nil, prob(ProbBadCSR, "CSR names %v are not the order's identifiers %v", got, want)
+	}
+	return c, nil
+}
+
+// publicKeyOf returns a crypto public key for a classical CSR key (nil
+// for others: they cannot be an account key).
+func publicKeyOf(c *pqx509.CSR) any { return classical(c.PublicKey) }
+
+// classical converts a classical key to its crypto type through its
+// SubjectPublicKeyInfo; nil for a key the standard library does not know
+// (ML-DSA).
+func classical(k pqx509.PublicKey) any {
+	spki, err := pqx509.MarshalSPKI(k)
+	if err != nil {
+		return nil
+	}
+	pub, err := x509.ParsePKIXPublicKey(spki)
+	if err != nil {
+		return nil
+	}
+	return pub
+}
+
+type finalizePayload struct {
+	CSR string `json:"csr"`
+}
+
+// finalize is RFC 8555 7.4: the order goes ready -> processing by a
+// conditional put, so of concurrent finalizations exactly one issues.
+func (s *Server) finalize(ctx context.Context, r *request, id string) (*response, *Problem) {
+	v, p := s.verifyPOST(ctx, r, byKID)
+	if p != nil {
+		return nil, p
+	}
+	var in finalizePayload
+	if p := decodePayload(v.payload, &in); p != nil {
+		return nil, p
+	}
+	o, ver, p := s.loadOrder(ctx, r, v.account, id)
+	if p != nil {
+		return nil, p
+	}
+	if o.Status != StatusReady {
+		return nil, prob(ProbOrderNotReady, "order is %s, not ready", o.Status)
+	}
+	der, err := base64.RawURLEncoding.Strict().DecodeString(in.CSR)
+	if err != nil || len(der) == 0 {
+		return nil, prob(ProbMalformed, "csr is not unpadded base64url DER")
+	}
+	csr, p := s.checkCSR(der, o, v.key)
+	if p != nil {
+		return nil, p
+	}
+	o.Status = StatusProcessing
+	if ver, err = putJSON(ctx, s.deps.Storage, pfxOrder+o.ID, o, true, ver); err != nil {
+		if isConflict(err) {
+			return nil, prob(ProbOrderNotReady, "order is being finalized by another request")
+		}
+		return nil, internal("update order", err)
+	}
+	issuer := s.cfg.ClassicalIssuer
+	if strings.HasPrefix(csr.PublicKey.Algorithm, "ML-DSA") {
+		issuer = s.cfg.PQIssuer
+	}
+	profile, lifetime := s.cfg.CAProfile, s.cfg.Profiles[o.Profile].Lifetime
+	if pr, ok := s.cfg.Profiles[o.Profile]; ok && pr.CAProfile != "" {
+		profile = pr.CAProfile
+	}
+	var names []string
+	for _, id := range o.Identifiers {
+		names = append(names, id.Value)
+	}
+	res, err := s.deps.CA.Issue(ctx, &ca.IssueRequest{CSR: der, Profile: profile, Issuer: issuer, DNSNames: names, Lifetime: lifetime})
+	if err != nil {
+		var prb *Problem
+		if errors.Is(err, ca.ErrBadCSR) || errors.Is(err, ca.ErrPolicyViolation) {
+			prb = prob(ProbBadCSR, "the CA refused the CSR: %v", err)
+			o.Status, o.Error = StatusInvalid, prb.stored()
+		} else {
+			prb = internal("issue", err)
+			o.Status = StatusReady // the client may try again
+		}
+		if _, perr := putJSON(ctx, s.deps.Storage, pfxOrder+o.ID, o, true, ver); perr != nil {
+			s.deps.Log.Error("order left processing after a failed issuance", "order", o.ID, "error", perr)
+		}
+		return nil, prb
+	}
+	c := &Cert{Serial: res.Serial, AccountID: v.account.ID, OrderID: o.ID, DER: res.Certificate, Chain: res.Chain,
+		NotBefore: res.NotBefore, NotAfter: res.NotAfter}
+	key := normSerial(res.Serial)
+	if _, err := putJSON(ctx, s.deps.Storage, pfxCert+key, c, true, 0); err != nil {
+		return nil, internal("store certificate", err)
+	}
+	o.Status, o.CertSerial = StatusValid, key
+	if _, err := putJSON(ctx, s.deps.Storage, pfxOrder+o.ID, o, true, ver); err != nil {
+		return nil, internal("update order", err)
+	}
+	if o.Replaces != "" {
+		s.markReplaced(ctx, o.Replaces)
+	}
+	if err := s.deps.Audit(ctx, host.Event{Action: "acme.order.finalize", Target: "order/" + o.ID, Outcome: "success",
+		Actor: "account/" + v.account.ID, Fields: map[string]string{"serial": c.Serial, "names": strings.Join(names, ",")}}); err != nil {
+		return nil, internal("audit", err)
+	}
+	resp := jsonResponse(http.StatusOK, r.orderJSON(o))
+	resp.header.Set("Location", r.url("/order/"+o.ID))
+	return resp, nil
+}
+
+// pemChain is the certificate and its chain, PEM (RFC 8555 9.1).
+func pemChain(c *Cert) []byte {
+	var b bytes.Buffer
+	for _, der := range append([][]byte{c.DER}, c.Chain...) {
+		b.WriteString("-----BEGIN CERTIFICATE-----\n")
+		enc := base64.StdEncoding.EncodeToString(der)
+		for len(enc) > 64 {
+			b.WriteString(enc[:64] + "\n")
+			enc = enc[64:]
+		}
+		b.WriteString(enc + "\n-----END CERTIFICATE-----\n")
+	}
+	return b.Bytes()
+}
+
+// loadCert reads a stored certificate by serial.
+func (s *Server) loadCert(ctx context.Context, serial string) (*Cert, int64, *Problem) {
+	if !validID(serial) {
+		return nil, 0, prob(ProbMalformed, "no certificate %q", serial).withStatus(http.StatusNotFound)
+	}
+	var c Cert
+	ver, err := getJSON(ctx, s.deps.Storage, pfxCert+serial, &c)
+	if isNotFound(err) {
+		return nil, 0, prob(ProbMalformed, "no certificate %q", serial).withStatus(http.StatusNotFound)
+	}
+	if err != nil {
+		return nil, 0, internal("load certificate", err)
+	}
+	return &c, ver, nil
+}
+
+// certificate is POST-as-GET on a certificate: the PEM chain.
+func (s *Server) certificate(ctx context.Context, r *request, serial string) (*response, *Problem) {
+	v, p := s.verifyPOST(ctx, r, byKID)
+	if p != nil {
+		return nil, p
+	}
+	if !v.postAsGet() {
+		return nil, prob(ProbMalformed, "POST-as-GET must have an empty payload")
+	}
+	c, _, p := s.loadCert(ctx, serial)
+	if p != nil {
+		return nil, p
+	}
+	if c.AccountID != v.account.ID {
+		return nil, prob(ProbUnauthorized, "the certificate belongs to another account")
+	}
+	h := http.Header{}
+	h.Set("Content-Type", "application/pem-certificate-chain")
+	return &response{status: http.StatusOK, header: h, body: pemChain(c)}, nil
+}
+
+type revokePayload struct {
+	Certificate string `json:"certificate"`
+	Reason      *int   `json:"reason"`
+}
+
+// revocable are the reasons a subscriber may give (RFC 5280 5.3.1):
+// unspecified, keyCompromise, affiliationChanged, superseded,
+// cessationOfOperation.
+var revocable = map[int]bool{0: true, 1: true, 3: true, 4: true, 5: true}
+
+// revokeCert is RFC 8555 7.6: by the account that ordered the
+// certificate, or by the certificate's own key.
+func (s *Server) revokeCert(ctx context.Context, r *request) (*response, *Problem) {
+	v, p := s.verifyPOST(ctx, r, byEither)
+	if p != nil {
+		return nil, p
+	}
+	var in revokePayload
+	if p := decodePayload(v.payload, &in); p != nil {
+		return nil, p
+	}
+	der, err := base64.RawURLEncoding.Strict().DecodeString(in.Certificate)
+	if err != nil || len(der) == 0 {
+		return nil, prob(ProbMalformed, "certificate is not unpadded base64url DER")
+	}
+	reason := 0
+	if in.Reason != nil {
+		reason = *in.Reason
+	}
+	if !revocable[reason] {
+		return nil, prob(ProbBadRevocationReason, "reason %d: a subscriber may give 0, 1, 3, 4 or 5", reason)
+	}
+	cert, err := pqx509.ParseCertificate(der)
+	if err != nil {
+		return nil, prob(ProbMalformed, "certificate does not parse: %v", err)
+	}
+	serial := fmt.Sprintf("%x", cert.SerialNumber)
+	c, ver, p := s.loadCert(ctx, serial)
+	if p != nil {
+		return nil, prob(ProbMalformed, "this server did not issue that certificate").withStatus(http.StatusNotFound)
+	}
+	if !bytes.Equal(c.DER, der) {
+		return nil, prob(ProbMalformed, "this server did not issue that certificate").withStatus(http.StatusNotFound)
+	}
+	actor := ""
+	if v.account != nil {
+		if c.AccountID != v.account.ID {
+			return nil, prob(ProbUnauthorized, "the certificate was ordered by another account")
+		}
+		actor = "account/" + v.account.ID
+	} else {
+		k, err := jose.NewJWK(publicKeyOfCert(cert))
+		if err != nil || !k.Equal(v.key) {
+			return nil, prob(ProbUnauthorized, "the request is signed neither by an account nor by the certificate's key")
+		}
+		actor = "certificate-key"
+	}
+	if c.Revoked {
+		return nil, prob(ProbAlreadyRevoked, "certificate %s is already revoked", serial)
+	}
+	if _, err := s.deps.CA.Revoke(ctx, &ca.RevokeRequest{Serial: c.Serial, Reason: reason, Time: r.now}); err != nil {
+		if errors.Is(err, ca.ErrAlreadyRevoked) {
+			p = prob(ProbAlreadyRevoked, "certificate %s is already revoked", serial)
+		} else {
+			return nil, internal("revoke", err)
+		}
+	}
+	c.Revoked = true
+	if _, err := putJSON(ctx, s.deps.Storage, pfxCert+serial, c, true, ver); err != nil && !isConflict(err) {
+		s.deps.Log.Warn("revocation not recorded in the acme store (the CA has it)", "serial", serial, "error", err)
+	}
+	if p != nil {
+		return nil, p
+	}
+	if err := s.deps.Audit(ctx, host.Event{Action: "acme.cert.revoke", Target: "cert/" + serial, Outcome: "success", Actor: actor,
+		Fields: map[string]string{"reason": fmt.Sprint(reason)}}); err != nil {
+		return nil, internal("audit", err)
+	}
+	return &response{status: http.StatusOK, header: http.Header{}}, nil
+}
+
+func publicKeyOfCert(c *pqx509.Certificate) any { return classical(c.PublicKey) }
+
+// normSerial is a serial in lowercase hex without leading zeros, as
+// big.Int formats it: the key certificates are stored and found under,
+// whatever the CA's own spelling (it pads to a fixed length).
+func normSerial(s string) string {
+	n, ok := new(big.Int).SetString(s, 16)
+	if !ok {
+		return s
+	}
+	return n.Text(16)
+}

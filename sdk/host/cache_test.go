@@ -1,0 +1,72 @@
+package host_test
+
+import (
+	"context"
+	"errors"
+	"net"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/avonzt/avon/sdk/errdef"
+	"github.com/avonzt/avon/sdk/host"
+	"github.com/avonzt/avon/sdk/plugintest"
+	hostv1 "github.com/avonzt/avon/sdk/proto/host/v1"
+)
+
+// serve registers impl on a gRPC server on loopback and returns a client
+// Host over it, the way a plugin sees the core.
+func serve(t *testing.T, register func(*grpc.Server)) host.Host {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer()
+	register(srv)
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(srv.Stop)
+	cc, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cc.Close() })
+	return host.NewClient(cc, nil)
+}
+
+func TestCacheMemHost(t *testing.T) {
+	h := plugintest.NewHost()
+	plugintest.CacheSuite(t, h.Cache(), h.Cache())
+}
+
+func TestCacheOverGRPC(t *testing.T) {
+	h := plugintest.NewHost()
+	a := serve(t, func(s *grpc.Server) { host.Register(s, h) })
+	b := serve(t, func(s *grpc.Server) { host.Register(s, h) })
+	plugintest.CacheSuite(t, a.Cache(), b.Cache())
+}
+
+func TestCacheUnavailableCrossesTheWire(t *testing.T) {
+	h := plugintest.NewHost()
+	c := serve(t, func(s *grpc.Server) { host.Register(s, h) }).Cache()
+	h.SetCacheFailure(true)
+	if _, err := c.Consume(context.Background(), "n"); !errors.Is(err, host.ErrCacheUnavailable) {
+		t.Fatalf("Consume with the cache down = %v, want ErrCacheUnavailable", err)
+	}
+	h.SetCacheFailure(false)
+	if _, err := c.Consume(context.Background(), "n"); !errors.Is(err, host.ErrCacheMiss) {
+		t.Fatalf("Consume = %v, want ErrCacheMiss", err)
+	}
+}
+
+// A core older than host protocol minor 2 lacks the cache RPCs: the plugin
+// sees errdef.ErrNotImplemented.
+func TestCacheAgainstOlderCore(t *testing.T) {
+	c := serve(t, func(s *grpc.Server) { hostv1.RegisterHostServer(s, hostv1.UnimplementedHostServer{}) }).Cache()
+	_, err := c.Put(context.Background(), "k", nil, host.CachePutOptions{TTL: time.Second})
+	if !errors.Is(err, errdef.ErrNotImplemented) {
+		t.Fatalf("Put against an older core = %v, want ErrNotImplemented", err)
+	}
+}
