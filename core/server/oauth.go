@@ -97,11 +97,49 @@ func (s *Server) mountOAuth(a *api.Server) error {
 	if err != nil {
 		return fmt.Errorf("auth: %w", err)
 	}
+	// The Admin API on the HTTPS listener, its callers identified by their
+	// access tokens (the admin socket keeps the peer credentials).
+	admin, err := s.AdminAPI(oauthAuthenticator{srv})
+	if err != nil {
+		return err
+	}
 	srv.Mount(a.Handle)
+	a.Handle("/v1/", admin)
 	s.mu.Lock()
 	s.oauth = srv
 	s.mu.Unlock()
 	return nil
+}
+
+// oauthAuthenticator identifies Admin API callers on the HTTPS listener by
+// their access tokens. Roles map onto the Admin API's scopes: admin:read
+// needs auditor, operator or admin; admin:write needs operator or admin.
+type oauthAuthenticator struct{ o *oauth.Server }
+
+func (a oauthAuthenticator) Authenticate(r *http.Request, scope adminapi.Scope) (adminapi.Principal, error) {
+	need := []string{oauth.RoleAuditor, oauth.RoleOperator, oauth.RoleAdmin}
+	if scope != adminapi.ScopeRead {
+		need = []string{oauth.RoleOperator, oauth.RoleAdmin}
+	}
+	p, err := a.o.Check(r, need...)
+	var ce *oauth.ChallengeError
+	switch {
+	case err == nil:
+	case errors.As(err, &ce) && ce.Status == http.StatusForbidden:
+		return adminapi.Principal{}, fmt.Errorf("%w: %w", adminapi.ErrForbidden, err)
+	case errors.As(err, &ce):
+		return adminapi.Principal{}, fmt.Errorf("%w: %w", adminapi.ErrUnauthenticated, err)
+	default:
+		return adminapi.Principal{}, err // no trusted time, store down: 503
+	}
+	out := adminapi.Principal{Actor: p.Actor()}
+	if p.Has(oauth.RoleAuditor) || p.Has(oauth.RoleOperator) {
+		out.Scopes = append(out.Scopes, adminapi.ScopeRead)
+	}
+	if p.Has(oauth.RoleOperator) {
+		out.Scopes = append(out.Scopes, adminapi.ScopeWrite)
+	}
+	return out, nil
 }
 
 // OAuth returns the operator authorization server (nil when operator login
