@@ -62,7 +62,7 @@ func (g *Gateway) tick(now time.Time) {
 	g.expirePending(now)
 	g.reasm.Expire(now)
 	if g.flows != nil {
-		g.flows.Expire(now)
+		g.flows.Sweep(now)
 	}
 	g.timers.Lock()
 	sweep := now.Sub(g.timers.lastSweep) >= limiterSweepEvery || now.Before(g.timers.lastSweep)

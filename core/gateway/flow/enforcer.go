@@ -168,6 +168,7 @@ type Enforcer struct {
 	version    atomic.Uint64 // the policy set version of the last answer
 	engineDown atomic.Bool   // the last call failed: logged once per transition
 	closed     atomic.Bool
+	lastSweep  atomic.Int64 // unix ns of Sweep's last walk
 
 	// epochMu orders ReevaluateAll's purge against the batcher's cache
 	// writes: an answer asked before a policy change is not cached after
@@ -754,6 +755,25 @@ func (e *Enforcer) ReevaluateAll() int {
 		n += e.reevaluate(s, true)
 	}
 	return n
+}
+
+// SweepInterval is how often Sweep walks the tables: idle flows go at
+// most this long after their timeout, and a timer that ticks every second
+// walks every flow only every SweepInterval.
+const SweepInterval = 5 * time.Second
+
+// Sweep is Expire at most once per SweepInterval (or when the clock went
+// back); it returns how many flows went (0 when it did not walk).
+func (e *Enforcer) Sweep(now time.Time) int {
+	ns := now.UnixNano()
+	last := e.lastSweep.Load()
+	if ns-last < int64(SweepInterval) && ns >= last {
+		return 0
+	}
+	if !e.lastSweep.CompareAndSwap(last, ns) {
+		return 0
+	}
+	return e.Expire(now)
 }
 
 // Expire forgets idle flows of every session at now; it returns how many

@@ -774,3 +774,27 @@ func TestPendingExpiresAndSessionEnd(t *testing.T) {
 		t.Fatalf("%d released, %d flows: the ended session's packet went out", f.nReleased(), f.e.Stats().Flows.Load())
 	}
 }
+
+func TestSweepInterval(t *testing.T) {
+	f := newFixture(t, allow443, nil)
+	s := f.session("laptop", agentA)
+	f.from(s, v4(ProtoUDP, agentA, server, udp(1, 53, nil)))
+	f.settled(s, key(ProtoUDP, agentA, server, 1, 53))
+	f.clock.advance(4 * time.Second)
+	f.from(s, v4(ProtoUDP, agentA, server, udp(2, 53, nil)))
+	f.settled(s, key(ProtoUDP, agentA, server, 2, 53))
+	f.clock.advance(DefaultTimeouts.UDPUnreplied - 4*time.Second)
+	if n := f.e.Sweep(f.clock.now()); n != 1 {
+		t.Fatalf("first sweep: %d expired, want 1", n)
+	}
+	// The second flow is idle past its timeout 4 s later, within the
+	// sweep interval: it waits for the next walk.
+	f.clock.advance(4 * time.Second)
+	if n := f.e.Sweep(f.clock.now()); n != 0 {
+		t.Fatalf("a sweep within the interval walked: %d", n)
+	}
+	f.clock.advance(SweepInterval - 4*time.Second)
+	if n := f.e.Sweep(f.clock.now()); n != 1 {
+		t.Fatalf("sweep after the interval: %d", n)
+	}
+}
