@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/avonzt/avon/core/adminapi"
 	"github.com/avonzt/avon/core/api"
 	"github.com/avonzt/avon/core/oauth"
 	"github.com/avonzt/avon/sdk/kms"
@@ -18,7 +20,7 @@ import (
 // startOAuth readies the token signing key of operator login when auth is
 // on and a kms plugin holds it (created with auth.algorithm at first
 // start); mountOAuth then serves the authorization server on the API
-// listener. User management stays on the admin socket.
+// listener.
 func (s *Server) startOAuth(ctx context.Context) error {
 	err := s.readyOAuthKey(ctx)
 	if err != nil && !s.cfg.Auth.Explicit {
@@ -109,12 +111,21 @@ func (s *Server) mountOAuth(a *api.Server) error {
 
 // oauthAuthenticator identifies Admin API callers on the HTTPS listener by
 // their access tokens. Roles map onto the Admin API's scopes: admin:read
-// needs auditor, operator or admin; admin:write needs operator or admin.
+// needs auditor, operator or admin; admin:write needs operator or admin,
+// except on the user routes (/v1/users...), where a change needs admin: an
+// operator must not make themselves or anyone else an admin.
 type oauthAuthenticator struct{ o *oauth.Server }
+
+// usersPath is the prefix of the operator user routes.
+const usersPath = "/v1/users"
 
 func (a oauthAuthenticator) Authenticate(r *http.Request, scope adminapi.Scope) (adminapi.Principal, error) {
 	need := []string{oauth.RoleAuditor, oauth.RoleOperator, oauth.RoleAdmin}
-	if scope != adminapi.ScopeRead {
+	userRoute := r.URL.Path == usersPath || strings.HasPrefix(r.URL.Path, usersPath+"/")
+	switch {
+	case scope != adminapi.ScopeRead && userRoute:
+		need = []string{oauth.RoleAdmin}
+	case scope != adminapi.ScopeRead:
 		need = []string{oauth.RoleOperator, oauth.RoleAdmin}
 	}
 	p, err := a.o.Check(r, need...)

@@ -205,6 +205,11 @@ auth {
 				!strings.HasPrefix(resp.Header.Get("WWW-Authenticate"), "Bearer ") {
 				t.Fatalf("GET /v1/agents without a token: %s %q %s", resp.Status, resp.Header.Get("WWW-Authenticate"), body)
 			}
+			// An operator changes agents, not users: that needs admin.
+			if resp, body := adminCall("POST", "/v1/users", r.tok.AccessToken); resp.StatusCode != http.StatusForbidden ||
+				!strings.Contains(resp.Header.Get("WWW-Authenticate"), "insufficient_scope") {
+				t.Fatalf("POST /v1/users as an operator: %s %s", resp.Status, body)
+			}
 			// A read-only token (the refresh narrowed to auditor) reads and
 			// may not write.
 			ro, err := login.Refresh(context.Background(), hc, login.Tokens{Server: issuer, RefreshToken: r.tok.RefreshToken})
