@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 )
@@ -126,13 +127,14 @@ func (e *ChallengeError) Unwrap() error { return e.Err }
 func (e *ChallengeError) WWWAuthenticate() string { return e.Challenge }
 
 // Check authenticates the request's bearer token and checks that it holds
-// scope (admin holds every scope). It returns the principal, or an error:
+// one of scopes (admin holds every scope). It returns the principal, or an error:
 // a *ChallengeError (401: no, invalid, expired or revoked token; 403:
 // ErrInsufficientScope) or, when the check could not be made (no trusted
 // time, the store down), one wrapping ErrNoTime or ErrUnavailable (503:
 // fail closed). It is what Middleware runs, for routers that map errors
 // themselves (core/adminapi's Authenticator).
-func (s *Server) Check(r *http.Request, scope string) (Principal, error) {
+func (s *Server) Check(r *http.Request, scopes ...string) (Principal, error) {
+	scope := strings.Join(scopes, " ")
 	p, err := s.Authenticate(r)
 	switch {
 	case err == nil:
@@ -145,9 +147,9 @@ func (s *Server) Check(r *http.Request, scope string) (Principal, error) {
 		return Principal{}, &ChallengeError{Status: http.StatusUnauthorized, Err: err,
 			Challenge: `Bearer realm="avon", error="invalid_token", error_description=` + quoteParam(err.Error())}
 	}
-	if !p.Has(scope) {
+	if !slices.ContainsFunc(scopes, p.Has) {
 		return p, &ChallengeError{Status: http.StatusForbidden,
-			Err:       fmt.Errorf("%w: this route needs scope %q; the token has %q", ErrInsufficientScope, scope, p.Scope),
+			Err:       fmt.Errorf("%w: this route needs scope %q; the token has %q", ErrInsufficientScope, strings.Join(scopes, `" or "`), p.Scope),
 			Challenge: `Bearer realm="avon", error="insufficient_scope", scope=` + quoteParam(scope)}
 	}
 	return p, nil

@@ -23,17 +23,19 @@ import (
 	"github.com/avonzt/avon/sdk/policy"
 )
 
-// AdminSocket is the local administration socket under data_dir. Until
-// operator authentication lands on the HTTPS API, the Admin API is served
-// only here: the socket is 0600 in the 0700 data dir, so only the core's
-// own user (or root) reaches it, its callers are identified by the
-// kernel's peer credentials (adminapi.PeerCredAuthenticator), and every
-// change is audited with the caller's uid.
+// AdminSocket is the local administration socket under data_dir, the
+// break-glass path that needs no login: the socket is 0600 in the 0700
+// data dir, so only the core's own user (or root) reaches it, its callers
+// are identified by the kernel's peer credentials
+// (adminapi.PeerCredAuthenticator), and every change is audited with the
+// caller's uid. The HTTPS listener serves the same Admin API to operators
+// with access tokens (see mountOAuth); operator accounts are managed only
+// here.
 const AdminSocket = "admin.sock"
 
 // AdminAPI builds the Admin API (the route table of admin_*.go) with auth
 // identifying its callers. The admin socket serves it with the peer
-// credentials; the HTTPS listener will serve it with OAuth bearer tokens.
+// credentials; the HTTPS listener with OAuth bearer tokens.
 func (s *Server) AdminAPI(auth adminapi.Authenticator) (*adminapi.API, error) {
 	var routes []adminapi.Route
 	routes = append(routes, s.caRoutes()...)

@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/avonzt/avon/core/adminapi"
 	"github.com/avonzt/avon/core/api"
 	"github.com/avonzt/avon/core/oauth"
 	"github.com/avonzt/avon/sdk/kms"
@@ -18,7 +20,7 @@ import (
 // startOAuth readies the token signing key of operator login when auth is
 // on and a kms plugin holds it (created with auth.algorithm at first
 // start); mountOAuth then serves the authorization server on the API
-// listener. User management stays on the admin socket.
+// listener.
 func (s *Server) startOAuth(ctx context.Context) error {
 	err := s.readyOAuthKey(ctx)
 	if err != nil && !s.cfg.Auth.Explicit {
@@ -93,11 +95,58 @@ func (s *Server) mountOAuth(a *api.Server) error {
 	if err != nil {
 		return fmt.Errorf("auth: %w", err)
 	}
+	// The Admin API on the HTTPS listener, its callers identified by their
+	// access tokens (the admin socket keeps the peer credentials).
+	admin, err := s.AdminAPI(oauthAuthenticator{srv})
+	if err != nil {
+		return err
+	}
 	srv.Mount(a.Handle)
+	a.Handle("/v1/", admin)
 	s.mu.Lock()
 	s.oauth = srv
 	s.mu.Unlock()
 	return nil
+}
+
+// oauthAuthenticator identifies Admin API callers on the HTTPS listener by
+// their access tokens. Roles map onto the Admin API's scopes: admin:read
+// needs auditor, operator or admin; admin:write needs operator or admin,
+// except on the user routes (/v1/users...), where a change needs admin: an
+// operator must not make themselves or anyone else an admin.
+type oauthAuthenticator struct{ o *oauth.Server }
+
+// usersPath is the prefix of the operator user routes.
+const usersPath = "/v1/users"
+
+func (a oauthAuthenticator) Authenticate(r *http.Request, scope adminapi.Scope) (adminapi.Principal, error) {
+	need := []string{oauth.RoleAuditor, oauth.RoleOperator, oauth.RoleAdmin}
+	userRoute := r.URL.Path == usersPath || strings.HasPrefix(r.URL.Path, usersPath+"/")
+	switch {
+	case scope != adminapi.ScopeRead && userRoute:
+		need = []string{oauth.RoleAdmin}
+	case scope != adminapi.ScopeRead:
+		need = []string{oauth.RoleOperator, oauth.RoleAdmin}
+	}
+	p, err := a.o.Check(r, need...)
+	var ce *oauth.ChallengeError
+	switch {
+	case err == nil:
+	case errors.As(err, &ce) && ce.Status == http.StatusForbidden:
+		return adminapi.Principal{}, fmt.Errorf("%w: %w", adminapi.ErrForbidden, err)
+	case errors.As(err, &ce):
+		return adminapi.Principal{}, fmt.Errorf("%w: %w", adminapi.ErrUnauthenticated, err)
+	default:
+		return adminapi.Principal{}, err // no trusted time, store down: 503
+	}
+	out := adminapi.Principal{Actor: p.Actor()}
+	if p.Has(oauth.RoleAuditor) || p.Has(oauth.RoleOperator) {
+		out.Scopes = append(out.Scopes, adminapi.ScopeRead)
+	}
+	if p.Has(oauth.RoleOperator) {
+		out.Scopes = append(out.Scopes, adminapi.ScopeWrite)
+	}
+	return out, nil
 }
 
 // OAuth returns the operator authorization server (nil when operator login

@@ -92,7 +92,7 @@ auth {
 				t.Fatalf("issuer %s, want %s", o.Config().Issuer, issuer)
 			}
 			sc := socketClient(s)
-			if st, b := socketDo(t, sc, "POST", "/v1/users", UserRequest{Name: "alice", Password: "alice's long password", Roles: []string{"operator"}}); st != http.StatusOK {
+			if st, b := socketDo(t, sc, "POST", "/v1/users", UserRequest{Name: "alice", Password: "alice's long password", Roles: []string{"operator", "auditor"}}); st != http.StatusOK {
 				t.Fatalf("add user: %d %s", st, b)
 			}
 			for _, bad := range []struct {
@@ -169,7 +169,7 @@ auth {
 			case <-time.After(time.Minute):
 				t.Fatal("login did not finish")
 			}
-			if r.err != nil || r.tok.Scope != "operator" {
+			if r.err != nil || r.tok.Scope != "operator auditor" {
 				t.Fatalf("login: %+v %v", r.tok, r.err)
 			}
 			req, _ := http.NewRequest("GET", issuer+"/v1/test/whoami", nil)
@@ -182,6 +182,60 @@ auth {
 			resp.Body.Close()
 			if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), `"User":"alice"`) {
 				t.Fatalf("whoami: %s %s", resp.Status, body)
+			}
+			// The Admin API on the HTTPS listener takes the token.
+			adminCall := func(method, path, token string) (*http.Response, string) {
+				req, _ := http.NewRequest(method, issuer+path, strings.NewReader("{}"))
+				req.Header.Set("Content-Type", "application/json")
+				if token != "" {
+					req.Header.Set("Authorization", "Bearer "+token)
+				}
+				resp, err := hc.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				b, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				return resp, string(b)
+			}
+			if resp, body := adminCall("GET", "/v1/agents", r.tok.AccessToken); resp.StatusCode != http.StatusOK {
+				t.Fatalf("GET /v1/agents with a token: %s %s", resp.Status, body)
+			}
+			if resp, body := adminCall("GET", "/v1/agents", ""); resp.StatusCode != http.StatusUnauthorized ||
+				!strings.HasPrefix(resp.Header.Get("WWW-Authenticate"), "Bearer ") {
+				t.Fatalf("GET /v1/agents without a token: %s %q %s", resp.Status, resp.Header.Get("WWW-Authenticate"), body)
+			}
+			// An operator changes agents, not users: that needs admin.
+			if resp, body := adminCall("POST", "/v1/users", r.tok.AccessToken); resp.StatusCode != http.StatusForbidden ||
+				!strings.Contains(resp.Header.Get("WWW-Authenticate"), "insufficient_scope") {
+				t.Fatalf("POST /v1/users as an operator: %s %s", resp.Status, body)
+			}
+			// A read-only token (the refresh narrowed to auditor) reads and
+			// may not write.
+			ro, err := login.Refresh(context.Background(), hc, login.Tokens{Server: issuer, RefreshToken: r.tok.RefreshToken})
+			if err != nil {
+				t.Fatalf("refresh: %v", err)
+			}
+			st, tr := 0, map[string]any{}
+			{
+				resp, err := hc.PostForm(issuer+oauth.PathToken, url.Values{"grant_type": {"refresh_token"}, "client_id": {oauth.CLIClientID},
+					"refresh_token": {ro.RefreshToken}, "scope": {"auditor"}})
+				if err != nil {
+					t.Fatal(err)
+				}
+				st = resp.StatusCode
+				_ = json.NewDecoder(resp.Body).Decode(&tr)
+				resp.Body.Close()
+			}
+			if st != http.StatusOK || tr["scope"] != "auditor" {
+				t.Fatalf("narrowing refresh: %d %v", st, tr)
+			}
+			if resp, body := adminCall("POST", "/v1/tokens", tr["access_token"].(string)); resp.StatusCode != http.StatusForbidden ||
+				!strings.Contains(resp.Header.Get("WWW-Authenticate"), "insufficient_scope") {
+				t.Fatalf("POST /v1/tokens read-only: %s %s", resp.Status, body)
+			}
+			if resp, body := adminCall("GET", "/v1/agents", tr["access_token"].(string)); resp.StatusCode != http.StatusOK {
+				t.Fatalf("GET /v1/agents read-only: %s %s", resp.Status, body)
 			}
 			// The JWKS alone verifies the token: kid names the KMS key.
 			resp, err = hc.Get(issuer + oauth.PathJWKS)
