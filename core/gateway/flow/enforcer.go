@@ -1,13 +1,13 @@
 package flow
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/maphash"
 	"maps"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -69,10 +69,26 @@ type Subject struct {
 	SessionID string
 	AgentID   string
 	Address   netip.Addr // the tunnel address
+	// Groups the agent belongs to (the parents of its Agent entity);
+	// read-only once given.
+	Groups []string
 	// Posture of the last accepted pulse (empty before the first).
 	OS           string
 	AgentVersion string
 	Facts        map[string]string // read-only once given
+	// ClockOffset is the agent's calibration offset and Skew its clock
+	// against the gateway's, as of the last accepted pulse.
+	ClockOffset time.Duration
+	Skew        time.Duration
+}
+
+// Posture is what an accepted pulse tells the enforcer (SetPulse).
+type Posture struct {
+	OS           string
+	AgentVersion string
+	Facts        map[string]string // read-only once given
+	ClockOffset  time.Duration
+	Skew         time.Duration
 }
 
 // Dest is what a flow reaches: the destination of its opening packet.
@@ -272,6 +288,12 @@ func (e *Enforcer) subjectHash(s *Subject) uint64 {
 		str(k)
 		str(s.Facts[k])
 	}
+	for _, g := range s.Groups {
+		str(g)
+	}
+	// What queries carry of the clocks: milliseconds.
+	str(strconv.FormatInt(s.ClockOffset.Milliseconds(), 10))
+	str(strconv.FormatInt(s.Skew.Milliseconds(), 10))
 	return h.Sum64()
 }
 
@@ -626,6 +648,18 @@ func (e *Enforcer) SetPosture(s *Session, os, agentVersion string, facts map[str
 	return e.Reevaluate(s)
 }
 
+// SetPulse is SetPosture with the clock figures of the pulse
+// (calibration offset and skew), which queries carry too.
+func (e *Enforcer) SetPulse(s *Session, p Posture) int {
+	cur := s.subj.Load()
+	next := &subjectState{Subject: cur.Subject}
+	next.OS, next.AgentVersion, next.Facts = p.OS, p.AgentVersion, p.Facts
+	next.ClockOffset, next.Skew = p.ClockOffset, p.Skew
+	next.hash = e.subjectHash(&next.Subject)
+	s.subj.Store(next)
+	return e.Reevaluate(s)
+}
+
 // Reevaluate re-checks the decided flows the session's agent opened,
 // against the current posture and policy: from the cache when it has the
 // answer, else through the engine. Flows now denied are cut (their
@@ -708,40 +742,4 @@ func (e *Enforcer) Expire(now time.Time) int {
 		s.t.mu.Unlock()
 	}
 	return n
-}
-
-// DefaultQuery asks whether Agent::"<agent id>" may take Action::"reach"
-// on Service::"<proto>/<address>:<port>" ("<proto>/<address>" without
-// ports), with the service's address, port and protocol as its attributes
-// and the posture, tunnel address and time as the context:
-//
-//	{"posture": {"os": "...", "agent_version": "...", "facts": {...}},
-//	 "source": {"address": "100.96.0.5"},
-//	 "destination": {"address": "10.20.0.10", "port": 443, "protocol": "tcp"},
-//	 "time": "2026-03-01T12:00:00Z"}
-func DefaultQuery(s *Subject, d Dest, now time.Time) (policy.Query, []policy.Entity) {
-	proto := ProtoName(d.Proto)
-	id := proto + "/" + d.Addr.String()
-	if d.Proto == ProtoTCP || d.Proto == ProtoUDP {
-		id = proto + "/" + netip.AddrPortFrom(d.Addr, d.Port).String()
-	}
-	dst := map[string]any{"address": d.Addr.String(), "port": d.Port, "protocol": proto}
-	attrs, _ := json.Marshal(dst)
-	facts := s.Facts
-	if facts == nil {
-		facts = map[string]string{}
-	}
-	ctx, _ := json.Marshal(map[string]any{
-		"posture":     map[string]any{"os": s.OS, "agent_version": s.AgentVersion, "facts": facts},
-		"source":      map[string]any{"address": s.Address.String()},
-		"destination": dst,
-		"time":        now.UTC().Format(time.RFC3339),
-	})
-	res := policy.EntityRef{Type: "Service", ID: id}
-	return policy.Query{
-		Principal: policy.EntityRef{Type: "Agent", ID: s.AgentID},
-		Action:    policy.EntityRef{Type: "Action", ID: "reach"},
-		Resource:  res,
-		Context:   ctx,
-	}, []policy.Entity{{Ref: res, Attributes: attrs}}
 }
