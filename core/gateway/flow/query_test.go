@@ -141,3 +141,33 @@ func entitiesJSON(ents []policy.Entity) string {
 	b, _ := json.Marshal(out)
 	return string(b)
 }
+
+// FuzzDefaultQuery: whatever an agent puts in its pulse (OS, version,
+// facts) and whatever its id, the query is well-formed for the schema:
+// the plugin decides it without an error in the query.
+func FuzzDefaultQuery(f *testing.F) {
+	set, diags := abac.Compile(abac.Source{ID: "default", Policies: conformPolicies})
+	if set == nil {
+		f.Fatalf("compile: %v", diags)
+	}
+	f.Add("laptop", "linux", "0.3.0", "disk.encrypted", "true", "eng", uint16(443), int64(12))
+	f.Add(`a"b\`, "\xff\xfe", "", "", "", "", uint16(0), int64(-1<<62))
+	f.Add("x", "<script>", "0.1", "k\x00", "\u2028", "Group::\"x\"", uint16(65535), int64(1<<62))
+	now := time.Date(2026, 12, 2, 10, 0, 0, 0, time.UTC)
+	f.Fuzz(func(t *testing.T, id, os, version, key, value, group string, port uint16, skew int64) {
+		s := &flow.Subject{AgentID: id, Address: netip.MustParseAddr("100.96.0.5"), Groups: []string{group},
+			OS: os, AgentVersion: version, Facts: map[string]string{key: value},
+			ClockOffset: time.Duration(skew), Skew: time.Duration(skew)}
+		q, ents := flow.DefaultQuery(s, flow.Dest{Addr: netip.MustParseAddr("10.99.0.10"), Port: port, Proto: flow.ProtoTCP}, now)
+		if !json.Valid(q.Context) {
+			t.Fatalf("context %q is not JSON", q.Context)
+		}
+		ds, err := set.Evaluate(ents, []policy.Query{q}, abac.At(now))
+		if err != nil {
+			t.Fatalf("evaluate: %v (entities %s)", err, entitiesJSON(ents))
+		}
+		if len(ds[0].Errors) > 0 {
+			t.Fatalf("errors %v for context %s", ds[0].Errors, q.Context)
+		}
+	})
+}
