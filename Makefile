@@ -7,7 +7,7 @@ CMDS     := ./core/cmd/avon ./agent/cmd/avon-agent ./plugins/kms-soft ./plugins/
 TESTFLAGS ?= -race -count=1 -timeout 25m
 BENCHFLAGS ?= -run '^$$' -bench . -benchmem -benchtime 2s
 
-.PHONY: all build run test bench bench-tunnel lint proto clean
+.PHONY: all build run test bench bench-tunnel bench-handshake lint proto clean
 
 all: build
 
@@ -30,6 +30,16 @@ bench:
 # same network namespaces (needs root; see bench/README.md).
 bench-tunnel: build
 	AVON_BIN=$(BIN) bash bench/tunnel-vs-wireguard-go.sh
+
+# Handshakes per second, the gateway's CPU per handshake against the
+# primitive floor, and its memory per idle session: a real gateway engine in
+# a child process and simulated agents on loopback UDP (bench/README.md).
+AGENTS ?= 10000
+IDLE   ?= 20s
+bench-handshake:
+	@mkdir -p $(BIN)
+	$(GO) build -trimpath -o $(BIN)/avon-bench ./bench/avon-bench
+	$(BIN)/avon-bench -agents $(AGENTS) -idle $(IDLE) -rekey $(BENCH_ARGS)
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

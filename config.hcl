@@ -78,6 +78,14 @@ audit {
   checkpoint_interval = "5m"
 }
 
+auth {
+  # Operator login (avon login): access tokens signed with ML-DSA-65 by the
+  # key "avon-oauth" in the kms plugin; accounts: avon user add.
+  # issuer    = "https://avon.example.com:8443"  # the URL operators use
+  access_ttl  = "5m"
+  refresh_ttl = "720h"
+}
+
 plugin "kms" "soft" {
   command = "kms-soft"
   config {

@@ -59,7 +59,7 @@ func parseOptions(args []string) (options, error) {
 	fs.IntVar(&o.workers, "workers", 0, "gateway handshake workers (0: engine default)")
 	fs.IntVar(&o.queue, "queue", 0, "gateway handshake queue (0: engine default)")
 	fs.StringVar(&o.gwCPUs, "gateway-cpus", "", "run the gateway under taskset -c with this CPU list")
-	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write the gateway's CPU profile of the handshake phase here")
+	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write the gateway's CPU profile of the handshake phase here (and of the rekeys to <file>.rekey)")
 	fs.StringVar(&o.memProfile, "memprofile", "", "write the gateway's heap profile at the end of the idle phase here")
 	fs.StringVar(&o.jsonOut, "json", "", "also write the report as JSON here")
 	fs.IntVar(&o.floorN, "floor", 300, "iterations of the primitive floor measured in the gateway process before and after the handshakes")
@@ -104,6 +104,7 @@ type report struct {
 	RatioToFloor       float64
 	GatewayCapacity    float64 // NumCPU / GatewayCPUPerHS: handshakes/s with every CPU on the gateway
 	AgentCPUPerHSus    float64
+	KeepalivesInPhase  uint64 // keepalives the gateway sent during the handshake phase (sessions older than 10 s, no pulses yet)
 	GatewayQueueFull   uint64
 	GatewayBusy        uint64
 	GatewayRateLimited uint64
@@ -501,6 +502,7 @@ func run(ctx context.Context, o options, log io.Writer) (*report, error) {
 		r.AgentCPUPerHSus = (self1 - self0) / float64(r.Connected) * 1e6
 	}
 	r.GatewayQueueFull, r.GatewayBusy, r.GatewayRateLimited = hsEnd.HandshakeQueueFull, hsEnd.Busy, hsEnd.DropRateLimited
+	r.KeepalivesInPhase = hsEnd.KeepalivesTx - base.KeepalivesTx
 	if err := c.get(fmt.Sprintf("/floor?n=%d", o.floorN), &r.FloorAfterUS); err != nil {
 		return nil, err
 	}
@@ -544,8 +546,6 @@ func run(ctx context.Context, o options, log io.Writer) (*report, error) {
 		}
 	}
 
-	r.PulsesAcked, r.PulseFailures = pulsesOK.Load(), pulsesFailed.Load()
-	r.PulseP50ms, r.PulseP99ms = pulseLat.quantile(0.50), pulseLat.quantile(0.99)
 	if o.rekey {
 		fmt.Fprintf(log, "rekeys: one per session...\n")
 	}
@@ -553,8 +553,24 @@ func run(ctx context.Context, o options, log io.Writer) (*report, error) {
 	if err != nil {
 		return nil, err
 	}
+	profRekey := o.rekey && o.cpuProfile != ""
+	if profRekey {
+		abs, _ := filepath.Abs(o.cpuProfile + ".rekey")
+		if err := c.get("/cpuprofile/start?path="+url.QueryEscape(abs), nil); err != nil {
+			return nil, err
+		}
+	}
 	close(rekeyNow)
 	rekeyWG.Wait()
+	if profRekey {
+		if err := c.get("/cpuprofile/stop", nil); err != nil {
+			return nil, err
+		}
+	}
+	// Every agent has stopped pulsing (it leaves its pulse loop before it
+	// rekeys and reports): the counts are final.
+	r.PulsesAcked, r.PulseFailures = pulsesOK.Load(), pulsesFailed.Load()
+	r.PulseP50ms, r.PulseP99ms = pulseLat.quantile(0.50), pulseLat.quantile(0.99)
 	if o.rekey {
 		rk1, err := c.stats(false)
 		if err != nil {
@@ -584,7 +600,8 @@ func printReport(w io.Writer, r *report) {
 		r.GatewayCPUPerHSus, r.GatewayCapacity, r.NumCPU, r.AgentCPUPerHSus)
 	fmt.Fprintf(w, "primitive floor   %.0f us (%.0f before, %.0f after the handshakes): handshake = %.2fx the floor\n",
 		r.FloorUS, r.FloorBeforeUS, r.FloorAfterUS, r.RatioToFloor)
-	fmt.Fprintf(w, "gateway drops     queue full %d, busy %d, rate limited %d\n", r.GatewayQueueFull, r.GatewayBusy, r.GatewayRateLimited)
+	fmt.Fprintf(w, "gateway drops     queue full %d, busy %d, rate limited %d; keepalives sent during the handshakes %d (counted in the CPU above)\n",
+		r.GatewayQueueFull, r.GatewayBusy, r.GatewayRateLimited, r.KeepalivesInPhase)
 	fmt.Fprintf(w, "idle              %d sessions for %.1f s: heap %d -> %d B, %.0f B per session; gateway CPU %.3f s/s\n",
 		r.IdleSessions, r.IdleSeconds, r.HeapBaseBytes, r.HeapIdleBytes, r.BytesPerSession, r.GatewayIdleCPUPerSec)
 	fmt.Fprintf(w, "pulses            %d acked, %d failed, p50 %.2f ms, p99 %.2f ms; gateway CPU %.0f us per pulse (idle CPU / pulses)\n",

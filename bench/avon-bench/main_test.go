@@ -77,3 +77,21 @@ func TestParseOptions(t *testing.T) {
 		t.Fatalf("defaults: %+v %v", o, err)
 	}
 }
+
+// TestRunRate: with -rate the handshakes start at k/rate, so the phase
+// lasts at least (agents-1)/rate.
+func TestRunRate(t *testing.T) {
+	o, err := parseOptions([]string{"-agents", "6", "-rate", "20", "-idle", "0s", "-floor", "1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	r, err := run(ctx, o, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Connected != 6 || r.HandshakeSeconds < 5.0/20 {
+		t.Fatalf("%d connected in %.3f s, want 6 in at least 0.25 s", r.Connected, r.HandshakeSeconds)
+	}
+}

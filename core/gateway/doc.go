@@ -63,7 +63,9 @@
 // at the earliest of its deadlines, and re-filed when it comes up, so a
 // deadline that moved later (the keepalive deadline moves with every packet
 // sent, the pulse deadline with every pulse) costs nothing until then. Every
-// session comes up at least every KeepaliveAfter; an idle gateway whose
+// session comes up at least every KeepaliveAfter (also after the calibrated
+// clock stepped back, when deadlines stamped by the old clock lie far
+// ahead and new activity can only move them earlier); an idle gateway whose
 // agents pulse every 10 s looks at a tenth of its sessions per second
 // instead of all of them.
 //

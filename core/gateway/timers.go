@@ -137,6 +137,12 @@ func (g *Gateway) tickSession(s *session, now time.Time) (time.Time, bool) {
 		// Dead at any instant after deadAt.
 		next = earliest(next, deadAt.Add(time.Nanosecond))
 	}
+	// At least every KeepaliveAfter. Normally the keepalive deadline
+	// already says so (lastSent is not after now); after the calibrated
+	// clock stepped back, the deadlines computed from times the old clock
+	// stamped are far ahead and would miss activity stamped by the new
+	// clock (a pulse, then silence), which can only move them earlier.
+	next = earliest(next, now.Add(KeepaliveAfter))
 	return next, true
 }
 

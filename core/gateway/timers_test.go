@@ -148,3 +148,34 @@ func TestTimersEndRacesTick(t *testing.T) {
 		t.Fatalf("wheel holds %d after one more end, want %d", g.timers.w.Len(), wl-1)
 	}
 }
+
+// TestTimersClockStepsBack: after the calibrated clock steps back an hour,
+// sessions that pulse under the new clock and then fall silent are found
+// dead 30 s later, as the old per-tick sweep found them, although their
+// deadlines were first computed from times an hour ahead.
+func TestTimersClockStepsBack(t *testing.T) {
+	const n = 50
+	g, ss, toks := newIdleGateway(t, n)
+	g.tick(testNow.Add(time.Second))
+	back := testNow.Add(-time.Hour)
+	g.tick(back)
+	pulsed := back.Add(5 * time.Second)
+	for sec := 1; sec <= 40; sec++ {
+		now := back.Add(time.Duration(sec) * time.Second)
+		if now.Equal(pulsed) {
+			for i, s := range ss {
+				if _, err := g.tracker.Beat(s.id, &control.Pulse{Seq: 1, SessionToken: toks[i], AgentTime: now.UnixNano()}, now); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		g.tick(now)
+		dead := g.Stats().SessionsDead.Load()
+		switch {
+		case now.Sub(pulsed) <= DefaultPulseInterval*DefaultMissedPulses && dead != 0:
+			t.Fatalf("%v after the pulse: %d sessions dead", now.Sub(pulsed), dead)
+		case now.Sub(pulsed) > DefaultPulseInterval*DefaultMissedPulses+time.Second && dead != n:
+			t.Fatalf("%v after the pulse: %d of %d sessions dead", now.Sub(pulsed), dead, n)
+		}
+	}
+}

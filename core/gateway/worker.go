@@ -231,7 +231,7 @@ func (g *Gateway) establish(ctx context.Context, idx uint32, ph *pendingHS, res 
 	// From here the Result only serves rekeys: the agent's certificate and
 	// public key (about 7.5 KB with ML-DSA-65) would otherwise live as long
 	// as the session. The session keeps the agent id, serial and expiry.
-	res.Peer.Leaf, res.Peer.PublicKey = nil, nil
+	res.Peer.Leaf, res.Peer.PublicKey, res.Peer.Serial = nil, nil, nil
 	kp, err := transport.NewKeypair(transport.AEADID(res.AEAD), &res.SendKey, &res.RecvKey, res.LocalIndex, res.RemoteIndex, now)
 	clear(res.SendKey[:])
 	clear(res.RecvKey[:])

@@ -603,6 +603,22 @@ func (e *env) testScopeExpiry(t *testing.T) {
 		!strings.Contains(resp.Header.Get("WWW-Authenticate"), `error="insufficient_scope", scope="operator"`) {
 		t.Fatalf("auditor on an operator route: %s %s %q", resp.Status, body, resp.Header.Get("WWW-Authenticate"))
 	}
+	// Check, for routers that map errors themselves.
+	req, _ := http.NewRequest("POST", "/v1/sessions/kill", nil)
+	req.Header.Set("Authorization", "Bearer "+bob.AccessToken)
+	var ce *oauth.ChallengeError
+	if _, err := e.srv.Check(req, oauth.RoleOperator); !errors.As(err, &ce) || ce.Status != http.StatusForbidden ||
+		!errors.Is(err, oauth.ErrInsufficientScope) || !strings.Contains(ce.WWWAuthenticate(), "insufficient_scope") {
+		t.Fatalf("check, wrong scope: %v", err)
+	}
+	req.Header.Set("Authorization", "Bearer "+bob.AccessToken+"x")
+	if _, err := e.srv.Check(req, oauth.RoleAuditor); !errors.As(err, &ce) || ce.Status != http.StatusUnauthorized || !errors.Is(err, oauth.ErrMalformedToken) {
+		t.Fatalf("check, bad token: %v", err)
+	}
+	req.Header.Set("Authorization", "Bearer "+bob.AccessToken)
+	if p, err := e.srv.Check(req, oauth.RoleAuditor); err != nil || p.User != "bob" || p.Actor() != "user:bob" {
+		t.Fatalf("check: %+v %v", p, err)
+	}
 	alice := e.cliTokens(t, "alice", alicePW)
 	for _, p := range []string{"/v1/whoami", "/v1/sessions/kill", "/v1/users"} {
 		m := "POST"
@@ -632,7 +648,7 @@ func (e *env) testScopeExpiry(t *testing.T) {
 		strings.Contains(resp.Header.Get("WWW-Authenticate"), "error=") || !strings.Contains(body, oauth.ProblemUnauthorized) {
 		t.Fatalf("no token: %s %q %s", resp.Status, resp.Header.Get("WWW-Authenticate"), body)
 	}
-	req, _ := http.NewRequest("GET", e.issuer+"/v1/whoami", nil)
+	req, _ = http.NewRequest("GET", e.issuer+"/v1/whoami", nil)
 	req.Header.Set("Authorization", "Basic "+bob.AccessToken)
 	if r, err := e.browser(t).Do(req); err != nil || r.StatusCode != http.StatusUnauthorized {
 		t.Fatalf("basic scheme: %v %v", r, err)

@@ -25,9 +25,9 @@ func TestParseParams(t *testing.T) {
 		{"a=%00", nil, true},
 		{"a=%0a", nil, true},
 		{"a=%c3%28", nil, true}, // invalid UTF-8
-		{"a=" + strings.Repeat("x", 4097), nil, true},
+		{"a=" + strings.Repeat("x", oauth.MaxTokenLen+1), nil, true},
 		{strings.Repeat("a=1&", 40), nil, true},
-		{strings.Repeat("x", 17<<10), nil, true},
+		{strings.Repeat("x", oauth.MaxTokenLen+5<<10), nil, true},
 	} {
 		got, err := oauth.ParseParams(tc.in)
 		if tc.err {

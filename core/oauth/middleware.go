@@ -109,6 +109,50 @@ func (s *Server) Authenticate(r *http.Request) (Principal, error) {
 
 var errNoToken = fmt.Errorf("%w: no bearer token", ErrMalformedToken)
 
+// ChallengeError is an authentication refusal with its RFC 6750
+// challenge: the value of WWW-Authenticate to send with the 401 or 403.
+// It wraps the reason (ErrInsufficientScope for a 403; a token error, or
+// ErrMalformedToken for no token, for a 401).
+type ChallengeError struct {
+	Status    int // 401 or 403
+	Challenge string
+	Err       error
+}
+
+func (e *ChallengeError) Error() string { return e.Err.Error() }
+func (e *ChallengeError) Unwrap() error { return e.Err }
+
+// WWWAuthenticate returns the challenge (the Admin API framework sends it).
+func (e *ChallengeError) WWWAuthenticate() string { return e.Challenge }
+
+// Check authenticates the request's bearer token and checks that it holds
+// scope (admin holds every scope). It returns the principal, or an error:
+// a *ChallengeError (401: no, invalid, expired or revoked token; 403:
+// ErrInsufficientScope) or, when the check could not be made (no trusted
+// time, the store down), one wrapping ErrNoTime or ErrUnavailable (503:
+// fail closed). It is what Middleware runs, for routers that map errors
+// themselves (core/adminapi's Authenticator).
+func (s *Server) Check(r *http.Request, scope string) (Principal, error) {
+	p, err := s.Authenticate(r)
+	switch {
+	case err == nil:
+	case errors.Is(err, ErrNoTime), errors.Is(err, ErrUnavailable):
+		return Principal{}, err
+	case errors.Is(err, errNoToken):
+		return Principal{}, &ChallengeError{Status: http.StatusUnauthorized, Err: err,
+			Challenge: `Bearer realm="avon", scope=` + quoteParam(scope)}
+	default:
+		return Principal{}, &ChallengeError{Status: http.StatusUnauthorized, Err: err,
+			Challenge: `Bearer realm="avon", error="invalid_token", error_description=` + quoteParam(err.Error())}
+	}
+	if !p.Has(scope) {
+		return p, &ChallengeError{Status: http.StatusForbidden,
+			Err:       fmt.Errorf("%w: this route needs scope %q; the token has %q", ErrInsufficientScope, scope, p.Scope),
+			Challenge: `Bearer realm="avon", error="insufficient_scope", scope=` + quoteParam(scope)}
+	}
+	return p, nil
+}
+
 // Middleware returns the verifier of the Admin API: a request passes only
 // with a valid access token (signature by a key of this issuer with that
 // key's algorithm, exp/nbf/iat against calibrated time, iss, aud) whose
@@ -120,32 +164,26 @@ var errNoToken = fmt.Errorf("%w: no bearer token", ErrMalformedToken)
 func (s *Server) Middleware(scope string) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			p, err := s.Authenticate(r)
+			p, err := s.Check(r, scope)
+			var ce *ChallengeError
 			switch {
 			case err == nil:
-			case errors.Is(err, ErrNoTime), errors.Is(err, ErrUnavailable):
+				next.ServeHTTP(w, r.WithContext(WithPrincipal(r.Context(), p)))
+			case errors.As(err, &ce):
+				w.Header().Set("WWW-Authenticate", ce.Challenge)
+				pr := Problem{Type: ProblemUnauthorized, Title: "Invalid access token", Status: ce.Status, Detail: err.Error()}
+				switch {
+				case ce.Status == http.StatusForbidden:
+					pr = Problem{Type: ProblemForbidden, Title: "Insufficient scope", Status: ce.Status, Detail: err.Error(), Scope: scope}
+				case errors.Is(err, errNoToken):
+					pr.Title, pr.Detail = "Authentication required", "this route needs an access token: run `avon login`"
+				}
+				writeProblem(w, pr)
+			default:
 				s.log.Warn("bearer token not checked", "error", err)
 				writeProblem(w, Problem{Type: ProblemUnavailable, Title: "Authentication unavailable", Status: http.StatusServiceUnavailable,
 					Detail: err.Error()})
-				return
-			case errors.Is(err, errNoToken):
-				w.Header().Set("WWW-Authenticate", `Bearer realm="avon", scope=`+quoteParam(scope))
-				writeProblem(w, Problem{Type: ProblemUnauthorized, Title: "Authentication required", Status: http.StatusUnauthorized,
-					Detail: "this route needs an access token: run `avon login`"})
-				return
-			default:
-				w.Header().Set("WWW-Authenticate", `Bearer realm="avon", error="invalid_token", error_description=`+quoteParam(err.Error()))
-				writeProblem(w, Problem{Type: ProblemUnauthorized, Title: "Invalid access token", Status: http.StatusUnauthorized,
-					Detail: err.Error()})
-				return
 			}
-			if !p.Has(scope) {
-				w.Header().Set("WWW-Authenticate", `Bearer realm="avon", error="insufficient_scope", scope=`+quoteParam(scope))
-				writeProblem(w, Problem{Type: ProblemForbidden, Title: "Insufficient scope", Status: http.StatusForbidden,
-					Detail: fmt.Sprintf("%s: this route needs scope %q; the token has %q", ErrInsufficientScope, scope, p.Scope), Scope: scope})
-				return
-			}
-			next.ServeHTTP(w, r.WithContext(WithPrincipal(r.Context(), p)))
 		})
 	}
 }

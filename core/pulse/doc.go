@@ -29,7 +29,9 @@
 // A session is dead when no pulse was accepted for more than Missed *
 // Interval (since Established before the first pulse), or when it was ended
 // (End, or a failed re-verification in Handle). Dead lists such sessions
-// until the owner Removes them.
+// until the owner Removes them, scanning every session; an owner with many
+// sessions schedules each one's deadline itself instead (DeadAt) and asks
+// only for the ended ones (Ended), as core/gateway's timer wheel does.
 //
 // # Re-verification
 //

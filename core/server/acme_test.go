@@ -14,6 +14,8 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -88,7 +90,7 @@ plugin "acme" "acme" {
 
 // apiClient trusts the core's self-signed API certificate, fetched once
 // (the way an operator pins it).
-func apiClient(t *testing.T, addr string) *http.Client {
+func apiClient(t testing.TB, addr string) *http.Client {
 	t.Helper()
 	conn, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true}) // only to read the certificate to pin
 	if err != nil {
@@ -187,17 +189,27 @@ func verifyChain(t *testing.T, s *Server, res *certificate.Resource, name string
 	return certs[0]
 }
 
-// TestACMEWithLego: lego, a client no one here wrote, obtains certificates
+// TestACMEClients: lego, a client no one here wrote, obtains certificates
 // from the core over HTTPS with http-01 and tls-alpn-01 (lego's own
 // challenge servers) and dns-01 (lego's RFC 2136 provider updating a DNS
 // server on loopback that the acme plugin resolves through); every chain
 // verifies; lego revokes one and registers with an EAB key made through the
-// admin socket.
-func TestACMEWithLego(t *testing.T) {
+// admin socket; certbot (Debian package) obtains one in standalone mode.
+func TestACMEClients(t *testing.T) {
 	dnsSrv := acmetest.StartDNS(t)
 	httpPort, alpnPort := freePort(t), freePort(t)
 	s, _ := startServer(t, writeConfig(t, t.TempDir(), acmeConfig(t, dnsSrv.Addr, httpPort, alpnPort)))
 
+	t.Run("admin paths not served to the network", func(t *testing.T) {
+		resp, err := apiClient(t, s.APIAddr()).Post("https://"+s.APIAddr()+"/acme/admin/eab", "application/json", strings.NewReader(`{}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusNotFound {
+			t.Fatalf("POST /acme/admin/eab from the network: %d, want 404", resp.StatusCode)
+		}
+	})
 	t.Run("http-01", func(t *testing.T) {
 		c := newLego(t, s)
 		if err := c.Challenge.SetHTTP01Provider(http01.NewProviderServer("127.0.0.1", strconv.Itoa(httpPort))); err != nil {
@@ -252,11 +264,15 @@ func TestACMEWithLego(t *testing.T) {
 			t.Fatal("an EAB key bound a second account")
 		}
 	})
+	t.Run("certbot http-01", func(t *testing.T) {
+		certbotObtain(t, s, httpPort, "certbot.avon.test")
+	})
 	t.Run("dns-01", func(t *testing.T) {
 		c := newLego(t, s)
 		cfg := rfc2136.NewDefaultConfig()
 		cfg.Nameserver = dnsSrv.Addr
 		cfg.PropagationTimeout, cfg.PollingInterval = 10*time.Second, 100*time.Millisecond
+		cfg.SequenceInterval = 100 * time.Millisecond // both names share one TXT name; lego waits this between them
 		p, err := rfc2136.NewDNSProviderConfig(cfg)
 		if err != nil {
 			t.Fatal(err)
@@ -271,4 +287,46 @@ func TestACMEWithLego(t *testing.T) {
 		}
 		verifyChain(t, s, res, "db.svc.avon.test")
 	})
+}
+
+// certbotObtain runs certbot (the Debian package) in standalone mode: its
+// own http-01 server on httpPort, an RSA account key (RS256), an ECDSA
+// certificate key; the chain it saves must verify.
+func certbotObtain(t *testing.T, s *Server, httpPort int, name string) {
+	t.Helper()
+	bin, err := exec.LookPath("certbot")
+	if err != nil {
+		t.Fatalf("certbot not installed (Debian package certbot): %v", err)
+	}
+	dir := t.TempDir()
+	// certbot trusts the core's self-signed API certificate through
+	// REQUESTS_CA_BUNDLE, as an operator would configure it.
+	conn, err := tls.Dial("tcp", s.APIAddr(), &tls.Config{InsecureSkipVerify: true}) // only to read the certificate to pin
+	if err != nil {
+		t.Fatal(err)
+	}
+	bundle := filepath.Join(dir, "api.pem")
+	if err := os.WriteFile(bundle, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: conn.ConnectionState().PeerCertificates[0].Raw}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_ = conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, "certonly", "--non-interactive", "--agree-tos", "--register-unsafely-without-email",
+		"--server", "https://"+s.APIAddr()+"/acme/directory",
+		"--standalone", "--preferred-challenges", "http", "--http-01-port", strconv.Itoa(httpPort), "--http-01-address", "127.0.0.1",
+		"--key-type", "ecdsa", "--elliptic-curve", "secp256r1",
+		"--config-dir", filepath.Join(dir, "config"), "--work-dir", filepath.Join(dir, "work"), "--logs-dir", filepath.Join(dir, "logs"),
+		"-d", name)
+	cmd.Env = append(os.Environ(), "REQUESTS_CA_BUNDLE="+bundle)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		log, _ := os.ReadFile(filepath.Join(dir, "logs", "letsencrypt.log"))
+		t.Fatalf("certbot: %v\n%s\n--- log ---\n%s", err, out, log)
+	}
+	chain, err := os.ReadFile(filepath.Join(dir, "config", "live", name, "fullchain.pem"))
+	if err != nil {
+		t.Fatalf("certbot saved no chain: %v\n%s", err, out)
+	}
+	verifyChain(t, s, &certificate.Resource{Certificate: chain}, name)
 }

@@ -44,6 +44,7 @@ func (s *Server) AdminAPI(auth adminapi.Authenticator) (*adminapi.API, error) {
 	routes = append(routes, s.pluginRoutes()...)
 	routes = append(routes, s.auditRoutes()...)
 	routes = append(routes, s.policyRoutes()...)
+	routes = append(routes, s.userRoutes()...)
 	return adminapi.New(routes, adminapi.Options{Authenticator: auth, Auditor: s.audit, Logger: s.log.Named("admin"),
 		MapError: adminProblem, Rand: s.opts.Rand, Title: "AVON Admin API", Version: "v1"})
 }
@@ -68,10 +69,9 @@ func (s *Server) startAdmin() error {
 		ln.Close()
 		return err
 	}
-	// User management (operator login) sits beside the Admin API on the
-	// socket; everything else is the Admin API's route table.
+	// The ACME plugin's EAB key route sits beside the Admin API's route
+	// table on the socket (the plugin answers it).
 	mux := http.NewServeMux()
-	s.mountUserAdmin(mux)
 	if inst, err := s.acmeInstance(); err == nil && inst != nil {
 		mux.HandleFunc("POST /v1/acme/eab", func(w http.ResponseWriter, r *http.Request) {
 			r.Header = http.Header{"Content-Type": {"application/json"}, "X-Avon-Admin-Actor": {actorOf(r)}}
@@ -79,7 +79,8 @@ func (s *Server) startAdmin() error {
 		})
 	}
 	mux.Handle("/", a)
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute, WriteTimeout: 5 * time.Minute,
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute,
+		WriteTimeout:   11 * time.Minute, // audit verify runs up to 10 min
 		MaxHeaderBytes: 64 << 10, ConnContext: adminapi.PeerConnContext}
 	s.admin = srv
 	go func() { _ = srv.Serve(ln) }()
@@ -127,3 +128,12 @@ func (s *Server) pluginOf(kind, what string) (*pluginhost.Instance, error) {
 
 // callTimeout bounds one admin handler's calls to plugins and the store.
 const callTimeout = 30 * time.Second
+
+// actorOf names a caller on the admin socket from the kernel's peer
+// credentials.
+func actorOf(r *http.Request) string {
+	if c, ok := adminapi.PeerCredOf(r.Context()); ok {
+		return fmt.Sprintf("local-admin:uid=%d,pid=%d", c.UID, c.PID)
+	}
+	return "local-admin"
+}

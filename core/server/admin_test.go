@@ -77,6 +77,22 @@ func TestAdminAPIMatchesOpenAPI(t *testing.T) {
 	if code != 200 || json.Unmarshal(b, &doc) != nil || doc.OpenAPI != "3.1.0" || len(doc.Paths) < 20 {
 		t.Fatalf("openapi: %d %.300s", code, b)
 	}
+	// Every schema reference resolves.
+	var whole struct {
+		Components struct {
+			Schemas map[string]json.RawMessage `json:"schemas"`
+		} `json:"components"`
+	}
+	_ = json.Unmarshal(b, &whole)
+	refs := regexp.MustCompile(`"\$ref":\s*"#/components/schemas/([^"]+)"`).FindAllSubmatch(b, -1)
+	if len(refs) < 20 {
+		t.Errorf("only %d schema references in the document", len(refs))
+	}
+	for _, m := range refs {
+		if whole.Components.Schemas[string(m[1])] == nil {
+			t.Errorf("unresolved schema reference %s", m[1])
+		}
+	}
 	routeMiss := adminapi.TypeRouteNotFound.URI()
 	notAllowed := adminapi.TypeMethodNotAllowed.URI()
 	ops := 0

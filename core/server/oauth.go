@@ -2,19 +2,15 @@ package server
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
-	"net/http"
 	"strings"
 	"sync"
 	"time"
 
-	"github.com/avonzt/avon/core/adminapi"
 	"github.com/avonzt/avon/core/api"
 	"github.com/avonzt/avon/core/oauth"
-	"github.com/avonzt/avon/sdk/host"
 	"github.com/avonzt/avon/sdk/kms"
 	sdkplugin "github.com/avonzt/avon/sdk/plugin"
 )
@@ -193,150 +189,4 @@ type TOTPResult struct {
 	User   string `json:"user"`
 	Secret string `json:"secret"` // base32
 	URI    string `json:"uri"`    // otpauth://
-}
-
-// mountUserAdmin serves user management on the admin socket (no OAuth
-// there: the socket is the break-glass path, authenticated by the kernel).
-func (s *Server) mountUserAdmin(mux *http.ServeMux) {
-	mux.HandleFunc("GET /v1/users", s.withUsers(func(w http.ResponseWriter, r *http.Request, u *oauth.Users) {
-		list, err := u.List(r.Context())
-		if err != nil {
-			userError(w, err)
-			return
-		}
-		adminJSON(w, http.StatusOK, list)
-	}))
-	mux.HandleFunc("POST /v1/users", s.withUsers(func(w http.ResponseWriter, r *http.Request, u *oauth.Users) {
-		var body UserRequest
-		if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 8192)).Decode(&body); err != nil {
-			adminBad(w, `want {"name": "alice", "password": "...", "roles": ["admin"]}`)
-			return
-		}
-		s.userAction(w, r, "user.add", body.Name, map[string]string{"roles": strings.Join(body.Roles, " ")}, func() (any, error) {
-			return u.Add(r.Context(), body.Name, body.Password, body.Roles, actorOf(r))
-		})
-	}))
-	mux.HandleFunc("PUT /v1/users/{name}/password", s.withUsers(func(w http.ResponseWriter, r *http.Request, u *oauth.Users) {
-		var body struct {
-			Password string `json:"password"`
-		}
-		if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 8192)).Decode(&body); err != nil {
-			adminBad(w, `want {"password": "..."}`)
-			return
-		}
-		name := r.PathValue("name")
-		s.userAction(w, r, "user.passwd", name, nil, func() (any, error) {
-			return map[string]any{"user": name, "password_changed": true}, u.SetPassword(r.Context(), name, body.Password)
-		})
-	}))
-	mux.HandleFunc("PUT /v1/users/{name}/roles", s.withUsers(func(w http.ResponseWriter, r *http.Request, u *oauth.Users) {
-		var body struct {
-			Roles []string `json:"roles"`
-		}
-		if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 8192)).Decode(&body); err != nil {
-			adminBad(w, `want {"roles": ["operator"]}`)
-			return
-		}
-		name := r.PathValue("name")
-		s.userAction(w, r, "user.roles", name, map[string]string{"roles": strings.Join(body.Roles, " ")}, func() (any, error) {
-			if err := u.SetRoles(r.Context(), name, body.Roles); err != nil {
-				return nil, err
-			}
-			return u.Get(r.Context(), name)
-		})
-	}))
-	mux.HandleFunc("POST /v1/users/{name}/totp", s.withUsers(func(w http.ResponseWriter, r *http.Request, u *oauth.Users) {
-		name := r.PathValue("name")
-		s.userAction(w, r, "user.totp.enable", name, nil, func() (any, error) {
-			secret, err := u.EnableTOTP(r.Context(), name)
-			if err != nil {
-				return nil, err
-			}
-			return TOTPResult{User: name, Secret: oauth.EncodeTOTPSecret(secret), URI: oauth.TOTPURI("AVON", name, secret)}, nil
-		})
-	}))
-	mux.HandleFunc("DELETE /v1/users/{name}/totp", s.withUsers(func(w http.ResponseWriter, r *http.Request, u *oauth.Users) {
-		name := r.PathValue("name")
-		s.userAction(w, r, "user.totp.disable", name, nil, func() (any, error) {
-			return map[string]any{"user": name, "totp": false}, u.DisableTOTP(r.Context(), name)
-		})
-	}))
-	mux.HandleFunc("DELETE /v1/users/{name}", s.withUsers(func(w http.ResponseWriter, r *http.Request, u *oauth.Users) {
-		name := r.PathValue("name")
-		s.userAction(w, r, "user.delete", name, nil, func() (any, error) {
-			return map[string]any{"user": name, "deleted": true}, u.Delete(r.Context(), name)
-		})
-	}))
-}
-
-func (s *Server) withUsers(h func(http.ResponseWriter, *http.Request, *oauth.Users)) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		o := s.OAuth()
-		if o == nil {
-			adminJSON(w, http.StatusServiceUnavailable, map[string]any{"status": 503,
-				"detail": "operator login is off (auth { enabled = false }, or no kms plugin)"})
-			return
-		}
-		h(w, r, o.Users())
-	}
-}
-
-// userAction records the request (fail closed), runs it and records the
-// outcome.
-func (s *Server) userAction(w http.ResponseWriter, r *http.Request, action, name string, fields map[string]string, do func() (any, error)) {
-	actor := actorOf(r)
-	if err := s.audit.Emit(r.Context(), "core", host.Event{Actor: actor, Action: action, Target: "user/" + name, Outcome: "requested",
-		Fields: fields}); err != nil {
-		adminJSON(w, http.StatusServiceUnavailable, map[string]any{"status": 503, "detail": "audit: " + err.Error()})
-		return
-	}
-	out, err := do()
-	outcome, reason := "success", ""
-	if err != nil {
-		outcome, reason = "failure", err.Error()
-	}
-	if aerr := s.audit.Emit(r.Context(), "core", host.Event{Actor: actor, Action: action, Target: "user/" + name, Outcome: outcome,
-		Reason: reason, Fields: fields}); aerr != nil {
-		s.log.Error("audit of a user change failed", "action", action, "user", name, "error", aerr)
-	}
-	if err != nil {
-		userError(w, err)
-		return
-	}
-	s.log.Info("user changed", "action", action, "user", name, "by", actor)
-	adminJSON(w, http.StatusOK, out)
-}
-
-func userError(w http.ResponseWriter, err error) {
-	code := http.StatusInternalServerError
-	switch {
-	case errors.Is(err, oauth.ErrInvalidArgument):
-		code = http.StatusBadRequest
-	case errors.Is(err, oauth.ErrUnknownUser):
-		code = http.StatusNotFound
-	case errors.Is(err, oauth.ErrUserExists):
-		code = http.StatusConflict
-	case errors.Is(err, oauth.ErrNoTime), errors.Is(err, oauth.ErrUnavailable):
-		code = http.StatusServiceUnavailable
-	}
-	adminJSON(w, code, map[string]any{"status": code, "detail": err.Error()})
-}
-
-// actorOf names the caller of a user-management route on the admin socket
-// from the kernel's peer credentials.
-func actorOf(r *http.Request) string {
-	if c, ok := adminapi.PeerCredOf(r.Context()); ok {
-		return fmt.Sprintf("local-admin:uid=%d,pid=%d", c.UID, c.PID)
-	}
-	return "local-admin"
-}
-
-// adminJSON answers a user-management route.
-func adminJSON(w http.ResponseWriter, code int, v any) { adminapi.JSON(w, code, v) }
-
-// adminBad answers a malformed user-management request as a problem.
-func adminBad(w http.ResponseWriter, detail string) {
-	p := adminapi.NewProblem(adminapi.TypeBadRequest, detail)
-	w.Header().Set("Content-Type", "application/problem+json")
-	adminapi.JSON(w, p.Status, p)
 }

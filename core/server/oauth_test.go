@@ -39,6 +39,9 @@ func socketDo(t *testing.T, c *http.Client, method, path string, body any) (int,
 		rd = bytes.NewReader(b)
 	}
 	req, _ := http.NewRequest(method, "http://avon-admin"+path, rd)
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json") // the Admin API refuses other bodies (415)
+	}
 	resp, err := c.Do(req)
 	if err != nil {
 		t.Fatal(err)

@@ -64,6 +64,9 @@ calibration {
 audit {
   checkpoints = false
 }
+auth {
+  enabled = false
+}
 plugin "kms" "test" {
   command = %q
   sha256  = %q

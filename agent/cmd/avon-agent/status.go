@@ -78,7 +78,11 @@ func printStatus(w io.Writer, s *tunnel.Status) {
 		fmt.Fprintf(w, "last error:     %s (%s)\n", s.LastError, ts(s.LastErrorAt))
 	}
 	for _, d := range s.Denials {
-		fmt.Fprintf(w, "denied:         %s proto %d %s -> %s: %s\n", d.Time.Local().Format(time.RFC3339), d.Proto, d.Src, d.Dst, d.Reason)
+		policies := ""
+		if len(d.PolicyIDs) > 0 {
+			policies = " (policy " + strings.Join(d.PolicyIDs, ", ") + ")"
+		}
+		fmt.Fprintf(w, "denied:         %s proto %d %s -> %s: %s%s\n", d.Time.Local().Format(time.RFC3339), d.Proto, d.Src, d.Dst, d.Reason, policies)
 	}
 	fmt.Fprintf(w, "updated:        %s\n", ts(s.Updated))
 }

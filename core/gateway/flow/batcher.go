@@ -212,12 +212,12 @@ func (b *Batcher) evaluate(ctx context.Context, items []Item) {
 		return
 	}
 	req := &policy.EvaluateRequest{PolicySetID: b.cfg.PolicySetID, Queries: make([]policy.Query, len(items))}
-	seen := map[policy.EntityRef]bool{}
+	seen := make(map[policy.EntityRef]struct{}, len(items))
 	for i := range items {
 		req.Queries[i] = items[i].Query
 		for _, ent := range items[i].Entities {
-			if !seen[ent.Ref] {
-				seen[ent.Ref] = true
+			if _, dup := seen[ent.Ref]; !dup {
+				seen[ent.Ref] = struct{}{}
 				req.Entities = append(req.Entities, ent)
 			}
 		}

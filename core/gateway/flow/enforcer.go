@@ -80,6 +80,10 @@ type Subject struct {
 	// against the gateway's, as of the last accepted pulse.
 	ClockOffset time.Duration
 	Skew        time.Duration
+
+	// posture is the JSON of the context's posture, made once per change
+	// for DefaultQuery (postureJSON).
+	posture []byte
 }
 
 // Posture is what an accepted pulse tells the enforcer (SetPulse).
@@ -246,6 +250,7 @@ func (e *Enforcer) Close() {
 // AddSession starts tracking a session; data is returned by Session.Data.
 func (e *Enforcer) AddSession(subj Subject, data any) *Session {
 	s := &Session{e: e, t: newTable(), data: data}
+	subj.posture = subj.postureJSON()
 	s.subj.Store(&subjectState{Subject: subj, hash: e.subjectHash(&subj)})
 	e.sessMu.Lock()
 	e.sessions[s] = struct{}{}
@@ -366,11 +371,24 @@ func (e *Enforcer) track(s *Session, p *Packet, dir Dir, raw []byte, peer *Sessi
 		}
 		a = e.hitLocked(t, sl, p, raw, ns)
 	}
-	t.mu.Unlock()
 	if a == Forward {
-		e.stats.Forwarded.Add(1)
+		e.forwardedLocked(t)
 	}
+	t.mu.Unlock()
 	return a
+}
+
+// forwardBatch is how many forwarded packets a table counts before it
+// adds them to Stats.Forwarded: one shared atomic per packet would bounce
+// its cache line between the cores of the data path.
+const forwardBatch = 64
+
+// forwardedLocked counts a forwarded packet; the caller holds t.mu.
+func (e *Enforcer) forwardedLocked(t *table) {
+	if t.fwd++; t.fwd == forwardBatch {
+		e.stats.Forwarded.Add(forwardBatch)
+		t.fwd = 0
+	}
 }
 
 // open starts a flow the agent opens: decided from the cache when it can
@@ -500,6 +518,7 @@ func (e *Enforcer) deliver(items []Item, ds []policy.Decision, version uint64, e
 		e.cache.Purge()
 		e.epochMu.Unlock()
 	}
+	var todo []settled
 	for i, it := range items {
 		var d *Decision
 		if err != nil {
@@ -520,8 +539,13 @@ func (e *Enforcer) deliver(items []Item, ds []policy.Decision, version uint64, e
 		delete(e.waiting, wk)
 		e.waitMu.Unlock()
 		for _, w := range ws {
-			e.settle(w, d, now)
+			if f, ok := e.settle(w, d); ok {
+				todo = append(todo, f)
+			}
 		}
+	}
+	for _, f := range todo {
+		e.follow(f, now)
 	}
 }
 
@@ -540,52 +564,68 @@ func fromPolicy(pd *policy.Decision) *Decision {
 	return d
 }
 
-// settle applies decision d to the flow w waits for.
-func (e *Enforcer) settle(w waiter, d *Decision, now int64) {
+// settled is what remains to do after a decision was applied to a flow:
+// counting, releasing its held packets, telling of a denial.
+type settled struct {
+	s       *Session
+	key     Key
+	d       *Decision
+	prev    Verdict
+	release [][]byte
+	dropped int
+}
+
+// settle applies decision d to the flow w waits for and reports what
+// remains to do (follow); ok is false when nothing changed (the flow is
+// gone or waits for a newer decision). Callers apply a whole batch before
+// following up on any, so a cut takes effect before the callbacks and
+// logs of the others run.
+func (e *Enforcer) settle(w waiter, d *Decision) (settled, bool) {
 	if e.closed.Load() {
-		return
+		return settled{}, false
 	}
 	t := w.s.t
 	t.mu.Lock()
+	defer t.mu.Unlock()
 	c := w.c
 	if c.removed || c.gen != w.gen {
-		t.mu.Unlock()
-		return
+		return settled{}, false
 	}
-	prev := c.verdict
+	f := settled{s: w.s, key: c.key, d: d, prev: c.verdict}
 	c.decision = d
-	var release [][]byte
-	dropped := 0
 	if d.Allow {
 		c.verdict = Allow
-		release, c.hold = c.hold, nil
+		f.release, c.hold = c.hold, nil
 	} else {
 		c.verdict = Deny
-		dropped = len(c.hold)
+		f.dropped = len(c.hold)
 		c.hold = nil
 	}
-	key := c.key
-	t.mu.Unlock()
-	if prev == Pending {
-		e.counted(w.s, key, d)
+	return f, true
+}
+
+// follow counts, releases and reports a settled decision.
+func (e *Enforcer) follow(f settled, now int64) {
+	if f.prev == Pending {
+		e.counted(f.s, f.key, f.d)
 	}
 	switch {
-	case prev == Pending && d.Allow:
-		if len(release) > 0 {
-			e.stats.Released.Add(uint64(len(release)))
-			if e.cfg.Release != nil {
-				e.cfg.Release(w.s, release)
+	case f.prev == Pending && f.d.Allow:
+		if len(f.release) > 0 {
+			e.stats.Released.Add(uint64(len(f.release)))
+			if e.cfg.Release != nil && !e.closed.Load() {
+				e.cfg.Release(f.s, f.release)
 			}
 		}
-	case prev == Pending:
-		e.stats.DropHold.Add(uint64(dropped))
-		e.denied(w.s, key, d, false, now)
-	case prev == Allow && !d.Allow:
+	case f.prev == Pending:
+		e.stats.DropHold.Add(uint64(f.dropped))
+		e.denied(f.s, f.key, f.d, false, now)
+	case f.prev == Allow && !f.d.Allow:
 		e.stats.Cut.Add(1)
-		e.denied(w.s, key, d, true, now)
-	case prev == Deny && d.Allow:
+		e.denied(f.s, f.key, f.d, true, now)
+	case f.prev == Deny && f.d.Allow:
 		e.stats.Restored.Add(1)
-		e.log.Info("flow allowed again after re-evaluation", "session", w.s.Subject().SessionID, "flow", key.String())
+		e.log.Info("flow allowed again after re-evaluation", "session", f.s.Subject().SessionID, "flow", f.key.String())
 	}
 }
 
@@ -643,6 +683,7 @@ func (e *Enforcer) SetPosture(s *Session, os, agentVersion string, facts map[str
 	cur := s.subj.Load()
 	next := &subjectState{Subject: cur.Subject}
 	next.OS, next.AgentVersion, next.Facts = os, agentVersion, facts
+	next.posture = next.postureJSON()
 	next.hash = e.subjectHash(&next.Subject)
 	s.subj.Store(next)
 	return e.Reevaluate(s)
@@ -655,6 +696,7 @@ func (e *Enforcer) SetPulse(s *Session, p Posture) int {
 	next := &subjectState{Subject: cur.Subject}
 	next.OS, next.AgentVersion, next.Facts = p.OS, p.AgentVersion, p.Facts
 	next.ClockOffset, next.Skew = p.ClockOffset, p.Skew
+	next.posture = next.postureJSON()
 	next.hash = e.subjectHash(&next.Subject)
 	s.subj.Store(next)
 	return e.Reevaluate(s)
@@ -689,15 +731,21 @@ func (e *Enforcer) reevaluate(s *Session, pending bool) int {
 	}
 	t.mu.Unlock()
 	e.stats.Reevaluations.Add(uint64(len(jobs)))
+	var todo []settled
 	for _, j := range jobs {
 		ck := e.cacheKey(ss, j.key)
 		if d, ok := e.cache.Get(&ck, ns); ok {
 			e.stats.CacheHits.Add(1)
-			e.settle(j.w, d, ns)
+			if f, ok := e.settle(j.w, d); ok {
+				todo = append(todo, f)
+			}
 			continue
 		}
 		e.stats.CacheMisses.Add(1)
 		e.request(ck, ss, dest(j.key), j.w, now)
+	}
+	for _, f := range todo {
+		e.follow(f, ns)
 	}
 	return len(jobs)
 }

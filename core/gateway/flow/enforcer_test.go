@@ -2,6 +2,7 @@ package flow
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -654,5 +655,123 @@ func TestConfigRefused(t *testing.T) {
 		if _, err := New(c); !errors.Is(err, ErrConfig) {
 			t.Fatalf("New(%+v) = %v", c, err)
 		}
+	}
+}
+
+func TestDefaultQuery(t *testing.T) {
+	subj := Subject{AgentID: "laptop-42", Address: addr(agentA), OS: "linux \"x\"", AgentVersion: "1.0",
+		Facts: map[string]string{"disk.encrypted": "true", "quote": `"\`}}
+	for _, with := range []bool{false, true} {
+		if with {
+			subj.posture = subj.postureJSON()
+		}
+		q, ents := DefaultQuery(&subj, Dest{Addr: addr(server), Port: 443, Proto: ProtoTCP}, testNow)
+		if q.Principal != (policy.EntityRef{Type: "Agent", ID: "laptop-42"}) || q.Action != (policy.EntityRef{Type: "Action", ID: "reach"}) ||
+			q.Resource != (policy.EntityRef{Type: "Service", ID: "tcp/10.20.0.10:443"}) || len(ents) != 2 || ents[0].Ref != q.Principal ||
+			ents[1].Ref != q.Resource {
+			t.Fatalf("query %+v, entities %+v", q, ents)
+		}
+		var ctx struct {
+			Posture struct {
+				OS           string `json:"os"`
+				AgentVersion string `json:"agent_version"`
+				Tags         map[string]string
+			}
+			Source      struct{ IP string }
+			Destination struct {
+				IP       string
+				Port     int
+				Protocol string
+			}
+			Time time.Time
+		}
+		if err := json.Unmarshal(q.Context, &ctx); err != nil {
+			t.Fatalf("context %s: %v", q.Context, err)
+		}
+		if ctx.Posture.OS != subj.OS || ctx.Posture.AgentVersion != "1.0" || ctx.Posture.Tags["quote"] != `"\` || ctx.Source.IP != agentA ||
+			ctx.Destination.IP != server || ctx.Destination.Port != 443 || ctx.Destination.Protocol != "tcp" || !ctx.Time.Equal(testNow) {
+			t.Fatalf("context %s", q.Context)
+		}
+		var attrs map[string]any
+		if err := json.Unmarshal(ents[1].Attributes, &attrs); err != nil || attrs["port"] != float64(443) || attrs["ip"] != server {
+			t.Fatalf("attributes %s: %v", ents[1].Attributes, err)
+		}
+	}
+	q, _ := DefaultQuery(&subj, Dest{Addr: addr("fd00::1"), Proto: ProtoICMPv6}, testNow)
+	if q.Resource.ID != "icmpv6/fd00::1" || !json.Valid(q.Context) {
+		t.Fatalf("icmpv6 query %+v", q)
+	}
+}
+
+// TestVersionChangeInvalidates: an answer under a newer policy set
+// version empties the cache, so decisions of the older one are asked
+// again even without ReevaluateAll.
+func TestVersionChangeInvalidates(t *testing.T) {
+	f := newFixture(t, allow443, nil)
+	s := f.session("laptop", agentA)
+	f.from(s, v4(ProtoTCP, agentA, server, tcp(1, 443, tcpSYN)))
+	f.settled(s, key(ProtoTCP, agentA, server, 1, 443))
+	if a := f.from(s, v4(ProtoTCP, agentA, server, tcp(2, 443, tcpSYN))); a != Forward {
+		t.Fatalf("cached: %v", a)
+	}
+	f.eng.SetDecide(flowtest.Rules(flowtest.Rule{Resource: "udp/10.20.0.10:53", PolicyID: "dns"}))
+	// Another destination: a query, answered under the new version.
+	f.from(s, v4(ProtoUDP, agentA, server, udp(1, 53, nil)))
+	f.settled(s, key(ProtoUDP, agentA, server, 1, 53))
+	// The https decision of the old version is gone from the cache.
+	q := f.eng.Queries()
+	f.from(s, v4(ProtoTCP, agentA, server, tcp(3, 443, tcpSYN)))
+	if v := f.settled(s, key(ProtoTCP, agentA, server, 3, 443)); v != Deny || f.eng.Queries() != q+1 {
+		t.Fatalf("after the version moved: %v, %d queries (was %d)", v, f.eng.Queries(), q)
+	}
+}
+
+func TestTCPReopenAfterClose(t *testing.T) {
+	f := newFixture(t, allow443, nil)
+	s := f.session("laptop", agentA)
+	k := key(ProtoTCP, agentA, server, 40002, 443)
+	f.from(s, v4(ProtoTCP, agentA, server, tcp(40002, 443, tcpSYN)))
+	f.settled(s, k)
+	f.to(s, v4(ProtoTCP, server, agentA, tcp(443, 40002, tcpRST)), nil)
+	// A new connection on the same ports before the closed one lingered
+	// out: it opens again, and an answer keeps it past TCPClosed.
+	if a := f.from(s, v4(ProtoTCP, agentA, server, tcp(40002, 443, tcpSYN))); a != Forward {
+		t.Fatalf("SYN on a closed flow: %v", a)
+	}
+	f.to(s, v4(ProtoTCP, server, agentA, tcp(443, 40002, tcpSYN|tcpACK)), nil)
+	f.clock.advance(DefaultTimeouts.TCPClosed)
+	if n := f.e.Expire(f.clock.now()); n != 0 {
+		t.Fatal("reopened connection expired at the closed timeout")
+	}
+}
+
+func TestPendingExpiresAndSessionEnd(t *testing.T) {
+	f := newFixture(t, allow443, nil)
+	release := f.eng.Hold()
+	defer release()
+	s := f.session("laptop", agentA)
+	f.from(s, v4(ProtoTCP, agentA, server, tcp(1, 443, tcpSYN)))
+	f.from(s, v4(ProtoTCP, agentA, server, tcp(2, 443, tcpSYN)))
+	// A pending flow whose answer does not come is forgotten after
+	// Timeouts.Pending, its held packets dropped.
+	f.clock.advance(DefaultTimeouts.Pending)
+	if n := f.e.Expire(f.clock.now()); n != 2 {
+		t.Fatalf("%d pending flows expired, want 2", n)
+	}
+	if f.e.Stats().DropHold.Load() != 2 {
+		t.Fatalf("DropHold %d", f.e.Stats().DropHold.Load())
+	}
+	// A session that ends with a flow pending: the late answer releases
+	// nothing.
+	s2 := f.session("other", agentB)
+	f.from(s2, v4(ProtoTCP, agentB, server, tcp(1, 443, tcpSYN)))
+	f.e.RemoveSession(s2)
+	release()
+	// A later flow of a live session: its answer comes after the ended
+	// session's (one goroutine delivers in order).
+	f.from(s, v4(ProtoUDP, agentA, server, udp(7, 53, nil)))
+	waitFor(t, "the live flow's release", func() bool { return f.nReleased() >= 1 })
+	if f.nReleased() != 1 || f.e.Stats().Flows.Load() != 1 {
+		t.Fatalf("%d released, %d flows: the ended session's packet went out", f.nReleased(), f.e.Stats().Flows.Load())
 	}
 }

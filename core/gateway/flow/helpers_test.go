@@ -222,6 +222,18 @@ func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Fatalf("timed out waiting for %s", what)
 }
 
+// waitBench is waitFor with a bound for benchmarks of many operations.
+func waitBench(b *testing.B, what string, cond func() bool) {
+	b.Helper()
+	for range 600000 {
+		if cond() {
+			return
+		}
+		time.Sleep(100 * time.Microsecond)
+	}
+	b.Fatalf("timed out waiting for %s", what)
+}
+
 // settled waits until the flow k of s has a verdict other than Pending.
 func (f *fixture) settled(s *Session, k Key) Verdict {
 	f.t.Helper()

@@ -3,6 +3,7 @@ package flow
 import (
 	"encoding/json"
 	"net/netip"
+	"strconv"
 	"time"
 
 	"github.com/avonzt/avon/sdk/policy"
@@ -24,26 +25,6 @@ type groupAttrs struct {
 	Name string `json:"name"`
 }
 
-// serviceAttrs are the attributes of a Service entity; its fields are
-// also the context's destination.
-type serviceAttrs struct {
-	Name     string `json:"name,omitempty"`
-	IP       string `json:"ip"`
-	Port     uint16 `json:"port"`
-	Protocol string `json:"protocol"`
-}
-
-// flowContext is the schema's FlowContext without weekday, which the
-// plugin derives from time (sending it is an error).
-type flowContext struct {
-	Time              string          `json:"time"`
-	CalibrationSkewMS int64           `json:"calibration_skew_ms"`
-	Posture           postureContext  `json:"posture"`
-	Source            sourceContext   `json:"source"`
-	Location          locationContext `json:"location"`
-	Destination       serviceAttrs    `json:"destination"`
-}
-
 // postureContext is the Posture entity given inline: its attributes and
 // the pulse's custom facts as tags.
 type postureContext struct {
@@ -52,18 +33,6 @@ type postureContext struct {
 	ClockOffsetMS int64             `json:"clock_offset_ms"`
 	SkewMS        int64             `json:"skew_ms"`
 	Tags          map[string]string `json:"tags"`
-}
-
-type sourceContext struct {
-	IP   string `json:"ip"`
-	Port uint16 `json:"port"`
-}
-
-// locationContext is unknown to the gateway: three empty strings.
-type locationContext struct {
-	Country string `json:"country"`
-	Region  string `json:"region"`
-	City    string `json:"city"`
 }
 
 // TimeFormat is how queries carry the decision time: RFC 3339 in UTC with
@@ -92,25 +61,38 @@ func DefaultQuery(s *Subject, d Dest, now time.Time) (policy.Query, []policy.Ent
 	if d.Proto == ProtoTCP || d.Proto == ProtoUDP {
 		id = proto + "/" + netip.AddrPortFrom(d.Addr, d.Port).String()
 	}
-	dst := serviceAttrs{IP: d.Addr.String(), Port: d.Port, Protocol: proto}
-	svc := dst
-	svc.Name = id
-	tags := s.Facts
-	if tags == nil {
-		tags = map[string]string{}
+	posture := s.posture
+	if posture == nil {
+		posture = s.postureJSON()
 	}
-	src := "0.0.0.0" // no tunnel address: a session of a test, say
+	// Addresses, numbers, protocol names (ProtoName: letters or digits)
+	// and the time need no escaping: the JSON is appended directly, the
+	// session's posture made once per pulse (this runs once per query).
+	dst := make([]byte, 0, 64)
+	dst = append(dst, `{"ip":"`...)
+	dst = d.Addr.AppendTo(dst)
+	dst = append(dst, `","port":`...)
+	dst = strconv.AppendUint(dst, uint64(d.Port), 10)
+	dst = append(dst, `,"protocol":"`...)
+	dst = append(dst, proto...)
+	dst = append(dst, `"}`...)
+	ctx := make([]byte, 0, len(posture)+len(dst)+192)
+	ctx = append(ctx, `{"time":"`...)
+	ctx = now.UTC().AppendFormat(ctx, TimeFormat)
+	ctx = append(ctx, `","calibration_skew_ms":`...)
+	ctx = strconv.AppendInt(ctx, s.Skew.Milliseconds(), 10)
+	ctx = append(ctx, `,"posture":`...)
+	ctx = append(ctx, posture...)
+	ctx = append(ctx, `,"source":{"ip":"`...)
 	if s.Address.IsValid() {
-		src = s.Address.String()
+		ctx = s.Address.AppendTo(ctx)
+	} else {
+		ctx = append(ctx, "0.0.0.0"...) // no tunnel address: a session of a test, say
 	}
-	ctx, _ := json.Marshal(flowContext{
-		Time:              now.UTC().Format(TimeFormat),
-		CalibrationSkewMS: s.Skew.Milliseconds(),
-		Posture: postureContext{OS: s.OS, AgentVersion: s.AgentVersion, ClockOffsetMS: s.ClockOffset.Milliseconds(),
-			SkewMS: s.Skew.Milliseconds(), Tags: tags},
-		Source:      sourceContext{IP: src},
-		Destination: dst,
-	})
+	ctx = append(ctx, `","port":0},"location":{"country":"","region":"","city":""},"destination":`...)
+	ctx = append(ctx, dst...)
+	ctx = append(ctx, '}')
+
 	principal := policy.EntityRef{Type: "Agent", ID: s.AgentID}
 	res := policy.EntityRef{Type: "Service", ID: id}
 	ents := make([]policy.Entity, 0, 2+len(s.Groups))
@@ -122,12 +104,31 @@ func DefaultQuery(s *Subject, d Dest, now time.Time) (policy.Query, []policy.Ent
 		attrs, _ := json.Marshal(groupAttrs{Name: g})
 		ents = append(ents, policy.Entity{Ref: ref, Attributes: attrs})
 	}
-	svcAttrs, _ := json.Marshal(svc)
-	ents = append(ents, agent, policy.Entity{Ref: res, Attributes: svcAttrs})
+	svc := make([]byte, 0, len(dst)+len(id)+12)
+	svc = append(svc, `{"name":"`...)
+	svc = append(svc, id...) // proto, address and port: no escaping
+	svc = append(svc, `",`...)
+	svc = append(svc, dst[1:]...)
+	ents = append(ents, agent, policy.Entity{Ref: res, Attributes: svc})
 	return policy.Query{
 		Principal: principal,
 		Action:    policy.EntityRef{Type: "Action", ID: "reach"},
 		Resource:  res,
 		Context:   ctx,
 	}, ents
+}
+
+// postureJSON encodes the context's posture: the Posture entity inline,
+// the pulse's facts as its tags.
+func (s *Subject) postureJSON() []byte {
+	tags := s.Facts
+	if tags == nil {
+		tags = map[string]string{}
+	}
+	b, err := json.Marshal(postureContext{OS: s.OS, AgentVersion: s.AgentVersion, ClockOffsetMS: s.ClockOffset.Milliseconds(),
+		SkewMS: s.Skew.Milliseconds(), Tags: tags})
+	if err != nil { // not for strings and integers
+		return []byte(`{"os":"","agent_version":"","clock_offset_ms":0,"skew_ms":0,"tags":{}}`)
+	}
+	return b
 }

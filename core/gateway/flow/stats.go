@@ -10,8 +10,9 @@ type Stats struct {
 	Flows atomic.Int64
 	// FlowsCreated and FlowsExpired (idle timeout or session end).
 	FlowsCreated, FlowsExpired atomic.Uint64
-	// Forwarded: packets of allowed flows; Held: packets queued on a
-	// pending flow; Released: held packets forwarded once allowed.
+	// Forwarded: packets of allowed flows (added per session in steps of
+	// 64, and when a session ends); Held: packets queued on a pending
+	// flow; Released: held packets forwarded once allowed.
 	Forwarded, Held, Released atomic.Uint64
 	// Drops: a denied flow (DropDenied); the hold queue of a pending flow
 	// full, or its packets dropped on denial (DropHold); a flow table full

@@ -205,6 +205,7 @@ type table struct {
 	m     map[Key]slot
 	frags map[fragKey]fragSlot
 	n     int
+	fwd   uint64 // forwarded packets not yet in Stats.Forwarded
 }
 
 func newTable() *table {
@@ -412,6 +413,8 @@ func (e *Enforcer) expireLocked(t *table, now int64) int {
 
 // clearLocked forgets every flow of t.
 func (e *Enforcer) clearLocked(t *table) {
+	e.stats.Forwarded.Add(t.fwd)
+	t.fwd = 0
 	for _, s := range t.m {
 		if !s.reply {
 			e.removeLocked(t, s.c)

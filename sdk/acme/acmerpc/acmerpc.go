@@ -43,6 +43,9 @@ type Client struct{ c acmev1.ACMEClient }
 func NewClient(cc grpc.ClientConnInterface) *Client { return &Client{c: acmev1.NewACMEClient(cc)} }
 
 func (c *Client) HandleHTTP(ctx context.Context, r *acme.HTTPRequest) (*acme.HTTPResponse, error) {
+	if r == nil {
+		return nil, fmt.Errorf("nil request: %w", errdef.ErrInvalidArgument)
+	}
 	if len(r.Body) > acme.MaxBodySize {
 		return nil, fmt.Errorf("body of %d bytes: %w", len(r.Body), acme.ErrBodyTooLarge)
 	}

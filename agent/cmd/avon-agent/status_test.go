@@ -1,0 +1,29 @@
+package main
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/avonzt/avon/agent/tunnel"
+)
+
+// TestPrintStatusDenials: the last denials show with their reason and the
+// policies that decided.
+func TestPrintStatusDenials(t *testing.T) {
+	var b bytes.Buffer
+	printStatus(&b, &tunnel.Status{State: tunnel.StateUp, Denials: []tunnel.Denial{
+		{Time: time.Unix(0, 0), Proto: 6, Src: "100.96.0.5:40000", Dst: "10.20.0.10:22", Reason: "ssh is for admins", PolicyIDs: []string{"no-ssh"}},
+		{Time: time.Unix(0, 0), Proto: 6, Src: "100.96.0.5:40001", Dst: "10.20.0.10:443", Reason: "the policy engine could not decide: denied (fail closed)"},
+	}})
+	out := b.String()
+	for _, want := range []string{
+		"proto 6 100.96.0.5:40000 -> 10.20.0.10:22: ssh is for admins (policy no-ssh)\n",
+		"-> 10.20.0.10:443: the policy engine could not decide: denied (fail closed)\n",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("status lacks %q:\n%s", want, out)
+		}
+	}
+}

@@ -1,0 +1,155 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	crand "crypto/rand"
+	"fmt"
+	"math/big"
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	"golang.zx2c4.com/wireguard/conn"
+	"golang.zx2c4.com/wireguard/tun"
+
+	"github.com/avonzt/avon/core/gateway/flow/flowtest"
+	"github.com/avonzt/avon/core/gateway/ipam"
+	"github.com/avonzt/avon/core/handshake"
+	"github.com/avonzt/avon/core/store/memstore"
+	"github.com/avonzt/avon/internal/testsvc/netns"
+)
+
+// TestKernelTunnelPolicy is TestKernelTunnel with flow enforcement: over
+// a real TUN device and real UDP in network namespaces, the agent reaches
+// the service it is allowed to (and gets its answer back), does not reach
+// the one it is denied (and is told why), and its open flow is cut when
+// the policy changes.
+func TestKernelTunnelPolicy(t *testing.T) {
+	gwNS := netns.New(t, "gw")
+	agNS := netns.New(t, "agent")
+	netns.Link(t, gwNS, "198.18.0.1/24", agNS, "198.18.0.2/24")
+
+	pki := thePKI(t)
+	clock := newClock()
+	verifier, err := handshake.NewChainVerifier(pki.Roots(), handshake.ChainVerifierOptions{
+		Revoked: func(*big.Int) (bool, error) { return false, nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer, err := handshake.NewMLDSA65Signer(pki.gw.PrivateKey(), crand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool, err := ipam.New(memstore.New(), tunnelPrefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gwAddr := pool.Gateway()
+	allowed := fmt.Sprintf("udp/%s:9000", gwAddr)
+	eng := flowtest.New(flowtest.Rules(
+		flowtest.Rule{Resource: allowed, PolicyID: "svc"},
+		flowtest.Rule{Resource: fmt.Sprintf("udp/%s:9001", gwAddr), PolicyID: "no-admin", Deny: true, Reason: "admin port"}))
+
+	var dev tun.Device
+	if err := gwNS.Do(func() (err error) {
+		dev, err = tun.CreateTUN("avtun0", DefaultMTU)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{
+		{"ip", "addr", "add", netip.PrefixFrom(gwAddr, tunnelPrefix.Bits()).String(), "dev", "avtun0"},
+		{"ip", "link", "set", "avtun0", "up"},
+	} {
+		if _, err := gwNS.Run(t, args...); err != nil {
+			dev.Close()
+			t.Fatal(err)
+		}
+	}
+	g, err := New(Config{TunnelPrefix: tunnelPrefix, Now: clock.now, Rand: crand.Reader, Signer: signer,
+		Verifier: verifier, IPAM: pool, Policy: PolicyConfig{Mode: PolicyEnforce, Engine: eng, BatchDelay: time.Millisecond}},
+		dev, conn.NewStdNetBind())
+	if err != nil {
+		dev.Close()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { g.Close() })
+	var svc, admin *net.UDPConn
+	if err := gwNS.Do(func() (err error) {
+		if err = g.Start(context.Background()); err != nil {
+			return err
+		}
+		if svc, err = net.ListenUDP("udp4", &net.UDPAddr{IP: gwAddr.AsSlice(), Port: 9000}); err != nil {
+			return err
+		}
+		admin, err = net.ListenUDP("udp4", &net.UDPAddr{IP: gwAddr.AsSlice(), Port: 9001})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { svc.Close(); admin.Close() })
+
+	var sock *net.UDPConn
+	if err := agNS.Do(func() (err error) {
+		sock, err = net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(198, 18, 0, 2)})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sock.Close() })
+
+	ctx := testCtx(t)
+	a := &testAgent{t: t, w: &udpWire{c: sock, dst: netip.MustParseAddrPort("198.18.0.1:4600")},
+		cred: pki.agent(t, "agent-kernel-policy"), gwPub: pki.gw.Raw(), gwID: g.ResponderID(), now: clock.now}
+	a.mustConnect(ctx)
+	fs := g.FlowStats()
+
+	// Allowed: agent -> TUN -> kernel -> service, and the answer back.
+	msg := []byte("allowed through the tunnel")
+	a.send(ipv4UDP(a.addr(), gwAddr, 5555, 9000, msg))
+	buf := make([]byte, 2048)
+	_ = svc.SetReadDeadline(time.Now().Add(15 * time.Second))
+	n, from, err := svc.ReadFromUDPAddrPort(buf)
+	if err != nil {
+		t.Fatalf("service read: %v (flow stats: held %d, released %d, denied %d)", err, fs.Held.Load(), fs.Released.Load(), fs.Denied.Load())
+	}
+	if !bytes.Equal(buf[:n], msg) || from != netip.AddrPortFrom(a.addr(), 5555) {
+		t.Fatalf("service got %q from %v", buf[:n], from)
+	}
+	if _, err := svc.WriteToUDPAddrPort([]byte("answer"), from); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		pt := a.recvPlain(ctx, false)
+		if pt[0]>>4 != 4 {
+			continue
+		}
+		if in, err := parseInnerForTest(pt); err != nil || string(in.payload) != "answer" {
+			t.Fatalf("agent got %+v %v", in, err)
+		}
+		break
+	}
+
+	// Denied: the admin port never sees it; the agent is told why.
+	a.send(ipv4UDP(a.addr(), gwAddr, 5556, 9001, []byte("let me in")))
+	d := a.recvDenial(ctx, 8)
+	if d.Dst != netip.AddrPortFrom(gwAddr, 9001) || d.Reason != "admin port" || d.PolicyIDs[0] != "no-admin" {
+		t.Fatalf("denial %+v", d)
+	}
+
+	// The policy changes: the open flow is cut, the agent is told, and its
+	// next datagram is dropped at the gateway.
+	eng.SetDecide(flowtest.Rules())
+	start := time.Now()
+	g.PolicyChanged()
+	d = a.recvDenial(ctx, 8)
+	t.Logf("open flow cut %v after the policy change", time.Since(start))
+	if d.Dst != netip.AddrPortFrom(gwAddr, 9000) || d.Reason != "open flow cut: no policy allows "+allowed {
+		t.Fatalf("cut denial %+v", d)
+	}
+	dropped := fs.DropDenied.Load()
+	a.send(ipv4UDP(a.addr(), gwAddr, 5555, 9000, []byte("after the cut")))
+	waitFor(t, "the datagram dropped", func() bool { return fs.DropDenied.Load() == dropped+1 })
+}

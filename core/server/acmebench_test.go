@@ -1,0 +1,222 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/json"
+	"io"
+	"log"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	pebbleca "github.com/letsencrypt/pebble/v2/ca"
+	pebbledb "github.com/letsencrypt/pebble/v2/db"
+	pebbleva "github.com/letsencrypt/pebble/v2/va"
+	pebblewfe "github.com/letsencrypt/pebble/v2/wfe"
+
+	"github.com/avonzt/avon/plugins/acme/acmetest"
+	"github.com/avonzt/avon/plugins/acme/jose"
+)
+
+// loadClient is the benchmark's load generator: a minimal ACME client
+// over HTTPS driven by the directory, the same code against both servers.
+// It polls every 2 ms, so a server that answers "processing" costs its
+// real delay and no more.
+type loadClient struct {
+	b     testing.TB
+	http  *http.Client
+	dir   map[string]any
+	key   *ecdsa.PrivateKey
+	kid   string
+	nonce string
+}
+
+func (c *loadClient) newNonce() string {
+	resp, err := c.http.Head(c.dir["newNonce"].(string))
+	if err != nil {
+		c.b.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.Header.Get("Replay-Nonce")
+}
+
+// post sends a JWS (nil payload: POST-as-GET) and returns the answer,
+// retrying once on badNonce (Pebble rejects some nonces on purpose unless
+// told not to).
+func (c *loadClient) post(url string, payload []byte) (*http.Response, map[string]any, []byte) {
+	c.b.Helper()
+	for attempt := 0; ; attempt++ {
+		n := c.nonce
+		if n == "" {
+			n = c.newNonce()
+		}
+		c.nonce = ""
+		body, err := jose.Sign(rand.Reader, c.key, jose.SignHeader{Nonce: n, URL: url, KID: c.kid}, payload)
+		if err != nil {
+			c.b.Fatal(err)
+		}
+		resp, err := c.http.Post(url, "application/jose+json", bytes.NewReader(body))
+		if err != nil {
+			c.b.Fatal(err)
+		}
+		raw, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		c.nonce = resp.Header.Get("Replay-Nonce")
+		var m map[string]any
+		_ = json.Unmarshal(raw, &m)
+		if t, _ := m["type"].(string); strings.HasSuffix(t, ":badNonce") && attempt < 3 {
+			continue
+		}
+		if resp.StatusCode >= 400 {
+			c.b.Fatalf("POST %s: %d %s", url, resp.StatusCode, raw)
+		}
+		return resp, m, raw
+	}
+}
+
+// pollStatus POST-as-GETs url until its status is one of want (10 s).
+func (c *loadClient) pollStatus(url string, m map[string]any, want ...string) map[string]any {
+	c.b.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		st, _ := m["status"].(string)
+		for _, w := range want {
+			if st == w {
+				return m
+			}
+		}
+		if st == "invalid" || time.Now().After(deadline) {
+			c.b.Fatalf("%s: status %q, want %v: %v", url, st, want, m)
+		}
+		time.Sleep(2 * time.Millisecond)
+		_, m, _ = c.post(url, nil)
+	}
+}
+
+func newLoadClient(b testing.TB, hc *http.Client, dirURL string) *loadClient {
+	resp, err := hc.Get(dirURL)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer resp.Body.Close()
+	c := &loadClient{b: b, http: hc}
+	if err := json.NewDecoder(resp.Body).Decode(&c.dir); err != nil {
+		b.Fatal(err)
+	}
+	c.key, _ = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	r, _, raw := c.post(c.dir["newAccount"].(string), []byte(`{"termsOfServiceAgreed":true}`))
+	if c.kid = r.Header.Get("Location"); c.kid == "" {
+		b.Fatalf("new account: %s", raw)
+	}
+	return c
+}
+
+// order runs one complete order for name: new order, the http-01
+// challenge of each authorization (served by h01 when not nil), finalize,
+// download.
+func (c *loadClient) order(name string, csrDER []byte, h01 *acmetest.HTTP01) {
+	c.b.Helper()
+	r, o, raw := c.post(c.dir["newOrder"].(string), []byte(`{"identifiers":[{"type":"dns","value":"`+name+`"}]}`))
+	orderURL := r.Header.Get("Location")
+	if orderURL == "" {
+		c.b.Fatalf("new order: %s", raw)
+	}
+	thumb, _ := jose.NewJWK(c.key.Public())
+	for _, au := range o["authorizations"].([]any) {
+		_, a, _ := c.post(au.(string), nil)
+		for _, ch := range a["challenges"].([]any) {
+			m := ch.(map[string]any)
+			// Pebble reuses a valid authorization about one time in a
+			// hundred even with PEBBLE_AUTHZREUSE=0: nothing to answer.
+			if m["type"] != "http-01" || m["status"] == "valid" {
+				continue
+			}
+			if h01 != nil {
+				h01.Set(m["token"].(string), m["token"].(string)+"."+thumb.Thumbprint())
+			}
+			_, chm, _ := c.post(m["url"].(string), []byte(`{}`))
+			c.pollStatus(m["url"].(string), chm, "valid")
+		}
+	}
+	_, o, _ = c.post(orderURL, nil)
+	c.pollStatus(orderURL, o, "ready")
+	_, o, _ = c.post(o["finalize"].(string), []byte(`{"csr":"`+jose.Encode(csrDER)+`"}`))
+	o = c.pollStatus(orderURL, o, "valid")
+	if _, _, pemChain := c.post(o["certificate"].(string), nil); !bytes.Contains(pemChain, []byte("BEGIN CERTIFICATE")) {
+		c.b.Fatalf("download: %s", pemChain)
+	}
+}
+
+// BenchmarkCompleteOrders compares complete orders per second (account
+// reused; new order, challenge, finalize, download) from one load
+// generator against AVON (the real core: embedded storage, the acme,
+// ca-dilithium and kms-soft plugin processes, every state change
+// persisted, the http-01 challenge really validated over loopback) and
+// against Pebble in this process (memory only; PEBBLE_VA_ALWAYS_VALID,
+// no VA sleep, no nonce rejection, no authorization reuse). Run:
+//
+//	go test -run '^$' -bench CompleteOrders -benchtime 200x ./core/server
+func BenchmarkCompleteOrders(b *testing.B) {
+	certKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	csrFor := func(name string) []byte {
+		der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{DNSNames: []string{name}}, certKey)
+		if err != nil {
+			b.Fatal(err)
+		}
+		return der
+	}
+	b.Run("avon", func(b *testing.B) {
+		dnsSrv := acmetest.StartDNS(b)
+		h01 := acmetest.StartHTTP01(b)
+		s := startBenchServer(b, writeConfig(b, b.TempDir(), acmeConfig(b, dnsSrv.Addr, h01.Port, 1)))
+		hc := apiClient(b, s.APIAddr())
+		c := newLoadClient(b, hc, "https://"+s.APIAddr()+"/acme/directory")
+		csrDER := csrFor("bench.avon.test")
+		b.ResetTimer()
+		for range b.N {
+			c.order("bench.avon.test", csrDER, h01)
+		}
+		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "orders/s")
+	})
+	b.Run("pebble", func(b *testing.B) {
+		b.Setenv("PEBBLE_VA_ALWAYS_VALID", "1")
+		b.Setenv("PEBBLE_VA_NOSLEEP", "1")
+		b.Setenv("PEBBLE_WFE_NONCEREJECT", "0")
+		b.Setenv("PEBBLE_AUTHZREUSE", "0")
+		logger := log.New(io.Discard, "", 0)
+		db := pebbledb.NewMemoryStore()
+		ca := pebbleca.New(logger, db, "", "ecdsa", 0, 1, map[string]pebbleca.Profile{"default": {Description: "default"}})
+		va := pebbleva.New(logger, 80, 443, false, "", db)
+		w := pebblewfe.New(logger, db, va, ca, []string{"pebble.letsencrypt.org"}, false, false, 0, 0)
+		srv := httptest.NewTLSServer(w.Handler())
+		b.Cleanup(srv.Close)
+		c := newLoadClient(b, srv.Client(), srv.URL+pebblewfe.DirectoryPath)
+		csrDER := csrFor("bench.pebble.test")
+		b.ResetTimer()
+		for range b.N {
+			c.order("bench.pebble.test", csrDER, nil)
+		}
+		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "orders/s")
+	})
+}
+
+// startBenchServer starts a core that logs warnings only.
+func startBenchServer(b testing.TB, cfgPath string) *Server {
+	b.Helper()
+	var diags bytes.Buffer
+	s, err := Start(context.Background(), Options{ConfigPath: cfgPath, Diagnostics: &diags,
+		Logger: hclog.New(&hclog.LoggerOptions{Output: io.Discard, Level: hclog.Warn})})
+	if err != nil {
+		b.Fatalf("start: %v\n%s", err, diags.String())
+	}
+	b.Cleanup(func() { _ = s.Stop(context.Background()) })
+	return s
+}
