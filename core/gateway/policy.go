@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"context"
 	"fmt"
 	"net/netip"
 	"time"
@@ -45,6 +46,12 @@ type PolicyConfig struct {
 	CacheTTL    time.Duration
 	// Query builds the engine's queries (default flow.DefaultQuery).
 	Query flow.QueryFunc
+	// Groups, when set, returns the groups of an agent (the parents of its
+	// Agent entity in every query), asked once when its session is
+	// established. An error refuses the session (handshake.ErrNotAuthorized):
+	// without its groups no decision about the agent would be right. Nil:
+	// agents belong to no group.
+	Groups func(ctx context.Context, agentID string) ([]string, error)
 }
 
 // newEnforcer builds the flow enforcer of an enforcing gateway.

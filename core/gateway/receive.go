@@ -324,7 +324,8 @@ func (g *Gateway) handleControl(s *session, pt []byte, now time.Time) {
 		if s.flow != nil {
 			// Continuous verification: the open flows are re-checked
 			// with the posture of every accepted pulse.
-			g.flows.SetPosture(s.flow, d.Posture.OS, d.Posture.AgentVersion, d.Posture.Facts)
+			g.flows.SetPulse(s.flow, flow.Posture{OS: d.Posture.OS, AgentVersion: d.Posture.AgentVersion,
+				Facts: d.Posture.Facts, ClockOffset: d.Posture.ClockOffset, Skew: d.Posture.Skew})
 		}
 		ack := d.Ack
 		if ep := s.endpoint.Load(); ep != nil {

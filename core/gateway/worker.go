@@ -218,6 +218,12 @@ func (g *Gateway) establish(ctx context.Context, idx uint32, ph *pendingHS, res 
 			return fmt.Errorf("gateway: agent %s: %w: %w", res.Peer.ID, handshake.ErrNotAuthorized, err)
 		}
 	}
+	var groups []string
+	if g.flows != nil && g.cfg.Policy.Groups != nil {
+		if groups, err = g.cfg.Policy.Groups(actx, res.Peer.ID); err != nil {
+			return fmt.Errorf("gateway: agent %s: groups: %w: %w", res.Peer.ID, handshake.ErrNotAuthorized, err)
+		}
+	}
 	addr, err := g.cfg.IPAM.Assign(actx, res.Peer.ID)
 	if err != nil {
 		return fmt.Errorf("gateway: tunnel address: %w: %w", handshake.ErrBusy, err)
@@ -244,7 +250,7 @@ func (g *Gateway) establish(ctx context.Context, idx uint32, ph *pendingHS, res 
 		return fmt.Errorf("gateway: pulse tracker: %w: %w", handshake.ErrBusy, err)
 	}
 	if g.flows != nil {
-		s.flow = g.flows.AddSession(flow.Subject{SessionID: s.id.String(), AgentID: s.agentID, Address: addr}, s)
+		s.flow = g.flows.AddSession(flow.Subject{SessionID: s.id.String(), AgentID: s.agentID, Address: addr, Groups: groups}, s)
 	}
 	g.table.Lock()
 	old := g.table.byAddr[addr]

@@ -7,6 +7,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/avonzt/avon/core/agents"
 	"github.com/avonzt/avon/core/events"
 	"github.com/avonzt/avon/core/gateway"
 )
@@ -29,7 +30,21 @@ func (s *Server) gatewayPolicy() (gateway.PolicyConfig, error) {
 	if !ok {
 		return gateway.PolicyConfig{}, fmt.Errorf("gateway: policy plugin %q is not running", gp.Plugin)
 	}
-	return gateway.PolicyConfig{Mode: gateway.PolicyEnforce, Engine: inst.Policy(), PolicySetID: gp.PolicySet}, nil
+	return gateway.PolicyConfig{Mode: gateway.PolicyEnforce, Engine: inst.Policy(), PolicySetID: gp.PolicySet,
+		Groups: s.agentGroups}, nil
+}
+
+// agentGroups returns the group an agent enrolled into (its record in the
+// agent registry), for the parents of its Agent entity in policy queries.
+func (s *Server) agentGroups(ctx context.Context, agentID string) ([]string, error) {
+	a, err := agents.New(s.store).Get(ctx, agentID)
+	if err != nil {
+		return nil, err
+	}
+	if a.Group == "" {
+		return nil, nil
+	}
+	return []string{a.Group}, nil
 }
 
 // policyChanger is what watchPolicy drives: the gateway.

@@ -50,9 +50,14 @@
 //
 // # Decisions
 //
+// DefaultQuery asks what the policy-abac schema declares: Action "reach"
+// by the Agent (its groups as parents) on a Service, with the schema's
+// flow context (docs/policy.md, "How the gateway asks").
+//
 // The cache is keyed on exactly what a decision depends on (CacheKey: the
 // policy set Version, the principal, a hash of the session's subject —
-// posture facts, OS and agent version — and the destination address, port
+// groups, posture facts, OS, agent version, clock offset and skew in
+// milliseconds — and the destination address, port
 // and protocol), bounded, with a TTL for what queries carry beyond the key
 // (the time). A miss becomes a query for the Batcher, which sends up to
 // policy.MaxBatch queries per Evaluate call after a short delay; queries
@@ -69,7 +74,7 @@
 //
 // # Re-evaluation
 //
-// Reevaluate (on every accepted pulse, with its posture: SetPosture) and
+// Reevaluate (on every accepted pulse, with its posture: SetPulse) and
 // ReevaluateAll (on a policy change: the cache is emptied first) re-check
 // open flows; a flow now denied is cut — its packets are dropped from the
 // moment the answer is in — and reported to Config.Denied with the policy

@@ -1,7 +1,6 @@
 package flow
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/maphash"
@@ -70,31 +69,30 @@ type Subject struct {
 	SessionID string
 	AgentID   string
 	Address   netip.Addr // the tunnel address
+	// Groups the agent belongs to (the parents of its Agent entity);
+	// read-only once given.
+	Groups []string
 	// Posture of the last accepted pulse (empty before the first).
 	OS           string
 	AgentVersion string
 	Facts        map[string]string // read-only once given
+	// ClockOffset is the agent's calibration offset and Skew its clock
+	// against the gateway's, as of the last accepted pulse.
+	ClockOffset time.Duration
+	Skew        time.Duration
 
-	// posture is the JSON of OS, AgentVersion and Facts, made once per
-	// change for DefaultQuery.
+	// posture is the JSON of the context's posture, made once per change
+	// for DefaultQuery (postureJSON).
 	posture []byte
 }
 
-// postureJSON encodes the posture for queries.
-func (s *Subject) postureJSON() []byte {
-	facts := s.Facts
-	if facts == nil {
-		facts = map[string]string{}
-	}
-	b, err := json.Marshal(struct {
-		OS           string            `json:"os"`
-		AgentVersion string            `json:"agent_version"`
-		Facts        map[string]string `json:"facts"`
-	}{s.OS, s.AgentVersion, facts})
-	if err != nil {
-		return []byte(`{}`)
-	}
-	return b
+// Posture is what an accepted pulse tells the enforcer (SetPulse).
+type Posture struct {
+	OS           string
+	AgentVersion string
+	Facts        map[string]string // read-only once given
+	ClockOffset  time.Duration
+	Skew         time.Duration
 }
 
 // Dest is what a flow reaches: the destination of its opening packet.
@@ -296,6 +294,12 @@ func (e *Enforcer) subjectHash(s *Subject) uint64 {
 		str(k)
 		str(s.Facts[k])
 	}
+	for _, g := range s.Groups {
+		str(g)
+	}
+	// What queries carry of the clocks: milliseconds.
+	str(strconv.FormatInt(s.ClockOffset.Milliseconds(), 10))
+	str(strconv.FormatInt(s.Skew.Milliseconds(), 10))
 	return h.Sum64()
 }
 
@@ -686,6 +690,19 @@ func (e *Enforcer) SetPosture(s *Session, os, agentVersion string, facts map[str
 	return e.Reevaluate(s)
 }
 
+// SetPulse is SetPosture with the clock figures of the pulse
+// (calibration offset and skew), which queries carry too.
+func (e *Enforcer) SetPulse(s *Session, p Posture) int {
+	cur := s.subj.Load()
+	next := &subjectState{Subject: cur.Subject}
+	next.OS, next.AgentVersion, next.Facts = p.OS, p.AgentVersion, p.Facts
+	next.ClockOffset, next.Skew = p.ClockOffset, p.Skew
+	next.posture = next.postureJSON()
+	next.hash = e.subjectHash(&next.Subject)
+	s.subj.Store(next)
+	return e.Reevaluate(s)
+}
+
 // Reevaluate re-checks the decided flows the session's agent opened,
 // against the current posture and policy: from the cache when it has the
 // answer, else through the engine. Flows now denied are cut (their
@@ -793,52 +810,4 @@ func (e *Enforcer) Expire(now time.Time) int {
 		s.t.mu.Unlock()
 	}
 	return n
-}
-
-// DefaultQuery asks whether Agent::"<agent id>" may take Action::"reach"
-// on Service::"<proto>/<address>:<port>" ("<proto>/<address>" without
-// ports), with the service's address, port and protocol as its attributes
-// and the posture, tunnel address and time as the context:
-//
-//	{"posture": {"os": "...", "agent_version": "...", "facts": {...}},
-//	 "source": {"address": "100.96.0.5"},
-//	 "destination": {"address": "10.20.0.10", "port": 443, "protocol": "tcp"},
-//	 "time": "2026-03-01T12:00:00Z"}
-func DefaultQuery(s *Subject, d Dest, now time.Time) (policy.Query, []policy.Entity) {
-	proto := ProtoName(d.Proto)
-	id := proto + "/" + d.Addr.String()
-	if d.Proto == ProtoTCP || d.Proto == ProtoUDP {
-		id = proto + "/" + netip.AddrPortFrom(d.Addr, d.Port).String()
-	}
-	// Addresses, numbers, protocol names and the time need no escaping:
-	// the JSON is appended directly (this runs once per query).
-	attrs := make([]byte, 0, 64)
-	attrs = append(attrs, `{"address":"`...)
-	attrs = d.Addr.AppendTo(attrs)
-	attrs = append(attrs, `","port":`...)
-	attrs = strconv.AppendUint(attrs, uint64(d.Port), 10)
-	attrs = append(attrs, `,"protocol":"`...)
-	attrs = append(attrs, proto...)
-	attrs = append(attrs, `"}`...)
-	posture := s.posture
-	if posture == nil {
-		posture = s.postureJSON()
-	}
-	ctx := make([]byte, 0, len(posture)+len(attrs)+96)
-	ctx = append(ctx, `{"posture":`...)
-	ctx = append(ctx, posture...)
-	ctx = append(ctx, `,"source":{"address":"`...)
-	ctx = s.Address.AppendTo(ctx)
-	ctx = append(ctx, `"},"destination":`...)
-	ctx = append(ctx, attrs...)
-	ctx = append(ctx, `,"time":"`...)
-	ctx = now.UTC().AppendFormat(ctx, time.RFC3339)
-	ctx = append(ctx, `"}`...)
-	res := policy.EntityRef{Type: "Service", ID: id}
-	return policy.Query{
-		Principal: policy.EntityRef{Type: "Agent", ID: s.AgentID},
-		Action:    policy.EntityRef{Type: "Action", ID: "reach"},
-		Resource:  res,
-		Context:   ctx,
-	}, []policy.Entity{{Ref: res, Attributes: attrs}}
 }

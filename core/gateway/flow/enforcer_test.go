@@ -667,18 +667,19 @@ func TestDefaultQuery(t *testing.T) {
 		}
 		q, ents := DefaultQuery(&subj, Dest{Addr: addr(server), Port: 443, Proto: ProtoTCP}, testNow)
 		if q.Principal != (policy.EntityRef{Type: "Agent", ID: "laptop-42"}) || q.Action != (policy.EntityRef{Type: "Action", ID: "reach"}) ||
-			q.Resource != (policy.EntityRef{Type: "Service", ID: "tcp/10.20.0.10:443"}) || len(ents) != 1 || ents[0].Ref != q.Resource {
+			q.Resource != (policy.EntityRef{Type: "Service", ID: "tcp/10.20.0.10:443"}) || len(ents) != 2 || ents[0].Ref != q.Principal ||
+			ents[1].Ref != q.Resource {
 			t.Fatalf("query %+v, entities %+v", q, ents)
 		}
 		var ctx struct {
 			Posture struct {
 				OS           string `json:"os"`
 				AgentVersion string `json:"agent_version"`
-				Facts        map[string]string
+				Tags         map[string]string
 			}
-			Source      struct{ Address string }
+			Source      struct{ IP string }
 			Destination struct {
-				Address  string
+				IP       string
 				Port     int
 				Protocol string
 			}
@@ -687,13 +688,13 @@ func TestDefaultQuery(t *testing.T) {
 		if err := json.Unmarshal(q.Context, &ctx); err != nil {
 			t.Fatalf("context %s: %v", q.Context, err)
 		}
-		if ctx.Posture.OS != subj.OS || ctx.Posture.AgentVersion != "1.0" || ctx.Posture.Facts["quote"] != `"\` || ctx.Source.Address != agentA ||
-			ctx.Destination.Address != server || ctx.Destination.Port != 443 || ctx.Destination.Protocol != "tcp" || !ctx.Time.Equal(testNow) {
+		if ctx.Posture.OS != subj.OS || ctx.Posture.AgentVersion != "1.0" || ctx.Posture.Tags["quote"] != `"\` || ctx.Source.IP != agentA ||
+			ctx.Destination.IP != server || ctx.Destination.Port != 443 || ctx.Destination.Protocol != "tcp" || !ctx.Time.Equal(testNow) {
 			t.Fatalf("context %s", q.Context)
 		}
 		var attrs map[string]any
-		if err := json.Unmarshal(ents[0].Attributes, &attrs); err != nil || attrs["port"] != float64(443) {
-			t.Fatalf("attributes %s: %v", ents[0].Attributes, err)
+		if err := json.Unmarshal(ents[1].Attributes, &attrs); err != nil || attrs["port"] != float64(443) || attrs["ip"] != server {
+			t.Fatalf("attributes %s: %v", ents[1].Attributes, err)
 		}
 	}
 	q, _ := DefaultQuery(&subj, Dest{Addr: addr("fd00::1"), Proto: ProtoICMPv6}, testNow)

@@ -1,0 +1,219 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"net/netip"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/avonzt/avon/sdk/host"
+	"github.com/avonzt/avon/sdk/plugin"
+	"github.com/avonzt/avon/sdk/plugintest"
+	"github.com/avonzt/avon/sdk/policy"
+	"github.com/avonzt/avon/sdk/policy/policyrpc"
+)
+
+// TestMain removes the plugin binaries plugintest.Build made.
+func TestMain(m *testing.M) { plugintest.Main(m) }
+
+// abacPolicies: group eng reaches 10.99.0.0/16 on port 443; port 22 is
+// forbidden to everyone.
+const abacPolicies = `@id("eng-https")
+@reason("engineering reaches 10.99.0.0/16 over HTTPS")
+permit (principal in Group::"eng", action == Action::"reach", resource)
+when { context.destination.ip.isInRange(ip("10.99.0.0/16")) && context.destination.port == 443 &&
+       context.destination.protocol == "tcp" };
+
+@id("no-ssh")
+@reason("SSH is closed to everyone")
+forbid (principal, action == Action::"reach", resource)
+when { context.destination.port == 22 };
+`
+
+// abacNoPermit is abacPolicies without its permit.
+const abacNoPermit = `@id("no-ssh")
+@reason("SSH is closed to everyone")
+forbid (principal, action == Action::"reach", resource)
+when { context.destination.port == 22 };
+`
+
+// lockedBuffer is an hclog output the test reads while the gateway writes.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// TestPolicyABACPlugin runs the gateway's flow enforcement against the
+// real policy-abac plugin process: no set yet denies (fail closed); the
+// agent in group eng reaches :443 and not :22 (told why, by which
+// policy); removing the permit cuts the open flow; a report-only set lets
+// :22 through and says so in the log and the decision log; the plugin
+// stopped denies every new flow.
+func TestPolicyABACPlugin(t *testing.T) {
+	h := plugintest.NewHost()
+	cfg, err := json.Marshal(map[string]any{"policy_dir": "", "default_set": "default", "report_only": false,
+		"decision_log_sample_rate": 0.0, "refresh_interval": "0s"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	started := plugintest.Start(t, plugintest.Build(t, "github.com/avonzt/avon/plugins/policy-abac"), plugin.KindPolicy,
+		plugintest.Options{Config: cfg, Host: h})
+	eng := policyrpc.NewClient(started.Conn.Conn)
+
+	logs := &lockedBuffer{}
+	server := netip.MustParseAddr("10.99.0.10")
+	const agentID = "agent-eng"
+	var groupCalls sync.Map
+	e := newEnv(t, func(c *Config) {
+		c.Routes = []netip.Prefix{netip.MustParsePrefix("10.99.0.0/16")}
+		c.Logger = hclog.New(&hclog.LoggerOptions{Output: logs, Level: hclog.Info})
+		c.Policy = PolicyConfig{Mode: PolicyEnforce, Engine: eng, PolicySetID: "default", BatchDelay: time.Millisecond,
+			Groups: func(_ context.Context, id string) ([]string, error) {
+				groupCalls.Store(id, true)
+				if id == agentID {
+					return []string{"eng"}, nil
+				}
+				return nil, nil
+			}}
+	})
+	ctx := testCtx(t)
+	a := e.agent(agentID, nil)
+	a.mustConnect(ctx)
+	if _, ok := groupCalls.Load(agentID); !ok {
+		t.Fatal("the agent's groups were not asked for")
+	}
+	fs := e.gw.FlowStats()
+
+	// No policy set yet: the plugin answers ErrUnknownPolicySet and the
+	// gateway denies.
+	if _, err := eng.Evaluate(ctx, &policy.EvaluateRequest{PolicySetID: "default"}); !errors.Is(err, policy.ErrUnknownPolicySet) {
+		t.Fatalf("evaluate before any set: %v, want ErrUnknownPolicySet", err)
+	}
+	a.send(ipv4TCP(a.addr(), server, 39999, 443, 0x02))
+	d := a.recvDenial(ctx, 4)
+	if !strings.Contains(d.Reason, "fail closed") || fs.FailClosed.Load() != 1 {
+		t.Fatalf("denial before any set %+v (fail closed %d)", d, fs.FailClosed.Load())
+	}
+	e.noTunPacket()
+
+	setPolicies := func(text string, reportOnly bool) {
+		t.Helper()
+		r, err := eng.SetPolicies(ctx, &policy.SetPoliciesRequest{PolicySetID: "default", Policies: text, ReportOnly: reportOnly})
+		if err != nil || !r.Applied {
+			t.Fatalf("set policies: %+v %v", r, err)
+		}
+	}
+	setPolicies(abacPolicies, false)
+	e.gw.PolicyChanged()
+
+	// :443 passes: the SYN reaches the TUN after the decision.
+	syn := ipv4TCP(a.addr(), server, 40000, 443, 0x02)
+	a.send(syn)
+	if got := e.tunIn(ctx); !bytes.Equal(got, syn) {
+		t.Fatalf("tun got %x, want the SYN to :443 (flow stats: denied %d, fail closed %d)", got,
+			fs.Denied.Load(), fs.FailClosed.Load())
+	}
+	synack := ipv4TCP(server, a.addr(), 443, 40000, 0x12)
+	e.tun.Outbound <- synack
+	if got := a.recvPlain(ctx, false); !bytes.Equal(got[:len(synack)], synack) {
+		t.Fatalf("agent got %x, want the SYN-ACK", got)
+	}
+
+	// :22 is dropped; the agent learns the reason and the policy.
+	a.send(ipv4TCP(a.addr(), server, 40001, 22, 0x02))
+	d = a.recvDenial(ctx, 4)
+	if d.Dst != netip.AddrPortFrom(server, 22) || d.Reason != "SSH is closed to everyone" ||
+		len(d.PolicyIDs) != 1 || d.PolicyIDs[0] != "no-ssh" {
+		t.Fatalf("denial %+v", d)
+	}
+	e.noTunPacket()
+
+	// The permit goes: the open :443 flow is cut and the agent told.
+	setPolicies(abacNoPermit, false)
+	start := time.Now()
+	e.gw.PolicyChanged()
+	// Two flows to :443 are open: 40000, and 39999, denied while no set
+	// existed and allowed by the re-evaluation when the set came.
+	cut := map[uint16]bool{}
+	for range 2 {
+		d = a.recvDenial(ctx, 4)
+		if d.Dst != netip.AddrPortFrom(server, 443) || !strings.HasPrefix(d.Reason, "open flow cut: no policy permits") ||
+			len(d.PolicyIDs) != 0 {
+			t.Fatalf("cut denial %+v", d)
+		}
+		cut[d.Src.Port()] = true
+	}
+	t.Logf("open :443 flows cut and the agent told %v after the policy change", time.Since(start))
+	if !cut[39999] || !cut[40000] {
+		t.Fatalf("cut flows from ports %v, want 39999 and 40000", cut)
+	}
+	dropped := fs.DropDenied.Load()
+	a.send(ipv4TCP(a.addr(), server, 40000, 443, 0x10))
+	waitFor(t, "the cut flow's packet dropped", func() bool { return fs.DropDenied.Load() == dropped+1 })
+	e.noTunPacket()
+
+	// Report-only: :22 passes, and the would-be denial is logged by the
+	// gateway and written to the decision log.
+	setPolicies(abacPolicies, true)
+	e.gw.PolicyChanged()
+	ssh := ipv4TCP(a.addr(), server, 40002, 22, 0x02)
+	a.send(ssh)
+	if got := e.tunIn(ctx); !bytes.Equal(got, ssh) {
+		t.Fatalf("tun got %x, want the SYN to :22 in report-only mode", got)
+	}
+	waitFor(t, "the report-only flow logged", func() bool {
+		return strings.Contains(logs.String(), "flow allowed in report-only mode") && strings.Contains(logs.String(), "no-ssh")
+	})
+	if fs.ReportOnly.Load() == 0 {
+		t.Fatal("report-only flow not counted")
+	}
+	waitFor(t, "the would-be denial in the decision log", func() bool {
+		for _, ev := range h.Events() {
+			if ev.Action == "policy.decision" && wouldDeny(ev) {
+				return true
+			}
+		}
+		return false
+	})
+
+	// The plugin stops: a new flow the cache cannot answer is denied (fail
+	// closed). (Decisions cached for this set version still answer, for
+	// at most the cache TTL.)
+	started.Client.Kill()
+	failed := fs.FailClosed.Load()
+	a.send(ipv4TCP(a.addr(), server, 40003, 8443, 0x02))
+	d = a.recvDenial(ctx, 4)
+	if !strings.Contains(d.Reason, "fail closed") || d.Dst != netip.AddrPortFrom(server, 8443) {
+		t.Fatalf("denial with the plugin stopped %+v", d)
+	}
+	if fs.FailClosed.Load() != failed+1 {
+		t.Fatalf("fail closed %d, want %d", fs.FailClosed.Load(), failed+1)
+	}
+	e.noTunPacket()
+}
+
+// wouldDeny reports whether a decision log event is a report-only
+// would-be denial of port 22 by no-ssh.
+func wouldDeny(ev host.Event) bool {
+	return ev.Fields["would_deny"] == "true" && ev.Fields["policies"] == "no-ssh" &&
+		strings.Contains(ev.Fields["context"], `"port":22`)
+}
