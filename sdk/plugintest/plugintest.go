@@ -148,6 +148,7 @@ func StartUnconfigured(t testing.TB, bin Binary, kind plugin.Kind) *Started {
 	sum, _ := hex.DecodeString(bin.SHA256)
 	cmd := exec.Command(bin.Path)
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), plugin.EnvLogLevel + "=debug"}
+	logs := newTestWriter(t) // closed after c.Kill below (cleanups run last first)
 	c := goplugin.NewClient(&goplugin.ClientConfig{
 		HandshakeConfig:  plugin.Handshake,
 		VersionedPlugins: plugin.HostPluginSet(kind),
@@ -156,7 +157,7 @@ func StartUnconfigured(t testing.TB, bin Binary, kind plugin.Kind) *Started {
 		SecureConfig:     &goplugin.SecureConfig{Checksum: sum, Hash: sha256.New()},
 		AllowedProtocols: []goplugin.Protocol{goplugin.ProtocolGRPC},
 		AutoMTLS:         true,
-		Logger:           hclog.New(&hclog.LoggerOptions{Name: "plugin", Output: testWriter{t}, Level: hclog.Debug}),
+		Logger:           hclog.New(&hclog.LoggerOptions{Name: "plugin", Output: logs, Level: hclog.Debug}),
 		GRPCDialOptions: []grpc.DialOption{grpc.WithDefaultCallOptions(
 			grpc.MaxCallRecvMsgSize(plugin.MaxMessageSize), grpc.MaxCallSendMsgSize(plugin.MaxMessageSize))},
 	})
@@ -237,9 +238,33 @@ func (s *Started) Configure(t testing.TB, opts Options) ([]plugin.Problem, error
 	return plugin.ProblemsFromProto(r.GetProblems()), nil
 }
 
-type testWriter struct{ t testing.TB }
+// testWriter hands go-plugin's log lines to t.Log until the test's
+// cleanup closes it. go-plugin's stdio goroutine may still log after the
+// plugin was killed; a t.Log after the test ended is a data race inside
+// package testing (and a panic), so later lines are dropped.
+type testWriter struct {
+	mu     sync.Mutex
+	t      testing.TB
+	closed bool
+}
 
-func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimRight(string(p), "\n"))
+// newTestWriter returns a writer closed by t's cleanup. Create it before
+// registering the cleanup that kills the plugin, so it closes after that.
+func newTestWriter(t testing.TB) *testWriter {
+	w := &testWriter{t: t}
+	t.Cleanup(func() {
+		w.mu.Lock()
+		w.closed = true
+		w.mu.Unlock()
+	})
+	return w
+}
+
+func (w *testWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.closed {
+		w.t.Log(strings.TrimRight(string(p), "\n"))
+	}
 	return len(p), nil
 }
