@@ -72,13 +72,6 @@ func buildPlugin(t testing.TB) plugintest.Binary {
 	return built.bin
 }
 
-type logWriter struct{ t testing.TB }
-
-func (w logWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
-}
-
 // startPlugin runs the plugin process, unconfigured; it is killed when the
 // test ends.
 func startPlugin(t testing.TB, h *softhsmtest.HSM) *plugintest.Started {
@@ -87,6 +80,7 @@ func startPlugin(t testing.TB, h *softhsmtest.HSM) *plugintest.Started {
 	sum, _ := hex.DecodeString(bin.SHA256)
 	cmd := exec.Command(bin.Path)
 	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), plugin.EnvLogLevel + "=info"}, h.Env()...)
+	logs := plugintest.LogWriter(t) // closed after the plugin is killed
 	c := goplugin.NewClient(&goplugin.ClientConfig{
 		HandshakeConfig:  plugin.Handshake,
 		VersionedPlugins: plugin.HostPluginSet(plugin.KindKMS),
@@ -95,7 +89,7 @@ func startPlugin(t testing.TB, h *softhsmtest.HSM) *plugintest.Started {
 		SecureConfig:     &goplugin.SecureConfig{Checksum: sum, Hash: sha256.New()},
 		AllowedProtocols: []goplugin.Protocol{goplugin.ProtocolGRPC},
 		AutoMTLS:         true,
-		Logger:           hclog.New(&hclog.LoggerOptions{Name: "kms-hsm", Output: logWriter{t}, Level: hclog.Info}),
+		Logger:           hclog.New(&hclog.LoggerOptions{Name: "kms-hsm", Output: logs, Level: hclog.Info}),
 		GRPCDialOptions: []grpc.DialOption{grpc.WithDefaultCallOptions(
 			grpc.MaxCallRecvMsgSize(plugin.MaxMessageSize), grpc.MaxCallSendMsgSize(plugin.MaxMessageSize))},
 	})

@@ -12,6 +12,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -248,8 +249,12 @@ type testWriter struct {
 	closed bool
 }
 
-// newTestWriter returns a writer closed by t's cleanup. Create it before
-// registering the cleanup that kills the plugin, so it closes after that.
+// LogWriter returns a writer for a go-plugin client's hclog output that
+// logs each line with t.Log until t's cleanup, and drops lines after that.
+// Create it before registering the cleanup that kills the plugin, so it
+// closes after that.
+func LogWriter(t testing.TB) io.Writer { return newTestWriter(t) }
+
 func newTestWriter(t testing.TB) *testWriter {
 	w := &testWriter{t: t}
 	t.Cleanup(func() {
