@@ -52,22 +52,14 @@ func cmdAgent(args []string, stdout, stderr io.Writer) int {
 	}
 	switch args[0] {
 	case "list":
-		all := []agents.Agent{}
-		tok := ""
-		for range maxPages {
-			var page server.AgentList
-			q := url.Values{"page_size": {"1000"}, "page_token": {tok}, "group": {*group}}
-			if *disabledOnly {
-				q.Set("disabled", "true")
-			}
-			if err := adminDo(c, "GET", "/v1/agents?"+q.Encode(), nil, &page); err != nil {
-				fmt.Fprintln(stderr, "avon agent list:", err)
-				return 1
-			}
-			all = append(all, page.Agents...)
-			if tok = page.NextPageToken; tok == "" {
-				break
-			}
+		q := url.Values{"group": {*group}}
+		if *disabledOnly {
+			q.Set("disabled", "true")
+		}
+		all, err := listAll(c, "/v1/agents", q, 0, func(p *server.AgentList) ([]agents.Agent, string) { return p.Agents, p.NextPageToken })
+		if err != nil {
+			fmt.Fprintln(stderr, "avon agent list:", err)
+			return 1
 		}
 		if of.json() {
 			printJSON(stdout, all)
@@ -170,19 +162,11 @@ func cmdSession(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "session %s killed (%s; every replica told: %v)\n", out.Session, where, out.Published)
 		return 0
 	}
-	all := []server.SessionInfo{}
-	tok := ""
-	for range maxPages {
-		var page server.SessionList
-		q := url.Values{"page_size": {"1000"}, "page_token": {tok}, "agent": {*agent}}
-		if err := adminDo(c, "GET", "/v1/sessions?"+q.Encode(), nil, &page); err != nil {
-			fmt.Fprintln(stderr, "avon session list:", err)
-			return 1
-		}
-		all = append(all, page.Sessions...)
-		if tok = page.NextPageToken; tok == "" {
-			break
-		}
+	all, err := listAll(c, "/v1/sessions", url.Values{"agent": {*agent}}, 0,
+		func(p *server.SessionList) ([]server.SessionInfo, string) { return p.Sessions, p.NextPageToken })
+	if err != nil {
+		fmt.Fprintln(stderr, "avon session list:", err)
+		return 1
 	}
 	if of.json() {
 		printJSON(stdout, all)
@@ -231,19 +215,11 @@ func cmdKey(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "key %s/%s rotated: version %d is primary (%s); older versions still verify and decrypt\n", k.KMS, k.ID, k.PrimaryVersion, k.Algorithm)
 		return 0
 	}
-	all := []server.KeyInfo{}
-	tok := ""
-	for range maxPages {
-		var page server.KeyList
-		q := url.Values{"page_size": {"1000"}, "page_token": {tok}, "kms": {*only}}
-		if err := adminDo(c, "GET", "/v1/keys?"+q.Encode(), nil, &page); err != nil {
-			fmt.Fprintln(stderr, "avon key list:", err)
-			return 1
-		}
-		all = append(all, page.Keys...)
-		if tok = page.NextPageToken; tok == "" {
-			break
-		}
+	all, err := listAll(c, "/v1/keys", url.Values{"kms": {*only}}, 0,
+		func(p *server.KeyList) ([]server.KeyInfo, string) { return p.Keys, p.NextPageToken })
+	if err != nil {
+		fmt.Fprintln(stderr, "avon key list:", err)
+		return 1
 	}
 	if of.json() {
 		printJSON(stdout, all)
@@ -306,24 +282,12 @@ func cmdAuditQuery(args []string, stdout, stderr io.Writer) int {
 	if !ok {
 		return 1
 	}
-	all := []audit.Record{}
-	tok := ""
-	for range maxPages {
-		size := 1000
-		if *limit > 0 {
-			size = min(size, *limit-len(all))
-		}
-		var page server.AuditList
-		q := url.Values{"page_size": {fmt.Sprint(size)}, "page_token": {tok}, "since": {*since}, "until": {*until}, "action": {*action},
-			"actor": {*actor}, "target": {*target}, "outcome": {*outcome}}
-		if err := adminDo(c, "GET", "/v1/audit/records?"+q.Encode(), nil, &page); err != nil {
-			fmt.Fprintln(stderr, "avon audit query:", err)
-			return 1
-		}
-		all = append(all, page.Records...)
-		if tok = page.NextPageToken; tok == "" || (*limit > 0 && len(all) >= *limit) {
-			break
-		}
+	q := url.Values{"since": {*since}, "until": {*until}, "action": {*action}, "actor": {*actor}, "target": {*target}, "outcome": {*outcome}}
+	all, err := listAll(c, "/v1/audit/records", q, *limit,
+		func(p *server.AuditList) ([]audit.Record, string) { return p.Records, p.NextPageToken })
+	if err != nil {
+		fmt.Fprintln(stderr, "avon audit query:", err)
+		return 1
 	}
 	if of.json() {
 		printJSON(stdout, all)

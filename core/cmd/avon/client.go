@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -122,6 +123,32 @@ func adminDo(c *apiClient, method, path string, body any, into any) error {
 
 // maxPages bounds the pages a list command follows.
 const maxPages = 100_000
+
+// listAll follows a listing's pages and returns every item: pages of 1000,
+// or fewer to stop at limit items when limit > 0. q holds the listing's
+// filters; items picks the items and the next page token out of a page.
+func listAll[P, T any](c *apiClient, path string, q url.Values, limit int, items func(*P) ([]T, string)) ([]T, error) {
+	all := []T{}
+	tok := ""
+	for range maxPages {
+		size := 1000
+		if limit > 0 {
+			size = min(size, limit-len(all))
+		}
+		q.Set("page_size", fmt.Sprint(size))
+		q.Set("page_token", tok)
+		var page P
+		if err := adminDo(c, "GET", path+"?"+q.Encode(), nil, &page); err != nil {
+			return nil, err
+		}
+		got, next := items(&page)
+		all = append(all, got...)
+		if tok = next; tok == "" || (limit > 0 && len(all) >= limit) {
+			break
+		}
+	}
+	return all, nil
+}
 
 // outputFlags are the flags every admin command takes.
 type outputFlags struct {

@@ -76,19 +76,11 @@ func cmdToken(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "id %s, group %s, expires %s; shown once, only its hash is stored\n", out.ID, out.Group, ts(out.ExpiresAt))
 		return 0
 	case "list":
-		all := []enroll.Token{}
-		tok := ""
-		for range maxPages {
-			var page server.TokenList
-			q := url.Values{"page_size": {"1000"}, "page_token": {tok}, "used": {fmt.Sprint(*used)}}
-			if err := adminDo(c, "GET", "/v1/tokens?"+q.Encode(), nil, &page); err != nil {
-				fmt.Fprintln(stderr, "avon token list:", err)
-				return 1
-			}
-			all = append(all, page.Tokens...)
-			if tok = page.NextPageToken; tok == "" {
-				break
-			}
+		all, err := listAll(c, "/v1/tokens", url.Values{"used": {fmt.Sprint(*used)}}, 0,
+			func(p *server.TokenList) ([]enroll.Token, string) { return p.Tokens, p.NextPageToken })
+		if err != nil {
+			fmt.Fprintln(stderr, "avon token list:", err)
+			return 1
 		}
 		if of.json() {
 			printJSON(stdout, all)
