@@ -49,6 +49,10 @@ var (
 	// ErrRevoked: a token whose grant was revoked (logout, revocation
 	// endpoint, refresh token reuse, user removed).
 	ErrRevoked = errors.New("oauth: token revoked")
+	// ErrUnknownToken: an API token whose id is not stored or whose
+	// secret is wrong (the message does not say which), or an
+	// administrative operation on an API token that does not exist.
+	ErrUnknownToken = errors.New("oauth: unknown token")
 	// ErrInsufficientScope: a valid token that lacks the scope a route
 	// requires.
 	ErrInsufficientScope = errors.New("oauth: insufficient scope")

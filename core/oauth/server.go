@@ -114,6 +114,7 @@ type Server struct {
 	deps     Deps
 	log      hclog.Logger
 	users    *Users
+	tokens   *APITokens
 	grants   *grants
 	verifier *Verifier
 	clients  map[string]Client
@@ -199,8 +200,13 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		return nil, err
 	}
 	s.users = users
+	s.tokens = NewAPITokens(deps.KV, deps.Rand, deps.Now)
 	return s, nil
 }
+
+// APITokens returns the API token operations (scoped tokens for
+// automation; see APITokens).
+func (s *Server) APITokens() *APITokens { return s.tokens }
 
 // Users returns the user operations (for the admin socket and the CLI).
 func (s *Server) Users() *Users { return s.users }

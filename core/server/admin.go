@@ -47,6 +47,7 @@ func (s *Server) AdminAPI(auth adminapi.Authenticator) (*adminapi.API, error) {
 	routes = append(routes, s.auditRoutes()...)
 	routes = append(routes, s.policyRoutes()...)
 	routes = append(routes, s.userRoutes()...)
+	routes = append(routes, s.apiTokenRoutes()...)
 	routes = append(routes, s.acmeAdminRoutes()...)
 	return adminapi.New(routes, adminapi.Options{Authenticator: auth, Auditor: s.audit, Logger: s.log.Named("admin"),
 		MapError: adminProblem, Rand: s.opts.Rand, Title: "AVON Admin API", Version: "v1"})

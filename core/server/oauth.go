@@ -110,18 +110,43 @@ func (s *Server) mountOAuth(a *api.Server) error {
 }
 
 // oauthAuthenticator identifies Admin API callers on the HTTPS listener by
-// their access tokens. Roles map onto the Admin API's scopes: admin:read
-// needs auditor, operator or admin; admin:write needs operator or admin,
-// except on the user routes (/v1/users...), where a change needs admin: an
-// operator must not make themselves or anyone else an admin.
+// their access tokens or API tokens. Roles map onto the Admin API's
+// scopes: admin:read needs auditor, operator or admin; admin:write needs
+// operator or admin, except on the credential routes (/v1/users... and
+// /v1/api-tokens...), where a change needs admin: an operator must not
+// make themselves or anyone else an admin, nor mint a token. An API token
+// carries admin:read and/or admin:write itself and holds no role, so it
+// never changes credentials.
 type oauthAuthenticator struct{ o *oauth.Server }
 
-// usersPath is the prefix of the operator user routes.
-const usersPath = "/v1/users"
+// usersPath and apiTokensPath are the prefixes of the credential routes.
+const (
+	usersPath     = "/v1/users"
+	apiTokensPath = "/v1/api-tokens"
+)
+
+func underPath(p, prefix string) bool { return p == prefix || strings.HasPrefix(p, prefix+"/") }
+
+// bearer returns the request's bearer string ("" when there is none or
+// the header is not one Bearer credential).
+func bearer(r *http.Request) string {
+	hs := r.Header.Values("Authorization")
+	if len(hs) != 1 {
+		return ""
+	}
+	scheme, tok, ok := strings.Cut(hs[0], " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return ""
+	}
+	return tok
+}
 
 func (a oauthAuthenticator) Authenticate(r *http.Request, scope adminapi.Scope) (adminapi.Principal, error) {
 	need := []string{oauth.RoleAuditor, oauth.RoleOperator, oauth.RoleAdmin}
-	userRoute := r.URL.Path == usersPath || strings.HasPrefix(r.URL.Path, usersPath+"/")
+	userRoute := underPath(r.URL.Path, usersPath) || underPath(r.URL.Path, apiTokensPath)
+	if tok := bearer(r); oauth.IsAPIToken(tok) {
+		return a.apiToken(r, tok, scope, userRoute)
+	}
 	switch {
 	case scope != adminapi.ScopeRead && userRoute:
 		need = []string{oauth.RoleAdmin}
@@ -147,6 +172,39 @@ func (a oauthAuthenticator) Authenticate(r *http.Request, scope adminapi.Scope) 
 		out.Scopes = append(out.Scopes, adminapi.ScopeWrite)
 	}
 	return out, nil
+}
+
+// apiToken identifies a caller by an API token: its own scopes, and never
+// a change of credentials.
+func (a oauthAuthenticator) apiToken(r *http.Request, tok string, scope adminapi.Scope, credentialRoute bool) (adminapi.Principal, error) {
+	t, err := a.o.APITokens().Check(r.Context(), tok)
+	switch {
+	case errors.Is(err, oauth.ErrNoTime), errors.Is(err, oauth.ErrUnavailable):
+		return adminapi.Principal{}, err // 503: fail closed
+	case err != nil:
+		return adminapi.Principal{}, &apiTokenChallenge{err: fmt.Errorf("%w: %w", adminapi.ErrUnauthenticated, err)}
+	}
+	p := adminapi.Principal{Actor: t.Actor()}
+	for _, s := range t.Scopes {
+		p.Scopes = append(p.Scopes, adminapi.Scope(s))
+	}
+	switch {
+	case scope != adminapi.ScopeRead && credentialRoute:
+		return adminapi.Principal{}, fmt.Errorf("%w: API tokens cannot change operator users or API tokens; an operator with the admin role can", adminapi.ErrForbidden)
+	case !p.Has(scope):
+		return adminapi.Principal{}, fmt.Errorf("%w: API token %s holds %s; this route needs %s", adminapi.ErrForbidden,
+			t.Name, strings.Join(t.Scopes, " "), scope)
+	}
+	return p, nil
+}
+
+// apiTokenChallenge is a refused API token, with its RFC 6750 challenge.
+type apiTokenChallenge struct{ err error }
+
+func (e *apiTokenChallenge) Error() string { return e.err.Error() }
+func (e *apiTokenChallenge) Unwrap() error { return e.err }
+func (e *apiTokenChallenge) WWWAuthenticate() string {
+	return `Bearer realm="avon", error="invalid_token"`
 }
 
 // OAuth returns the operator authorization server (nil when operator login
