@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -19,11 +20,20 @@ import (
 
 	"github.com/avonzt/avon/core/adminapi"
 	"github.com/avonzt/avon/core/config"
+	"github.com/avonzt/avon/core/oauth/login"
 	"github.com/avonzt/avon/core/server"
 )
 
 // apiClient talks to the running core's Admin API over its admin socket.
-type apiClient struct{ c *http.Client }
+// apiClient calls the Admin API: over the admin socket (base
+// "http://avon-admin", the kernel authenticates the caller), or over HTTPS
+// to AVON_SERVER with a bearer token (remoteClient).
+type apiClient struct {
+	c    *http.Client
+	base string
+	// bearer returns the token for the Authorization header (nil on the socket).
+	bearer func(ctx context.Context) (string, error)
+}
 
 // problemError is a problem the Admin API answered.
 type problemError struct {
@@ -44,7 +54,24 @@ func (e *problemError) Error() string {
 
 // adminClient returns a client over the admin socket of the core the
 // configuration at path describes.
+// Environment of remote use: the CLI talks to AVON_SERVER's HTTPS API
+// instead of the local admin socket.
+const (
+	envServer      = "AVON_SERVER"          // https://core:8443
+	envAPIToken    = "AVON_API_TOKEN"       // an API token (avon apitoken create); else the avon login tokens
+	envFingerprint = "AVON_API_FINGERPRINT" // pin of the API certificate (hex SHA-256)
+	envCA          = "AVON_API_CA"          // or a PEM CA bundle
+)
+
 func adminClient(path string, stderr io.Writer) (*apiClient, bool) {
+	if srv := os.Getenv(envServer); srv != "" {
+		c, err := remoteClient(srv)
+		if err != nil {
+			fmt.Fprintf(stderr, "avon: %s=%s: %v\n", envServer, srv, err)
+			return nil, false
+		}
+		return c, true
+	}
 	cfg, diags := config.Load(path)
 	if diags.HasErrors() {
 		var files map[string]*hcl.File
@@ -59,10 +86,54 @@ func adminClient(path string, stderr io.Writer) (*apiClient, bool) {
 		fmt.Fprintf(stderr, "avon: no admin socket at %s: is the core running with this configuration? (%v)\n", sock, err)
 		return nil, false
 	}
-	return &apiClient{c: &http.Client{Timeout: 5 * time.Minute, Transport: &http.Transport{
+	return &apiClient{base: "http://avon-admin", c: &http.Client{Timeout: 5 * time.Minute, Transport: &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			return (&net.Dialer{}).DialContext(ctx, "unix", sock)
 		}}}}, true
+}
+
+// remoteClient is the Admin API at srv over HTTPS: authenticated by
+// AVON_API_TOKEN when set, else by the access token of `avon login` (to
+// the same server), refreshed when it expires. The API certificate is
+// checked against AVON_API_FINGERPRINT or AVON_API_CA, else the pin of
+// that login, else the system roots.
+func remoteClient(srv string) (*apiClient, error) {
+	u, err := url.Parse(srv)
+	if err != nil || u.Scheme != "https" || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" {
+		return nil, errors.New("want the core's API URL, https://host:port")
+	}
+	srv = "https://" + u.Host
+	fp, ca := os.Getenv(envFingerprint), os.Getenv(envCA)
+	tokPath, err := tokensPath("")
+	if err != nil {
+		return nil, err
+	}
+	prev, loginErr := login.Load(tokPath)
+	sameServer := loginErr == nil && strings.TrimSuffix(prev.Server, "/") == srv
+	if fp == "" && ca == "" && sameServer {
+		fp, ca = prev.Fingerprint, prev.CAFile
+	}
+	hc, err := login.HTTPClient(fp, ca)
+	if err != nil {
+		return nil, err
+	}
+	hc.Timeout = 5 * time.Minute
+	c := &apiClient{c: hc, base: srv}
+	if tok := os.Getenv(envAPIToken); tok != "" {
+		c.bearer = func(context.Context) (string, error) { return tok, nil }
+		return c, nil
+	}
+	if !sameServer {
+		return nil, fmt.Errorf("not logged in to %s: run `avon login -server %s`, or set %s to an API token", srv, srv, envAPIToken)
+	}
+	c.bearer = func(ctx context.Context) (string, error) {
+		t, err := login.Access(ctx, tokPath, time.Now())
+		if err != nil {
+			return "", fmt.Errorf("login to %s: %w (run `avon login`)", srv, err)
+		}
+		return t.AccessToken, nil
+	}
+	return c, nil
 }
 
 // call sends a request and decodes a success body into into (a *[]byte
@@ -76,9 +147,16 @@ func (a *apiClient) call(method, path string, hdr map[string]string, body, into 
 		}
 		rd = bytes.NewReader(b)
 	}
-	req, err := http.NewRequest(method, "http://avon-admin"+path, rd)
+	req, err := http.NewRequest(method, a.base+path, rd)
 	if err != nil {
 		return nil, err
+	}
+	if a.bearer != nil {
+		tok, err := a.bearer(req.Context())
+		if err != nil {
+			return nil, err
+		}
+		req.Header.Set("Authorization", "Bearer "+tok)
 	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")

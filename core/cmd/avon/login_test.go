@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -159,6 +160,67 @@ plugin "kms" "soft" {
 	if err != nil || tok.Fingerprint != fp || tok.Server != issuer {
 		t.Fatalf("tokens: %+v %v", tok, err)
 	}
+	// The operator commands from elsewhere: AVON_SERVER and the login's
+	// token (its pin too), or an API token.
+	remote := func(env []string, args ...string) (int, string, string) {
+		t.Helper()
+		c := exec.Command(avon.Path, args...)
+		c.Dir = t.TempDir() // no config.hcl here: nothing local is read
+		c.Env = append(os.Environ(), append([]string{"XDG_CONFIG_HOME=" + home, "HOME=" + home, "AVON_SERVER=" + issuer}, env...)...)
+		var o, e bytes.Buffer
+		c.Stdout, c.Stderr = &o, &e
+		_ = c.Run()
+		return c.ProcessState.ExitCode(), o.String(), e.String()
+	}
+	if code, o, e := remote(nil, "agent", "list"); code != 0 || !strings.Contains(o, "ID") {
+		t.Fatalf("agent list with the login: %d %s %s", code, o, e)
+	}
+	if code, o, e := remote(nil, "token", "create", "-group", "eng"); code != 0 || len(strings.TrimSpace(o)) < 20 {
+		t.Fatalf("token create with the login (operator): %d %s %s", code, o, e)
+	}
+	// An operator is not an admin: no API tokens.
+	if code, _, e := remote(nil, "apitoken", "create", "ci", "-scope", "admin:read"); code != 1 || !strings.Contains(e, "403") {
+		t.Fatalf("apitoken create by an operator: %d %s", code, e)
+	}
+	out.Reset()
+	errb.Reset()
+	if code := run([]string{"apitoken", "create", "ci-read", "-scope", "admin:read", "-ttl", "1h", "-config", cfg}, &out, &errb); code != 0 ||
+		!oauth.IsAPIToken(strings.TrimSpace(out.String())) || !strings.Contains(errb.String(), "shown once") {
+		t.Fatalf("apitoken create: %d %s %s", code, out.String(), errb.String())
+	}
+	apiTok := strings.TrimSpace(out.String())
+	pin := []string{"AVON_API_TOKEN=" + apiTok, "AVON_API_FINGERPRINT=" + fp, "XDG_CONFIG_HOME=" + t.TempDir()}
+	if code, o, e := remote(pin, "agent", "list", "-o", "json"); code != 0 || !strings.HasPrefix(strings.TrimSpace(o), "[") {
+		t.Fatalf("agent list with the API token: %d %s %s", code, o, e)
+	}
+	if code, _, e := remote(pin, "token", "create", "-group", "eng"); code != 1 || !strings.Contains(e, "403") || !strings.Contains(e, "admin:write") {
+		t.Fatalf("token create with a read-only API token: %d %s", code, e)
+	}
+	// A wrong pin is refused before any token is sent.
+	badPin := append(slices.Clone(pin[:1]), "AVON_API_FINGERPRINT="+strings.Repeat("0", 64), "XDG_CONFIG_HOME="+t.TempDir())
+	if code, _, e := remote(badPin, "agent", "list"); code != 1 || !strings.Contains(e, "certificate") {
+		t.Fatalf("wrong pin: %d %s", code, e)
+	}
+	out.Reset()
+	if code := run([]string{"apitoken", "list", "-o", "json", "-config", cfg}, &out, &errb); code != 0 {
+		t.Fatalf("apitoken list: %d %s", code, errb.String())
+	}
+	var toks []oauth.APITokenInfo
+	if err := json.Unmarshal(out.Bytes(), &toks); err != nil || len(toks) != 1 || toks[0].Name != "ci-read" || toks[0].LastUsedAt.IsZero() {
+		t.Fatalf("apitoken list: %s %v", out.String(), err)
+	}
+	out.Reset()
+	if code := run([]string{"apitoken", "revoke", toks[0].ID, "-config", cfg}, &out, &errb); code != 0 || !strings.Contains(out.String(), "revoked") {
+		t.Fatalf("apitoken revoke: %d %s %s", code, out.String(), errb.String())
+	}
+	if code, _, e := remote(pin, "agent", "list"); code != 1 || !strings.Contains(e, "401") || !strings.Contains(e, "revoked") {
+		t.Fatalf("agent list with a revoked API token: %d %s", code, e)
+	}
+	// Not logged in to that server and no API token: a clear error.
+	if code, _, e := remote([]string{"XDG_CONFIG_HOME=" + t.TempDir()}, "agent", "list"); code != 1 || !strings.Contains(e, "not logged in") {
+		t.Fatalf("no credentials: %d %s", code, e)
+	}
+
 	lo := exec.Command(avon.Path, "logout")
 	lo.Env = append(os.Environ(), "XDG_CONFIG_HOME="+home, "HOME="+home)
 	if b, err := lo.CombinedOutput(); err != nil || !strings.Contains(string(b), "logged out") {

@@ -29,6 +29,9 @@ const usage = `Usage: avon <command> [flags]
 
 The operator commands talk to the running core over data_dir/admin.sock (the
 Admin API, docs/admin-api.md): run them as the core's user, where it runs.
+From elsewhere, set AVON_SERVER=https://core:8443 and they use the HTTPS API
+with the token of 'avon login', or AVON_API_TOKEN (an API token); pin the API
+certificate with AVON_API_FINGERPRINT or AVON_API_CA (default: the login's).
 They print tables; -o json prints JSON. Errors show the API's problem.
 
 Commands:
@@ -48,6 +51,7 @@ Commands:
   login, logout     operator login (OAuth 2.1, PKCE):         avon login -server https://core:8443 -fingerprint HEX
   user              operator accounts (via the admin socket): avon user add alice -role admin -config config.hcl
   acme eab create   an ACME external account binding key:     avon acme eab create -note team-a -config config.hcl
+  apitoken create|list|revoke  scoped API tokens for automation: avon apitoken create ci -scope admin:read -config config.hcl
   version           print the version
 `
 
@@ -105,6 +109,8 @@ func runIO(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return cmdUser(args[1:], stdin, stdout, stderr)
 	case "acme":
 		return cmdACME(args[1:], stdout, stderr)
+	case "apitoken", "apitokens":
+		return cmdAPIToken(args[1:], stdout, stderr)
 	case "version", "-version", "--version":
 		fmt.Fprintln(stdout, "avon", version)
 		return 0
