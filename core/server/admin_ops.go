@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -451,23 +452,41 @@ func (s *Server) setPolicies(r *adminapi.Request, body PolicySetBody) (*policy.S
 	ctx, cancel := context.WithTimeout(r.Context(), callTimeout)
 	defer cancel()
 	set := r.PathValue("set")
+	// The If-Match check here is repeated by the engine atomically with
+	// its write (Check/IfVersion: a compare-and-set in its storage), so
+	// two operators who read the same version cannot both apply: the
+	// second gets 412.
+	req := &policy.SetPoliciesRequest{PolicySetID: policySetID(set), Policies: body.Policies, Schema: body.Schema,
+		ReportOnly: body.ReportOnly}
+	m, _ := adminapi.ParseIfMatch(r.Header.Get("If-Match"))
 	cur, err := s.currentPolicies(ctx, eng, set)
 	switch {
 	case err == nil:
 		if err := r.CheckIfMatch(policyETag(cur.Version)); err != nil {
 			return nil, err
 		}
+		if !m.Any { // If-Match: * on an existing set applies over any version
+			req.Check, req.IfVersion = true, cur.Version
+		}
 	case isNotFound(err):
-		if m, _ := adminapi.ParseIfMatch(r.Header.Get("If-Match")); !m.Any {
+		if !m.Any {
 			return nil, adminapi.NewProblem(adminapi.TypePreconditionFailed, "the policy set does not exist: create it with If-Match: *")
 		}
+		req.Check, req.IfVersion = true, 0 // create: it must still not exist
 	default:
 		return nil, err
 	}
-	resp, err := eng.SetPolicies(ctx, &policy.SetPoliciesRequest{PolicySetID: policySetID(set), Policies: body.Policies, Schema: body.Schema,
-		ReportOnly: body.ReportOnly})
+	resp, err := eng.SetPolicies(ctx, req)
+	if errors.Is(err, policy.ErrVersionConflict) {
+		return nil, adminapi.NewProblem(adminapi.TypePreconditionFailed,
+			fmt.Sprintf("the policy set changed while this request was checked (%v); read it again and retry", err))
+	}
 	if err != nil {
 		return nil, err
+	}
+	if req.Check && !resp.Checked {
+		s.log.Warn("the policy plugin does not make conditional writes: the change was applied without the atomic If-Match check",
+			"policy_set", set)
 	}
 	if !resp.Applied {
 		p := adminapi.NewProblem(adminapi.TypeInvalidPolicy, fmt.Sprintf("%d problems; nothing was applied", len(resp.Diagnostics)))

@@ -399,6 +399,47 @@ plugin "policy" "test" {
 	if code, _, _ := adminCall(t, c, "PUT", "/v1/policies/default", map[string]string{"If-Match": `"p0"`}, good); code != 412 {
 		t.Fatalf("put at a stale version: %d", code)
 	}
+	// Operators who read the same version race: exactly one wins, the
+	// others get 412 (the plugin repeats the check with its write).
+	codes := make(chan int, 6)
+	var wg sync.WaitGroup
+	for i := range 6 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			code, _, _ := adminCall(t, c, "PUT", "/v1/policies/default", map[string]string{"If-Match": `"p1"`},
+				fmt.Sprintf(`{"policies":"# race 6\npermit Agent::a%d reach Service::10.1.2.3:443\n"}`, i))
+			codes <- code
+		}()
+	}
+	wg.Wait()
+	close(codes)
+	won := 0
+	for code := range codes {
+		switch code {
+		case 200:
+			won++
+		case 412:
+		default:
+			t.Errorf("racing put: %d", code)
+		}
+	}
+	if won != 1 {
+		t.Fatalf("%d racing puts at the same version succeeded, want 1", won)
+	}
+	for range 6 { // drain the winner's event
+		select {
+		case <-sub.C():
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	if _, hdr, _ := adminCall(t, c, "GET", "/v1/policies/default", nil, ""); hdr.Get("ETag") != `"p2"` {
+		t.Fatalf("after the race: %q", hdr.Get("ETag"))
+	}
+	code, hdr, _ = adminCall(t, c, "PUT", "/v1/policies/default", map[string]string{"If-Match": `"p2"`}, good)
+	if code != 200 || hdr.Get("ETag") != `"p3"` {
+		t.Fatalf("put after the race: %d %q", code, hdr.Get("ETag"))
+	}
 	// A set that does not exist: 404, created only with If-Match: *.
 	if code, _, _ := adminCall(t, c, "GET", "/v1/policies/eng", nil, ""); code != 404 {
 		t.Fatalf("unknown set: %d", code)
@@ -426,7 +467,7 @@ plugin "policy" "test" {
 		}
 		return d
 	}
-	if d := dry("10.1.2.3:443"); !d.Allow || len(d.DeterminingPolicies) != 1 || d.DeterminingPolicies[0] != "line1" || d.Version != 1 {
+	if d := dry("10.1.2.3:443"); !d.Allow || len(d.DeterminingPolicies) != 1 || d.DeterminingPolicies[0] != "line1" || d.Version != 3 {
 		t.Fatalf("allowed query: %+v", d)
 	}
 	if d := dry("10.1.2.3:22"); d.Allow || len(d.Reasons) == 0 {

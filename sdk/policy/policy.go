@@ -87,11 +87,22 @@ type (
 		Policies    string // policy language text
 		Schema      string // schema text ("" = none)
 		ReportOnly  bool
+		// Check makes the change conditional, as an HTTP If-Match: apply
+		// only when the set's current version is IfVersion (0: the set
+		// must not exist yet); otherwise ErrVersionConflict and nothing
+		// changes. An engine must make the check and the write one atomic
+		// step (a compare-and-set in host storage), so that two operators
+		// editing the same version cannot both succeed.
+		Check     bool
+		IfVersion uint64
 	}
 	SetPoliciesResponse struct {
 		Applied     bool
 		Version     uint64 // the set's version after the call
 		Diagnostics []Diagnostic
+		// Checked: the engine honoured Check. An engine built before the
+		// field existed answers false (and applied unconditionally).
+		Checked bool
 	}
 	ValidatePoliciesResponse struct{ Diagnostics []Diagnostic }
 

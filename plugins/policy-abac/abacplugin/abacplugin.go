@@ -152,7 +152,7 @@ func (p *Plugin) Configure(ctx context.Context, req *plugin.ConfigureRequest) er
 	}
 	st := &state{s: s, host: req.Host, rng: p.seed(req.Host)}
 	for _, f := range files {
-		ver, changed, err := store(ctx, req.Host.Storage(), f.id, func(cur record, ok bool) (record, bool) {
+		ver, changed, err := store(ctx, req.Host.Storage(), f.id, nil, func(cur record, ok bool) (record, bool) {
 			if ok && cur.FileDigest == f.digest {
 				return cur, false
 			}
@@ -352,7 +352,11 @@ func (p *Plugin) SetPolicies(ctx context.Context, req *policy.SetPoliciesRequest
 		}
 		return &policy.SetPoliciesResponse{Applied: false, Version: ver, Diagnostics: diags}, nil
 	}
-	ver, changed, err := store(ctx, st.host.Storage(), id, func(cur record, ok bool) (record, bool) {
+	var ifVersion *uint64
+	if req.Check {
+		ifVersion = &req.IfVersion
+	}
+	ver, changed, err := store(ctx, st.host.Storage(), id, ifVersion, func(cur record, ok bool) (record, bool) {
 		next := record{Policies: req.Policies, Schema: req.Schema, ReportOnly: req.ReportOnly, FileDigest: cur.FileDigest}
 		return next, !ok || next != cur
 	}, func(ver uint64) error { return st.host.Audit(ctx, setEvent(id, ver, src, "api")) })
@@ -363,7 +367,7 @@ func (p *Plugin) SetPolicies(ctx context.Context, req *policy.SetPoliciesRequest
 		p.log.Info("policy set applied", "policy_set", id, "version", ver, "policies", len(set.PolicyIDs()), "report_only", req.ReportOnly)
 	}
 	p.install(id, set, ver, p.now())
-	return &policy.SetPoliciesResponse{Applied: true, Version: ver, Diagnostics: diags}, nil
+	return &policy.SetPoliciesResponse{Applied: true, Version: ver, Diagnostics: diags, Checked: req.Check}, nil
 }
 
 func setEvent(id string, ver uint64, src abac.Source, via string) host.Event {

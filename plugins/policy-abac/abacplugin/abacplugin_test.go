@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -222,5 +223,64 @@ func TestAuditFailureRollsBack(t *testing.T) {
 	}
 	if _, err := p.Evaluate(ctx, &policy.EvaluateRequest{PolicySetID: "new", Queries: []policy.Query{query(true)}}); !errors.Is(err, policy.ErrUnknownPolicySet) {
 		t.Fatalf("evaluate: %v", err)
+	}
+}
+
+// TestConditionalSetPolicies: Check makes SetPolicies a compare-and-set on
+// the set's version (0: create); a mismatch changes nothing, and of
+// writers racing at one version exactly one applies.
+func TestConditionalSetPolicies(t *testing.T) {
+	h := plugintest.NewHost()
+	p, _ := configured(t, h, nil)
+	ctx := context.Background()
+	set := func(text string, ifVersion uint64) (*policy.SetPoliciesResponse, error) {
+		return p.SetPolicies(ctx, &policy.SetPoliciesRequest{PolicySetID: "c", Policies: text, Check: true, IfVersion: ifVersion})
+	}
+	r, err := set(open, 0)
+	if err != nil || !r.Applied || !r.Checked || r.Version == 0 {
+		t.Fatalf("create: %+v %v", r, err)
+	}
+	v1 := r.Version
+	if _, err := set(closed, 0); !errors.Is(err, policy.ErrVersionConflict) {
+		t.Fatalf("create over an existing set: %v", err)
+	}
+	if _, err := set(closed, v1+7); !errors.Is(err, policy.ErrVersionConflict) {
+		t.Fatalf("wrong version: %v", err)
+	}
+	if _, err := p.SetPolicies(ctx, &policy.SetPoliciesRequest{PolicySetID: "none", Policies: open, Check: true, IfVersion: 3}); !errors.Is(err, policy.ErrVersionConflict) {
+		t.Fatalf("update of a set that does not exist: %v", err)
+	}
+	g, err := p.GetPolicies(ctx, &policy.GetPoliciesRequest{PolicySetID: "c"})
+	if err != nil || g.Version != v1 || g.Policies != open {
+		t.Fatalf("after refusals: %+v %v", g, err)
+	}
+
+	const n = 8
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	won, lost := 0, 0
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r, err := set(fmt.Sprintf("%s\n@id(\"w%d\") permit (principal, action == Action::\"reach\", resource);", open, i), v1)
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case err == nil && r.Applied:
+				won++
+			case errors.Is(err, policy.ErrVersionConflict):
+				lost++
+			default:
+				t.Errorf("racing write: %+v %v", r, err)
+			}
+		}()
+	}
+	wg.Wait()
+	if won != 1 || lost != n-1 {
+		t.Fatalf("%d won, %d lost; want 1 and %d", won, lost, n-1)
+	}
+	if g, err := p.GetPolicies(ctx, &policy.GetPoliciesRequest{PolicySetID: "c"}); err != nil || g.Version == v1 {
+		t.Fatalf("after the race: %+v %v", g, err)
 	}
 }

@@ -64,7 +64,10 @@ func load(ctx context.Context, st host.Storage, id string) (record, uint64, bool
 // audit fails the write is rolled back (compare-and-set on the version
 // just written), so that no change stands unaudited, and its error is
 // returned. store returns the version in force and whether it changed.
-func store(ctx context.Context, st host.Storage, id string, update func(cur record, ok bool) (record, bool),
+// A non-nil ifVersion makes the write conditional: the set's version when
+// read must be *ifVersion (0: no set), checked on every attempt and made
+// atomic by the compare-and-set; otherwise policy.ErrVersionConflict.
+func store(ctx context.Context, st host.Storage, id string, ifVersion *uint64, update func(cur record, ok bool) (record, bool),
 	audit func(ver uint64) error) (uint64, bool, error) {
 	const attempts = 8
 	key := setPrefix + id
@@ -73,6 +76,13 @@ func store(ctx context.Context, st host.Storage, id string, update func(cur reco
 		exists := err == nil
 		if err != nil && !errors.Is(err, host.ErrNotFound) {
 			return 0, false, fmt.Errorf("read policy set %q: %w", id, err)
+		}
+		if ifVersion != nil && uint64(prev.Version) != *ifVersion {
+			if !exists {
+				return 0, false, fmt.Errorf("policy set %q does not exist (expected version %d): %w", id, *ifVersion, policy.ErrVersionConflict)
+			}
+			return uint64(prev.Version), false, fmt.Errorf("policy set %q is at version %d, not %d: %w", id, prev.Version, *ifVersion,
+				policy.ErrVersionConflict)
 		}
 		var cur record
 		ok := exists && json.Unmarshal(prev.Value, &cur) == nil

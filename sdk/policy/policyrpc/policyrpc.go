@@ -37,11 +37,13 @@ func diagsFrom(ds []*policyv1.Diagnostic) []policy.Diagnostic {
 }
 
 func setTo(r *policy.SetPoliciesRequest) *policyv1.SetPoliciesRequest {
-	return &policyv1.SetPoliciesRequest{PolicySetId: r.PolicySetID, Policies: r.Policies, Schema: r.Schema, ReportOnly: r.ReportOnly}
+	return &policyv1.SetPoliciesRequest{PolicySetId: r.PolicySetID, Policies: r.Policies, Schema: r.Schema, ReportOnly: r.ReportOnly,
+		Check: r.Check, IfVersion: r.IfVersion}
 }
 
 func setFrom(p *policyv1.SetPoliciesRequest) *policy.SetPoliciesRequest {
-	return &policy.SetPoliciesRequest{PolicySetID: p.GetPolicySetId(), Policies: p.GetPolicies(), Schema: p.GetSchema(), ReportOnly: p.GetReportOnly()}
+	return &policy.SetPoliciesRequest{PolicySetID: p.GetPolicySetId(), Policies: p.GetPolicies(), Schema: p.GetSchema(), ReportOnly: p.GetReportOnly(),
+		Check: p.GetCheck(), IfVersion: p.GetIfVersion()}
 }
 
 // Client is a policy.Engine backed by a remote plugin.
@@ -82,7 +84,8 @@ func (c *Client) SetPolicies(ctx context.Context, r *policy.SetPoliciesRequest) 
 	if err != nil {
 		return nil, errdef.FromStatus(err)
 	}
-	return &policy.SetPoliciesResponse{Applied: resp.GetApplied(), Version: resp.GetVersion(), Diagnostics: diagsFrom(resp.GetDiagnostics())}, nil
+	return &policy.SetPoliciesResponse{Applied: resp.GetApplied(), Version: resp.GetVersion(), Diagnostics: diagsFrom(resp.GetDiagnostics()),
+		Checked: resp.GetChecked()}, nil
 }
 
 func (c *Client) GetPolicies(ctx context.Context, r *policy.GetPoliciesRequest) (*policy.GetPoliciesResponse, error) {
@@ -152,7 +155,7 @@ func (s *Server) SetPolicies(ctx context.Context, p *policyv1.SetPoliciesRequest
 	if err != nil {
 		return nil, errdef.ToStatus(err)
 	}
-	return &policyv1.SetPoliciesResponse{Applied: r.Applied, Version: r.Version, Diagnostics: diagsTo(r.Diagnostics)}, nil
+	return &policyv1.SetPoliciesResponse{Applied: r.Applied, Version: r.Version, Diagnostics: diagsTo(r.Diagnostics), Checked: r.Checked}, nil
 }
 
 func (s *Server) GetPolicies(ctx context.Context, p *policyv1.GetPoliciesRequest) (*policyv1.GetPoliciesResponse, error) {

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/avonzt/avon/sdk/config"
 	"github.com/avonzt/avon/sdk/plugin"
@@ -33,6 +34,38 @@ type engine struct {
 	mu      sync.Mutex
 	sets    map[string]*set
 	version uint64
+	// A set whose text has a line "# race N" waits (up to 5 s) until N
+	// such calls have arrived, so that a test's concurrent writers all
+	// read the same version before any of them writes.
+	raceN    int
+	raceGate chan struct{}
+}
+
+// raceBarrier holds a "# race N" call until N have arrived.
+func (e *engine) raceBarrier(text string) {
+	var n int
+	for _, line := range strings.Split(text, "\n") {
+		if _, err := fmt.Sscanf(strings.TrimSpace(line), "# race %d", &n); err == nil {
+			break
+		}
+	}
+	if n <= 1 {
+		return
+	}
+	e.mu.Lock()
+	if e.raceGate == nil {
+		e.raceGate = make(chan struct{})
+	}
+	gate := e.raceGate
+	if e.raceN++; e.raceN == n {
+		close(gate)
+		e.raceN, e.raceGate = 0, nil
+	}
+	e.mu.Unlock()
+	select {
+	case <-gate:
+	case <-time.After(5 * time.Second):
+	}
 }
 
 func (e *engine) Info() plugin.Info           { return plugin.Info{Name: "testpolicy", Version: "0.0.1"} }
@@ -88,6 +121,7 @@ func (e *engine) Evaluate(_ context.Context, r *policy.EvaluateRequest) (*policy
 }
 
 func (e *engine) SetPolicies(_ context.Context, r *policy.SetPoliciesRequest) (*policy.SetPoliciesResponse, error) {
+	e.raceBarrier(r.Policies)
 	rules, diags := parse(r.Policies)
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -98,9 +132,18 @@ func (e *engine) SetPolicies(_ context.Context, r *policy.SetPoliciesRequest) (*
 		}
 		return &policy.SetPoliciesResponse{Version: v, Diagnostics: diags}, nil
 	}
+	if r.Check {
+		cur := uint64(0)
+		if s, ok := e.sets[r.PolicySetID]; ok {
+			cur = s.version
+		}
+		if cur != r.IfVersion {
+			return nil, fmt.Errorf("%q at version %d, not %d: %w", r.PolicySetID, cur, r.IfVersion, policy.ErrVersionConflict)
+		}
+	}
 	e.version++
 	e.sets[r.PolicySetID] = &set{text: r.Policies, reportOnly: r.ReportOnly, version: e.version, rules: rules}
-	return &policy.SetPoliciesResponse{Applied: true, Version: e.version}, nil
+	return &policy.SetPoliciesResponse{Applied: true, Version: e.version, Checked: r.Check}, nil
 }
 
 func (e *engine) GetPolicies(_ context.Context, r *policy.GetPoliciesRequest) (*policy.GetPoliciesResponse, error) {

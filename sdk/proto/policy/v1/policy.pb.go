@@ -469,11 +469,15 @@ func (x *EvaluateResponse) GetVersion() uint64 {
 }
 
 type SetPoliciesRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	PolicySetId   string                 `protobuf:"bytes,1,opt,name=policy_set_id,json=policySetId,proto3" json:"policy_set_id,omitempty"`
-	Policies      string                 `protobuf:"bytes,2,opt,name=policies,proto3" json:"policies,omitempty"`
-	Schema        string                 `protobuf:"bytes,3,opt,name=schema,proto3" json:"schema,omitempty"`
-	ReportOnly    bool                   `protobuf:"varint,4,opt,name=report_only,json=reportOnly,proto3" json:"report_only,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	PolicySetId string                 `protobuf:"bytes,1,opt,name=policy_set_id,json=policySetId,proto3" json:"policy_set_id,omitempty"`
+	Policies    string                 `protobuf:"bytes,2,opt,name=policies,proto3" json:"policies,omitempty"`
+	Schema      string                 `protobuf:"bytes,3,opt,name=schema,proto3" json:"schema,omitempty"`
+	ReportOnly  bool                   `protobuf:"varint,4,opt,name=report_only,json=reportOnly,proto3" json:"report_only,omitempty"`
+	// check: apply only when the set's current version is if_version (0: the
+	// set must not exist); otherwise policy.version_conflict, nothing changed.
+	Check         bool   `protobuf:"varint,5,opt,name=check,proto3" json:"check,omitempty"`
+	IfVersion     uint64 `protobuf:"varint,6,opt,name=if_version,json=ifVersion,proto3" json:"if_version,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -536,11 +540,28 @@ func (x *SetPoliciesRequest) GetReportOnly() bool {
 	return false
 }
 
+func (x *SetPoliciesRequest) GetCheck() bool {
+	if x != nil {
+		return x.Check
+	}
+	return false
+}
+
+func (x *SetPoliciesRequest) GetIfVersion() uint64 {
+	if x != nil {
+		return x.IfVersion
+	}
+	return 0
+}
+
 type SetPoliciesResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Applied       bool                   `protobuf:"varint,1,opt,name=applied,proto3" json:"applied,omitempty"`
-	Version       uint64                 `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
-	Diagnostics   []*Diagnostic          `protobuf:"bytes,3,rep,name=diagnostics,proto3" json:"diagnostics,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Applied     bool                   `protobuf:"varint,1,opt,name=applied,proto3" json:"applied,omitempty"`
+	Version     uint64                 `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
+	Diagnostics []*Diagnostic          `protobuf:"bytes,3,rep,name=diagnostics,proto3" json:"diagnostics,omitempty"`
+	// checked: the engine honoured check (an engine older than the field
+	// answers false, and applied unconditionally).
+	Checked       bool `protobuf:"varint,4,opt,name=checked,proto3" json:"checked,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -594,6 +615,13 @@ func (x *SetPoliciesResponse) GetDiagnostics() []*Diagnostic {
 		return x.Diagnostics
 	}
 	return nil
+}
+
+func (x *SetPoliciesResponse) GetChecked() bool {
+	if x != nil {
+		return x.Checked
+	}
+	return false
 }
 
 type ValidatePoliciesResponse struct {
@@ -791,17 +819,21 @@ const file_policy_v1_policy_proto_rawDesc = "" +
 	"\aqueries\x18\x03 \x03(\v2\x15.avon.policy.v1.QueryR\aqueries\"d\n" +
 	"\x10EvaluateResponse\x126\n" +
 	"\tdecisions\x18\x01 \x03(\v2\x18.avon.policy.v1.DecisionR\tdecisions\x12\x18\n" +
-	"\aversion\x18\x02 \x01(\x04R\aversion\"\x8d\x01\n" +
+	"\aversion\x18\x02 \x01(\x04R\aversion\"\xc2\x01\n" +
 	"\x12SetPoliciesRequest\x12\"\n" +
 	"\rpolicy_set_id\x18\x01 \x01(\tR\vpolicySetId\x12\x1a\n" +
 	"\bpolicies\x18\x02 \x01(\tR\bpolicies\x12\x16\n" +
 	"\x06schema\x18\x03 \x01(\tR\x06schema\x12\x1f\n" +
 	"\vreport_only\x18\x04 \x01(\bR\n" +
-	"reportOnly\"\x87\x01\n" +
+	"reportOnly\x12\x14\n" +
+	"\x05check\x18\x05 \x01(\bR\x05check\x12\x1d\n" +
+	"\n" +
+	"if_version\x18\x06 \x01(\x04R\tifVersion\"\xa1\x01\n" +
 	"\x13SetPoliciesResponse\x12\x18\n" +
 	"\aapplied\x18\x01 \x01(\bR\aapplied\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\x04R\aversion\x12<\n" +
-	"\vdiagnostics\x18\x03 \x03(\v2\x1a.avon.policy.v1.DiagnosticR\vdiagnostics\"X\n" +
+	"\vdiagnostics\x18\x03 \x03(\v2\x1a.avon.policy.v1.DiagnosticR\vdiagnostics\x12\x18\n" +
+	"\achecked\x18\x04 \x01(\bR\achecked\"X\n" +
 	"\x18ValidatePoliciesResponse\x12<\n" +
 	"\vdiagnostics\x18\x01 \x03(\v2\x1a.avon.policy.v1.DiagnosticR\vdiagnostics\"8\n" +
 	"\x12GetPoliciesRequest\x12\"\n" +
