@@ -337,6 +337,7 @@ func TestEndToEnd(t *testing.T) {
 			t.Run("login form refusals", e.testForm)
 			t.Run("metadata and jwks", e.testDiscovery)
 			t.Run("revocation of an access token", e.testRevokeAccess)
+			t.Run("tidy", e.testTidy) // last: it moves time 62 days on
 			acts := e.auditActions(t)
 			for _, want := range []string{"oauth.login/success", "oauth.login/failure", "oauth.token.issue/success",
 				"oauth.token.issue/failure", "oauth.refresh.reuse/denied", "oauth.revoke/success"} {
@@ -838,5 +839,84 @@ func TestFailClosed(t *testing.T) {
 	r := e.loginAt(t, b, e.authorizeURL(map[string]string{"code_challenge": oauth.S256(strings.Repeat("s", 43))}), "bob", bobPW, "")
 	if body := readBody(t, r); r.StatusCode != http.StatusTooManyRequests || !strings.Contains(body, "Too many failed logins") {
 		t.Fatalf("right password from a locked address: %s", r.Status)
+	}
+}
+
+// testTidy: a pass deletes nothing that still matters; once grants,
+// refresh records and revoked or expired API tokens are past their
+// retention, it deletes exactly those, in bounded passes.
+func (e *env) testTidy(t *testing.T) {
+	count := func(prefix string) int {
+		t.Helper()
+		es, err := e.kv.List(bg, store.ListOptions{Prefix: prefix, Limit: store.MaxLimit})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(es)
+	}
+	tok := e.cliTokens(t, "bob", bobPW)
+	tokens := e.srv.APITokens()
+	_, short, err := tokens.Create(bg, "short", []string{oauth.ScopeAdminRead}, time.Hour, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, revoked, err := tokens.Create(bg, "revoked", []string{oauth.ScopeAdminRead}, 0, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tokens.Revoke(bg, revoked.ID, "test"); err != nil {
+		t.Fatal(err)
+	}
+	longTok, long, err := tokens.Create(bg, "long", []string{oauth.ScopeAdminRead}, oauth.MaxAPITokenTTL, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	grants, refresh, apiTokens := count("oauth/grant/"), count("oauth/refresh/"), count("oauth/apitoken/")
+	if grants == 0 || refresh == 0 || apiTokens < 3 {
+		t.Fatalf("nothing to tidy: %d %d %d", grants, refresh, apiTokens)
+	}
+	rep, err := e.srv.Tidy(bg, 100_000)
+	if err != nil || rep.More {
+		t.Fatalf("tidy now: %+v %v", rep, err)
+	}
+	// Nothing live went: bob's login still refreshes.
+	hc, _ := login.HTTPClient(e.fingerprint, "")
+	tok.Fingerprint = e.fingerprint
+	if _, err := login.Refresh(bg, hc, tok); err != nil {
+		t.Fatalf("refresh after a tidy: %v", err)
+	}
+	if _, err := tokens.Get(bg, short.ID); err != nil {
+		t.Fatalf("a live API token was deleted: %v", err)
+	}
+
+	e.shift(t, oauth.DefaultRefreshTTL+32*24*time.Hour)
+	// Bounded: a budget of 1 examines one record and says there is more.
+	rep, err = e.srv.Tidy(bg, 1)
+	if err != nil || !rep.More || rep.Grants > 1 {
+		t.Fatalf("tidy with a budget of 1: %+v %v", rep, err)
+	}
+	for range 100 {
+		if rep, err = e.srv.Tidy(bg, 1000); err != nil {
+			t.Fatal(err)
+		}
+		if !rep.More {
+			break
+		}
+	}
+	if g, r := count("oauth/grant/"), count("oauth/refresh/"); g != 0 || r != 0 {
+		t.Fatalf("after retention: %d grants, %d refresh records left", g, r)
+	}
+	left, err := tokens.List(bg)
+	if err != nil || len(left) != 1 || left[0].ID != long.ID {
+		t.Fatalf("API tokens after retention: %+v %v", left, err)
+	}
+	if _, err := tokens.Check(bg, longTok); err != nil {
+		t.Fatalf("the live API token: %v", err)
+	}
+	// Without trusted time nothing is deleted.
+	e.noTime.Store(true)
+	defer e.noTime.Store(false)
+	if _, err := e.srv.Tidy(bg, 10); !errors.Is(err, oauth.ErrNoTime) {
+		t.Fatalf("tidy without time: %v", err)
 	}
 }

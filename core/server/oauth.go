@@ -207,6 +207,52 @@ func (e *apiTokenChallenge) WWWAuthenticate() string {
 	return `Bearer realm="avon", error="invalid_token"`
 }
 
+// tidyEvery is how often operator login's expired records are tidied
+// (the first pass a minute after start); tidyBudget bounds one pass.
+var (
+	tidyEvery  = time.Hour
+	tidyFirst  = time.Minute
+	tidyBudget = 10_000
+)
+
+// tidyOAuth deletes operator login's records that can no longer matter
+// (oauth.Server.Tidy) until ctx ends: each round runs passes until nothing
+// is left or ten passes ran. Every replica runs it; their deletes are
+// conditional, so they never undo each other's work.
+func (s *Server) tidyOAuth(ctx context.Context, o *oauth.Server) {
+	log := s.log.Named("oauth")
+	t := time.NewTimer(tidyFirst)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		var total oauth.TidyReport
+		for range 10 {
+			pctx, cancel := context.WithTimeout(ctx, time.Minute)
+			rep, err := o.Tidy(pctx, tidyBudget)
+			cancel()
+			total.Grants += rep.Grants
+			total.RefreshTokens += rep.RefreshTokens
+			total.APITokens += rep.APITokens
+			if err != nil {
+				log.Warn("tidy of expired logins and API tokens failed; retried next round", "error", err)
+				break
+			}
+			if !rep.More {
+				break
+			}
+		}
+		if total.Grants+total.RefreshTokens+total.APITokens > 0 {
+			log.Info("tidied expired logins and API tokens", "grants", total.Grants, "refresh_tokens", total.RefreshTokens,
+				"api_tokens", total.APITokens)
+		}
+		t.Reset(tidyEvery)
+	}
+}
+
 // OAuth returns the operator authorization server (nil when operator login
 // is off). The Admin API wraps its routes in OAuth().Middleware(scope).
 func (s *Server) OAuth() *oauth.Server {

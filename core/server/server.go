@@ -363,6 +363,10 @@ func (s *Server) start(ctx context.Context, pre *config.Config) error {
 	if err := s.startAPI(); err != nil {
 		return err
 	}
+	if o := s.OAuth(); o != nil {
+		s.bg.Add(1)
+		go func() { defer s.bg.Done(); s.tidyOAuth(bgCtx, o) }()
+	}
 	if err := s.startAdmin(); err != nil {
 		return err
 	}
