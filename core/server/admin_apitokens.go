@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/http"
 	"strings"
@@ -47,22 +46,6 @@ func (s *Server) apiTokenRoutes() []adminapi.Route {
 	}
 }
 
-// apiTokenProblem maps the token store's errors onto problems.
-func apiTokenProblem(err error) error {
-	var p *adminapi.Problem
-	switch {
-	case err == nil || errors.As(err, &p):
-		return err
-	case errors.Is(err, oauth.ErrInvalidArgument):
-		return adminapi.Wrap(adminapi.TypeBadRequest, err)
-	case errors.Is(err, oauth.ErrUnknownToken):
-		return adminapi.Wrap(adminapi.TypeNotFound, err)
-	case errors.Is(err, oauth.ErrNoTime), errors.Is(err, oauth.ErrUnavailable):
-		return adminapi.Wrap(adminapi.TypeUnavailable, err)
-	}
-	return err
-}
-
 // apiTokenCall runs do with the token operations and a bounded context.
 func (s *Server) apiTokenCall(r *adminapi.Request, do func(ctx context.Context, t *oauth.APITokens) error) error {
 	o := s.OAuth()
@@ -71,7 +54,7 @@ func (s *Server) apiTokenCall(r *adminapi.Request, do func(ctx context.Context, 
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), callTimeout)
 	defer cancel()
-	return apiTokenProblem(do(ctx, o.APITokens()))
+	return userProblem(do(ctx, o.APITokens()))
 }
 
 func (s *Server) adminListAPITokens(w http.ResponseWriter, r *adminapi.Request) error {

@@ -62,7 +62,8 @@ func (s *Server) users() (*oauth.Users, error) {
 	return o.Users(), nil
 }
 
-// userProblem maps the user store's errors onto problems.
+// userProblem maps the errors of the user and API token stores onto
+// problems.
 func userProblem(err error) error {
 	var p *adminapi.Problem
 	switch {
@@ -70,7 +71,7 @@ func userProblem(err error) error {
 		return err
 	case errors.Is(err, oauth.ErrInvalidArgument):
 		return adminapi.Wrap(adminapi.TypeBadRequest, err)
-	case errors.Is(err, oauth.ErrUnknownUser):
+	case errors.Is(err, oauth.ErrUnknownUser), errors.Is(err, oauth.ErrUnknownToken):
 		return adminapi.Wrap(adminapi.TypeNotFound, err)
 	case errors.Is(err, oauth.ErrUserExists):
 		return adminapi.Wrap(adminapi.TypeConflict, err)
