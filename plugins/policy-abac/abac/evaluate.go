@@ -133,6 +133,9 @@ type store struct {
 	actions types.EntityMap
 	memo    map[memoKey]memoVal // nested context objects converted in this batch
 	noIndex bool                // evaluate every policy (the reference the index is tested against)
+	// slow converts every context with Set.context, never the fast path
+	// (the reference the fast path is tested against).
+	slow bool
 }
 
 func (s *store) Get(uid types.EntityUID) (types.Entity, bool) {
@@ -198,7 +201,7 @@ func (s *Set) decide(st *store, q *policy.Query, now Clock) (d policy.Decision) 
 			d = policy.Decision{Errors: []string{msg}, Reasons: []string{"denied: " + msg}}
 		}
 	}()
-	req, inline, err := s.request(q, now, st.memo)
+	req, inline, err := s.request(q, now, st)
 	if err != nil {
 		return policy.Decision{Errors: []string{err.Error()}, Reasons: []string{"invalid query: " + err.Error()}}
 	}
@@ -265,7 +268,7 @@ func (s *Set) sortIDs(ids []string) {
 }
 
 // request checks a query against the schema and converts its context.
-func (s *Set) request(q *policy.Query, now Clock, memo map[memoKey]memoVal) (types.Request, types.EntityMap, error) {
+func (s *Set) request(q *policy.Query, now Clock, st *store) (types.Request, types.EntityMap, error) {
 	principal := types.NewEntityUID(types.EntityType(q.Principal.Type), types.String(q.Principal.ID))
 	resource := types.NewEntityUID(types.EntityType(q.Resource.Type), types.String(q.Resource.ID))
 	action := types.NewEntityUID(types.EntityType(q.Action.Type), types.String(q.Action.ID))
@@ -282,7 +285,12 @@ func (s *Set) request(q *policy.Query, now Clock, memo map[memoKey]memoVal) (typ
 	if !slices.Contains(a.AppliesTo.Resources, resource.Type) {
 		return types.Request{}, nil, fmt.Errorf("action %s does not apply to a resource of type %q: %w", action, resource.Type, ErrInvalidQuery)
 	}
-	ctx, inline, err := s.context(q.Context, a.AppliesTo.Context, now, memo, action.String())
+	if !st.slow {
+		if ctx, inline, ok := s.fastContext(q.Context, s.schema.contexts[action], now); ok {
+			return types.Request{Principal: principal, Action: action, Resource: resource, Context: ctx}, inline, nil
+		}
+	}
+	ctx, inline, err := s.context(q.Context, a.AppliesTo.Context, now, st.memo, action.String())
 	if err != nil {
 		return types.Request{}, nil, err
 	}
