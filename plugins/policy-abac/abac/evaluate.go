@@ -2,10 +2,12 @@ package abac
 
 import (
 	"fmt"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cedar-policy/cedar-go"
@@ -161,31 +163,72 @@ func At(t time.Time) Clock { return func() time.Time { return t } }
 // once, and only if such a context comes. When it gives the zero time,
 // those queries are denied with ErrNoTime. The error is for the batch as a
 // whole (an invalid entity); per-query problems are denials carrying the
-// error.
+// error. A large batch is decided on every core (GOMAXPROCS workers).
 func (s *Set) Evaluate(entities []policy.Entity, queries []policy.Query, now Clock) ([]policy.Decision, error) {
 	batch, err := s.Entities(entities)
 	if err != nil {
 		return nil, err
 	}
 	out := make([]policy.Decision, len(queries))
+	var (
+		once sync.Once
+		t    time.Time
+	)
+	lazy := func() time.Time {
+		once.Do(func() {
+			if now != nil {
+				t = now()
+			}
+		})
+		return t
+	}
+	workers := min(runtime.GOMAXPROCS(0), len(queries)/perWorker)
+	if workers <= 1 {
+		s.decideRange(batch, queries, out, lazy, nil)
+		return out, nil
+	}
+	// Queries are independent: the workers take chunks of them in turn and
+	// each writes its own decisions.
+	var (
+		next atomic.Int64
+		wg   sync.WaitGroup
+	)
+	for range workers {
+		wg.Go(func() { s.decideRange(batch, queries, out, lazy, &next) })
+	}
+	wg.Wait()
+	return out, nil
+}
+
+// perWorker is the fewest queries worth a worker of their own; chunk is
+// how many a worker takes at a time.
+const (
+	perWorker = 32
+	chunk     = 16
+)
+
+// decideRange decides queries into out: all of them when next is nil,
+// else chunks claimed through next until none is left.
+func (s *Set) decideRange(batch types.EntityMap, queries []policy.Query, out []policy.Decision, now Clock, next *atomic.Int64) {
 	st := &store{batch: batch, actions: s.schema.actions}
 	if len(queries) > 1 {
 		st.memo = map[memoKey]memoVal{}
 	}
-	var (
-		t     time.Time
-		asked bool
-	)
-	lazy := func() time.Time {
-		if !asked && now != nil {
-			t, asked = now(), true
+	if next == nil {
+		for i := range queries {
+			out[i] = s.decide(st, &queries[i], now)
 		}
-		return t
+		return
 	}
-	for i := range queries {
-		out[i] = s.decide(st, &queries[i], lazy)
+	for {
+		lo := int(next.Add(chunk)) - chunk
+		if lo >= len(queries) {
+			return
+		}
+		for i := lo; i < min(lo+chunk, len(queries)); i++ {
+			out[i] = s.decide(st, &queries[i], now)
+		}
 	}
-	return out, nil
 }
 
 // Decide evaluates one query against converted entities (see Entities).

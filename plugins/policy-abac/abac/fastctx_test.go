@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"reflect"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -136,7 +137,7 @@ func TestFastContextDifferential(t *testing.T) {
 		case 2:
 			now = At(time.Time{}) // no calibrated time
 		}
-		qs := make([]policy.Query, 1+r.IntN(40))
+		qs := make([]policy.Query, 1+r.IntN(40)+r.IntN(2)*r.IntN(200)) // large ones on several workers
 		for i := range qs {
 			flow := r.IntN(6) != 0
 			q := policy.Query{Principal: ref("Agent", agents[r.IntN(len(agents))]), Action: ref("Action", "reach"),
@@ -207,5 +208,42 @@ func TestMemberCacheBounded(t *testing.T) {
 	}
 	if found != 1 {
 		t.Fatalf("the shared posture is cached %d times in the current generation", found)
+	}
+}
+
+// TestEvaluateWorkers: a batch large enough for several workers asks the
+// clock once, and decides each query as one query alone does.
+func TestEvaluateWorkers(t *testing.T) {
+	s := mustCompile(t, Source{ID: "workers", Policies: diffPolicies})
+	qs := flows(8 * perWorker)
+	for i := range qs {
+		if i%3 == 0 {
+			qs[i].Context = []byte(strings.Replace(string(qs[i].Context), `"port":443`, `"port":22`, 1))
+		}
+	}
+	var calls atomic.Int32
+	clock := func() time.Time { calls.Add(1); return testNow }
+	ds, err := s.Evaluate(testEntities, qs, clock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := calls.Load(); n != 1 {
+		t.Fatalf("the clock was asked %d times", n)
+	}
+	allowed := 0
+	for i, q := range qs {
+		one, err := s.Evaluate(testEntities, []policy.Query{q}, At(testNow))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(ds[i], one[0]) {
+			t.Fatalf("query %d: in the batch %+v, alone %+v", i, ds[i], one[0])
+		}
+		if one[0].Allow {
+			allowed++
+		}
+	}
+	if allowed == 0 || allowed == len(qs) {
+		t.Fatalf("%d of %d allowed", allowed, len(qs))
 	}
 }
