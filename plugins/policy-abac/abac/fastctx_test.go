@@ -247,3 +247,33 @@ func TestEvaluateWorkers(t *testing.T) {
 		t.Fatalf("%d of %d allowed", allowed, len(qs))
 	}
 }
+
+// FuzzFastContext: for any context bytes, the fast context path decides
+// as the straightforward one does, cold and with the member cache warm.
+func FuzzFastContext(f *testing.F) {
+	f.Add(flowContext(443, true), true)
+	f.Add(flowContext(22, false), false)
+	f.Add([]byte(`{"time":"2026-12-04T12:00:00Z","calibration_skew_ms":3,"posture":{"type":"Posture","id":"p"},"source":{"ip":"203.0.113.7","port":1},"location":{"country":"DE","region":"","city":""},"destination":{"ip":"10.20.0.1","port":80,"protocol":"tcp"}}`), true)
+	f.Add([]byte(` { "posture" : {"os":"l\u0069nux"} , "po\u0073ture":1 } `), false)
+	f.Add([]byte(`{"weekday":3,"destination":{"ip":"10.20.0.1","port":443,"protocol":"tcp"}}`), true)
+	f.Add([]byte(`{"calibration_skew_ms":3,"calibration_skew_ms":4}`), false)
+	s := mustCompile(f, Source{ID: "fuzz", Policies: diffPolicies})
+	batch, err := s.Entities(testEntities)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, ctx []byte, clock bool) {
+		now := At(time.Time{})
+		if clock {
+			now = At(testNow)
+		}
+		q := policy.Query{Principal: ref("Agent", "laptop"), Action: ref("Action", "reach"), Resource: ref("Network", "corp"), Context: ctx}
+		want := s.decide(&store{batch: batch, actions: s.schema.actions, slow: true}, &q, now)
+		for range 2 { // cold, then from the member cache
+			got := s.decide(&store{batch: batch, actions: s.schema.actions}, &q, now)
+			if !reflect.DeepEqual(got, want) {
+				t.Fatalf("context %q:\nfast %+v\nslow %+v", ctx, got, want)
+			}
+		}
+	})
+}
