@@ -54,7 +54,8 @@ type Set struct {
 	ids      []string // in text order
 	index    map[string]int
 	byPrin   *principalIndex // from indexFrom policies on
-	entities entityCache     // converted batch entities; the only mutable part, guarded by its own lock
+	entities entityCache     // converted batch entities; mutable, guarded by its own lock
+	members  memberCache     // converted context members (fastctx.go); mutable, guarded by its own lock
 }
 
 type policyMeta struct {

@@ -2,10 +2,12 @@ package abac
 
 import (
 	"fmt"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cedar-policy/cedar-go"
@@ -133,6 +135,9 @@ type store struct {
 	actions types.EntityMap
 	memo    map[memoKey]memoVal // nested context objects converted in this batch
 	noIndex bool                // evaluate every policy (the reference the index is tested against)
+	// slow converts every context with Set.context, never the fast path
+	// (the reference the fast path is tested against).
+	slow bool
 }
 
 func (s *store) Get(uid types.EntityUID) (types.Entity, bool) {
@@ -158,31 +163,72 @@ func At(t time.Time) Clock { return func() time.Time { return t } }
 // once, and only if such a context comes. When it gives the zero time,
 // those queries are denied with ErrNoTime. The error is for the batch as a
 // whole (an invalid entity); per-query problems are denials carrying the
-// error.
+// error. A large batch is decided on every core (GOMAXPROCS workers).
 func (s *Set) Evaluate(entities []policy.Entity, queries []policy.Query, now Clock) ([]policy.Decision, error) {
 	batch, err := s.Entities(entities)
 	if err != nil {
 		return nil, err
 	}
 	out := make([]policy.Decision, len(queries))
+	var (
+		once sync.Once
+		t    time.Time
+	)
+	lazy := func() time.Time {
+		once.Do(func() {
+			if now != nil {
+				t = now()
+			}
+		})
+		return t
+	}
+	workers := min(runtime.GOMAXPROCS(0), len(queries)/perWorker)
+	if workers <= 1 {
+		s.decideRange(batch, queries, out, lazy, nil)
+		return out, nil
+	}
+	// Queries are independent: the workers take chunks of them in turn and
+	// each writes its own decisions.
+	var (
+		next atomic.Int64
+		wg   sync.WaitGroup
+	)
+	for range workers {
+		wg.Go(func() { s.decideRange(batch, queries, out, lazy, &next) })
+	}
+	wg.Wait()
+	return out, nil
+}
+
+// perWorker is the fewest queries worth a worker of their own; chunk is
+// how many a worker takes at a time.
+const (
+	perWorker = 32
+	chunk     = 16
+)
+
+// decideRange decides queries into out: all of them when next is nil,
+// else chunks claimed through next until none is left.
+func (s *Set) decideRange(batch types.EntityMap, queries []policy.Query, out []policy.Decision, now Clock, next *atomic.Int64) {
 	st := &store{batch: batch, actions: s.schema.actions}
 	if len(queries) > 1 {
 		st.memo = map[memoKey]memoVal{}
 	}
-	var (
-		t     time.Time
-		asked bool
-	)
-	lazy := func() time.Time {
-		if !asked && now != nil {
-			t, asked = now(), true
+	if next == nil {
+		for i := range queries {
+			out[i] = s.decide(st, &queries[i], now)
 		}
-		return t
+		return
 	}
-	for i := range queries {
-		out[i] = s.decide(st, &queries[i], lazy)
+	for {
+		lo := int(next.Add(chunk)) - chunk
+		if lo >= len(queries) {
+			return
+		}
+		for i := lo; i < min(lo+chunk, len(queries)); i++ {
+			out[i] = s.decide(st, &queries[i], now)
+		}
 	}
-	return out, nil
 }
 
 // Decide evaluates one query against converted entities (see Entities).
@@ -198,7 +244,7 @@ func (s *Set) decide(st *store, q *policy.Query, now Clock) (d policy.Decision) 
 			d = policy.Decision{Errors: []string{msg}, Reasons: []string{"denied: " + msg}}
 		}
 	}()
-	req, inline, err := s.request(q, now, st.memo)
+	req, inline, err := s.request(q, now, st)
 	if err != nil {
 		return policy.Decision{Errors: []string{err.Error()}, Reasons: []string{"invalid query: " + err.Error()}}
 	}
@@ -265,7 +311,7 @@ func (s *Set) sortIDs(ids []string) {
 }
 
 // request checks a query against the schema and converts its context.
-func (s *Set) request(q *policy.Query, now Clock, memo map[memoKey]memoVal) (types.Request, types.EntityMap, error) {
+func (s *Set) request(q *policy.Query, now Clock, st *store) (types.Request, types.EntityMap, error) {
 	principal := types.NewEntityUID(types.EntityType(q.Principal.Type), types.String(q.Principal.ID))
 	resource := types.NewEntityUID(types.EntityType(q.Resource.Type), types.String(q.Resource.ID))
 	action := types.NewEntityUID(types.EntityType(q.Action.Type), types.String(q.Action.ID))
@@ -282,7 +328,12 @@ func (s *Set) request(q *policy.Query, now Clock, memo map[memoKey]memoVal) (typ
 	if !slices.Contains(a.AppliesTo.Resources, resource.Type) {
 		return types.Request{}, nil, fmt.Errorf("action %s does not apply to a resource of type %q: %w", action, resource.Type, ErrInvalidQuery)
 	}
-	ctx, inline, err := s.context(q.Context, a.AppliesTo.Context, now, memo, action.String())
+	if !st.slow {
+		if ctx, inline, ok := s.fastContext(q.Context, s.schema.contexts[action], now); ok {
+			return types.Request{Principal: principal, Action: action, Resource: resource, Context: ctx}, inline, nil
+		}
+	}
+	ctx, inline, err := s.context(q.Context, a.AppliesTo.Context, now, st.memo, action.String())
 	if err != nil {
 		return types.Request{}, nil, err
 	}

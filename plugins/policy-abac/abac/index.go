@@ -2,6 +2,7 @@ package abac
 
 import (
 	"iter"
+	"slices"
 
 	"github.com/cedar-policy/cedar-go"
 	"github.com/cedar-policy/cedar-go/types"
@@ -59,8 +60,9 @@ func (x *principalIndex) candidates(principal types.EntityUID, ents types.Entity
 	c.idx = append(c.idx, x.byEntity[principal]...)
 	// The principal's ancestors, as Cedar's `in` walks them: every parent,
 	// and the parents of those the store knows.
-	seen := map[types.EntityUID]bool{principal: true}
-	todo := []types.EntityUID{principal}
+	var seenBuf, todoBuf [16]types.EntityUID
+	seen := uidSet{small: append(seenBuf[:0], principal)}
+	todo := append(todoBuf[:0], principal)
 	for len(todo) > 0 {
 		u := todo[len(todo)-1]
 		todo = todo[:len(todo)-1]
@@ -69,15 +71,45 @@ func (x *principalIndex) candidates(principal types.EntityUID, ents types.Entity
 			continue
 		}
 		for par := range e.Parents.All() {
-			if seen[par] {
+			if !seen.add(par) {
 				continue
 			}
-			seen[par] = true
 			c.idx = append(c.idx, x.byEntity[par]...)
 			todo = append(todo, par)
 		}
 	}
 	return c
+}
+
+// uidSet is a set of entity UIDs: a slice while it is small (an agent has
+// a few groups), a map past that.
+type uidSet struct {
+	small []types.EntityUID
+	big   map[types.EntityUID]struct{}
+}
+
+// add adds u and says whether it was new.
+func (s *uidSet) add(u types.EntityUID) bool {
+	if s.big != nil {
+		if _, ok := s.big[u]; ok {
+			return false
+		}
+		s.big[u] = struct{}{}
+		return true
+	}
+	if slices.Contains(s.small, u) {
+		return false
+	}
+	if len(s.small) < 32 {
+		s.small = append(s.small, u)
+		return true
+	}
+	s.big = make(map[types.EntityUID]struct{}, 2*len(s.small))
+	for _, x := range s.small {
+		s.big[x] = struct{}{}
+	}
+	s.big[u] = struct{}{}
+	return true
 }
 
 // candidateList is a cedar.PolicyIterator over some policies of a set.

@@ -138,3 +138,25 @@ func FuzzPrincipalIndex(f *testing.F) {
 		checkIndex(t, src, ents, qs)
 	})
 }
+
+// TestPrincipalIndexDeepHierarchy: an agent 80 groups deep (with a cycle
+// back to the first) is matched by policies scoped to any of them, past
+// the point where the walk's set of seen groups becomes a map.
+func TestPrincipalIndexDeepHierarchy(t *testing.T) {
+	const depth = 80
+	var b strings.Builder
+	for i := range indexFrom {
+		fmt.Fprintf(&b, "@id(\"p%d\") permit (principal in Group::\"g%d\", action == Action::\"reach\", resource) when { context.destination.port == %d };\n", i, i*5, 440+i%3)
+	}
+	fmt.Fprintf(&b, "@id(\"deep\") permit (principal in Group::\"g%d\", action == Action::\"reach\", resource) when { context.destination.port == 22 };\n", depth-1)
+	ents := []policy.Entity{{Ref: ref("Agent", "a0"), Attributes: []byte(`{"name":"a","os":"linux"}`), Parents: []policy.EntityRef{ref("Group", "g0")}}}
+	for g := range depth {
+		ents = append(ents, policy.Entity{Ref: ref("Group", fmt.Sprintf("g%d", g)), Attributes: []byte(`{"name":"g"}`),
+			Parents: []policy.EntityRef{ref("Group", fmt.Sprintf("g%d", (g+1)%depth))}})
+	}
+	qs := []policy.Query{reach("a0", 22, true), reach("a0", 440, true), reach("a0", 441, true), reach("a0", 9, true), reach("a1", 22, true)}
+	allowed, denied := checkIndex(t, Source{ID: "deep", Policies: b.String()}, ents, qs)
+	if allowed != 3 || denied != 2 {
+		t.Fatalf("%d allowed, %d denied", allowed, denied)
+	}
+}

@@ -62,10 +62,14 @@ var errTrailing = errors.New("trailing data after the JSON value")
 // rejects duplicate object keys (two parsers must never read the same
 // bytes two ways), strings that are not UTF-8, and nesting deeper than
 // maxJSONDepth. It is the per-query hot path: one pass, no reflection.
-func parseJSON(b []byte) (node, error) {
+func parseJSON(b []byte) (node, error) { return parseJSONAt(b, 0) }
+
+// parseJSONAt parses a value found depth levels deep in a larger document,
+// so that the depth bound counts from the document's top.
+func parseJSONAt(b []byte, depth int) (node, error) {
 	p := jsonParser{b: b}
 	p.space()
-	n, err := p.value(0)
+	n, err := p.value(depth)
 	if err != nil {
 		return node{}, err
 	}

@@ -28,6 +28,9 @@ type schemaInfo struct {
 	// actions: the action entities of the schema, with their groups as
 	// parents, so that `action in Action::"admin"` works.
 	actions types.EntityMap
+	// contexts: the context type of each action that applies to
+	// something, laid out for the fast context path (fastctx.go).
+	contexts map[types.EntityUID]*ctxShape
 }
 
 var (
@@ -58,11 +61,15 @@ func parseSchema(text string) (*schemaInfo, error) {
 	if err != nil {
 		return nil, err
 	}
-	info := &schemaInfo{text: text, resolved: r, validator: validate.New(r), actions: types.EntityMap{}}
+	info := &schemaInfo{text: text, resolved: r, validator: validate.New(r), actions: types.EntityMap{},
+		contexts: map[types.EntityUID]*ctxShape{}}
 	for uid, a := range r.Actions {
 		e := a.Entity
 		e.UID = uid
 		info.actions[uid] = e
+		if a.AppliesTo != nil {
+			info.contexts[uid] = newCtxShape(a.AppliesTo.Context)
+		}
 	}
 	return info, nil
 }

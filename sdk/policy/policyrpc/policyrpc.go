@@ -56,25 +56,46 @@ func (c *Client) Evaluate(ctx context.Context, r *policy.EvaluateRequest) (*poli
 	if len(r.Queries) > policy.MaxBatch {
 		return nil, fmt.Errorf("%d queries: %w", len(r.Queries), policy.ErrBatchTooLarge)
 	}
-	p := &policyv1.EvaluateRequest{PolicySetId: r.PolicySetID}
+	// The messages of a batch are allocated together, not one by one.
+	p := &policyv1.EvaluateRequest{PolicySetId: r.PolicySetID,
+		Entities: make([]*policyv1.Entity, len(r.Entities)), Queries: make([]*policyv1.Query, len(r.Queries))}
+	nrefs := 3 * len(r.Queries)
 	for _, e := range r.Entities {
-		pe := &policyv1.Entity{Ref: refTo(e.Ref), Attributes: e.Attributes}
-		for _, par := range e.Parents {
-			pe.Parents = append(pe.Parents, refTo(par))
-		}
-		p.Entities = append(p.Entities, pe)
+		nrefs += 1 + len(e.Parents)
 	}
-	for _, q := range r.Queries {
-		p.Queries = append(p.Queries, &policyv1.Query{Principal: refTo(q.Principal), Action: refTo(q.Action), Resource: refTo(q.Resource), Context: q.Context})
+	refs := make([]policyv1.EntityRef, nrefs)
+	ref := func(x policy.EntityRef) *policyv1.EntityRef {
+		pr := &refs[0]
+		refs = refs[1:]
+		pr.Type, pr.Id = x.Type, x.ID
+		return pr
+	}
+	ents := make([]policyv1.Entity, len(r.Entities))
+	for i, e := range r.Entities {
+		pe := &ents[i]
+		pe.Ref, pe.Attributes = ref(e.Ref), e.Attributes
+		if len(e.Parents) > 0 {
+			pe.Parents = make([]*policyv1.EntityRef, len(e.Parents))
+			for j, par := range e.Parents {
+				pe.Parents[j] = ref(par)
+			}
+		}
+		p.Entities[i] = pe
+	}
+	qs := make([]policyv1.Query, len(r.Queries))
+	for i, q := range r.Queries {
+		pq := &qs[i]
+		pq.Principal, pq.Action, pq.Resource, pq.Context = ref(q.Principal), ref(q.Action), ref(q.Resource), q.Context
+		p.Queries[i] = pq
 	}
 	resp, err := c.c.Evaluate(ctx, p)
 	if err != nil {
 		return nil, errdef.FromStatus(err)
 	}
-	out := &policy.EvaluateResponse{Version: resp.GetVersion()}
-	for _, d := range resp.GetDecisions() {
-		out.Decisions = append(out.Decisions, policy.Decision{Allow: d.GetAllow(), DeterminingPolicies: d.GetDeterminingPolicies(),
-			Reasons: d.GetReasons(), Errors: d.GetErrors(), ReportOnly: d.GetReportOnly()})
+	out := &policy.EvaluateResponse{Version: resp.GetVersion(), Decisions: make([]policy.Decision, len(resp.GetDecisions()))}
+	for i, d := range resp.GetDecisions() {
+		out.Decisions[i] = policy.Decision{Allow: d.GetAllow(), DeterminingPolicies: d.GetDeterminingPolicies(),
+			Reasons: d.GetReasons(), Errors: d.GetErrors(), ReportOnly: d.GetReportOnly()}
 	}
 	return out, nil
 }
@@ -127,25 +148,31 @@ func (s *Server) Evaluate(ctx context.Context, p *policyv1.EvaluateRequest) (*po
 	if len(p.GetQueries()) > policy.MaxBatch {
 		return nil, errdef.ToStatus(fmt.Errorf("%d queries: %w", len(p.GetQueries()), policy.ErrBatchTooLarge))
 	}
-	r := &policy.EvaluateRequest{PolicySetID: p.GetPolicySetId()}
-	for _, e := range p.GetEntities() {
+	r := &policy.EvaluateRequest{PolicySetID: p.GetPolicySetId(),
+		Entities: make([]policy.Entity, len(p.GetEntities())), Queries: make([]policy.Query, len(p.GetQueries()))}
+	for i, e := range p.GetEntities() {
 		ent := policy.Entity{Ref: refFrom(e.GetRef()), Attributes: e.GetAttributes()}
-		for _, par := range e.GetParents() {
-			ent.Parents = append(ent.Parents, refFrom(par))
+		if len(e.GetParents()) > 0 {
+			ent.Parents = make([]policy.EntityRef, len(e.GetParents()))
+			for j, par := range e.GetParents() {
+				ent.Parents[j] = refFrom(par)
+			}
 		}
-		r.Entities = append(r.Entities, ent)
+		r.Entities[i] = ent
 	}
-	for _, q := range p.GetQueries() {
-		r.Queries = append(r.Queries, policy.Query{Principal: refFrom(q.GetPrincipal()), Action: refFrom(q.GetAction()), Resource: refFrom(q.GetResource()), Context: q.GetContext()})
+	for i, q := range p.GetQueries() {
+		r.Queries[i] = policy.Query{Principal: refFrom(q.GetPrincipal()), Action: refFrom(q.GetAction()), Resource: refFrom(q.GetResource()), Context: q.GetContext()}
 	}
 	resp, err := s.impl.Evaluate(ctx, r)
 	if err != nil {
 		return nil, errdef.ToStatus(err)
 	}
-	out := &policyv1.EvaluateResponse{Version: resp.Version}
-	for _, d := range resp.Decisions {
-		out.Decisions = append(out.Decisions, &policyv1.Decision{Allow: d.Allow, DeterminingPolicies: d.DeterminingPolicies,
-			Reasons: d.Reasons, Errors: d.Errors, ReportOnly: d.ReportOnly})
+	out := &policyv1.EvaluateResponse{Version: resp.Version, Decisions: make([]*policyv1.Decision, len(resp.Decisions))}
+	ds := make([]policyv1.Decision, len(resp.Decisions))
+	for i, d := range resp.Decisions {
+		pd := &ds[i]
+		pd.Allow, pd.DeterminingPolicies, pd.Reasons, pd.Errors, pd.ReportOnly = d.Allow, d.DeterminingPolicies, d.Reasons, d.Errors, d.ReportOnly
+		out.Decisions[i] = pd
 	}
 	return out, nil
 }
