@@ -44,6 +44,7 @@ type options struct {
 	memProfile  string
 	jsonOut     string
 	floorN      int
+	finishGSO   bool
 }
 
 func parseOptions(args []string) (options, error) {
@@ -63,6 +64,7 @@ func parseOptions(args []string) (options, error) {
 	fs.StringVar(&o.memProfile, "memprofile", "", "write the gateway's heap profile at the end of the idle phase here")
 	fs.StringVar(&o.jsonOut, "json", "", "also write the report as JSON here")
 	fs.IntVar(&o.floorN, "floor", 300, "iterations of the primitive floor measured in the gateway process before and after the handshakes")
+	fs.BoolVar(&o.finishGSO, "finish-gso", true, "agents send the fragments of their Finish as one UDP GSO datagram, as avon-agent's StdNetBind does (false: one datagram each)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -337,7 +339,7 @@ func run(ctx context.Context, o options, log io.Writer) (*report, error) {
 		return nil, err
 	}
 	gk := gatewayKey()
-	g := &gw{pub: gk.Raw()}
+	g := &gw{pub: gk.Raw(), finishGSO: o.finishGSO}
 	if g.id, err = handshake.ResponderID(g.pub); err != nil {
 		return nil, err
 	}
