@@ -230,7 +230,7 @@ func (e *Engine) handshake(ctx context.Context, keep bool) (*session, error) {
 				}
 				e.lastRecv.Store(e.mono())
 				s = &session{}
-				frags, err := frag.Split(finish, e.randUint32(), fragmentChunk)
+				frags, err := frag.SplitForGSO(finish, e.randUint32(), fragmentChunk)
 				if err != nil {
 					return abort(err)
 				}

@@ -10,8 +10,10 @@ import (
 	"net/netip"
 	"os"
 	"time"
+	"unsafe"
 
 	"github.com/cloudflare/circl/sign/mldsa/mldsa65"
+	"golang.org/x/sys/unix"
 
 	"github.com/avonzt/avon/core/handshake"
 	"github.com/avonzt/avon/core/handshake/handshaketest"
@@ -36,6 +38,9 @@ type gw struct {
 	addr *net.UDPAddr
 	pub  []byte
 	id   [handshake.IDLen]byte
+	// finishGSO: agents send their Finish's fragments as one UDP GSO
+	// datagram (-finish-gso).
+	finishGSO bool
 }
 
 // agent is one simulated agent: its own loopback source address and UDP
@@ -69,6 +74,31 @@ func randIndex() uint32 {
 	var b [4]byte
 	_, _ = crand.Read(b[:])
 	return binary.BigEndian.Uint32(b[:]) | 1
+}
+
+// sendFragments sends a message's fragments (from frag.SplitForGSO): with
+// gso, as one UDP GSO datagram segmented at the first fragment's size, as
+// conn.StdNetBind coalesces them for avon-agent; otherwise one write each.
+func (a *agent) sendFragments(frags [][]byte, gso bool) error {
+	if !gso || len(frags) == 1 {
+		for _, f := range frags {
+			if _, err := a.c.Write(f); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	buf := frags[0]
+	for _, f := range frags[1:] {
+		buf = append(buf, f...) // in place: SplitForGSO's layout
+	}
+	oob := make([]byte, unix.CmsgSpace(2))
+	h := (*unix.Cmsghdr)(unsafe.Pointer(&oob[0]))
+	h.Level, h.Type = unix.SOL_UDP, unix.UDP_SEGMENT
+	h.SetLen(unix.CmsgLen(2))
+	binary.NativeEndian.PutUint16(oob[unix.CmsgLen(0):], uint16(len(frags[0])))
+	_, _, err := a.c.WriteMsgUDP(buf, oob, nil)
+	return err
 }
 
 // dial opens the agent's socket (once; it is kept while the session lives).
@@ -239,16 +269,14 @@ func (a *agent) attempt(ctx context.Context, g *gw, signer handshake.Signer, buf
 			}
 		}
 	}
-	frags, err := frag.Split(fin, randIndex(), frag.DefaultMaxChunk)
+	frags, err := frag.SplitForGSO(fin, randIndex(), frag.DefaultMaxChunk)
 	if err != nil {
 		res.Zeroize()
 		return err
 	}
-	for _, f := range frags {
-		if _, err := a.c.Write(f); err != nil {
-			res.Zeroize()
-			return err
-		}
+	if err := a.sendFragments(frags, g.finishGSO); err != nil {
+		res.Zeroize()
+		return err
 	}
 	kp, err := transport.NewKeypair(transport.AEADID(res.AEAD), &res.SendKey, &res.RecvKey, res.LocalIndex, res.RemoteIndex, time.Now())
 	if err != nil {

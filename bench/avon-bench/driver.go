@@ -44,6 +44,7 @@ type options struct {
 	memProfile  string
 	jsonOut     string
 	floorN      int
+	finishGSO   bool
 }
 
 func parseOptions(args []string) (options, error) {
@@ -59,10 +60,11 @@ func parseOptions(args []string) (options, error) {
 	fs.IntVar(&o.workers, "workers", 0, "gateway handshake workers (0: engine default)")
 	fs.IntVar(&o.queue, "queue", 0, "gateway handshake queue (0: engine default)")
 	fs.StringVar(&o.gwCPUs, "gateway-cpus", "", "run the gateway under taskset -c with this CPU list")
-	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write the gateway's CPU profile of the handshake phase here (and of the rekeys to <file>.rekey)")
+	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write the gateway's CPU profile of the handshake phase here (of the idle phase to <file>.idle, of the rekeys to <file>.rekey)")
 	fs.StringVar(&o.memProfile, "memprofile", "", "write the gateway's heap profile at the end of the idle phase here")
 	fs.StringVar(&o.jsonOut, "json", "", "also write the report as JSON here")
 	fs.IntVar(&o.floorN, "floor", 300, "iterations of the primitive floor measured in the gateway process before and after the handshakes")
+	fs.BoolVar(&o.finishGSO, "finish-gso", true, "agents send the fragments of their Finish as one UDP GSO datagram, as avon-agent's StdNetBind does (false: one datagram each)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -337,7 +339,7 @@ func run(ctx context.Context, o options, log io.Writer) (*report, error) {
 		return nil, err
 	}
 	gk := gatewayKey()
-	g := &gw{pub: gk.Raw()}
+	g := &gw{pub: gk.Raw(), finishGSO: o.finishGSO}
 	if g.id, err = handshake.ResponderID(g.pub); err != nil {
 		return nil, err
 	}
@@ -518,6 +520,13 @@ func run(ctx context.Context, o options, log io.Writer) (*report, error) {
 	if err != nil {
 		return nil, err
 	}
+	profIdle := o.cpuProfile != ""
+	if profIdle {
+		abs, _ := filepath.Abs(o.cpuProfile + ".idle")
+		if err := c.get("/cpuprofile/start?path="+url.QueryEscape(abs), nil); err != nil {
+			return nil, err
+		}
+	}
 	close(idleNow)
 	ti := time.Now()
 	select {
@@ -525,19 +534,30 @@ func run(ctx context.Context, o options, log io.Writer) (*report, error) {
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
-	idle1, err := c.stats(true)
+	// The CPU is read before the two collections the heap figure needs:
+	// they are the benchmark's, not the idle gateway's.
+	idleEnd, err := c.stats(false)
 	if err != nil {
 		return nil, err
 	}
 	r.IdleSeconds = time.Since(ti).Seconds()
+	if profIdle {
+		if err := c.get("/cpuprofile/stop", nil); err != nil {
+			return nil, err
+		}
+	}
+	idle1, err := c.stats(true)
+	if err != nil {
+		return nil, err
+	}
 	r.IdleSessions = idle1.Sessions
 	r.HeapIdleBytes = idle1.HeapAlloc
 	if idle1.Sessions > 0 {
 		r.BytesPerSession = (float64(idle1.HeapAlloc) - float64(r.HeapBaseBytes)) / float64(idle1.Sessions)
 	}
-	r.GatewayIdleCPUPerSec = (idle1.CPU() - idle0.CPU()) / r.IdleSeconds
-	if n := idle1.PulsesAccepted - idle0.PulsesAccepted; n > 0 {
-		r.GatewayCPUPerPulseUS = (idle1.CPU() - idle0.CPU()) / float64(n) * 1e6
+	r.GatewayIdleCPUPerSec = (idleEnd.CPU() - idle0.CPU()) / r.IdleSeconds
+	if n := idleEnd.PulsesAccepted - idle0.PulsesAccepted; n > 0 {
+		r.GatewayCPUPerPulseUS = (idleEnd.CPU() - idle0.CPU()) / float64(n) * 1e6
 	}
 	if o.memProfile != "" {
 		abs, _ := filepath.Abs(o.memProfile)

@@ -40,7 +40,9 @@
 // Handshake workers (Config.Workers goroutines) do the public-key work:
 // HandleInitiation -> half-open handshake under a random local index
 // (bounded by MaxPending, dropped after PendingTimeout) -> Response split
-// into fragments; HandleFinish -> IPAM address -> transport keypair ->
+// into fragments (frag.SplitForGSO: the bind sends the four as one UDP GSO
+// datagram, and a Finish sent the same way arrives as one GRO buffer that
+// the bind splits); HandleFinish -> IPAM address -> transport keypair ->
 // session (replacing the agent's older one) -> SessionConfig as the first
 // transport packet; HandleRekeyInit -> the new keypair becomes "next" and is
 // promoted to "current" when the agent first uses it (a lost RekeyResp costs

@@ -122,7 +122,7 @@ func (g *Gateway) doInitiation(j job) {
 	msgID, err := g.randUint32()
 	var frags [][]byte
 	if err == nil {
-		frags, err = frag.Split(resp, msgID, frag.DefaultMaxChunk)
+		frags, err = frag.SplitForGSO(resp, msgID, frag.DefaultMaxChunk)
 	}
 	if err != nil {
 		g.releasePending(idx, j.src)

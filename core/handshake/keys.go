@@ -8,6 +8,7 @@ import (
 	"crypto/subtle"
 	"encoding/binary"
 	"fmt"
+	"hash"
 	"io"
 	"math/big"
 
@@ -58,10 +59,35 @@ func extract(salt, ikm []byte) [32]byte {
 
 // expand is HKDF-Expand(prk, label || th, n) with SHA-256, n <= 32.
 func expand(prk *[32]byte, label string, th []byte, out []byte) {
-	info := make([]byte, 0, len(label)+len(th))
-	info = append(append(info, label...), th...)
-	r := hkdf.Expand(sha256.New, prk[:], info)
-	_, _ = io.ReadFull(r, out) // cannot fail for n <= 255*32
+	newExpander(prk).expand(label, th, out)
+}
+
+// expander computes several HKDF-Expand outputs of at most 32 bytes under
+// one prk. Each is the first block of RFC 5869's expansion,
+// T(1) = HMAC-SHA-256(prk, info || 0x01), so one keyed HMAC serves them
+// all (Reset returns it to its keyed state without rehashing the key).
+type expander struct{ mac hash.Hash }
+
+func newExpander(prk *[32]byte) expander { return expander{mac: hmac.New(sha256.New, prk[:])} }
+
+// expand writes HKDF-Expand(prk, label || th, len(out)) to out
+// (len(out) <= 32).
+func (e expander) expand(label string, th []byte, out []byte) {
+	var info [64]byte
+	e.mac.Reset()
+	if len(label)+1 <= len(info) {
+		b := append(info[:0], label...)
+		e.mac.Write(b)
+	} else {
+		e.mac.Write([]byte(label))
+	}
+	e.mac.Write(th)
+	info[0] = 1
+	e.mac.Write(info[:1])
+	var t [32]byte
+	e.mac.Sum(t[:0])
+	copy(out, t[:])
+	clear(t[:])
 }
 
 func expand32(prk *[32]byte, label string, th []byte) [32]byte {
@@ -79,10 +105,11 @@ type sessionKeys struct {
 
 func deriveSession(prk *[32]byte, th []byte) sessionKeys {
 	var k sessionKeys
-	k.i2r = expand32(prk, labelI2R, th)
-	k.r2i = expand32(prk, labelR2I, th)
-	k.rk = expand32(prk, labelRekey, th)
-	expand(prk, labelSessionID, th, k.sid[:])
+	e := newExpander(prk)
+	e.expand(labelI2R, th, k.i2r[:])
+	e.expand(labelR2I, th, k.r2i[:])
+	e.expand(labelRekey, th, k.rk[:])
+	e.expand(labelSessionID, th, k.sid[:])
 	return k
 }
 

@@ -152,7 +152,9 @@ func (r *Responder) HandleInitiation(b []byte, localIndex uint32) ([]byte, *Pend
 	}
 	// flags (4 bytes) stay zero: none defined in v1.
 	copy(plain[NonceLen+4:], sig)
-	kr := expand32(&p.prk, labelResponder, th2[:])
+	ex := newExpander(&p.prk)
+	var kr [32]byte
+	ex.expand(labelResponder, th2[:], kr[:])
 	enc, err := seal(&kr, plain, th2[:])
 	clear(kr[:])
 	if err != nil {
@@ -161,8 +163,8 @@ func (r *Responder) HandleInitiation(b []byte, localIndex uint32) ([]byte, *Pend
 	}
 	copy(out[12+CiphertextLen:], enc)
 	p.th3 = transcript(th2, enc)
-	p.ki = expand32(&p.prk, labelInitiator, p.th3[:])
-	p.errKey = expand32(&p.prk, labelError, nil)
+	ex.expand(labelInitiator, p.th3[:], p.ki[:])
+	ex.expand(labelError, nil, p.errKey[:])
 	return out, p, nil
 }
 

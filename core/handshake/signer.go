@@ -26,11 +26,17 @@ type Signer interface {
 // agent's key file and tests. Signing is hedged: FIPS 204's 32-byte rnd is
 // drawn from the given reader (internal/mldsahedge), so a deterministic
 // reader gives reproducible signatures for test vectors.
+//
+// Signatures are made concurrently (the gateway's handshake workers sign
+// at once, one CPU each): only drawing the randomness is serialized, since
+// a reader need not be safe for concurrent use, and circl only reads the
+// expanded key while signing.
 type MLDSA65Signer struct {
-	mu   sync.Mutex // guards sk and rand: a reader need not be concurrency safe
-	sk   *mldsa65.PrivateKey
-	pub  []byte
-	rand io.Reader
+	mu     sync.RWMutex // guards sk: Sign holds it shared, Close exclusively
+	sk     *mldsa65.PrivateKey
+	pub    []byte
+	randMu sync.Mutex // guards rand
+	rand   io.Reader
 }
 
 // NewMLDSA65Signer returns a Signer for sk drawing signing randomness from
@@ -59,12 +65,15 @@ func (s *MLDSA65Signer) Sign(msg, ctx []byte) ([]byte, error) {
 	}
 	var rnd [32]byte
 	defer clear(rnd[:])
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.mu.RLock()
+	defer s.mu.RUnlock()
 	if s.sk == nil {
 		return nil, fmt.Errorf("handshake: signer closed: %w", ErrSigner)
 	}
-	if _, err := io.ReadFull(s.rand, rnd[:]); err != nil {
+	s.randMu.Lock()
+	_, err := io.ReadFull(s.rand, rnd[:])
+	s.randMu.Unlock()
+	if err != nil {
 		return nil, fmt.Errorf("handshake: signing randomness: %v: %w", err, ErrRandom)
 	}
 	return mldsahedge.Sign65(s.sk, mldsahedge.MessagePrime(msg, ctx), rnd), nil

@@ -135,7 +135,7 @@ func (v *ChainVerifier) VerifyChain(chain [][]byte, now time.Time) (Peer, error)
 	}
 	inters = append(inters, v.known...)
 	chains, err := pqx509.Verify(leaf, pqx509.VerifyOptions{Roots: v.roots, Intermediates: inters, CurrentTime: now,
-		KeyUsages: v.opts.KeyUsages, Verifier: v.sig})
+		KeyUsages: v.opts.KeyUsages, Verifier: &leafVerifier{c: v.sig, leafSig: leaf.Signature}})
 	if err != nil {
 		var ce *pqx509.CertificateInvalidError
 		if errors.As(err, &ce) && ce.Reason == pqx509.Expired {
@@ -207,6 +207,27 @@ func newCachingVerifier(n int) *cachingVerifier {
 	return &cachingVerifier{keys: newBoundedCache[*mldsa65.PublicKey](n), ok: newBoundedCache[struct{}](n)}
 }
 
+// leafVerifier is the cachingVerifier of one VerifyChain call: it checks
+// the leaf's own signature (recognized by its backing array: pqx509 passes
+// the parsed leaf's Signature) with the cached issuer key but without the
+// memo of verified signatures. A leaf comes back only when its agent
+// reconnects, rarely within the memo's few hundred entries, and keying the
+// memo means hashing the leaf's whole TBS (about 5 KB with an ML-DSA-65
+// key), the issuer key and the signature (about 5.3 KB) on every
+// handshake. The chain's other signatures, the same for many agents, keep
+// the memo.
+type leafVerifier struct {
+	c       *cachingVerifier
+	leafSig []byte
+}
+
+func (l *leafVerifier) Verify(alg string, pub, msg, sig []byte) error {
+	if len(sig) > 0 && len(sig) == len(l.leafSig) && &sig[0] == &l.leafSig[0] {
+		return l.c.verify(alg, pub, msg, sig)
+	}
+	return l.c.Verify(alg, pub, msg, sig)
+}
+
 func (c *cachingVerifier) Verify(alg string, pub, msg, sig []byte) error {
 	h := sha256.New()
 	var l [8]byte
@@ -223,31 +244,36 @@ func (c *cachingVerifier) Verify(alg string, pub, msg, sig []byte) error {
 	if hit {
 		return nil
 	}
-	if alg != pqx509.MLDSA65 {
-		if err := pqx509.DefaultVerifier.Verify(alg, pub, msg, sig); err != nil {
-			return err
-		}
-	} else {
-		kh := sha256.Sum256(pub)
-		c.mu.Lock()
-		pk, ok := c.keys.get(kh)
-		c.mu.Unlock()
-		if !ok {
-			var err error
-			if pk, err = parseMLDSA65(pub); err != nil {
-				return fmt.Errorf("%v: %w", err, pqx509.ErrBadKey)
-			}
-			c.mu.Lock()
-			c.keys.put(kh, pk)
-			c.mu.Unlock()
-		}
-		if !mldsa65.Verify(pk, msg, nil, sig) {
-			return fmt.Errorf("handshake: ML-DSA-65 certificate signature: %w", pqx509.ErrBadSignature)
-		}
+	if err := c.verify(alg, pub, msg, sig); err != nil {
+		return err
 	}
 	c.mu.Lock()
 	c.ok.put(memo, struct{}{})
 	c.mu.Unlock()
+	return nil
+}
+
+// verify checks one signature, ML-DSA-65 with a cached parsed key.
+func (c *cachingVerifier) verify(alg string, pub, msg, sig []byte) error {
+	if alg != pqx509.MLDSA65 {
+		return pqx509.DefaultVerifier.Verify(alg, pub, msg, sig)
+	}
+	kh := sha256.Sum256(pub)
+	c.mu.Lock()
+	pk, ok := c.keys.get(kh)
+	c.mu.Unlock()
+	if !ok {
+		var err error
+		if pk, err = parseMLDSA65(pub); err != nil {
+			return fmt.Errorf("%v: %w", err, pqx509.ErrBadKey)
+		}
+		c.mu.Lock()
+		c.keys.put(kh, pk)
+		c.mu.Unlock()
+	}
+	if !mldsa65.Verify(pk, msg, nil, sig) {
+		return fmt.Errorf("handshake: ML-DSA-65 certificate signature: %w", pqx509.ErrBadSignature)
+	}
 	return nil
 }
 

@@ -92,11 +92,28 @@ func chunkSize(h Header, payloadLen int) int {
 	return chunk
 }
 
+// SplitForGSO is Split with the fragments laid out for a sender that
+// coalesces them: they lie back to back in one buffer and the first one's
+// capacity spans all of them, so appending the following fragments to the
+// first copies each onto itself and yields one buffer of equal-sized
+// segments (the last may be shorter). That is how conn.StdNetBind sends a
+// run of datagrams to one destination as one UDP GSO super-datagram, so
+// the message crosses the kernel's UDP stack once instead of once per
+// fragment. Unlike Split's, the first fragment must not be appended to
+// for any other purpose: that would overwrite the others.
+func SplitForGSO(msg []byte, msgID uint32, chunk int) ([][]byte, error) {
+	return split(msg, msgID, chunk, true)
+}
+
 // Split cuts msg into fragments of at most chunk payload bytes, all under
 // msgID (which the sender draws at random per message). Every fragment but
 // the last carries exactly chunk bytes. The fragments are new slices; msg is
 // not retained.
 func Split(msg []byte, msgID uint32, chunk int) ([][]byte, error) {
+	return split(msg, msgID, chunk, false)
+}
+
+func split(msg []byte, msgID uint32, chunk int, gso bool) ([][]byte, error) {
 	switch {
 	case len(msg) == 0 || len(msg) > MaxMessage:
 		return nil, fmt.Errorf("split: message of %d bytes: %w", len(msg), ErrInvalidArgument)
@@ -113,6 +130,9 @@ func Split(msg []byte, msgID uint32, chunk int) ([][]byte, error) {
 		payload := msg[i*chunk : min((i+1)*chunk, len(msg))]
 		n := HeaderLen + len(payload)
 		f := buf[:n:n]
+		if i == 0 && gso {
+			f = buf[:n] // the others follow, in its capacity
+		}
 		buf = buf[n:]
 		f[0], f[1], f[2], f[3] = Type, Version, 0, 0
 		binary.BigEndian.PutUint32(f[4:8], msgID)

@@ -489,3 +489,55 @@ func TestConcurrentAdd(t *testing.T) {
 		}
 	}
 }
+
+// TestSplitForGSO checks the layout a coalescing sender relies on:
+// SplitForGSO's fragments are Split's, and appending them in order to the
+// first (as conn.StdNetBind does for UDP GSO) gives their concatenation
+// without moving the first to a new array or damaging any fragment.
+func TestSplitForGSO(t *testing.T) {
+	for _, size := range []int{1, 1200, 1201, 4493, 14000} {
+		msg := message(size, uint64(size))
+		want := split(t, msg, 7, 1200)
+		fs, err := frag.SplitForGSO(msg, 7, 1200)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(fs) != len(want) {
+			t.Fatalf("%d bytes: %d fragments, want %d", size, len(fs), len(want))
+		}
+		var joined []byte
+		for i := range fs {
+			if !bytes.Equal(fs[i], want[i]) {
+				t.Fatalf("%d bytes: fragment %d differs from Split's", size, i)
+			}
+			joined = append(joined, fs[i]...)
+		}
+		if cap(fs[0]) != len(joined) {
+			t.Fatalf("%d bytes: first fragment's capacity %d, want %d", size, cap(fs[0]), len(joined))
+		}
+		for i := 1; i < len(fs); i++ {
+			if cap(fs[i]) != len(fs[i]) {
+				t.Fatalf("%d bytes: fragment %d has spare capacity %d", size, i, cap(fs[i])-len(fs[i]))
+			}
+		}
+		base := fs[0]
+		first := &base[0]
+		for _, f := range fs[1:] {
+			base = append(base, f...)
+		}
+		if &base[0] != first {
+			t.Fatalf("%d bytes: coalescing moved the first fragment", size)
+		}
+		if !bytes.Equal(base, joined) {
+			t.Fatalf("%d bytes: coalesced buffer is not the fragments in order", size)
+		}
+		for i := range fs {
+			if !bytes.Equal(fs[i], want[i]) {
+				t.Fatalf("%d bytes: fragment %d damaged by coalescing", size, i)
+			}
+		}
+	}
+	if _, err := frag.SplitForGSO(nil, 1, 1200); !errors.Is(err, frag.ErrInvalidArgument) {
+		t.Fatalf("empty message: %v", err)
+	}
+}
