@@ -126,8 +126,9 @@ var DefaultKeyTypes = []string{"ECDSA-P256", "ECDSA-P384", "Ed25519", "ML-DSA-44
 
 // Server answers ACME requests. It is safe for concurrent use.
 type Server struct {
-	cfg  Config
-	deps Deps
+	cfg    Config
+	deps   Deps
+	chains chainCache // the CA's alternate chains (chains.go)
 }
 
 // New returns a server; it checks the configuration and the dependencies.
@@ -300,7 +301,9 @@ func (s *Server) route(ctx context.Context, r *request) (*response, *Problem) {
 	case len(seg) == 3 && seg[0] == "chall":
 		return s.challenge(ctx, r, seg[1], seg[2])
 	case len(seg) == 2 && seg[0] == "cert":
-		return s.certificate(ctx, r, seg[1])
+		return s.certificate(ctx, r, seg[1], "")
+	case len(seg) == 3 && seg[0] == "cert":
+		return s.certificate(ctx, r, seg[1], seg[2])
 	}
 	return nil, prob(ProbMalformed, "no resource at %s", path).withStatus(http.StatusNotFound)
 }
