@@ -32,6 +32,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -110,6 +111,11 @@ type Config struct {
 	// Rate limits (0 = none): new orders per account per hour, new
 	// accounts per client address per hour.
 	OrdersPerHour, AccountsPerHour int
+	// Retention is how long an invalid order and its authorizations are
+	// kept after the order expired, before Tick deletes them; SweepBatch
+	// bounds the orders one Tick examines (tick.go).
+	Retention  time.Duration
+	SweepBatch int
 }
 
 // Defaults of Config.
@@ -129,6 +135,13 @@ type Server struct {
 	cfg    Config
 	deps   Deps
 	chains chainCache // the CA's alternate chains (chains.go)
+
+	// sweep is the clean-up's position (tick.go); mu is held by the one
+	// Tick running.
+	sweep struct {
+		mu    sync.Mutex
+		after string // the last order key examined; "" = from the start
+	}
 }
 
 // New returns a server; it checks the configuration and the dependencies.
@@ -151,6 +164,11 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	def(&cfg.OrderTTL, DefaultOrderTTL)
 	def(&cfg.AuthzTTL, DefaultAuthzTTL)
 	def(&cfg.ValidationTimeout, DefaultValidationTimeout)
+	def(&cfg.Retention, DefaultRetention)
+	if cfg.SweepBatch <= 0 {
+		cfg.SweepBatch = DefaultSweepBatch
+	}
+	cfg.SweepBatch = min(cfg.SweepBatch, maxSweepBatch)
 	if cfg.MaxIdentifiers <= 0 {
 		cfg.MaxIdentifiers = DefaultMaxIdentifiers
 	}
