@@ -1,0 +1,85 @@
+package server
+
+import (
+	"net/http"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// chainIndexRef is the obviously-correct reading of cert-url/N.
+var chainIndexRE = regexp.MustCompile(`^[1-9][0-9]*$`)
+
+func chainIndexRef(s string, n int) (int, bool) {
+	if !chainIndexRE.MatchString(s) || len(s) > 18 {
+		return 0, false
+	}
+	i, _ := strconv.Atoi(s)
+	return i, i >= 1 && i <= n
+}
+
+func TestChainIndex(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		n    int
+		want int
+		ok   bool
+	}{
+		{"1", 1, 1, true}, {"2", 3, 2, true}, {"8", 8, 8, true},
+		{"0", 3, 0, false}, {"2", 1, 0, false}, {"1", 0, 0, false}, {"01", 3, 0, false}, {"+1", 3, 0, false},
+		{"-1", 3, 0, false}, {" 1", 3, 0, false}, {"1 ", 3, 0, false}, {"", 3, 0, false}, {"1e0", 3, 0, false},
+		{"0x1", 3, 0, false}, {"١", 3, 0, false}, {"99999999999999999999", 3, 0, false},
+	} {
+		got, ok := chainIndex(tc.in, tc.n)
+		if ok != tc.ok || (ok && got != tc.want) {
+			t.Errorf("chainIndex(%q, %d) = %d %v; want %d %v", tc.in, tc.n, got, ok, tc.want, tc.ok)
+		}
+	}
+}
+
+// FuzzChainIndex: the index of an alternate chain URL, from the request
+// path, agrees with the reference and stays in 1..n.
+func FuzzChainIndex(f *testing.F) {
+	for _, s := range []string{"1", "2", "0", "01", "-1", "+1", "999", "1000", "", "x", "9223372036854775808"} {
+		f.Add(s, 3)
+	}
+	f.Fuzz(func(t *testing.T, s string, n int) {
+		n = n % (maxAlternates + 2)
+		got, ok := chainIndex(s, n)
+		want, wantOK := chainIndexRef(s, n)
+		if ok != wantOK || (ok && got != want) {
+			t.Fatalf("chainIndex(%q, %d) = %d %v; reference %d %v", s, n, got, ok, want, wantOK)
+		}
+		if ok && (got < 1 || got > n) {
+			t.Fatalf("index %d out of 1..%d", got, n)
+		}
+	})
+}
+
+func TestChainLinks(t *testing.T) {
+	const base = "https://avon.test/acme/cert/ab"
+	for _, tc := range []struct {
+		alts, served int
+		want         string
+	}{
+		{0, 0, ""},
+		{1, 0, "</1>"},
+		{1, 1, "<>"},
+		{3, 2, "<>,</1>,</3>"},
+	} {
+		h := http.Header{}
+		chainLinks(h, base, tc.alts, tc.served)
+		var got []string
+		for _, v := range h.Values("Link") {
+			u, ok := strings.CutSuffix(v, `>;rel="alternate"`)
+			if !ok || !strings.HasPrefix(u, "<"+base) {
+				t.Fatalf("link %q", v)
+			}
+			got = append(got, "<"+strings.TrimPrefix(u, "<"+base)+">")
+		}
+		if strings.Join(got, ",") != tc.want {
+			t.Errorf("links(%d alternates, serving %d) = %v; want %s", tc.alts, tc.served, got, tc.want)
+		}
+	}
+}
