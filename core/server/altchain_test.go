@@ -6,6 +6,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/rsa"
 	"encoding/pem"
 	"io"
 	"net/http"
@@ -14,8 +15,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-acme/lego/v4/certcrypto"
 	"github.com/go-acme/lego/v4/certificate"
 	"github.com/go-acme/lego/v4/challenge/http01"
+	"github.com/go-acme/lego/v4/lego"
+	"github.com/go-acme/lego/v4/registration"
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/avonzt/avon/internal/pqx509"
@@ -28,7 +32,8 @@ import (
 // ML-DSA root by its common name (PreferredChain), gets the alternate
 // chain through the cross-certificate, which verifies with pqx509; without
 // a preference it gets the classical chain, which verifies with
-// crypto/x509. The core's periodic Tick makes a stale order invalid and
+// crypto/x509. lego with an RSA-2048 certificate key gets a certificate
+// from the ECDSA issuer that verifies. The core's periodic Tick makes a stale order invalid and
 // reclaims it after the retention.
 func TestACMEAlternateChainsAndSweep(t *testing.T) {
 	dnsSrv := acmetest.StartDNS(t)
@@ -95,6 +100,33 @@ func TestACMEAlternateChainsAndSweep(t *testing.T) {
 		if _, err := pqx509.Verify(chain[0], pqx509.VerifyOptions{Roots: []*pqx509.Certificate{pqRoot}, Intermediates: chain[1:],
 			CurrentTime: time.Now(), DNSName: "chain.avon.test"}); err != nil {
 			t.Fatalf("the alternate chain does not verify under the ML-DSA root: %v", err)
+		}
+	})
+
+	t.Run("lego RSA-2048", func(t *testing.T) {
+		key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		u := &legoUser{key: key}
+		cfg := lego.NewConfig(u)
+		cfg.CADirURL = "https://" + s.APIAddr() + "/acme/directory"
+		cfg.HTTPClient = apiClient(t, s.APIAddr())
+		cfg.Certificate.KeyType = certcrypto.RSA2048
+		c, err := lego.NewClient(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if u.reg, err = c.Registration.Register(registration.RegisterOptions{TermsOfServiceAgreed: true}); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Challenge.SetHTTP01Provider(http01.NewProviderServer("127.0.0.1", strconv.Itoa(httpPort))); err != nil {
+			t.Fatal(err)
+		}
+		res, err := c.Certificate.Obtain(certificate.ObtainRequest{Domains: []string{"rsa.avon.test"}, Bundle: true})
+		if err != nil {
+			t.Fatalf("lego obtain with an RSA-2048 key: %v", err)
+		}
+		leaf := verifyChain(t, s, res, "rsa.avon.test")
+		if pk, ok := leaf.PublicKey.(*rsa.PublicKey); !ok || pk.N.BitLen() != 2048 {
+			t.Fatalf("leaf key %T", leaf.PublicKey)
 		}
 	})
 

@@ -128,7 +128,7 @@ const (
 )
 
 // DefaultKeyTypes are the CSR key algorithms accepted by default.
-var DefaultKeyTypes = []string{"ECDSA-P256", "ECDSA-P384", "Ed25519", "ML-DSA-44", "ML-DSA-65", "ML-DSA-87"}
+var DefaultKeyTypes = []string{"ECDSA-P256", "ECDSA-P384", "Ed25519", "RSA-2048", "RSA-3072", "RSA-4096", "ML-DSA-44", "ML-DSA-65", "ML-DSA-87"}
 
 // Server answers ACME requests. It is safe for concurrent use.
 type Server struct {
