@@ -57,7 +57,7 @@ type Config struct {
 var Schema = config.Schema{Attributes: []config.Attribute{
 	{Name: "ca_profile", Type: cty.String, Default: cty.StringVal("server"), Description: "CA profile certificates are issued under"},
 	{Name: "classical_issuer", Type: cty.String, Default: cty.StringVal(""),
-		Description: `CA issuer for ECDSA and Ed25519 CSRs ("" lets the CA choose: its classical issuer when it has one)`},
+		Description: `CA issuer for ECDSA, Ed25519 and RSA CSRs ("" lets the CA choose: its classical issuer when it has one)`},
 	{Name: "pq_issuer", Type: cty.String, Default: cty.StringVal(""), Description: `CA issuer for ML-DSA CSRs ("" = the CA's default)`},
 	{Name: "key_types", Type: cty.List(cty.String), Default: stringList(server.DefaultKeyTypes), Description: "CSR key algorithms accepted"},
 	{Name: "terms_of_service", Type: cty.String, Default: cty.StringVal(""), Description: "terms of service URL in the directory"},
