@@ -1,12 +1,15 @@
 package ca
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"errors"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -235,5 +238,49 @@ func TestNoCrossWithOneRoot(t *testing.T) {
 	es, err := s.host.Storage().List(bg, host.ListOptions{Prefix: crossPrefix, Limit: 100})
 	if err != nil || len(es) != 0 {
 		t.Fatalf("cross records %d %v", len(es), err)
+	}
+}
+
+// TestCrossWithoutTrustedTime: a CA whose cross-certificates are missing
+// lists its issuers without them while there is no trusted time, and makes
+// them at the first ListIssuers with it.
+func TestCrossWithoutTrustedTime(t *testing.T) {
+	s := classicalSetup(t, "kms-soft")
+	var noTime atomic.Bool
+	eng := New(s.eng.cfg, s.kms, nil, s.host.Storage(), rand.Reader, func(context.Context) (time.Time, error) {
+		if noTime.Load() {
+			return time.Time{}, errors.New("calibration stale")
+		}
+		return s.now, nil
+	}, s.host.Audit)
+	for _, k := range []string{crossKey("issuing", "classical-root"), crossKey("classical", "root")} {
+		if err := s.host.Storage().Delete(bg, k, host.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	noTime.Store(true)
+	if err := eng.Init(bg); err != nil {
+		t.Fatalf("init without trusted time: %v", err)
+	}
+	resp, err := eng.ListIssuers(bg, nil)
+	if err != nil || len(resp.Issuers) != 4 {
+		t.Fatalf("list without trusted time: %v", err)
+	}
+	for _, is := range resp.Issuers {
+		if len(is.AlternateChains) != 0 {
+			t.Fatalf("%s has a cross-certificate made without trusted time", is.Name)
+		}
+	}
+	noTime.Store(false)
+	resp, err = eng.ListIssuers(bg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, is := range resp.Issuers {
+		n += len(is.AlternateChains)
+	}
+	if n != 2 {
+		t.Fatalf("%d alternate chains once time is trusted, want 2", n)
 	}
 }

@@ -728,9 +728,10 @@ func (e *Engine) ListIssuers(ctx context.Context, _ *sdkca.ListIssuersRequest) (
 		return nil, err
 	}
 	if e.Initialized() {
-		if _, err := e.ensureCross(ctx); err != nil {
-			return nil, err
-		}
+		// Missing cross-certificates are made here; without trusted
+		// time (or on a store error) the issuers are listed without
+		// them and the next call tries again.
+		_, _ = e.ensureCross(ctx)
 	}
 	e.mu.RLock()
 	defer e.mu.RUnlock()
