@@ -54,6 +54,9 @@ type Options struct {
 	// RNGOptions are extra options for the core DRBG (tests inject entropy
 	// sources with them).
 	RNGOptions []rng.Option
+	// ACMETickInterval is how often the acme plugin's clean-up runs;
+	// 0 = DefaultACMETickInterval.
+	ACMETickInterval time.Duration
 }
 
 // Server is a running core.
@@ -370,6 +373,12 @@ func (s *Server) start(ctx context.Context, pre *config.Config) error {
 	if err := s.startAdmin(); err != nil {
 		return err
 	}
+	every := s.opts.ACMETickInterval
+	if every <= 0 {
+		every = DefaultACMETickInterval
+	}
+	s.bg.Add(1)
+	go func() { defer s.bg.Done(); s.runACMETicks(bgCtx, every) }()
 	// Fail closed: a core that cannot record its own start does not run.
 	if err := s.audit.Emit(ctx, "core", auditEvent("core.start", "success")); err != nil {
 		return fmt.Errorf("audit: %w", err)

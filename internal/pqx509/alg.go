@@ -1,10 +1,14 @@
 package pqx509
 
 import (
+	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
+	"crypto/rsa"
+	"crypto/x509"
 	"encoding/asn1"
 	"fmt"
+	"strings"
 
 	"golang.org/x/crypto/cryptobyte"
 	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
@@ -19,6 +23,13 @@ const (
 	ECDSAP256 = "ECDSA-P256"
 	ECDSAP384 = "ECDSA-P384"
 	Ed25519   = "Ed25519"
+	// RSA subject keys, by modulus size (public exponent odd, at least
+	// 3). RSA is accepted for subject keys and for the signatures of
+	// CSRs only: nothing here signs with RSA (issuers stay ECDSA or
+	// ML-DSA).
+	RSA2048 = "RSA-2048"
+	RSA3072 = "RSA-3072"
+	RSA4096 = "RSA-4096"
 )
 
 // Signature algorithm names that differ from the key algorithm: ECDSA
@@ -27,7 +38,17 @@ const (
 const (
 	ECDSAWithSHA256 = "ECDSA-SHA256"
 	ECDSAWithSHA384 = "ECDSA-SHA384"
+	// RSASSA-PKCS1-v1_5 (RFC 8017) over SHA-2, for CSRs with RSA keys.
+	RSAWithSHA256 = "RSA-SHA256"
+	RSAWithSHA384 = "RSA-SHA384"
+	RSAWithSHA512 = "RSA-SHA512"
 )
+
+// rsaKeyPrefix starts the name of every RSA key algorithm.
+const rsaKeyPrefix = "RSA-"
+
+// isRSA reports whether a key or signature algorithm is RSA.
+func isRSA(alg string) bool { return strings.HasPrefix(alg, rsaKeyPrefix) }
 
 var (
 	oidMLDSA44         = asn1.ObjectIdentifier{2, 16, 840, 1, 101, 3, 4, 3, 17}
@@ -39,15 +60,24 @@ var (
 	oidECPublicKey     = asn1.ObjectIdentifier{1, 2, 840, 10045, 2, 1}
 	oidP256            = asn1.ObjectIdentifier{1, 2, 840, 10045, 3, 1, 7}
 	oidP384            = asn1.ObjectIdentifier{1, 3, 132, 0, 34}
+	oidRSAEncryption   = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 1, 1}
+	oidRSAWithSHA256   = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 1, 11}
+	oidRSAWithSHA384   = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 1, 12}
+	oidRSAWithSHA512   = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 1, 13}
 )
+
+// asn1NULL is the encoded NULL that RSA AlgorithmIdentifiers carry as
+// parameters (RFC 4055 section 5, RFC 3279 section 2.3.1).
+var asn1NULL = []byte{0x05, 0x00}
 
 // keyAlg describes one public key algorithm.
 type keyAlg struct {
 	name   string
 	oid    asn1.ObjectIdentifier // SPKI algorithm (id-ecPublicKey for ECDSA)
 	curve  asn1.ObjectIdentifier // ECDSA named curve, else nil
-	keyLen int
-	sigAlg string // the signature algorithm this key makes
+	keyLen int                   // raw key bytes; 0 for RSA (checked by modulus size)
+	bits   int                   // RSA modulus size
+	sigAlg string                // the signature algorithm this key makes
 }
 
 // sigAlg describes one signature algorithm: its OID (parameters always
@@ -55,7 +85,8 @@ type keyAlg struct {
 type sigAlg struct {
 	name   string
 	oid    asn1.ObjectIdentifier
-	keyAlg string
+	keyAlg string // "" for RSA: any RSA key
+	rsa    bool   // parameters NULL, hash by name
 }
 
 var (
@@ -93,6 +124,32 @@ func init() {
 	keyAlgs[ECDSAP384] = keyAlg{name: ECDSAP384, oid: oidECPublicKey, curve: oidP384, keyLen: 97, sigAlg: ECDSAWithSHA384}
 	sigAlgs[ECDSAWithSHA256] = sigAlg{name: ECDSAWithSHA256, oid: oidECDSAWithSHA256, keyAlg: ECDSAP256}
 	sigAlgs[ECDSAWithSHA384] = sigAlg{name: ECDSAWithSHA384, oid: oidECDSAWithSHA384, keyAlg: ECDSAP384}
+	for _, bits := range []int{2048, 3072, 4096} {
+		name := fmt.Sprintf("%s%d", rsaKeyPrefix, bits)
+		keyAlgs[name] = keyAlg{name: name, oid: oidRSAEncryption, bits: bits, sigAlg: RSAWithSHA256}
+	}
+	sigAlgs[RSAWithSHA256] = sigAlg{name: RSAWithSHA256, oid: oidRSAWithSHA256, rsa: true}
+	sigAlgs[RSAWithSHA384] = sigAlg{name: RSAWithSHA384, oid: oidRSAWithSHA384, rsa: true}
+	sigAlgs[RSAWithSHA512] = sigAlg{name: RSAWithSHA512, oid: oidRSAWithSHA512, rsa: true}
+}
+
+// parseRSAKey decodes a PKCS#1 RSAPublicKey in DER (re-encoding to the
+// same bytes) and returns it with its algorithm name; ErrBadKey for a
+// malformed key, ErrUnsupportedAlgorithm for a modulus size other than
+// 2048, 3072 or 4096 bits.
+func parseRSAKey(raw []byte) (*rsa.PublicKey, string, error) {
+	pk, err := x509.ParsePKCS1PublicKey(raw)
+	if err != nil || !bytes.Equal(x509.MarshalPKCS1PublicKey(pk), raw) {
+		return nil, "", fmt.Errorf("RSA public key is not DER PKCS#1: %w", ErrBadKey)
+	}
+	if pk.E < 3 || pk.E%2 == 0 || pk.N.Bit(0) == 0 {
+		return nil, "", fmt.Errorf("RSA public key: exponent %d or an even modulus: %w", pk.E, ErrBadKey)
+	}
+	name := fmt.Sprintf("%s%d", rsaKeyPrefix, pk.N.BitLen())
+	if a, ok := keyAlgs[name]; !ok || a.bits == 0 {
+		return nil, "", fmt.Errorf("RSA key of %d bits (2048, 3072 or 4096): %w", pk.N.BitLen(), ErrUnsupportedAlgorithm)
+	}
+	return pk, name, nil
 }
 
 // SignatureAlgorithmFor returns the signature algorithm a key of the given
@@ -126,6 +183,16 @@ func (k PublicKey) check() error {
 	a, ok := keyAlgs[k.Algorithm]
 	if !ok {
 		return fmt.Errorf("key algorithm %q: %w", k.Algorithm, ErrUnsupportedAlgorithm)
+	}
+	if a.bits > 0 {
+		_, name, err := parseRSAKey(k.Raw)
+		if err != nil {
+			return err
+		}
+		if name != k.Algorithm {
+			return fmt.Errorf("%s key is %s: %w", k.Algorithm, name, ErrBadKey)
+		}
+		return nil
 	}
 	if len(k.Raw) != a.keyLen {
 		return fmt.Errorf("%s key of %d bytes, want %d: %w", k.Algorithm, len(k.Raw), a.keyLen, ErrBadKey)
@@ -161,6 +228,9 @@ func addSPKI(b *cryptobyte.Builder, k PublicKey) {
 			b.AddASN1ObjectIdentifier(a.oid)
 			if a.curve != nil {
 				b.AddASN1ObjectIdentifier(a.curve)
+			}
+			if a.bits > 0 {
+				b.AddBytes(asn1NULL)
 			}
 		})
 		addBitStringBytes(b, k.Raw)
@@ -205,9 +275,26 @@ func readSPKI(s *cryptobyte.String) (PublicKey, error) {
 		default:
 			return PublicKey{}, perr(what+": curve "+curve.String(), ErrUnsupportedAlgorithm)
 		}
+	} else if oid.Equal(oidRSAEncryption) {
+		if !bytes.Equal(algID, asn1NULL) {
+			return PublicKey{}, perr(what+": RSA parameters must be NULL", ErrBadParameters)
+		}
+		algID = nil
+		raw, err := readBitStringBytes(&spki, what+": subjectPublicKey")
+		if err != nil {
+			return PublicKey{}, err
+		}
+		if !spki.Empty() {
+			return PublicKey{}, malformed(what + ": trailing data")
+		}
+		_, name, err := parseRSAKey(raw)
+		if err != nil {
+			return PublicKey{}, perr(what, err)
+		}
+		return PublicKey{Algorithm: name, Raw: raw}, nil
 	} else {
 		for name, a := range keyAlgs {
-			if a.curve == nil && a.oid.Equal(oid) {
+			if a.curve == nil && a.bits == 0 && a.oid.Equal(oid) {
 				k.Algorithm = name
 				break
 			}
@@ -234,10 +321,13 @@ func readSPKI(s *cryptobyte.String) (PublicKey, error) {
 }
 
 // addSigAlg writes the AlgorithmIdentifier of a signature algorithm
-// (parameters absent for every supported algorithm).
+// (parameters absent, NULL for RSA).
 func addSigAlg(b *cryptobyte.Builder, name string) {
 	b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
 		b.AddASN1ObjectIdentifier(sigAlgs[name].oid)
+		if sigAlgs[name].rsa {
+			b.AddBytes(asn1NULL)
+		}
 	})
 }
 
@@ -265,7 +355,11 @@ func readSigAlg(s *cryptobyte.String, what string) (raw []byte, name string, err
 	if name == "" {
 		return nil, "", perr(what+": "+oid.String(), ErrUnsupportedAlgorithm)
 	}
-	if !algID.Empty() {
+	if sigAlgs[name].rsa {
+		if !bytes.Equal(algID, asn1NULL) {
+			return nil, "", perr(what+": "+name+" parameters must be NULL", ErrBadParameters)
+		}
+	} else if !algID.Empty() {
 		return nil, "", perr(what+": "+name+" parameters must be absent", ErrBadParameters)
 	}
 	return []byte(el), name, nil
@@ -277,7 +371,10 @@ func checkSigAlgKey(sig string, key PublicKey) error {
 	if !ok {
 		return fmt.Errorf("signature algorithm %q: %w", sig, ErrUnsupportedAlgorithm)
 	}
-	if a.keyAlg != key.Algorithm {
+	if a.rsa && isRSA(key.Algorithm) {
+		return nil
+	}
+	if a.rsa || a.keyAlg != key.Algorithm {
 		return fmt.Errorf("%s signature with a %s key: %w", sig, key.Algorithm, ErrAlgorithmMismatch)
 	}
 	return nil

@@ -42,7 +42,9 @@
 //
 // # Deliberately not supported
 //
-// RSA, DSA, SHA-1 signatures (SHA-1 appears only in OCSP CertIDs and key
+// RSA except as a subject key (2048, 3072 or 4096 bits) and the
+// PKCS#1 v1.5 SHA-2 signature of a CSR made with such a key (nothing here
+// signs with RSA), DSA, SHA-1 signatures (SHA-1 appears only in OCSP CertIDs and key
 // hashes, where RFC 6960 needs it), ML-DSA or SLH-DSA pre-hash variants and
 // contexts, certificate policies and policy mappings (a critical one is
 // refused), name constraints on other name forms, v1/v2 certificates, CRL

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto"
+	"crypto/x509"
 	"crypto/x509/pkix"
 	"errors"
 	"math/big"
@@ -11,7 +12,8 @@ import (
 	"time"
 )
 
-// fuzzSeeds makes one of each structure, ML-DSA-44 and ECDSA-P256.
+// fuzzSeeds makes one of each structure, ML-DSA-44 and ECDSA-P256, and an
+// RSA-2048 subject key, CSR and certificate.
 type seeds struct {
 	certs, csrs, crls, reqs, resps, spkis [][]byte
 	issuer                                *Certificate
@@ -34,6 +36,18 @@ func makeSeeds(f *testing.F) *seeds {
 			f.Fatal(err)
 		}
 		s.csrs = append(s.csrs, csr)
+		if len(s.csrs) == 1 { // an RSA subject key and CSR, once
+			k := rsaKey(f, 2048)
+			spki, _ := x509.MarshalPKIXPublicKey(&k.PublicKey)
+			s.spkis = append(s.spkis, spki)
+			s.csrs = append(s.csrs, rsaCSR(f, k, x509.SHA256WithRSA))
+			rc, err := CreateCertificate(ctx, leafTemplate("rsa.test", PublicKey{Algorithm: RSA2048, Raw: x509.MarshalPKCS1PublicKey(&k.PublicKey)}),
+				ch.inter, ch.interS)
+			if err != nil {
+				f.Fatal(err)
+			}
+			s.certs = append(s.certs, rc)
+		}
 		crl, err := CreateCRL(ctx, CRLTemplate{Number: big.NewInt(1), ThisUpdate: testNow, NextUpdate: testNow.Add(time.Hour),
 			Revoked: []RevokedCertificate{{SerialNumber: big.NewInt(3), RevocationTime: testNow, ReasonCode: 1}}}, ch.inter, ch.interS)
 		if err != nil {

@@ -2,6 +2,10 @@ package pqx509
 
 import (
 	"context"
+	"crypto"
+	"crypto/rsa"
+	_ "crypto/sha256" // RSA-SHA256
+	_ "crypto/sha512" // RSA-SHA384, RSA-SHA512
 	"errors"
 	"fmt"
 	"strings"
@@ -26,8 +30,10 @@ type Signer interface {
 
 // Verifier checks a signature made by a key of algorithm alg (a key
 // algorithm name: "ML-DSA-65", "ECDSA-P384", "SLH-DSA-SHA2-128s", ...) with
-// the public key bytes pub, over msg. It returns nil only for a valid
-// signature.
+// the public key bytes pub, over msg. For RSA keys, whose hash the key does
+// not fix, alg is the signature algorithm ("RSA-SHA256", "RSA-SHA384",
+// "RSA-SHA512": PKCS#1 v1.5) and pub the PKCS#1 key. It returns nil only
+// for a valid signature.
 type Verifier interface {
 	Verify(alg string, pub, msg, sig []byte) error
 }
@@ -42,6 +48,9 @@ type defaultVerifier struct{}
 func (defaultVerifier) Verify(alg string, pub, msg, sig []byte) error {
 	if strings.HasPrefix(alg, "SLH-DSA-") {
 		return verifySLHDSA(alg, pub, msg, sig)
+	}
+	if isRSA(alg) {
+		return verifyRSA(alg, pub, msg, sig)
 	}
 	err := sigverify.Verify(alg, pub, msg, nil, sig)
 	switch {
@@ -73,6 +82,31 @@ func verifySLHDSA(alg string, pub, msg, sig []byte) error {
 	return nil
 }
 
+// verifyRSA checks an RSASSA-PKCS1-v1_5 signature; alg names the hash.
+func verifyRSA(alg string, pub, msg, sig []byte) error {
+	var h crypto.Hash
+	switch alg {
+	case RSAWithSHA256:
+		h = crypto.SHA256
+	case RSAWithSHA384:
+		h = crypto.SHA384
+	case RSAWithSHA512:
+		h = crypto.SHA512
+	default:
+		return fmt.Errorf("pqx509: %q (an RSA key verifies by signature algorithm): %w", alg, ErrUnsupportedAlgorithm)
+	}
+	pk, _, err := parseRSAKey(pub)
+	if err != nil {
+		return fmt.Errorf("pqx509: %s: %w", alg, err)
+	}
+	d := h.New()
+	d.Write(msg)
+	if rsa.VerifyPKCS1v15(pk, h, d.Sum(nil), sig) != nil {
+		return fmt.Errorf("pqx509: %s: %w", alg, ErrBadSignature)
+	}
+	return nil
+}
+
 // verifyWith checks sig over msg made with sigAlgName by key.
 func verifyWith(v Verifier, sigAlgName string, key PublicKey, msg, sig []byte) error {
 	if v == nil {
@@ -81,7 +115,11 @@ func verifyWith(v Verifier, sigAlgName string, key PublicKey, msg, sig []byte) e
 	if err := checkSigAlgKey(sigAlgName, key); err != nil {
 		return err
 	}
-	if err := v.Verify(key.Algorithm, key.Raw, msg, sig); err != nil {
+	alg := key.Algorithm
+	if isRSA(alg) {
+		alg = sigAlgName // the hash is the signature's
+	}
+	if err := v.Verify(alg, key.Raw, msg, sig); err != nil {
 		if errors.Is(err, ErrBadSignature) || errors.Is(err, ErrBadKey) || errors.Is(err, ErrUnsupportedAlgorithm) {
 			return err
 		}
@@ -94,6 +132,9 @@ func verifyWith(v Verifier, sigAlgName string, key PublicKey, msg, sig []byte) e
 // a broken or mismatched signer never yields a structure that fails later.
 func sign(ctx context.Context, signer Signer, tbs []byte) ([]byte, error) {
 	pub := signer.Public()
+	if isRSA(pub.Algorithm) {
+		return nil, fmt.Errorf("pqx509: sign with %s: RSA keys are subject keys only: %w", pub.Algorithm, ErrUnsupportedAlgorithm)
+	}
 	sig, err := signer.Sign(ctx, tbs)
 	if err != nil {
 		return nil, fmt.Errorf("pqx509: sign: %w", err)

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc"
 
@@ -89,7 +90,27 @@ func TestThroughPlugin(t *testing.T) {
 	if !found {
 		t.Fatalf("no acme.order.finalize audit event in %+v", h.Events())
 	}
+
+	// The periodic clean-up through the process: an order left pending
+	// reads invalid once a tick past its expiry (order_ttl 24h) ran;
+	// the finalized order stays valid.
+	stale := c.Post("/new-order", []byte(`{"identifiers":[{"type":"dns","value":"stale.avon.test"}]}`))
+	if stale.Status != http.StatusCreated {
+		t.Fatalf("new-order: %d %s", stale.Status, stale.Body)
+	}
+	if _, err := srv.Tick(context.Background(), &acme.TickRequest{Now: time.Now().Add(25 * time.Hour)}); err != nil {
+		t.Fatalf("tick through the plugin: %v", err)
+	}
+	e, err := h.Storage().Get(context.Background(), "order/"+path2id(stale.Header("Location")))
+	if err != nil || !strings.Contains(string(e.Value), `"status":"invalid"`) {
+		t.Fatalf("stale order after the tick: %s %v", e.Value, err)
+	}
+	if r := c.Post(acmetest.Path(t, o.Header("Location")), nil); r.JSON["status"] != "valid" {
+		t.Fatalf("finalized order after the tick: %s", r.Body)
+	}
 }
+
+func path2id(url string) string { return url[strings.LastIndexByte(url, '/')+1:] }
 
 func TestConfigProblems(t *testing.T) {
 	bin := plugintest.Build(t, pkg)

@@ -199,4 +199,13 @@ type Issuer struct {
 	Generation  int    // 1 for the first; 0 from older plugins
 	Active      bool   // issues new certificates; false: CRLs and OCSP only
 	KMS         string // the wired kms plugin holding the key; "" = the default
+	// Chain is the issuer's own chain as IssueResponse.Chain gives it:
+	// its certificate first, up to (excluding) its root. Empty from
+	// older plugins.
+	Chain [][]byte
+	// AlternateChains are other chains for the issuer's key, each in the
+	// form of Chain: e.g. a cross-certificate of the issuer under another
+	// root. A certificate the issuer signed chains through any of them;
+	// RFC 8555 serves them as alternate chains. Empty when there is none.
+	AlternateChains [][][]byte
 }

@@ -49,13 +49,15 @@ type Config struct {
 	Resolver          string            `json:"resolver"`
 	HTTP01Port        int               `json:"http01_port"`
 	TLSALPN01Port     int               `json:"tlsalpn01_port"`
+	Retention         string            `json:"retention"`
+	SweepBatch        int               `json:"sweep_batch"`
 }
 
 // Schema is the plugin's config schema.
 var Schema = config.Schema{Attributes: []config.Attribute{
 	{Name: "ca_profile", Type: cty.String, Default: cty.StringVal("server"), Description: "CA profile certificates are issued under"},
 	{Name: "classical_issuer", Type: cty.String, Default: cty.StringVal(""),
-		Description: `CA issuer for ECDSA and Ed25519 CSRs ("" lets the CA choose: its classical issuer when it has one)`},
+		Description: `CA issuer for ECDSA, Ed25519 and RSA CSRs ("" lets the CA choose: its classical issuer when it has one)`},
 	{Name: "pq_issuer", Type: cty.String, Default: cty.StringVal(""), Description: `CA issuer for ML-DSA CSRs ("" = the CA's default)`},
 	{Name: "key_types", Type: cty.List(cty.String), Default: stringList(server.DefaultKeyTypes), Description: "CSR key algorithms accepted"},
 	{Name: "terms_of_service", Type: cty.String, Default: cty.StringVal(""), Description: "terms of service URL in the directory"},
@@ -75,6 +77,10 @@ var Schema = config.Schema{Attributes: []config.Attribute{
 	{Name: "resolver", Type: cty.String, Default: cty.StringVal(""), Description: `DNS server (host:port) for challenge lookups; "" = the system resolver`},
 	{Name: "http01_port", Type: cty.Number, Default: cty.NumberIntVal(80), Description: "port http-01 validation connects to"},
 	{Name: "tlsalpn01_port", Type: cty.Number, Default: cty.NumberIntVal(443), Description: "port tls-alpn-01 validation connects to"},
+	{Name: "retention", Type: cty.String, Default: cty.StringVal("168h"),
+		Description: "how long an invalid (failed or expired) order and its authorizations are kept after the order expired"},
+	{Name: "sweep_batch", Type: cty.Number, Default: cty.NumberIntVal(server.DefaultSweepBatch),
+		Description: "orders the periodic clean-up examines per tick"},
 }}
 
 func stringList(ss []string) cty.Value {
@@ -120,6 +126,11 @@ func (c *Config) serverConfig() (server.Config, validate.Config, []plugin.Proble
 	sc.OrderTTL = dur("order_ttl", c.OrderTTL)
 	sc.AuthzTTL = dur("authz_ttl", c.AuthzTTL)
 	sc.ValidationTimeout = dur("validation_timeout", c.ValidationTimeout)
+	sc.Retention = dur("retention", c.Retention)
+	if c.SweepBatch < 1 || c.SweepBatch > 10000 {
+		ps = append(ps, plugin.Problem{Attribute: "sweep_batch", Summary: fmt.Sprintf("%d is not between 1 and 10000", c.SweepBatch)})
+	}
+	sc.SweepBatch = c.SweepBatch
 	if c.RequireTerms && c.TermsOfService == "" {
 		ps = append(ps, plugin.Problem{Attribute: "require_terms", Summary: "require_terms needs terms_of_service"})
 	}
@@ -214,10 +225,33 @@ func (p *Plugin) HandleHTTP(ctx context.Context, req *acme.HTTPRequest) (*acme.H
 	return s.Handle(ctx, req)
 }
 
+// Tick implements acme.Maintainer: one bounded step of the clean-up of
+// expired orders and authorizations, at the core's calibrated time (the
+// host clock when the request has none).
+func (p *Plugin) Tick(ctx context.Context, req *acme.TickRequest) (*acme.TickResponse, error) {
+	s, err := p.server()
+	if err != nil {
+		return nil, err
+	}
+	now := req.Now
+	if now.IsZero() {
+		if now, err = s.Now(ctx); err != nil {
+			return nil, err
+		}
+	}
+	if _, err := s.Tick(ctx, now); err != nil {
+		return nil, err
+	}
+	return &acme.TickResponse{}, nil
+}
+
 // Health implements plugin.HealthChecker: unhealthy until configured.
 func (p *Plugin) Health(context.Context) error {
 	_, err := p.server()
 	return err
 }
 
-var _ plugin.ACMEPlugin = (*Plugin)(nil)
+var (
+	_ plugin.ACMEPlugin = (*Plugin)(nil)
+	_ acme.Maintainer   = (*Plugin)(nil)
+)

@@ -207,8 +207,10 @@ func (s *Server) loadCert(ctx context.Context, serial string) (*Cert, int64, *Pr
 	return &c, ver, nil
 }
 
-// certificate is POST-as-GET on a certificate: the PEM chain.
-func (s *Server) certificate(ctx context.Context, r *request, serial string) (*response, *Problem) {
+// certificate is POST-as-GET on a certificate: the PEM chain, the default
+// one or (alt = "N") alternate chain N, with Link headers to the others
+// (chains.go).
+func (s *Server) certificate(ctx context.Context, r *request, serial, alt string) (*response, *Problem) {
 	v, p := s.verifyPOST(ctx, r, byKID)
 	if p != nil {
 		return nil, p
@@ -223,8 +225,28 @@ func (s *Server) certificate(ctx context.Context, r *request, serial string) (*r
 	if c.AccountID != v.account.ID {
 		return nil, prob(ProbUnauthorized, "the certificate belongs to another account")
 	}
+	alts, err := s.alternates(ctx, r.now, c)
+	if err != nil {
+		if alt != "" {
+			return nil, internal("alternate chains", err)
+		}
+		// The default chain is stored here: serve it without links.
+		s.deps.Log.Warn("certificate served without its alternate chains", "serial", serial, "error", err)
+	}
+	served := 0
+	if alt != "" {
+		i, ok := chainIndex(alt, len(alts))
+		if !ok {
+			return nil, prob(ProbMalformed, "certificate %s has no chain %q", serial, alt).withStatus(http.StatusNotFound)
+		}
+		served = i
+		chosen := *c
+		chosen.Chain = alts[i-1]
+		c = &chosen
+	}
 	h := http.Header{}
 	h.Set("Content-Type", "application/pem-certificate-chain")
+	chainLinks(h, r.url("/cert/"+serial), len(alts), served)
 	return &response{status: http.StatusOK, header: h, body: pemChain(c)}, nil
 }
 

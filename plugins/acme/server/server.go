@@ -32,6 +32,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -110,6 +111,11 @@ type Config struct {
 	// Rate limits (0 = none): new orders per account per hour, new
 	// accounts per client address per hour.
 	OrdersPerHour, AccountsPerHour int
+	// Retention is how long an invalid order and its authorizations are
+	// kept after the order expired, before Tick deletes them; SweepBatch
+	// bounds the orders one Tick examines (tick.go).
+	Retention  time.Duration
+	SweepBatch int
 }
 
 // Defaults of Config.
@@ -122,12 +128,20 @@ const (
 )
 
 // DefaultKeyTypes are the CSR key algorithms accepted by default.
-var DefaultKeyTypes = []string{"ECDSA-P256", "ECDSA-P384", "Ed25519", "ML-DSA-44", "ML-DSA-65", "ML-DSA-87"}
+var DefaultKeyTypes = []string{"ECDSA-P256", "ECDSA-P384", "Ed25519", "RSA-2048", "RSA-3072", "RSA-4096", "ML-DSA-44", "ML-DSA-65", "ML-DSA-87"}
 
 // Server answers ACME requests. It is safe for concurrent use.
 type Server struct {
-	cfg  Config
-	deps Deps
+	cfg    Config
+	deps   Deps
+	chains chainCache // the CA's alternate chains (chains.go)
+
+	// sweep is the clean-up's position (tick.go); mu is held by the one
+	// Tick running.
+	sweep struct {
+		mu    sync.Mutex
+		after string // the last order key examined; "" = from the start
+	}
 }
 
 // New returns a server; it checks the configuration and the dependencies.
@@ -150,6 +164,11 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	def(&cfg.OrderTTL, DefaultOrderTTL)
 	def(&cfg.AuthzTTL, DefaultAuthzTTL)
 	def(&cfg.ValidationTimeout, DefaultValidationTimeout)
+	def(&cfg.Retention, DefaultRetention)
+	if cfg.SweepBatch <= 0 {
+		cfg.SweepBatch = DefaultSweepBatch
+	}
+	cfg.SweepBatch = min(cfg.SweepBatch, maxSweepBatch)
 	if cfg.MaxIdentifiers <= 0 {
 		cfg.MaxIdentifiers = DefaultMaxIdentifiers
 	}
@@ -300,7 +319,9 @@ func (s *Server) route(ctx context.Context, r *request) (*response, *Problem) {
 	case len(seg) == 3 && seg[0] == "chall":
 		return s.challenge(ctx, r, seg[1], seg[2])
 	case len(seg) == 2 && seg[0] == "cert":
-		return s.certificate(ctx, r, seg[1])
+		return s.certificate(ctx, r, seg[1], "")
+	case len(seg) == 3 && seg[0] == "cert":
+		return s.certificate(ctx, r, seg[1], seg[2])
 	}
 	return nil, prob(ProbMalformed, "no resource at %s", path).withStatus(http.StatusNotFound)
 }

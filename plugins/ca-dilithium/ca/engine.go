@@ -76,6 +76,9 @@ type issuer struct {
 	cert   *pqx509.Certificate
 	signer pqx509.Signer
 	chain  [][]byte // DER, this issuer first, excluding the root
+	// alternates are the other chains of this issuer's key: one per
+	// cross-certificate under another root (see cross.go).
+	alternates [][][]byte
 }
 
 // issuerRecord is stored under issuers/<name>. Name is the generation's
@@ -191,7 +194,13 @@ func (e *Engine) Init(ctx context.Context) error {
 			return err
 		}
 	}
-	return e.activate(ctx, recs)
+	if err := e.activate(ctx, recs); err != nil {
+		return err
+	}
+	// Cross-certificates missing here (a CA made before they existed, or
+	// no trusted time yet) are made by the next ListIssuers.
+	_, _ = e.ensureCross(ctx)
+	return nil
 }
 
 // errRaced: another replica stored the record first.
@@ -263,6 +272,11 @@ func (e *Engine) activate(ctx context.Context, recs []issuerRecord) error {
 			active[is.rec.family()] = is
 		}
 	}
+	cross, err := e.loadCross(ctx)
+	if err != nil {
+		return err
+	}
+	attachCross(m, cross)
 	e.mu.Lock()
 	e.issuers, e.active = m, active
 	e.mu.Unlock()
@@ -713,12 +727,19 @@ func (e *Engine) ListIssuers(ctx context.Context, _ *sdkca.ListIssuersRequest) (
 	if err := e.reloadIssuers(ctx); err != nil {
 		return nil, err
 	}
+	if e.Initialized() {
+		// Missing cross-certificates are made here; without trusted
+		// time (or on a store error) the issuers are listed without
+		// them and the next call tries again.
+		_, _ = e.ensureCross(ctx)
+	}
 	e.mu.RLock()
 	defer e.mu.RUnlock()
 	var out []sdkca.Issuer
 	for _, is := range e.issuers {
 		out = append(out, sdkca.Issuer{Name: e.publicNameLocked(is), Algorithm: is.rec.Algorithm, Certificate: is.rec.DER, Default: is.rec.Default,
-			Family: is.rec.family(), Generation: is.rec.generation(), Active: e.active[is.rec.family()] == is, KMS: is.rec.KMS})
+			Family: is.rec.family(), Generation: is.rec.generation(), Active: e.active[is.rec.family()] == is, KMS: is.rec.KMS,
+			Chain: is.chain, AlternateChains: is.alternates})
 	}
 	sort.Slice(out, func(i, j int) bool {
 		if out[i].Family != out[j].Family {

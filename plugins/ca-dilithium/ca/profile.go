@@ -53,10 +53,10 @@ func DefaultProfiles() map[string]*Profile {
 			Algorithms:  pqSig, AllowDNS: true, AllowIP: true, AllowURI: true, RequireSAN: true, URIPattern: gatewayURIRE,
 			MaxSANs: 16, Lifetime: 90 * day, MaxLifetime: 397 * day, Issuer: "issuing"},
 		"server": {Name: "server", KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-			Algorithms: append(append([]string{}, pqSig...), "ECDSA-P256", "ECDSA-P384", "Ed25519"), AllowDNS: true, AllowIP: true,
+			Algorithms: append(append([]string{}, pqSig...), "ECDSA-P256", "ECDSA-P384", "Ed25519", "RSA-2048", "RSA-3072", "RSA-4096"), AllowDNS: true, AllowIP: true,
 			RequireSAN: true, MaxSANs: 100, Lifetime: 90 * day, MaxLifetime: 397 * day, Issuer: "issuing"},
 		"client": {Name: "client", KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-			Algorithms: append(append([]string{}, pqSig...), "ECDSA-P256", "ECDSA-P384", "Ed25519"), AllowDNS: true, AllowURI: true,
+			Algorithms: append(append([]string{}, pqSig...), "ECDSA-P256", "ECDSA-P384", "Ed25519", "RSA-2048", "RSA-3072", "RSA-4096"), AllowDNS: true, AllowURI: true,
 			AllowEmail: true, RequireSAN: true, MaxSANs: 10, Lifetime: 30 * day, MaxLifetime: 397 * day, Issuer: "issuing"},
 	}
 }

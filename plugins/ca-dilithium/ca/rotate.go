@@ -110,6 +110,9 @@ func (e *Engine) RotateIssuer(ctx context.Context, req *sdkca.RotateRequest) (*s
 	if err := e.activate(ctx, recs); err != nil {
 		return nil, err
 	}
+	// The new generation's cross-certificates; ListIssuers retries
+	// what fails here.
+	_, _ = e.ensureCross(ctx)
 	return &sdkca.RotateResponse{Issuer: name, Generation: gen, Serial: serial, KMS: req.KMS, Algorithm: alg, NotAfter: cert.NotAfter,
 		Certificate: der}, nil
 }

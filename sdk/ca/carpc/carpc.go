@@ -82,13 +82,21 @@ func (c *Client) ListIssuers(ctx context.Context, _ *ca.ListIssuersRequest) (*ca
 }
 
 func issuerFromProto(i *cav1.Issuer) ca.Issuer {
-	return ca.Issuer{Name: i.GetName(), Algorithm: i.GetAlgorithm(), Certificate: i.GetCertificate(), Default: i.GetDefault(),
-		Family: i.GetFamily(), Generation: int(i.GetGeneration()), Active: i.GetActive(), KMS: i.GetKms()}
+	out := ca.Issuer{Name: i.GetName(), Algorithm: i.GetAlgorithm(), Certificate: i.GetCertificate(), Default: i.GetDefault(),
+		Family: i.GetFamily(), Generation: int(i.GetGeneration()), Active: i.GetActive(), KMS: i.GetKms(), Chain: i.GetChain()}
+	for _, c := range i.GetAlternateChains() {
+		out.AlternateChains = append(out.AlternateChains, c.GetCertificates())
+	}
+	return out
 }
 
 func issuerToProto(i ca.Issuer) *cav1.Issuer {
-	return &cav1.Issuer{Name: i.Name, Algorithm: i.Algorithm, Certificate: i.Certificate, Default: i.Default,
-		Family: i.Family, Generation: int32(i.Generation), Active: i.Active, Kms: i.KMS}
+	out := &cav1.Issuer{Name: i.Name, Algorithm: i.Algorithm, Certificate: i.Certificate, Default: i.Default,
+		Family: i.Family, Generation: int32(i.Generation), Active: i.Active, Kms: i.KMS, Chain: i.Chain}
+	for _, c := range i.AlternateChains {
+		out.AlternateChains = append(out.AlternateChains, &cav1.Chain{Certificates: c})
+	}
+	return out
 }
 
 func (c *Client) CRL(ctx context.Context, r *ca.CRLRequest) (*ca.CRLResponse, error) {

@@ -3,6 +3,7 @@ package carpc
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"testing"
 
@@ -28,7 +29,8 @@ func (baseCA) GetCertificate(context.Context, *ca.GetCertificateRequest) (*ca.Ge
 	return nil, ca.ErrCertificateNotFound
 }
 func (baseCA) ListIssuers(context.Context, *ca.ListIssuersRequest) (*ca.ListIssuersResponse, error) {
-	return &ca.ListIssuersResponse{Issuers: []ca.Issuer{{Name: "issuing.1", Family: "issuing", Generation: 1, KMS: "soft"}}}, nil
+	return &ca.ListIssuersResponse{Issuers: []ca.Issuer{{Name: "issuing.1", Family: "issuing", Generation: 1, KMS: "soft",
+		Chain: [][]byte{[]byte("issuing")}, AlternateChains: [][][]byte{{[]byte("cross-a")}, {[]byte("cross-b"), []byte("bridge")}}}}}, nil
 }
 func (baseCA) CRL(context.Context, *ca.CRLRequest) (*ca.CRLResponse, error) {
 	return nil, ca.ErrUnknownIssuer
@@ -113,6 +115,9 @@ func TestCapabilitiesAcrossTheShim(t *testing.T) {
 	is, err := c.ListIssuers(ctx, &ca.ListIssuersRequest{})
 	if err != nil || is.Issuers[0].Family != "issuing" || is.Issuers[0].Generation != 1 || is.Issuers[0].KMS != "soft" {
 		t.Fatalf("issuers: %+v %v", is, err)
+	}
+	if got := fmt.Sprintf("%s %s", is.Issuers[0].Chain, is.Issuers[0].AlternateChains); got != "[issuing] [[cross-a] [cross-b bridge]]" {
+		t.Fatalf("chains across the shim: %s", got)
 	}
 	if got := Capabilities(fullCA{}); len(got) != 3 {
 		t.Fatalf("capabilities %v", got)

@@ -469,12 +469,16 @@ type Issuer struct {
 	Certificate []byte                 `protobuf:"bytes,3,opt,name=certificate,proto3" json:"certificate,omitempty"`
 	Default     bool                   `protobuf:"varint,4,opt,name=default,proto3" json:"default,omitempty"`
 	// Minor 1: generations of a rotated issuer.
-	Generation    int32  `protobuf:"varint,5,opt,name=generation,proto3" json:"generation,omitempty"`
-	Active        bool   `protobuf:"varint,6,opt,name=active,proto3" json:"active,omitempty"` // issues new certificates (false: CRLs and OCSP only)
-	Kms           string `protobuf:"bytes,7,opt,name=kms,proto3" json:"kms,omitempty"`        // name of the wired kms plugin holding its key; "" = default
-	Family        string `protobuf:"bytes,8,opt,name=family,proto3" json:"family,omitempty"`  // the issuer's name without a generation ("issuing")
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Generation int32  `protobuf:"varint,5,opt,name=generation,proto3" json:"generation,omitempty"`
+	Active     bool   `protobuf:"varint,6,opt,name=active,proto3" json:"active,omitempty"` // issues new certificates (false: CRLs and OCSP only)
+	Kms        string `protobuf:"bytes,7,opt,name=kms,proto3" json:"kms,omitempty"`        // name of the wired kms plugin holding its key; "" = default
+	Family     string `protobuf:"bytes,8,opt,name=family,proto3" json:"family,omitempty"`  // the issuer's name without a generation ("issuing")
+	// Added with alternate chains: the issuer's chain (its certificate first, root excluded) and
+	// alternate chains of its key (e.g. a cross-certificate under another root).
+	Chain           [][]byte `protobuf:"bytes,9,rep,name=chain,proto3" json:"chain,omitempty"`
+	AlternateChains []*Chain `protobuf:"bytes,10,rep,name=alternate_chains,json=alternateChains,proto3" json:"alternate_chains,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *Issuer) Reset() {
@@ -563,6 +567,65 @@ func (x *Issuer) GetFamily() string {
 	return ""
 }
 
+func (x *Issuer) GetChain() [][]byte {
+	if x != nil {
+		return x.Chain
+	}
+	return nil
+}
+
+func (x *Issuer) GetAlternateChains() []*Chain {
+	if x != nil {
+		return x.AlternateChains
+	}
+	return nil
+}
+
+// Chain is certificates, DER, issuer first, root excluded.
+type Chain struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Certificates  [][]byte               `protobuf:"bytes,1,rep,name=certificates,proto3" json:"certificates,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Chain) Reset() {
+	*x = Chain{}
+	mi := &file_ca_v1_ca_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Chain) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Chain) ProtoMessage() {}
+
+func (x *Chain) ProtoReflect() protoreflect.Message {
+	mi := &file_ca_v1_ca_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Chain.ProtoReflect.Descriptor instead.
+func (*Chain) Descriptor() ([]byte, []int) {
+	return file_ca_v1_ca_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *Chain) GetCertificates() [][]byte {
+	if x != nil {
+		return x.Certificates
+	}
+	return nil
+}
+
 type ListIssuersResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Issuers       []*Issuer              `protobuf:"bytes,1,rep,name=issuers,proto3" json:"issuers,omitempty"`
@@ -572,7 +635,7 @@ type ListIssuersResponse struct {
 
 func (x *ListIssuersResponse) Reset() {
 	*x = ListIssuersResponse{}
-	mi := &file_ca_v1_ca_proto_msgTypes[8]
+	mi := &file_ca_v1_ca_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -584,7 +647,7 @@ func (x *ListIssuersResponse) String() string {
 func (*ListIssuersResponse) ProtoMessage() {}
 
 func (x *ListIssuersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ca_v1_ca_proto_msgTypes[8]
+	mi := &file_ca_v1_ca_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -597,7 +660,7 @@ func (x *ListIssuersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListIssuersResponse.ProtoReflect.Descriptor instead.
 func (*ListIssuersResponse) Descriptor() ([]byte, []int) {
-	return file_ca_v1_ca_proto_rawDescGZIP(), []int{8}
+	return file_ca_v1_ca_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ListIssuersResponse) GetIssuers() []*Issuer {
@@ -616,7 +679,7 @@ type CRLRequest struct {
 
 func (x *CRLRequest) Reset() {
 	*x = CRLRequest{}
-	mi := &file_ca_v1_ca_proto_msgTypes[9]
+	mi := &file_ca_v1_ca_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -628,7 +691,7 @@ func (x *CRLRequest) String() string {
 func (*CRLRequest) ProtoMessage() {}
 
 func (x *CRLRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ca_v1_ca_proto_msgTypes[9]
+	mi := &file_ca_v1_ca_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -641,7 +704,7 @@ func (x *CRLRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CRLRequest.ProtoReflect.Descriptor instead.
 func (*CRLRequest) Descriptor() ([]byte, []int) {
-	return file_ca_v1_ca_proto_rawDescGZIP(), []int{9}
+	return file_ca_v1_ca_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *CRLRequest) GetIssuer() string {
@@ -662,7 +725,7 @@ type CRLResponse struct {
 
 func (x *CRLResponse) Reset() {
 	*x = CRLResponse{}
-	mi := &file_ca_v1_ca_proto_msgTypes[10]
+	mi := &file_ca_v1_ca_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -674,7 +737,7 @@ func (x *CRLResponse) String() string {
 func (*CRLResponse) ProtoMessage() {}
 
 func (x *CRLResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ca_v1_ca_proto_msgTypes[10]
+	mi := &file_ca_v1_ca_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -687,7 +750,7 @@ func (x *CRLResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CRLResponse.ProtoReflect.Descriptor instead.
 func (*CRLResponse) Descriptor() ([]byte, []int) {
-	return file_ca_v1_ca_proto_rawDescGZIP(), []int{10}
+	return file_ca_v1_ca_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *CRLResponse) GetCrl() []byte {
@@ -720,7 +783,7 @@ type OCSPRequest struct {
 
 func (x *OCSPRequest) Reset() {
 	*x = OCSPRequest{}
-	mi := &file_ca_v1_ca_proto_msgTypes[11]
+	mi := &file_ca_v1_ca_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -732,7 +795,7 @@ func (x *OCSPRequest) String() string {
 func (*OCSPRequest) ProtoMessage() {}
 
 func (x *OCSPRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ca_v1_ca_proto_msgTypes[11]
+	mi := &file_ca_v1_ca_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -745,7 +808,7 @@ func (x *OCSPRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OCSPRequest.ProtoReflect.Descriptor instead.
 func (*OCSPRequest) Descriptor() ([]byte, []int) {
-	return file_ca_v1_ca_proto_rawDescGZIP(), []int{11}
+	return file_ca_v1_ca_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *OCSPRequest) GetRequest() []byte {
@@ -764,7 +827,7 @@ type OCSPResponse struct {
 
 func (x *OCSPResponse) Reset() {
 	*x = OCSPResponse{}
-	mi := &file_ca_v1_ca_proto_msgTypes[12]
+	mi := &file_ca_v1_ca_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -776,7 +839,7 @@ func (x *OCSPResponse) String() string {
 func (*OCSPResponse) ProtoMessage() {}
 
 func (x *OCSPResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ca_v1_ca_proto_msgTypes[12]
+	mi := &file_ca_v1_ca_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -789,7 +852,7 @@ func (x *OCSPResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OCSPResponse.ProtoReflect.Descriptor instead.
 func (*OCSPResponse) Descriptor() ([]byte, []int) {
-	return file_ca_v1_ca_proto_rawDescGZIP(), []int{12}
+	return file_ca_v1_ca_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *OCSPResponse) GetResponse() []byte {
@@ -812,7 +875,7 @@ type ListCertificatesRequest struct {
 
 func (x *ListCertificatesRequest) Reset() {
 	*x = ListCertificatesRequest{}
-	mi := &file_ca_v1_ca_proto_msgTypes[13]
+	mi := &file_ca_v1_ca_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -824,7 +887,7 @@ func (x *ListCertificatesRequest) String() string {
 func (*ListCertificatesRequest) ProtoMessage() {}
 
 func (x *ListCertificatesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ca_v1_ca_proto_msgTypes[13]
+	mi := &file_ca_v1_ca_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -837,7 +900,7 @@ func (x *ListCertificatesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCertificatesRequest.ProtoReflect.Descriptor instead.
 func (*ListCertificatesRequest) Descriptor() ([]byte, []int) {
-	return file_ca_v1_ca_proto_rawDescGZIP(), []int{13}
+	return file_ca_v1_ca_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ListCertificatesRequest) GetAfter() string {
@@ -893,7 +956,7 @@ type CertificateInfo struct {
 
 func (x *CertificateInfo) Reset() {
 	*x = CertificateInfo{}
-	mi := &file_ca_v1_ca_proto_msgTypes[14]
+	mi := &file_ca_v1_ca_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -905,7 +968,7 @@ func (x *CertificateInfo) String() string {
 func (*CertificateInfo) ProtoMessage() {}
 
 func (x *CertificateInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_ca_v1_ca_proto_msgTypes[14]
+	mi := &file_ca_v1_ca_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -918,7 +981,7 @@ func (x *CertificateInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CertificateInfo.ProtoReflect.Descriptor instead.
 func (*CertificateInfo) Descriptor() ([]byte, []int) {
-	return file_ca_v1_ca_proto_rawDescGZIP(), []int{14}
+	return file_ca_v1_ca_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *CertificateInfo) GetSerial() string {
@@ -1001,7 +1064,7 @@ type ListCertificatesResponse struct {
 
 func (x *ListCertificatesResponse) Reset() {
 	*x = ListCertificatesResponse{}
-	mi := &file_ca_v1_ca_proto_msgTypes[15]
+	mi := &file_ca_v1_ca_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1013,7 +1076,7 @@ func (x *ListCertificatesResponse) String() string {
 func (*ListCertificatesResponse) ProtoMessage() {}
 
 func (x *ListCertificatesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ca_v1_ca_proto_msgTypes[15]
+	mi := &file_ca_v1_ca_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1026,7 +1089,7 @@ func (x *ListCertificatesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCertificatesResponse.ProtoReflect.Descriptor instead.
 func (*ListCertificatesResponse) Descriptor() ([]byte, []int) {
-	return file_ca_v1_ca_proto_rawDescGZIP(), []int{15}
+	return file_ca_v1_ca_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ListCertificatesResponse) GetCertificates() []*CertificateInfo {
@@ -1054,7 +1117,7 @@ type RotateRequest struct {
 
 func (x *RotateRequest) Reset() {
 	*x = RotateRequest{}
-	mi := &file_ca_v1_ca_proto_msgTypes[16]
+	mi := &file_ca_v1_ca_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1066,7 +1129,7 @@ func (x *RotateRequest) String() string {
 func (*RotateRequest) ProtoMessage() {}
 
 func (x *RotateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ca_v1_ca_proto_msgTypes[16]
+	mi := &file_ca_v1_ca_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1079,7 +1142,7 @@ func (x *RotateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateRequest.ProtoReflect.Descriptor instead.
 func (*RotateRequest) Descriptor() ([]byte, []int) {
-	return file_ca_v1_ca_proto_rawDescGZIP(), []int{16}
+	return file_ca_v1_ca_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *RotateRequest) GetIssuer() string {
@@ -1118,7 +1181,7 @@ type RotateResponse struct {
 
 func (x *RotateResponse) Reset() {
 	*x = RotateResponse{}
-	mi := &file_ca_v1_ca_proto_msgTypes[17]
+	mi := &file_ca_v1_ca_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1130,7 +1193,7 @@ func (x *RotateResponse) String() string {
 func (*RotateResponse) ProtoMessage() {}
 
 func (x *RotateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ca_v1_ca_proto_msgTypes[17]
+	mi := &file_ca_v1_ca_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1143,7 +1206,7 @@ func (x *RotateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateResponse.ProtoReflect.Descriptor instead.
 func (*RotateResponse) Descriptor() ([]byte, []int) {
-	return file_ca_v1_ca_proto_rawDescGZIP(), []int{17}
+	return file_ca_v1_ca_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *RotateResponse) GetIssuer() string {
@@ -1204,7 +1267,7 @@ type InitializeRequest struct {
 
 func (x *InitializeRequest) Reset() {
 	*x = InitializeRequest{}
-	mi := &file_ca_v1_ca_proto_msgTypes[18]
+	mi := &file_ca_v1_ca_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1216,7 +1279,7 @@ func (x *InitializeRequest) String() string {
 func (*InitializeRequest) ProtoMessage() {}
 
 func (x *InitializeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ca_v1_ca_proto_msgTypes[18]
+	mi := &file_ca_v1_ca_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1229,7 +1292,7 @@ func (x *InitializeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InitializeRequest.ProtoReflect.Descriptor instead.
 func (*InitializeRequest) Descriptor() ([]byte, []int) {
-	return file_ca_v1_ca_proto_rawDescGZIP(), []int{18}
+	return file_ca_v1_ca_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *InitializeRequest) GetKms() string {
@@ -1251,7 +1314,7 @@ type InitializeResponse struct {
 
 func (x *InitializeResponse) Reset() {
 	*x = InitializeResponse{}
-	mi := &file_ca_v1_ca_proto_msgTypes[19]
+	mi := &file_ca_v1_ca_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1263,7 +1326,7 @@ func (x *InitializeResponse) String() string {
 func (*InitializeResponse) ProtoMessage() {}
 
 func (x *InitializeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ca_v1_ca_proto_msgTypes[19]
+	mi := &file_ca_v1_ca_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1276,7 +1339,7 @@ func (x *InitializeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InitializeResponse.ProtoReflect.Descriptor instead.
 func (*InitializeResponse) Descriptor() ([]byte, []int) {
-	return file_ca_v1_ca_proto_rawDescGZIP(), []int{19}
+	return file_ca_v1_ca_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *InitializeResponse) GetRoot() []byte {
@@ -1347,7 +1410,7 @@ const file_ca_v1_ca_proto_rawDesc = "" +
 	"\n" +
 	"revoked_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\trevokedAt\x12+\n" +
 	"\x11revocation_reason\x18\x04 \x01(\x05R\x10revocationReason\"\x14\n" +
-	"\x12ListIssuersRequest\"\xd8\x01\n" +
+	"\x12ListIssuersRequest\"\xac\x02\n" +
 	"\x06Issuer\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1c\n" +
 	"\talgorithm\x18\x02 \x01(\tR\talgorithm\x12 \n" +
@@ -1358,7 +1421,12 @@ const file_ca_v1_ca_proto_rawDesc = "" +
 	"generation\x12\x16\n" +
 	"\x06active\x18\x06 \x01(\bR\x06active\x12\x10\n" +
 	"\x03kms\x18\a \x01(\tR\x03kms\x12\x16\n" +
-	"\x06family\x18\b \x01(\tR\x06family\"C\n" +
+	"\x06family\x18\b \x01(\tR\x06family\x12\x14\n" +
+	"\x05chain\x18\t \x03(\fR\x05chain\x12<\n" +
+	"\x10alternate_chains\x18\n" +
+	" \x03(\v2\x11.avon.ca.v1.ChainR\x0falternateChains\"+\n" +
+	"\x05Chain\x12\"\n" +
+	"\fcertificates\x18\x01 \x03(\fR\fcertificates\"C\n" +
 	"\x13ListIssuersResponse\x12,\n" +
 	"\aissuers\x18\x01 \x03(\v2\x12.avon.ca.v1.IssuerR\aissuers\"$\n" +
 	"\n" +
@@ -1443,7 +1511,7 @@ func file_ca_v1_ca_proto_rawDescGZIP() []byte {
 	return file_ca_v1_ca_proto_rawDescData
 }
 
-var file_ca_v1_ca_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_ca_v1_ca_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
 var file_ca_v1_ca_proto_goTypes = []any{
 	(*IssueRequest)(nil),             // 0: avon.ca.v1.IssueRequest
 	(*IssueResponse)(nil),            // 1: avon.ca.v1.IssueResponse
@@ -1453,59 +1521,61 @@ var file_ca_v1_ca_proto_goTypes = []any{
 	(*GetCertificateResponse)(nil),   // 5: avon.ca.v1.GetCertificateResponse
 	(*ListIssuersRequest)(nil),       // 6: avon.ca.v1.ListIssuersRequest
 	(*Issuer)(nil),                   // 7: avon.ca.v1.Issuer
-	(*ListIssuersResponse)(nil),      // 8: avon.ca.v1.ListIssuersResponse
-	(*CRLRequest)(nil),               // 9: avon.ca.v1.CRLRequest
-	(*CRLResponse)(nil),              // 10: avon.ca.v1.CRLResponse
-	(*OCSPRequest)(nil),              // 11: avon.ca.v1.OCSPRequest
-	(*OCSPResponse)(nil),             // 12: avon.ca.v1.OCSPResponse
-	(*ListCertificatesRequest)(nil),  // 13: avon.ca.v1.ListCertificatesRequest
-	(*CertificateInfo)(nil),          // 14: avon.ca.v1.CertificateInfo
-	(*ListCertificatesResponse)(nil), // 15: avon.ca.v1.ListCertificatesResponse
-	(*RotateRequest)(nil),            // 16: avon.ca.v1.RotateRequest
-	(*RotateResponse)(nil),           // 17: avon.ca.v1.RotateResponse
-	(*InitializeRequest)(nil),        // 18: avon.ca.v1.InitializeRequest
-	(*InitializeResponse)(nil),       // 19: avon.ca.v1.InitializeResponse
-	(*durationpb.Duration)(nil),      // 20: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),    // 21: google.protobuf.Timestamp
+	(*Chain)(nil),                    // 8: avon.ca.v1.Chain
+	(*ListIssuersResponse)(nil),      // 9: avon.ca.v1.ListIssuersResponse
+	(*CRLRequest)(nil),               // 10: avon.ca.v1.CRLRequest
+	(*CRLResponse)(nil),              // 11: avon.ca.v1.CRLResponse
+	(*OCSPRequest)(nil),              // 12: avon.ca.v1.OCSPRequest
+	(*OCSPResponse)(nil),             // 13: avon.ca.v1.OCSPResponse
+	(*ListCertificatesRequest)(nil),  // 14: avon.ca.v1.ListCertificatesRequest
+	(*CertificateInfo)(nil),          // 15: avon.ca.v1.CertificateInfo
+	(*ListCertificatesResponse)(nil), // 16: avon.ca.v1.ListCertificatesResponse
+	(*RotateRequest)(nil),            // 17: avon.ca.v1.RotateRequest
+	(*RotateResponse)(nil),           // 18: avon.ca.v1.RotateResponse
+	(*InitializeRequest)(nil),        // 19: avon.ca.v1.InitializeRequest
+	(*InitializeResponse)(nil),       // 20: avon.ca.v1.InitializeResponse
+	(*durationpb.Duration)(nil),      // 21: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),    // 22: google.protobuf.Timestamp
 }
 var file_ca_v1_ca_proto_depIdxs = []int32{
-	20, // 0: avon.ca.v1.IssueRequest.lifetime:type_name -> google.protobuf.Duration
-	21, // 1: avon.ca.v1.IssueResponse.not_before:type_name -> google.protobuf.Timestamp
-	21, // 2: avon.ca.v1.IssueResponse.not_after:type_name -> google.protobuf.Timestamp
-	21, // 3: avon.ca.v1.RevokeRequest.time:type_name -> google.protobuf.Timestamp
-	21, // 4: avon.ca.v1.GetCertificateResponse.revoked_at:type_name -> google.protobuf.Timestamp
-	7,  // 5: avon.ca.v1.ListIssuersResponse.issuers:type_name -> avon.ca.v1.Issuer
-	21, // 6: avon.ca.v1.CRLResponse.this_update:type_name -> google.protobuf.Timestamp
-	21, // 7: avon.ca.v1.CRLResponse.next_update:type_name -> google.protobuf.Timestamp
-	21, // 8: avon.ca.v1.CertificateInfo.not_before:type_name -> google.protobuf.Timestamp
-	21, // 9: avon.ca.v1.CertificateInfo.not_after:type_name -> google.protobuf.Timestamp
-	21, // 10: avon.ca.v1.CertificateInfo.revoked_at:type_name -> google.protobuf.Timestamp
-	14, // 11: avon.ca.v1.ListCertificatesResponse.certificates:type_name -> avon.ca.v1.CertificateInfo
-	21, // 12: avon.ca.v1.RotateResponse.not_after:type_name -> google.protobuf.Timestamp
-	7,  // 13: avon.ca.v1.InitializeResponse.issuers:type_name -> avon.ca.v1.Issuer
-	0,  // 14: avon.ca.v1.CA.Issue:input_type -> avon.ca.v1.IssueRequest
-	2,  // 15: avon.ca.v1.CA.Revoke:input_type -> avon.ca.v1.RevokeRequest
-	4,  // 16: avon.ca.v1.CA.GetCertificate:input_type -> avon.ca.v1.GetCertificateRequest
-	6,  // 17: avon.ca.v1.CA.ListIssuers:input_type -> avon.ca.v1.ListIssuersRequest
-	9,  // 18: avon.ca.v1.CA.CRL:input_type -> avon.ca.v1.CRLRequest
-	11, // 19: avon.ca.v1.CA.RespondOCSP:input_type -> avon.ca.v1.OCSPRequest
-	13, // 20: avon.ca.v1.CA.ListCertificates:input_type -> avon.ca.v1.ListCertificatesRequest
-	16, // 21: avon.ca.v1.CA.RotateIssuer:input_type -> avon.ca.v1.RotateRequest
-	18, // 22: avon.ca.v1.CA.Initialize:input_type -> avon.ca.v1.InitializeRequest
-	1,  // 23: avon.ca.v1.CA.Issue:output_type -> avon.ca.v1.IssueResponse
-	3,  // 24: avon.ca.v1.CA.Revoke:output_type -> avon.ca.v1.RevokeResponse
-	5,  // 25: avon.ca.v1.CA.GetCertificate:output_type -> avon.ca.v1.GetCertificateResponse
-	8,  // 26: avon.ca.v1.CA.ListIssuers:output_type -> avon.ca.v1.ListIssuersResponse
-	10, // 27: avon.ca.v1.CA.CRL:output_type -> avon.ca.v1.CRLResponse
-	12, // 28: avon.ca.v1.CA.RespondOCSP:output_type -> avon.ca.v1.OCSPResponse
-	15, // 29: avon.ca.v1.CA.ListCertificates:output_type -> avon.ca.v1.ListCertificatesResponse
-	17, // 30: avon.ca.v1.CA.RotateIssuer:output_type -> avon.ca.v1.RotateResponse
-	19, // 31: avon.ca.v1.CA.Initialize:output_type -> avon.ca.v1.InitializeResponse
-	23, // [23:32] is the sub-list for method output_type
-	14, // [14:23] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	21, // 0: avon.ca.v1.IssueRequest.lifetime:type_name -> google.protobuf.Duration
+	22, // 1: avon.ca.v1.IssueResponse.not_before:type_name -> google.protobuf.Timestamp
+	22, // 2: avon.ca.v1.IssueResponse.not_after:type_name -> google.protobuf.Timestamp
+	22, // 3: avon.ca.v1.RevokeRequest.time:type_name -> google.protobuf.Timestamp
+	22, // 4: avon.ca.v1.GetCertificateResponse.revoked_at:type_name -> google.protobuf.Timestamp
+	8,  // 5: avon.ca.v1.Issuer.alternate_chains:type_name -> avon.ca.v1.Chain
+	7,  // 6: avon.ca.v1.ListIssuersResponse.issuers:type_name -> avon.ca.v1.Issuer
+	22, // 7: avon.ca.v1.CRLResponse.this_update:type_name -> google.protobuf.Timestamp
+	22, // 8: avon.ca.v1.CRLResponse.next_update:type_name -> google.protobuf.Timestamp
+	22, // 9: avon.ca.v1.CertificateInfo.not_before:type_name -> google.protobuf.Timestamp
+	22, // 10: avon.ca.v1.CertificateInfo.not_after:type_name -> google.protobuf.Timestamp
+	22, // 11: avon.ca.v1.CertificateInfo.revoked_at:type_name -> google.protobuf.Timestamp
+	15, // 12: avon.ca.v1.ListCertificatesResponse.certificates:type_name -> avon.ca.v1.CertificateInfo
+	22, // 13: avon.ca.v1.RotateResponse.not_after:type_name -> google.protobuf.Timestamp
+	7,  // 14: avon.ca.v1.InitializeResponse.issuers:type_name -> avon.ca.v1.Issuer
+	0,  // 15: avon.ca.v1.CA.Issue:input_type -> avon.ca.v1.IssueRequest
+	2,  // 16: avon.ca.v1.CA.Revoke:input_type -> avon.ca.v1.RevokeRequest
+	4,  // 17: avon.ca.v1.CA.GetCertificate:input_type -> avon.ca.v1.GetCertificateRequest
+	6,  // 18: avon.ca.v1.CA.ListIssuers:input_type -> avon.ca.v1.ListIssuersRequest
+	10, // 19: avon.ca.v1.CA.CRL:input_type -> avon.ca.v1.CRLRequest
+	12, // 20: avon.ca.v1.CA.RespondOCSP:input_type -> avon.ca.v1.OCSPRequest
+	14, // 21: avon.ca.v1.CA.ListCertificates:input_type -> avon.ca.v1.ListCertificatesRequest
+	17, // 22: avon.ca.v1.CA.RotateIssuer:input_type -> avon.ca.v1.RotateRequest
+	19, // 23: avon.ca.v1.CA.Initialize:input_type -> avon.ca.v1.InitializeRequest
+	1,  // 24: avon.ca.v1.CA.Issue:output_type -> avon.ca.v1.IssueResponse
+	3,  // 25: avon.ca.v1.CA.Revoke:output_type -> avon.ca.v1.RevokeResponse
+	5,  // 26: avon.ca.v1.CA.GetCertificate:output_type -> avon.ca.v1.GetCertificateResponse
+	9,  // 27: avon.ca.v1.CA.ListIssuers:output_type -> avon.ca.v1.ListIssuersResponse
+	11, // 28: avon.ca.v1.CA.CRL:output_type -> avon.ca.v1.CRLResponse
+	13, // 29: avon.ca.v1.CA.RespondOCSP:output_type -> avon.ca.v1.OCSPResponse
+	16, // 30: avon.ca.v1.CA.ListCertificates:output_type -> avon.ca.v1.ListCertificatesResponse
+	18, // 31: avon.ca.v1.CA.RotateIssuer:output_type -> avon.ca.v1.RotateResponse
+	20, // 32: avon.ca.v1.CA.Initialize:output_type -> avon.ca.v1.InitializeResponse
+	24, // [24:33] is the sub-list for method output_type
+	15, // [15:24] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_ca_v1_ca_proto_init() }
@@ -1519,7 +1589,7 @@ func file_ca_v1_ca_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ca_v1_ca_proto_rawDesc), len(file_ca_v1_ca_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   20,
+			NumMessages:   21,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
