@@ -111,6 +111,9 @@ func New(cfg Config, dev tun.Device, bind conn.Bind) (*Gateway, error) {
 	g := &Gateway{cfg: cfg, dev: dev, bind: bind, jobs: make(chan job, cfg.QueueLen)}
 	if cfg.Policy.Mode == PolicyEnforce {
 		g.connects = make(chan connected, cfg.MaxPending)
+		if g.cfg.Policy.GatewayID == "" {
+			g.cfg.Policy.GatewayID = DefaultGatewayID
+		}
 	}
 	if g.responder, err = handshake.NewResponder(handshake.ResponderConfig{Signer: cfg.Signer, Verifier: cfg.Verifier,
 		Rand: cfg.Rand, Now: cfg.Now, MaxSkew: cfg.MaxSkew}); err != nil {

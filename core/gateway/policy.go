@@ -53,13 +53,17 @@ type PolicyConfig struct {
 	// agents belong to no group.
 	Groups func(ctx context.Context, agentID string) ([]string, error)
 	// GatewayID names this gateway in connect decisions
-	// (Gateway::"<id>"): the id of its certificate. With PolicyEnforce
-	// every session is admitted by Action "connect" (connect.go).
+	// (Gateway::"<id>"): the id of its certificate; "" is
+	// DefaultGatewayID. With PolicyEnforce every session is admitted by
+	// Action "connect" (connect.go).
 	GatewayID string
 	// ConnectQuery builds the connect queries (default
 	// flow.DefaultConnectQuery).
 	ConnectQuery flow.ConnectQueryFunc
 }
+
+// DefaultGatewayID names a gateway whose PolicyConfig.GatewayID is empty.
+const DefaultGatewayID = "gateway"
 
 // newEnforcer builds the flow enforcer of an enforcing gateway.
 func (g *Gateway) newEnforcer() (*flow.Enforcer, error) {
