@@ -13,6 +13,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/avonzt/avon/core/gateway/flow"
 	"github.com/avonzt/avon/core/tunnel/control"
 	"github.com/avonzt/avon/sdk/host"
 	"github.com/avonzt/avon/sdk/plugin"
@@ -209,19 +210,61 @@ func TestPolicyABACPlugin(t *testing.T) {
 		return false
 	})
 
-	// The plugin stops: a new flow the cache cannot answer is denied (fail
-	// closed). (Decisions cached for this set version still answer, for
-	// at most the cache TTL.)
+	// The plugin process is killed while decisions are on their way: a
+	// burst of new flows to fresh destinations, the kill right after the
+	// first Evaluate went out. Every one of them that the engine did not
+	// answer is denied (fail closed).
+	cachedBefore := fs.CacheHits.Load()
+	calls := fs.EngineCalls.Load()
+	for i := range 64 {
+		a.send(ipv4TCP(a.addr(), netip.AddrFrom4([4]byte{10, 99, 1, byte(i)}), 41000, 443, 0x02))
+	}
+	waitFor(t, "a decision call under way", func() bool { return fs.EngineCalls.Load() > calls })
 	started.Client.Kill()
+	waitFor(t, "the burst decided", func() bool { return fs.Allowed.Load()+fs.Denied.Load() >= fs.FlowsCreated.Load() })
+	if fs.FailClosed.Load() == 0 || fs.CachePurges.Load() == 0 {
+		t.Fatalf("fail closed %d, cache purges %d after the kill", fs.FailClosed.Load(), fs.CachePurges.Load())
+	}
+	for len(e.tun.Inbound) > 0 {
+		<-e.tun.Inbound // what the plugin allowed before it died
+	}
+	// A destination decided (and cached) before the kill is asked again
+	// and denied: no cached allow outlives the plugin.
+	if e.gw.flows.Cache().Len() != 0 {
+		t.Fatalf("%d cached decisions after the plugin died", e.gw.flows.Cache().Len())
+	}
 	failed := fs.FailClosed.Load()
-	a.send(ipv4TCP(a.addr(), server, 40003, 8443, 0x02))
-	d = a.recvDenial(ctx, 4)
-	if !strings.Contains(d.Reason, "fail closed") || d.Dst != netip.AddrPortFrom(server, 8443) {
-		t.Fatalf("denial with the plugin stopped %+v", d)
+	// (The agent's Denials are rate limited per second: the burst used
+	// them up; the verdict is read from the flow table.)
+	a.send(ipv4TCP(a.addr(), server, 40003, 22, 0x02))
+	waitFor(t, "the :22 flow denied", func() bool {
+		for _, fi := range e.gw.SessionFlows(pulseID(a)) {
+			if fi.Key.SrcPort == 40003 && fi.Verdict == flow.Deny {
+				return true
+			}
+		}
+		return false
+	})
+	if fs.FailClosed.Load() != failed+1 || fs.CacheHits.Load() != cachedBefore {
+		t.Fatalf("fail closed %d, want %d; cache hits %d, want %d", fs.FailClosed.Load(), failed+1, fs.CacheHits.Load(), cachedBefore)
 	}
-	if fs.FailClosed.Load() != failed+1 {
-		t.Fatalf("fail closed %d, want %d", fs.FailClosed.Load(), failed+1)
+	e.noTunPacket()
+
+	// Established flows: the next pulse re-checks them and, the plugin
+	// being dead, cuts them (fail closed); the session itself stays (its
+	// connect re-check could not be answered) and no packet of a cut
+	// flow passes.
+	cutBefore := fs.Cut.Load()
+	a.seq++
+	a.sendControl(&control.Pulse{Seq: a.seq, SessionToken: a.stoken, AgentTime: a.now().UnixNano(), OS: "linux", AgentVersion: "test"})
+	waitFor(t, "the open flows cut after the pulse", func() bool { return fs.Cut.Load() > cutBefore })
+	waitFor(t, "the connect re-check failed closed", func() bool { return fs.ConnectFailClosed.Load() >= 2 })
+	if len(e.gw.Sessions()) != 1 {
+		t.Fatal("the session was ended by a re-check the plugin could not answer")
 	}
+	dropped = fs.DropDenied.Load()
+	a.send(ipv4TCP(a.addr(), server, 40002, 22, 0x10))
+	waitFor(t, "the cut flow's packet dropped", func() bool { return fs.DropDenied.Load() == dropped+1 })
 	e.noTunPacket()
 }
 
