@@ -186,3 +186,66 @@ func BenchmarkDefaultQuery(b *testing.B) {
 		flow.DefaultQuery(s, d, now)
 	}
 }
+
+// connectPolicies read every attribute DefaultConnectQuery sends.
+const connectPolicies = `@id("eng-connect")
+@reason("engineering connects from the office")
+permit (principal in Group::"eng", action == Action::"connect", resource is Gateway)
+when { resource.name == "gw-berlin" && resource.region == "" && principal.name == "laptop" && principal.os == context.posture.os &&
+       context.source.ip.isInRange(ip("203.0.113.0/24")) && context.source.port == 40000 &&
+       context.location.country == "" && context.location.region == "" && context.location.city == "" &&
+       context.time > datetime("2026-01-01T00:00:00Z") && context.weekday >= 0 &&
+       context.calibration_skew_ms == 12 && context.posture.skew_ms == 12 && context.posture.clock_offset_ms == 0 &&
+       context.posture.agent_version == "" };
+
+@id("no-kiosks")
+@reason("kiosks may not connect")
+forbid (principal in Group::"kiosk", action == Action::"connect", resource);
+`
+
+// TestDefaultConnectQueryConformsToSchema evaluates DefaultConnectQuery's
+// entities and context (a session before its first pulse) with the
+// policy-abac schema and policies that read all of them.
+func TestDefaultConnectQueryConformsToSchema(t *testing.T) {
+	set, diags := abac.Compile(abac.Source{ID: "default", Policies: connectPolicies})
+	if set == nil {
+		t.Fatalf("compile: %v", diags)
+	}
+	now := time.Date(2026, 12, 2, 10, 0, 0, 0, time.UTC)
+	c := flow.Connect{GatewayID: "gw-berlin", Source: netip.MustParseAddrPort("203.0.113.7:40000")}
+	eng := flow.ConnectSubject(flow.Subject{AgentID: "laptop", Groups: []string{"eng"}, Skew: 12 * time.Millisecond})
+	kiosk := flow.ConnectSubject(flow.Subject{AgentID: "laptop", Groups: []string{"eng", "kiosk"}, Skew: 12 * time.Millisecond})
+	far := *eng
+	far.Skew = 13 * time.Millisecond
+	far = *flow.ConnectSubject(far)
+	for _, tc := range []struct {
+		name  string
+		s     *flow.Subject
+		c     flow.Connect
+		allow bool
+		ids   string
+	}{
+		{"eng", eng, c, true, "eng-connect"},
+		{"kiosk", kiosk, c, false, "no-kiosks"},
+		{"other skew", &far, c, false, ""},
+		{"other source", eng, flow.Connect{GatewayID: "gw-berlin", Source: netip.MustParseAddrPort("198.51.100.1:40000")}, false, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			q, ents := flow.DefaultConnectQuery(tc.s, tc.c, now)
+			if q.Action.ID != "connect" || q.Resource != (policy.EntityRef{Type: "Gateway", ID: "gw-berlin"}) {
+				t.Fatalf("query %+v", q)
+			}
+			ds, err := set.Evaluate(ents, []policy.Query{q}, abac.At(now))
+			if err != nil {
+				t.Fatalf("entities refused: %v", err)
+			}
+			d := ds[0]
+			if len(d.Errors) > 0 {
+				t.Fatalf("evaluation errors %v for context %s", d.Errors, q.Context)
+			}
+			if d.Allow != tc.allow || strings.Join(d.DeterminingPolicies, ",") != tc.ids {
+				t.Fatalf("decision %+v, want allow %v by %q", d, tc.allow, tc.ids)
+			}
+		})
+	}
+}
