@@ -148,6 +148,16 @@ func TestPolicyABACPlugin(t *testing.T) {
 	if n := e.gw.Stats().ConnectRefused.Load(); n != 2 {
 		t.Fatalf("%d connects refused, want 2", n)
 	}
+	// The plugin's decision log records the refusal.
+	waitFor(t, "the kiosk's connect denial in the decision log", func() bool {
+		for _, ev := range h.Events() {
+			if ev.Action == "policy.decision" && ev.Fields["action"] == `Action::"connect"` && ev.Fields["allow"] == "false" &&
+				ev.Fields["policies"] == "no-kiosks" && strings.Contains(ev.Fields["resource"], "Gateway::") {
+				return true
+			}
+		}
+		return false
+	})
 
 	// :443 passes: the SYN reaches the TUN after the decision.
 	syn := ipv4TCP(a.addr(), server, 40000, 443, 0x02)
