@@ -249,3 +249,30 @@ func TestDefaultConnectQueryConformsToSchema(t *testing.T) {
 		})
 	}
 }
+
+// FuzzDefaultConnectQuery: whatever the agent id (from a certificate),
+// groups, gateway id and source, the connect query's context and entity
+// attributes are valid JSON objects and the query names what it was given.
+func FuzzDefaultConnectQuery(f *testing.F) {
+	f.Add("laptop", "eng", "gw-berlin", []byte{203, 0, 113, 7}, uint16(40000), int64(12))
+	f.Add("a\"b\\c\u2028", "", "", []byte{}, uint16(0), int64(-1))
+	f.Add("x", "g\x00", "gw", []byte{0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1}, uint16(1), int64(1<<40))
+	f.Fuzz(func(t *testing.T, agent, group, gw string, ip []byte, port uint16, skewMS int64) {
+		addr, _ := netip.AddrFromSlice(ip)
+		s := flow.ConnectSubject(flow.Subject{AgentID: agent, Groups: []string{group}, Skew: time.Duration(skewMS) * time.Millisecond})
+		q, ents := flow.DefaultConnectQuery(s, flow.Connect{GatewayID: gw, Source: netip.AddrPortFrom(addr, port)}, time.Unix(1e9, 0))
+		var ctx map[string]any
+		if err := json.Unmarshal(q.Context, &ctx); err != nil {
+			t.Fatalf("context %q: %v", q.Context, err)
+		}
+		if len(ctx) != 5 || q.Principal.ID != agent || q.Resource.ID != gw {
+			t.Fatalf("query %+v", q)
+		}
+		for _, e := range ents {
+			var m map[string]any
+			if err := json.Unmarshal(e.Attributes, &m); err != nil {
+				t.Fatalf("entity %v attributes %q: %v", e.Ref, e.Attributes, err)
+			}
+		}
+	})
+}
