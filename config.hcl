@@ -33,8 +33,10 @@ gateway {
   # pulse_interval = "10s"
   # handshake_rate = 20       # handshakes per second per source
   # max_sessions   = 100000
-  # Per-flow policy: "enforce" decides every new flow with the policy
-  # plugin (fail closed); "off" (the default) leaves it to the firewall.
+  # Policy: "enforce" admits every session (Action::"connect": the set
+  # needs a connect permit) and decides every new flow (Action::"reach")
+  # with the policy plugin, fail closed; "off" (the default) leaves it to
+  # the firewall.
   # policy {
   #   plugin = "abac"   # a plugin "policy" "abac" block
   #   mode   = "enforce"

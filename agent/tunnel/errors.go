@@ -24,6 +24,11 @@ var (
 	ErrSilent = errors.New("the gateway stopped answering")
 	// ErrClosed: the gateway closed the session (a Close control message).
 	ErrClosed = errors.New("the gateway closed the session")
+	// ErrConnectDenied: the gateway's access policy denies this agent a
+	// session (a Close with code control.CloseConnectDenied, at the
+	// handshake or during a session); the error carries the policy's
+	// reason and policy ids. The engine backs off and tries again.
+	ErrConnectDenied = errors.New("connect denied")
 	// ErrKeysExpired: the session's keys reached their reject limit before
 	// a rekey succeeded.
 	ErrKeysExpired = errors.New("session keys expired")

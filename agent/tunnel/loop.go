@@ -267,11 +267,21 @@ func (e *Engine) handshake(ctx context.Context, keep bool) (*session, error) {
 					e.mu.Unlock()
 					return s, nil
 				case *control.Close:
-					return abort(fmt.Errorf("%w: code %d: %s", ErrClosed, v.Code, v.Reason))
+					return abort(closeError(v))
 				}
 			}
 		}
 	}
+}
+
+// closeError is the error of a Close from the gateway: for a connect
+// denial "connect denied: <reason> (policy <ids>)", what `avon-agent
+// status` shows.
+func closeError(v *control.Close) error {
+	if v.Code == control.CloseConnectDenied {
+		return fmt.Errorf("%w: %s", ErrConnectDenied, v.Reason)
+	}
+	return fmt.Errorf("%w: code %d: %s", ErrClosed, v.Code, v.Reason)
 }
 
 // handshakeError turns a HandshakeError into the error shown to the user.
@@ -542,7 +552,7 @@ func (e *Engine) sessionMessage(s *session, m inbound) error {
 			e.mu.Unlock()
 		case *control.Close:
 			e.log.Warn("the gateway closed the session", "code", v.Code, "reason", v.Reason)
-			return fmt.Errorf("%w: code %d: %s", ErrClosed, v.Code, v.Reason)
+			return closeError(v)
 		}
 	case handshake.TypeRekeyResp:
 		if s.rekey == nil {

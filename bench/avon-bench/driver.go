@@ -45,6 +45,7 @@ type options struct {
 	jsonOut     string
 	floorN      int
 	finishGSO   bool
+	policy      string
 }
 
 func parseOptions(args []string) (options, error) {
@@ -63,12 +64,15 @@ func parseOptions(args []string) (options, error) {
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write the gateway's CPU profile of the handshake phase here (of the idle phase to <file>.idle, of the rekeys to <file>.rekey)")
 	fs.StringVar(&o.memProfile, "memprofile", "", "write the gateway's heap profile at the end of the idle phase here")
 	fs.StringVar(&o.jsonOut, "json", "", "also write the report as JSON here")
+	fs.StringVar(&o.policy, "policy", "", `"cedar": the gateway enforces policy, admitting every session by an in-process Cedar connect decision ("": no policy)`)
 	fs.IntVar(&o.floorN, "floor", 300, "iterations of the primitive floor measured in the gateway process before and after the handshakes")
 	fs.BoolVar(&o.finishGSO, "finish-gso", true, "agents send the fragments of their Finish as one UDP GSO datagram, as avon-agent's StdNetBind does (false: one datagram each)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
 	switch {
+	case o.policy != "" && o.policy != "cedar":
+		return o, fmt.Errorf("-policy %q: want \"\" or \"cedar\"", o.policy)
 	case o.agents < 1 || o.agents > 65000:
 		return o, fmt.Errorf("-agents %d: want 1 to 65000", o.agents)
 	case o.floorN < 1 || o.floorN > 100_000:
@@ -90,6 +94,7 @@ type report struct {
 	Agents, Concurrency, GatewayWorkers int
 	Rate                                float64
 	GatewayCPUs                         string
+	Policy                              string // -policy ("" none)
 	NumCPU                              int
 
 	Connected, Failed  int
@@ -192,7 +197,7 @@ func startGateway(o options, rootPath string) (*child, error) {
 	// pulse every -pulse in the idle phase (the gateway takes pulses at
 	// any rate).
 	args := []string{"-root", rootPath, "-pulse", control.MaxPulseInterval.String(),
-		"-workers", fmt.Sprint(o.workers), "-queue", fmt.Sprint(o.queue)}
+		"-workers", fmt.Sprint(o.workers), "-queue", fmt.Sprint(o.queue), "-policy", o.policy}
 	var cmd *exec.Cmd
 	if o.gwCPUs != "" {
 		cmd = exec.Command("taskset", append([]string{"-c", o.gwCPUs, exe}, args...)...)
@@ -351,7 +356,7 @@ func run(ctx context.Context, o options, log io.Writer) (*report, error) {
 	g.addr = net.UDPAddrFromAddrPort(netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), c.udp))
 
 	r := &report{Agents: o.agents, Concurrency: o.concurrency, Rate: o.rate, GatewayWorkers: o.workers,
-		GatewayCPUs: o.gwCPUs, NumCPU: runtime.NumCPU()}
+		GatewayCPUs: o.gwCPUs, NumCPU: runtime.NumCPU(), Policy: o.policy}
 	base, err := c.stats(true)
 	if err != nil {
 		return nil, err
@@ -611,8 +616,8 @@ func run(ctx context.Context, o options, log io.Writer) (*report, error) {
 }
 
 func printReport(w io.Writer, r *report) {
-	fmt.Fprintf(w, "\n%d agents, %d handshakes in flight, rate %v/s, gateway workers %d, gateway CPUs %q, %d CPUs\n",
-		r.Agents, r.Concurrency, r.Rate, r.GatewayWorkers, r.GatewayCPUs, r.NumCPU)
+	fmt.Fprintf(w, "\n%d agents, %d handshakes in flight, rate %v/s, gateway workers %d, gateway CPUs %q, %d CPUs, policy %q\n",
+		r.Agents, r.Concurrency, r.Rate, r.GatewayWorkers, r.GatewayCPUs, r.NumCPU, r.Policy)
 	fmt.Fprintf(w, "handshakes        %d ok, %d failed, %.1f s, %.0f handshakes/s (attempts %d, cookie replies %d)\n",
 		r.Connected, r.Failed, r.HandshakeSeconds, r.HandshakesPerSec, r.Attempts, r.CookieReplies)
 	fmt.Fprintf(w, "latency           p50 %.1f ms, p99 %.1f ms\n", r.LatencyP50ms, r.LatencyP99ms)

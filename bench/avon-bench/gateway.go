@@ -95,6 +95,7 @@ func gatewayMain(args []string, stdin io.Reader, stdout io.Writer) error {
 	queue := fs.Int("queue", 0, "handshake queue length (0: the engine's default)")
 	pulse := fs.Duration("pulse", 10*time.Second, "pulse interval told to agents")
 	loadThreshold := fs.Int("load-threshold", 0, "handshake messages/s at which cookies are required (0: default)")
+	pol := fs.String("policy", "", `"cedar": enforce policy, every session admitted by an in-process Cedar connect decision`)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -117,11 +118,23 @@ func gatewayMain(args []string, stdin io.Reader, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
+	var pc gateway.PolicyConfig
+	switch *pol {
+	case "":
+	case "cedar":
+		eng, err := newCedarEngine()
+		if err != nil {
+			return err
+		}
+		pc = gateway.PolicyConfig{Mode: gateway.PolicyEnforce, Engine: eng, GatewayID: "bench"}
+	default:
+		return fmt.Errorf("gateway: -policy %q: want \"\" or \"cedar\"", *pol)
+	}
 	bind := &portBind{Bind: conn.NewStdNetBind()}
 	ctun := tuntest.NewChannelTUN()
 	g, err := gateway.New(gateway.Config{
 		TunnelPrefix: benchPrefix, Now: time.Now, Rand: crand.Reader, Signer: signer, Verifier: verifier,
-		IPAM: pool, Workers: *workers, QueueLen: *queue, PulseInterval: *pulse, LoadThreshold: *loadThreshold,
+		IPAM: pool, Workers: *workers, QueueLen: *queue, PulseInterval: *pulse, LoadThreshold: *loadThreshold, Policy: pc,
 		// Every agent has its own loopback address; the default per-source
 		// budget applies to each.
 	}, ctun.TUN(), bind)

@@ -12,8 +12,11 @@
 // TUN passes the session's flow table (a new flow is held until the policy
 // engine, batched and cached, decides; a denial is told to the agent as a
 // Denial control message; every accepted pulse and PolicyChanged re-check
-// the open flows); with PolicyOff (the default) flows to Routes leave
-// through the kernel, where its firewall applies.
+// the open flows), and every session is admitted by Action "connect"
+// (connect.go: asked asynchronously after the Finish verified, a denial
+// sent as a Close connect_denied instead of the SessionConfig, asked again
+// on every pulse and policy change); with PolicyOff (the default) flows to
+// Routes leave through the kernel, where its firewall applies.
 //
 // # Data path
 //
@@ -42,7 +45,9 @@
 // (bounded by MaxPending, dropped after PendingTimeout) -> Response split
 // into fragments (frag.SplitForGSO: the bind sends the four as one UDP GSO
 // datagram, and a Finish sent the same way arrives as one GRO buffer that
-// the bind splits); HandleFinish -> IPAM address -> transport keypair ->
+// the bind splits); HandleFinish -> (enforcing: Authorize, groups, connect
+// query to the batcher; the worker moves on and a worker resumes from
+// Gateway.connects when the answer is in) -> IPAM address -> transport keypair ->
 // session (replacing the agent's older one) -> SessionConfig as the first
 // transport packet; HandleRekeyInit -> the new keypair becomes "next" and is
 // promoted to "current" when the agent first uses it (a lost RekeyResp costs

@@ -43,6 +43,10 @@ type Gateway struct {
 	jobs      chan job
 	// flows enforces policy per flow; nil when Policy.Mode is off.
 	flows *flow.Enforcer
+	// connects carries connect decisions of verified handshakes back to
+	// the workers (connect.go); one per half-open handshake at most, so
+	// its capacity, MaxPending, is never exceeded.
+	connects chan connected
 
 	// table guards the index, address and id maps and the pending
 	// counters. Lock order: session.mu before table, never the reverse.
@@ -105,6 +109,12 @@ func New(cfg Config, dev tun.Device, bind conn.Bind) (*Gateway, error) {
 		return nil, fmt.Errorf("gateway: a tun device and a bind are required: %w", ErrConfig)
 	}
 	g := &Gateway{cfg: cfg, dev: dev, bind: bind, jobs: make(chan job, cfg.QueueLen)}
+	if cfg.Policy.Mode == PolicyEnforce {
+		g.connects = make(chan connected, cfg.MaxPending)
+		if g.cfg.Policy.GatewayID == "" {
+			g.cfg.Policy.GatewayID = DefaultGatewayID
+		}
+	}
 	if g.responder, err = handshake.NewResponder(handshake.ResponderConfig{Signer: cfg.Signer, Verifier: cfg.Verifier,
 		Rand: cfg.Rand, Now: cfg.Now, MaxSkew: cfg.MaxSkew}); err != nil {
 		return nil, fmt.Errorf("gateway: responder: %w: %w", ErrConfig, err)
@@ -273,6 +283,7 @@ func (g *Gateway) Close() error {
 	g.tracker.Close()
 	if g.flows != nil {
 		g.flows.Close()
+		g.drainConnects()
 	}
 	return nil
 }

@@ -203,6 +203,11 @@ func (e *errHandshake) Error() string {
 	return fmt.Sprintf("handshake error %v (authenticated %v)", e.info.Code, e.info.Authenticated)
 }
 
+// errClose is a Close the agent received instead of its SessionConfig.
+type errClose struct{ c *control.Close }
+
+func (e *errClose) Error() string { return fmt.Sprintf("closed: code %d: %s", e.c.Code, e.c.Reason) }
+
 func randIndex() uint32 {
 	var b [4]byte
 	_, _ = crand.Read(b[:])
@@ -316,6 +321,9 @@ func (a *testAgent) finish(ctx context.Context, in *handshake.Initiator, res *ha
 		m, err := control.Parse(pt)
 		if err != nil {
 			return err
+		}
+		if c, ok := m.(*control.Close); ok {
+			return &errClose{c}
 		}
 		sc, ok := m.(*control.SessionConfig)
 		if !ok {

@@ -52,7 +52,18 @@ type PolicyConfig struct {
 	// without its groups no decision about the agent would be right. Nil:
 	// agents belong to no group.
 	Groups func(ctx context.Context, agentID string) ([]string, error)
+	// GatewayID names this gateway in connect decisions
+	// (Gateway::"<id>"): the id of its certificate; "" is
+	// DefaultGatewayID. With PolicyEnforce every session is admitted by
+	// Action "connect" (connect.go).
+	GatewayID string
+	// ConnectQuery builds the connect queries (default
+	// flow.DefaultConnectQuery).
+	ConnectQuery flow.ConnectQueryFunc
 }
+
+// DefaultGatewayID names a gateway whose PolicyConfig.GatewayID is empty.
+const DefaultGatewayID = "gateway"
 
 // newEnforcer builds the flow enforcer of an enforcing gateway.
 func (g *Gateway) newEnforcer() (*flow.Enforcer, error) {
@@ -61,7 +72,8 @@ func (g *Gateway) newEnforcer() (*flow.Enforcer, error) {
 	lim.Headroom = tunOffset
 	e, err := flow.New(flow.Config{Engine: pc.Engine, PolicySetID: pc.PolicySetID, Now: g.cfg.Now,
 		Logger: g.cfg.Logger.Named("flow"), Limits: lim, BatchDelay: pc.BatchDelay, EvalTimeout: pc.EvalTimeout,
-		CacheSize: pc.CacheSize, CacheTTL: pc.CacheTTL, Query: pc.Query, Release: g.releaseHeld, Denied: g.sendDenial})
+		CacheSize: pc.CacheSize, CacheTTL: pc.CacheTTL, Query: pc.Query, ConnectQuery: pc.ConnectQuery,
+		Release: g.releaseHeld, Denied: g.sendDenial})
 	if err != nil {
 		return nil, fmt.Errorf("gateway: flow enforcement: %w: %w", ErrConfig, err)
 	}
@@ -149,7 +161,19 @@ func (g *Gateway) PolicyChanged() int {
 	if g.flows == nil {
 		return 0
 	}
-	return g.flows.ReevaluateAll()
+	n := g.flows.ReevaluateAll()
+	g.recheckAllConnects()
+	return n
+}
+
+// PolicyUnavailable is for the supervisor of the policy engine (the
+// plugin host): the engine stopped. Cached decisions stop answering at
+// once: new flows fail closed until the engine is back (docs/policy.md,
+// "When the plugin is down").
+func (g *Gateway) PolicyUnavailable(cause error) {
+	if g.flows != nil {
+		g.flows.EngineUnavailable(cause)
+	}
 }
 
 // Reevaluate re-checks the open flows of session id (a posture or

@@ -110,8 +110,8 @@ func TestPolicyEnforced(t *testing.T) {
 	if got := e.tunIn(ctx); !bytes.Equal(got, ack) {
 		t.Fatal("established packet not forwarded")
 	}
-	if eng.Queries() != 1 {
-		t.Fatalf("%d queries for one flow", eng.Queries())
+	if eng.Queries() != 2 {
+		t.Fatalf("%d queries for the session's connect and one flow, want 2", eng.Queries())
 	}
 
 	// Denied: nothing reaches the TUN, the agent learns why.
@@ -152,6 +152,9 @@ func TestPolicyEnforced(t *testing.T) {
 
 func TestPolicyPulseReevaluation(t *testing.T) {
 	eng := flowtest.New(func(q policy.Query) policy.Decision {
+		if q.Action.ID == "connect" {
+			return policy.Decision{Allow: true}
+		}
 		if strings.Contains(string(q.Context), `"disk.encrypted":"true"`) {
 			return policy.Decision{Allow: true, DeterminingPolicies: []string{"encrypted-only"}}
 		}
@@ -189,10 +192,23 @@ func TestPolicyPulseReevaluation(t *testing.T) {
 }
 
 func TestPolicyFailClosed(t *testing.T) {
+	// Without an engine not even a session is admitted.
 	e := newEnv(t, enforce(nil))
 	ctx := testCtx(t)
-	a := e.agent("agent-noengine", nil)
+	var ec *errClose
+	if err := e.agent("agent-noengine", nil).connect(ctx); !errors.As(err, &ec) || ec.c.Code != control.CloseConnectDenied ||
+		!strings.Contains(ec.c.Reason, "fail closed") {
+		t.Fatalf("connect without an engine: %v, want a connect denial that fails closed", err)
+	}
+	if len(e.gw.Sessions()) != 0 || e.gw.Stats().ConnectRefused.Load() != 1 {
+		t.Fatalf("sessions %v, refused %d", e.gw.Sessions(), e.gw.Stats().ConnectRefused.Load())
+	}
+	// An engine that admitted the session, then fails: new flows fail closed.
+	eng := flowtest.New(flowtest.Rules())
+	e = newEnv(t, enforce(eng))
+	a := e.agent("agent-engine-fails", nil)
 	a.mustConnect(ctx)
+	eng.SetError(flowtest.ErrDown)
 	a.send(ipv4TCP(a.addr(), policyServer, 40000, 443, 0x02))
 	d := a.recvDenial(ctx, 4)
 	if !strings.Contains(d.Reason, "fail closed") {
@@ -206,7 +222,7 @@ func TestPolicyFailClosed(t *testing.T) {
 
 func TestPolicyAgentToAgent(t *testing.T) {
 	eng := flowtest.New(func(q policy.Query) policy.Decision {
-		return policy.Decision{Allow: strings.HasSuffix(q.Resource.ID, ":8080")}
+		return policy.Decision{Allow: q.Action.ID == "connect" || strings.HasSuffix(q.Resource.ID, ":8080")}
 	})
 	e := newEnv(t, enforce(eng))
 	ctx := testCtx(t)
@@ -236,8 +252,8 @@ func TestPolicyAgentToAgent(t *testing.T) {
 	b.send(ipv4TCP(b.addr(), a.addr(), 40001, 22, 0x02))
 	b.recvDenial(ctx, 4)
 	e.noTunPacket()
-	if eng.Queries() != 2 {
-		t.Fatalf("%d queries", eng.Queries())
+	if eng.Queries() != 4 {
+		t.Fatalf("%d queries, want 4 (two connects, two flows)", eng.Queries())
 	}
 }
 

@@ -13,6 +13,8 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/avonzt/avon/core/gateway/flow"
+	"github.com/avonzt/avon/core/tunnel/control"
 	"github.com/avonzt/avon/sdk/host"
 	"github.com/avonzt/avon/sdk/plugin"
 	"github.com/avonzt/avon/sdk/plugintest"
@@ -23,9 +25,21 @@ import (
 // TestMain removes the plugin binaries plugintest.Build made.
 func TestMain(m *testing.M) { plugintest.Main(m) }
 
+// abacConnect: every agent may connect to the gateway, except those of
+// group kiosk.
+const abacConnect = `@id("agents-connect")
+permit (principal is Agent, action == Action::"connect", resource is Gateway)
+when { context.source.port > 0 && context.calibration_skew_ms < 60000 && context.location.country == "" &&
+       context.time > datetime("2026-01-01T00:00:00Z") && resource.name != "" && principal.name != "" };
+
+@id("no-kiosks")
+@reason("kiosks may not connect")
+forbid (principal in Group::"kiosk", action == Action::"connect", resource);
+`
+
 // abacPolicies: group eng reaches 10.99.0.0/16 on port 443; port 22 is
 // forbidden to everyone.
-const abacPolicies = `@id("eng-https")
+const abacPolicies = abacConnect + `@id("eng-https")
 @reason("engineering reaches 10.99.0.0/16 over HTTPS")
 permit (principal in Group::"eng", action == Action::"reach", resource)
 when { context.destination.ip.isInRange(ip("10.99.0.0/16")) && context.destination.port == 443 &&
@@ -37,8 +51,8 @@ forbid (principal, action == Action::"reach", resource)
 when { context.destination.port == 22 };
 `
 
-// abacNoPermit is abacPolicies without its permit.
-const abacNoPermit = `@id("no-ssh")
+// abacNoPermit is abacPolicies without its reach permit.
+const abacNoPermit = abacConnect + `@id("no-ssh")
 @reason("SSH is closed to everyone")
 forbid (principal, action == Action::"reach", resource)
 when { context.destination.port == 22 };
@@ -92,28 +106,27 @@ func TestPolicyABACPlugin(t *testing.T) {
 				if id == agentID {
 					return []string{"eng"}, nil
 				}
+				if strings.HasPrefix(id, "kiosk") {
+					return []string{"kiosk"}, nil
+				}
 				return nil, nil
 			}}
 	})
 	ctx := testCtx(t)
 	a := e.agent(agentID, nil)
-	a.mustConnect(ctx)
-	if _, ok := groupCalls.Load(agentID); !ok {
-		t.Fatal("the agent's groups were not asked for")
-	}
-	fs := e.gw.FlowStats()
 
 	// No policy set yet: the plugin answers ErrUnknownPolicySet and the
-	// gateway denies.
+	// gateway refuses the session (fail closed).
 	if _, err := eng.Evaluate(ctx, &policy.EvaluateRequest{PolicySetID: "default"}); !errors.Is(err, policy.ErrUnknownPolicySet) {
 		t.Fatalf("evaluate before any set: %v, want ErrUnknownPolicySet", err)
 	}
-	a.send(ipv4TCP(a.addr(), server, 39999, 443, 0x02))
-	d := a.recvDenial(ctx, 4)
-	if !strings.Contains(d.Reason, "fail closed") || fs.FailClosed.Load() != 1 {
-		t.Fatalf("denial before any set %+v (fail closed %d)", d, fs.FailClosed.Load())
+	var ec *errClose
+	if err := a.connect(ctx); !errors.As(err, &ec) || ec.c.Code != control.CloseConnectDenied || !strings.Contains(ec.c.Reason, "fail closed") {
+		t.Fatalf("connect before any set: %v, want a connect denial that fails closed", err)
 	}
-	e.noTunPacket()
+	if _, ok := groupCalls.Load(agentID); !ok {
+		t.Fatal("the agent's groups were not asked for")
+	}
 
 	setPolicies := func(text string, reportOnly bool) {
 		t.Helper()
@@ -124,6 +137,27 @@ func TestPolicyABACPlugin(t *testing.T) {
 	}
 	setPolicies(abacPolicies, false)
 	e.gw.PolicyChanged()
+	a.mustConnect(ctx)
+	fs := e.gw.FlowStats()
+
+	// A kiosk is refused, told why and by which policy.
+	if err := e.agent("kiosk-1", nil).connect(ctx); !errors.As(err, &ec) || ec.c.Code != control.CloseConnectDenied ||
+		ec.c.Reason != "kiosks may not connect (policy no-kiosks)" {
+		t.Fatalf("kiosk connect: %v, want the no-kiosks denial", err)
+	}
+	if n := e.gw.Stats().ConnectRefused.Load(); n != 2 {
+		t.Fatalf("%d connects refused, want 2", n)
+	}
+	// The plugin's decision log records the refusal.
+	waitFor(t, "the kiosk's connect denial in the decision log", func() bool {
+		for _, ev := range h.Events() {
+			if ev.Action == "policy.decision" && ev.Fields["action"] == `Action::"connect"` && ev.Fields["allow"] == "false" &&
+				ev.Fields["policies"] == "no-kiosks" && strings.Contains(ev.Fields["resource"], "Gateway::") {
+				return true
+			}
+		}
+		return false
+	})
 
 	// :443 passes: the SYN reaches the TUN after the decision.
 	syn := ipv4TCP(a.addr(), server, 40000, 443, 0x02)
@@ -140,7 +174,7 @@ func TestPolicyABACPlugin(t *testing.T) {
 
 	// :22 is dropped; the agent learns the reason and the policy.
 	a.send(ipv4TCP(a.addr(), server, 40001, 22, 0x02))
-	d = a.recvDenial(ctx, 4)
+	d := a.recvDenial(ctx, 4)
 	if d.Dst != netip.AddrPortFrom(server, 22) || d.Reason != "SSH is closed to everyone" ||
 		len(d.PolicyIDs) != 1 || d.PolicyIDs[0] != "no-ssh" {
 		t.Fatalf("denial %+v", d)
@@ -151,21 +185,12 @@ func TestPolicyABACPlugin(t *testing.T) {
 	setPolicies(abacNoPermit, false)
 	start := time.Now()
 	e.gw.PolicyChanged()
-	// Two flows to :443 are open: 40000, and 39999, denied while no set
-	// existed and allowed by the re-evaluation when the set came.
-	cut := map[uint16]bool{}
-	for range 2 {
-		d = a.recvDenial(ctx, 4)
-		if d.Dst != netip.AddrPortFrom(server, 443) || !strings.HasPrefix(d.Reason, "open flow cut: no policy permits") ||
-			len(d.PolicyIDs) != 0 {
-			t.Fatalf("cut denial %+v", d)
-		}
-		cut[d.Src.Port()] = true
+	d = a.recvDenial(ctx, 4)
+	if d.Dst != netip.AddrPortFrom(server, 443) || d.Src.Port() != 40000 ||
+		!strings.HasPrefix(d.Reason, "open flow cut: no policy permits") || len(d.PolicyIDs) != 0 {
+		t.Fatalf("cut denial %+v", d)
 	}
-	t.Logf("open :443 flows cut and the agent told %v after the policy change", time.Since(start))
-	if !cut[39999] || !cut[40000] {
-		t.Fatalf("cut flows from ports %v, want 39999 and 40000", cut)
-	}
+	t.Logf("open :443 flow cut and the agent told %v after the policy change", time.Since(start))
 	dropped := fs.DropDenied.Load()
 	a.send(ipv4TCP(a.addr(), server, 40000, 443, 0x10))
 	waitFor(t, "the cut flow's packet dropped", func() bool { return fs.DropDenied.Load() == dropped+1 })
@@ -195,19 +220,61 @@ func TestPolicyABACPlugin(t *testing.T) {
 		return false
 	})
 
-	// The plugin stops: a new flow the cache cannot answer is denied (fail
-	// closed). (Decisions cached for this set version still answer, for
-	// at most the cache TTL.)
+	// The plugin process is killed while decisions are on their way: a
+	// burst of new flows to fresh destinations, the kill right after the
+	// first Evaluate went out. Every one of them that the engine did not
+	// answer is denied (fail closed).
+	cachedBefore := fs.CacheHits.Load()
+	calls := fs.EngineCalls.Load()
+	for i := range 64 {
+		a.send(ipv4TCP(a.addr(), netip.AddrFrom4([4]byte{10, 99, 1, byte(i)}), 41000, 443, 0x02))
+	}
+	waitFor(t, "a decision call under way", func() bool { return fs.EngineCalls.Load() > calls })
 	started.Client.Kill()
+	waitFor(t, "the burst decided", func() bool { return fs.Allowed.Load()+fs.Denied.Load() >= fs.FlowsCreated.Load() })
+	if fs.FailClosed.Load() == 0 || fs.CachePurges.Load() == 0 {
+		t.Fatalf("fail closed %d, cache purges %d after the kill", fs.FailClosed.Load(), fs.CachePurges.Load())
+	}
+	for len(e.tun.Inbound) > 0 {
+		<-e.tun.Inbound // what the plugin allowed before it died
+	}
+	// A destination decided (and cached) before the kill is asked again
+	// and denied: no cached allow outlives the plugin.
+	if e.gw.flows.Cache().Len() != 0 {
+		t.Fatalf("%d cached decisions after the plugin died", e.gw.flows.Cache().Len())
+	}
 	failed := fs.FailClosed.Load()
-	a.send(ipv4TCP(a.addr(), server, 40003, 8443, 0x02))
-	d = a.recvDenial(ctx, 4)
-	if !strings.Contains(d.Reason, "fail closed") || d.Dst != netip.AddrPortFrom(server, 8443) {
-		t.Fatalf("denial with the plugin stopped %+v", d)
+	// (The agent's Denials are rate limited per second: the burst used
+	// them up; the verdict is read from the flow table.)
+	a.send(ipv4TCP(a.addr(), server, 40003, 22, 0x02))
+	waitFor(t, "the :22 flow denied", func() bool {
+		for _, fi := range e.gw.SessionFlows(pulseID(a)) {
+			if fi.Key.SrcPort == 40003 && fi.Verdict == flow.Deny {
+				return true
+			}
+		}
+		return false
+	})
+	if fs.FailClosed.Load() != failed+1 || fs.CacheHits.Load() != cachedBefore {
+		t.Fatalf("fail closed %d, want %d; cache hits %d, want %d", fs.FailClosed.Load(), failed+1, fs.CacheHits.Load(), cachedBefore)
 	}
-	if fs.FailClosed.Load() != failed+1 {
-		t.Fatalf("fail closed %d, want %d", fs.FailClosed.Load(), failed+1)
+	e.noTunPacket()
+
+	// Established flows: the next pulse re-checks them and, the plugin
+	// being dead, cuts them (fail closed); the session itself stays (its
+	// connect re-check could not be answered) and no packet of a cut
+	// flow passes.
+	cutBefore := fs.Cut.Load()
+	a.seq++
+	a.sendControl(&control.Pulse{Seq: a.seq, SessionToken: a.stoken, AgentTime: a.now().UnixNano(), OS: "linux", AgentVersion: "test"})
+	waitFor(t, "the open flows cut after the pulse", func() bool { return fs.Cut.Load() > cutBefore })
+	waitFor(t, "the connect re-check failed closed", func() bool { return fs.ConnectFailClosed.Load() >= 2 })
+	if len(e.gw.Sessions()) != 1 {
+		t.Fatal("the session was ended by a re-check the plugin could not answer")
 	}
+	dropped = fs.DropDenied.Load()
+	a.send(ipv4TCP(a.addr(), server, 40002, 22, 0x10))
+	waitFor(t, "the cut flow's packet dropped", func() bool { return fs.DropDenied.Load() == dropped+1 })
 	e.noTunPacket()
 }
 

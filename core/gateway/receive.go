@@ -114,9 +114,10 @@ func (g *Gateway) handleDatagram(b []byte, ep conn.Endpoint, now time.Time, rx *
 
 // Offsets in an Initiation (docs/protocol.md §3.1).
 const (
-	initSenderOff   = 4
-	initTokenLenOff = 84
-	initTokenOff    = 86
+	initSenderOff    = 4
+	initTimestampOff = 12
+	initTokenLenOff  = 84
+	initTokenOff     = 86
 )
 
 // handleInitiation runs the cheap checks (length, mac1, per-source rate,
@@ -326,6 +327,9 @@ func (g *Gateway) handleControl(s *session, pt []byte, now time.Time) {
 			// with the posture of every accepted pulse.
 			g.flows.SetPulse(s.flow, flow.Posture{OS: d.Posture.OS, AgentVersion: d.Posture.AgentVersion,
 				Facts: d.Posture.Facts, ClockOffset: d.Posture.ClockOffset, Skew: d.Posture.Skew})
+			// And the session itself: connect is asked again with the
+			// posture (connect.go).
+			g.recheckConnect(s, now)
 		}
 		ack := d.Ack
 		if ep := s.endpoint.Load(); ep != nil {

@@ -138,6 +138,9 @@ type pendingHS struct {
 	src     netip.AddrPort
 	ep      conn.Endpoint
 	created time.Time
+	// skew is the Initiation's timestamp against the gateway's clock
+	// (agent - gateway), for the connect decision's context.
+	skew time.Duration
 	// done is set once a worker took the Finish (success or final
 	// refusal); the entry is then being removed.
 	done atomic.Bool

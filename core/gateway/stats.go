@@ -39,6 +39,11 @@ type Stats struct {
 	// session of the same agent, and ended because the keypair expired or
 	// pulses stopped.
 	SessionsEstablished, SessionsEnded, SessionsReplaced, SessionsExpired, SessionsDead atomic.Uint64
+	// Connect policy (Config.Policy enforcing): sessions refused at their
+	// handshake because Action "connect" was denied (or could not be
+	// decided: fail closed), and live sessions ended because a re-check
+	// (pulse, policy change) denied it.
+	ConnectRefused, ConnectCut atomic.Uint64
 	// Rekeys done; RekeyRefused: RekeyInits that failed.
 	Rekeys, RekeyRefused atomic.Uint64
 

@@ -35,6 +35,8 @@ func (g *Gateway) worker(ctx context.Context) {
 			case jobRekey:
 				g.doRekey(j)
 			}
+		case c := <-g.connects:
+			g.doConnected(ctx, c)
 		}
 	}
 }
@@ -131,7 +133,8 @@ func (g *Gateway) doInitiation(j job) {
 		return
 	}
 	g.table.Lock()
-	entry.pending = &pendingHS{p: p, src: j.src, ep: j.ep, created: p.Created()}
+	ts := int64(binary.BigEndian.Uint64(j.b[initTimestampOff:]))
+	entry.pending = &pendingHS{p: p, src: j.src, ep: j.ep, created: p.Created(), skew: time.Unix(0, ts).Sub(p.Created())}
 	g.table.pendings[idx] = entry.pending
 	g.table.Unlock()
 	g.stats.Responses.Add(1)
@@ -177,7 +180,50 @@ func (g *Gateway) doFinish(ctx context.Context, j job) {
 		g.cfg.Logger.Info("finish refused", "source", j.src.String(), "error", err)
 		return
 	}
-	err = g.establish(ctx, idx, ph, res, j)
+	if g.flows != nil {
+		// Admitted by policy: the rest happens when the decision is in
+		// (connect.go), this worker moves on.
+		g.askConnect(ctx, idx, ph, res, j)
+		return
+	}
+	g.finishEstablish(ctx, idx, ph, res, j, nil)
+}
+
+// admission is what establishing a session learnt of its agent before the
+// session exists: the certificate serial and the agent's groups.
+type admission struct {
+	serial string
+	groups []string
+}
+
+// admit checks an authenticated agent before it gets a session: its leaf
+// serial, Config.Authorize, and its groups (when policy is enforced).
+func (g *Gateway) admit(ctx context.Context, res *handshake.Result) (*admission, error) {
+	serial, err := peerSerial(res.Peer)
+	if err != nil {
+		return nil, err
+	}
+	actx, cancel := context.WithTimeout(ctx, ipamTimeout)
+	defer cancel()
+	if g.cfg.Authorize != nil {
+		if err := g.cfg.Authorize(actx, res.Peer); err != nil {
+			return nil, fmt.Errorf("gateway: agent %s: %w: %w", res.Peer.ID, handshake.ErrNotAuthorized, err)
+		}
+	}
+	a := &admission{serial: serial}
+	if g.flows != nil && g.cfg.Policy.Groups != nil {
+		if a.groups, err = g.cfg.Policy.Groups(actx, res.Peer.ID); err != nil {
+			return nil, fmt.Errorf("gateway: agent %s: groups: %w: %w", res.Peer.ID, handshake.ErrNotAuthorized, err)
+		}
+	}
+	return a, nil
+}
+
+// finishEstablish establishes the session of a verified Finish (admitted
+// already when a is set), or refuses it with an authenticated
+// HandshakeError; either way the half-open handshake is done with.
+func (g *Gateway) finishEstablish(ctx context.Context, idx uint32, ph *pendingHS, res *handshake.Result, j job, a *admission) {
+	err := g.establish(ctx, idx, ph, res, j, a)
 	if err != nil {
 		// Refused after the Finish verified: tell the agent, authenticated
 		// (busy, or not_authorized from the policy hook).
@@ -205,25 +251,17 @@ func (g *Gateway) dropPending(idx uint32, ph *pendingHS) {
 
 // establish turns a verified Finish into a session and sends its
 // SessionConfig as the first transport packet.
-func (g *Gateway) establish(ctx context.Context, idx uint32, ph *pendingHS, res *handshake.Result, j job) error {
-	now := g.cfg.Now()
-	serial, err := peerSerial(res.Peer)
-	if err != nil {
-		return err
+func (g *Gateway) establish(ctx context.Context, idx uint32, ph *pendingHS, res *handshake.Result, j job, a *admission) error {
+	var err error
+	if a == nil {
+		if a, err = g.admit(ctx, res); err != nil {
+			return err
+		}
 	}
+	now := g.cfg.Now()
+	serial, groups := a.serial, a.groups
 	actx, cancel := context.WithTimeout(ctx, ipamTimeout)
 	defer cancel()
-	if g.cfg.Authorize != nil {
-		if err := g.cfg.Authorize(actx, res.Peer); err != nil {
-			return fmt.Errorf("gateway: agent %s: %w: %w", res.Peer.ID, handshake.ErrNotAuthorized, err)
-		}
-	}
-	var groups []string
-	if g.flows != nil && g.cfg.Policy.Groups != nil {
-		if groups, err = g.cfg.Policy.Groups(actx, res.Peer.ID); err != nil {
-			return fmt.Errorf("gateway: agent %s: groups: %w: %w", res.Peer.ID, handshake.ErrNotAuthorized, err)
-		}
-	}
 	addr, err := g.cfg.IPAM.Assign(actx, res.Peer.ID)
 	if err != nil {
 		return fmt.Errorf("gateway: tunnel address: %w: %w", handshake.ErrBusy, err)

@@ -419,6 +419,8 @@ func gatewayCollectors(g *gateway.Gateway) []prometheus.Collector {
 		counter("avon_gateway_rate_limited_total", "Initiations dropped over the per-source rate.", st.DropRateLimited.Load),
 		counter("avon_gateway_sessions_established_total", "Sessions established.", st.SessionsEstablished.Load),
 		counter("avon_gateway_sessions_ended_total", "Sessions ended for any reason.", st.SessionsEnded.Load),
+		counter("avon_gateway_connect_refused_total", "Handshakes refused because policy denied connect (or could not decide).", st.ConnectRefused.Load),
+		counter("avon_gateway_connect_cut_total", "Sessions ended because a connect re-check denied them.", st.ConnectCut.Load),
 		counter("avon_gateway_rekeys_total", "Rekeys done.", st.Rekeys.Load),
 		counter("avon_gateway_pulses_accepted_total", "Pulses accepted.", st.PulsesAccepted.Load),
 		counter("avon_gateway_tun_tx_packets_total", "Packets from agents written to the TUN.", st.TunTxPackets.Load),

@@ -35,10 +35,12 @@ type gatewayRuntime struct {
 	stopWatch func()
 	stopCAs   func() // the ca.rotated watcher
 	stopPol   func() // the policy.changed watcher (enforcing gateways)
-	iface     string
-	addr      netip.Addr
-	port      uint16
-	stopped   bool // by teardown, which runs once
+	// stopPolDown stops the watcher of the policy plugin's state.
+	stopPolDown func()
+	iface       string
+	addr        netip.Addr
+	port        uint16
+	stopped     bool // by teardown, which runs once
 }
 
 // gatewayPreflight checks what the gateway needs from the host, with the
@@ -119,6 +121,7 @@ func (s *Server) startGateway(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
+	pol.GatewayID = cert.ID
 
 	rt := &gatewayRuntime{iface: gc.Interface, addr: pool.Gateway(), port: uint16(port)}
 	s.gw = rt
@@ -182,6 +185,9 @@ func (s *Server) startGateway(ctx context.Context) (err error) {
 		if rt.stopPol, err = watchPolicy(context.Background(), s.events, g, s.log.Named("gateway.policy")); err != nil {
 			return fmt.Errorf("gateway: %w", err)
 		}
+		if inst, ok := s.plugins.Get("policy", s.cfg.Gateway.Policy.Plugin); ok {
+			rt.stopPolDown = watchPolicyPlugin(inst.Status, g, policyPluginPoll, s.log.Named("gateway.policy"))
+		}
 	}
 	for _, c := range append(gatewayCollectors(g), flowCollectors(g)...) {
 		if err := s.registry.Register(c); err != nil {
@@ -218,6 +224,9 @@ func (s *Server) stopGateway() error {
 	}
 	if rt.stopPol != nil {
 		rt.stopPol()
+	}
+	if rt.stopPolDown != nil {
+		rt.stopPolDown()
 	}
 	var errs []error
 	if rt.g != nil {

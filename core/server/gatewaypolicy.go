@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/prometheus/client_golang/prometheus"
@@ -10,6 +11,7 @@ import (
 	"github.com/avonzt/avon/core/agents"
 	"github.com/avonzt/avon/core/events"
 	"github.com/avonzt/avon/core/gateway"
+	"github.com/avonzt/avon/core/pluginhost"
 )
 
 // The gateway's per-flow policy (gateway { policy { } }): the engine is
@@ -81,6 +83,45 @@ func watchPolicy(ctx context.Context, bus *events.Bus, g policyChanger, log hclo
 	return func() { cancel(); <-done }, nil
 }
 
+// policyPluginPoll is how often watchPolicyPlugin reads the policy
+// plugin's state.
+const policyPluginPoll = 250 * time.Millisecond
+
+// policyDowner is what watchPolicyPlugin drives: the gateway.
+type policyDowner interface{ PolicyUnavailable(cause error) }
+
+// watchPolicyPlugin tells the gateway when the policy plugin stops
+// serving (its state leaves "running", or its health check fails), so
+// that cached decisions stop answering before a call has to fail
+// (docs/policy.md, "When the plugin is down"). It polls status every
+// poll until the returned stop is called.
+func watchPolicyPlugin(status func() pluginhost.Status, g policyDowner, poll time.Duration, log hclog.Logger) func() {
+	done := make(chan struct{})
+	stop := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(poll)
+		defer t.Stop()
+		wasUp := true
+		for {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+			}
+			st := status()
+			up := st.State == pluginhost.StateRunning && st.Healthy
+			if !up && wasUp {
+				log.Error("policy plugin unavailable: cached decisions dropped, new sessions and flows fail closed",
+					"plugin", st.Kind+"."+st.Name, "state", st.State, "message", st.Message)
+				g.PolicyUnavailable(fmt.Errorf("policy plugin %s.%s is %s: %w", st.Kind, st.Name, st.State, pluginhost.ErrUnavailable))
+			}
+			wasUp = up
+		}
+	}()
+	return func() { close(stop); <-done }
+}
+
 // flowCollectors exports the enforcement counters (none when off).
 func flowCollectors(g *gateway.Gateway) []prometheus.Collector {
 	st := g.FlowStats()
@@ -108,5 +149,18 @@ func flowCollectors(g *gateway.Gateway) []prometheus.Collector {
 		counter("denied_total", "Flows denied.", st.Denied.Load),
 		counter("report_only_total", "Flows allowed in report-only mode that policy would deny.", st.ReportOnly.Load),
 		counter("cut_total", "Open flows cut by a re-evaluation.", st.Cut.Load),
+		counter("cache_purges_total", "Decision cache emptied because the policy plugin was unavailable.", st.CachePurges.Load),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "avon_gateway_connect_allowed_total",
+			Help: "Connect decisions that allowed a session (report-only ones included)."},
+			func() float64 { return float64(st.ConnectAllowed.Load()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "avon_gateway_connect_denied_total",
+			Help: "Connect decisions that denied a session (fail-closed ones included)."},
+			func() float64 { return float64(st.ConnectDenied.Load()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "avon_gateway_connect_fail_closed_total",
+			Help: "Connect decisions denied because the policy plugin could not decide."},
+			func() float64 { return float64(st.ConnectFailClosed.Load()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "avon_gateway_connect_report_only_total",
+			Help: "Sessions allowed in report-only mode that policy would deny."},
+			func() float64 { return float64(st.ConnectReportOnly.Load()) }),
 	}
 }

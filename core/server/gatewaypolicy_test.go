@@ -10,6 +10,7 @@ import (
 
 	"github.com/avonzt/avon/core/cache/memcache"
 	"github.com/avonzt/avon/core/events"
+	"github.com/avonzt/avon/core/pluginhost"
 )
 
 type countingChanger struct{ n atomic.Int64 }
@@ -42,5 +43,47 @@ func TestWatchPolicy(t *testing.T) {
 	stop()
 	if got := c.n.Load(); got != 1 {
 		t.Fatalf("%d re-evaluations for one policy.changed", got)
+	}
+}
+
+type downRecorder struct{ n atomic.Int64 }
+
+func (d *downRecorder) PolicyUnavailable(error) { d.n.Add(1) }
+
+// TestWatchPolicyPlugin: the gateway is told once per outage when the
+// policy plugin leaves the running and healthy state.
+func TestWatchPolicyPlugin(t *testing.T) {
+	var state atomic.Value
+	state.Store(pluginhost.Status{Kind: "policy", Name: "abac", State: pluginhost.StateRunning, Healthy: true})
+	var polls atomic.Int64
+	status := func() pluginhost.Status { polls.Add(1); return state.Load().(pluginhost.Status) }
+	var d downRecorder
+	stop := watchPolicyPlugin(status, &d, time.Millisecond, hclog.NewNullLogger())
+	defer stop()
+	waitPolls := func(n int64) {
+		t.Helper()
+		start := polls.Load()
+		for i := 0; polls.Load() < start+n; i++ {
+			if i == 10000 {
+				t.Fatal("the watcher stopped polling")
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	waitPolls(3)
+	if d.n.Load() != 0 {
+		t.Fatal("told while the plugin runs")
+	}
+	state.Store(pluginhost.Status{Kind: "policy", Name: "abac", State: pluginhost.StateRestarting})
+	waitPolls(3)
+	if got := d.n.Load(); got != 1 {
+		t.Fatalf("told %d times for one outage", got)
+	}
+	state.Store(pluginhost.Status{Kind: "policy", Name: "abac", State: pluginhost.StateRunning, Healthy: true})
+	waitPolls(3)
+	state.Store(pluginhost.Status{Kind: "policy", Name: "abac", State: pluginhost.StateRunning, Healthy: false})
+	waitPolls(3)
+	if got := d.n.Load(); got != 2 {
+		t.Fatalf("told %d times for two outages", got)
 	}
 }

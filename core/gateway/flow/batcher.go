@@ -16,6 +16,9 @@ type Item struct {
 	Query    policy.Query
 	Entities []policy.Entity
 	epoch    uint64
+	// connect, set for a connect query (AskConnect), receives its
+	// decision; Key is then unused.
+	connect func(*Decision)
 }
 
 // DeliverFunc receives the answer to a batch: one Decision per item, in
@@ -105,7 +108,7 @@ func (b *Batcher) Submit(it Item) error {
 	}
 	if len(b.pending) >= b.cfg.MaxPending {
 		b.mu.Unlock()
-		return fmt.Errorf("flow: batcher: %d queries waiting: %w", b.cfg.MaxPending, ErrEngine)
+		return fmt.Errorf("flow: batcher: %d queries waiting: %w: %w", b.cfg.MaxPending, ErrEngine, errQueueFull)
 	}
 	b.pending = append(b.pending, it)
 	b.mu.Unlock()

@@ -72,6 +72,18 @@
 // mode the engine allows and says it would have denied; the flow passes
 // and the would-be denial is logged.
 //
+// # Sessions
+//
+// AskConnect asks Action "connect" for a session (DefaultConnectQuery: the
+// agent, its groups, the Gateway, the outer source address, the clock
+// skew, the last pulse's posture) through the same batcher and hands the
+// decision to a callback; connect decisions are never cached. The gateway
+// asks at the handshake and again on every pulse and policy change.
+//
+// A failed Evaluate call, or EngineUnavailable (the engine's supervisor
+// says it stopped), empties the decision cache: no cached allow outlives
+// the engine.
+//
 // # Re-evaluation
 //
 // Reevaluate (on every accepted pulse, with its posture: SetPulse) and

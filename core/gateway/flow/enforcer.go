@@ -44,8 +44,11 @@ type Config struct {
 	// DenialsPerSecond bounds the denials of one session handed to Denied
 	// and logged (default 10); more are counted only.
 	DenialsPerSecond int
-	// Query builds the engine's query for a flow (default DefaultQuery).
-	Query QueryFunc
+	// Query builds the engine's query for a flow (default DefaultQuery);
+	// ConnectQuery the query of a connect decision (AskConnect; default
+	// DefaultConnectQuery).
+	Query        QueryFunc
+	ConnectQuery ConnectQueryFunc
 	// Release receives the held packets of a pending flow that was allowed
 	// (each after Limits.Headroom free bytes), to forward them. Denied
 	// receives each denial (a new flow refused, or an open flow cut by a
@@ -214,6 +217,9 @@ func New(cfg Config) (*Enforcer, error) {
 	}
 	if cfg.Query == nil {
 		cfg.Query = DefaultQuery
+	}
+	if cfg.ConnectQuery == nil {
+		cfg.ConnectQuery = DefaultConnectQuery
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = hclog.NewNullLogger()
@@ -503,12 +509,16 @@ func (e *Enforcer) request(key CacheKey, ss *subjectState, d Dest, w waiter, now
 // the flows waiting for them, and fails closed on an engine error.
 func (e *Enforcer) deliver(items []Item, ds []policy.Decision, version uint64, err error) {
 	now := e.cfg.Now().UnixNano()
+	items = e.deliverConnect(items, ds, err)
+	if len(items) == 0 {
+		return
+	}
 	if err != nil {
 		if errors.Is(err, ErrClosed) {
 			return
 		}
-		if e.engineDown.CompareAndSwap(false, true) {
-			e.log.Error("policy engine unavailable: new and re-checked flows are denied (fail closed)", "error", err)
+		if !errors.Is(err, errQueueFull) {
+			e.engineFailed(err)
 		}
 	} else if e.engineDown.CompareAndSwap(true, false) {
 		e.log.Info("policy engine available again: flows are decided by policy", "version", version)
@@ -549,6 +559,77 @@ func (e *Enforcer) deliver(items []Item, ds []policy.Decision, version uint64, e
 		e.follow(f, now)
 	}
 }
+
+// deliverConnect hands the connect decisions of a batch to their
+// callbacks and returns the flow items, in order, with ds cut to match.
+func (e *Enforcer) deliverConnect(items []Item, ds []policy.Decision, err error) []Item {
+	n := 0
+	for _, it := range items {
+		if it.connect != nil {
+			n++
+		}
+	}
+	if n == 0 {
+		return items
+	}
+	if err != nil && !errors.Is(err, ErrClosed) && !errors.Is(err, errQueueFull) {
+		e.engineFailed(err)
+	} else if err == nil && e.engineDown.CompareAndSwap(true, false) {
+		e.log.Info("policy engine available again: sessions and flows are decided by policy")
+	}
+	rest := make([]Item, 0, len(items)-n)
+	var restDs []policy.Decision
+	if ds != nil {
+		restDs = make([]policy.Decision, 0, len(items)-n)
+	}
+	type call struct {
+		f func(*Decision)
+		d *Decision
+	}
+	calls := make([]call, 0, n)
+	for i, it := range items {
+		if it.connect == nil {
+			rest = append(rest, it)
+			if ds != nil {
+				restDs = append(restDs, ds[i])
+			}
+			continue
+		}
+		var pd *policy.Decision
+		if err == nil {
+			pd = &ds[i]
+		}
+		calls = append(calls, call{f: it.connect, d: e.connectDecision(pd, err)})
+	}
+	if ds != nil {
+		copy(ds, restDs)
+	}
+	for _, c := range calls {
+		c.f(c.d)
+	}
+	return rest
+}
+
+// engineFailed records that an Evaluate call failed: the engine is
+// unavailable (stopped, restarting, timing out or answering out of
+// shape). The decision cache is emptied so that no cached allow outlives
+// the engine: until it answers again every new flow is asked for, and
+// fails closed.
+func (e *Enforcer) engineFailed(err error) {
+	e.epochMu.Lock()
+	e.cache.Purge()
+	e.epochMu.Unlock()
+	e.stats.CachePurges.Add(1)
+	if e.engineDown.CompareAndSwap(false, true) {
+		e.log.Error("policy engine unavailable: decision cache emptied; new sessions, new flows and re-checked flows are denied (fail closed)",
+			"error", err)
+	}
+}
+
+// EngineUnavailable is for whoever supervises the engine (the plugin
+// host): the engine stopped. The decision cache is emptied at once
+// (engineFailed), before any call fails.
+func (e *Enforcer) EngineUnavailable(cause error) { e.engineFailed(cause) }
 
 // fromPolicy turns an engine's decision into ours. A decision with
 // evaluation errors is a denial.

@@ -16,4 +16,8 @@ var (
 	// ErrEngine: the policy engine failed, answered out of shape, or is
 	// absent; the decision fails closed (deny) and is not cached.
 	ErrEngine = errors.New("flow: policy engine unavailable")
+
+	// errQueueFull: the batcher refused a query (MaxPending wait); the
+	// engine itself may be fine.
+	errQueueFull = errors.New("flow: too many queries waiting")
 )

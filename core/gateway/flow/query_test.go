@@ -186,3 +186,93 @@ func BenchmarkDefaultQuery(b *testing.B) {
 		flow.DefaultQuery(s, d, now)
 	}
 }
+
+// connectPolicies read every attribute DefaultConnectQuery sends.
+const connectPolicies = `@id("eng-connect")
+@reason("engineering connects from the office")
+permit (principal in Group::"eng", action == Action::"connect", resource is Gateway)
+when { resource.name == "gw-berlin" && resource.region == "" && principal.name == "laptop" && principal.os == context.posture.os &&
+       context.source.ip.isInRange(ip("203.0.113.0/24")) && context.source.port == 40000 &&
+       context.location.country == "" && context.location.region == "" && context.location.city == "" &&
+       context.time > datetime("2026-01-01T00:00:00Z") && context.weekday >= 0 &&
+       context.calibration_skew_ms == 12 && context.posture.skew_ms == 12 && context.posture.clock_offset_ms == 0 &&
+       context.posture.agent_version == "" };
+
+@id("no-kiosks")
+@reason("kiosks may not connect")
+forbid (principal in Group::"kiosk", action == Action::"connect", resource);
+`
+
+// TestDefaultConnectQueryConformsToSchema evaluates DefaultConnectQuery's
+// entities and context (a session before its first pulse) with the
+// policy-abac schema and policies that read all of them.
+func TestDefaultConnectQueryConformsToSchema(t *testing.T) {
+	set, diags := abac.Compile(abac.Source{ID: "default", Policies: connectPolicies})
+	if set == nil {
+		t.Fatalf("compile: %v", diags)
+	}
+	now := time.Date(2026, 12, 2, 10, 0, 0, 0, time.UTC)
+	c := flow.Connect{GatewayID: "gw-berlin", Source: netip.MustParseAddrPort("203.0.113.7:40000")}
+	eng := flow.ConnectSubject(flow.Subject{AgentID: "laptop", Groups: []string{"eng"}, Skew: 12 * time.Millisecond})
+	kiosk := flow.ConnectSubject(flow.Subject{AgentID: "laptop", Groups: []string{"eng", "kiosk"}, Skew: 12 * time.Millisecond})
+	far := *eng
+	far.Skew = 13 * time.Millisecond
+	far = *flow.ConnectSubject(far)
+	for _, tc := range []struct {
+		name  string
+		s     *flow.Subject
+		c     flow.Connect
+		allow bool
+		ids   string
+	}{
+		{"eng", eng, c, true, "eng-connect"},
+		{"kiosk", kiosk, c, false, "no-kiosks"},
+		{"other skew", &far, c, false, ""},
+		{"other source", eng, flow.Connect{GatewayID: "gw-berlin", Source: netip.MustParseAddrPort("198.51.100.1:40000")}, false, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			q, ents := flow.DefaultConnectQuery(tc.s, tc.c, now)
+			if q.Action.ID != "connect" || q.Resource != (policy.EntityRef{Type: "Gateway", ID: "gw-berlin"}) {
+				t.Fatalf("query %+v", q)
+			}
+			ds, err := set.Evaluate(ents, []policy.Query{q}, abac.At(now))
+			if err != nil {
+				t.Fatalf("entities refused: %v", err)
+			}
+			d := ds[0]
+			if len(d.Errors) > 0 {
+				t.Fatalf("evaluation errors %v for context %s", d.Errors, q.Context)
+			}
+			if d.Allow != tc.allow || strings.Join(d.DeterminingPolicies, ",") != tc.ids {
+				t.Fatalf("decision %+v, want allow %v by %q", d, tc.allow, tc.ids)
+			}
+		})
+	}
+}
+
+// FuzzDefaultConnectQuery: whatever the agent id (from a certificate),
+// groups, gateway id and source, the connect query's context and entity
+// attributes are valid JSON objects and the query names what it was given.
+func FuzzDefaultConnectQuery(f *testing.F) {
+	f.Add("laptop", "eng", "gw-berlin", []byte{203, 0, 113, 7}, uint16(40000), int64(12))
+	f.Add("a\"b\\c\u2028", "", "", []byte{}, uint16(0), int64(-1))
+	f.Add("x", "g\x00", "gw", []byte{0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1}, uint16(1), int64(1<<40))
+	f.Fuzz(func(t *testing.T, agent, group, gw string, ip []byte, port uint16, skewMS int64) {
+		addr, _ := netip.AddrFromSlice(ip)
+		s := flow.ConnectSubject(flow.Subject{AgentID: agent, Groups: []string{group}, Skew: time.Duration(skewMS) * time.Millisecond})
+		q, ents := flow.DefaultConnectQuery(s, flow.Connect{GatewayID: gw, Source: netip.AddrPortFrom(addr, port)}, time.Unix(1e9, 0))
+		var ctx map[string]any
+		if err := json.Unmarshal(q.Context, &ctx); err != nil {
+			t.Fatalf("context %q: %v", q.Context, err)
+		}
+		if len(ctx) != 5 || q.Principal.ID != agent || q.Resource.ID != gw {
+			t.Fatalf("query %+v", q)
+		}
+		for _, e := range ents {
+			var m map[string]any
+			if err := json.Unmarshal(e.Attributes, &m); err != nil {
+				t.Fatalf("entity %v attributes %q: %v", e.Ref, e.Attributes, err)
+			}
+		}
+	})
+}

@@ -38,4 +38,12 @@ type Stats struct {
 	// Denials handed to the Denied callback, and the ones suppressed by
 	// the per-session rate.
 	Denials, DenialsSuppressed atomic.Uint64
+
+	// Connect decisions (AskConnect: sessions at their handshake and
+	// re-checks): allowed (report-only ones included), denied (fail-closed
+	// ones included), allowed in report-only mode, failed closed.
+	ConnectAllowed, ConnectDenied, ConnectReportOnly, ConnectFailClosed atomic.Uint64
+	// CachePurges: the decision cache emptied because an Evaluate call
+	// failed (the engine is unavailable: cached decisions stop answering).
+	CachePurges atomic.Uint64
 }

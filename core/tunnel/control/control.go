@@ -76,6 +76,7 @@ const (
 	ClosePulseFailed   uint16 = 4 // pulses stopped or failed their checks
 	CloseKilled        uint16 = 5 // an operator ended the session
 	CloseReplaced      uint16 = 6 // a newer session of the same agent replaced it
+	CloseConnectDenied uint16 = 7 // access policy denies the agent a session to this gateway
 )
 
 // Message is one of *SessionConfig, *Pulse, *PulseAck, *Denial and *Close.

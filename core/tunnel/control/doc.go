@@ -40,6 +40,8 @@
 //	  n u16 (0..256) | reason | n u8 (0..16) | (n u8 (1..128) | policy id) * n
 //	Close 0x05  either way: the session ends
 //	  code u16 | n u16 (0..256) | reason
+//	  (codes: Close* constants; 7, connect_denied, may come instead of
+//	  the SessionConfig: docs/protocol.md)
 //
 // Every encoding is canonical: a body Parse accepts is exactly what Marshal
 // produces for the message it returns, so parse, marshal and parse again is
