@@ -157,19 +157,40 @@ func (s *Server) finalize(ctx context.Context, r *request, id string) (*response
 	c := &Cert{Serial: res.Serial, AccountID: v.account.ID, OrderID: o.ID, DER: res.Certificate, Chain: res.Chain,
 		NotBefore: res.NotBefore, NotAfter: res.NotAfter}
 	key := normSerial(res.Serial)
-	if _, err := putJSON(ctx, s.deps.Storage, pfxCert+key, c, true, 0); err != nil {
-		return nil, internal("store certificate", err)
+	// The certificate is stored and the issuance audited together (one
+	// round trip, one commit); the order turns valid, naming the
+	// certificate, only once both are done.
+	var auditErr error
+	err = all(func() error {
+		if _, err := putJSON(ctx, s.deps.Storage, pfxCert+key, c, true, 0); err != nil {
+			return internal("store certificate", err)
+		}
+		return nil
+	}, func() error {
+		auditErr = s.deps.Audit(ctx, host.Event{Action: "acme.order.finalize", Target: "order/" + o.ID, Outcome: "success",
+			Actor: "account/" + v.account.ID, Fields: map[string]string{"serial": c.Serial, "names": strings.Join(names, ",")}})
+		return nil
+	})
+	if err != nil {
+		return nil, err.(*Problem)
 	}
 	o.Status, o.CertSerial = StatusValid, key
-	if _, err := putJSON(ctx, s.deps.Storage, pfxOrder+o.ID, o, true, ver); err != nil {
-		return nil, internal("update order", err)
+	err = all(func() error {
+		if _, err := putJSON(ctx, s.deps.Storage, pfxOrder+o.ID, o, true, ver); err != nil {
+			return internal("update order", err)
+		}
+		return nil
+	}, func() error {
+		if o.Replaces != "" {
+			s.markReplaced(ctx, o.Replaces)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err.(*Problem)
 	}
-	if o.Replaces != "" {
-		s.markReplaced(ctx, o.Replaces)
-	}
-	if err := s.deps.Audit(ctx, host.Event{Action: "acme.order.finalize", Target: "order/" + o.ID, Outcome: "success",
-		Actor: "account/" + v.account.ID, Fields: map[string]string{"serial": c.Serial, "names": strings.Join(names, ",")}}); err != nil {
-		return nil, internal("audit", err)
+	if auditErr != nil {
+		return nil, internal("audit", auditErr)
 	}
 	resp := jsonResponse(http.StatusOK, r.orderJSON(o))
 	resp.header.Set("Location", r.url("/order/"+o.ID))
@@ -192,12 +213,12 @@ func pemChain(c *Cert) []byte {
 }
 
 // loadCert reads a stored certificate by serial.
-func (s *Server) loadCert(ctx context.Context, serial string) (*Cert, int64, *Problem) {
+func (s *Server) loadCert(ctx context.Context, r *request, serial string) (*Cert, int64, *Problem) {
 	if !validID(serial) {
 		return nil, 0, prob(ProbMalformed, "no certificate %q", serial).withStatus(http.StatusNotFound)
 	}
 	var c Cert
-	ver, err := getJSON(ctx, s.deps.Storage, pfxCert+serial, &c)
+	ver, err := s.getJSON(ctx, r, pfxCert+serial, &c)
 	if isNotFound(err) {
 		return nil, 0, prob(ProbMalformed, "no certificate %q", serial).withStatus(http.StatusNotFound)
 	}
@@ -216,7 +237,7 @@ func (s *Server) certificate(ctx context.Context, r *request, serial string) (*r
 	if !v.postAsGet() {
 		return nil, prob(ProbMalformed, "POST-as-GET must have an empty payload")
 	}
-	c, _, p := s.loadCert(ctx, serial)
+	c, _, p := s.loadCert(ctx, r, serial)
 	if p != nil {
 		return nil, p
 	}
@@ -265,7 +286,7 @@ func (s *Server) revokeCert(ctx context.Context, r *request) (*response, *Proble
 		return nil, prob(ProbMalformed, "certificate does not parse: %v", err)
 	}
 	serial := fmt.Sprintf("%x", cert.SerialNumber)
-	c, ver, p := s.loadCert(ctx, serial)
+	c, ver, p := s.loadCert(ctx, r, serial)
 	if p != nil {
 		return nil, prob(ProbMalformed, "this server did not issue that certificate").withStatus(http.StatusNotFound)
 	}

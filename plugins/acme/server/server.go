@@ -32,6 +32,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -173,6 +174,11 @@ type request struct {
 	*acme.HTTPRequest
 	base string // BaseURL without a trailing slash
 	now  time.Time
+	jws  *jose.JWS // the body parsed by readAhead; nil: verifyPOST parses it
+
+	wg      sync.WaitGroup // goroutines of the request; Handle waits for them
+	mu      sync.Mutex     // guards pending
+	pending map[string]*pendingGet
 }
 
 // url is the absolute URL of a path under the mount point.
@@ -196,6 +202,17 @@ func jsonResponse(status int, v any) *response {
 // returned only when no answer can be given at all.
 func (s *Server) Handle(ctx context.Context, hr *acme.HTTPRequest) (*acme.HTTPResponse, error) {
 	r := &request{HTTPRequest: hr, base: strings.TrimSuffix(hr.BaseURL, "/")}
+	defer r.wg.Wait()
+	// Every response to a POST carries a fresh nonce (RFC 8555 6.5): it
+	// is made while the request is answered.
+	var nonce func() error
+	var n string
+	if hr.Method == http.MethodPost {
+		nonce = r.async(func() (err error) {
+			n, err = s.newNonce(ctx)
+			return err
+		})
+	}
 	resp, p := s.route(ctx, r)
 	if p != nil {
 		resp = &response{status: p.Status, header: http.Header{}, body: p.body()}
@@ -212,10 +229,15 @@ func (s *Server) Handle(ctx context.Context, hr *acme.HTTPRequest) (*acme.HTTPRe
 	}
 	resp.header.Set("Cache-Control", "no-store")
 	resp.header.Add("Link", `<`+r.url("/directory")+`>;rel="index"`)
-	// Every response to a POST carries a fresh nonce (RFC 8555 6.5), and
-	// badNonce always does.
-	if hr.Method == http.MethodPost || (p != nil && p.kind == ProbBadNonce) {
-		if n, err := s.newNonce(ctx); err == nil {
+	// badNonce always carries a fresh nonce too.
+	if nonce == nil && p != nil && p.kind == ProbBadNonce {
+		nonce = func() (err error) {
+			n, err = s.newNonce(ctx)
+			return err
+		}
+	}
+	if nonce != nil {
+		if err := nonce(); err == nil {
 			resp.header.Set("Replay-Nonce", n)
 		} else {
 			s.deps.Log.Warn("no nonce for the response", "error", err)
@@ -273,8 +295,14 @@ func (s *Server) route(ctx context.Context, r *request) (*response, *Problem) {
 	if method != http.MethodPost {
 		return nil, methodNotAllowed("POST")
 	}
-	now, err := s.clock(ctx)
-	if err != nil {
+	// The clock is read while the account and the resource are.
+	var now time.Time
+	clock := r.async(func() (err error) {
+		now, err = s.clock(ctx)
+		return err
+	})
+	s.readAhead(ctx, r)
+	if err := clock(); err != nil {
 		return nil, internal("time", err)
 	}
 	r.now = now
