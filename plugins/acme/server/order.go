@@ -455,10 +455,7 @@ func (s *Server) challenge(ctx context.Context, r *request, authzID, typ string)
 	vctx, cancel := context.WithTimeout(ctx, s.cfg.ValidationTimeout)
 	vp := s.deps.Validator.Validate(vctx, ValidationRequest{Type: ch.Type, Domain: a.Identifier.Value, Token: ch.Token, KeyAuthorization: keyAuth})
 	cancel()
-	now, err := s.clock(ctx)
-	if err != nil {
-		return nil, internal("time", err)
-	}
+	now := r.since()
 	if vp == nil {
 		ch.Status, a.Status = StatusValid, StatusValid
 		ch.Validated = &now

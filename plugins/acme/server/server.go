@@ -18,9 +18,14 @@
 // nonce is consumed only once the signature verified.
 //
 // Challenge validation is synchronous: the POST that answers a challenge
-// returns it valid or invalid. The package does no I/O of its own beyond
-// its dependencies (storage, cache, CA, validator) and takes time and
-// randomness from them; it must not log secrets (keys, EAB MAC keys).
+// returns it valid or invalid. Finalization is too: the POST returns the
+// order valid with its certificate URL (or the error). A request's
+// independent round trips to the core (clock, account, resource, the
+// answer's nonce, the writes of one step) are made concurrently; see
+// prefetch.go. The package does no I/O of its own beyond its dependencies
+// (storage, cache, CA, validator) and takes randomness and the calibrated
+// time from them (aged by the local monotonic clock within one request);
+// it must not log secrets (keys, EAB MAC keys).
 package server
 
 import (
@@ -172,8 +177,9 @@ func New(cfg Config, deps Deps) (*Server, error) {
 // request is one HTTP request being answered.
 type request struct {
 	*acme.HTTPRequest
-	base string // BaseURL without a trailing slash
-	now  time.Time
+	base string    // BaseURL without a trailing slash
+	now  time.Time // the core's calibrated time when the request arrived
+	read time.Time // the local clock then (monotonic), to age now by
 	jws  *jose.JWS // the body parsed by readAhead; nil: verifyPOST parses it
 
 	wg      sync.WaitGroup // goroutines of the request; Handle waits for them
@@ -266,6 +272,10 @@ func (s *Server) clock(ctx context.Context) (time.Time, error) {
 	return t.Time, nil
 }
 
+// since is the core's time now, without a round trip: the time read when
+// the request arrived aged by the local monotonic clock since.
+func (r *request) since() time.Time { return r.now.Add(time.Since(r.read)) }
+
 // route dispatches on method and path.
 func (s *Server) route(ctx context.Context, r *request) (*response, *Problem) {
 	path := r.Path
@@ -299,6 +309,7 @@ func (s *Server) route(ctx context.Context, r *request) (*response, *Problem) {
 	var now time.Time
 	clock := r.async(func() (err error) {
 		now, err = s.clock(ctx)
+		r.read = time.Now()
 		return err
 	})
 	s.readAhead(ctx, r)
