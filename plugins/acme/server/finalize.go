@@ -157,28 +157,19 @@ func (s *Server) finalize(ctx context.Context, r *request, id string) (*response
 	c := &Cert{Serial: res.Serial, AccountID: v.account.ID, OrderID: o.ID, DER: res.Certificate, Chain: res.Chain,
 		NotBefore: res.NotBefore, NotAfter: res.NotAfter}
 	key := normSerial(res.Serial)
-	// The certificate is stored and the issuance audited together (one
-	// round trip, one commit); the order turns valid, naming the
-	// certificate, only once both are done.
-	var auditErr error
-	err = all(func() error {
-		if _, err := putJSON(ctx, s.deps.Storage, pfxCert+key, c, true, 0); err != nil {
-			return internal("store certificate", err)
-		}
+	if _, err := putJSON(ctx, s.deps.Storage, pfxCert+key, c, true, 0); err != nil {
+		return nil, internal("store certificate", err)
+	}
+	// The order turns valid, naming the stored certificate, and the
+	// finalization is audited together: one round trip, one commit.
+	o.Status, o.CertSerial = StatusValid, key
+	var orderErr, auditErr error
+	_ = all(func() error {
+		_, orderErr = putJSON(ctx, s.deps.Storage, pfxOrder+o.ID, o, true, ver)
 		return nil
 	}, func() error {
 		auditErr = s.deps.Audit(ctx, host.Event{Action: "acme.order.finalize", Target: "order/" + o.ID, Outcome: "success",
 			Actor: "account/" + v.account.ID, Fields: map[string]string{"serial": c.Serial, "names": strings.Join(names, ",")}})
-		return nil
-	})
-	if err != nil {
-		return nil, err.(*Problem)
-	}
-	o.Status, o.CertSerial = StatusValid, key
-	err = all(func() error {
-		if _, err := putJSON(ctx, s.deps.Storage, pfxOrder+o.ID, o, true, ver); err != nil {
-			return internal("update order", err)
-		}
 		return nil
 	}, func() error {
 		if o.Replaces != "" {
@@ -186,8 +177,8 @@ func (s *Server) finalize(ctx context.Context, r *request, id string) (*response
 		}
 		return nil
 	})
-	if err != nil {
-		return nil, err.(*Problem)
+	if orderErr != nil {
+		return nil, internal("update order", orderErr)
 	}
 	if auditErr != nil {
 		return nil, internal("audit", auditErr)
