@@ -37,6 +37,16 @@ type loadClient struct {
 	key   *ecdsa.PrivateKey
 	kid   string
 	nonce string
+	// steps accumulates the wall-clock time of each kind of request
+	// (newOrder, authz, challenge, order, finalize, cert), polls included.
+	steps map[string]time.Duration
+}
+
+// timed runs f and adds its duration to step.
+func (c *loadClient) timed(step string, f func()) {
+	t0 := time.Now()
+	f()
+	c.steps[step] += time.Since(t0)
 }
 
 func (c *loadClient) newNonce() string {
@@ -107,7 +117,7 @@ func newLoadClient(b testing.TB, hc *http.Client, dirURL string) *loadClient {
 		b.Fatal(err)
 	}
 	defer resp.Body.Close()
-	c := &loadClient{b: b, http: hc}
+	c := &loadClient{b: b, http: hc, steps: map[string]time.Duration{}}
 	if err := json.NewDecoder(resp.Body).Decode(&c.dir); err != nil {
 		b.Fatal(err)
 	}
@@ -124,14 +134,20 @@ func newLoadClient(b testing.TB, hc *http.Client, dirURL string) *loadClient {
 // download.
 func (c *loadClient) order(name string, csrDER []byte, h01 *acmetest.HTTP01) {
 	c.b.Helper()
-	r, o, raw := c.post(c.dir["newOrder"].(string), []byte(`{"identifiers":[{"type":"dns","value":"`+name+`"}]}`))
-	orderURL := r.Header.Get("Location")
-	if orderURL == "" {
-		c.b.Fatalf("new order: %s", raw)
-	}
+	var orderURL string
+	var o map[string]any
+	c.timed("newOrder", func() {
+		var r *http.Response
+		var raw []byte
+		r, o, raw = c.post(c.dir["newOrder"].(string), []byte(`{"identifiers":[{"type":"dns","value":"`+name+`"}]}`))
+		if orderURL = r.Header.Get("Location"); orderURL == "" {
+			c.b.Fatalf("new order: %s", raw)
+		}
+	})
 	thumb, _ := jose.NewJWK(c.key.Public())
 	for _, au := range o["authorizations"].([]any) {
-		_, a, _ := c.post(au.(string), nil)
+		var a map[string]any
+		c.timed("authz", func() { _, a, _ = c.post(au.(string), nil) })
 		for _, ch := range a["challenges"].([]any) {
 			m := ch.(map[string]any)
 			// Pebble reuses a valid authorization about one time in a
@@ -142,16 +158,31 @@ func (c *loadClient) order(name string, csrDER []byte, h01 *acmetest.HTTP01) {
 			if h01 != nil {
 				h01.Set(m["token"].(string), m["token"].(string)+"."+thumb.Thumbprint())
 			}
-			_, chm, _ := c.post(m["url"].(string), []byte(`{}`))
-			c.pollStatus(m["url"].(string), chm, "valid")
+			c.timed("challenge", func() {
+				_, chm, _ := c.post(m["url"].(string), []byte(`{}`))
+				c.pollStatus(m["url"].(string), chm, "valid")
+			})
 		}
 	}
-	_, o, _ = c.post(orderURL, nil)
-	c.pollStatus(orderURL, o, "ready")
-	_, o, _ = c.post(o["finalize"].(string), []byte(`{"csr":"`+jose.Encode(csrDER)+`"}`))
-	o = c.pollStatus(orderURL, o, "valid")
-	if _, _, pemChain := c.post(o["certificate"].(string), nil); !bytes.Contains(pemChain, []byte("BEGIN CERTIFICATE")) {
-		c.b.Fatalf("download: %s", pemChain)
+	c.timed("order", func() {
+		_, o, _ = c.post(orderURL, nil)
+		c.pollStatus(orderURL, o, "ready")
+	})
+	c.timed("finalize", func() {
+		_, o, _ = c.post(o["finalize"].(string), []byte(`{"csr":"`+jose.Encode(csrDER)+`"}`))
+		o = c.pollStatus(orderURL, o, "valid")
+	})
+	c.timed("cert", func() {
+		if _, _, pemChain := c.post(o["certificate"].(string), nil); !bytes.Contains(pemChain, []byte("BEGIN CERTIFICATE")) {
+			c.b.Fatalf("download: %s", pemChain)
+		}
+	})
+}
+
+// reportSteps reports the mean milliseconds per order of each step.
+func (c *loadClient) reportSteps(b *testing.B) {
+	for step, d := range c.steps {
+		b.ReportMetric(float64(d.Microseconds())/1000/float64(b.N), step+"-ms")
 	}
 }
 
@@ -180,11 +211,21 @@ func BenchmarkCompleteOrders(b *testing.B) {
 		hc := apiClient(b, s.APIAddr())
 		c := newLoadClient(b, hc, "https://"+s.APIAddr()+"/acme/directory")
 		csrDER := csrFor("bench.avon.test")
+		before := pluginCalls(b, s)
 		b.ResetTimer()
 		for range b.N {
 			c.order("bench.avon.test", csrDER, h01)
 		}
+		b.StopTimer()
 		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "orders/s")
+		c.reportSteps(b)
+		after := pluginCalls(b, s)
+		for m, a := range after {
+			d := pluginCall{n: a.n - before[m].n, sec: a.sec - before[m].sec}
+			if d.n > 0 {
+				b.Logf("%-40s %6.1f calls/order %8.3f ms/call", m, d.n/float64(b.N), 1000*d.sec/d.n)
+			}
+		}
 	})
 	b.Run("pebble", func(b *testing.B) {
 		b.Setenv("PEBBLE_VA_ALWAYS_VALID", "1")
@@ -204,7 +245,9 @@ func BenchmarkCompleteOrders(b *testing.B) {
 		for range b.N {
 			c.order("bench.pebble.test", csrDER, nil)
 		}
+		b.StopTimer()
 		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "orders/s")
+		c.reportSteps(b)
 	})
 }
 
@@ -219,4 +262,32 @@ func startBenchServer(b testing.TB, cfgPath string) *Server {
 	}
 	b.Cleanup(func() { _ = s.Stop(context.Background()) })
 	return s
+}
+
+// pluginCall is a count of plugin calls and their summed latency.
+type pluginCall struct{ n, sec float64 }
+
+// pluginCalls reads the core's plugin call latency histograms: calls
+// and seconds by "kind.name method".
+func pluginCalls(b testing.TB, s *Server) map[string]pluginCall {
+	b.Helper()
+	mfs, err := s.registry.Gather()
+	if err != nil {
+		b.Fatal(err)
+	}
+	out := map[string]pluginCall{}
+	for _, mf := range mfs {
+		if mf.GetName() != "avon_plugin_call_duration_seconds" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			l := map[string]string{}
+			for _, lp := range m.GetLabel() {
+				l[lp.GetName()] = lp.GetValue()
+			}
+			h := m.GetHistogram()
+			out[l["kind"]+"."+l["name"]+" "+l["method"]] = pluginCall{n: float64(h.GetSampleCount()), sec: h.GetSampleSum()}
+		}
+	}
+	return out
 }

@@ -79,7 +79,7 @@ func (s *Server) newAccount(ctx context.Context, r *request) (*response, *Proble
 	// An existing account for this key is returned as is.
 	var owner string
 	if _, err := getJSON(ctx, s.deps.Storage, pfxAcctKey+thumb, &owner); err == nil {
-		a, _, p := s.loadAccount(ctx, owner)
+		a, _, p := s.loadAccount(ctx, r, owner)
 		if p != nil {
 			return nil, p
 		}
@@ -125,7 +125,7 @@ func (s *Server) newAccount(ctx context.Context, r *request) (*response, *Proble
 			if _, err := getJSON(ctx, s.deps.Storage, pfxAcctKey+thumb, &owner); err != nil {
 				return nil, internal("look up the key", err)
 			}
-			a, _, p := s.loadAccount(ctx, owner)
+			a, _, p := s.loadAccount(ctx, r, owner)
 			if p != nil {
 				return nil, p
 			}

@@ -63,7 +63,7 @@ func (s *Server) renewalInfo(ctx context.Context, r *request, id string) (*respo
 	if err != nil {
 		return nil, internal("time", err)
 	}
-	c, _, p := s.loadCert(ctx, serial)
+	c, _, p := s.loadCert(ctx, nil, serial)
 	if p != nil {
 		return nil, p
 	}
@@ -86,7 +86,7 @@ func (s *Server) checkReplaces(ctx context.Context, acct *Account, id string, na
 	if p != nil {
 		return p
 	}
-	c, _, p := s.loadCert(ctx, serial)
+	c, _, p := s.loadCert(ctx, nil, serial)
 	if p != nil {
 		return prob(ProbMalformed, "replaces: no certificate %q", id)
 	}
@@ -114,7 +114,7 @@ func (s *Server) markReplaced(ctx context.Context, id string) {
 	if p != nil {
 		return
 	}
-	c, ver, p := s.loadCert(ctx, serial)
+	c, ver, p := s.loadCert(ctx, nil, serial)
 	if p != nil {
 		return
 	}

@@ -160,16 +160,28 @@ func (s *Server) finalize(ctx context.Context, r *request, id string) (*response
 	if _, err := putJSON(ctx, s.deps.Storage, pfxCert+key, c, true, 0); err != nil {
 		return nil, internal("store certificate", err)
 	}
+	// The order turns valid, naming the stored certificate, and the
+	// finalization is audited together: one round trip, one commit.
 	o.Status, o.CertSerial = StatusValid, key
-	if _, err := putJSON(ctx, s.deps.Storage, pfxOrder+o.ID, o, true, ver); err != nil {
-		return nil, internal("update order", err)
+	var orderErr, auditErr error
+	_ = all(func() error {
+		_, orderErr = putJSON(ctx, s.deps.Storage, pfxOrder+o.ID, o, true, ver)
+		return nil
+	}, func() error {
+		auditErr = s.deps.Audit(ctx, host.Event{Action: "acme.order.finalize", Target: "order/" + o.ID, Outcome: "success",
+			Actor: "account/" + v.account.ID, Fields: map[string]string{"serial": c.Serial, "names": strings.Join(names, ",")}})
+		return nil
+	}, func() error {
+		if o.Replaces != "" {
+			s.markReplaced(ctx, o.Replaces)
+		}
+		return nil
+	})
+	if orderErr != nil {
+		return nil, internal("update order", orderErr)
 	}
-	if o.Replaces != "" {
-		s.markReplaced(ctx, o.Replaces)
-	}
-	if err := s.deps.Audit(ctx, host.Event{Action: "acme.order.finalize", Target: "order/" + o.ID, Outcome: "success",
-		Actor: "account/" + v.account.ID, Fields: map[string]string{"serial": c.Serial, "names": strings.Join(names, ",")}}); err != nil {
-		return nil, internal("audit", err)
+	if auditErr != nil {
+		return nil, internal("audit", auditErr)
 	}
 	resp := jsonResponse(http.StatusOK, r.orderJSON(o))
 	resp.header.Set("Location", r.url("/order/"+o.ID))
@@ -192,12 +204,12 @@ func pemChain(c *Cert) []byte {
 }
 
 // loadCert reads a stored certificate by serial.
-func (s *Server) loadCert(ctx context.Context, serial string) (*Cert, int64, *Problem) {
+func (s *Server) loadCert(ctx context.Context, r *request, serial string) (*Cert, int64, *Problem) {
 	if !validID(serial) {
 		return nil, 0, prob(ProbMalformed, "no certificate %q", serial).withStatus(http.StatusNotFound)
 	}
 	var c Cert
-	ver, err := getJSON(ctx, s.deps.Storage, pfxCert+serial, &c)
+	ver, err := s.getJSON(ctx, r, pfxCert+serial, &c)
 	if isNotFound(err) {
 		return nil, 0, prob(ProbMalformed, "no certificate %q", serial).withStatus(http.StatusNotFound)
 	}
@@ -218,7 +230,7 @@ func (s *Server) certificate(ctx context.Context, r *request, serial, alt string
 	if !v.postAsGet() {
 		return nil, prob(ProbMalformed, "POST-as-GET must have an empty payload")
 	}
-	c, _, p := s.loadCert(ctx, serial)
+	c, _, p := s.loadCert(ctx, r, serial)
 	if p != nil {
 		return nil, p
 	}
@@ -287,7 +299,7 @@ func (s *Server) revokeCert(ctx context.Context, r *request) (*response, *Proble
 		return nil, prob(ProbMalformed, "certificate does not parse: %v", err)
 	}
 	serial := fmt.Sprintf("%x", cert.SerialNumber)
-	c, ver, p := s.loadCert(ctx, serial)
+	c, ver, p := s.loadCert(ctx, r, serial)
 	if p != nil {
 		return nil, prob(ProbMalformed, "this server did not issue that certificate").withStatus(http.StatusNotFound)
 	}

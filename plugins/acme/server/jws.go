@@ -75,9 +75,12 @@ func (s *Server) verifyPOST(ctx context.Context, r *request, want authKind) (*ve
 	if len(r.Body) == 0 {
 		return nil, prob(ProbMalformed, "no body on POST")
 	}
-	j, err := jose.Parse(r.Body)
-	if err != nil {
-		return nil, joseProblem(err)
+	j := r.jws
+	if j == nil {
+		var err error
+		if j, err = jose.Parse(r.Body); err != nil {
+			return nil, joseProblem(err)
+		}
 	}
 	h := j.Header
 	v := &verified{jws: j, payload: j.Payload}
@@ -143,7 +146,7 @@ func (s *Server) accountByKID(ctx context.Context, r *request, kid string) (*Acc
 	if !ok || id == "" || strings.Contains(id, "/") {
 		return nil, 0, prob(ProbMalformed, "kid %q is not an account URL of this server", kid)
 	}
-	acct, ver, p := s.loadAccount(ctx, id)
+	acct, ver, p := s.loadAccount(ctx, r, id)
 	if p != nil {
 		return nil, 0, p
 	}
@@ -153,12 +156,12 @@ func (s *Server) accountByKID(ctx context.Context, r *request, kid string) (*Acc
 	return acct, ver, nil
 }
 
-func (s *Server) loadAccount(ctx context.Context, id string) (*Account, int64, *Problem) {
+func (s *Server) loadAccount(ctx context.Context, r *request, id string) (*Account, int64, *Problem) {
 	if !validID(id) {
 		return nil, 0, prob(ProbAccountDoesNotExist, "no account %q", id)
 	}
 	var a Account
-	ver, err := getJSON(ctx, s.deps.Storage, pfxAccount+id, &a)
+	ver, err := s.getJSON(ctx, r, pfxAccount+id, &a)
 	if isNotFound(err) {
 		return nil, 0, prob(ProbAccountDoesNotExist, "no account %q", id)
 	}

@@ -137,6 +137,18 @@ func getJSON(ctx context.Context, st host.Storage, key string, v any) (int64, er
 	return e.Version, nil
 }
 
+// getJSON is getJSON through r's reads ahead (get).
+func (s *Server) getJSON(ctx context.Context, r *request, key string, v any) (int64, error) {
+	e, err := s.get(ctx, r, key)
+	if err != nil {
+		return 0, err
+	}
+	if err := json.Unmarshal(e.Value, v); err != nil {
+		return 0, fmt.Errorf("stored %s does not parse: %w", key, err)
+	}
+	return e.Version, nil
+}
+
 // putJSON writes v under key; with check, only if the version is still
 // version (0: the key must not exist). host.ErrVersionConflict otherwise.
 func putJSON(ctx context.Context, st host.Storage, key string, v any, check bool, version int64) (int64, error) {

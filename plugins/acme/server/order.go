@@ -141,6 +141,7 @@ func (s *Server) newOrder(ctx context.Context, r *request) (*response, *Problem)
 	if authzExpires.After(o.Expires) {
 		authzExpires = o.Expires
 	}
+	var authzs []*Authz
 	for _, id := range ids {
 		o.Identifiers = append(o.Identifiers, id.id)
 		a := &Authz{AccountID: v.account.ID, Identifier: id.id, Wildcard: id.wildcard, Status: StatusPending, Expires: authzExpires}
@@ -161,21 +162,68 @@ func (s *Server) newOrder(ctx context.Context, r *request) (*response, *Problem)
 			}
 			a.Challenges = append(a.Challenges, &Challenge{Type: t, Token: jose.Encode(tok), Status: StatusPending})
 		}
-		if _, err := putJSON(ctx, s.deps.Storage, pfxAuthz+a.ID, a, true, 0); err != nil {
-			return nil, internal("store authz", err)
-		}
+		authzs = append(authzs, a)
 		o.AuthzIDs = append(o.AuthzIDs, a.ID)
 	}
-	if _, err := putJSON(ctx, s.deps.Storage, pfxOrder+o.ID, o, true, 0); err != nil {
-		return nil, internal("store order", err)
-	}
-	if _, err := s.deps.Storage.Put(ctx, "acctorder/"+o.AccountID+"/"+o.ID, nil, host.PutOptions{}); err != nil {
-		return nil, internal("index order", err)
+	if p := s.storeNewOrder(ctx, o, authzs); p != nil {
+		return nil, p
 	}
 	resp := jsonResponse(http.StatusCreated, r.orderJSON(o))
 	resp.header.Set("Location", r.url("/order/"+o.ID))
 	return resp, nil
 }
+
+// storeNewOrder creates the authorizations, the order and its entry in
+// the account's index. The writes are independent create-only puts made
+// concurrently, so the store commits them together (one fsync) rather
+// than one after the other. The order is acknowledged only once every
+// write is; when one fails, those that succeeded are deleted again (best
+// effort: the ids are random and were never handed out, so what a failed
+// delete leaves is unreachable but for an index entry, whose URL in the
+// account's orders list then answers 404).
+func (s *Server) storeNewOrder(ctx context.Context, o *Order, authzs []*Authz) *Problem {
+	type write struct {
+		key  string
+		what string
+		v    any // nil: the empty index entry
+	}
+	ws := make([]write, 0, len(authzs)+2)
+	for _, a := range authzs {
+		ws = append(ws, write{pfxAuthz + a.ID, "store authz", a})
+	}
+	ws = append(ws, write{pfxOrder + o.ID, "store order", o}, write{indexKey(o), "index order", nil})
+	errs := make([]error, len(ws))
+	fs := make([]func() error, len(ws))
+	for i, w := range ws {
+		fs[i] = func() error {
+			if w.v == nil {
+				_, errs[i] = s.deps.Storage.Put(ctx, w.key, nil, host.PutOptions{})
+			} else {
+				_, errs[i] = putJSON(ctx, s.deps.Storage, w.key, w.v, true, 0)
+			}
+			return errs[i]
+		}
+	}
+	if all(fs...) == nil {
+		return nil
+	}
+	var p *Problem
+	for i, w := range ws {
+		if errs[i] != nil {
+			if p == nil {
+				p = internal(w.what, errs[i])
+			}
+			continue
+		}
+		if err := s.deps.Storage.Delete(ctx, w.key, host.DeleteOptions{}); err != nil {
+			s.deps.Log.Warn("write of a failed new order left in storage", "key", w.key, "error", err)
+		}
+	}
+	return p
+}
+
+// indexKey is the entry of an order in its account's index.
+func indexKey(o *Order) string { return "acctorder/" + o.AccountID + "/" + o.ID }
 
 // orderJSON is the order resource (RFC 8555 7.1.3).
 func (r *request) orderJSON(o *Order) map[string]any {
@@ -213,7 +261,7 @@ func (s *Server) loadOrder(ctx context.Context, r *request, acct *Account, id st
 		return nil, 0, prob(ProbMalformed, "no order %q", id).withStatus(http.StatusNotFound)
 	}
 	var o Order
-	ver, err := getJSON(ctx, s.deps.Storage, pfxOrder+id, &o)
+	ver, err := s.getJSON(ctx, r, pfxOrder+id, &o)
 	if isNotFound(err) {
 		return nil, 0, prob(ProbMalformed, "no order %q", id).withStatus(http.StatusNotFound)
 	}
@@ -226,10 +274,20 @@ func (s *Server) loadOrder(ctx context.Context, r *request, acct *Account, id st
 	switch o.Status {
 	case StatusPending:
 		status := StatusReady
-		for _, aid := range o.AuthzIDs {
-			a, _, p := s.loadAuthz(ctx, r, aid)
-			if p != nil {
-				return nil, 0, p
+		// The authorizations are read concurrently: one round trip.
+		as := make([]*Authz, len(o.AuthzIDs))
+		ps := make([]*Problem, len(o.AuthzIDs))
+		fs := make([]func() error, len(o.AuthzIDs))
+		for i, aid := range o.AuthzIDs {
+			fs[i] = func() error {
+				as[i], _, ps[i] = s.loadAuthz(ctx, r, aid)
+				return nil
+			}
+		}
+		_ = all(fs...)
+		for i, a := range as {
+			if ps[i] != nil {
+				return nil, 0, ps[i]
 			}
 			switch a.Status {
 			case StatusValid:
@@ -280,7 +338,7 @@ func (s *Server) loadAuthz(ctx context.Context, r *request, id string) (*Authz, 
 		return nil, 0, prob(ProbMalformed, "no authorization %q", id).withStatus(http.StatusNotFound)
 	}
 	var a Authz
-	ver, err := getJSON(ctx, s.deps.Storage, pfxAuthz+id, &a)
+	ver, err := s.getJSON(ctx, r, pfxAuthz+id, &a)
 	if isNotFound(err) {
 		return nil, 0, prob(ProbMalformed, "no authorization %q", id).withStatus(http.StatusNotFound)
 	}
@@ -397,10 +455,7 @@ func (s *Server) challenge(ctx context.Context, r *request, authzID, typ string)
 	vctx, cancel := context.WithTimeout(ctx, s.cfg.ValidationTimeout)
 	vp := s.deps.Validator.Validate(vctx, ValidationRequest{Type: ch.Type, Domain: a.Identifier.Value, Token: ch.Token, KeyAuthorization: keyAuth})
 	cancel()
-	now, err := s.clock(ctx)
-	if err != nil {
-		return nil, internal("time", err)
-	}
+	now := r.since()
 	if vp == nil {
 		ch.Status, a.Status = StatusValid, StatusValid
 		ch.Validated = &now

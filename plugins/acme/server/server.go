@@ -18,9 +18,14 @@
 // nonce is consumed only once the signature verified.
 //
 // Challenge validation is synchronous: the POST that answers a challenge
-// returns it valid or invalid. The package does no I/O of its own beyond
-// its dependencies (storage, cache, CA, validator) and takes time and
-// randomness from them; it must not log secrets (keys, EAB MAC keys).
+// returns it valid or invalid. Finalization is too: the POST returns the
+// order valid with its certificate URL (or the error). A request's
+// independent round trips to the core (clock, account, resource, the
+// answer's nonce, the writes of one step) are made concurrently; see
+// prefetch.go. The package does no I/O of its own beyond its dependencies
+// (storage, cache, CA, validator) and takes randomness and the calibrated
+// time from them (aged by the local monotonic clock within one request);
+// it must not log secrets (keys, EAB MAC keys).
 package server
 
 import (
@@ -190,8 +195,14 @@ func New(cfg Config, deps Deps) (*Server, error) {
 // request is one HTTP request being answered.
 type request struct {
 	*acme.HTTPRequest
-	base string // BaseURL without a trailing slash
-	now  time.Time
+	base string    // BaseURL without a trailing slash
+	now  time.Time // the core's calibrated time when the request arrived
+	read time.Time // the local clock then (monotonic), to age now by
+	jws  *jose.JWS // the body parsed by readAhead; nil: verifyPOST parses it
+
+	wg      sync.WaitGroup // goroutines of the request; Handle waits for them
+	mu      sync.Mutex     // guards pending
+	pending map[string]*pendingGet
 }
 
 // url is the absolute URL of a path under the mount point.
@@ -215,6 +226,17 @@ func jsonResponse(status int, v any) *response {
 // returned only when no answer can be given at all.
 func (s *Server) Handle(ctx context.Context, hr *acme.HTTPRequest) (*acme.HTTPResponse, error) {
 	r := &request{HTTPRequest: hr, base: strings.TrimSuffix(hr.BaseURL, "/")}
+	defer r.wg.Wait()
+	// Every response to a POST carries a fresh nonce (RFC 8555 6.5): it
+	// is made while the request is answered.
+	var nonce func() error
+	var n string
+	if hr.Method == http.MethodPost {
+		nonce = r.async(func() (err error) {
+			n, err = s.newNonce(ctx)
+			return err
+		})
+	}
 	resp, p := s.route(ctx, r)
 	if p != nil {
 		resp = &response{status: p.Status, header: http.Header{}, body: p.body()}
@@ -231,10 +253,15 @@ func (s *Server) Handle(ctx context.Context, hr *acme.HTTPRequest) (*acme.HTTPRe
 	}
 	resp.header.Set("Cache-Control", "no-store")
 	resp.header.Add("Link", `<`+r.url("/directory")+`>;rel="index"`)
-	// Every response to a POST carries a fresh nonce (RFC 8555 6.5), and
-	// badNonce always does.
-	if hr.Method == http.MethodPost || (p != nil && p.kind == ProbBadNonce) {
-		if n, err := s.newNonce(ctx); err == nil {
+	// badNonce always carries a fresh nonce too.
+	if nonce == nil && p != nil && p.kind == ProbBadNonce {
+		nonce = func() (err error) {
+			n, err = s.newNonce(ctx)
+			return err
+		}
+	}
+	if nonce != nil {
+		if err := nonce(); err == nil {
 			resp.header.Set("Replay-Nonce", n)
 		} else {
 			s.deps.Log.Warn("no nonce for the response", "error", err)
@@ -262,6 +289,10 @@ func (s *Server) clock(ctx context.Context) (time.Time, error) {
 	}
 	return t.Time, nil
 }
+
+// since is the core's time now, without a round trip: the time read when
+// the request arrived aged by the local monotonic clock since.
+func (r *request) since() time.Time { return r.now.Add(time.Since(r.read)) }
 
 // route dispatches on method and path.
 func (s *Server) route(ctx context.Context, r *request) (*response, *Problem) {
@@ -292,8 +323,15 @@ func (s *Server) route(ctx context.Context, r *request) (*response, *Problem) {
 	if method != http.MethodPost {
 		return nil, methodNotAllowed("POST")
 	}
-	now, err := s.clock(ctx)
-	if err != nil {
+	// The clock is read while the account and the resource are.
+	var now time.Time
+	clock := r.async(func() (err error) {
+		now, err = s.clock(ctx)
+		r.read = time.Now()
+		return err
+	})
+	s.readAhead(ctx, r)
+	if err := clock(); err != nil {
 		return nil, internal("time", err)
 	}
 	r.now = now
