@@ -67,7 +67,7 @@ func vectorMessages(t testing.TB) map[string][]byte {
 }
 
 var sentinels = []error{ErrTruncated, ErrMalformed, ErrVersion, ErrSuite, ErrUnknownResponder, ErrClockSkew, ErrReplay,
-	ErrBusy, ErrKey, ErrIndex, ErrDecrypt, ErrSignature, ErrCertificate, ErrRevoked, ErrStatusUnavailable, ErrNotAuthorized, ErrState, ErrRandom, ErrSigner}
+	ErrBusy, ErrKey, ErrIndex, ErrDecrypt, ErrSignature, ErrCertificate, ErrRevoked, ErrStatusUnavailable, ErrNotAuthorized, ErrState, ErrRandom, ErrSigner, ErrCredential}
 
 func checkTyped(t *testing.T, err error) {
 	t.Helper()
@@ -83,7 +83,7 @@ func FuzzParseInitiation(f *testing.F) {
 	m.Token = bytes.Repeat([]byte{7}, MaxTokenLen)
 	withToken, _ := m.Marshal()
 	f.Add(withToken)
-	f.Add([]byte{1, 1, 0, 0})
+	f.Add([]byte{1, Version, 0, 0})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		m, err := ParseInitiation(b)
 		checkTyped(t, err)
