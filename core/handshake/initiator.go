@@ -242,6 +242,9 @@ func (in *Initiator) HandleResponse(b []byte) ([]byte, *Result, error) {
 // returns the credential sig_r was verified with (nil when the pinned key
 // signed) and thc.
 func (in *Initiator) verifyResponder(th2 [32]byte, pt []byte) (*Credential, [32]byte, error) {
+	if len(pt) < NonceLen+4 {
+		return nil, [32]byte{}, fmt.Errorf("handshake: response plaintext of %d bytes: %w", len(pt), ErrMalformed)
+	}
 	flags := be.Uint32(pt[NonceLen:])
 	body := pt[NonceLen+4:]
 	hasCred := len(body) == CredentialLen+SignatureLen
