@@ -22,7 +22,7 @@ import (
 // benchSignerServer starts a core with the kms-soft plugin (a real plugin
 // process over go-plugin gRPC, as in production) and returns the gateway's
 // handshake signer on its "avon-gateway" key and the plugin's pid.
-func benchSignerServer(b *testing.B) (*handshakeSigner, int) {
+func benchSignerServer(b testing.TB) (*handshakeSigner, int) {
 	b.Helper()
 	bin := plugintest.Build(b, "github.com/avonzt/avon/plugins/kms-soft")
 	dir := b.TempDir()
