@@ -95,6 +95,7 @@ func gatewayMain(args []string, stdin io.Reader, stdout io.Writer) error {
 	queue := fs.Int("queue", 0, "handshake queue length (0: the engine's default)")
 	pulse := fs.Duration("pulse", 10*time.Second, "pulse interval told to agents")
 	loadThreshold := fs.Int("load-threshold", 0, "handshake messages/s at which cookies are required (0: default)")
+	delegated := fs.Bool("delegated", true, "sign Responses with a delegated key certified by the gateway key, as the core does by default")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -113,6 +114,16 @@ func gatewayMain(args []string, stdin io.Reader, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
+	var keys *handshake.DelegatedKeys
+	if *delegated {
+		k, err := handshake.IssueCredential(signer, crand.Reader, time.Now(), handshake.DefaultCredentialValidity)
+		if err != nil {
+			return err
+		}
+		keys = &handshake.DelegatedKeys{}
+		keys.Install(k)
+		defer keys.Close()
+	}
 	pool, err := ipam.New(memstore.New(), benchPrefix)
 	if err != nil {
 		return err
@@ -120,7 +131,7 @@ func gatewayMain(args []string, stdin io.Reader, stdout io.Writer) error {
 	bind := &portBind{Bind: conn.NewStdNetBind()}
 	ctun := tuntest.NewChannelTUN()
 	g, err := gateway.New(gateway.Config{
-		TunnelPrefix: benchPrefix, Now: time.Now, Rand: crand.Reader, Signer: signer, Verifier: verifier,
+		TunnelPrefix: benchPrefix, Now: time.Now, Rand: crand.Reader, Signer: signer, Delegated: keys, Verifier: verifier,
 		IPAM: pool, Workers: *workers, QueueLen: *queue, PulseInterval: *pulse, LoadThreshold: *loadThreshold,
 		// Every agent has its own loopback address; the default per-source
 		// budget applies to each.
