@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/cloudflare/circl/sign/mldsa/mldsa65"
+
+	"github.com/avonzt/avon/internal/mldsahedge"
 )
 
 // Delegated handshake keys (docs/protocol.md §3.2.1), after TLS delegated
@@ -161,8 +163,36 @@ func credentialHint(nonce *[NonceLen]byte, hash *[CredentialHashLen]byte) [Crede
 // is replaced) waits for the signatures in flight and clears the key.
 type DelegatedKey struct {
 	cred *Credential
-	mu   sync.RWMutex // held for reading while a handshake signs with the key
-	s    *MLDSA65Signer
+	mu   sync.RWMutex // held for reading while a handshake signs with the key; s is cleared under the write lock
+	s    *delegatedSigner
+}
+
+// delegatedSigner signs with the delegated key. Unlike MLDSA65Signer it
+// holds its mutex only to draw the hedging randomness, so the gateway's
+// workers sign in parallel; the key itself is protected from Close by
+// DelegatedKey.mu.
+type delegatedSigner struct {
+	sk     *mldsa65.PrivateKey
+	pub    []byte
+	randMu sync.Mutex // a reader need not be safe for concurrent use
+	rand   io.Reader
+}
+
+func (s *delegatedSigner) Public() []byte { return s.pub }
+
+func (s *delegatedSigner) Sign(msg, ctx []byte) ([]byte, error) {
+	if len(ctx) > 255 {
+		return nil, fmt.Errorf("handshake: signing context of %d bytes: %w", len(ctx), ErrSigner)
+	}
+	var rnd [32]byte
+	defer clear(rnd[:])
+	s.randMu.Lock()
+	_, err := io.ReadFull(s.rand, rnd[:])
+	s.randMu.Unlock()
+	if err != nil {
+		return nil, fmt.Errorf("handshake: signing randomness: %v: %w", err, ErrRandom)
+	}
+	return mldsahedge.Sign65(s.sk, mldsahedge.MessagePrime(msg, ctx), rnd), nil
 }
 
 // Credential returns the key's credential.
@@ -173,7 +203,7 @@ func (k *DelegatedKey) Close() {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	if k.s != nil {
-		k.s.Close()
+		*k.s.sk = mldsa65.PrivateKey{} // best effort, as MLDSA65Signer.Close
 		k.s = nil
 	}
 }
@@ -203,21 +233,22 @@ func IssueCredential(pinned Signer, rnd io.Reader, now time.Time, validity time.
 	if _, err := io.ReadFull(rnd, seed[:]); err != nil {
 		return nil, fmt.Errorf("handshake: delegated key seed: %v: %w", err, ErrRandom)
 	}
-	pub, sk := mldsa65.NewKeyFromSeed(&seed)
-	s, err := NewMLDSA65Signer(sk, rnd)
-	if err != nil {
-		return nil, err
+	if err := mldsahedge.Ready(); err != nil {
+		return nil, fmt.Errorf("handshake: %v: %w", err, ErrSigner)
 	}
+	pub, sk := mldsa65.NewKeyFromSeed(&seed)
+	pk, _ := pub.MarshalBinary()
+	s := &delegatedSigner{sk: sk, pub: pk, rand: rnd}
+	dispose := func() { *sk = mldsa65.PrivateKey{} }
 	raw := make([]byte, CredentialLen)
 	raw[0], raw[1] = SigMLDSA65, SigMLDSA65
 	be.PutUint64(raw[4:], uint64(now.UnixNano()))
 	be.PutUint64(raw[12:], uint64(now.Add(validity).UnixNano()))
 	copy(raw[20:], id[:])
-	pk, _ := pub.MarshalBinary()
 	copy(raw[52:], pk)
 	sig, err := signChecked(pinned, raw[:credentialBodyLen], labelCredential)
 	if err != nil {
-		s.Close()
+		dispose()
 		return nil, err
 	}
 	copy(raw[credentialBodyLen:], sig)
@@ -231,7 +262,7 @@ func IssueCredential(pinned Signer, rnd io.Reader, now time.Time, validity time.
 		}
 	}
 	if err != nil {
-		s.Close()
+		dispose()
 		return nil, fmt.Errorf("handshake: issued credential: %w: %w", ErrSigner, err)
 	}
 	return &DelegatedKey{cred: c, s: s}, nil

@@ -2,8 +2,11 @@ package handshake
 
 import (
 	"bytes"
+	crand "crypto/rand"
 	"crypto/sha256"
 	"errors"
+	"fmt"
+	"sync"
 	"testing"
 	"time"
 )
@@ -370,3 +373,60 @@ type lyingSigner struct {
 
 func (l *lyingSigner) Public() []byte                       { return l.pub }
 func (l *lyingSigner) Sign(msg, ctx []byte) ([]byte, error) { return l.s.Sign(msg, ctx) }
+
+// TestDelegatedConcurrentRotation: handshakes on four goroutines while the
+// delegated key is replaced; every one completes with the key it started
+// with (run with -race).
+func TestDelegatedConcurrentRotation(t *testing.T) {
+	f := newFixture(t)
+	d := &DelegatedKeys{}
+	d.Install(f.delegated(t, testNow.Add(-time.Hour), 8*time.Hour))
+	r, err := NewResponder(ResponderConfig{Signer: f.gwSigner, Verifier: f.verifier, Rand: crand.Reader, Now: fixedNow,
+		MaxSkew: 5 * time.Second, ReplayCacheSize: 1024, Delegated: d})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 4*5)
+	for g := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 5 {
+				in, err := NewInitiator(InitiatorConfig{Signer: f.agentSigner, Chain: f.chain, ResponderPublicKey: f.gwPub,
+					Rand: detRand(fmt.Sprintf("concurrent %d %d", g, i)), Now: fixedNow, LocalIndex: uint32(g*10 + i)})
+				if err != nil {
+					errs <- err
+					return
+				}
+				init, err := in.Initiation(nil)
+				if err != nil {
+					errs <- err
+					return
+				}
+				resp, p, err := r.HandleInitiation(init, uint32(100+g*10+i))
+				if err != nil {
+					errs <- err
+					return
+				}
+				fin, _, err := in.HandleResponse(resp)
+				if err != nil {
+					errs <- err
+					return
+				}
+				if _, err := p.HandleFinish(fin); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	for i := range 3 {
+		d.Install(f.delegated(t, testNow.Add(-time.Duration(i+2)*time.Minute), time.Hour))
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+}
