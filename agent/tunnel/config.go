@@ -37,6 +37,10 @@ const (
 	StatusFile = "status.json"
 	// TokenFile keeps the last address token in Config.StateDir.
 	TokenFile = "address-token.json"
+	// CredentialFile keeps the gateway's last verified delegated credential
+	// in Config.StateDir (docs/protocol.md §3.2.1), so that the first
+	// handshake after a restart needs no 5.3 KB credential either.
+	CredentialFile = "gateway-credential.bin"
 )
 
 // Timers are the engine's local timers; zero fields take the defaults.

@@ -86,6 +86,10 @@ type Engine struct {
 	statusCh chan struct{}
 	closing  atomic.Bool
 
+	// cred is the gateway's last verified delegated credential (nil: none
+	// yet, or not loaded from CredentialFile); handshake goroutine only.
+	cred *handshake.Credential
+
 	mu        sync.Mutex // guards status and rehandWhy
 	status    Status
 	rehandWhy string // the reason given to the pending Rehandshake

@@ -456,3 +456,37 @@ func testLogger(t testing.TB) hclog.Logger {
 	}
 	return hclog.New(&hclog.LoggerOptions{Level: hclog.Debug, Output: os.Stderr, Name: t.Name()})
 }
+
+// TestDelegatedCredentialCached: the first handshake receives the
+// gateway's delegated credential, the agent keeps it (memory, StateDir,
+// status) and the reconnect's Response leaves it out; after a gateway
+// restart (a new delegated key) the hint no longer matches and the new
+// credential comes in full.
+func TestDelegatedCredentialCached(t *testing.T) {
+	r := newRig(t)
+	r.waitUp()
+	st := r.eng.Status()
+	if r.gw.Stats().CredentialsSent != 1 || st.DelegatedKeyExpires.IsZero() {
+		t.Fatalf("first handshake: %d credentials sent, status expiry %v", r.gw.Stats().CredentialsSent, st.DelegatedKeyExpires)
+	}
+	if b, err := os.ReadFile(filepath.Join(r.dir, tunnel.CredentialFile)); err != nil || len(b) != handshake.CredentialLen {
+		t.Fatalf("credential file: %d bytes, %v", len(b), err)
+	}
+	first := st.DelegatedKeyExpires
+	if err := r.gw.SendControl(&control.Close{Code: control.CloseKilled, Reason: "again"}); err != nil {
+		t.Fatal(err)
+	}
+	r.waitFor("a second session", func() bool { return r.gw.Stats().Sessions >= 2 && r.eng.Status().State == tunnel.StateUp })
+	if n := r.gw.Stats().CredentialsSent; n != 1 {
+		t.Fatalf("%d credentials sent after the reconnect, want 1 (the agent hinted at the one it has)", n)
+	}
+	if err := r.gw.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	r.waitFor("a session with the new key", func() bool {
+		return r.gw.Stats().Sessions >= 1 && r.eng.Status().State == tunnel.StateUp &&
+			r.gw.Stats().CredentialsSent >= 2
+	})
+	r.waitFor("the new expiry in the status", func() bool { return r.eng.Status().DelegatedKeyExpires.After(first) })
+	r.roundTrip("with the new delegated key")
+}

@@ -138,9 +138,12 @@ func (e *Engine) handshake(ctx context.Context, keep bool) (*session, error) {
 		}
 	}
 	idx := e.randUint32()
+	if e.cred == nil {
+		e.cred = loadCredential(e.cfg.StateDir, e.cfg.GatewayPublicKey, e.cfg.Now())
+	}
 	in, err := handshake.NewInitiator(handshake.InitiatorConfig{Signer: signer, Chain: chain,
 		ResponderPublicKey: e.cfg.GatewayPublicKey, ResponderID: e.rid, AEAD: e.cfg.AEAD, Rand: e.cfg.Rand,
-		Now: e.cfg.Now, LocalIndex: idx})
+		Now: e.cfg.Now, LocalIndex: idx, Credential: e.cred})
 	if err != nil {
 		return nil, err
 	}
@@ -222,6 +225,7 @@ func (e *Engine) handshake(ctx context.Context, keep bool) (*session, error) {
 					e.log.Debug("response refused", "error", err)
 					continue
 				}
+				e.keepCredential(res.Credential)
 				if keep {
 					e.prev.Swap(e.installKeys(res)).zeroize()
 				} else {

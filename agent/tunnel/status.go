@@ -46,14 +46,18 @@ type Status struct {
 	Gateway       string    `json:"gateway"`
 	Interface     string    `json:"interface"`
 	LastHandshake time.Time `json:"last_handshake,omitzero"`
-	NextAttempt   time.Time `json:"next_attempt,omitzero"`
-	Addresses     []string  `json:"addresses,omitempty"`
-	Routes        []string  `json:"routes,omitempty"`
-	MTU           int       `json:"mtu,omitempty"`
-	PulseInterval string    `json:"pulse_interval,omitempty"`
-	RxBytes       uint64    `json:"rx_bytes"`
-	TxBytes       uint64    `json:"tx_bytes"`
-	Handshakes    uint64    `json:"handshakes"`
+	// DelegatedKeyExpires is when the gateway's delegated handshake key
+	// of the last handshake expires (zero: the gateway signed with its
+	// pinned key).
+	DelegatedKeyExpires time.Time `json:"delegated_key_expires,omitzero"`
+	NextAttempt         time.Time `json:"next_attempt,omitzero"`
+	Addresses           []string  `json:"addresses,omitempty"`
+	Routes              []string  `json:"routes,omitempty"`
+	MTU                 int       `json:"mtu,omitempty"`
+	PulseInterval       string    `json:"pulse_interval,omitempty"`
+	RxBytes             uint64    `json:"rx_bytes"`
+	TxBytes             uint64    `json:"tx_bytes"`
+	Handshakes          uint64    `json:"handshakes"`
 	// Rehandshakes counts sessions replaced by a fresh handshake while up
 	// (session age, changed certificate); RehandshakeReason and
 	// LastRehandshake describe the last one that succeeded.

@@ -96,6 +96,7 @@ func gatewayMain(args []string, stdin io.Reader, stdout io.Writer) error {
 	pulse := fs.Duration("pulse", 10*time.Second, "pulse interval told to agents")
 	loadThreshold := fs.Int("load-threshold", 0, "handshake messages/s at which cookies are required (0: default)")
 	pol := fs.String("policy", "", `"cedar": enforce policy, every session admitted by an in-process Cedar connect decision`)
+	delegated := fs.Bool("delegated", true, "sign Responses with a delegated key certified by the gateway key, as the core does by default")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -113,6 +114,16 @@ func gatewayMain(args []string, stdin io.Reader, stdout io.Writer) error {
 	signer, err := handshake.NewMLDSA65Signer(gatewayKey().PrivateKey(), crand.Reader)
 	if err != nil {
 		return err
+	}
+	var keys *handshake.DelegatedKeys
+	if *delegated {
+		k, err := handshake.IssueCredential(signer, crand.Reader, time.Now(), handshake.DefaultCredentialValidity)
+		if err != nil {
+			return err
+		}
+		keys = &handshake.DelegatedKeys{}
+		keys.Install(k)
+		defer keys.Close()
 	}
 	pool, err := ipam.New(memstore.New(), benchPrefix)
 	if err != nil {
@@ -133,7 +144,7 @@ func gatewayMain(args []string, stdin io.Reader, stdout io.Writer) error {
 	bind := &portBind{Bind: conn.NewStdNetBind()}
 	ctun := tuntest.NewChannelTUN()
 	g, err := gateway.New(gateway.Config{
-		TunnelPrefix: benchPrefix, Now: time.Now, Rand: crand.Reader, Signer: signer, Verifier: verifier,
+		TunnelPrefix: benchPrefix, Now: time.Now, Rand: crand.Reader, Signer: signer, Delegated: keys, Verifier: verifier,
 		IPAM: pool, Workers: *workers, QueueLen: *queue, PulseInterval: *pulse, LoadThreshold: *loadThreshold, Policy: pc,
 		// Every agent has its own loopback address; the default per-source
 		// budget applies to each.

@@ -93,6 +93,16 @@ type Gateway struct {
 	// Policy is the `policy { }` block: per-flow enforcement; its zero
 	// value (no block) is off.
 	Policy GatewayPolicy
+	// DelegatedKey is the `delegated_key { enabled = true, validity = "8h" }`
+	// block: handshakes signed by an in-memory key certified by the KMS
+	// gateway key for Validity (docs/protocol.md §3.2.1). On by default.
+	DelegatedKey GatewayDelegatedKey
+}
+
+// GatewayDelegatedKey is the gateway's `delegated_key { }` block.
+type GatewayDelegatedKey struct {
+	Enabled  bool
+	Validity time.Duration // default 8h, 10m to 24h
 }
 
 // GatewayPolicy is the gateway's `policy { plugin = "..." mode = "..." }`
@@ -116,6 +126,11 @@ const (
 	DefaultGatewayInterface     = "avon-gw0"
 	DefaultGatewayMTU           = 1420
 	DefaultGatewayPulseInterval = 10 * time.Second
+	// DefaultDelegatedKeyValidity .. MaxDelegatedKeyValidity bound
+	// gateway.delegated_key.validity.
+	DefaultDelegatedKeyValidity = 8 * time.Hour
+	MinDelegatedKeyValidity     = 10 * time.Minute
+	MaxDelegatedKeyValidity     = 24 * time.Hour
 	DefaultGatewayHandshakeRate = 20
 	DefaultGatewayMaxSessions   = 100_000
 	MinGatewayMTU               = 576
@@ -479,7 +494,8 @@ func parsePrefix(r hcl.Range, name, s string) (netip.Prefix, hcl.Diagnostics) {
 func (c *Config) decodeGateway(ctx *hcl.EvalContext, b *hcl.Block) hcl.Diagnostics {
 	c.Gateway = Gateway{Listen: "0.0.0.0:4600", TunnelCIDR: netip.MustParsePrefix("100.96.0.0/16"),
 		Interface: DefaultGatewayInterface, MTU: DefaultGatewayMTU, AEAD: "auto", PulseInterval: DefaultGatewayPulseInterval,
-		HandshakeRate: DefaultGatewayHandshakeRate, MaxSessions: DefaultGatewayMaxSessions}
+		HandshakeRate: DefaultGatewayHandshakeRate, MaxSessions: DefaultGatewayMaxSessions,
+		DelegatedKey: GatewayDelegatedKey{Enabled: true, Validity: DefaultDelegatedKeyValidity}}
 	if b == nil {
 		return nil
 	}
@@ -487,10 +503,13 @@ func (c *Config) decodeGateway(ctx *hcl.EvalContext, b *hcl.Block) hcl.Diagnosti
 	content, diags := b.Body.Content(&hcl.BodySchema{Attributes: []hcl.AttributeSchema{
 		{Name: "enabled"}, {Name: "listen"}, {Name: "tunnel_cidr"}, {Name: "routes"}, {Name: "endpoint"},
 		{Name: "interface"}, {Name: "mtu"}, {Name: "aead"}, {Name: "pulse_interval"}, {Name: "handshake_rate"},
-		{Name: "max_sessions"}}, Blocks: []hcl.BlockHeaderSchema{{Type: "policy"}}})
+		{Name: "max_sessions"}}, Blocks: []hcl.BlockHeaderSchema{{Type: "policy"}, {Type: "delegated_key"}}})
 	pb, d := singleton(content.Blocks, "policy")
 	diags = append(diags, d...)
 	diags = append(diags, c.decodeGatewayPolicy(ctx, pb)...)
+	db, d := singleton(content.Blocks, "delegated_key")
+	diags = append(diags, d...)
+	diags = append(diags, c.decodeDelegatedKey(ctx, db)...)
 	_, _, d = attr(ctx, content.Attributes, "enabled", &c.Gateway.Enabled)
 	diags = append(diags, d...)
 	if r, ok, d := attr(ctx, content.Attributes, "listen", &c.Gateway.Listen); ok {
@@ -578,6 +597,25 @@ func (c *Config) decodeGateway(ctx *hcl.EvalContext, b *hcl.Block) hcl.Diagnosti
 		if rt.Overlaps(c.Gateway.TunnelCIDR) {
 			diags = append(diags, errAt(b.DefRange, "Route overlaps the tunnel network",
 				fmt.Sprintf("routes: %s overlaps tunnel_cidr %s; agents reach each other through the tunnel network already.", rt, c.Gateway.TunnelCIDR)))
+		}
+	}
+	return diags
+}
+
+// decodeDelegatedKey decodes the gateway's delegated_key block.
+func (c *Config) decodeDelegatedKey(ctx *hcl.EvalContext, b *hcl.Block) hcl.Diagnostics {
+	if b == nil {
+		return nil
+	}
+	content, diags := b.Body.Content(&hcl.BodySchema{Attributes: []hcl.AttributeSchema{{Name: "enabled"}, {Name: "validity"}}})
+	_, _, d := attr(ctx, content.Attributes, "enabled", &c.Gateway.DelegatedKey.Enabled)
+	diags = append(diags, d...)
+	if a, ok := content.Attributes["validity"]; ok {
+		d := duration(ctx, content.Attributes, "validity", DefaultDelegatedKeyValidity, &c.Gateway.DelegatedKey.Validity)
+		diags = append(diags, d...)
+		if v := c.Gateway.DelegatedKey.Validity; !d.HasErrors() && (v < MinDelegatedKeyValidity || v > MaxDelegatedKeyValidity) {
+			diags = append(diags, errAt(a.Expr.Range(), "Invalid delegated key validity",
+				fmt.Sprintf("validity = %s: want %s to %s; the validity is how long a copy of the key outside the KMS can be abused.", v, MinDelegatedKeyValidity, MaxDelegatedKeyValidity)))
 		}
 	}
 	return diags

@@ -134,18 +134,19 @@ func TestDefaults(t *testing.T) {
 }
 
 func TestGatewayBlock(t *testing.T) {
+	dk8h := GatewayDelegatedKey{Enabled: true, Validity: 8 * time.Hour}
 	tests := []struct {
 		name string
 		src  string
 		want Gateway
 	}{
 		{"absent: off", "", Gateway{Enabled: false, Listen: "0.0.0.0:4600", TunnelCIDR: netip.MustParsePrefix("100.96.0.0/16"),
-			Interface: "avon-gw0", MTU: 1420, AEAD: "auto", PulseInterval: 10 * time.Second, HandshakeRate: 20, MaxSessions: 100000}},
+			Interface: "avon-gw0", MTU: 1420, AEAD: "auto", PulseInterval: 10 * time.Second, HandshakeRate: 20, MaxSessions: 100000, DelegatedKey: dk8h}},
 		{"present: on", "gateway {\n}\n", Gateway{Enabled: true, Listen: "0.0.0.0:4600", TunnelCIDR: netip.MustParsePrefix("100.96.0.0/16"),
-			Interface: "avon-gw0", MTU: 1420, AEAD: "auto", PulseInterval: 10 * time.Second, HandshakeRate: 20, MaxSessions: 100000}},
+			Interface: "avon-gw0", MTU: 1420, AEAD: "auto", PulseInterval: 10 * time.Second, HandshakeRate: 20, MaxSessions: 100000, DelegatedKey: dk8h}},
 		{"present, disabled", "gateway {\n  enabled = false\n}\n", Gateway{Enabled: false, Listen: "0.0.0.0:4600",
 			TunnelCIDR: netip.MustParsePrefix("100.96.0.0/16"), Interface: "avon-gw0", MTU: 1420, AEAD: "auto",
-			PulseInterval: 10 * time.Second, HandshakeRate: 20, MaxSessions: 100000}},
+			PulseInterval: 10 * time.Second, HandshakeRate: 20, MaxSessions: 100000, DelegatedKey: dk8h}},
 		{"everything", `gateway {
   enabled        = true
   listen         = "198.18.0.1:4601"
@@ -157,13 +158,20 @@ func TestGatewayBlock(t *testing.T) {
   pulse_interval = "2500ms"
   handshake_rate = 50
   max_sessions   = 1000
+  delegated_key {
+    validity = "2h"
+  }
 }
 `, Gateway{Enabled: true, Listen: "198.18.0.1:4601", Endpoint: "198.18.0.1:4601", TunnelCIDR: netip.MustParsePrefix("100.70.0.0/24"),
 			Routes: []netip.Prefix{netip.MustParsePrefix("10.9.0.0/16")}, Interface: "gw-test", MTU: 1380, AEAD: "chacha20-poly1305",
-			PulseInterval: 2500 * time.Millisecond, HandshakeRate: 50, MaxSessions: 1000}},
+			PulseInterval: 2500 * time.Millisecond, HandshakeRate: 50, MaxSessions: 1000,
+			DelegatedKey: GatewayDelegatedKey{Enabled: true, Validity: 2 * time.Hour}}},
+		{"delegation off", "gateway {\n  delegated_key {\n    enabled = false\n  }\n}\n", Gateway{Enabled: true, Listen: "0.0.0.0:4600",
+			TunnelCIDR: netip.MustParsePrefix("100.96.0.0/16"), Interface: "avon-gw0", MTU: 1420, AEAD: "auto",
+			PulseInterval: 10 * time.Second, HandshakeRate: 20, MaxSessions: 100000, DelegatedKey: GatewayDelegatedKey{Validity: 8 * time.Hour}}},
 		{"endpoint", "gateway {\n  endpoint = \"gw.example.com:4600\"\n}\n", Gateway{Enabled: true, Listen: "0.0.0.0:4600",
 			Endpoint: "gw.example.com:4600", TunnelCIDR: netip.MustParsePrefix("100.96.0.0/16"), Interface: "avon-gw0", MTU: 1420,
-			AEAD: "auto", PulseInterval: 10 * time.Second, HandshakeRate: 20, MaxSessions: 100000}},
+			AEAD: "auto", PulseInterval: 10 * time.Second, HandshakeRate: 20, MaxSessions: 100000, DelegatedKey: dk8h}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -223,6 +231,8 @@ func TestDiagnostics(t *testing.T) {
 		{"gateway aead", "gateway {\n  aead = \"aes-128-gcm\"\n}\n", []diagAt{{"Invalid aead", 2, 10, "auto, aes-256-gcm, chacha20-poly1305"}}},
 		{"gateway pulse", "gateway {\n  pulse_interval = \"500ms\"\n}\n", []diagAt{{"Invalid pulse_interval", 2, 20, "1s to 10m0s"}}},
 		{"gateway pulse garbage", "gateway {\n  pulse_interval = \"often\"\n}\n", []diagAt{{"Invalid duration", 2, 20, ""}}},
+		{"delegated key validity", "gateway {\n  delegated_key {\n    validity = \"48h\"\n  }\n}\n", []diagAt{{"Invalid delegated key validity", 3, 16, "10m0s to 24h0m0s"}}},
+		{"delegated key twice", "gateway {\n  delegated_key {\n  }\n  delegated_key {\n  }\n}\n", []diagAt{{"Duplicate delegated_key block", 4, 3, ""}}},
 		{"gateway rate", "gateway {\n  handshake_rate = 0\n}\n", []diagAt{{"Invalid handshake_rate", 2, 20, "1 to 100000"}}},
 		{"gateway sessions", "gateway {\n  max_sessions = 20000000\n}\n", []diagAt{{"Invalid max_sessions", 2, 18, "1 to 10000000"}}},
 		{"gateway interface", "gateway {\n  interface = \"a/very/long/name0\"\n}\n", []diagAt{{"Invalid interface name", 2, 15, "Linux interface name"}}},

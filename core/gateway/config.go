@@ -95,6 +95,10 @@ type Config struct {
 	// chains and certificate status (handshake.ChainVerifier). Required.
 	Signer   handshake.Signer
 	Verifier handshake.PeerVerifier
+	// Delegated, when set, holds the delegated handshake key the gateway
+	// signs Responses with (Signer then only certifies it, elsewhere);
+	// nil: Signer signs every Response (docs/protocol.md §3.2.1).
+	Delegated *handshake.DelegatedKeys
 	// Authorize, when set, decides whether an authenticated agent may have
 	// a session at all (agent disabled, policy); it runs after the Finish
 	// verified, within a 5 s deadline, and an error refuses the agent with

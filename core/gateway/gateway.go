@@ -116,7 +116,7 @@ func New(cfg Config, dev tun.Device, bind conn.Bind) (*Gateway, error) {
 		}
 	}
 	if g.responder, err = handshake.NewResponder(handshake.ResponderConfig{Signer: cfg.Signer, Verifier: cfg.Verifier,
-		Rand: cfg.Rand, Now: cfg.Now, MaxSkew: cfg.MaxSkew}); err != nil {
+		Rand: cfg.Rand, Now: cfg.Now, MaxSkew: cfg.MaxSkew, Delegated: cfg.Delegated}); err != nil {
 		return nil, fmt.Errorf("gateway: responder: %w: %w", ErrConfig, err)
 	}
 	if g.cookies, err = cookie.NewChecker(g.responder.ID(), cfg.Rand, cfg.Now()); err != nil {

@@ -21,9 +21,18 @@
 //	Initiator.HandleResponse    ── 3 ──▶    PendingHandshake.HandleFinish
 //	  -> Finish, Result                       -> Result
 //
-// SIGMA-I: the gateway signs first (sig_r over th2), the agent reveals its
+// SIGMA-I: the gateway signs first (sig_r over thc), the agent reveals its
 // certificate chain only inside enc_i, after it verified the gateway, so
 // its identity is hidden from passive and active attackers alike.
+//
+// # Delegated handshake keys
+//
+// The gateway key agents pin stays in a KMS; it certifies a short-lived
+// in-memory ML-DSA-65 key (IssueCredential, a Credential) and the responder
+// signs sig_r with that (ResponderConfig.Delegated, DelegatedKeys). The
+// Response carries the credential unless the Initiation's blinded hint
+// names the one the agent already holds (InitiatorConfig.Credential,
+// Result.Credential). docs/protocol.md §3.2.1.
 //
 // # Error contract
 //

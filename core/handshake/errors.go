@@ -19,7 +19,7 @@ var (
 	// reserved bytes or flags, a length field out of range, trailing bytes,
 	// a certificate chain that does not split into DER certificates.
 	ErrMalformed = errors.New("malformed message")
-	// ErrVersion means a protocol version other than 1.
+	// ErrVersion means a protocol version other than Version (2).
 	ErrVersion = errors.New("unsupported protocol version")
 	// ErrSuite means a KEM, signature or AEAD identifier suite v1 does not
 	// have.
@@ -71,8 +71,13 @@ var (
 	// ErrRandom means the injected randomness failed; fail closed.
 	ErrRandom = errors.New("randomness unavailable")
 	// ErrSigner means the Signer failed or returned a signature of the
-	// wrong length.
+	// wrong length, or a responder configured for delegation has no valid
+	// delegated key.
 	ErrSigner = errors.New("signer failed")
+	// ErrCredential means a delegated credential that does not parse, is
+	// not signed by the pinned gateway key, names another responder, is not
+	// valid now (with ErrExpired), or is missing where the Response needs it.
+	ErrCredential = errors.New("delegated credential refused")
 )
 
 // ClockSkewError is the ErrClockSkew refusal: the claimed time, the

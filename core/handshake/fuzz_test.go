@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
+
+	"github.com/cloudflare/circl/sign/mldsa/mldsa65"
 )
 
 // Fuzz targets: every parser of untrusted bytes and every handler that
@@ -67,7 +69,7 @@ func vectorMessages(t testing.TB) map[string][]byte {
 }
 
 var sentinels = []error{ErrTruncated, ErrMalformed, ErrVersion, ErrSuite, ErrUnknownResponder, ErrClockSkew, ErrReplay,
-	ErrBusy, ErrKey, ErrIndex, ErrDecrypt, ErrSignature, ErrCertificate, ErrRevoked, ErrStatusUnavailable, ErrNotAuthorized, ErrState, ErrRandom, ErrSigner}
+	ErrBusy, ErrKey, ErrIndex, ErrDecrypt, ErrSignature, ErrCertificate, ErrRevoked, ErrStatusUnavailable, ErrNotAuthorized, ErrState, ErrRandom, ErrSigner, ErrCredential}
 
 func checkTyped(t *testing.T, err error) {
 	t.Helper()
@@ -83,7 +85,7 @@ func FuzzParseInitiation(f *testing.F) {
 	m.Token = bytes.Repeat([]byte{7}, MaxTokenLen)
 	withToken, _ := m.Marshal()
 	f.Add(withToken)
-	f.Add([]byte{1, 1, 0, 0})
+	f.Add([]byte{1, Version, 0, 0})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		m, err := ParseInitiation(b)
 		checkTyped(t, err)
@@ -194,7 +196,7 @@ func FuzzResponderHandleInitiation(f *testing.F) {
 	fx := fuzzFixture(f)
 	f.Add(fuzzRun.init)
 	bad := bytes.Clone(fuzzRun.init)
-	copy(bad[len(bad)-2*MACLen-32:], lowOrderX25519[2][:])
+	copy(bad[len(bad)-2*MACLen-CredentialHashLen-32:], lowOrderX25519[2][:])
 	f.Add(bad)
 	f.Fuzz(func(t *testing.T, b []byte) {
 		r := fx.responder(t, fixedNow)
@@ -261,6 +263,70 @@ func FuzzPendingHandleFinish(f *testing.F) {
 			if _, err2 := p.HandleFinish(msg); !errors.Is(err2, ErrState) && b[0]&1 == 1 {
 				t.Fatalf("refusal after decryption is not final: %v", err2)
 			}
+		}
+	})
+}
+
+func FuzzParseCredential(f *testing.F) {
+	v := vectorMessages(f)
+	f.Add(v["credential"])
+	f.Add(v["credential"][:52])
+	f.Fuzz(func(t *testing.T, b []byte) {
+		c, err := ParseCredential(b)
+		checkTyped(t, err)
+		if err != nil {
+			if !errors.Is(err, ErrCredential) {
+				t.Fatalf("not ErrCredential: %v", err)
+			}
+			return
+		}
+		if !bytes.Equal(c.Raw, b) || c.verified || c.NotAfter.Sub(c.NotBefore) > MaxCredentialValidity || !c.NotAfter.After(c.NotBefore) {
+			t.Fatal("accepted credential does not match its bytes")
+		}
+		if c.verify(fuzzPinned(t), [IDLen]byte(b[20:52])) == nil && !bytes.Equal(b, v["credential"]) {
+			t.Fatal("a changed credential verified")
+		}
+	})
+}
+
+var fuzzPinnedKey = sync.OnceValue(func() []byte {
+	pk, _ := mldsaKey("gateway")
+	b, _ := pk.MarshalBinary()
+	return b
+})
+
+func fuzzPinned(t *testing.T) *mldsa65.PublicKey {
+	pk, err := parseMLDSA65(fuzzPinnedKey())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pk
+}
+
+// FuzzInitiatorResponsePlaintext feeds the initiator's check of enc_r's
+// plaintext (flags, credential, sig_r) arbitrary bytes, with and without a
+// cached credential.
+func FuzzInitiatorResponsePlaintext(f *testing.F) {
+	v := vectorMessages(f)
+	cred, err := VerifyCredential(v["credential"], fuzzPinnedKey(), testNow, 0)
+	if err != nil {
+		f.Fatal(err)
+	}
+	sig := bytes.Repeat([]byte{3}, SignatureLen)
+	f.Add(false, append(append(make([]byte, NonceLen), 0, 0, 0, 3), append(bytes.Clone(v["credential"]), sig...)...))
+	f.Add(true, append(append(make([]byte, NonceLen), 0, 0, 0, 1), sig...))
+	f.Add(true, append(make([]byte, NonceLen), 0, 0, 0, 0))
+	fx := fuzzFixture(f)
+	f.Fuzz(func(t *testing.T, cached bool, pt []byte) {
+		c := (*Credential)(nil)
+		if cached {
+			c = cred
+		}
+		in := fx.initiatorWith(t, 1, fixedNow, c)
+		got, _, err := in.verifyResponder(th0, pt)
+		checkTyped(t, err)
+		if err == nil {
+			t.Fatalf("a random sig_r verified (credential %v)", got != nil)
 		}
 	})
 }

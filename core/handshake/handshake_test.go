@@ -416,7 +416,8 @@ func TestVersionAndSuiteRefused(t *testing.T) {
 		want error
 	}{
 		{"version 0 (stripped)", 1, 0, ErrVersion},
-		{"version 2", 1, 2, ErrVersion},
+		{"version 1 (before delegated credentials)", 1, 1, ErrVersion},
+		{"version 3", 1, 3, ErrVersion},
 		{"version 255", 1, 255, ErrVersion},
 		{"kem 0", 8, 0, ErrSuite},
 		{"kem 2", 8, 2, ErrSuite},
@@ -453,9 +454,9 @@ func TestVersionAndSuiteRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	bad = bytes.Clone(fin)
-	bad[1] = 2
+	bad[1] = 1
 	if _, err := p.HandleFinish(bad); !errors.Is(err, ErrVersion) {
-		t.Fatalf("finish version 2: %v", err)
+		t.Fatalf("finish version 1: %v", err)
 	}
 }
 
@@ -746,7 +747,7 @@ func TestEphemeralKeyRefused(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	epkOff := InitiationMinLen - 2*MACLen - EphemeralKeyLen
+	epkOff := InitiationMinLen - 2*MACLen - CredentialHashLen - EphemeralKeyLen
 	x := epkOff + x25519Offset
 	var cases []struct {
 		name string

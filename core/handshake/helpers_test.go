@@ -171,3 +171,39 @@ func (f *fixture) handshake(t testing.TB, in *Initiator, r *Responder, local uin
 type clock struct{ t time.Time }
 
 func (c *clock) now() time.Time { return c.t }
+
+// delegated issues a delegated key from fixed randomness, signed by the
+// fixture's gateway key, valid from nb for validity.
+func (f *fixture) delegated(t testing.TB, nb time.Time, validity time.Duration) *DelegatedKey {
+	t.Helper()
+	k, err := IssueCredential(f.gwSigner, detRand("delegated key "+nb.String()+validity.String()), nb, validity)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+// delegatedResponder is a responder signing with a delegated key (valid
+// from an hour before testNow, 8 h) held in the returned DelegatedKeys.
+func (f *fixture) delegatedResponder(t testing.TB, now func() time.Time) (*Responder, *DelegatedKeys) {
+	t.Helper()
+	d := &DelegatedKeys{}
+	d.Install(f.delegated(t, testNow.Add(-time.Hour), 8*time.Hour))
+	r, err := NewResponder(ResponderConfig{Signer: f.gwSigner, ResponderID: f.gwID, Verifier: f.verifier,
+		Rand: f.rand, Now: now, MaxSkew: 5 * time.Second, ReplayCacheSize: 64, Delegated: d})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r, d
+}
+
+// initiatorWith is an initiator holding cred from an earlier handshake.
+func (f *fixture) initiatorWith(t testing.TB, local uint32, now func() time.Time, cred *Credential) *Initiator {
+	t.Helper()
+	in, err := NewInitiator(InitiatorConfig{Signer: f.agentSigner, Chain: f.chain, ResponderPublicKey: f.gwPub,
+		ResponderID: f.gwID, Rand: f.rand, Now: now, LocalIndex: local, Credential: cred})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return in
+}

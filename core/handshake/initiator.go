@@ -32,6 +32,15 @@ type InitiatorConfig struct {
 	Now func() time.Time
 	// LocalIndex is this side's sender_index, chosen by core/tunnel.
 	LocalIndex uint32
+	// Credential is the last delegated credential this agent verified for
+	// this gateway (Result.Credential of an earlier handshake), or nil.
+	// While it is valid the Initiation hints at it and the gateway may
+	// leave it out of the Response. One of another gateway is ignored; one
+	// that did not come from a verification is verified here.
+	Credential *Credential
+	// MaxSkew is the clock allowance for a credential's validity, the
+	// calibration's max_skew. Default DefaultMaxSkew.
+	MaxSkew time.Duration
 }
 
 type initiatorState uint8
@@ -101,6 +110,15 @@ func NewInitiator(cfg InitiatorConfig) (*Initiator, error) {
 	if parts, err := splitChain(chain); err != nil || len(parts) != len(cfg.Chain) {
 		return nil, fmt.Errorf("handshake: chain is not a list of DER certificates: %w", ErrConfig)
 	}
+	if cfg.MaxSkew < 0 {
+		return nil, fmt.Errorf("handshake: negative MaxSkew: %w", ErrConfig)
+	}
+	if cfg.MaxSkew == 0 {
+		cfg.MaxSkew = DefaultMaxSkew
+	}
+	if c := cfg.Credential; c != nil && (c.ResponderID != id || c.pk == nil || (!c.verified && c.verify(rpk, id) != nil)) {
+		cfg.Credential = nil // a cache entry for another key, or a forged one: only a hint is lost
+	}
 	return &Initiator{cfg: cfg, rpk: rpk, chain: chain, id: id}, nil
 }
 
@@ -134,6 +152,13 @@ func (in *Initiator) Initiation(token []byte) ([]byte, error) {
 		eph.zeroize()
 		return nil, fmt.Errorf("handshake: initiation nonce: %v: %w", err, ErrRandom)
 	}
+	if c := in.cfg.Credential; c != nil && c.ValidAt(in.cfg.Now(), in.cfg.MaxSkew) == nil {
+		m.CredentialHint = credentialHint(&m.Nonce, &c.Hash)
+	} else if _, err := io.ReadFull(in.cfg.Rand, m.CredentialHint[:]); err != nil {
+		// Random, so that an agent without a credential looks like one with.
+		eph.zeroize()
+		return nil, fmt.Errorf("handshake: credential hint: %v: %w", err, ErrRandom)
+	}
 	b, err := m.Marshal()
 	if err != nil {
 		eph.zeroize()
@@ -148,9 +173,12 @@ func (in *Initiator) Initiation(token []byte) ([]byte, error) {
 }
 
 // HandleResponse processes the gateway's Response (reassembled): it
-// decapsulates, opens enc_r, verifies sig_r with the pinned gateway key, and
-// only then signs and returns the Finish together with the session. The
-// initiator may send transport data right after the Finish.
+// decapsulates, opens enc_r, verifies sig_r — with the pinned gateway key,
+// or with the delegated key of a credential the pinned key signed (sent in
+// the Response or, when left out, the one the Initiation hinted at; valid at
+// the calibrated time within MaxSkew) — and only then signs and returns the
+// Finish together with the session. The initiator may send transport data
+// right after the Finish.
 func (in *Initiator) HandleResponse(b []byte) ([]byte, *Result, error) {
 	if in.state != initSent || in.eph == nil || in.eph.sk == nil {
 		return nil, nil, fmt.Errorf("handshake: response without a pending initiation: %w", ErrState)
@@ -173,16 +201,11 @@ func (in *Initiator) HandleResponse(b []byte) ([]byte, *Result, error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("handshake: response enc_r: %w", err)
 	}
-	flags := be.Uint32(pt[NonceLen:])
-	sigR := pt[NonceLen+4:]
-	if !verifyMLDSA65(in.rpk, th2[:], contextResponder, sigR) {
-		return nil, nil, fmt.Errorf("handshake: responder signature: %w", ErrSignature)
+	cred, thc, err := in.verifyResponder(th2, pt)
+	if err != nil {
+		return nil, nil, err
 	}
-	if flags != 0 {
-		// Signed by the gateway, so not an attacker's: a newer gateway.
-		return nil, nil, fmt.Errorf("handshake: response flags %#x, none defined in v1: %w", flags, ErrMalformed)
-	}
-	th3 := transcript(th2, m.Sealed)
+	th3 := transcript(thc, m.Sealed)
 	ki := expand32(&prk, labelInitiator, th3[:])
 	defer clear(ki[:])
 	signed := transcript(th3, in.chain)
@@ -208,9 +231,56 @@ func (in *Initiator) HandleResponse(b []byte) ([]byte, *Result, error) {
 	in.errKey, in.hasErrKey = expand32(&prk, labelError, nil), true
 	res := newResult(true, in.cfg.LocalIndex, m.SenderIndex, in.cfg.AEAD, &keys,
 		Peer{ID: gatewayPeerID(in.id), PublicKey: append([]byte(nil), in.cfg.ResponderPublicKey...)}, in.cfg.Now())
+	res.Credential = cred
 	in.eph.zeroize()
 	in.state = initDone
 	return finish, res, nil
+}
+
+// verifyResponder checks the plaintext of enc_r (nonce_r ‖ flags ‖
+// [credential] ‖ sig_r): the flags, the credential and sig_r over thc. It
+// returns the credential sig_r was verified with (nil when the pinned key
+// signed) and thc.
+func (in *Initiator) verifyResponder(th2 [32]byte, pt []byte) (*Credential, [32]byte, error) {
+	if len(pt) < NonceLen+4 {
+		return nil, [32]byte{}, fmt.Errorf("handshake: response plaintext of %d bytes: %w", len(pt), ErrMalformed)
+	}
+	flags := be.Uint32(pt[NonceLen:])
+	body := pt[NonceLen+4:]
+	hasCred := len(body) == CredentialLen+SignatureLen
+	if flags&^(FlagDelegated|FlagCredential) != 0 || (flags&FlagCredential != 0) != hasCred ||
+		(flags == FlagCredential) || (!hasCred && len(body) != SignatureLen) {
+		return nil, [32]byte{}, fmt.Errorf("handshake: response flags %#x with %d bytes: %w", flags, len(body), ErrMalformed)
+	}
+	pk, cred := in.rpk, (*Credential)(nil)
+	now := in.cfg.Now()
+	switch {
+	case hasCred:
+		c, err := ParseCredential(body[:CredentialLen])
+		if err != nil {
+			return nil, [32]byte{}, err
+		}
+		if err := c.verify(in.rpk, in.id); err != nil {
+			return nil, [32]byte{}, err
+		}
+		cred = c
+	case flags&FlagDelegated != 0:
+		if in.cfg.Credential == nil {
+			return nil, [32]byte{}, fmt.Errorf("handshake: response names a credential this initiator does not have: %w", ErrCredential)
+		}
+		cred = in.cfg.Credential
+	}
+	if cred != nil {
+		if err := cred.ValidAt(now, in.cfg.MaxSkew); err != nil {
+			return nil, [32]byte{}, err
+		}
+		pk = cred.pk
+	}
+	thc := signedTranscript(th2, flags, cred)
+	if !verifyMLDSA65(pk, thc[:], contextResponder, body[len(body)-SignatureLen:]) {
+		return nil, [32]byte{}, fmt.Errorf("handshake: responder signature: %w", ErrSignature)
+	}
+	return cred, thc, nil
 }
 
 // HandshakeErrorInfo is a HandshakeError the initiator received.

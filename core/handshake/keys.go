@@ -96,6 +96,20 @@ func expand32(prk *[32]byte, label string, th []byte) [32]byte {
 	return k
 }
 
+// signedTranscript is thc = H(th2 ‖ flags u32 ‖ credential hash), what
+// sig_r signs and what th3 continues from: it binds the signing mode and
+// the credential (32 zero bytes without one) even when the credential is
+// not sent.
+func signedTranscript(th2 [32]byte, flags uint32, cred *Credential) [32]byte {
+	var f [4]byte
+	be.PutUint32(f[:], flags)
+	var h [CredentialHashLen]byte
+	if cred != nil {
+		h = cred.Hash
+	}
+	return transcript(th2, f[:], h[:])
+}
+
 // sessionKeys derives the transport keys, rekey secret and session id of
 // a session from its prk and final transcript hash (th4, or th' of a rekey).
 type sessionKeys struct {

@@ -17,8 +17,16 @@ const (
 
 // ResponderConfig configures the gateway's side.
 type ResponderConfig struct {
-	// Signer holds the gateway's ML-DSA-65 key (KMS-backed in production).
+	// Signer holds the gateway's ML-DSA-65 key (KMS-backed in production):
+	// the pinned key agents know. With Delegated it signs only credentials
+	// (IssueCredential), not handshakes.
 	Signer Signer
+	// Delegated, when set, holds the delegated key sig_r is made with
+	// (docs/protocol.md §3.2.1); the Response then carries its credential
+	// unless the Initiation's hint names it. Without a current, valid
+	// delegated key the responder refuses with ErrSigner: it never falls
+	// back to signing with Signer. Nil: every sig_r is made by Signer.
+	Delegated *DelegatedKeys
 	// ResponderID is SHA-256 of the gateway certificate's
 	// SubjectPublicKeyInfo. Zero: derived from Signer.Public(); when set it
 	// must match it.
@@ -93,7 +101,8 @@ func (r *Responder) ID() [IDLen]byte { return r.cfg.ResponderID }
 // no state kept), the ephemeral key (ML-KEM modulus check, X25519 not of
 // small order), then the nonce against the replay cache (ErrReplay; the
 // nonce is remembered for 2*MaxSkew; a full cache gives ErrBusy). Then one
-// encapsulation and one signature.
+// encapsulation and one signature: with the current delegated key when
+// Delegated is set (ErrSigner when there is none valid), else with Signer.
 func (r *Responder) HandleInitiation(b []byte, localIndex uint32) ([]byte, *PendingHandshake, error) {
 	m, err := ParseInitiation(b)
 	if err != nil {
@@ -124,6 +133,23 @@ func (r *Responder) HandleInitiation(b []byte, localIndex uint32) ([]byte, *Pend
 		return nil, nil, err
 	}
 
+	signer, flags, cred := r.cfg.Signer, uint32(0), (*Credential)(nil)
+	if r.cfg.Delegated != nil {
+		k := r.cfg.Delegated.acquire()
+		if k == nil {
+			return nil, nil, fmt.Errorf("handshake: no delegated key: %w", ErrSigner)
+		}
+		defer k.mu.RUnlock() // the key is not cleared while it signs
+		if err := k.cred.ValidAt(now, 0); err != nil {
+			return nil, nil, fmt.Errorf("handshake: delegated key: %w: %w", ErrSigner, err)
+		}
+		signer, flags, cred = k.s, FlagDelegated, k.cred
+		hint := credentialHint(&m.Nonce, &cred.Hash)
+		if subtle.ConstantTimeCompare(hint[:], m.CredentialHint[:]) != 1 {
+			flags |= FlagCredential
+		}
+	}
+
 	ct, ss, err := encapsulate(epk, r.cfg.Rand)
 	if err != nil {
 		return nil, nil, err
@@ -132,26 +158,34 @@ func (r *Responder) HandleInitiation(b []byte, localIndex uint32) ([]byte, *Pend
 	p := &PendingHandshake{r: r, localIndex: localIndex, remoteIndex: m.SenderIndex, aead: m.Suite.AEAD, created: now}
 	p.prk = extract(th1[:], ss[:])
 	clear(ss[:])
+	credLen := 0
+	if flags&FlagCredential != 0 {
+		credLen = CredentialLen
+	}
 	resp := &Response{SenderIndex: localIndex, ReceiverIndex: m.SenderIndex, Ciphertext: ct,
-		Sealed: make([]byte, responseSealedLen)} // placeholder to marshal the prefix
+		Sealed: make([]byte, responseSealedLen+credLen)} // placeholder to marshal the prefix
 	out, err := resp.Marshal()
 	if err != nil {
 		p.Zeroize()
 		return nil, nil, err
 	}
 	th2 := transcript(th1, out[:12+CiphertextLen])
-	sig, err := signChecked(r.cfg.Signer, th2[:], contextResponder)
+	thc := signedTranscript(th2, flags, cred)
+	sig, err := signChecked(signer, thc[:], contextResponder)
 	if err != nil {
 		p.Zeroize()
 		return nil, nil, err
 	}
-	plain := make([]byte, responseEncPlain)
+	plain := make([]byte, responseEncPlain+credLen)
 	if _, err := io.ReadFull(r.cfg.Rand, plain[:NonceLen]); err != nil {
 		p.Zeroize()
 		return nil, nil, fmt.Errorf("handshake: nonce_r: %v: %w", err, ErrRandom)
 	}
-	// flags (4 bytes) stay zero: none defined in v1.
-	copy(plain[NonceLen+4:], sig)
+	be.PutUint32(plain[NonceLen:], flags)
+	if credLen > 0 {
+		copy(plain[NonceLen+4:], cred.Raw)
+	}
+	copy(plain[NonceLen+4+credLen:], sig)
 	ex := newExpander(&p.prk)
 	var kr [32]byte
 	ex.expand(labelResponder, th2[:], kr[:])
@@ -162,7 +196,7 @@ func (r *Responder) HandleInitiation(b []byte, localIndex uint32) ([]byte, *Pend
 		return nil, nil, err
 	}
 	copy(out[12+CiphertextLen:], enc)
-	p.th3 = transcript(th2, enc)
+	p.th3 = transcript(thc, enc)
 	ex.expand(labelInitiator, p.th3[:], p.ki[:])
 	ex.expand(labelError, nil, p.errKey[:])
 	return out, p, nil

@@ -20,6 +20,10 @@ type Result struct {
 	SessionID   [16]byte
 	Peer        Peer
 	Established time.Time
+	// Credential is, on the initiator, the delegated credential sig_r was
+	// verified with (nil when the pinned key signed): the agent keeps it
+	// for its next InitiatorConfig.Credential. Nil on the responder.
+	Credential *Credential
 
 	// rekey holds the per-session rekey counter; shared by copies of the
 	// Result, created with it.

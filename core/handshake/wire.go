@@ -8,8 +8,10 @@ import (
 	"github.com/cloudflare/circl/sign/mldsa/mldsa65"
 )
 
-// Version is the protocol version this package speaks.
-const Version = 1
+// Version is the protocol version this package speaks. Version 2 added the
+// Initiation's credential hint and the Response's delegated credential
+// (docs/protocol.md §2); version 1 is refused like any other.
+const Version = 2
 
 // MessageType is byte 0 of every datagram.
 type MessageType uint8
@@ -96,8 +98,8 @@ const (
 	HeaderLen        = 4
 	IndexLen         = 4
 	NonceLen         = 32
-	IDLen            = 32 // responder_id: SHA-256 of the gateway's SubjectPublicKeyInfo
-	MaxTokenLen      = 96
+	IDLen            = 32                   // responder_id: SHA-256 of the gateway's SubjectPublicKeyInfo
+	MaxTokenLen      = 64                   // an address token is 64 bytes (core/tunnel/cookie)
 	EphemeralKeyLen  = xwing.PublicKeySize  // 1216
 	CiphertextLen    = xwing.CiphertextSize // 1120
 	MACLen           = 16
@@ -114,10 +116,13 @@ const (
 
 	// InitiationMinLen is the length of an Initiation without a token;
 	// every token byte adds one.
-	InitiationMinLen = initFixedLen + EphemeralKeyLen + 2*MACLen // 1334
-	InitiationMaxLen = InitiationMinLen + MaxTokenLen            // 1430
-	// ResponseLen is the exact length of a Response.
-	ResponseLen = HeaderLen + 2*IndexLen + CiphertextLen + responseEncPlain + TagLen // 4493
+	InitiationMinLen = initFixedLen + EphemeralKeyLen + CredentialHashLen + 2*MACLen // 1366
+	InitiationMaxLen = InitiationMinLen + MaxTokenLen                                // 1430
+	// ResponseLen is the length of a Response without a credential (signed
+	// by the pinned key, or by a delegated key whose credential the
+	// initiator has); ResponseFullLen with one.
+	ResponseLen     = HeaderLen + 2*IndexLen + CiphertextLen + responseEncPlain + TagLen // 4493
+	ResponseFullLen = ResponseLen + CredentialLen                                        // 9806
 	// FinishMinLen and FinishMaxLen bound a Finish: the chain is inside the
 	// ciphertext, so the exact length is checked after decryption.
 	FinishMinLen = HeaderLen + IndexLen + 2 + 1 + SignatureLen + TagLen // 3336
@@ -136,7 +141,7 @@ const errAuthenticated = 0x8000
 
 var be = binary.BigEndian
 
-// ParseHeader checks the common header (version 1, reserved bytes zero)
+// ParseHeader checks the common header (version 2, reserved bytes zero)
 // and returns the message type. The gateway demultiplexes with it before
 // any other work.
 func ParseHeader(b []byte) (MessageType, error) {
@@ -185,7 +190,10 @@ type Initiation struct {
 	ResponderID  [IDLen]byte
 	Token        []byte // address token, at most MaxTokenLen
 	EphemeralKey []byte // X-Wing public key, EphemeralKeyLen
-	MAC1, MAC2   [MACLen]byte
+	// CredentialHint is H("avon-v1 credential hint" ‖ nonce ‖ SHA-256 of
+	// the delegated credential the initiator has), or random bytes.
+	CredentialHint [CredentialHashLen]byte
+	MAC1, MAC2     [MACLen]byte
 }
 
 // Len is the encoded length.
@@ -209,6 +217,7 @@ func (m *Initiation) Marshal() ([]byte, error) {
 	be.PutUint16(b[84:], uint16(len(m.Token)))
 	o := 86 + copy(b[86:], m.Token)
 	o += copy(b[o:], m.EphemeralKey)
+	o += copy(b[o:], m.CredentialHint[:])
 	o += copy(b[o:], m.MAC1[:])
 	copy(b[o:], m.MAC2[:])
 	return b, nil
@@ -245,6 +254,8 @@ func ParseInitiation(b []byte) (*Initiation, error) {
 	o += tl
 	m.EphemeralKey = append([]byte(nil), b[o:o+EphemeralKeyLen]...)
 	o += EphemeralKeyLen
+	copy(m.CredentialHint[:], b[o:])
+	o += CredentialHashLen
 	copy(m.MAC1[:], b[o:])
 	copy(m.MAC2[:], b[o+MACLen:])
 	return m, nil
@@ -255,18 +266,30 @@ type Response struct {
 	SenderIndex   uint32 // the responder's index
 	ReceiverIndex uint32 // the initiator's sender_index
 	Ciphertext    []byte // X-Wing ciphertext, CiphertextLen
-	Sealed        []byte // enc_r: AES-256-GCM of nonce_r || flags || sig_r, with its tag
+	// Sealed is enc_r: AES-256-GCM of nonce_r ‖ flags ‖ [credential] ‖
+	// sig_r, with its tag.
+	Sealed []byte
 }
 
-// responseSealedLen is the length of enc_r.
+// Response flags (the u32 inside enc_r).
+const (
+	// FlagDelegated: sig_r is made with the delegated key of a credential.
+	// Clear: with the pinned gateway key (delegation turned off).
+	FlagDelegated uint32 = 1 << 0
+	// FlagCredential: the credential is in enc_r (only with FlagDelegated).
+	// Clear with FlagDelegated: the initiator's hinted credential is meant.
+	FlagCredential uint32 = 1 << 1
+)
+
+// responseSealedLen is the length of enc_r without a credential.
 const responseSealedLen = responseEncPlain + TagLen
 
 // Marshal encodes the Response.
 func (m *Response) Marshal() ([]byte, error) {
-	if len(m.Ciphertext) != CiphertextLen || len(m.Sealed) != responseSealedLen {
+	if len(m.Ciphertext) != CiphertextLen || (len(m.Sealed) != responseSealedLen && len(m.Sealed) != responseSealedLen+CredentialLen) {
 		return nil, fmt.Errorf("handshake: response fields of %d and %d bytes: %w", len(m.Ciphertext), len(m.Sealed), ErrMalformed)
 	}
-	b := make([]byte, ResponseLen)
+	b := make([]byte, 12+CiphertextLen+len(m.Sealed))
 	putHeader(b, TypeResponse)
 	be.PutUint32(b[4:], m.SenderIndex)
 	be.PutUint32(b[8:], m.ReceiverIndex)
@@ -275,11 +298,14 @@ func (m *Response) Marshal() ([]byte, error) {
 	return b, nil
 }
 
-// ParseResponse checks the exact length and header of a Response and
-// decodes it.
+// ParseResponse checks the header and the length of a Response (exactly
+// ResponseLen or ResponseFullLen) and decodes it.
 func ParseResponse(b []byte) (*Response, error) {
-	if err := checkHeader(b, TypeResponse, ResponseLen, ResponseLen); err != nil {
+	if err := checkHeader(b, TypeResponse, ResponseLen, ResponseFullLen); err != nil {
 		return nil, err
+	}
+	if len(b) != ResponseLen && len(b) != ResponseFullLen {
+		return nil, fmt.Errorf("handshake: response of %d bytes, want %d or %d: %w", len(b), ResponseLen, ResponseFullLen, ErrMalformed)
 	}
 	return &Response{
 		SenderIndex:   be.Uint32(b[4:]),

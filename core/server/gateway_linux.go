@@ -37,6 +37,7 @@ type gatewayRuntime struct {
 	stopPol   func() // the policy.changed watcher (enforcing gateways)
 	// stopPolDown stops the watcher of the policy plugin's state.
 	stopPolDown func()
+	deleg       *delegator // the delegated handshake key; nil when gateway.delegated_key is off
 	iface       string
 	addr        netip.Addr
 	port        uint16
@@ -138,10 +139,19 @@ func (s *Server) startGateway(ctx context.Context) (err error) {
 		}
 		return t
 	}
+	var delegated *handshake.DelegatedKeys
+	if dk := gc.DelegatedKey; dk.Enabled {
+		delegated = &handshake.DelegatedKeys{}
+		if rt.deleg, err = newDelegator(delegated, signer, s.opts.Rand, now, dk.Validity, s.log.Named("gateway.delegation")); err != nil {
+			_ = dev.Close()
+			return fmt.Errorf("gateway: %w", err)
+		}
+		rt.deleg.start()
+	}
 	g, err := gateway.New(gateway.Config{Listen: netip.AddrPortFrom(netip.IPv4Unspecified(), uint16(port)),
 		TunnelPrefix: gc.TunnelCIDR, Routes: gc.Routes, MTU: gc.MTU, AEAD: aeadID(gc.AEAD), HandshakeRate: gc.HandshakeRate,
 		MaxSessions: gc.MaxSessions, PulseInterval: gc.PulseInterval, MaxSkew: s.cfg.Calibration.MaxSkew,
-		Now: now, Rand: s.opts.Rand, Signer: signer, Verifier: verifier, IPAM: pool, Logger: s.log.Named("gateway"),
+		Now: now, Rand: s.opts.Rand, Signer: signer, Delegated: delegated, Verifier: verifier, IPAM: pool, Logger: s.log.Named("gateway"),
 		Policy: pol, Authorize: s.authorizeAgent},
 		dev, conn.NewStdNetBind())
 	if err != nil {
@@ -189,7 +199,11 @@ func (s *Server) startGateway(ctx context.Context) (err error) {
 			rt.stopPolDown = watchPolicyPlugin(inst.Status, g, policyPluginPoll, s.log.Named("gateway.policy"))
 		}
 	}
-	for _, c := range append(gatewayCollectors(g), flowCollectors(g)...) {
+	collectors := append(gatewayCollectors(g), flowCollectors(g)...)
+	if rt.deleg != nil {
+		collectors = append(collectors, rt.deleg.collectors()...)
+	}
+	for _, c := range collectors {
 		if err := s.registry.Register(c); err != nil {
 			s.log.Warn("metric not registered", "error", err)
 		}
@@ -232,6 +246,9 @@ func (s *Server) stopGateway() error {
 	if rt.g != nil {
 		errs = append(errs, rt.g.Close())
 	}
+	if rt.deleg != nil {
+		rt.deleg.close() // after the engine: no handshake signs any more
+	}
 	if rt.applied != nil {
 		errs = append(errs, rt.applied.Undo())
 	}
@@ -249,6 +266,9 @@ func (s *Server) gatewayCheck() []api.Check {
 	}
 	return []api.Check{{Name: "gateway", Fn: func(context.Context) (string, error) {
 		detail := fmt.Sprintf("listen=:%d interface=%s address=%s sessions=%d", rt.port, rt.iface, rt.addr, rt.g.Tracker().Len())
+		if rt.deleg != nil {
+			detail += " delegated_key_expires=" + rt.deleg.current().NotAfter.Format(time.RFC3339)
+		}
 		if err := rt.g.Err(); err != nil {
 			return detail, err
 		}

@@ -22,7 +22,7 @@ import (
 // benchSignerServer starts a core with the kms-soft plugin (a real plugin
 // process over go-plugin gRPC, as in production) and returns the gateway's
 // handshake signer on its "avon-gateway" key and the plugin's pid.
-func benchSignerServer(b *testing.B) (*handshakeSigner, int) {
+func benchSignerServer(b testing.TB) (*handshakeSigner, int) {
 	b.Helper()
 	bin := plugintest.Build(b, "github.com/avonzt/avon/plugins/kms-soft")
 	dir := b.TempDir()
@@ -96,7 +96,11 @@ func cpuOf(b *testing.B, pid int) time.Duration {
 //   - sign-parallel: four at a time, as the gateway's four handshake
 //     workers sign;
 //   - responder: the responder's whole handshake (HandleInitiation and
-//     HandleFinish; the agent's work is outside the timer).
+//     HandleFinish; the agent's work is outside the timer), sig_r by the
+//     signer itself (local, kms-soft) or by a delegated key whose
+//     credential kms-soft signed once before the timer (delegated: the
+//     agent has no credential, the Response carries it; delegated-cached:
+//     the agent hints at it, the Response leaves it out).
 //
 // Metrics besides ns/op: core-cpu-us/op, this process's CPU over the
 // timed work, and plugin-cpu-us/op, the plugin process's CPU over the run.
@@ -161,9 +165,32 @@ func BenchmarkGatewaySigner(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	for _, sg := range signers {
+	type responderCase struct {
+		name      string
+		s         handshake.Signer
+		pid       int
+		delegated bool // sig_r by a delegated key certified by s
+		cached    bool // the agent holds the credential
+	}
+	cases := []responderCase{{"local", local, 0, false, false}, {"kms-soft", kmsSigner, pid, false, false},
+		{"delegated", kmsSigner, pid, true, false}, {"delegated-cached", kmsSigner, pid, true, true}}
+	for _, sg := range cases {
 		b.Run("responder/"+sg.name, func(b *testing.B) {
-			r, err := handshake.NewResponder(handshake.ResponderConfig{Signer: sg.s, Verifier: verifier, Rand: crand.Reader,
+			var keys *handshake.DelegatedKeys
+			var cred *handshake.Credential
+			if sg.delegated {
+				k, err := handshake.IssueCredential(sg.s, crand.Reader, time.Now(), time.Hour)
+				if err != nil {
+					b.Fatal(err)
+				}
+				keys = &handshake.DelegatedKeys{}
+				keys.Install(k)
+				defer keys.Close()
+				if sg.cached {
+					cred = k.Credential()
+				}
+			}
+			r, err := handshake.NewResponder(handshake.ResponderConfig{Signer: sg.s, Delegated: keys, Verifier: verifier, Rand: crand.Reader,
 				Now: time.Now, ReplayCacheSize: b.N + 16})
 			if err != nil {
 				b.Fatal(err)
@@ -189,7 +216,7 @@ func BenchmarkGatewaySigner(b *testing.B) {
 					b.Fatal(err)
 				}
 				in, err := handshake.NewInitiator(handshake.InitiatorConfig{Signer: as, Chain: leaf.Chain,
-					ResponderPublicKey: gwPub, Rand: crand.Reader, Now: time.Now, LocalIndex: 1})
+					ResponderPublicKey: gwPub, Rand: crand.Reader, Now: time.Now, LocalIndex: 1, Credential: cred})
 				if err != nil {
 					b.Fatal(err)
 				}

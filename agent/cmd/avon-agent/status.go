@@ -63,6 +63,9 @@ func printStatus(w io.Writer, s *tunnel.Status) {
 		fmt.Fprintf(w, "routes:         %s\n", strings.Join(s.Routes, ", "))
 	}
 	fmt.Fprintf(w, "last handshake: %s\n", ts(s.LastHandshake))
+	if !s.DelegatedKeyExpires.IsZero() {
+		fmt.Fprintf(w, "gateway key:    delegated, credential expires %s\n", ts(s.DelegatedKeyExpires))
+	}
 	if !s.NextAttempt.IsZero() && s.State == tunnel.StateBackoff {
 		fmt.Fprintf(w, "next attempt:   %s\n", s.NextAttempt.Local().Format(time.RFC3339))
 	}

@@ -37,13 +37,19 @@ type Config struct {
 	PulseInterval time.Duration
 	// NoTokens: issue no address tokens (every handshake needs a cookie).
 	NoTokens bool
+	// NoDelegation: sign every Response with the gateway key itself, as a
+	// gateway with delegated_key { enabled = false } does. By default the
+	// gateway signs with a delegated key (a new one at every Restart).
+	NoDelegation bool
 }
 
 // Stats counts what the gateway did.
 type Stats struct {
 	CookieReplies, Responses, Sessions, Rekeys, Pulses, Errors, Dropped, IPPackets, Closes int
-	Refusals                                                                               []string
-	LastPulse                                                                              control.Pulse
+	// CredentialsSent counts Responses that carried the delegated credential.
+	CredentialsSent int
+	Refusals        []string
+	LastPulse       control.Pulse
 }
 
 type gwSession struct {
@@ -123,7 +129,16 @@ func (g *Gateway) SetSkew(d time.Duration) { g.skew.Store(int64(d)) }
 // Restart forgets every session, pending handshake, cookie secret and token
 // key, as a gateway process restart does.
 func (g *Gateway) Restart() error {
-	r, err := handshake.NewResponder(handshake.ResponderConfig{Signer: g.signer, Verifier: g.verif, Rand: rand.Reader, Now: g.Now})
+	var keys *handshake.DelegatedKeys
+	if !g.cfg.NoDelegation {
+		k, err := handshake.IssueCredential(g.signer, rand.Reader, g.Now(), time.Hour)
+		if err != nil {
+			return err
+		}
+		keys = &handshake.DelegatedKeys{}
+		keys.Install(k)
+	}
+	r, err := handshake.NewResponder(handshake.ResponderConfig{Signer: g.signer, Verifier: g.verif, Rand: rand.Reader, Now: g.Now, Delegated: keys})
 	if err != nil {
 		return err
 	}
@@ -358,6 +373,9 @@ func (g *Gateway) initiation(b []byte, ep conn.Endpoint, src netip.AddrPort) {
 	g.mu.Lock()
 	g.pending[idx] = &pendingEntry{p: p, src: src}
 	g.stats.Responses++
+	if len(out) == handshake.ResponseFullLen {
+		g.stats.CredentialsSent++
+	}
 	g.mu.Unlock()
 	g.sendFrags(out, ep)
 }

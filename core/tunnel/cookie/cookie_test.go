@@ -121,7 +121,7 @@ func TestRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(reply) != 64 || reply[0] != 5 || reply[1] != 1 || reply[2] != 0 || reply[3] != 0 {
+	if len(reply) != 64 || reply[0] != 5 || reply[1] != cookie.Version || reply[2] != 0 || reply[3] != 0 {
 		t.Fatalf("reply % x", reply[:4])
 	}
 	if len(reply) > 3*len(msg) {

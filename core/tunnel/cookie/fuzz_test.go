@@ -26,7 +26,7 @@ func FuzzCheck(f *testing.F) {
 	f.Add(reply, []byte{}, uint16(0))
 	f.Add(tok, srcB.Addr().AsSlice(), uint16(1))
 	f.Add(make([]byte, cookie.MinMessageLen), []byte{0, 0, 0, 0}, uint16(0))
-	f.Add([]byte{5, 1, 0, 0}, []byte{1}, uint16(9))
+	f.Add([]byte{5, 2, 0, 0}, []byte{1}, uint16(9))
 
 	f.Fuzz(func(t *testing.T, in, ipb []byte, port uint16) {
 		ip, _ := netip.AddrFromSlice(ipb)

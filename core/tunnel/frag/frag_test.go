@@ -75,7 +75,7 @@ func TestSplitLayout(t *testing.T) {
 		if len(f) != frag.HeaderLen+want {
 			t.Fatalf("fragment %d: %d bytes, want %d", i, len(f), frag.HeaderLen+want)
 		}
-		if f[0] != 9 || f[1] != 1 || f[2] != 0 || f[3] != 0 {
+		if f[0] != 9 || f[1] != frag.Version || f[2] != 0 || f[3] != 0 {
 			t.Fatalf("fragment %d header % x", i, f[:4])
 		}
 		if binary.BigEndian.Uint32(f[4:8]) != 0xdeadbeef || f[8] != byte(i) || f[9] != 4 ||
@@ -249,7 +249,7 @@ func TestMalformedRefused(t *testing.T) {
 		{"empty", nil},
 		{"header only", header(1, 0, 1, 1)},
 		{"wrong type", func() []byte { f := with(header(1, 0, 1, 10), 10); f[0] = 2; return f }()},
-		{"wrong version", func() []byte { f := with(header(1, 0, 1, 10), 10); f[1] = 2; return f }()},
+		{"wrong version", func() []byte { f := with(header(1, 0, 1, 10), 10); f[1] = 1; return f }()},
 		{"reserved set", func() []byte { f := with(header(1, 0, 1, 10), 10); f[3] = 1; return f }()},
 		{"count 0", with(header(1, 0, 0, 10), 10)},
 		{"index == count", with(header(1, 2, 2, 20), 10)},

@@ -25,7 +25,7 @@ func FuzzReassemble(f *testing.F) {
 	f.Add(uint16(4493), byte(2), uint16(1200), []byte{0, 3, 1, 2, 0, 1, 1, 0, 0, 0, 2, 0, 1, 1, 0, 2}, header(42, 0, 4, 4493))
 	f.Add(uint16(16384), byte(3), uint16(1024), []byte{0x10, 0, 0x11, 1, 6, 0, 0xf0, 5, 0x0f, 0}, append(header(42, 1, 16, 16384), make([]byte, 1024)...))
 	f.Add(uint16(1), byte(4), uint16(1), []byte{0, 0, 2, 0, 3, 0}, []byte{9, 1, 0, 0, 0, 0, 0, 42, 0, 1, 0, 1, 'y'})
-	f.Add(uint16(300), byte(5), uint16(7), []byte{0xfe, 0xff, 0x7d, 0x80, 0x33, 0x44}, []byte{9, 1, 0, 0})
+	f.Add(uint16(300), byte(5), uint16(7), []byte{0xfe, 0xff, 0x7d, 0x80, 0x33, 0x44}, []byte{9, 2, 0, 0})
 	f.Add(uint16(65535), byte(6), uint16(300), []byte{0, 0}, []byte{})
 
 	f.Fuzz(func(t *testing.T, msgLen uint16, seed byte, chunk uint16, ops []byte, raw []byte) {

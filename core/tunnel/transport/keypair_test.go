@@ -72,7 +72,7 @@ func sealRaw(t testing.TB, id AEADID, key [32]byte, receiver uint32, counter uin
 		}
 	}
 	hdr := make([]byte, 16)
-	hdr[0], hdr[1] = 4, 1
+	hdr[0], hdr[1] = 4, ProtocolVersion
 	binary.BigEndian.PutUint32(hdr[4:], receiver)
 	binary.BigEndian.PutUint64(hdr[8:], counter)
 	padded := make([]byte, (len(plain)+15)/16*16)
@@ -325,7 +325,8 @@ func TestHeaderErrors(t *testing.T) {
 		{"fragment type", func(p []byte) []byte { p[0] = 9; return p }, ErrType},
 		{"type zero", func(p []byte) []byte { p[0] = 0; return p }, ErrType},
 		{"version 0", func(p []byte) []byte { p[1] = 0; return p }, ErrVersion},
-		{"version 2", func(p []byte) []byte { p[1] = 2; return p }, ErrVersion},
+		{"version 1", func(p []byte) []byte { p[1] = 1; return p }, ErrVersion},
+		{"version 3", func(p []byte) []byte { p[1] = 3; return p }, ErrVersion},
 		{"reserved high", func(p []byte) []byte { p[2] = 0x80; return p }, ErrReserved},
 		{"reserved low", func(p []byte) []byte { p[3] = 1; return p }, ErrReserved},
 		{"other receiver", func(p []byte) []byte { p[7] ^= 1; return p }, ErrIndex},
