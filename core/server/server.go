@@ -366,6 +366,9 @@ func (s *Server) start(ctx context.Context, pre *config.Config) error {
 	if err := s.startAdmin(); err != nil {
 		return err
 	}
+	// This replica's sessions, visible to every replica's API.
+	s.bg.Add(1)
+	go func() { defer s.bg.Done(); s.runReplicaPresence(bgCtx) }()
 	// Fail closed: a core that cannot record its own start does not run.
 	if err := s.audit.Emit(ctx, "core", auditEvent("core.start", "success")); err != nil {
 		return fmt.Errorf("audit: %w", err)
