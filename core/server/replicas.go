@@ -144,9 +144,8 @@ func (s *Server) publishSessions(ctx context.Context) error {
 func (s *Server) unpublishSessions(ctx context.Context) {
 	origin := s.events.Origin()
 	if v, _, err := s.cache.GetSession(ctx, rowsName(origin, 0)); err == nil {
-		var r replicaRows
-		if json.Unmarshal(v, &r) == nil {
-			for i := 1; i < min(r.Chunks, replicaMaxChunks); i++ {
+		if r, err := decodeRows(v); err == nil {
+			for i := 1; i < r.Chunks; i++ {
 				_ = s.cache.DeleteSession(ctx, rowsName(origin, i))
 			}
 		}
@@ -167,13 +166,13 @@ func (s *Server) remoteRows(ctx context.Context, origin string) ([]SessionInfo, 
 	if err != nil {
 		return nil, err
 	}
-	var first replicaRows
-	if err := json.Unmarshal(v, &first); err != nil {
+	first, err := decodeRows(v)
+	if err != nil {
 		s.log.Warn("replica's session rows unreadable; skipped", "origin", origin, "error", err)
 		return nil, nil
 	}
 	out := first.Sessions
-	for i := 1; i < min(first.Chunks, replicaMaxChunks); i++ {
+	for i := 1; i < first.Chunks; i++ {
 		v, _, err := s.cache.GetSession(ctx, rowsName(origin, i))
 		if errors.Is(err, cache.ErrNotFound) {
 			continue // rewritten meanwhile with fewer chunks, or expired
@@ -181,12 +180,30 @@ func (s *Server) remoteRows(ctx context.Context, origin string) ([]SessionInfo, 
 		if err != nil {
 			return nil, err
 		}
-		var r replicaRows
-		if json.Unmarshal(v, &r) == nil {
+		if r, err := decodeRows(v); err == nil {
 			out = append(out, r.Sessions...)
 		}
 	}
 	return out, nil
+}
+
+// ErrBadRows is wrapped by decodeRows's errors.
+var ErrBadRows = errors.New("malformed replica session rows")
+
+// decodeRows parses one cache record of a replica's rows (written by
+// another process: checked, never trusted).
+func decodeRows(b []byte) (replicaRows, error) {
+	var r replicaRows
+	if err := json.Unmarshal(b, &r); err != nil {
+		return replicaRows{}, fmt.Errorf("%w: %w", ErrBadRows, err)
+	}
+	switch {
+	case r.Chunks < 1 || r.Chunks > replicaMaxChunks:
+		return replicaRows{}, fmt.Errorf("%w: %d chunks, want 1..%d", ErrBadRows, r.Chunks, replicaMaxChunks)
+	case len(r.Sessions) > replicaChunk:
+		return replicaRows{}, fmt.Errorf("%w: %d rows in one record, want at most %d", ErrBadRows, len(r.Sessions), replicaChunk)
+	}
+	return r, nil
 }
 
 // replicaNames lists the replicas named in the store.

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sync"
 	"testing"
@@ -198,4 +199,47 @@ func TestPruneKillRecords(t *testing.T) {
 	if n, err := pruneKillRecords(ctx, kv, now, KillRecordMaxAge); err != nil || n != 0 {
 		t.Fatalf("second pass pruned %d (%v)", n, err)
 	}
+}
+
+// FuzzDecodeRows: any bytes in a replica's cache record give rows within
+// the limits or ErrBadRows, never a panic.
+func FuzzDecodeRows(f *testing.F) {
+	for _, n := range []int{0, 1, 3} {
+		b, _ := json.Marshal(chunkRows(fakeRows(n, "host/1"), time.Unix(1, 0))[0])
+		f.Add(b)
+	}
+	f.Add([]byte(`{"chunks":1001,"sessions":[]}`))
+	f.Add([]byte(`{"chunks":-1}`))
+	f.Add([]byte(`null`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		r, err := decodeRows(b)
+		if err != nil {
+			if !errors.Is(err, ErrBadRows) {
+				t.Fatalf("error %v does not wrap ErrBadRows", err)
+			}
+			return
+		}
+		if r.Chunks < 1 || r.Chunks > replicaMaxChunks || len(r.Sessions) > replicaChunk {
+			t.Fatalf("accepted %d chunks, %d rows", r.Chunks, len(r.Sessions))
+		}
+	})
+}
+
+// FuzzKillRecordExpired: any stored bytes give a decision, never a panic;
+// a record is never expired before maxAge has passed since its time.
+func FuzzKillRecordExpired(f *testing.F) {
+	b, _ := json.Marshal(killRecord{At: time.Unix(1000, 0).UTC(), By: "op", Reason: "r"})
+	f.Add(b, int64(1000), int64(time.Hour))
+	f.Add([]byte(`{"at":"0001-01-01T00:00:00Z"}`), int64(0), int64(1))
+	f.Add([]byte(`{"at":"9999-12-31T23:59:59Z"}`), int64(1<<40), int64(0))
+	f.Fuzz(func(t *testing.T, v []byte, nowUnix int64, maxAge int64) {
+		now := time.Unix(nowUnix%(1<<40), 0)
+		if !killRecordExpired(v, now, time.Duration(maxAge)) {
+			return
+		}
+		var k killRecord
+		if json.Unmarshal(v, &k) != nil || k.At.IsZero() || now.Sub(k.At) <= time.Duration(maxAge) {
+			t.Fatalf("%q expired at %v with max age %v", v, now, time.Duration(maxAge))
+		}
+	})
 }
