@@ -352,9 +352,7 @@ func (s *Server) adminRevokeToken(w http.ResponseWriter, r *adminapi.Request) er
 func (s *Server) sessionInfo(si gateway.SessionInfo) SessionInfo {
 	out := SessionInfo{ID: si.ID.String(), AgentID: si.AgentID, CertSerial: si.CertSerial, Since: si.Established.UTC(),
 		LastSeen: si.LastSeen.UTC(), RxBytes: si.RxBytes, TxBytes: si.TxBytes, Rekeys: si.Rekeys, Replica: s.events.Origin()}
-	if s.cfg != nil {
-		out.Gateway = s.cfg.Gateway.Endpoint
-	}
+	out.Gateway = s.presence.gateway
 	if si.Address.IsValid() {
 		out.Address = si.Address.String()
 	}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/avonzt/avon/core/cache"
+	"github.com/avonzt/avon/core/config"
 	"github.com/avonzt/avon/core/gateway"
 	"github.com/avonzt/avon/core/store"
 )
@@ -102,10 +103,31 @@ func (s *Server) localSessionRows() []SessionInfo {
 	return out
 }
 
+// presenceConfig is what the presence code reads of the configuration,
+// copied once at start (Reload replaces s.cfg, and cannot change these).
+type presenceConfig struct {
+	interval time.Duration // how often this replica rewrites its rows
+	gateway  string        // the gateway's endpoint, "" without one
+}
+
+func newPresenceConfig(cfg *config.Config) presenceConfig {
+	p := presenceConfig{interval: 10 * time.Second}
+	if cfg == nil {
+		return p
+	}
+	if cfg.Gateway.PulseInterval > 0 {
+		p.interval = cfg.Gateway.PulseInterval
+	}
+	if cfg.Gateway.Enabled {
+		p.gateway = cfg.Gateway.Endpoint
+	}
+	return p
+}
+
 // publishInterval is how often this replica rewrites its rows.
 func (s *Server) publishInterval() time.Duration {
-	if s.cfg != nil && s.cfg.Gateway.PulseInterval > 0 {
-		return s.cfg.Gateway.PulseInterval
+	if s.presence.interval > 0 {
+		return s.presence.interval
 	}
 	return 10 * time.Second
 }
@@ -113,10 +135,7 @@ func (s *Server) publishInterval() time.Duration {
 // registerReplica writes replicas/<origin>.
 func (s *Server) registerReplica(ctx context.Context, started time.Time) error {
 	now := s.wallNow()
-	rec := replicaRecord{Origin: s.events.Origin(), Started: started.UTC(), Seen: now.UTC()}
-	if s.cfg != nil && s.cfg.Gateway.Enabled {
-		rec.Gateway = s.cfg.Gateway.Endpoint
-	}
+	rec := replicaRecord{Origin: s.events.Origin(), Gateway: s.presence.gateway, Started: started.UTC(), Seen: now.UTC()}
 	b, _ := json.Marshal(rec)
 	_, err := s.store.Put(ctx, replicasPrefix+rec.Origin, b, store.PutOptions{})
 	return err

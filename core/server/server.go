@@ -77,6 +77,7 @@ type Server struct {
 	apiFingerprint string
 	admin          *http.Server
 	gw             *gatewayRuntime // nil unless gateway { enabled = true }
+	presence       presenceConfig  // set before the API starts, then read-only
 	oauth          *oauth.Server   // nil when operator login is off; guarded by mu
 	oauthKeys      *oauthKeys      // the token signing key, when operator login is on
 	bg             sync.WaitGroup
@@ -359,6 +360,7 @@ func (s *Server) start(ctx context.Context, pre *config.Config) error {
 		return err
 	}
 
+	s.presence = newPresenceConfig(s.cfg)
 	s.registerServiceMetrics()
 	if err := s.startAPI(); err != nil {
 		return err
