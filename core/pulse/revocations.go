@@ -240,7 +240,7 @@ func (r *Revocations) dispatch(e events.Event) {
 			r.ignore(e)
 			return
 		}
-		ids, what = []ID{id}, "session killed"
+		ids, what = []ID{id}, "session killed by an operator" // as on the replica that took the kill
 	case events.AgentDisabled:
 		ids, what = r.cfg.Tracker.ByAgent(e.Subject), "agent disabled"
 	default:

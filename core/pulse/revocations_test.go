@@ -189,7 +189,7 @@ func TestRevokedSerialEndsExactlyItsSessions(t *testing.T) {
 	for _, tm := range got {
 		want := "certificate revoked: keyCompromise"
 		if tm.id == sid(4) {
-			want = "session killed"
+			want = "session killed by an operator"
 		}
 		if tm.reason != want {
 			t.Errorf("%s: reason %q", tm.id, tm.reason)

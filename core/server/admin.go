@@ -12,6 +12,7 @@ import (
 
 	"github.com/avonzt/avon/core/adminapi"
 	"github.com/avonzt/avon/core/agents"
+	"github.com/avonzt/avon/core/cache"
 	"github.com/avonzt/avon/core/enroll"
 	"github.com/avonzt/avon/core/pluginhost"
 	"github.com/avonzt/avon/core/pulse"
@@ -101,7 +102,7 @@ func adminProblem(err error) *adminapi.Problem {
 		errors.Is(err, policy.ErrBatchTooLarge):
 		t = adminapi.TypeBadRequest
 	case errors.Is(err, sdkca.ErrNotInitialized), errors.Is(err, store.ErrUnavailable), errors.Is(err, store.ErrClosed),
-		errors.Is(err, context.DeadlineExceeded):
+		errors.Is(err, cache.ErrUnavailable), errors.Is(err, cache.ErrClosed), errors.Is(err, context.DeadlineExceeded):
 		t = adminapi.TypeUnavailable
 	case errors.Is(err, errdef.ErrNotImplemented):
 		t = adminapi.TypeNotImplemented

@@ -6,9 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"slices"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/avonzt/avon/core/adminapi"
@@ -57,7 +55,9 @@ type TokenList struct {
 	NextPageToken string         `json:"next_page_token,omitempty"`
 }
 
-// SessionInfo is a live tunnel session on the replica that answers.
+// SessionInfo is a live tunnel session on one of the replicas; Replica
+// names the replica whose gateway holds it, Gateway that gateway's
+// endpoint.
 type SessionInfo struct {
 	ID         string    `json:"id"`
 	AgentID    string    `json:"agent_id"`
@@ -70,6 +70,7 @@ type SessionInfo struct {
 	TxBytes    uint64    `json:"tx_bytes"` // to the agent
 	Rekeys     uint64    `json:"rekeys"`
 	Replica    string    `json:"replica"`
+	Gateway    string    `json:"gateway,omitempty"`
 }
 
 // SessionList is a page of GET /v1/sessions.
@@ -134,7 +135,7 @@ func (s *Server) tokenRoutes() []adminapi.Route {
 func (s *Server) sessionRoutes() []adminapi.Route {
 	return []adminapi.Route{
 		{Method: "GET", Pattern: "/v1/sessions", Scope: adminapi.ScopeRead, OperationID: "listSessions", Paged: true,
-			Summary: "Live tunnel sessions on the replica that answers", Response: SessionList{},
+			Summary: "Live tunnel sessions on every replica (each row names its replica)", Response: SessionList{},
 			Query: []adminapi.Param{{Name: "agent", Description: "only sessions of this agent"}}, Handler: s.adminListSessions},
 		{Method: "GET", Pattern: "/v1/sessions/{id}", Scope: adminapi.ScopeRead, OperationID: "getSession", Summary: "One live session",
 			Response: SessionInfo{}, Handler: s.adminGetSession},
@@ -351,6 +352,7 @@ func (s *Server) adminRevokeToken(w http.ResponseWriter, r *adminapi.Request) er
 func (s *Server) sessionInfo(si gateway.SessionInfo) SessionInfo {
 	out := SessionInfo{ID: si.ID.String(), AgentID: si.AgentID, CertSerial: si.CertSerial, Since: si.Established.UTC(),
 		LastSeen: si.LastSeen.UTC(), RxBytes: si.RxBytes, TxBytes: si.TxBytes, Rekeys: si.Rekeys, Replica: s.events.Origin()}
+	out.Gateway = s.presence.gateway
 	if si.Address.IsValid() {
 		out.Address = si.Address.String()
 	}
@@ -370,19 +372,22 @@ func (s *Server) adminListSessions(w http.ResponseWriter, r *adminapi.Request) e
 	if err != nil {
 		return err
 	}
-	live := s.gatewaySessions()
-	slices.SortFunc(live, func(a, b gateway.SessionInfo) int { return strings.Compare(a.ID.String(), b.ID.String()) })
+	ctx, cancel := context.WithTimeout(r.Context(), callTimeout)
+	defer cancel()
+	all, err := s.clusterSessions(ctx)
+	if err != nil {
+		return err
+	}
 	out := SessionList{Sessions: []SessionInfo{}}
-	for _, si := range live {
-		id := si.ID.String()
-		if id <= pg.After || (agent != "" && si.AgentID != agent) {
+	for _, si := range all {
+		if si.ID <= pg.After || (agent != "" && si.AgentID != agent) {
 			continue
 		}
 		if len(out.Sessions) == pg.Size {
 			out.NextPageToken = adminapi.EncodePageToken(listing, out.Sessions[len(out.Sessions)-1].ID)
 			break
 		}
-		out.Sessions = append(out.Sessions, s.sessionInfo(si))
+		out.Sessions = append(out.Sessions, si)
 	}
 	adminapi.JSON(w, http.StatusOK, out)
 	return nil
@@ -393,13 +398,19 @@ func (s *Server) adminGetSession(w http.ResponseWriter, r *adminapi.Request) err
 	if err != nil {
 		return err
 	}
-	for _, si := range s.gatewaySessions() {
-		if si.ID == id {
-			adminapi.JSON(w, http.StatusOK, s.sessionInfo(si))
+	ctx, cancel := context.WithTimeout(r.Context(), callTimeout)
+	defer cancel()
+	all, err := s.clusterSessions(ctx)
+	if err != nil {
+		return err
+	}
+	for _, si := range all {
+		if si.ID == id.String() {
+			adminapi.JSON(w, http.StatusOK, si)
 			return nil
 		}
 	}
-	return adminapi.NewProblem(adminapi.TypeNotFound, fmt.Sprintf("no live session %s on this replica (%s)", id, s.events.Origin()))
+	return adminapi.NewProblem(adminapi.TypeNotFound, fmt.Sprintf("no live session %s on any replica", id))
 }
 
 // killRecord is the durable record of a killed session.

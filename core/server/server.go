@@ -80,6 +80,7 @@ type Server struct {
 	apiFingerprint string
 	admin          *http.Server
 	gw             *gatewayRuntime // nil unless gateway { enabled = true }
+	presence       presenceConfig  // set before the API starts, then read-only
 	oauth          *oauth.Server   // nil when operator login is off; guarded by mu
 	oauthKeys      *oauthKeys      // the token signing key, when operator login is on
 	bg             sync.WaitGroup
@@ -362,6 +363,7 @@ func (s *Server) start(ctx context.Context, pre *config.Config) error {
 		return err
 	}
 
+	s.presence = newPresenceConfig(s.cfg)
 	s.registerServiceMetrics()
 	if err := s.startAPI(); err != nil {
 		return err
@@ -379,6 +381,9 @@ func (s *Server) start(ctx context.Context, pre *config.Config) error {
 	}
 	s.bg.Add(1)
 	go func() { defer s.bg.Done(); s.runACMETicks(bgCtx, every) }()
+	// This replica's sessions, visible to every replica's API.
+	s.bg.Add(1)
+	go func() { defer s.bg.Done(); s.runReplicaPresence(bgCtx) }()
 	// Fail closed: a core that cannot record its own start does not run.
 	if err := s.audit.Emit(ctx, "core", auditEvent("core.start", "success")); err != nil {
 		return fmt.Errorf("audit: %w", err)

@@ -173,9 +173,9 @@ func cmdSession(args []string, stdout, stderr io.Writer) int {
 		return 0
 	}
 	w := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "ID\tAGENT\tADDRESS\tENDPOINT\tSINCE\tRX BYTES\tTX BYTES")
+	fmt.Fprintln(w, "ID\tAGENT\tADDRESS\tENDPOINT\tSINCE\tRX BYTES\tTX BYTES\tREPLICA")
 	for _, s := range all {
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%d\t%d\n", s.ID, s.AgentID, s.Address, s.Endpoint, ts(s.Since), s.RxBytes, s.TxBytes)
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\n", s.ID, s.AgentID, s.Address, s.Endpoint, ts(s.Since), s.RxBytes, s.TxBytes, s.Replica)
 	}
 	_ = w.Flush()
 	return 0
