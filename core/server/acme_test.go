@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
+	mrand "math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -46,14 +47,23 @@ func (u *legoUser) GetEmail() string                        { return "ops@avon.t
 func (u *legoUser) GetRegistration() *registration.Resource { return u.reg }
 func (u *legoUser) GetPrivateKey() crypto.PrivateKey        { return u.key }
 
+// freePort returns a TCP port free on loopback for a client to bind later.
+// It is drawn below the kernel's ephemeral range (32768 and up by
+// default), where no other process's outgoing connection or ":0" listener
+// can take it in the meantime, and checked free when drawn.
 func freePort(t *testing.T) int {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	for range 200 {
+		port := 20000 + mrand.IntN(12000)
+		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			continue
+		}
+		_ = ln.Close()
+		return port
 	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
+	t.Fatal("no free TCP port in 20000-31999 on loopback")
+	return 0
 }
 
 // acmeConfig is a core with kms-soft, ca-dilithium (with its classical
