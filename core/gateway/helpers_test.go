@@ -158,6 +158,22 @@ func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Fatalf("timed out waiting for %s", what)
 }
 
+// waitUntil polls cond every millisecond for at most d and reports
+// whether it held (for callers that explain a failure themselves).
+func waitUntil(d time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(d)
+	for range 1_000_000 {
+		if cond() {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return cond()
+}
+
 // wire is how a test agent reaches the gateway.
 type wire interface {
 	Send([]byte) error
