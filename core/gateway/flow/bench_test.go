@@ -116,6 +116,32 @@ func BenchmarkCacheGet(b *testing.B) {
 	cpu.report(b)
 }
 
+// BenchmarkCachePutFull is one Put into a full decision cache (each a new
+// key, so each evicts): constant whatever the cache's size.
+func BenchmarkCachePutFull(b *testing.B) {
+	for _, size := range []int{1 << 10, DefaultCacheSize, 1 << 20} {
+		b.Run(fmt.Sprint(size), func(b *testing.B) {
+			c := NewCache(size, time.Hour)
+			d := &Decision{Allow: true}
+			k := CacheKey{Version: 3, Principal: "laptop-42", Subject: 0x1234, Dst: addr(server), Proto: ProtoTCP}
+			i := 0
+			put := func() {
+				k.Port, k.Subject = uint16(i), uint64(i>>16)
+				c.Put(&k, d, int64(i))
+				i++
+			}
+			for range size {
+				put()
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			for b.Loop() {
+				put()
+			}
+		})
+	}
+}
+
 // BenchmarkDecisionsThroughBatcher is new-flow decisions per second with
 // every query going to an in-process engine through the batcher (distinct
 // destinations, no cache hits).

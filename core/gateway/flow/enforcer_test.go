@@ -349,6 +349,54 @@ func TestCacheHitsAndInvalidation(t *testing.T) {
 	}
 }
 
+// TestCacheEviction: a full cache drops what expired first, then the
+// oldest entry; a key put again is as young as its last Put; the queue
+// behind it stays bounded however many Puts pass.
+func TestCacheEviction(t *testing.T) {
+	c := NewCache(4, 10*time.Second)
+	d := &Decision{Allow: true}
+	k := func(port int) *CacheKey {
+		return &CacheKey{Version: 1, Principal: "a", Dst: addr(server), Port: uint16(port), Proto: ProtoTCP}
+	}
+	sec := int64(time.Second)
+	for i := range 4 {
+		c.Put(k(i), d, int64(i)*sec)
+	}
+	// Port 0 is put again: now the youngest.
+	c.Put(k(0), d, 4*sec)
+	// Full: port 1, the oldest, makes room.
+	c.Put(k(10), d, 5*sec)
+	if _, ok := c.Get(k(1), 5*sec); ok {
+		t.Fatal("the oldest entry was kept")
+	}
+	for _, p := range []int{0, 2, 3, 10} {
+		if _, ok := c.Get(k(p), 5*sec); !ok {
+			t.Fatalf("port %d evicted", p)
+		}
+	}
+	// At 13.5 s ports 2 and 3 (put at 2 s and 3 s) expired: a Put drops
+	// them, not a live one.
+	c.Put(k(11), d, 13*sec+sec/2)
+	if c.Len() != 3 {
+		t.Fatalf("%d entries after the expired ones went, want 3", c.Len())
+	}
+	for _, p := range []int{0, 10, 11} {
+		if _, ok := c.Get(k(p), 13*sec+sec/2); !ok {
+			t.Fatalf("live port %d dropped", p)
+		}
+	}
+	// Many Puts of the same few keys: the queue stays bounded.
+	for i := range 100000 {
+		c.Put(k(i%3), d, 13*sec+sec/2)
+	}
+	c.mu.Lock()
+	q := len(c.q) - c.head
+	c.mu.Unlock()
+	if c.Len() > 4 || q > 2*4+64 {
+		t.Fatalf("%d entries, %d queued", c.Len(), q)
+	}
+}
+
 func TestCacheTTLAndVersion(t *testing.T) {
 	c := NewCache(2, time.Second)
 	k1 := CacheKey{Version: 1, Principal: "a", Dst: addr(server), Port: 443, Proto: ProtoTCP}
