@@ -70,9 +70,21 @@ func BenchmarkDecisionsThroughPlugin(b *testing.B) {
 	b.ResetTimer()
 	cpu := startCPU(b)
 	for i := range b.N {
+		// Sustained load: the batcher fails a query closed when
+		// DefaultMaxPending already wait (a burst larger than that is
+		// refused, not queued), so the sender keeps at most half of that
+		// in flight.
+		if i%1024 == 0 && i >= DefaultMaxPending/2 {
+			waitBench(b, "room in the queue", func() bool {
+				return uint64(i)-f.e.Stats().Allowed.Load() <= DefaultMaxPending/2
+			})
+		}
 		f.e.FromAgent(s, pkts[i], f.inner(pkts[i]), now)
 	}
 	waitBench(b, "every decision", func() bool { return f.e.Stats().Allowed.Load() >= uint64(b.N) })
+	if fc := f.e.Stats().FailClosed.Load(); fc != 0 {
+		b.Fatalf("%d decisions failed closed", fc)
+	}
 	b.StopTimer()
 	cpu.report(b)
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "decisions/s")
