@@ -2,6 +2,8 @@ package oauth_test
 
 import (
 	"errors"
+	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strings"
 	"testing"
@@ -66,4 +68,38 @@ func FuzzParseParams(f *testing.F) {
 			}
 		}
 	})
+}
+
+func TestBearerToken(t *testing.T) {
+	for _, c := range []struct {
+		headers []string
+		want    string // "" wants ErrMalformedToken
+	}{
+		{[]string{"Bearer abc.def"}, "abc.def"},
+		{[]string{"bearer abc"}, "abc"},
+		{[]string{"BEARER abc"}, "abc"},
+		{nil, ""},
+		{[]string{"Bearer abc", "Bearer def"}, ""},
+		{[]string{"Basic dXNlcjpwYXNz"}, ""},
+		{[]string{"Bearer"}, ""},
+		{[]string{"Bearer "}, ""},
+		{[]string{"Bearer a b"}, ""},
+		{[]string{"Bearer a\tb"}, ""},
+		{[]string{"Bearerabc"}, ""},
+	} {
+		r := httptest.NewRequest(http.MethodGet, "/v1/agents", nil)
+		for _, h := range c.headers {
+			r.Header.Add("Authorization", h)
+		}
+		got, err := oauth.BearerToken(r)
+		if c.want == "" {
+			if !errors.Is(err, oauth.ErrMalformedToken) || got != "" {
+				t.Errorf("%q: %q, %v; want ErrMalformedToken", c.headers, got, err)
+			}
+			continue
+		}
+		if err != nil || got != c.want {
+			t.Errorf("%q: %q, %v; want %q", c.headers, got, err, c.want)
+		}
+	}
 }

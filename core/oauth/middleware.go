@@ -82,16 +82,9 @@ func quoteParam(s string) string {
 // ErrNotYetValid, ErrRevoked, ErrNoTime or ErrUnavailable; no token at all
 // is ErrMalformedToken with the message "no bearer token".
 func (s *Server) Authenticate(r *http.Request) (Principal, error) {
-	hs := r.Header.Values("Authorization")
-	if len(hs) == 0 {
-		return Principal{}, errNoToken
-	}
-	if len(hs) > 1 {
-		return Principal{}, fmt.Errorf("%w: more than one Authorization header", ErrMalformedToken)
-	}
-	scheme, tok, ok := strings.Cut(hs[0], " ")
-	if !ok || !strings.EqualFold(scheme, "Bearer") || tok == "" || strings.ContainsAny(tok, " \t") {
-		return Principal{}, fmt.Errorf("%w: want Authorization: Bearer <token>", ErrMalformedToken)
+	tok, err := BearerToken(r)
+	if err != nil {
+		return Principal{}, err
 	}
 	now, err := s.now()
 	if err != nil {
@@ -109,6 +102,25 @@ func (s *Server) Authenticate(r *http.Request) (Principal, error) {
 }
 
 var errNoToken = fmt.Errorf("%w: no bearer token", ErrMalformedToken)
+
+// BearerToken returns the request's RFC 6750 bearer token: exactly one
+// Authorization header of the Bearer scheme (case-insensitive) with one
+// non-empty token. Anything else is ErrMalformedToken (no header at all
+// too, with its own message).
+func BearerToken(r *http.Request) (string, error) {
+	hs := r.Header.Values("Authorization")
+	if len(hs) == 0 {
+		return "", errNoToken
+	}
+	if len(hs) > 1 {
+		return "", fmt.Errorf("%w: more than one Authorization header", ErrMalformedToken)
+	}
+	scheme, tok, ok := strings.Cut(hs[0], " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") || tok == "" || strings.ContainsAny(tok, " \t") {
+		return "", fmt.Errorf("%w: want Authorization: Bearer <token>", ErrMalformedToken)
+	}
+	return tok, nil
+}
 
 // ChallengeError is an authentication refusal with its RFC 6750
 // challenge: the value of WWW-Authenticate to send with the 401 or 403.

@@ -127,24 +127,10 @@ const (
 
 func underPath(p, prefix string) bool { return p == prefix || strings.HasPrefix(p, prefix+"/") }
 
-// bearer returns the request's bearer string ("" when there is none or
-// the header is not one Bearer credential).
-func bearer(r *http.Request) string {
-	hs := r.Header.Values("Authorization")
-	if len(hs) != 1 {
-		return ""
-	}
-	scheme, tok, ok := strings.Cut(hs[0], " ")
-	if !ok || !strings.EqualFold(scheme, "Bearer") {
-		return ""
-	}
-	return tok
-}
-
 func (a oauthAuthenticator) Authenticate(r *http.Request, scope adminapi.Scope) (adminapi.Principal, error) {
 	need := []string{oauth.RoleAuditor, oauth.RoleOperator, oauth.RoleAdmin}
 	userRoute := underPath(r.URL.Path, usersPath) || underPath(r.URL.Path, apiTokensPath)
-	if tok := bearer(r); oauth.IsAPIToken(tok) {
+	if tok, err := oauth.BearerToken(r); err == nil && oauth.IsAPIToken(tok) {
 		return a.apiToken(r, tok, scope, userRoute)
 	}
 	switch {
