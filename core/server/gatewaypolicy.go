@@ -146,6 +146,7 @@ func flowCollectors(g *gateway.Gateway) []prometheus.Collector {
 		counter("engine_calls_total", "Evaluate calls to the policy plugin.", st.EngineCalls.Load),
 		counter("engine_errors_total", "Failed Evaluate calls.", st.EngineErrors.Load),
 		counter("fail_closed_total", "Flows denied because the policy plugin could not decide.", st.FailClosed.Load),
+		counter("fail_closed_retries_total", "Flows denied fail-closed that the agent's next packet, a second later, opened again to ask the plugin.", st.FailClosedRetries.Load),
 		counter("denied_total", "Flows denied.", st.Denied.Load),
 		counter("report_only_total", "Flows allowed in report-only mode that policy would deny.", st.ReportOnly.Load),
 		counter("cut_total", "Open flows cut by a re-evaluation.", st.Cut.Load),

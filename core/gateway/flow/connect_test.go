@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/avonzt/avon/core/gateway/flow/flowtest"
 	"github.com/avonzt/avon/sdk/policy"
@@ -127,4 +128,54 @@ func BenchmarkConnectRecheckAll(b *testing.B) {
 		waitBench(b, "every decision", func() bool { return done.Load() == int64(n*(i+1)) })
 	}
 	b.ReportMetric(float64(n*b.N)/b.Elapsed().Seconds(), "decisions/s")
+}
+
+// TestFailClosedRetried: a flow denied because the engine could not decide
+// is asked again by the agent's next packet once FailClosedRetry passed
+// (a retransmitted SYN gets in when the engine is back); before that, and
+// for a policy denial at any time, the packet is dropped.
+func TestFailClosedRetried(t *testing.T) {
+	f := newFixture(t, allow443, nil)
+	s := f.session("laptop", agentA)
+	syn := v4(ProtoTCP, agentA, server, tcp(40000, 443, tcpSYN))
+	k := key(ProtoTCP, agentA, server, 40000, 443)
+	f.eng.SetError(flowtest.ErrDown)
+	f.from(s, syn)
+	if v := f.settled(s, k); v != Deny {
+		t.Fatalf("with the engine down: %v", v)
+	}
+	f.eng.SetError(nil)
+	f.clock.advance(FailClosedRetry - time.Millisecond)
+	if a := f.from(s, syn); a != Drop {
+		t.Fatalf("SYN retransmitted before FailClosedRetry: %v, want drop", a)
+	}
+	f.clock.advance(time.Millisecond)
+	if a := f.from(s, syn); a != Held {
+		t.Fatalf("SYN retransmitted after FailClosedRetry: %v, want held for the engine", a)
+	}
+	if v := f.settled(s, k); v != Allow {
+		t.Fatalf("with the engine back: %v", v)
+	}
+	if n := f.e.Stats().FailClosedRetries.Load(); n != 1 {
+		t.Fatalf("%d retries counted", n)
+	}
+	if n := f.nReleased(); n != 1 {
+		t.Fatalf("%d packets released, want the retransmitted SYN", n)
+	}
+
+	// A policy denial is not retried: it stands until a re-evaluation.
+	k22 := key(ProtoTCP, agentA, server, 40001, 22)
+	syn22 := v4(ProtoTCP, agentA, server, tcp(40001, 22, tcpSYN))
+	f.from(s, syn22)
+	if v := f.settled(s, k22); v != Deny {
+		t.Fatalf("port 22: %v", v)
+	}
+	calls := f.eng.Calls()
+	f.clock.advance(10 * FailClosedRetry)
+	if a := f.from(s, syn22); a != Drop {
+		t.Fatalf("policy-denied SYN retransmitted: %v, want drop", a)
+	}
+	if f.eng.Calls() != calls || f.e.Stats().FailClosedRetries.Load() != 1 {
+		t.Fatal("a policy denial was asked again")
+	}
 }

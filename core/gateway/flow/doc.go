@@ -68,7 +68,9 @@
 // Fail closed: when the engine is absent, fails, times out or answers out
 // of shape, every query of the batch is denied (Decision.FailClosed), not
 // cached, counted, and logged once per transition (unavailable, available
-// again). A decision with evaluation errors is a denial. In report-only
+// again). Such a flow is asked again by the agent's next packet on it
+// FailClosedRetry after the denial; a policy denial stands until a
+// re-evaluation. A decision with evaluation errors is a denial. In report-only
 // mode the engine allows and says it would have denied; the flow passes
 // and the would-be denial is logged.
 //

@@ -369,6 +369,9 @@ func (e *Enforcer) track(s *Session, p *Packet, dir Dir, raw []byte, peer *Sessi
 		}
 	default:
 		sl, ok := t.m[p.Key]
+		if ok && dir == FromAgent && e.retryLocked(t, sl, ns) {
+			ok = false
+		}
 		if !ok {
 			t.mu.Unlock()
 			if dir == ToAgent {
@@ -383,6 +386,30 @@ func (e *Enforcer) track(s *Session, p *Packet, dir Dir, raw []byte, peer *Sessi
 	}
 	t.mu.Unlock()
 	return a
+}
+
+// FailClosedRetry is how long a flow denied because the engine could not
+// decide (Decision.FailClosed: the engine down, restarting, timing out, or
+// its queue full) stays denied before the next packet the agent sends on
+// it asks again. A policy denial stays until a re-evaluation changes it;
+// a fail-closed one is about the engine, not the flow, and waiting for the
+// next pulse would keep a retransmitted SYN failing long after the engine
+// is back. One second: TCP's first SYN retransmission.
+const FailClosedRetry = time.Second
+
+// retryLocked forgets the flow of sl when the agent's packet is its
+// opening direction and its fail-closed denial is FailClosedRetry old, so
+// that the packet opens it again (asking the engine); the caller holds
+// t.mu.
+func (e *Enforcer) retryLocked(t *table, sl slot, now int64) bool {
+	c := sl.c
+	if sl.reply || c.origin != FromAgent || c.verdict != Deny || c.decision == nil || !c.decision.FailClosed ||
+		now-c.decided < int64(FailClosedRetry) {
+		return false
+	}
+	e.removeLocked(t, c)
+	e.stats.FailClosedRetries.Add(1)
+	return true
 }
 
 // forwardBatch is how many forwarded packets a table counts before it
@@ -550,7 +577,7 @@ func (e *Enforcer) deliver(items []Item, ds []policy.Decision, version uint64, e
 		delete(e.waiting, wk)
 		e.waitMu.Unlock()
 		for _, w := range ws {
-			if f, ok := e.settle(w, d); ok {
+			if f, ok := e.settle(w, d, now); ok {
 				todo = append(todo, f)
 			}
 		}
@@ -662,7 +689,7 @@ type settled struct {
 // gone or waits for a newer decision). Callers apply a whole batch before
 // following up on any, so a cut takes effect before the callbacks and
 // logs of the others run.
-func (e *Enforcer) settle(w waiter, d *Decision) (settled, bool) {
+func (e *Enforcer) settle(w waiter, d *Decision, now int64) (settled, bool) {
 	if e.closed.Load() {
 		return settled{}, false
 	}
@@ -674,7 +701,7 @@ func (e *Enforcer) settle(w waiter, d *Decision) (settled, bool) {
 		return settled{}, false
 	}
 	f := settled{s: w.s, key: c.key, d: d, prev: c.verdict}
-	c.decision = d
+	c.decision, c.decided = d, now
 	if d.Allow {
 		c.verdict = Allow
 		f.release, c.hold = c.hold, nil
@@ -818,7 +845,7 @@ func (e *Enforcer) reevaluate(s *Session, pending bool) int {
 		ck := e.cacheKey(ss, j.key)
 		if d, ok := e.cache.Get(&ck, ns); ok {
 			e.stats.CacheHits.Add(1)
-			if f, ok := e.settle(j.w, d); ok {
+			if f, ok := e.settle(j.w, d, ns); ok {
 				todo = append(todo, f)
 			}
 			continue

@@ -28,6 +28,9 @@ type Stats struct {
 	// EngineErrors (failed calls or answers out of shape), FailClosed
 	// (decisions denied because the engine failed or is absent).
 	Queries, EngineCalls, EngineErrors, FailClosed atomic.Uint64
+	// FailClosedRetries: flows denied fail-closed that the agent's next
+	// packet, FailClosedRetry later, opened again to ask the engine.
+	FailClosedRetries atomic.Uint64
 	// Decisions: allowed, denied, and allowed in report-only mode (the
 	// engine would have denied).
 	Allowed, Denied, ReportOnly atomic.Uint64

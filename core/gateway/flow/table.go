@@ -173,6 +173,7 @@ type conn struct {
 	removed bool // expired or cleared: decisions for it are ignored
 	created int64
 	last    int64
+	decided int64 // when the decision in force was made (unix ns)
 	hold    [][]byte
 	// gen counts decision requests; an answer for an older one is stale.
 	gen      uint32
@@ -317,7 +318,7 @@ func (e *Enforcer) createLocked(t *table, p *Packet, dir Dir, v Verdict, d *Deci
 		e.stats.DropTableFull.Add(1)
 		return nil
 	}
-	c := &conn{key: p.Key, origin: dir, verdict: v, decision: d, created: now, last: now}
+	c := &conn{key: p.Key, origin: dir, verdict: v, decision: d, created: now, last: now, decided: now}
 	c.packets[0] = 1
 	if p.Key.Proto == ProtoTCP {
 		c.tcp = tcpOpening
