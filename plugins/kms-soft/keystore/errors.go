@@ -21,3 +21,8 @@ var (
 // ErrClosed is returned by every method of a closed keystore: its material
 // is gone, so it is locked in the sense of kms.ErrKeystoreLocked.
 var ErrClosed = kms.ErrKeystoreLocked
+
+// ErrConflict: a Shared keystore image changed between the read a
+// mutation started from and its write (another replica wrote first).
+// Mutations retry on it; Shared.Store returns an error wrapping it.
+var ErrConflict = errdef.New("kmssoft.conflict", codes.Aborted, "the shared keystore changed meanwhile")

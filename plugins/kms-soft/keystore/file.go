@@ -188,6 +188,28 @@ func parseHeader(data []byte) (p KDFParams, salt []byte, err error) {
 	return p, data[saltOffset:checkOffset], nil
 }
 
+// open decrypts a file image with the keys already derived: the image
+// must have been sealed under the same header (magic, format, KDF
+// parameters, salt, key check), as every write of one keystore is. Errors
+// wrap ErrTampered.
+func (k *fileKeys) open(data []byte) ([]byte, error) {
+	if _, _, err := parseHeader(data); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrTampered, err)
+	}
+	if !hmac.Equal(data[:nonceOffset], k.header[:nonceOffset]) {
+		return nil, fmt.Errorf("%w: it was replaced by a keystore with another salt, KDF or passphrase (restart with its passphrase)", ErrTampered)
+	}
+	g, err := k.aead()
+	if err != nil {
+		return nil, err
+	}
+	pt, err := g.Open(nil, data[nonceOffset:headerSize], data[headerSize:], data[:headerSize])
+	if err != nil {
+		return nil, fmt.Errorf("%w: the contents do not authenticate", ErrTampered)
+	}
+	return pt, nil
+}
+
 // openFile decrypts a file image with the passphrase. Errors wrap
 // ErrTampered or ErrWrongPassphrase.
 func openFile(data, pass []byte) (*fileKeys, []byte, error) {

@@ -12,6 +12,14 @@
 // directory (0600), fsync it, rename it over the keystore and fsync the
 // directory, and publish the new state in memory only once that succeeded,
 // so a failed write changes nothing. Close zeroizes the in-memory material.
+//
+// Shared keystores: with Options.Shared the same sealed image lives in a
+// store every replica reads (kms-soft keeps it in the core's storage)
+// instead of a file. Every write is conditional on the version it started
+// from; a mutation first re-reads the image, and one that lost a race
+// reads it again and retries, so replicas that generate, rotate or
+// destroy keys at the same time lose nothing. Refresh reloads the image
+// when another replica changed it.
 package keystore
 
 import (
@@ -58,9 +66,34 @@ type Options struct {
 	// material). Default: no logging.
 	Logger hclog.Logger
 
+	// Shared keeps the keystore in a shared store instead of the file at
+	// Path (which then only names it in messages).
+	Shared Shared
+
 	// writeFile replaces the keystore file (tests inject failures).
 	writeFile func(path string, data []byte) error
 }
+
+// Shared holds a keystore's sealed image where several processes (core
+// replicas) read and write it. Versions change with every write and are
+// never reused.
+type Shared interface {
+	// Load returns the image and its version; an error wrapping
+	// fs.ErrNotExist when there is none yet.
+	Load(ctx context.Context) (data []byte, version int64, err error)
+	// Store replaces the image if its version is still ifVersion (0: there
+	// is none yet) and returns the new version; an error wrapping
+	// ErrConflict if it is not.
+	Store(ctx context.Context, data []byte, ifVersion int64) (int64, error)
+}
+
+// sharedTimeout bounds Open's and Refresh's calls to a Shared store when
+// the caller gives no deadline.
+const sharedTimeout = 30 * time.Second
+
+// maxConflictRetries is how many times a mutation of a Shared keystore
+// starts again after another writer won the race.
+const maxConflictRetries = 8
 
 // Keystore is an open keystore. Its methods are safe for concurrent use.
 //
@@ -87,6 +120,8 @@ type Keystore struct {
 		sync.Mutex
 		fk        *fileKeys // the file's keys and header; nil once closed
 		writeFile func(path string, data []byte) error
+		shared    Shared // nil: the file at path
+		version   int64  // of the shared image the keys were read from or written as
 	}
 
 	state struct {
@@ -157,11 +192,14 @@ func Open(opts Options) (*Keystore, error) {
 	}
 	ks := &Keystore{path: opts.Path, now: opts.Now, log: opts.Logger, rand: lockedReader{r: opts.Rand}}
 	ks.write.writeFile = opts.writeFile
+	if opts.Shared != nil {
+		return ks.openShared(opts)
+	}
 
 	st, err := os.Lstat(opts.Path)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
-		if err := ks.create(opts); err != nil {
+		if err := ks.create(context.Background(), opts); err != nil {
 			return nil, err
 		}
 		return ks, nil
@@ -179,15 +217,56 @@ func Open(opts Options) (*Keystore, error) {
 	if err != nil {
 		return nil, fmt.Errorf("keystore %s: %w", opts.Path, err)
 	}
+	if err := ks.load(data, opts); err != nil {
+		return nil, err
+	}
+	return ks, nil
+}
+
+// openShared opens (or creates) the keystore of opts.Shared.
+func (ks *Keystore) openShared(opts Options) (*Keystore, error) {
+	ks.write.shared = opts.Shared
+	ctx, cancel := context.WithTimeout(context.Background(), sharedTimeout)
+	defer cancel()
+	for range 2 {
+		data, version, err := opts.Shared.Load(ctx)
+		if errors.Is(err, fs.ErrNotExist) {
+			err = ks.create(ctx, opts)
+			if errors.Is(err, ErrConflict) {
+				// Another replica created it first: open theirs.
+				continue
+			}
+			if err != nil {
+				return nil, err
+			}
+			return ks, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("keystore %s: load: %w", opts.Path, err)
+		}
+		if len(data) > maxFileSize {
+			return nil, fmt.Errorf("keystore %s: %w: %d bytes is more than a keystore holds", opts.Path, ErrTampered, len(data))
+		}
+		if err := ks.load(data, opts); err != nil {
+			return nil, err
+		}
+		ks.write.version = version
+		return ks, nil
+	}
+	return nil, fmt.Errorf("keystore %s: created and replaced while opening: %w", opts.Path, ErrConflict)
+}
+
+// load decrypts a keystore image with opts.Passphrase into ks.
+func (ks *Keystore) load(data []byte, opts Options) error {
 	fk, pt, err := openFile(data, opts.Passphrase)
 	if err != nil {
-		return nil, fmt.Errorf("keystore %s: %w", opts.Path, err)
+		return fmt.Errorf("keystore %s: %w", opts.Path, err)
 	}
 	keys, err := decodeSet(pt)
 	clear(pt)
 	if err != nil {
 		fk.clear()
-		return nil, fmt.Errorf("keystore %s: %w: %v", opts.Path, ErrTampered, err)
+		return fmt.Errorf("keystore %s: %w: %v", opts.Path, ErrTampered, err)
 	}
 	if fk.params.Validate() != nil {
 		ks.log.Warn("keystore KDF parameters are below the floor; recreate it with stronger ones",
@@ -195,12 +274,12 @@ func Open(opts Options) (*Keystore, error) {
 	}
 	ks.write.fk = fk
 	ks.state.keys = keys
-	ks.log.Debug("opened keystore", "path", opts.Path, "keys", len(keys))
-	return ks, nil
+	ks.log.Debug("opened keystore", "path", opts.Path, "keys", len(keys), "shared", ks.write.shared != nil)
+	return nil
 }
 
-// create makes a new, empty keystore file.
-func (ks *Keystore) create(opts Options) error {
+// create makes a new, empty keystore.
+func (ks *Keystore) create(ctx context.Context, opts Options) error {
 	p := opts.KDF
 	if p == (KDFParams{}) {
 		p = DefaultKDF
@@ -220,14 +299,17 @@ func (ks *Keystore) create(opts Options) error {
 	if err != nil {
 		return fmt.Errorf("keystore %s: %w", opts.Path, err)
 	}
-	if err := os.MkdirAll(filepath.Dir(opts.Path), 0o700); err != nil {
-		fk.clear()
-		return fmt.Errorf("keystore %s: %w", opts.Path, err)
+	if ks.write.shared == nil {
+		if err := os.MkdirAll(filepath.Dir(opts.Path), 0o700); err != nil {
+			fk.clear()
+			return fmt.Errorf("keystore %s: %w", opts.Path, err)
+		}
 	}
 	ks.write.fk = fk
 	keys := map[string]*entry{}
-	if err := ks.persistLocked(keys); err != nil {
+	if err := ks.persistLocked(ctx, keys); err != nil {
 		fk.clear()
+		ks.write.fk = nil
 		return err
 	}
 	ks.state.keys = keys
@@ -239,9 +321,10 @@ func (ks *Keystore) create(opts Options) error {
 // 0600, fsync, rename, fsync of the directory.
 func writeAtomic(path string, data []byte) error { return atomicfile.Write(path, data, 0o600) }
 
-// persistLocked seals keys and replaces the file. Caller holds write (or
-// is create, before the keystore is shared).
-func (ks *Keystore) persistLocked(keys map[string]*entry) error {
+// persistLocked seals keys and replaces the file or the shared image
+// (conditionally on the version last read or written). Caller holds write
+// (or is create, before the keystore is shared).
+func (ks *Keystore) persistLocked(ctx context.Context, keys map[string]*entry) error {
 	pt, err := encodeSet(keys)
 	if err != nil {
 		return fmt.Errorf("keystore %s: %w", ks.path, err)
@@ -255,9 +338,73 @@ func (ks *Keystore) persistLocked(keys map[string]*entry) error {
 	if err != nil {
 		return fmt.Errorf("keystore %s: seal: %w", ks.path, err)
 	}
+	if sh := ks.write.shared; sh != nil {
+		v, err := sh.Store(ctx, data, ks.write.version)
+		if err != nil {
+			return fmt.Errorf("keystore %s: store: %w", ks.path, err)
+		}
+		ks.write.version = v
+		return nil
+	}
 	if err := ks.write.writeFile(ks.path, data); err != nil {
 		return fmt.Errorf("keystore %s: write: %w", ks.path, err)
 	}
+	return nil
+}
+
+// Refresh reloads a Shared keystore if another process changed it since
+// this one last read or wrote it: keys generated elsewhere become usable,
+// rotations and destructions take effect. It is a no-op for a file
+// keystore. On error the keys in force stay.
+func (ks *Keystore) Refresh(ctx context.Context) error {
+	ks.write.Lock()
+	defer ks.write.Unlock()
+	if ks.state.closed {
+		return fmt.Errorf("keystore %s is closed: %w", ks.path, ErrClosed)
+	}
+	if ks.write.shared == nil {
+		return nil
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, sharedTimeout)
+		defer cancel()
+	}
+	return ks.refreshLocked(ctx)
+}
+
+// refreshLocked is Refresh with write held.
+func (ks *Keystore) refreshLocked(ctx context.Context) error {
+	data, version, err := ks.write.shared.Load(ctx)
+	if err != nil {
+		return fmt.Errorf("keystore %s: load: %w", ks.path, err)
+	}
+	if version == ks.write.version {
+		return nil
+	}
+	if len(data) > maxFileSize {
+		return fmt.Errorf("keystore %s: %w: %d bytes is more than a keystore holds", ks.path, ErrTampered, len(data))
+	}
+	pt, err := ks.write.fk.open(data)
+	if err != nil {
+		return fmt.Errorf("keystore %s: %w", ks.path, err)
+	}
+	keys, err := decodeSet(pt)
+	clear(pt)
+	if err != nil {
+		return fmt.Errorf("keystore %s: %w: %v", ks.path, ErrTampered, err)
+	}
+	ks.state.Lock()
+	old := ks.state.keys
+	ks.state.keys = keys
+	ks.state.Unlock()
+	ks.write.version = version
+	// No reader can reach the old material any more (readers hold the
+	// state lock for their whole operation).
+	for _, e := range old {
+		e.clear()
+	}
+	ks.log.Debug("reloaded shared keystore", "path", ks.path, "keys", len(keys), "version", version)
 	return nil
 }
 
@@ -277,26 +424,38 @@ func (ks *Keystore) mutate(ctx context.Context, change func(keys map[string]*ent
 	if ks.state.closed {
 		return nil, fmt.Errorf("keystore %s is closed: %w", ks.path, ErrClosed)
 	}
-	cur := ks.state.keys
-	id, e, retired, undo, err := change(cur)
-	if err != nil {
-		return nil, err
-	}
-	next := maps.Clone(cur)
-	next[id] = e
-	if err := ks.persistLocked(next); err != nil {
-		if undo != nil {
-			undo()
+	for attempt := 0; ; attempt++ {
+		if ks.write.shared != nil {
+			// Start from what the other replicas wrote.
+			if err := ks.refreshLocked(ctx); err != nil {
+				return nil, err
+			}
 		}
-		return nil, err
+		cur := ks.state.keys
+		id, e, retired, undo, err := change(cur)
+		if err != nil {
+			return nil, err
+		}
+		next := maps.Clone(cur)
+		next[id] = e
+		if err := ks.persistLocked(ctx, next); err != nil {
+			if undo != nil {
+				undo()
+			}
+			if errors.Is(err, ErrConflict) && attempt < maxConflictRetries {
+				ks.log.Debug("shared keystore changed meanwhile; starting the change again", "path", ks.path, "attempt", attempt+1)
+				continue
+			}
+			return nil, err
+		}
+		ks.state.Lock()
+		ks.state.keys = next
+		ks.state.Unlock()
+		for _, m := range retired {
+			m.clear()
+		}
+		return e, nil
 	}
-	ks.state.Lock()
-	ks.state.keys = next
-	ks.state.Unlock()
-	for _, m := range retired {
-		m.clear()
-	}
-	return e, nil
 }
 
 // Close zeroizes all in-memory private material and the file keys. Every
