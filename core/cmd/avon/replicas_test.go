@@ -120,8 +120,8 @@ func (r *replica) sessions() ([]server.SessionInfo, error) {
 // TestTwoReplicas runs two `avon server` replicas sharing one PostgreSQL
 // (storage "postgres", over its unix socket) and one redis-server (cache
 // "redis", in a namespace of its own reached over veth links), each with
-// its gateway in its own network namespace, and kms-soft's keystore file
-// shared between them (the supported topology: see docs/operations.md,
+// its gateway in its own network namespace, and kms-soft's keystore in
+// the shared storage (backend = "storage": see docs/operations.md,
 // "Running several replicas"). One agent connects to replica B; everything
 // the operator does goes through replica A:
 //
@@ -184,12 +184,11 @@ func TestTwoReplicas(t *testing.T) {
 		t.Fatalf("redis-server does not listen in db: %s", redisLog.String())
 	}
 
-	// The shared keystore: one file and one passphrase file, outside
-	// both data dirs; replica A creates them, B opens what A made.
-	shared := filepath.Join(dir, "kms")
-	if err := os.Mkdir(shared, 0o700); err != nil {
-		t.Fatal(err)
-	}
+	// The shared keystore: kms-soft keeps it in the replicas' storage
+	// (PostgreSQL); both open it with the same passphrase (an operator
+	// gives it as env("..."); a literal here). Whichever replica starts
+	// first creates it, the other opens what it made.
+	const kmsPassphrase = "two replicas, one keystore"
 	newReplica := func(name, gwAddr, redisAddr, iface string) *replica {
 		cfg := filepath.Join(dir, name+".hcl")
 		if err := os.WriteFile(cfg, []byte(fmt.Sprintf(`
@@ -215,9 +214,8 @@ plugin "kms" "soft" {
   command = %q
   sha256  = %q
   config {
-    key_file        = %q
-    path            = %q
-    create_key_file = true
+    passphrase      = %q
+    backend         = "storage"
     kdf_time        = 2
     kdf_memory_kib  = 19456
     kdf_threads     = 1
@@ -229,7 +227,7 @@ plugin "ca" "dilithium" {
   uses    = { kms = "soft" }
 }
 `, filepath.Join(dir, name), gwAddr, pg.Dir(), pg.Port(), pgtest.Superuser, dsnDB, redisAddr, gwAddr, iface,
-			kmsBin.Path, kmsBin.SHA256, filepath.Join(shared, "k"), filepath.Join(shared, "keystore.avks"),
+			kmsBin.Path, kmsBin.SHA256, kmsPassphrase,
 			caBin.Path, caBin.SHA256)), 0o600); err != nil {
 			t.Fatal(err)
 		}

@@ -11,10 +11,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -23,6 +25,7 @@ import (
 	"github.com/avonzt/avon/plugins/kms-soft/keystore"
 	"github.com/avonzt/avon/sdk/config"
 	"github.com/avonzt/avon/sdk/errdef"
+	"github.com/avonzt/avon/sdk/host"
 	"github.com/avonzt/avon/sdk/kms"
 	"github.com/avonzt/avon/sdk/plugin"
 )
@@ -39,8 +42,16 @@ type Config struct {
 	KeyFile string `json:"key_file"`
 	// CreateKeyFile makes a new random key file (0600) when KeyFile is absent.
 	CreateKeyFile bool `json:"create_key_file"`
-	// Path of the keystore file; relative to the plugin data dir.
+	// Path of the keystore file; relative to the plugin data dir. With
+	// Backend "storage", a file found there when the storage holds no
+	// keystore yet is imported once.
 	Path string `json:"path"`
+	// Backend is where the sealed keystore lives: "file" (default) or
+	// "storage" (the core's storage, shared by every replica).
+	Backend string `json:"backend"`
+	// RefreshInterval is how often a "storage" keystore looks for changes
+	// made by other replicas (default 10s).
+	RefreshInterval string `json:"refresh_interval"`
 	// KDF parameters for a NEW keystore (an existing one keeps its own).
 	KDFTime      int `json:"kdf_time"`
 	KDFMemoryKiB int `json:"kdf_memory_kib"`
@@ -57,6 +68,10 @@ var Schema = config.Schema{Attributes: []config.Attribute{
 		Description: "create key_file with 32 random bytes (hex, mode 0600) if it does not exist"},
 	{Name: "path", Type: cty.String, Default: cty.StringVal("keystore.avks"),
 		Description: "keystore file (relative to the plugin data dir)"},
+	{Name: "backend", Type: cty.String, Default: cty.StringVal(BackendFile),
+		Description: `where the sealed keystore lives: "file" (path, one process) or "storage" (the core's storage: every replica shares it)`},
+	{Name: "refresh_interval", Type: cty.String, Default: cty.StringVal(DefaultRefreshInterval.String()),
+		Description: `with backend = "storage": how often the keystore is re-read for keys other replicas generated, rotated or destroyed (a key not found is re-read at once)`},
 	{Name: "kdf_time", Type: cty.Number, Default: cty.NumberIntVal(int64(keystore.DefaultKDF.Time)),
 		Description: "Argon2id passes for a new keystore"},
 	{Name: "kdf_memory_kib", Type: cty.Number, Default: cty.NumberIntVal(int64(keystore.DefaultKDF.MemoryKiB)),
@@ -65,12 +80,28 @@ var Schema = config.Schema{Attributes: []config.Attribute{
 		Description: "Argon2id parallelism for a new keystore"},
 }}
 
+// Backends and the default refresh interval of a shared keystore.
+const (
+	BackendFile            = "file"
+	BackendStorage         = "storage"
+	DefaultRefreshInterval = 10 * time.Second
+	// sharedKey is the storage key of the sealed keystore (in the plugin
+	// instance's namespace).
+	sharedKey = "keystore"
+	// missRefreshEvery bounds the re-reads a key not found triggers.
+	missRefreshEvery = 100 * time.Millisecond
+)
+
 // Plugin is the kms-soft plugin.
 type Plugin struct {
 	log hclog.Logger
 
-	mu sync.RWMutex // guards ks; held for reading during every call
-	ks *keystore.Keystore
+	mu     sync.RWMutex // guards ks, shared and stop; held for reading during every call
+	ks     *keystore.Keystore
+	shared bool
+	stop   chan struct{} // closes the refresh loop of a shared keystore
+
+	lastMiss atomic.Int64 // unix ns of the last re-read for a key not found
 }
 
 // New returns an unconfigured plugin.
@@ -104,6 +135,14 @@ func (c *Config) problems() []plugin.Problem {
 	}
 	if c.Path == "" {
 		ps = append(ps, plugin.Problem{Attribute: "path", Summary: "empty keystore path"})
+	}
+	if c.Backend != "" && c.Backend != BackendFile && c.Backend != BackendStorage {
+		ps = append(ps, plugin.Problem{Attribute: "backend", Summary: fmt.Sprintf("unknown backend %q", c.Backend), Detail: `use "file" or "storage"`})
+	}
+	if c.RefreshInterval != "" {
+		if d, err := time.ParseDuration(c.RefreshInterval); err != nil || d < time.Second || d > time.Hour {
+			ps = append(ps, plugin.Problem{Attribute: "refresh_interval", Summary: fmt.Sprintf("refresh_interval %q: want a duration from 1s to 1h", c.RefreshInterval)})
+		}
 	}
 	if err := (keystore.KDFParams{Time: uint32(max(c.KDFTime, 0)), MemoryKiB: uint32(max(c.KDFMemoryKiB, 0)), Threads: uint8(min(max(c.KDFThreads, 0), 255))}).Validate(); err != nil {
 		ps = append(ps, plugin.Problem{Attribute: "kdf_memory_kib", Summary: err.Error()})
@@ -200,25 +239,120 @@ func (p *Plugin) Configure(ctx context.Context, req *plugin.ConfigureRequest) er
 		return &plugin.ProblemsError{Problems: []plugin.Problem{{Attribute: "key_file", Summary: err.Error()}}}
 	}
 	defer clear(pass)
-	ks, err := keystore.Open(keystore.Options{
-		Path:       resolve(req.DataDir, c.Path),
+	path := resolve(req.DataDir, c.Path)
+	opts := keystore.Options{
+		Path:       path,
 		Passphrase: pass,
 		Rand:       rnd,
 		Now:        time.Now,
 		KDF:        keystore.KDFParams{Time: uint32(c.KDFTime), MemoryKiB: uint32(c.KDFMemoryKiB), Threads: uint8(c.KDFThreads)},
 		Logger:     p.log,
-	})
+	}
+	shared := c.Backend == BackendStorage
+	if shared {
+		st := &storageImage{s: req.Host.Storage()}
+		opts.Shared = st
+		opts.Path = "storage:" + req.Instance + "/" + sharedKey
+		if err := importFile(ctx, st, path, p.log); err != nil {
+			return &plugin.ProblemsError{Problems: []plugin.Problem{{Attribute: "backend", Summary: err.Error()}}}
+		}
+	}
+	ks, err := keystore.Open(opts)
 	if err != nil {
 		return &plugin.ProblemsError{Problems: []plugin.Problem{{Summary: err.Error()}}}
 	}
+	interval := DefaultRefreshInterval
+	if c.RefreshInterval != "" {
+		interval, _ = time.ParseDuration(c.RefreshInterval) // checked by problems
+	}
+	var stop chan struct{}
+	if shared {
+		stop = make(chan struct{})
+		go p.refreshLoop(ks, interval, stop)
+	}
 	p.mu.Lock()
-	old := p.ks
-	p.ks = ks
+	old, oldStop := p.ks, p.stop
+	p.ks, p.shared, p.stop = ks, shared, stop
 	p.mu.Unlock()
+	if oldStop != nil {
+		close(oldStop)
+	}
 	if old != nil {
 		_ = old.Close()
 	}
-	p.log.Info("keystore open", "path", resolve(req.DataDir, c.Path))
+	p.log.Info("keystore open", "keystore", opts.Path, "shared", shared)
+	return nil
+}
+
+// refreshLoop re-reads a shared keystore every interval until stop
+// closes, so that rotations and destructions made on another replica
+// take effect here.
+func (p *Plugin) refreshLoop(ks *keystore.Keystore, interval time.Duration, stop chan struct{}) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	failing := false
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), interval)
+		err := ks.Refresh(ctx)
+		cancel()
+		switch {
+		case errors.Is(err, keystore.ErrClosed):
+			return
+		case err != nil && !failing:
+			p.log.Error("cannot re-read the shared keystore; the keys read last stay in force", "error", err)
+		case err == nil && failing:
+			p.log.Info("shared keystore readable again")
+		}
+		failing = err != nil
+	}
+}
+
+// storageImage is a keystore.Shared in the plugin's host storage.
+type storageImage struct{ s host.Storage }
+
+func (st *storageImage) Load(ctx context.Context) ([]byte, int64, error) {
+	e, err := st.s.Get(ctx, sharedKey)
+	if errors.Is(err, host.ErrNotFound) {
+		return nil, 0, fmt.Errorf("no keystore in storage: %w", fs.ErrNotExist)
+	}
+	if err != nil {
+		return nil, 0, err
+	}
+	return e.Value, e.Version, nil
+}
+
+func (st *storageImage) Store(ctx context.Context, data []byte, ifVersion int64) (int64, error) {
+	v, err := st.s.Put(ctx, sharedKey, data, host.PutOptions{Check: true, Version: ifVersion})
+	if errors.Is(err, host.ErrVersionConflict) {
+		return 0, fmt.Errorf("%w: %w", keystore.ErrConflict, err)
+	}
+	return v, err
+}
+
+// importFile stores the keystore file at path as the shared keystore when
+// the storage holds none yet: the first replica moved to backend =
+// "storage" brings its keys along (the passphrase stays the same). The
+// file is left in place; remove it once every replica runs on storage.
+func importFile(ctx context.Context, st *storageImage, path string, log hclog.Logger) error {
+	if _, _, err := st.Load(ctx); !errors.Is(err, fs.ErrNotExist) {
+		return err // nil: the storage already holds one
+	}
+	data, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("import keystore file %s: %w", path, err)
+	}
+	if _, err := st.Store(ctx, data, 0); err != nil && !errors.Is(err, keystore.ErrConflict) {
+		return fmt.Errorf("import keystore file %s: %w", path, err)
+	}
+	log.Info("imported the keystore file into the core's storage; remove the file once every replica uses backend = \"storage\"", "path", path)
 	return nil
 }
 
@@ -232,13 +366,31 @@ func (p *Plugin) Health(context.Context) error {
 	return nil
 }
 
-// with runs fn with the open keystore under the read lock.
+// with runs fn with the open keystore under the read lock. With a shared
+// keystore, a key not found may have been generated by another replica
+// since the last re-read: the keystore is re-read (at most every
+// missRefreshEvery) and fn runs once more.
 func with[T any](p *Plugin, fn func(*keystore.Keystore) (T, error)) (T, error) {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
 	if p.ks == nil {
 		var zero T
 		return zero, fmt.Errorf("kms-soft: %w", errdef.ErrNotConfigured)
+	}
+	r, err := fn(p.ks)
+	if !p.shared || !(errors.Is(err, kms.ErrKeyNotFound) || errors.Is(err, kms.ErrVersionNotFound)) {
+		return r, err
+	}
+	now := time.Now().UnixNano()
+	last := p.lastMiss.Load()
+	if now-last < int64(missRefreshEvery) || !p.lastMiss.CompareAndSwap(last, now) {
+		return r, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if rerr := p.ks.Refresh(ctx); rerr != nil {
+		p.log.Warn("cannot re-read the shared keystore for a key not found", "error", rerr)
+		return r, err
 	}
 	return fn(p.ks)
 }
