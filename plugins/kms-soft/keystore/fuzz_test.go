@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"errors"
 	"os"
 	"path/filepath"
 	"testing"
@@ -105,6 +106,42 @@ func FuzzDecodeSet(f *testing.F) {
 		}
 		if !bytes.Equal(again, data) {
 			t.Fatalf("not canonical: %x re-encodes to %x", data, again)
+		}
+	})
+}
+
+// FuzzSharedRefresh: whatever bytes a shared store returns, Refresh
+// refuses them with ErrTampered or adopts them, never panics, and a
+// refused image leaves the keys in force.
+func FuzzSharedRefresh(f *testing.F) {
+	sh := &memShared{}
+	ks, err := Open(sharedOpts(sh))
+	if err != nil {
+		f.Fatal(err)
+	}
+	if _, err := ks.GenerateKey(context.Background(), &kms.GenerateKeyRequest{ID: "k", Algorithm: kms.Ed25519}); err != nil {
+		f.Fatal(err)
+	}
+	good, _, _ := sh.Load(context.Background())
+	f.Add(good)
+	f.Add(good[:headerSize])
+	f.Add(good[:nonceOffset])
+	f.Add([]byte(magic))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		sh.set(append([]byte{}, data...)) // never nil: nil is "no image" to memShared
+		err := ks.Refresh(context.Background())
+		if err != nil && !errors.Is(err, ErrTampered) {
+			t.Fatalf("untyped error: %v", err)
+		}
+		if err != nil {
+			if _, err := ks.GetKey(context.Background(), &kms.GetKeyRequest{ID: "k"}); err != nil {
+				t.Fatalf("a refused image changed the keys in force: %v", err)
+			}
+		}
+		// Back to the good image for the next input.
+		sh.set(good)
+		if err := ks.Refresh(context.Background()); err != nil {
+			t.Fatal(err)
 		}
 	})
 }
