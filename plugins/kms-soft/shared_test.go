@@ -89,9 +89,9 @@ func TestSharedBackendImportsFile(t *testing.T) {
 	}
 
 	for conf, want := range map[string]string{
-		string(cfg(t, map[string]any{"passphrase": "correct horse battery", "backend": "s3"})):                                "unknown backend",
+		string(cfg(t, map[string]any{"passphrase": "correct horse battery", "backend": "s3"})):                                 "unknown backend",
 		string(cfg(t, map[string]any{"passphrase": "correct horse battery", "backend": "storage", "refresh_interval": "5ms"})): "refresh_interval",
-		string(cfg(t, map[string]any{"passphrase": "another passphrase!", "backend": "storage"})):                             "wrong passphrase",
+		string(cfg(t, map[string]any{"passphrase": "another passphrase!", "backend": "storage"})):                              "wrong passphrase",
 	} {
 		s := plugintest.StartUnconfigured(t, bin, plugin.KindKMS)
 		ps, err := s.Configure(t, plugintest.Options{Config: []byte(conf), Host: h, DataDir: t.TempDir()})
