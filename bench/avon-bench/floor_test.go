@@ -11,10 +11,14 @@ import (
 )
 
 // TestFloorCPU checks that the floor measurement runs and reports a
-// positive figure with the gateway's kind of signer.
+// positive figure with the gateway's kind of signer. A thread's CPU time
+// (RUSAGE_THREAD) advances at scheduler ticks (4 ms at HZ=250, 10 ms at
+// HZ=100) and context switches, so the run must span several ticks: 100
+// iterations are 25-100 ms of CPU (5 iterations read 0 on the development
+// VM).
 func TestFloorCPU(t *testing.T) {
 	s := floorSigner(t)
-	us, err := floorCPU(s, 5)
+	us, err := floorCPU(s, 100)
 	if err != nil {
 		t.Fatal(err)
 	}
