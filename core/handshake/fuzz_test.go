@@ -251,8 +251,12 @@ func FuzzPendingHandleFinish(f *testing.F) {
 				return
 			}
 		}
+		orig := bytes.Clone(msg)
 		res, err := p.HandleFinish(msg)
 		checkTyped(t, err)
+		if !bytes.Equal(msg, orig) {
+			t.Fatal("HandleFinish modified the message")
+		}
 		if err == nil {
 			if res.Peer.ID != "agent-0001" {
 				t.Fatalf("accepted peer %q", res.Peer.ID)

@@ -153,6 +153,21 @@ func seal(key *[32]byte, plaintext, ad []byte) ([]byte, error) {
 	return a.Seal(nil, zeroNonce[:], plaintext, ad), nil
 }
 
+// sealInPlace encrypts buf[:len(buf)-TagLen] in place and writes the tag
+// into the last TagLen bytes of buf.
+func sealInPlace(key *[32]byte, buf, ad []byte) error {
+	if len(buf) < TagLen {
+		return fmt.Errorf("handshake: seal buffer of %d bytes: %w", len(buf), ErrMalformed)
+	}
+	a := handshakeAEAD(key)
+	if a == nil {
+		return fmt.Errorf("handshake: aes-256-gcm unavailable: %w", ErrConfig)
+	}
+	pt := buf[:len(buf)-TagLen]
+	a.Seal(pt[:0], zeroNonce[:], pt, ad)
+	return nil
+}
+
 func open(key *[32]byte, sealed, ad []byte) ([]byte, error) {
 	a := handshakeAEAD(key)
 	if a == nil {

@@ -162,13 +162,17 @@ func (r *Responder) HandleInitiation(b []byte, localIndex uint32) ([]byte, *Pend
 	if flags&FlagCredential != 0 {
 		credLen = CredentialLen
 	}
-	resp := &Response{SenderIndex: localIndex, ReceiverIndex: m.SenderIndex, Ciphertext: ct,
-		Sealed: make([]byte, responseSealedLen+credLen)} // placeholder to marshal the prefix
-	out, err := resp.Marshal()
-	if err != nil {
+	if len(ct) != CiphertextLen {
 		p.Zeroize()
-		return nil, nil, err
+		return nil, nil, fmt.Errorf("handshake: ciphertext of %d bytes: %w", len(ct), ErrMalformed)
 	}
+	// The Response is built in its final buffer (Response.Marshal's
+	// layout): header and ciphertext first, then enc_r sealed in place.
+	out := make([]byte, 12+CiphertextLen+responseSealedLen+credLen)
+	putHeader(out, TypeResponse)
+	be.PutUint32(out[4:], localIndex)
+	be.PutUint32(out[8:], m.SenderIndex)
+	copy(out[12:], ct)
 	th2 := transcript(th1, out[:12+CiphertextLen])
 	thc := signedTranscript(th2, flags, cred)
 	sig, err := signChecked(signer, thc[:], contextResponder)
@@ -176,7 +180,8 @@ func (r *Responder) HandleInitiation(b []byte, localIndex uint32) ([]byte, *Pend
 		p.Zeroize()
 		return nil, nil, err
 	}
-	plain := make([]byte, responseEncPlain+credLen)
+	enc := out[12+CiphertextLen:]
+	plain := enc[:responseEncPlain+credLen]
 	if _, err := io.ReadFull(r.cfg.Rand, plain[:NonceLen]); err != nil {
 		p.Zeroize()
 		return nil, nil, fmt.Errorf("handshake: nonce_r: %v: %w", err, ErrRandom)
@@ -189,13 +194,12 @@ func (r *Responder) HandleInitiation(b []byte, localIndex uint32) ([]byte, *Pend
 	ex := newExpander(&p.prk)
 	var kr [32]byte
 	ex.expand(labelResponder, th2[:], kr[:])
-	enc, err := seal(&kr, plain, th2[:])
+	err = sealInPlace(&kr, enc, th2[:])
 	clear(kr[:])
 	if err != nil {
 		p.Zeroize()
 		return nil, nil, err
 	}
-	copy(out[12+CiphertextLen:], enc)
 	p.th3 = transcript(thc, enc)
 	ex.expand(labelInitiator, p.th3[:], p.ki[:])
 	ex.expand(labelError, nil, p.errKey[:])
@@ -301,26 +305,29 @@ func (p *PendingHandshake) Created() time.Time { return p.created }
 // Errors: ErrTruncated/ErrMalformed/ErrIndex/ErrDecrypt leave the pending
 // handshake open; after decryption any error (ErrMalformed, ErrCertificate,
 // ErrRevoked, ErrStatusUnavailable, ErrSignature) is final, and ErrorFor
-// builds the authenticated answer. A second call returns ErrState.
+// builds the authenticated answer. A second call returns ErrState. b is
+// read, neither kept nor modified.
 func (p *PendingHandshake) HandleFinish(b []byte) (*Result, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.state != pendingOpen {
 		return nil, fmt.Errorf("handshake: finish on a completed handshake: %w", ErrState)
 	}
-	m, err := ParseFinish(b)
-	if err != nil {
+	// ParseFinish's checks, without its copy of enc_i (up to 14 KB): only
+	// read here, enc_i is opened straight from b.
+	if err := checkHeader(b, TypeFinish, FinishMinLen, FinishMaxLen); err != nil {
 		return nil, err
 	}
-	if m.ReceiverIndex != p.localIndex {
-		return nil, fmt.Errorf("handshake: finish for index %d, ours is %d: %w", m.ReceiverIndex, p.localIndex, ErrIndex)
+	if idx := be.Uint32(b[4:]); idx != p.localIndex {
+		return nil, fmt.Errorf("handshake: finish for index %d, ours is %d: %w", idx, p.localIndex, ErrIndex)
 	}
-	pt, err := open(&p.ki, m.Sealed, p.th3[:])
+	sealed := b[8:]
+	pt, err := open(&p.ki, sealed, p.th3[:])
 	if err != nil {
 		return nil, fmt.Errorf("handshake: finish enc_i: %w", err)
 	}
 	// From here on the sender holds this handshake's keys: the outcome is final.
-	res, err := p.finish(m.Sealed, pt)
+	res, err := p.finish(sealed, pt)
 	clear(pt)
 	clear(p.prk[:])
 	clear(p.th3[:])
