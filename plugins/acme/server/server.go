@@ -38,6 +38,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -140,6 +141,9 @@ type Server struct {
 	cfg    Config
 	deps   Deps
 	chains chainCache // the CA's alternate chains (chains.go)
+	// noApply is set once the storage answered that it cannot apply
+	// batches (apply.go).
+	noApply atomic.Bool
 
 	// sweep is the clean-up's position (tick.go); mu is held by the one
 	// Tick running.
