@@ -10,6 +10,7 @@ import (
 	"github.com/avonzt/avon/core/cache"
 	"github.com/avonzt/avon/core/store"
 	"github.com/avonzt/avon/sdk/ca"
+	"github.com/avonzt/avon/sdk/errdef"
 	"github.com/avonzt/avon/sdk/host"
 	"github.com/avonzt/avon/sdk/kms"
 	"github.com/avonzt/avon/sdk/policy"
@@ -144,6 +145,36 @@ func (v storageView) List(ctx context.Context, o host.ListOptions) ([]host.Entry
 	return out, nil
 }
 
+// Apply implements host.Applier over the core store's Batcher (every
+// backend is one; a store that is not answers ErrNotImplemented). A failed
+// check comes back as a *host.ApplyError naming the plugin's key.
+func (v storageView) Apply(ctx context.Context, ops []host.Op) ([]int64, error) {
+	if err := host.CheckApply(ops); err != nil {
+		return nil, err
+	}
+	b, ok := v.kv.(store.Batcher)
+	if !ok {
+		return nil, fmt.Errorf("storage apply: the store writes one key at a time: %w", errdef.ErrNotImplemented)
+	}
+	in := make([]store.Op, len(ops))
+	for i, op := range ops {
+		in[i] = store.Op{Key: op.Key, Value: op.Value, Delete: op.Delete, Check: op.Check, Version: op.Version}
+	}
+	vs, err := b.Apply(ctx, in)
+	var be *store.BatchError
+	if errors.As(err, &be) && be.Index >= 0 && be.Index < len(ops) && errors.Is(err, store.ErrVersionConflict) {
+		return nil, &host.ApplyError{Index: be.Index, Key: ops[be.Index].Key,
+			Err: fmt.Errorf("%v: %w", be.Err, host.ErrVersionConflict)}
+	}
+	if errors.Is(err, store.ErrInvalidArgument) {
+		return nil, fmt.Errorf("storage apply: %v: %w", err, errdef.ErrInvalidArgument)
+	}
+	if err != nil {
+		return nil, storeErr("apply", ops[0].Key, err)
+	}
+	return vs, nil
+}
+
 // cacheSet is the token set of every plugin's cache values; the plugin's
 // id prefixes its keys, so no plugin reaches another's.
 const cacheSet = "plugin"
@@ -256,4 +287,7 @@ func (v cacheView) Count(ctx context.Context, key string, limit int, window time
 	return host.RateDecision{Allowed: d.Allowed, Remaining: d.Remaining, RetryAfter: d.RetryAfter}, nil
 }
 
-var _ host.Host = (*pluginHost)(nil)
+var (
+	_ host.Host    = (*pluginHost)(nil)
+	_ host.Applier = storageView{}
+)

@@ -56,7 +56,9 @@ const ProtocolVersion = 1
 // generations; host KMSNamed (uses "<kind>/<name>").
 // Minor 2: host Cache (CachePut, CacheGet, CacheDelete, CacheConsume,
 // CacheCount); the acme plugin kind served under /acme/.
-const ProtocolMinor = 2
+// Minor 3: host StorageApply (host.Applier: several writes in one
+// transaction and one round trip).
+const ProtocolMinor = 3
 
 // Plugin is what every plugin implements besides its kind's interface.
 type Plugin interface {

@@ -233,4 +233,33 @@ func (s *memStorage) List(_ context.Context, o host.ListOptions) ([]host.Entry, 
 	return out, nil
 }
 
-var _ host.Host = (*MemHost)(nil)
+// Apply implements host.Applier: under the lock it checks every op, then
+// writes them all, or returns the first failed check and writes nothing.
+func (s *memStorage) Apply(_ context.Context, ops []host.Op) ([]int64, error) {
+	if err := host.CheckApply(ops); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i, op := range ops {
+		if err := s.check(op.Key, op.Check, op.Version); err != nil {
+			return nil, &host.ApplyError{Index: i, Key: op.Key, Err: err}
+		}
+	}
+	vs := make([]int64, len(ops))
+	for i, op := range ops {
+		if op.Delete {
+			delete(s.data, op.Key)
+			continue
+		}
+		s.seq++
+		s.data[op.Key] = host.Entry{Key: op.Key, Value: append([]byte{}, op.Value...), Version: s.seq}
+		vs[i] = s.seq
+	}
+	return vs, nil
+}
+
+var (
+	_ host.Host    = (*MemHost)(nil)
+	_ host.Applier = (*memStorage)(nil)
+)

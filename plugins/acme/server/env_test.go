@@ -23,6 +23,7 @@ import (
 	"github.com/avonzt/avon/plugins/acme/validate"
 	"github.com/avonzt/avon/sdk/acme"
 	"github.com/avonzt/avon/sdk/ca"
+	"github.com/avonzt/avon/sdk/host"
 	"github.com/avonzt/avon/sdk/plugintest"
 )
 
@@ -51,13 +52,24 @@ type env struct {
 
 func newEnv(t testing.TB, ca ca.CA, mod func(*server.Config)) *env {
 	t.Helper()
+	return newEnvStorage(t, ca, mod, nil)
+}
+
+// newEnvStorage is newEnv with the server's storage wrapped by wrap (nil:
+// the in-memory host's own).
+func newEnvStorage(t testing.TB, ca ca.CA, mod func(*server.Config), wrap func(host.Storage) host.Storage) *env {
+	t.Helper()
 	e := &env{t: t, host: plugintest.NewHost(), ca: ca, dns: acmetest.StartDNS(t), http01: acmetest.StartHTTP01(t), alpn: startALPN(t)}
 	cfg := server.Config{Wildcards: true, ValidationTimeout: 5 * time.Second}
 	if mod != nil {
 		mod(&cfg)
 	}
 	v := validate.New(validate.Config{Resolver: e.dns.Addr, HTTPPort: e.http01.Port, TLSALPNPort: e.alpn.port})
-	s, err := server.New(cfg, server.Deps{Storage: e.host.Storage(), Cache: e.host.Cache(), CA: ca, Rand: rand.Reader,
+	st := e.host.Storage()
+	if wrap != nil {
+		st = wrap(st)
+	}
+	s, err := server.New(cfg, server.Deps{Storage: st, Cache: e.host.Cache(), CA: ca, Rand: rand.Reader,
 		Clock: e.host.Now, Audit: e.host.Audit, Validator: v})
 	if err != nil {
 		t.Fatal(err)

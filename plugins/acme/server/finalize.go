@@ -157,14 +157,31 @@ func (s *Server) finalize(ctx context.Context, r *request, id string) (*response
 	c := &Cert{Serial: res.Serial, AccountID: v.account.ID, OrderID: o.ID, DER: res.Certificate, Chain: res.Chain,
 		NotBefore: res.NotBefore, NotAfter: res.NotAfter}
 	key := normSerial(res.Serial)
-	if _, err := putJSON(ctx, s.deps.Storage, pfxCert+key, c, true, 0); err != nil {
-		return nil, internal("store certificate", err)
-	}
-	// The order turns valid, naming the stored certificate, and the
-	// finalization is audited together: one round trip, one commit.
+	// The certificate is stored and the order turns valid naming it, and
+	// the finalization is audited, together: with batches (apply.go) the
+	// two writes are one transaction made while the audit event is
+	// recorded, one round trip and one commit. Without, the certificate
+	// is stored first, so an order never names a certificate that is not
+	// there.
 	o.Status, o.CertSerial = StatusValid, key
+	writes := []writeOp{{key: pfxCert + key, v: c, check: true}, {key: pfxOrder + o.ID, v: o, check: true, version: ver}}
+	batched := s.canApply()
+	if !batched {
+		if _, err := putJSON(ctx, s.deps.Storage, pfxCert+key, c, true, 0); err != nil {
+			return nil, internal("store certificate", err)
+		}
+	}
 	var orderErr, auditErr error
 	_ = all(func() error {
+		if batched {
+			if _, orderErr = s.applyJSON(ctx, writes); errors.Is(orderErr, errNoApply) {
+				// The core turned out older: write one by one.
+				if _, orderErr = putJSON(ctx, s.deps.Storage, pfxCert+key, c, true, 0); orderErr == nil {
+					_, orderErr = putJSON(ctx, s.deps.Storage, pfxOrder+o.ID, o, true, ver)
+				}
+			}
+			return nil
+		}
 		_, orderErr = putJSON(ctx, s.deps.Storage, pfxOrder+o.ID, o, true, ver)
 		return nil
 	}, func() error {

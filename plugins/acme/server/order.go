@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"crypto/sha256"
+	"errors"
 	"net"
 	"net/http"
 	"regexp"
@@ -174,7 +175,8 @@ func (s *Server) newOrder(ctx context.Context, r *request) (*response, *Problem)
 }
 
 // storeNewOrder creates the authorizations, the order and its entry in
-// the account's index. The writes are independent create-only puts made
+// the account's index, in one transaction (apply.go). Without batches, the
+// writes are independent create-only puts made
 // concurrently, so the store commits them together (one fsync) rather
 // than one after the other. The order is acknowledged only once every
 // write is; when one fails, those that succeeded are deleted again (best
@@ -182,6 +184,19 @@ func (s *Server) newOrder(ctx context.Context, r *request) (*response, *Problem)
 // delete leaves is unreachable but for an index entry, whose URL in the
 // account's orders list then answers 404).
 func (s *Server) storeNewOrder(ctx context.Context, o *Order, authzs []*Authz) *Problem {
+	// One transaction when the storage can: all or nothing.
+	ops := make([]writeOp, 0, len(authzs)+2)
+	for _, a := range authzs {
+		ops = append(ops, writeOp{key: pfxAuthz + a.ID, v: a, check: true})
+	}
+	ops = append(ops, writeOp{key: pfxOrder + o.ID, v: o, check: true}, writeOp{key: indexKey(o)})
+	_, err := s.applyJSON(ctx, ops)
+	switch {
+	case err == nil:
+		return nil
+	case !errors.Is(err, errNoApply):
+		return internal("store order", err)
+	}
 	type write struct {
 		key  string
 		what string

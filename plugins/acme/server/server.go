@@ -24,7 +24,8 @@
 // answer's nonce, the writes of one step) are made concurrently; see
 // prefetch.go. The package does no I/O of its own beyond its dependencies
 // (storage, cache, CA, validator) and takes randomness and the calibrated
-// time from them (aged by the local monotonic clock within one request);
+// time from them (a calibrated reading aged by the local monotonic clock
+// for up to Config.ClockReuse, one second by default);
 // it must not log secrets (keys, EAB MAC keys).
 package server
 
@@ -38,6 +39,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -109,6 +111,11 @@ type Config struct {
 	Wildcards bool
 	// NonceTTL, OrderTTL and AuthzTTL bound the lifetimes.
 	NonceTTL, OrderTTL, AuthzTTL time.Duration
+	// ClockReuse is how long a calibrated reading of the core's clock
+	// is reused, aged by the local monotonic clock (default
+	// DefaultClockReuse; negative: read the core's clock on every
+	// request).
+	ClockReuse time.Duration
 	// ValidationTimeout bounds one challenge validation.
 	ValidationTimeout time.Duration
 	// MaxIdentifiers bounds the identifiers of one order.
@@ -130,6 +137,7 @@ const (
 	DefaultAuthzTTL          = 24 * time.Hour
 	DefaultValidationTimeout = 10 * time.Second
 	DefaultMaxIdentifiers    = 100
+	DefaultClockReuse        = time.Second
 )
 
 // DefaultKeyTypes are the CSR key algorithms accepted by default.
@@ -140,6 +148,16 @@ type Server struct {
 	cfg    Config
 	deps   Deps
 	chains chainCache // the CA's alternate chains (chains.go)
+	// clk is the last calibrated reading of the core's clock (clock).
+	clk struct {
+		mu   sync.Mutex
+		ok   bool      // core and read hold a calibrated reading
+		core time.Time // the core's time when read
+		read time.Time // the local clock then (monotonic)
+	}
+	// noApply is set once the storage answered that it cannot apply
+	// batches (apply.go).
+	noApply atomic.Bool
 
 	// sweep is the clean-up's position (tick.go); mu is held by the one
 	// Tick running.
@@ -169,6 +187,9 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	def(&cfg.OrderTTL, DefaultOrderTTL)
 	def(&cfg.AuthzTTL, DefaultAuthzTTL)
 	def(&cfg.ValidationTimeout, DefaultValidationTimeout)
+	if cfg.ClockReuse == 0 {
+		cfg.ClockReuse = DefaultClockReuse
+	}
 	def(&cfg.Retention, DefaultRetention)
 	if cfg.SweepBatch <= 0 {
 		cfg.SweepBatch = DefaultSweepBatch
@@ -278,14 +299,37 @@ func internal(what string, err error) *Problem {
 	return prob(ProbServerInternal, "%s: %v", what, err)
 }
 
-// clock reads the calibrated time; it fails closed.
+// clock reads the calibrated time; it fails closed. A calibrated reading
+// is reused for up to ClockReuse, aged by the local monotonic clock (which
+// drifts by parts per million over that time), so a busy server asks the
+// core about once per ClockReuse instead of on every request; a core that
+// lost its calibration is noticed within ClockReuse.
 func (s *Server) clock(ctx context.Context) (time.Time, error) {
+	if reuse := s.cfg.ClockReuse; reuse > 0 {
+		s.clk.mu.Lock()
+		if s.clk.ok {
+			if age := time.Since(s.clk.read); age >= 0 && age < reuse {
+				t := s.clk.core.Add(age)
+				s.clk.mu.Unlock()
+				return t, nil
+			}
+		}
+		s.clk.mu.Unlock()
+	}
 	t, err := s.deps.Clock(ctx)
+	read := time.Now()
+	if err == nil && !t.Calibrated {
+		err = ErrNotCalibrated
+	}
+	s.clk.mu.Lock()
+	s.clk.ok = err == nil
+	s.clk.core, s.clk.read = t.Time, read
+	s.clk.mu.Unlock()
+	if errors.Is(err, ErrNotCalibrated) {
+		return time.Time{}, err
+	}
 	if err != nil {
 		return time.Time{}, fmt.Errorf("clock: %w", err)
-	}
-	if !t.Calibrated {
-		return time.Time{}, ErrNotCalibrated
 	}
 	return t.Time, nil
 }

@@ -678,6 +678,190 @@ func (x *StorageListResponse) GetEntries() []*Entry {
 	return nil
 }
 
+// StorageOp is one write of a StorageApply: a put of value under key, or
+// with delete a delete of key; check and version as in StoragePutRequest.
+type StorageOp struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Key           string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	Value         []byte                 `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
+	Delete        bool                   `protobuf:"varint,3,opt,name=delete,proto3" json:"delete,omitempty"`
+	Check         bool                   `protobuf:"varint,4,opt,name=check,proto3" json:"check,omitempty"`
+	Version       int64                  `protobuf:"varint,5,opt,name=version,proto3" json:"version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StorageOp) Reset() {
+	*x = StorageOp{}
+	mi := &file_host_v1_host_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StorageOp) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StorageOp) ProtoMessage() {}
+
+func (x *StorageOp) ProtoReflect() protoreflect.Message {
+	mi := &file_host_v1_host_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StorageOp.ProtoReflect.Descriptor instead.
+func (*StorageOp) Descriptor() ([]byte, []int) {
+	return file_host_v1_host_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *StorageOp) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *StorageOp) GetValue() []byte {
+	if x != nil {
+		return x.Value
+	}
+	return nil
+}
+
+func (x *StorageOp) GetDelete() bool {
+	if x != nil {
+		return x.Delete
+	}
+	return false
+}
+
+func (x *StorageOp) GetCheck() bool {
+	if x != nil {
+		return x.Check
+	}
+	return false
+}
+
+func (x *StorageOp) GetVersion() int64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+type StorageApplyRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Ops           []*StorageOp           `protobuf:"bytes,1,rep,name=ops,proto3" json:"ops,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StorageApplyRequest) Reset() {
+	*x = StorageApplyRequest{}
+	mi := &file_host_v1_host_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StorageApplyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StorageApplyRequest) ProtoMessage() {}
+
+func (x *StorageApplyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_host_v1_host_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StorageApplyRequest.ProtoReflect.Descriptor instead.
+func (*StorageApplyRequest) Descriptor() ([]byte, []int) {
+	return file_host_v1_host_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *StorageApplyRequest) GetOps() []*StorageOp {
+	if x != nil {
+		return x.Ops
+	}
+	return nil
+}
+
+// A failed check is answered in-band: conflict set, conflict_index the
+// op whose check failed, no versions, nothing written.
+type StorageApplyResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Versions      []int64                `protobuf:"varint,1,rep,packed,name=versions,proto3" json:"versions,omitempty"` // one per op: the new version, 0 for a delete
+	Conflict      bool                   `protobuf:"varint,2,opt,name=conflict,proto3" json:"conflict,omitempty"`
+	ConflictIndex uint32                 `protobuf:"varint,3,opt,name=conflict_index,json=conflictIndex,proto3" json:"conflict_index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StorageApplyResponse) Reset() {
+	*x = StorageApplyResponse{}
+	mi := &file_host_v1_host_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StorageApplyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StorageApplyResponse) ProtoMessage() {}
+
+func (x *StorageApplyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_host_v1_host_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StorageApplyResponse.ProtoReflect.Descriptor instead.
+func (*StorageApplyResponse) Descriptor() ([]byte, []int) {
+	return file_host_v1_host_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *StorageApplyResponse) GetVersions() []int64 {
+	if x != nil {
+		return x.Versions
+	}
+	return nil
+}
+
+func (x *StorageApplyResponse) GetConflict() bool {
+	if x != nil {
+		return x.Conflict
+	}
+	return false
+}
+
+func (x *StorageApplyResponse) GetConflictIndex() uint32 {
+	if x != nil {
+		return x.ConflictIndex
+	}
+	return 0
+}
+
 type AuditEvent struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Action        string                 `protobuf:"bytes,1,opt,name=action,proto3" json:"action,omitempty"`   // e.g. "kms.sign"
@@ -693,7 +877,7 @@ type AuditEvent struct {
 
 func (x *AuditEvent) Reset() {
 	*x = AuditEvent{}
-	mi := &file_host_v1_host_proto_msgTypes[13]
+	mi := &file_host_v1_host_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -705,7 +889,7 @@ func (x *AuditEvent) String() string {
 func (*AuditEvent) ProtoMessage() {}
 
 func (x *AuditEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_host_v1_host_proto_msgTypes[13]
+	mi := &file_host_v1_host_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -718,7 +902,7 @@ func (x *AuditEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditEvent.ProtoReflect.Descriptor instead.
 func (*AuditEvent) Descriptor() ([]byte, []int) {
-	return file_host_v1_host_proto_rawDescGZIP(), []int{13}
+	return file_host_v1_host_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *AuditEvent) GetAction() string {
@@ -779,7 +963,7 @@ type EmitAuditRequest struct {
 
 func (x *EmitAuditRequest) Reset() {
 	*x = EmitAuditRequest{}
-	mi := &file_host_v1_host_proto_msgTypes[14]
+	mi := &file_host_v1_host_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -791,7 +975,7 @@ func (x *EmitAuditRequest) String() string {
 func (*EmitAuditRequest) ProtoMessage() {}
 
 func (x *EmitAuditRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_host_v1_host_proto_msgTypes[14]
+	mi := &file_host_v1_host_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -804,7 +988,7 @@ func (x *EmitAuditRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EmitAuditRequest.ProtoReflect.Descriptor instead.
 func (*EmitAuditRequest) Descriptor() ([]byte, []int) {
-	return file_host_v1_host_proto_rawDescGZIP(), []int{14}
+	return file_host_v1_host_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *EmitAuditRequest) GetEvent() *AuditEvent {
@@ -822,7 +1006,7 @@ type EmitAuditResponse struct {
 
 func (x *EmitAuditResponse) Reset() {
 	*x = EmitAuditResponse{}
-	mi := &file_host_v1_host_proto_msgTypes[15]
+	mi := &file_host_v1_host_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -834,7 +1018,7 @@ func (x *EmitAuditResponse) String() string {
 func (*EmitAuditResponse) ProtoMessage() {}
 
 func (x *EmitAuditResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_host_v1_host_proto_msgTypes[15]
+	mi := &file_host_v1_host_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -847,7 +1031,7 @@ func (x *EmitAuditResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EmitAuditResponse.ProtoReflect.Descriptor instead.
 func (*EmitAuditResponse) Descriptor() ([]byte, []int) {
-	return file_host_v1_host_proto_rawDescGZIP(), []int{15}
+	return file_host_v1_host_proto_rawDescGZIP(), []int{18}
 }
 
 type CachePutRequest struct {
@@ -862,7 +1046,7 @@ type CachePutRequest struct {
 
 func (x *CachePutRequest) Reset() {
 	*x = CachePutRequest{}
-	mi := &file_host_v1_host_proto_msgTypes[16]
+	mi := &file_host_v1_host_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -874,7 +1058,7 @@ func (x *CachePutRequest) String() string {
 func (*CachePutRequest) ProtoMessage() {}
 
 func (x *CachePutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_host_v1_host_proto_msgTypes[16]
+	mi := &file_host_v1_host_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -887,7 +1071,7 @@ func (x *CachePutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CachePutRequest.ProtoReflect.Descriptor instead.
 func (*CachePutRequest) Descriptor() ([]byte, []int) {
-	return file_host_v1_host_proto_rawDescGZIP(), []int{16}
+	return file_host_v1_host_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *CachePutRequest) GetKey() string {
@@ -927,7 +1111,7 @@ type CachePutResponse struct {
 
 func (x *CachePutResponse) Reset() {
 	*x = CachePutResponse{}
-	mi := &file_host_v1_host_proto_msgTypes[17]
+	mi := &file_host_v1_host_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -939,7 +1123,7 @@ func (x *CachePutResponse) String() string {
 func (*CachePutResponse) ProtoMessage() {}
 
 func (x *CachePutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_host_v1_host_proto_msgTypes[17]
+	mi := &file_host_v1_host_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -952,7 +1136,7 @@ func (x *CachePutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CachePutResponse.ProtoReflect.Descriptor instead.
 func (*CachePutResponse) Descriptor() ([]byte, []int) {
-	return file_host_v1_host_proto_rawDescGZIP(), []int{17}
+	return file_host_v1_host_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *CachePutResponse) GetStored() bool {
@@ -971,7 +1155,7 @@ type CacheGetRequest struct {
 
 func (x *CacheGetRequest) Reset() {
 	*x = CacheGetRequest{}
-	mi := &file_host_v1_host_proto_msgTypes[18]
+	mi := &file_host_v1_host_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -983,7 +1167,7 @@ func (x *CacheGetRequest) String() string {
 func (*CacheGetRequest) ProtoMessage() {}
 
 func (x *CacheGetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_host_v1_host_proto_msgTypes[18]
+	mi := &file_host_v1_host_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -996,7 +1180,7 @@ func (x *CacheGetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CacheGetRequest.ProtoReflect.Descriptor instead.
 func (*CacheGetRequest) Descriptor() ([]byte, []int) {
-	return file_host_v1_host_proto_rawDescGZIP(), []int{18}
+	return file_host_v1_host_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *CacheGetRequest) GetKey() string {
@@ -1016,7 +1200,7 @@ type CacheGetResponse struct {
 
 func (x *CacheGetResponse) Reset() {
 	*x = CacheGetResponse{}
-	mi := &file_host_v1_host_proto_msgTypes[19]
+	mi := &file_host_v1_host_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1028,7 +1212,7 @@ func (x *CacheGetResponse) String() string {
 func (*CacheGetResponse) ProtoMessage() {}
 
 func (x *CacheGetResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_host_v1_host_proto_msgTypes[19]
+	mi := &file_host_v1_host_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1041,7 +1225,7 @@ func (x *CacheGetResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CacheGetResponse.ProtoReflect.Descriptor instead.
 func (*CacheGetResponse) Descriptor() ([]byte, []int) {
-	return file_host_v1_host_proto_rawDescGZIP(), []int{19}
+	return file_host_v1_host_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *CacheGetResponse) GetValue() []byte {
@@ -1067,7 +1251,7 @@ type CacheDeleteRequest struct {
 
 func (x *CacheDeleteRequest) Reset() {
 	*x = CacheDeleteRequest{}
-	mi := &file_host_v1_host_proto_msgTypes[20]
+	mi := &file_host_v1_host_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1079,7 +1263,7 @@ func (x *CacheDeleteRequest) String() string {
 func (*CacheDeleteRequest) ProtoMessage() {}
 
 func (x *CacheDeleteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_host_v1_host_proto_msgTypes[20]
+	mi := &file_host_v1_host_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1092,7 +1276,7 @@ func (x *CacheDeleteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CacheDeleteRequest.ProtoReflect.Descriptor instead.
 func (*CacheDeleteRequest) Descriptor() ([]byte, []int) {
-	return file_host_v1_host_proto_rawDescGZIP(), []int{20}
+	return file_host_v1_host_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *CacheDeleteRequest) GetKey() string {
@@ -1110,7 +1294,7 @@ type CacheDeleteResponse struct {
 
 func (x *CacheDeleteResponse) Reset() {
 	*x = CacheDeleteResponse{}
-	mi := &file_host_v1_host_proto_msgTypes[21]
+	mi := &file_host_v1_host_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1122,7 +1306,7 @@ func (x *CacheDeleteResponse) String() string {
 func (*CacheDeleteResponse) ProtoMessage() {}
 
 func (x *CacheDeleteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_host_v1_host_proto_msgTypes[21]
+	mi := &file_host_v1_host_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1135,7 +1319,7 @@ func (x *CacheDeleteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CacheDeleteResponse.ProtoReflect.Descriptor instead.
 func (*CacheDeleteResponse) Descriptor() ([]byte, []int) {
-	return file_host_v1_host_proto_rawDescGZIP(), []int{21}
+	return file_host_v1_host_proto_rawDescGZIP(), []int{24}
 }
 
 type CacheConsumeRequest struct {
@@ -1147,7 +1331,7 @@ type CacheConsumeRequest struct {
 
 func (x *CacheConsumeRequest) Reset() {
 	*x = CacheConsumeRequest{}
-	mi := &file_host_v1_host_proto_msgTypes[22]
+	mi := &file_host_v1_host_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1159,7 +1343,7 @@ func (x *CacheConsumeRequest) String() string {
 func (*CacheConsumeRequest) ProtoMessage() {}
 
 func (x *CacheConsumeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_host_v1_host_proto_msgTypes[22]
+	mi := &file_host_v1_host_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1172,7 +1356,7 @@ func (x *CacheConsumeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CacheConsumeRequest.ProtoReflect.Descriptor instead.
 func (*CacheConsumeRequest) Descriptor() ([]byte, []int) {
-	return file_host_v1_host_proto_rawDescGZIP(), []int{22}
+	return file_host_v1_host_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *CacheConsumeRequest) GetKey() string {
@@ -1191,7 +1375,7 @@ type CacheConsumeResponse struct {
 
 func (x *CacheConsumeResponse) Reset() {
 	*x = CacheConsumeResponse{}
-	mi := &file_host_v1_host_proto_msgTypes[23]
+	mi := &file_host_v1_host_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1203,7 +1387,7 @@ func (x *CacheConsumeResponse) String() string {
 func (*CacheConsumeResponse) ProtoMessage() {}
 
 func (x *CacheConsumeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_host_v1_host_proto_msgTypes[23]
+	mi := &file_host_v1_host_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1216,7 +1400,7 @@ func (x *CacheConsumeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CacheConsumeResponse.ProtoReflect.Descriptor instead.
 func (*CacheConsumeResponse) Descriptor() ([]byte, []int) {
-	return file_host_v1_host_proto_rawDescGZIP(), []int{23}
+	return file_host_v1_host_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *CacheConsumeResponse) GetValue() []byte {
@@ -1237,7 +1421,7 @@ type CacheCountRequest struct {
 
 func (x *CacheCountRequest) Reset() {
 	*x = CacheCountRequest{}
-	mi := &file_host_v1_host_proto_msgTypes[24]
+	mi := &file_host_v1_host_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1249,7 +1433,7 @@ func (x *CacheCountRequest) String() string {
 func (*CacheCountRequest) ProtoMessage() {}
 
 func (x *CacheCountRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_host_v1_host_proto_msgTypes[24]
+	mi := &file_host_v1_host_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1262,7 +1446,7 @@ func (x *CacheCountRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CacheCountRequest.ProtoReflect.Descriptor instead.
 func (*CacheCountRequest) Descriptor() ([]byte, []int) {
-	return file_host_v1_host_proto_rawDescGZIP(), []int{24}
+	return file_host_v1_host_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *CacheCountRequest) GetKey() string {
@@ -1297,7 +1481,7 @@ type CacheCountResponse struct {
 
 func (x *CacheCountResponse) Reset() {
 	*x = CacheCountResponse{}
-	mi := &file_host_v1_host_proto_msgTypes[25]
+	mi := &file_host_v1_host_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1309,7 +1493,7 @@ func (x *CacheCountResponse) String() string {
 func (*CacheCountResponse) ProtoMessage() {}
 
 func (x *CacheCountResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_host_v1_host_proto_msgTypes[25]
+	mi := &file_host_v1_host_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1322,7 +1506,7 @@ func (x *CacheCountResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CacheCountResponse.ProtoReflect.Descriptor instead.
 func (*CacheCountResponse) Descriptor() ([]byte, []int) {
-	return file_host_v1_host_proto_rawDescGZIP(), []int{25}
+	return file_host_v1_host_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *CacheCountResponse) GetAllowed() bool {
@@ -1389,7 +1573,19 @@ const file_host_v1_host_proto_rawDesc = "" +
 	"\x05after\x18\x02 \x01(\tR\x05after\x12\x14\n" +
 	"\x05limit\x18\x03 \x01(\rR\x05limit\"D\n" +
 	"\x13StorageListResponse\x12-\n" +
-	"\aentries\x18\x01 \x03(\v2\x13.avon.host.v1.EntryR\aentries\"\x9c\x02\n" +
+	"\aentries\x18\x01 \x03(\v2\x13.avon.host.v1.EntryR\aentries\"{\n" +
+	"\tStorageOp\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\fR\x05value\x12\x16\n" +
+	"\x06delete\x18\x03 \x01(\bR\x06delete\x12\x14\n" +
+	"\x05check\x18\x04 \x01(\bR\x05check\x12\x18\n" +
+	"\aversion\x18\x05 \x01(\x03R\aversion\"@\n" +
+	"\x13StorageApplyRequest\x12)\n" +
+	"\x03ops\x18\x01 \x03(\v2\x17.avon.host.v1.StorageOpR\x03ops\"u\n" +
+	"\x14StorageApplyResponse\x12\x1a\n" +
+	"\bversions\x18\x01 \x03(\x03R\bversions\x12\x1a\n" +
+	"\bconflict\x18\x02 \x01(\bR\bconflict\x12%\n" +
+	"\x0econflict_index\x18\x03 \x01(\rR\rconflictIndex\"\x9c\x02\n" +
 	"\n" +
 	"AuditEvent\x12\x16\n" +
 	"\x06action\x18\x01 \x01(\tR\x06action\x12\x16\n" +
@@ -1432,7 +1628,7 @@ const file_host_v1_host_proto_rawDesc = "" +
 	"\x12CacheCountResponse\x12\x18\n" +
 	"\aallowed\x18\x01 \x01(\bR\aallowed\x12\x1c\n" +
 	"\tremaining\x18\x02 \x01(\rR\tremaining\x12$\n" +
-	"\x0eretry_after_ms\x18\x03 \x01(\x03R\fretryAfterMs2\xb7\a\n" +
+	"\x0eretry_after_ms\x18\x03 \x01(\x03R\fretryAfterMs2\x8e\b\n" +
 	"\x04Host\x12C\n" +
 	"\x06Random\x12\x1b.avon.host.v1.RandomRequest\x1a\x1c.avon.host.v1.RandomResponse\x12:\n" +
 	"\x03Now\x12\x18.avon.host.v1.NowRequest\x1a\x19.avon.host.v1.NowResponse\x12O\n" +
@@ -1448,7 +1644,8 @@ const file_host_v1_host_proto_rawDesc = "" +
 	"\vCacheDelete\x12 .avon.host.v1.CacheDeleteRequest\x1a!.avon.host.v1.CacheDeleteResponse\x12U\n" +
 	"\fCacheConsume\x12!.avon.host.v1.CacheConsumeRequest\x1a\".avon.host.v1.CacheConsumeResponse\x12O\n" +
 	"\n" +
-	"CacheCount\x12\x1f.avon.host.v1.CacheCountRequest\x1a .avon.host.v1.CacheCountResponseB1Z/github.com/avonzt/avon/sdk/proto/host/v1;hostv1b\x06proto3"
+	"CacheCount\x12\x1f.avon.host.v1.CacheCountRequest\x1a .avon.host.v1.CacheCountResponse\x12U\n" +
+	"\fStorageApply\x12!.avon.host.v1.StorageApplyRequest\x1a\".avon.host.v1.StorageApplyResponseB1Z/github.com/avonzt/avon/sdk/proto/host/v1;hostv1b\x06proto3"
 
 var (
 	file_host_v1_host_proto_rawDescOnce sync.Once
@@ -1462,7 +1659,7 @@ func file_host_v1_host_proto_rawDescGZIP() []byte {
 	return file_host_v1_host_proto_rawDescData
 }
 
-var file_host_v1_host_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
+var file_host_v1_host_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
 var file_host_v1_host_proto_goTypes = []any{
 	(*RandomRequest)(nil),         // 0: avon.host.v1.RandomRequest
 	(*RandomResponse)(nil),        // 1: avon.host.v1.RandomResponse
@@ -1477,57 +1674,63 @@ var file_host_v1_host_proto_goTypes = []any{
 	(*StorageDeleteResponse)(nil), // 10: avon.host.v1.StorageDeleteResponse
 	(*StorageListRequest)(nil),    // 11: avon.host.v1.StorageListRequest
 	(*StorageListResponse)(nil),   // 12: avon.host.v1.StorageListResponse
-	(*AuditEvent)(nil),            // 13: avon.host.v1.AuditEvent
-	(*EmitAuditRequest)(nil),      // 14: avon.host.v1.EmitAuditRequest
-	(*EmitAuditResponse)(nil),     // 15: avon.host.v1.EmitAuditResponse
-	(*CachePutRequest)(nil),       // 16: avon.host.v1.CachePutRequest
-	(*CachePutResponse)(nil),      // 17: avon.host.v1.CachePutResponse
-	(*CacheGetRequest)(nil),       // 18: avon.host.v1.CacheGetRequest
-	(*CacheGetResponse)(nil),      // 19: avon.host.v1.CacheGetResponse
-	(*CacheDeleteRequest)(nil),    // 20: avon.host.v1.CacheDeleteRequest
-	(*CacheDeleteResponse)(nil),   // 21: avon.host.v1.CacheDeleteResponse
-	(*CacheConsumeRequest)(nil),   // 22: avon.host.v1.CacheConsumeRequest
-	(*CacheConsumeResponse)(nil),  // 23: avon.host.v1.CacheConsumeResponse
-	(*CacheCountRequest)(nil),     // 24: avon.host.v1.CacheCountRequest
-	(*CacheCountResponse)(nil),    // 25: avon.host.v1.CacheCountResponse
-	nil,                           // 26: avon.host.v1.AuditEvent.FieldsEntry
-	(*timestamppb.Timestamp)(nil), // 27: google.protobuf.Timestamp
+	(*StorageOp)(nil),             // 13: avon.host.v1.StorageOp
+	(*StorageApplyRequest)(nil),   // 14: avon.host.v1.StorageApplyRequest
+	(*StorageApplyResponse)(nil),  // 15: avon.host.v1.StorageApplyResponse
+	(*AuditEvent)(nil),            // 16: avon.host.v1.AuditEvent
+	(*EmitAuditRequest)(nil),      // 17: avon.host.v1.EmitAuditRequest
+	(*EmitAuditResponse)(nil),     // 18: avon.host.v1.EmitAuditResponse
+	(*CachePutRequest)(nil),       // 19: avon.host.v1.CachePutRequest
+	(*CachePutResponse)(nil),      // 20: avon.host.v1.CachePutResponse
+	(*CacheGetRequest)(nil),       // 21: avon.host.v1.CacheGetRequest
+	(*CacheGetResponse)(nil),      // 22: avon.host.v1.CacheGetResponse
+	(*CacheDeleteRequest)(nil),    // 23: avon.host.v1.CacheDeleteRequest
+	(*CacheDeleteResponse)(nil),   // 24: avon.host.v1.CacheDeleteResponse
+	(*CacheConsumeRequest)(nil),   // 25: avon.host.v1.CacheConsumeRequest
+	(*CacheConsumeResponse)(nil),  // 26: avon.host.v1.CacheConsumeResponse
+	(*CacheCountRequest)(nil),     // 27: avon.host.v1.CacheCountRequest
+	(*CacheCountResponse)(nil),    // 28: avon.host.v1.CacheCountResponse
+	nil,                           // 29: avon.host.v1.AuditEvent.FieldsEntry
+	(*timestamppb.Timestamp)(nil), // 30: google.protobuf.Timestamp
 }
 var file_host_v1_host_proto_depIdxs = []int32{
-	27, // 0: avon.host.v1.NowResponse.time:type_name -> google.protobuf.Timestamp
+	30, // 0: avon.host.v1.NowResponse.time:type_name -> google.protobuf.Timestamp
 	4,  // 1: avon.host.v1.StorageGetResponse.entry:type_name -> avon.host.v1.Entry
 	4,  // 2: avon.host.v1.StorageListResponse.entries:type_name -> avon.host.v1.Entry
-	26, // 3: avon.host.v1.AuditEvent.fields:type_name -> avon.host.v1.AuditEvent.FieldsEntry
-	13, // 4: avon.host.v1.EmitAuditRequest.event:type_name -> avon.host.v1.AuditEvent
-	0,  // 5: avon.host.v1.Host.Random:input_type -> avon.host.v1.RandomRequest
-	2,  // 6: avon.host.v1.Host.Now:input_type -> avon.host.v1.NowRequest
-	5,  // 7: avon.host.v1.Host.StorageGet:input_type -> avon.host.v1.StorageGetRequest
-	7,  // 8: avon.host.v1.Host.StoragePut:input_type -> avon.host.v1.StoragePutRequest
-	9,  // 9: avon.host.v1.Host.StorageDelete:input_type -> avon.host.v1.StorageDeleteRequest
-	11, // 10: avon.host.v1.Host.StorageList:input_type -> avon.host.v1.StorageListRequest
-	14, // 11: avon.host.v1.Host.EmitAudit:input_type -> avon.host.v1.EmitAuditRequest
-	16, // 12: avon.host.v1.Host.CachePut:input_type -> avon.host.v1.CachePutRequest
-	18, // 13: avon.host.v1.Host.CacheGet:input_type -> avon.host.v1.CacheGetRequest
-	20, // 14: avon.host.v1.Host.CacheDelete:input_type -> avon.host.v1.CacheDeleteRequest
-	22, // 15: avon.host.v1.Host.CacheConsume:input_type -> avon.host.v1.CacheConsumeRequest
-	24, // 16: avon.host.v1.Host.CacheCount:input_type -> avon.host.v1.CacheCountRequest
-	1,  // 17: avon.host.v1.Host.Random:output_type -> avon.host.v1.RandomResponse
-	3,  // 18: avon.host.v1.Host.Now:output_type -> avon.host.v1.NowResponse
-	6,  // 19: avon.host.v1.Host.StorageGet:output_type -> avon.host.v1.StorageGetResponse
-	8,  // 20: avon.host.v1.Host.StoragePut:output_type -> avon.host.v1.StoragePutResponse
-	10, // 21: avon.host.v1.Host.StorageDelete:output_type -> avon.host.v1.StorageDeleteResponse
-	12, // 22: avon.host.v1.Host.StorageList:output_type -> avon.host.v1.StorageListResponse
-	15, // 23: avon.host.v1.Host.EmitAudit:output_type -> avon.host.v1.EmitAuditResponse
-	17, // 24: avon.host.v1.Host.CachePut:output_type -> avon.host.v1.CachePutResponse
-	19, // 25: avon.host.v1.Host.CacheGet:output_type -> avon.host.v1.CacheGetResponse
-	21, // 26: avon.host.v1.Host.CacheDelete:output_type -> avon.host.v1.CacheDeleteResponse
-	23, // 27: avon.host.v1.Host.CacheConsume:output_type -> avon.host.v1.CacheConsumeResponse
-	25, // 28: avon.host.v1.Host.CacheCount:output_type -> avon.host.v1.CacheCountResponse
-	17, // [17:29] is the sub-list for method output_type
-	5,  // [5:17] is the sub-list for method input_type
-	5,  // [5:5] is the sub-list for extension type_name
-	5,  // [5:5] is the sub-list for extension extendee
-	0,  // [0:5] is the sub-list for field type_name
+	13, // 3: avon.host.v1.StorageApplyRequest.ops:type_name -> avon.host.v1.StorageOp
+	29, // 4: avon.host.v1.AuditEvent.fields:type_name -> avon.host.v1.AuditEvent.FieldsEntry
+	16, // 5: avon.host.v1.EmitAuditRequest.event:type_name -> avon.host.v1.AuditEvent
+	0,  // 6: avon.host.v1.Host.Random:input_type -> avon.host.v1.RandomRequest
+	2,  // 7: avon.host.v1.Host.Now:input_type -> avon.host.v1.NowRequest
+	5,  // 8: avon.host.v1.Host.StorageGet:input_type -> avon.host.v1.StorageGetRequest
+	7,  // 9: avon.host.v1.Host.StoragePut:input_type -> avon.host.v1.StoragePutRequest
+	9,  // 10: avon.host.v1.Host.StorageDelete:input_type -> avon.host.v1.StorageDeleteRequest
+	11, // 11: avon.host.v1.Host.StorageList:input_type -> avon.host.v1.StorageListRequest
+	17, // 12: avon.host.v1.Host.EmitAudit:input_type -> avon.host.v1.EmitAuditRequest
+	19, // 13: avon.host.v1.Host.CachePut:input_type -> avon.host.v1.CachePutRequest
+	21, // 14: avon.host.v1.Host.CacheGet:input_type -> avon.host.v1.CacheGetRequest
+	23, // 15: avon.host.v1.Host.CacheDelete:input_type -> avon.host.v1.CacheDeleteRequest
+	25, // 16: avon.host.v1.Host.CacheConsume:input_type -> avon.host.v1.CacheConsumeRequest
+	27, // 17: avon.host.v1.Host.CacheCount:input_type -> avon.host.v1.CacheCountRequest
+	14, // 18: avon.host.v1.Host.StorageApply:input_type -> avon.host.v1.StorageApplyRequest
+	1,  // 19: avon.host.v1.Host.Random:output_type -> avon.host.v1.RandomResponse
+	3,  // 20: avon.host.v1.Host.Now:output_type -> avon.host.v1.NowResponse
+	6,  // 21: avon.host.v1.Host.StorageGet:output_type -> avon.host.v1.StorageGetResponse
+	8,  // 22: avon.host.v1.Host.StoragePut:output_type -> avon.host.v1.StoragePutResponse
+	10, // 23: avon.host.v1.Host.StorageDelete:output_type -> avon.host.v1.StorageDeleteResponse
+	12, // 24: avon.host.v1.Host.StorageList:output_type -> avon.host.v1.StorageListResponse
+	18, // 25: avon.host.v1.Host.EmitAudit:output_type -> avon.host.v1.EmitAuditResponse
+	20, // 26: avon.host.v1.Host.CachePut:output_type -> avon.host.v1.CachePutResponse
+	22, // 27: avon.host.v1.Host.CacheGet:output_type -> avon.host.v1.CacheGetResponse
+	24, // 28: avon.host.v1.Host.CacheDelete:output_type -> avon.host.v1.CacheDeleteResponse
+	26, // 29: avon.host.v1.Host.CacheConsume:output_type -> avon.host.v1.CacheConsumeResponse
+	28, // 30: avon.host.v1.Host.CacheCount:output_type -> avon.host.v1.CacheCountResponse
+	15, // 31: avon.host.v1.Host.StorageApply:output_type -> avon.host.v1.StorageApplyResponse
+	19, // [19:32] is the sub-list for method output_type
+	6,  // [6:19] is the sub-list for method input_type
+	6,  // [6:6] is the sub-list for extension type_name
+	6,  // [6:6] is the sub-list for extension extendee
+	0,  // [0:6] is the sub-list for field type_name
 }
 
 func init() { file_host_v1_host_proto_init() }
@@ -1541,7 +1744,7 @@ func file_host_v1_host_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_host_v1_host_proto_rawDesc), len(file_host_v1_host_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   27,
+			NumMessages:   30,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -35,6 +35,7 @@ const (
 	Host_CacheDelete_FullMethodName   = "/avon.host.v1.Host/CacheDelete"
 	Host_CacheConsume_FullMethodName  = "/avon.host.v1.Host/CacheConsume"
 	Host_CacheCount_FullMethodName    = "/avon.host.v1.Host/CacheCount"
+	Host_StorageApply_FullMethodName  = "/avon.host.v1.Host/StorageApply"
 )
 
 // HostClient is the client API for Host service.
@@ -56,6 +57,9 @@ type HostClient interface {
 	CacheDelete(ctx context.Context, in *CacheDeleteRequest, opts ...grpc.CallOption) (*CacheDeleteResponse, error)
 	CacheConsume(ctx context.Context, in *CacheConsumeRequest, opts ...grpc.CallOption) (*CacheConsumeResponse, error)
 	CacheCount(ctx context.Context, in *CacheCountRequest, opts ...grpc.CallOption) (*CacheCountResponse, error)
+	// Minor 3: several storage writes in one transaction and one round
+	// trip: all of them take effect or none does.
+	StorageApply(ctx context.Context, in *StorageApplyRequest, opts ...grpc.CallOption) (*StorageApplyResponse, error)
 }
 
 type hostClient struct {
@@ -186,6 +190,16 @@ func (c *hostClient) CacheCount(ctx context.Context, in *CacheCountRequest, opts
 	return out, nil
 }
 
+func (c *hostClient) StorageApply(ctx context.Context, in *StorageApplyRequest, opts ...grpc.CallOption) (*StorageApplyResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(StorageApplyResponse)
+	err := c.cc.Invoke(ctx, Host_StorageApply_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // HostServer is the server API for Host service.
 // All implementations must embed UnimplementedHostServer
 // for forward compatibility.
@@ -205,6 +219,9 @@ type HostServer interface {
 	CacheDelete(context.Context, *CacheDeleteRequest) (*CacheDeleteResponse, error)
 	CacheConsume(context.Context, *CacheConsumeRequest) (*CacheConsumeResponse, error)
 	CacheCount(context.Context, *CacheCountRequest) (*CacheCountResponse, error)
+	// Minor 3: several storage writes in one transaction and one round
+	// trip: all of them take effect or none does.
+	StorageApply(context.Context, *StorageApplyRequest) (*StorageApplyResponse, error)
 	mustEmbedUnimplementedHostServer()
 }
 
@@ -250,6 +267,9 @@ func (UnimplementedHostServer) CacheConsume(context.Context, *CacheConsumeReques
 }
 func (UnimplementedHostServer) CacheCount(context.Context, *CacheCountRequest) (*CacheCountResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method CacheCount not implemented")
+}
+func (UnimplementedHostServer) StorageApply(context.Context, *StorageApplyRequest) (*StorageApplyResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method StorageApply not implemented")
 }
 func (UnimplementedHostServer) mustEmbedUnimplementedHostServer() {}
 func (UnimplementedHostServer) testEmbeddedByValue()              {}
@@ -488,6 +508,24 @@ func _Host_CacheCount_Handler(srv interface{}, ctx context.Context, dec func(int
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Host_StorageApply_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(StorageApplyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(HostServer).StorageApply(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Host_StorageApply_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(HostServer).StorageApply(ctx, req.(*StorageApplyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Host_ServiceDesc is the grpc.ServiceDesc for Host service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -542,6 +580,10 @@ var Host_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "CacheCount",
 			Handler:    _Host_CacheCount_Handler,
+		},
+		{
+			MethodName: "StorageApply",
+			Handler:    _Host_StorageApply_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -1,0 +1,166 @@
+package host
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/avonzt/avon/sdk/errdef"
+	hostv1 "github.com/avonzt/avon/sdk/proto/host/v1"
+)
+
+// Limits of Applier.Apply, checked on both sides of the wire.
+const (
+	// MaxApplyOps is the largest number of writes one Apply takes.
+	MaxApplyOps = 1024
+	// MaxApplySize is the largest sum of the values of one Apply, in
+	// bytes (32 MiB, the largest single value).
+	MaxApplySize = 32 << 20
+	// maxKeySize is the longest storage key, in bytes.
+	maxKeySize = 512
+)
+
+// Op is one write of an Apply: a put of Value under Key, or with Delete a
+// delete of Key. Check and Version mean what they mean in PutOptions and
+// DeleteOptions (Check with Version 0: the key must not exist).
+type Op struct {
+	Key     string
+	Value   []byte
+	Delete  bool
+	Check   bool
+	Version int64
+}
+
+// Applier is implemented by a Storage that writes several keys in one
+// transaction and one round trip (host protocol minor 3). Find it with a
+// type assertion on Storage(); against an older core Apply fails with
+// errdef.ErrNotImplemented, and the plugin falls back to single writes.
+type Applier interface {
+	// Apply performs ops in order as one atomic write: either every op
+	// takes effect or none does, and on success the write is as durable
+	// as a Put. It returns one version per op (the new version of a put,
+	// 0 for a delete). When an op's check fails nothing is written and
+	// the error is an *ApplyError naming the op, wrapping
+	// ErrVersionConflict. Refused before anything is touched: no op or
+	// more than MaxApplyOps, a key twice, or values over MaxApplySize in
+	// all (errdef.ErrInvalidArgument); an invalid key (ErrInvalidKey); a
+	// value over 32 MiB (ErrValueTooLarge). ErrStorageFailed leaves the
+	// outcome unknown, as for Put.
+	Apply(ctx context.Context, ops []Op) ([]int64, error)
+}
+
+// ApplyError reports the op of an Apply whose check failed.
+type ApplyError struct {
+	Index int // the op's index in the batch
+	Key   string
+	Err   error // wraps ErrVersionConflict
+}
+
+func (e *ApplyError) Error() string {
+	return fmt.Sprintf("storage apply: op %d (%q): %v", e.Index, e.Key, e.Err)
+}
+
+func (e *ApplyError) Unwrap() error { return e.Err }
+
+// CheckApply checks ops against the Apply rules; see Applier.
+func CheckApply(ops []Op) error {
+	if len(ops) == 0 || len(ops) > MaxApplyOps {
+		return fmt.Errorf("storage apply: %d ops (allowed 1..%d): %w", len(ops), MaxApplyOps, errdef.ErrInvalidArgument)
+	}
+	seen := make(map[string]struct{}, len(ops))
+	total := 0
+	for i, op := range ops {
+		if err := checkKey(op.Key); err != nil {
+			return fmt.Errorf("storage apply: op %d: %w", i, err)
+		}
+		if _, dup := seen[op.Key]; dup {
+			return fmt.Errorf("storage apply: op %d: key %q twice: %w", i, op.Key, errdef.ErrInvalidArgument)
+		}
+		seen[op.Key] = struct{}{}
+		if len(op.Value) > MaxApplySize {
+			return fmt.Errorf("storage apply: op %d: value of %d bytes exceeds %d: %w", i, len(op.Value), MaxApplySize, ErrValueTooLarge)
+		}
+		total += len(op.Value)
+		if total > MaxApplySize {
+			return fmt.Errorf("storage apply: values of %d bytes or more exceed %d in all: %w", total, MaxApplySize, errdef.ErrInvalidArgument)
+		}
+	}
+	return nil
+}
+
+// checkKey is the storage key rule: 1..512 bytes of UTF-8 without control
+// characters; the error wraps ErrInvalidKey.
+func checkKey(key string) error {
+	if key == "" || len(key) > maxKeySize {
+		return fmt.Errorf("key of %d bytes outside 1..%d: %w", len(key), maxKeySize, ErrInvalidKey)
+	}
+	if !utf8.ValidString(key) {
+		return fmt.Errorf("key %q is not valid UTF-8: %w", key, ErrInvalidKey)
+	}
+	for _, r := range key {
+		if unicode.IsControl(r) {
+			return fmt.Errorf("key %q contains control character %U: %w", key, r, ErrInvalidKey)
+		}
+	}
+	return nil
+}
+
+// Apply implements Applier over the wire: the ops are checked here, so a
+// refused batch costs no round trip.
+func (s *storageClient) Apply(ctx context.Context, ops []Op) ([]int64, error) {
+	if err := CheckApply(ops); err != nil {
+		return nil, err
+	}
+	req := &hostv1.StorageApplyRequest{Ops: make([]*hostv1.StorageOp, len(ops))}
+	for i, op := range ops {
+		req.Ops[i] = &hostv1.StorageOp{Key: op.Key, Value: op.Value, Delete: op.Delete, Check: op.Check, Version: op.Version}
+	}
+	r, err := s.rpc.StorageApply(ctx, req)
+	if err != nil {
+		return nil, fmt.Errorf("storage apply of %d ops: %w", len(ops), errdef.FromStatus(err))
+	}
+	if r.GetConflict() {
+		i := int(r.GetConflictIndex())
+		if i >= len(ops) {
+			return nil, fmt.Errorf("storage apply: conflict at op %d of %d: %w", i, len(ops), ErrStorageFailed)
+		}
+		return nil, &ApplyError{Index: i, Key: ops[i].Key, Err: ErrVersionConflict}
+	}
+	vs := r.GetVersions()
+	if len(vs) != len(ops) {
+		return nil, fmt.Errorf("storage apply: %d versions for %d ops: %w", len(vs), len(ops), ErrStorageFailed)
+	}
+	return vs, nil
+}
+
+// StorageApply serves Applier: a host whose storage is no Applier answers
+// Unimplemented, as an older core does.
+func (s *server) StorageApply(ctx context.Context, req *hostv1.StorageApplyRequest) (*hostv1.StorageApplyResponse, error) {
+	ap, ok := s.impl.Storage().(Applier)
+	if !ok {
+		return nil, errdef.ToStatus(fmt.Errorf("storage apply: %w", errdef.ErrNotImplemented))
+	}
+	if n := len(req.GetOps()); n == 0 || n > MaxApplyOps {
+		return nil, errdef.ToStatus(fmt.Errorf("storage apply: %d ops (allowed 1..%d): %w", n, MaxApplyOps, errdef.ErrInvalidArgument))
+	}
+	ops := make([]Op, len(req.GetOps()))
+	for i, op := range req.GetOps() {
+		ops[i] = Op{Key: op.GetKey(), Value: op.GetValue(), Delete: op.GetDelete(), Check: op.GetCheck(), Version: op.GetVersion()}
+	}
+	if err := CheckApply(ops); err != nil {
+		return nil, errdef.ToStatus(err)
+	}
+	vs, err := ap.Apply(ctx, ops)
+	var ae *ApplyError
+	if errors.As(err, &ae) && ae.Index >= 0 && ae.Index < len(ops) {
+		return &hostv1.StorageApplyResponse{Conflict: true, ConflictIndex: uint32(ae.Index)}, nil
+	}
+	if err != nil {
+		return nil, errdef.ToStatus(err)
+	}
+	return &hostv1.StorageApplyResponse{Versions: vs}, nil
+}
+
+var _ Applier = (*storageClient)(nil)
