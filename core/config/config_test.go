@@ -386,6 +386,7 @@ func FuzzParse(f *testing.F) {
 	f.Add(seed)
 	f.Add([]byte("plugin \"kms\" \"a\" { command = \"x\" uses = { kms = \"a\" } }"))
 	f.Add([]byte("api { listen = \"[::1]:1\" }"))
+	f.Add([]byte("gateway {\n tunnel_cidr6 = \"fd00:96::/64\"\n routes = [\"fd00:77::/64\", \"10.0.0.0/8\"]\n mtu = 1280\n}\n"))
 	f.Fuzz(func(t *testing.T, src []byte) {
 		c, diags := Parse(src, "fuzz.hcl")
 		if diags.HasErrors() && c.HasConfig() {
