@@ -435,24 +435,19 @@ func ipv6ThroughTunnel(t *testing.T, ag, res *netns.NS) {
 	if err != nil {
 		t.Fatalf("agent TUN addresses: %v", err)
 	}
+	type addrInfo struct {
+		Local     string `json:"local"`
+		PrefixLen int    `json:"prefixlen"`
+		Tentative bool   `json:"tentative"`
+	}
 	var links []struct {
-		AddrInfo []struct {
-			Local     string `json:"local"`
-			PrefixLen int    `json:"prefixlen"`
-			Tentative bool   `json:"tentative"`
-		} `json:"addr_info"`
+		AddrInfo []addrInfo `json:"addr_info"`
 	}
 	if err := json.Unmarshal([]byte(out), &links); err != nil || len(links) != 1 {
 		t.Fatalf("agent TUN IPv6 addresses: %v %s", err, out)
 	}
 	// (ip's filtered JSON may hold empty entries for addresses it left out.)
-	infos := slices.DeleteFunc(links[0].AddrInfo, func(a struct {
-		Local     string `json:"local"`
-		PrefixLen int    `json:"prefixlen"`
-		Tentative bool   `json:"tentative"`
-	}) bool {
-		return a.Local == ""
-	})
+	infos := slices.DeleteFunc(links[0].AddrInfo, func(a addrInfo) bool { return a.Local == "" })
 	if len(infos) != 1 {
 		t.Fatalf("agent TUN global IPv6 addresses: want one: %s", out)
 	}
