@@ -304,10 +304,10 @@ func (g *Gateway) establish(ctx context.Context, idx uint32, ph *pendingHS, res 
 	}
 	g.table.Lock()
 	old := g.table.byAddr[primary]
-	if old6 := g.table.byAddr[addr6]; old == nil && addr6.IsValid() {
-		// An IPv6 address is the agent's too (its pool keys on the agent
+	if old == nil && addr6.IsValid() {
+		// The IPv6 address is the agent's too (its pool keys on the agent
 		// id), so a session holding it is this agent's older one.
-		old = old6
+		old = g.table.byAddr[addr6]
 	}
 	if old == nil && len(g.table.byID) >= g.cfg.MaxSessions {
 		g.table.Unlock()
