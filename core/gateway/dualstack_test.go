@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"testing"
 
+	"github.com/avonzt/avon/core/gateway/gatewaytest"
 	"github.com/avonzt/avon/core/gateway/ipam"
 	"github.com/avonzt/avon/core/handshake"
 	"github.com/avonzt/avon/core/pulse"
@@ -277,4 +278,37 @@ func manyRoutes(n int) []netip.Prefix {
 		out[i] = netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 30, byte(i), 0}), 24)
 	}
 	return out
+}
+
+// BenchmarkReceiveTransportIPv6 is BenchmarkReceiveTransport for a
+// 1420-byte IPv6 packet from a dual-stack session's IPv6 address (the
+// cryptokey check compares against both addresses).
+func BenchmarkReceiveTransportIPv6(b *testing.B) {
+	base := newEnv(b, dualStack(b))
+	g, err := New(base.cfg, newNullTUN(), gatewaytest.NewNetwork(1).Bind())
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { g.Close() })
+	addr6 := netip.MustParseAddr("fd00:96::7:7")
+	src := netip.MustParseAddrPort("198.51.100.7:5555")
+	agKP := installSession(b, g, netip.MustParseAddr("100.96.7.7"), src, 0x01020304, 0x0a0b0c0d, addr6)
+	pkt := ipv6UDP(addr6, netip.MustParseAddr("fd00:20::1"), 1000, 2000, make([]byte, 1420-48))
+	ep := gatewaytest.Endpoint{AddrPort: src}
+	rx := &rxBatch{tun: make([][]byte, 0, 1)}
+	buf := make([]byte, bufSize)
+	b.SetBytes(int64(len(pkt)))
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		b.StopTimer()
+		out, _ := agKP.Seal(buf[:0], pkt)
+		b.StartTimer()
+		g.handleDatagram(out, ep, testNow, rx)
+		g.flushTUN(rx)
+	}
+	b.StopTimer()
+	if g.stats.TunTxPackets.Load() != uint64(b.N) {
+		b.Fatalf("%d of %d packets reached the tun", g.stats.TunTxPackets.Load(), b.N)
+	}
 }
