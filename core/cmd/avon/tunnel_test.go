@@ -308,8 +308,12 @@ plugin "ca" "dilithium" {
 	// iperf3 through the tunnel: a real TCP load, not only our own client.
 	iperfThroughTunnel(t, ag, res)
 
-	// IPv6 inside the tunnel.
-	ipv6ThroughTunnel(t, ag, res)
+	// IPv6 inside the tunnel; the session lists both tunnel addresses.
+	mine6 := ipv6ThroughTunnel(t, ag, res)
+	if out, err := exec.Command(avon.Path, "session", "list", "-o", "json", "-config", cfg).Output(); err != nil ||
+		!strings.Contains(string(out), `"address6": "`+mine6.String()+`"`) && !strings.Contains(string(out), `"address6":"`+mine6.String()+`"`) {
+		t.Fatalf("session list without address6 %v: %v %s", mine6, err, out)
+	}
 
 	// A core restart: the agent notices the silence and reconnects by
 	// itself, with a fresh handshake against the restarted gateway.
@@ -429,7 +433,8 @@ func iperfThroughTunnel(t *testing.T, ag, res *netns.NS) {
 // from that address, and a UDP datagram whose inner source is another
 // address of the tunnel network (sent with IPV6_FREEBIND) is dropped by
 // the gateway's cryptokey routing while a genuine one arrives.
-func ipv6ThroughTunnel(t *testing.T, ag, res *netns.NS) {
+// It returns the agent's IPv6 tunnel address.
+func ipv6ThroughTunnel(t *testing.T, ag, res *netns.NS) netip.Addr {
 	t.Helper()
 	out, err := ag.Run(t, "ip", "-j", "-6", "addr", "show", "dev", "avon0", "scope", "global")
 	if err != nil {
@@ -560,4 +565,5 @@ func ipv6ThroughTunnel(t *testing.T, ag, res *netns.NS) {
 		t.Fatalf("res received %q from %v first: the forged inner source was not dropped", buf[:n], from)
 	}
 	t.Logf("IPv6 through the tunnel from %v: ping, 64 KiB over TCP, forged source dropped", mine)
+	return mine
 }
