@@ -26,6 +26,7 @@ gateway {
   listen      = "0.0.0.0:4600"
   # endpoint  = "gw.example.com:4600" # what agents connect to (default: listen unless 0.0.0.0)
   tunnel_cidr = "100.96.0.0/16"
+  # tunnel_cidr6 = "fd00:96::/64"  # IPv6 inside the tunnel too (dual stack; IPv6 routes need it)
   routes      = []
   # interface      = "avon-gw0"
   # mtu            = 1420

@@ -1,6 +1,7 @@
 package tunnel_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/binary"
@@ -10,6 +11,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -489,4 +491,70 @@ func TestDelegatedCredentialCached(t *testing.T) {
 	})
 	r.waitFor("the new expiry in the status", func() bool { return r.eng.Status().DelegatedKeyExpires.After(first) })
 	r.roundTrip("with the new delegated key")
+}
+
+// TestDualStackConfig: a dual-stack SessionConfig reaches OnConfig whole,
+// and IPv6 packets for the agent's IPv6 address are injected; with the
+// agent's MTU below 1280 the IPv6 part is left out.
+func TestDualStackConfig(t *testing.T) {
+	addr6 := netip.MustParsePrefix("fd00:96::5/128")
+	tunnel6 := netip.MustParsePrefix("fd00:96::/64")
+	route6 := netip.MustParsePrefix("fd00:99::/64")
+	dual := func(mtu int) rigOpt {
+		return func(c *tunnel.Config, g *tunneltest.Config) {
+			c.MTU = mtu
+			g.Addresses = []netip.Prefix{agentAddr, addr6}
+			g.Routes = []netip.Prefix{routeNet, tunnel6, route6}
+		}
+	}
+	t.Run("mtu 1420", func(t *testing.T) {
+		r := newRig(t, dual(1420))
+		r.waitUp()
+		r.mu.Lock()
+		sc := r.configs[0]
+		r.mu.Unlock()
+		if !slices.Equal(sc.Addresses, []netip.Prefix{agentAddr, addr6}) || !slices.Equal(sc.Routes, []netip.Prefix{routeNet, tunnel6, route6}) {
+			t.Fatalf("OnConfig got %v, %v", sc.Addresses, sc.Routes)
+		}
+		if s := r.eng.Status(); len(s.Addresses) != 2 || s.Addresses[1] != addr6.String() {
+			t.Fatalf("status addresses %v", s.Addresses)
+		}
+		other := ipv6Packet(netip.MustParseAddr("fd00:99::1"), netip.MustParseAddr("fd00:96::6"), "not ours")
+		ours := ipv6Packet(netip.MustParseAddr("fd00:99::1"), addr6.Addr(), "ours over v6")
+		for _, p := range [][]byte{other, ours} {
+			if err := r.gw.SendIP(p); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if got := <-r.tun.Inbound; !bytes.Equal(got, ours) {
+			t.Fatalf("tun got %x, want only the packet for our IPv6 address", got)
+		}
+	})
+	t.Run("mtu 1200", func(t *testing.T) {
+		r := newRig(t, dual(1200))
+		r.waitUp()
+		r.mu.Lock()
+		sc := r.configs[0]
+		r.mu.Unlock()
+		if sc.MTU != 1200 || !slices.Equal(sc.Addresses, []netip.Prefix{agentAddr}) || !slices.Equal(sc.Routes, []netip.Prefix{routeNet}) {
+			t.Fatalf("OnConfig got mtu %d, %v, %v", sc.MTU, sc.Addresses, sc.Routes)
+		}
+	})
+}
+
+// ipv6Packet builds a UDP/IPv6 packet (checksum left zero: the engine
+// does not read it).
+func ipv6Packet(src, dst netip.Addr, payload string) []byte {
+	b := make([]byte, 48+len(payload))
+	b[0] = 0x60
+	binary.BigEndian.PutUint16(b[4:], uint16(8+len(payload)))
+	b[6], b[7] = 17, 64
+	s, d := src.As16(), dst.As16()
+	copy(b[8:], s[:])
+	copy(b[24:], d[:])
+	binary.BigEndian.PutUint16(b[40:], 53)
+	binary.BigEndian.PutUint16(b[42:], 40000)
+	binary.BigEndian.PutUint16(b[44:], uint16(8+len(payload)))
+	copy(b[48:], payload)
+	return b
 }

@@ -481,9 +481,23 @@ func (e *Engine) sendControlWith(k *keys, m control.Message) error {
 
 // applyConfig takes a SessionConfig: MTU clamped to Config.MTU, the
 // addresses for the inbound check, the hook, the tokens, the status.
+// Clamped below IPv6's minimum link MTU (1280) the tunnel cannot carry
+// IPv6, so its IPv6 addresses and routes are left out (with a warning)
+// rather than refused by the kernel.
 func (e *Engine) applyConfig(s *session, sc *control.SessionConfig) error {
 	if int(sc.MTU) > e.cfg.MTU {
 		sc.MTU = uint16(e.cfg.MTU)
+	}
+	if sc.MTU < control.MinMTUv6 {
+		is6 := func(p netip.Prefix) bool { return p.Addr().Is6() && !p.Addr().Is4In6() }
+		if slices.ContainsFunc(sc.Addresses, is6) {
+			e.log.Warn("tunnel MTU below 1280: IPv6 left out of the tunnel", "mtu", sc.MTU)
+			sc.Addresses = slices.DeleteFunc(slices.Clone(sc.Addresses), is6)
+			sc.Routes = slices.DeleteFunc(slices.Clone(sc.Routes), is6)
+			if len(sc.Addresses) == 0 {
+				return fmt.Errorf("%w: the gateway assigned only IPv6 addresses and the tunnel MTU %d is below IPv6's 1280", ErrOnConfig, sc.MTU)
+			}
+		}
 	}
 	if e.cfg.OnConfig != nil {
 		if err := e.cfg.OnConfig(*sc); err != nil {

@@ -72,9 +72,13 @@ type API struct {
 // by default when the block is present.
 type Gateway struct {
 	Enabled    bool
-	Listen     string         // UDP host:port, default 0.0.0.0:4600
-	TunnelCIDR netip.Prefix   // default 100.96.0.0/16
-	Routes     []netip.Prefix // protected networks
+	Listen     string       // UDP host:port, default 0.0.0.0:4600
+	TunnelCIDR netip.Prefix // IPv4, default 100.96.0.0/16
+	// TunnelCIDR6 is the IPv6 tunnel network (tunnel_cidr6, a unicast /64
+	// to /126); set, the tunnel is dual stack: every agent gets an address
+	// of each, and IPv6 routes are allowed. Zero by default (IPv4 only).
+	TunnelCIDR6 netip.Prefix
+	Routes      []netip.Prefix // protected networks, IPv4 or (with TunnelCIDR6) IPv6
 	// Endpoint is the host:port agents are told to connect to (the
 	// enrollment bundle); default the listen address when its host is not
 	// a wildcard, else none (agents then need avon-agent up -gateway).
@@ -134,6 +138,9 @@ const (
 	DefaultGatewayHandshakeRate = 20
 	DefaultGatewayMaxSessions   = 100_000
 	MinGatewayMTU               = 576
+	MinGatewayMTU6              = 1280 // with tunnel_cidr6 (IPv6's minimum link MTU)
+	MinTunnelCIDR6Bits          = 64   // tunnel_cidr6 is a /64 ...
+	MaxTunnelCIDR6Bits          = 126  // ... to a /126
 	MaxGatewayMTU               = 65535
 	MinGatewayPulseInterval     = time.Second
 	MaxGatewayPulseInterval     = 10 * time.Minute
@@ -501,7 +508,7 @@ func (c *Config) decodeGateway(ctx *hcl.EvalContext, b *hcl.Block) hcl.Diagnosti
 	}
 	c.Gateway.Enabled = true
 	content, diags := b.Body.Content(&hcl.BodySchema{Attributes: []hcl.AttributeSchema{
-		{Name: "enabled"}, {Name: "listen"}, {Name: "tunnel_cidr"}, {Name: "routes"}, {Name: "endpoint"},
+		{Name: "enabled"}, {Name: "listen"}, {Name: "tunnel_cidr"}, {Name: "tunnel_cidr6"}, {Name: "routes"}, {Name: "endpoint"},
 		{Name: "interface"}, {Name: "mtu"}, {Name: "aead"}, {Name: "pulse_interval"}, {Name: "handshake_rate"},
 		{Name: "max_sessions"}}, Blocks: []hcl.BlockHeaderSchema{{Type: "policy"}, {Type: "delegated_key"}}})
 	pb, d := singleton(content.Blocks, "policy")
@@ -536,9 +543,24 @@ func (c *Config) decodeGateway(ctx *hcl.EvalContext, b *hcl.Block) hcl.Diagnosti
 			diags = append(diags, d...)
 			if !d.HasErrors() && (!p.Addr().Is4() || p.Bits() > 30) {
 				diags = append(diags, errAt(r, "Invalid tunnel_cidr",
-					fmt.Sprintf("tunnel_cidr = %q: want an IPv4 network of /30 or larger, such as \"100.96.0.0/16\".", cidr)))
+					fmt.Sprintf("tunnel_cidr = %q: want an IPv4 network of /30 or larger, such as \"100.96.0.0/16\" (an IPv6 network goes in tunnel_cidr6).", cidr)))
 			}
 			c.Gateway.TunnelCIDR = p
+		}
+	}
+	var cidr6 string
+	if r, ok, d := attr(ctx, content.Attributes, "tunnel_cidr6", &cidr6); ok {
+		diags = append(diags, d...)
+		if !d.HasErrors() {
+			p, d := parsePrefix(r, "tunnel_cidr6", cidr6)
+			diags = append(diags, d...)
+			if !d.HasErrors() {
+				if msg := checkTunnelCIDR6(p); msg != "" {
+					diags = append(diags, errAt(r, "Invalid tunnel_cidr6", fmt.Sprintf("tunnel_cidr6 = %q: %s", cidr6, msg)))
+				} else {
+					c.Gateway.TunnelCIDR6 = p
+				}
+			}
 		}
 	}
 	var routes []string
@@ -547,9 +569,15 @@ func (c *Config) decodeGateway(ctx *hcl.EvalContext, b *hcl.Block) hcl.Diagnosti
 		for _, s := range routes {
 			p, d := parsePrefix(r, "routes", s)
 			diags = append(diags, d...)
-			if !d.HasErrors() {
-				c.Gateway.Routes = append(c.Gateway.Routes, p)
+			if d.HasErrors() {
+				continue
 			}
+			if a := p.Addr(); a.Is4In6() || a.IsLinkLocalUnicast() || a.IsMulticast() {
+				diags = append(diags, errAt(r, "Invalid route",
+					fmt.Sprintf("routes: %s is a link-local, multicast or IPv4-mapped network, which the tunnel does not carry.", p)))
+				continue
+			}
+			c.Gateway.Routes = append(c.Gateway.Routes, p)
 		}
 	}
 	if r, ok, d := attr(ctx, content.Attributes, "interface", &c.Gateway.Interface); ok {
@@ -598,6 +626,19 @@ func (c *Config) decodeGateway(ctx *hcl.EvalContext, b *hcl.Block) hcl.Diagnosti
 			diags = append(diags, errAt(b.DefRange, "Route overlaps the tunnel network",
 				fmt.Sprintf("routes: %s overlaps tunnel_cidr %s; agents reach each other through the tunnel network already.", rt, c.Gateway.TunnelCIDR)))
 		}
+		if c.Gateway.TunnelCIDR6.IsValid() && rt.Overlaps(c.Gateway.TunnelCIDR6) {
+			diags = append(diags, errAt(b.DefRange, "Route overlaps the tunnel network",
+				fmt.Sprintf("routes: %s overlaps tunnel_cidr6 %s; agents reach each other through the tunnel network already.", rt, c.Gateway.TunnelCIDR6)))
+		}
+		// (When tunnel_cidr6 was given but refused, its own error says why.)
+		if _, given := content.Attributes["tunnel_cidr6"]; rt.Addr().Is6() && !c.Gateway.TunnelCIDR6.IsValid() && !given {
+			diags = append(diags, errAt(b.DefRange, "IPv6 route without an IPv6 tunnel network",
+				fmt.Sprintf("routes: %s is IPv6 but the gateway has no tunnel_cidr6, so agents have no IPv6 address to reach it from; add tunnel_cidr6 = \"fd00:96::/64\" (or a /64 of your own).", rt)))
+		}
+	}
+	if c.Gateway.TunnelCIDR6.IsValid() && c.Gateway.MTU < MinGatewayMTU6 {
+		diags = append(diags, errAt(b.DefRange, "Invalid mtu",
+			fmt.Sprintf("mtu = %d: an IPv6 tunnel (tunnel_cidr6) needs at least %d.", c.Gateway.MTU, MinGatewayMTU6)))
 	}
 	return diags
 }
@@ -1019,4 +1060,20 @@ func maskSecrets(line string) string {
 		}
 	}
 	return string(b)
+}
+
+// checkTunnelCIDR6 says what is wrong with an IPv6 tunnel network, or "".
+func checkTunnelCIDR6(p netip.Prefix) string {
+	a := p.Addr()
+	switch {
+	case !a.Is6() || a.Is4In6():
+		return "want an IPv6 network such as \"fd00:96::/64\" (an IPv4 network goes in tunnel_cidr)."
+	case a.IsLinkLocalUnicast() || a.IsMulticast() || a.IsLoopback() || a.IsUnspecified():
+		return "want a unicast network (a unique local fd00::/8 one, or global), not link-local, multicast, loopback or ::."
+	case p.Bits() < MinTunnelCIDR6Bits:
+		return fmt.Sprintf("too large: want a /%d to /%d, such as \"fd00:96::/64\".", MinTunnelCIDR6Bits, MaxTunnelCIDR6Bits)
+	case p.Bits() > MaxTunnelCIDR6Bits:
+		return fmt.Sprintf("too small: want a /%d to /%d (the gateway's address and at least one agent's).", MinTunnelCIDR6Bits, MaxTunnelCIDR6Bits)
+	}
+	return ""
 }

@@ -169,6 +169,10 @@ func TestGatewayBlock(t *testing.T) {
 		{"delegation off", "gateway {\n  delegated_key {\n    enabled = false\n  }\n}\n", Gateway{Enabled: true, Listen: "0.0.0.0:4600",
 			TunnelCIDR: netip.MustParsePrefix("100.96.0.0/16"), Interface: "avon-gw0", MTU: 1420, AEAD: "auto",
 			PulseInterval: 10 * time.Second, HandshakeRate: 20, MaxSessions: 100000, DelegatedKey: GatewayDelegatedKey{Validity: 8 * time.Hour}}},
+		{"dual stack", "gateway {\n  tunnel_cidr6 = \"fd00:96::/64\"\n  routes = [\"10.9.0.0/16\", \"fd00:77::/64\"]\n}\n", Gateway{Enabled: true,
+			Listen: "0.0.0.0:4600", TunnelCIDR: netip.MustParsePrefix("100.96.0.0/16"), TunnelCIDR6: netip.MustParsePrefix("fd00:96::/64"),
+			Routes:    []netip.Prefix{netip.MustParsePrefix("10.9.0.0/16"), netip.MustParsePrefix("fd00:77::/64")},
+			Interface: "avon-gw0", MTU: 1420, AEAD: "auto", PulseInterval: 10 * time.Second, HandshakeRate: 20, MaxSessions: 100000, DelegatedKey: dk8h}},
 		{"endpoint", "gateway {\n  endpoint = \"gw.example.com:4600\"\n}\n", Gateway{Enabled: true, Listen: "0.0.0.0:4600",
 			Endpoint: "gw.example.com:4600", TunnelCIDR: netip.MustParsePrefix("100.96.0.0/16"), Interface: "avon-gw0", MTU: 1420,
 			AEAD: "auto", PulseInterval: 10 * time.Second, HandshakeRate: 20, MaxSessions: 100000, DelegatedKey: dk8h}},
@@ -239,7 +243,17 @@ func TestDiagnostics(t *testing.T) {
 		{"gateway enabled", "gateway {\n  enabled = \"maybe\"\n}\n", []diagAt{{"Unsuitable value type", 2, 14, ""}}},
 		{"gateway endpoint wildcard", "gateway {\n  endpoint = \"0.0.0.0:4600\"\n}\n", []diagAt{{"Invalid endpoint", 2, 14, "agents can reach"}}},
 		{"gateway endpoint port", "gateway {\n  endpoint = \"gw.example.com\"\n}\n", []diagAt{{"Invalid endpoint", 2, 14, ""}}},
-		{"gateway cidr v6", "gateway {\n  tunnel_cidr = \"fd00::/64\"\n}\n", []diagAt{{"Invalid tunnel_cidr", 2, 17, "IPv4"}}},
+		{"gateway cidr v6", "gateway {\n  tunnel_cidr = \"fd00::/64\"\n}\n", []diagAt{{"Invalid tunnel_cidr", 2, 17, "tunnel_cidr6"}}},
+		{"gateway cidr6 v4", "gateway {\n  tunnel_cidr6 = \"10.0.0.0/24\"\n}\n", []diagAt{{"Invalid tunnel_cidr6", 2, 18, "IPv4 network goes in tunnel_cidr"}}},
+		{"gateway cidr6 too large", "gateway {\n  tunnel_cidr6 = \"fd00::/48\"\n}\n", []diagAt{{"Invalid tunnel_cidr6", 2, 18, "too large"}}},
+		{"gateway cidr6 too small", "gateway {\n  tunnel_cidr6 = \"fd00::/127\"\n}\n", []diagAt{{"Invalid tunnel_cidr6", 2, 18, "too small"}}},
+		{"gateway cidr6 link-local", "gateway {\n  tunnel_cidr6 = \"fe80::/64\"\n}\n", []diagAt{{"Invalid tunnel_cidr6", 2, 18, "link-local"}}},
+		{"gateway cidr6 host bits", "gateway {\n  tunnel_cidr6 = \"fd00::1/64\"\n}\n", []diagAt{{"Invalid CIDR", 2, 18, `did you mean "fd00::/64"`}}},
+		{"gateway route v6 without cidr6", "gateway {\n  routes = [\"fd00:77::/64\"]\n}\n", []diagAt{{"IPv6 route without an IPv6 tunnel network", 1, 1, "tunnel_cidr6"}}},
+		{"gateway route link-local", "gateway {\n  tunnel_cidr6 = \"fd00::/64\"\n  routes = [\"fe80::/10\"]\n}\n", []diagAt{{"Invalid route", 3, 12, "link-local"}}},
+		{"gateway route multicast", "gateway {\n  routes = [\"224.0.0.0/4\"]\n}\n", []diagAt{{"Invalid route", 2, 12, "multicast"}}},
+		{"gateway route overlaps cidr6", "gateway {\n  tunnel_cidr6 = \"fd00:96::/64\"\n  routes = [\"fd00:96::/48\"]\n}\n", []diagAt{{"Route overlaps the tunnel network", 1, 1, "tunnel_cidr6 fd00:96::/64"}}},
+		{"gateway mtu v6", "gateway {\n  tunnel_cidr6 = \"fd00::/64\"\n  mtu = 1000\n}\n", []diagAt{{"Invalid mtu", 1, 1, "at least 1280"}}},
 		{"gateway route overlap", "gateway {\n  routes = [\"100.96.3.0/24\"]\n}\n", []diagAt{{"Route overlaps the tunnel network", 1, 1, "100.96.0.0/16"}}},
 		{"unknown storage", "storage \"mysql\" {\n}\n", []diagAt{{"Unknown storage type", 1, 9, "known types: embedded, postgres, redis"}}},
 		{"uses unknown", "plugin \"ca\" \"d\" {\n  command = \"x\"\n  uses = { kms = \"nope\" }\n}\n", []diagAt{{"Unknown plugin in uses", 3, 10, `no plugin "kms" "nope"`}}},
@@ -372,6 +386,7 @@ func FuzzParse(f *testing.F) {
 	f.Add(seed)
 	f.Add([]byte("plugin \"kms\" \"a\" { command = \"x\" uses = { kms = \"a\" } }"))
 	f.Add([]byte("api { listen = \"[::1]:1\" }"))
+	f.Add([]byte("gateway {\n tunnel_cidr6 = \"fd00:96::/64\"\n routes = [\"fd00:77::/64\", \"10.0.0.0/8\"]\n mtu = 1280\n}\n"))
 	f.Fuzz(func(t *testing.T, src []byte) {
 		c, diags := Parse(src, "fuzz.hcl")
 		if diags.HasErrors() && c.HasConfig() {

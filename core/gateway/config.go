@@ -50,12 +50,20 @@ type Config struct {
 	// Listen is the UDP address; only the port is used by the bind
 	// (wireguard-go's binds listen on every address). Zero port: 4600.
 	Listen netip.AddrPort
-	// TunnelPrefix is the agents' tunnel network; it must equal the IPAM
-	// pool's prefix. Agents get one address of it, and the prefix itself
-	// as a route (agent-to-agent traffic goes through the gateway).
+	// TunnelPrefix is the agents' IPv4 tunnel network; it must equal the
+	// IPAM pool's prefix. Agents get one address of it, and the prefix
+	// itself as a route (agent-to-agent traffic goes through the gateway).
+	// Zero (with IPAM nil) for an IPv6-only tunnel.
 	TunnelPrefix netip.Prefix
+	// TunnelPrefix6 is the agents' IPv6 tunnel network, the prefix of
+	// IPAM6, handed out like TunnelPrefix: with both set the tunnel is
+	// dual stack and every agent gets one address of each. Zero (with
+	// IPAM6 nil) for an IPv4-only tunnel. At least one family is required.
+	TunnelPrefix6 netip.Prefix
 	// Routes are further networks reachable through the tunnel, sent to
-	// agents in the SessionConfig (at most control.MaxRoutes-1, masked).
+	// agents in the SessionConfig (masked, at most control.MaxRoutes less
+	// one per tunnel prefix). A route's family must be one the tunnel
+	// carries; link-local and multicast networks are refused.
 	Routes []netip.Prefix
 	// MTU of the tunnel, told to agents. Default 1420.
 	MTU int
@@ -104,8 +112,10 @@ type Config struct {
 	// verified, within a 5 s deadline, and an error refuses the agent with
 	// an authenticated not_authorized HandshakeError. It must fail closed.
 	Authorize func(ctx context.Context, peer handshake.Peer) error
-	// IPAM assigns tunnel addresses (required).
-	IPAM *ipam.Pool
+	// IPAM assigns IPv4 tunnel addresses, IPAM6 IPv6 ones; a family's
+	// pool is required exactly when its tunnel prefix is set.
+	IPAM  *ipam.Pool
+	IPAM6 *ipam.Pool
 	// Policy switches per-flow policy enforcement (policy.go); the zero
 	// value keeps it off.
 	Policy PolicyConfig
@@ -113,32 +123,69 @@ type Config struct {
 	Logger hclog.Logger
 }
 
+// checkTunnelPrefix checks one family's tunnel prefix against its pool:
+// both absent, or a masked prefix of the right family equal to the pool's.
+func checkTunnelPrefix(p netip.Prefix, pool *ipam.Pool, v6 bool) error {
+	name, family := "tunnel prefix", "IPv4"
+	if v6 {
+		name, family = "tunnel prefix6", "IPv6"
+	}
+	switch {
+	case pool == nil && !p.IsValid():
+		return nil
+	case pool == nil:
+		return fmt.Errorf("%s %v without its ipam pool", name, p)
+	case !p.IsValid() || p != p.Masked():
+		return fmt.Errorf("%s %v is not a masked prefix", name, p)
+	case p.Addr().Is4() == v6 || p.Addr().Is4In6():
+		return fmt.Errorf("%s %v is not an %s network", name, p, family)
+	case p != pool.Prefix():
+		return fmt.Errorf("%s %v differs from the ipam pool's %v", name, p, pool.Prefix())
+	}
+	return nil
+}
+
 // withDefaults fills zero fields and checks the rest.
 func (c Config) withDefaults() (Config, error) {
 	bad := func(format string, a ...any) (Config, error) {
 		return c, fmt.Errorf("gateway: "+format+": %w", append(a, ErrConfig)...)
 	}
-	if c.Now == nil || c.Rand == nil || c.Signer == nil || c.Verifier == nil || c.IPAM == nil {
-		return bad("Now, Rand, Signer, Verifier and IPAM are required")
+	if c.Now == nil || c.Rand == nil || c.Signer == nil || c.Verifier == nil {
+		return bad("Now, Rand, Signer and Verifier are required")
+	}
+	if c.IPAM == nil && c.IPAM6 == nil {
+		return bad("an ipam pool is required (IPAM for IPv4, IPAM6 for IPv6, or both)")
 	}
 	if c.Listen.Port() == 0 {
 		c.Listen = netip.AddrPortFrom(c.Listen.Addr(), DefaultPort)
 	}
-	if !c.TunnelPrefix.IsValid() || c.TunnelPrefix != c.TunnelPrefix.Masked() {
-		return bad("tunnel prefix %v is not a masked prefix", c.TunnelPrefix)
+	if err := checkTunnelPrefix(c.TunnelPrefix, c.IPAM, false); err != nil {
+		return bad("%v", err)
 	}
-	if c.TunnelPrefix != c.IPAM.Prefix() {
-		return bad("tunnel prefix %v differs from the ipam pool's %v", c.TunnelPrefix, c.IPAM.Prefix())
+	if err := checkTunnelPrefix(c.TunnelPrefix6, c.IPAM6, true); err != nil {
+		return bad("%v", err)
 	}
-	if !c.TunnelPrefix.Addr().Is4() {
-		return bad("tunnel prefix %v: only IPv4 tunnel networks are supported", c.TunnelPrefix)
+	families := 0
+	if c.IPAM != nil {
+		families++
 	}
-	if len(c.Routes) > control.MaxRoutes-1 {
-		return bad("%d routes, at most %d", len(c.Routes), control.MaxRoutes-1)
+	if c.IPAM6 != nil {
+		families++
+	}
+	if len(c.Routes) > control.MaxRoutes-families {
+		return bad("%d routes, at most %d", len(c.Routes), control.MaxRoutes-families)
 	}
 	for _, r := range c.Routes {
-		if !r.IsValid() || r != r.Masked() || r.Addr().Is4In6() || r.Addr().Zone() != "" {
+		a := r.Addr()
+		switch {
+		case !r.IsValid() || r != r.Masked() || a.Is4In6() || a.Zone() != "":
 			return bad("route %v is not a masked prefix", r)
+		case a.IsLinkLocalUnicast() || a.IsLinkLocalMulticast() || a.IsMulticast() || a.IsInterfaceLocalMulticast():
+			return bad("route %v is a link-local or multicast network, which a tunnel does not carry", r)
+		case a.Is4() && c.IPAM == nil:
+			return bad("route %v is IPv4 but the tunnel has no IPv4 network (TunnelPrefix)", r)
+		case a.Is6() && c.IPAM6 == nil:
+			return bad("route %v is IPv6 but the tunnel has no IPv6 network (TunnelPrefix6)", r)
 		}
 	}
 	if c.MTU == 0 {
@@ -146,6 +193,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.MTU < control.MinMTU || c.MTU > 65535 {
 		return bad("mtu %d out of range", c.MTU)
+	}
+	if c.IPAM6 != nil && c.MTU < control.MinMTUv6 {
+		return bad("mtu %d: an IPv6 tunnel needs at least %d", c.MTU, control.MinMTUv6)
 	}
 	if c.AEAD != 0 && !c.AEAD.Valid() {
 		return bad("unknown aead %d", c.AEAD)

@@ -18,6 +18,12 @@
 // on every pulse and policy change); with PolicyOff (the default) flows to
 // Routes leave through the kernel, where its firewall applies.
 //
+// The tunnel is IPv4, IPv6 or dual stack: Config.TunnelPrefix with IPAM
+// and Config.TunnelPrefix6 with IPAM6, either or both. A session holds one
+// address per configured family (both sent in its SessionConfig), the
+// table finds it under each, and cryptokey routing accepts either as the
+// inner source.
+//
 // # Data path
 //
 // Receive (one goroutine per bind ReceiveFunc), cheapest checks first:
@@ -29,7 +35,7 @@
 //	                     -> endpoint := source (roaming, only after authentication)
 //	                     -> keepalive | control (Pulse -> PulseAck and flow
 //	                        re-evaluation, Close -> end)
-//	                        | IP: ParseInner, Src == session address (else DropSpoofed)
+//	                        | IP: ParseInner, Src == a session address (else DropSpoofed)
 //	                          -> flow table (enforcing): forward, hold or drop
 //	                     -> batched TUN Write per receive batch
 //	  type 1 Initiation: exact length -> mac1 -> per-source rate -> proof

@@ -49,7 +49,8 @@ func (*nullTUN) BatchSize() int { return 1 }
 
 // installSession puts a session with fixed keys into g's tables (no
 // handshake) and returns the agent's keypair for it.
-func installSession(t testing.TB, g *Gateway, addr netip.Addr, ep netip.AddrPort, localIdx, remoteIdx uint32) *transport.Keypair {
+// An optional addr6 is the session's IPv6 tunnel address.
+func installSession(t testing.TB, g *Gateway, addr netip.Addr, ep netip.AddrPort, localIdx, remoteIdx uint32, addr6 ...netip.Addr) *transport.Keypair {
 	t.Helper()
 	k1, k2 := [32]byte{1}, [32]byte{2}
 	now := g.cfg.Now()
@@ -63,6 +64,9 @@ func installSession(t testing.TB, g *Gateway, addr netip.Addr, ep netip.AddrPort
 	}
 	s := &session{id: pulse.ID{byte(localIdx), byte(localIdx >> 8), 0xaa}, agentID: "fuzz-agent", serial: "abc",
 		addr: addr, established: now}
+	if len(addr6) > 0 {
+		s.addr6 = addr6[0]
+	}
 	s.keys.Store(&keySet{current: &keyState{res: &handshake.Result{}, kp: gwKP}})
 	s.endpoint.Store(&epRef{ep: gatewaytest.Endpoint{AddrPort: ep}, addr: ep})
 	if _, err := g.tracker.Add(pulse.SessionInfo{ID: s.id, AgentID: s.agentID, CertSerial: s.serial, Established: now}); err != nil {
@@ -71,6 +75,9 @@ func installSession(t testing.TB, g *Gateway, addr netip.Addr, ep netip.AddrPort
 	g.table.Lock()
 	g.table.byIndex[localIdx] = &indexEntry{sess: s}
 	g.table.byAddr[addr] = s
+	if s.addr6.IsValid() {
+		g.table.byAddr[s.addr6] = s
+	}
 	g.table.byID[s.id] = s
 	g.table.Unlock()
 	return agKP
@@ -82,7 +89,7 @@ func installSession(t testing.TB, g *Gateway, addr netip.Addr, ep netip.AddrPort
 // Close can end it, and no seed carries one).
 func FuzzHandleDatagram(f *testing.F) {
 	e := &env{t: f, pki: thePKI(f), clock: newClock(), net: gatewaytest.NewNetwork(1)}
-	base := newEnv(f, nil) // for a valid config (PKI, verifier, IPAM)
+	base := newEnv(f, dualStack(f)) // for a valid config (PKI, verifier, both pools)
 	cfg := base.cfg
 	cfg.MaxPending = 8
 	cfg.QueueLen = 4
@@ -97,7 +104,8 @@ func FuzzHandleDatagram(f *testing.F) {
 	f.Cleanup(func() { g.Close() })
 	addr := netip.MustParseAddr("100.96.7.7")
 	src := netip.MustParseAddrPort("198.51.100.7:5555")
-	agKP := installSession(f, g, addr, src, 0x01020304, 0x0a0b0c0d)
+	addr6 := netip.MustParseAddr("fd00:96::7:7")
+	agKP := installSession(f, g, addr, src, 0x01020304, 0x0a0b0c0d, addr6)
 
 	// Seeds: transport packets of every kind, an Initiation with a valid
 	// mac1, fragments, a RekeyInit-sized message, a HandshakeError.
@@ -106,6 +114,8 @@ func FuzzHandleDatagram(f *testing.F) {
 	f.Add(seal(nil))
 	f.Add(seal(ipv4UDP(addr, netip.MustParseAddr("10.20.0.1"), 1, 2, []byte("payload"))))
 	f.Add(seal(ipv4UDP(netip.MustParseAddr("100.96.9.9"), netip.MustParseAddr("10.20.0.1"), 1, 2, nil)))
+	f.Add(seal(ipv6UDP(addr6, netip.MustParseAddr("fd00:20::1"), 1, 2, []byte("payload"))))
+	f.Add(seal(ipv6UDP(netip.MustParseAddr("fd00:96::9:9"), netip.MustParseAddr("fd00:20::1"), 1, 2, nil)))
 	f.Add(seal(pulseMsg))
 	f.Add(seal([]byte{0x3f, 0, 1, 0}))
 	a := &testAgent{t: f, cred: e.pki.agent(f, "fuzz"), gwPub: e.pki.gw.Raw(), gwID: g.ResponderID(), now: e.clock.now}

@@ -366,8 +366,10 @@ func (g *Gateway) endSession(s *session, code uint16, reason string, send bool) 
 			delete(g.table.byIndex, idx)
 		}
 	}
-	if g.table.byAddr[s.addr] == s {
-		delete(g.table.byAddr, s.addr)
+	for _, a := range [...]netip.Addr{s.addr, s.addr6} {
+		if a.IsValid() && g.table.byAddr[a] == s {
+			delete(g.table.byAddr, a)
+		}
 	}
 	if g.table.byID[s.id] == s {
 		delete(g.table.byID, s.id)

@@ -284,7 +284,9 @@ func (g *Gateway) handleTransport(b []byte, ep conn.Endpoint, now time.Time, rx 
 		g.stats.DropInner.Add(1)
 		return
 	}
-	if inner.Src != s.addr {
+	// Cryptokey routing: the inner source is one of the session's own
+	// tunnel addresses (an unset family's invalid Addr matches nothing).
+	if inner.Src != s.addr && inner.Src != s.addr6 {
 		g.stats.DropSpoofed.Add(1)
 		return
 	}

@@ -54,7 +54,8 @@ type session struct {
 	id          pulse.ID
 	agentID     string
 	serial      string
-	addr        netip.Addr
+	addr        netip.Addr // IPv4 tunnel address (invalid on an IPv6-only tunnel)
+	addr6       netip.Addr // IPv6 tunnel address (invalid on an IPv4-only tunnel)
 	established time.Time
 	notAfter    time.Time
 
@@ -85,7 +86,8 @@ type SessionInfo struct {
 	ID          pulse.ID
 	AgentID     string
 	CertSerial  string
-	Address     netip.Addr
+	Address     netip.Addr // IPv4 tunnel address, if the tunnel has IPv4
+	Address6    netip.Addr // IPv6 tunnel address, if the tunnel has IPv6
 	Endpoint    netip.AddrPort
 	Established time.Time
 	LastSeen    time.Time
@@ -96,6 +98,7 @@ type SessionInfo struct {
 
 func (s *session) info() SessionInfo {
 	si := SessionInfo{ID: s.id, AgentID: s.agentID, CertSerial: s.serial, Address: s.addr,
+		Address6:    s.addr6,
 		Established: s.established, RxBytes: s.rxBytes.Load(), TxBytes: s.txBytes.Load(), Rekeys: s.rekeys.Load()}
 	if e := s.endpoint.Load(); e != nil {
 		si.Endpoint = e.addr

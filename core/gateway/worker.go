@@ -262,9 +262,21 @@ func (g *Gateway) establish(ctx context.Context, idx uint32, ph *pendingHS, res 
 	serial, groups := a.serial, a.groups
 	actx, cancel := context.WithTimeout(ctx, ipamTimeout)
 	defer cancel()
-	addr, err := g.cfg.IPAM.Assign(actx, res.Peer.ID)
-	if err != nil {
-		return fmt.Errorf("gateway: tunnel address: %w: %w", handshake.ErrBusy, err)
+	var addr, addr6 netip.Addr
+	if g.cfg.IPAM != nil {
+		if addr, err = g.cfg.IPAM.Assign(actx, res.Peer.ID); err != nil {
+			return fmt.Errorf("gateway: tunnel address: %w: %w", handshake.ErrBusy, err)
+		}
+	}
+	if g.cfg.IPAM6 != nil {
+		if addr6, err = g.cfg.IPAM6.Assign(actx, res.Peer.ID); err != nil {
+			return fmt.Errorf("gateway: IPv6 tunnel address: %w: %w", handshake.ErrBusy, err)
+		}
+	}
+	// The address policy sees: IPv4 when the tunnel has it, else IPv6.
+	primary := addr
+	if !primary.IsValid() {
+		primary = addr6
 	}
 	// From here the Result only serves rekeys: the agent's certificate and
 	// public key (about 7.5 KB with ML-DSA-65) would otherwise live as long
@@ -276,7 +288,7 @@ func (g *Gateway) establish(ctx context.Context, idx uint32, ph *pendingHS, res 
 	if err != nil {
 		return err
 	}
-	s := &session{id: pulse.ID(res.SessionID), agentID: res.Peer.ID, serial: serial, addr: addr,
+	s := &session{id: pulse.ID(res.SessionID), agentID: res.Peer.ID, serial: serial, addr: addr, addr6: addr6,
 		established: now, notAfter: res.Peer.NotAfter}
 	s.keys.Store(&keySet{current: &keyState{res: res, kp: kp}})
 	s.endpoint.Store(&epRef{ep: j.ep, addr: j.src})
@@ -288,10 +300,15 @@ func (g *Gateway) establish(ctx context.Context, idx uint32, ph *pendingHS, res 
 		return fmt.Errorf("gateway: pulse tracker: %w: %w", handshake.ErrBusy, err)
 	}
 	if g.flows != nil {
-		s.flow = g.flows.AddSession(flow.Subject{SessionID: s.id.String(), AgentID: s.agentID, Address: addr, Groups: groups}, s)
+		s.flow = g.flows.AddSession(flow.Subject{SessionID: s.id.String(), AgentID: s.agentID, Address: primary, Groups: groups}, s)
 	}
 	g.table.Lock()
-	old := g.table.byAddr[addr]
+	old := g.table.byAddr[primary]
+	if old == nil && addr6.IsValid() {
+		// The IPv6 address is the agent's too (its pool keys on the agent
+		// id), so a session holding it is this agent's older one.
+		old = g.table.byAddr[addr6]
+	}
 	if old == nil && len(g.table.byID) >= g.cfg.MaxSessions {
 		g.table.Unlock()
 		g.stats.Busy.Add(1)
@@ -306,7 +323,11 @@ func (g *Gateway) establish(ctx context.Context, idx uint32, ph *pendingHS, res 
 	g.releasePendingCountLocked(ph.src)
 	delete(g.table.pendings, idx)
 	g.table.byIndex[idx] = &indexEntry{sess: s}
-	g.table.byAddr[addr] = s
+	for _, a := range [...]netip.Addr{addr, addr6} {
+		if a.IsValid() {
+			g.table.byAddr[a] = s
+		}
+	}
 	g.table.byID[s.id] = s
 	g.table.Unlock()
 	s.timer.v = s
@@ -316,12 +337,12 @@ func (g *Gateway) establish(ctx context.Context, idx uint32, ph *pendingHS, res 
 		g.endSession(old, control.CloseReplaced, "replaced by a newer session", true)
 	}
 	g.stats.SessionsEstablished.Add(1)
-	g.cfg.Logger.Info("session established", "session", s.id.String(), "agent", s.agentID, "address", addr.String(),
+	g.cfg.Logger.Info("session established", "session", s.id.String(), "agent", s.agentID, "address", addr, "address6", addr6,
 		"endpoint", j.src.String())
 
 	cfg := &control.SessionConfig{
-		Addresses:     []netip.Prefix{netip.PrefixFrom(addr, addr.BitLen())},
-		Routes:        append([]netip.Prefix{g.cfg.TunnelPrefix}, g.cfg.Routes...),
+		Addresses:     g.tunnelAddresses(addr, addr6),
+		Routes:        g.tunnelRoutes(),
 		MTU:           uint16(g.cfg.MTU),
 		PulseInterval: g.cfg.PulseInterval,
 		SessionToken:  token,
@@ -431,4 +452,28 @@ func (g *Gateway) rekey(s *session, idx, newIdx uint32, j job) ([]byte, bool) {
 		s.endpoint.Store(&epRef{ep: j.ep, addr: j.src})
 	}
 	return resp, true
+}
+
+// tunnelAddresses returns a session's addresses as host prefixes for its
+// SessionConfig: IPv4 first, then IPv6, each when the tunnel has it.
+func (g *Gateway) tunnelAddresses(addr, addr6 netip.Addr) []netip.Prefix {
+	out := make([]netip.Prefix, 0, 2)
+	for _, a := range [...]netip.Addr{addr, addr6} {
+		if a.IsValid() {
+			out = append(out, netip.PrefixFrom(a, a.BitLen()))
+		}
+	}
+	return out
+}
+
+// tunnelRoutes returns the routes of every SessionConfig: the tunnel
+// prefixes (agent-to-agent traffic goes through the gateway), then Routes.
+func (g *Gateway) tunnelRoutes() []netip.Prefix {
+	out := make([]netip.Prefix, 0, 2+len(g.cfg.Routes))
+	for _, p := range [...]netip.Prefix{g.cfg.TunnelPrefix, g.cfg.TunnelPrefix6} {
+		if p.IsValid() {
+			out = append(out, p)
+		}
+	}
+	return append(out, g.cfg.Routes...)
 }

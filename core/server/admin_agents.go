@@ -62,8 +62,9 @@ type SessionInfo struct {
 	ID         string    `json:"id"`
 	AgentID    string    `json:"agent_id"`
 	CertSerial string    `json:"cert_serial"`
-	Address    string    `json:"address"`  // the agent's tunnel address
-	Endpoint   string    `json:"endpoint"` // where its packets come from
+	Address    string    `json:"address"`            // the agent's tunnel address
+	Address6   string    `json:"address6,omitempty"` // its IPv6 tunnel address (tunnel_cidr6)
+	Endpoint   string    `json:"endpoint"`           // where its packets come from
 	Since      time.Time `json:"since"`
 	LastSeen   time.Time `json:"last_seen,omitzero"`
 	RxBytes    uint64    `json:"rx_bytes"` // from the agent
@@ -355,6 +356,9 @@ func (s *Server) sessionInfo(si gateway.SessionInfo) SessionInfo {
 	out.Gateway = s.presence.gateway
 	if si.Address.IsValid() {
 		out.Address = si.Address.String()
+	}
+	if si.Address6.IsValid() {
+		out.Address6 = si.Address6.String()
 	}
 	if si.Endpoint.IsValid() {
 		out.Endpoint = si.Endpoint.String()

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -40,6 +41,7 @@ type gatewayRuntime struct {
 	deleg       *delegator // the delegated handshake key; nil when gateway.delegated_key is off
 	iface       string
 	addr        netip.Addr
+	addr6       netip.Addr // the gateway's IPv6 tunnel address (tunnel_cidr6), if any
 	port        uint16
 	stopped     bool // by teardown, which runs once
 }
@@ -110,6 +112,12 @@ func (s *Server) startGateway(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("gateway: %w", err)
 	}
+	var pool6 *ipam.Pool
+	if gc.TunnelCIDR6.IsValid() {
+		if pool6, err = ipam.New(s.store, gc.TunnelCIDR6); err != nil {
+			return fmt.Errorf("gateway: tunnel_cidr6: %w", err)
+		}
+	}
 	_, portStr, _ := net.SplitHostPort(gc.Listen)
 	port, _ := strconv.ParseUint(portStr, 10, 16)
 	if port == 0 {
@@ -125,6 +133,9 @@ func (s *Server) startGateway(ctx context.Context) (err error) {
 	pol.GatewayID = cert.ID
 
 	rt := &gatewayRuntime{iface: gc.Interface, addr: pool.Gateway(), port: uint16(port)}
+	if pool6 != nil {
+		rt.addr6 = pool6.Gateway()
+	}
 	s.gw = rt
 	dev, err := tun.CreateTUN(gc.Interface, gc.MTU)
 	if err != nil {
@@ -149,7 +160,7 @@ func (s *Server) startGateway(ctx context.Context) (err error) {
 		rt.deleg.start()
 	}
 	g, err := gateway.New(gateway.Config{Listen: netip.AddrPortFrom(netip.IPv4Unspecified(), uint16(port)),
-		TunnelPrefix: gc.TunnelCIDR, Routes: gc.Routes, MTU: gc.MTU, AEAD: aeadID(gc.AEAD), HandshakeRate: gc.HandshakeRate,
+		TunnelPrefix: gc.TunnelCIDR, TunnelPrefix6: gc.TunnelCIDR6, IPAM6: pool6, Routes: gc.Routes, MTU: gc.MTU, AEAD: aeadID(gc.AEAD), HandshakeRate: gc.HandshakeRate,
 		MaxSessions: gc.MaxSessions, PulseInterval: gc.PulseInterval, MaxSkew: s.cfg.Calibration.MaxSkew,
 		Now: now, Rand: s.opts.Rand, Signer: signer, Delegated: delegated, Verifier: verifier, IPAM: pool, Logger: s.log.Named("gateway"),
 		Policy: pol, Authorize: s.authorizeAgent},
@@ -162,11 +173,16 @@ func (s *Server) startGateway(ctx context.Context) (err error) {
 	if rt.nc, err = netcfg.Open(); err != nil {
 		return fmt.Errorf("gateway: %w", err)
 	}
-	// The gateway's own tunnel address, and the tunnel network on the
-	// device (proto 65, so `ip route show proto 65` shows it).
-	rt.applied, err = rt.nc.Apply(netcfg.Plan{Dev: gc.Interface, MTU: gc.MTU, Up: true,
+	// The gateway's own tunnel addresses, and the tunnel networks on the
+	// device (proto 65, so `ip route show proto 65` shows them).
+	plan := netcfg.Plan{Dev: gc.Interface, MTU: gc.MTU, Up: true,
 		Addrs:  []netip.Prefix{netip.PrefixFrom(rt.addr, 32)},
-		Routes: []netcfg.Route{{Dst: gc.TunnelCIDR}}})
+		Routes: []netcfg.Route{{Dst: gc.TunnelCIDR}}}
+	if rt.addr6.IsValid() {
+		plan.Addrs = append(plan.Addrs, netip.PrefixFrom(rt.addr6, 128))
+		plan.Routes = append(plan.Routes, netcfg.Route{Dst: gc.TunnelCIDR6})
+	}
+	rt.applied, err = rt.nc.Apply(plan)
 	if err != nil {
 		return fmt.Errorf("gateway: configure %s: %w", gc.Interface, err)
 	}
@@ -213,7 +229,12 @@ func (s *Server) startGateway(ctx context.Context) (err error) {
 			s.log.Warn("IP forwarding is off: agents cannot reach the routes (sysctl -w net.ipv4.ip_forward=1)", "routes", gc.Routes)
 		}
 	}
-	s.log.Info("gateway started", "listen", fmt.Sprintf(":%d", port), "interface", gc.Interface, "address", rt.addr,
+	if gc.TunnelCIDR6.IsValid() && slices.ContainsFunc(gc.Routes, func(p netip.Prefix) bool { return p.Addr().Is6() }) {
+		if b, err := os.ReadFile("/proc/sys/net/ipv6/conf/all/forwarding"); err == nil && strings.TrimSpace(string(b)) != "1" {
+			s.log.Warn("IPv6 forwarding is off: agents cannot reach the IPv6 routes (sysctl -w net.ipv6.conf.all.forwarding=1)", "routes", gc.Routes)
+		}
+	}
+	s.log.Info("gateway started", "listen", fmt.Sprintf(":%d", port), "interface", gc.Interface, "address", rt.addr, "address6", rt.addr6, "tunnel_cidr6", gc.TunnelCIDR6,
 		"tunnel_cidr", gc.TunnelCIDR, "routes", gc.Routes, "endpoint", gc.Endpoint, "certificate", cert.Serial,
 		"policy", cmp.Or(string(pol.Mode), string(gateway.PolicyOff)), "policy_plugin", s.cfg.Gateway.Policy.Plugin)
 	return nil
@@ -266,6 +287,9 @@ func (s *Server) gatewayCheck() []api.Check {
 	}
 	return []api.Check{{Name: "gateway", Fn: func(context.Context) (string, error) {
 		detail := fmt.Sprintf("listen=:%d interface=%s address=%s sessions=%d", rt.port, rt.iface, rt.addr, rt.g.Tracker().Len())
+		if rt.addr6.IsValid() {
+			detail += " address6=" + rt.addr6.String()
+		}
 		if rt.deleg != nil {
 			detail += " delegated_key_expires=" + rt.deleg.current().NotAfter.Format(time.RFC3339)
 		}

@@ -19,8 +19,11 @@ func checkAddrPrefix(p netip.Prefix) error {
 
 // AddAddr adds the address p (with its prefix length, e.g. 10.7.0.2/32 or
 // fd00:7::2/64) to the interface called name, with universe scope. The
-// kernel adds the prefix route that goes with it. An address that is
-// already there gives ErrExists.
+// kernel adds the prefix route that goes with it. An IPv6 address is added
+// without duplicate address detection (IFA_F_NODAD, `ip addr add ... nodad`):
+// tunnel addresses are assigned by the gateway, and a tentative address
+// would refuse to be a source for the detection's second or so. An address
+// that is already there gives ErrExists.
 func (c *Conn) AddAddr(name string, p netip.Prefix) error {
 	if err := c.changeAddr(unix.RTM_NEWADDR, unix.NLM_F_CREATE|unix.NLM_F_EXCL, name, p); err != nil {
 		return fmt.Errorf("add address %s to %s: %w", p, name, err)
@@ -49,7 +52,11 @@ func (c *Conn) changeAddr(typ, flags uint16, name string, p netip.Prefix) error 
 		return err
 	}
 	a := p.Addr()
-	fixed := ifAddr(familyOf(a), uint8(p.Bits()), 0, unix.RT_SCOPE_UNIVERSE, uint32(index))
+	var ifaFlags uint8
+	if typ == unix.RTM_NEWADDR && a.Is6() {
+		ifaFlags = unix.IFA_F_NODAD
+	}
+	fixed := ifAddr(familyOf(a), uint8(p.Bits()), ifaFlags, unix.RT_SCOPE_UNIVERSE, uint32(index))
 	return c.exchange(typ, flags, fixed, func(r *request) {
 		// On a broadcast link both are the local address; the kernel
 		// reads IFA_LOCAL for IPv4 and IFA_ADDRESS (or IFA_LOCAL) for IPv6.

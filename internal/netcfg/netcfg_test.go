@@ -287,6 +287,13 @@ func TestAddrs(t *testing.T) {
 			if ip := e.ipAddrs(t, tc.dev); !slices.Equal(got, ip) {
 				t.Fatalf("Addrs = %v, ip shows %v", got, ip)
 			}
+			if p.Addr().Is6() {
+				// Added without duplicate address detection: usable at once.
+				out := e.ip(t, "-6", "addr", "show", "dev", tc.dev, "to", p.String())
+				if !strings.Contains(out, "nodad") || strings.Contains(out, "tentative") {
+					t.Fatalf("%v not added nodad: %s", p, out)
+				}
+			}
 			wantErr(t, "second AddAddr", e.c.AddAddr(tc.dev, p), ErrExists, unix.EEXIST)
 		})
 	}

@@ -175,7 +175,11 @@ func cmdSession(args []string, stdout, stderr io.Writer) int {
 	w := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(w, "ID\tAGENT\tADDRESS\tENDPOINT\tSINCE\tRX BYTES\tTX BYTES\tREPLICA")
 	for _, s := range all {
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\n", s.ID, s.AgentID, s.Address, s.Endpoint, ts(s.Since), s.RxBytes, s.TxBytes, s.Replica)
+		addr := s.Address
+		if s.Address6 != "" { // dual stack: both tunnel addresses
+			addr = strings.Trim(addr+","+s.Address6, ",")
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\n", s.ID, s.AgentID, addr, s.Endpoint, ts(s.Since), s.RxBytes, s.TxBytes, s.Replica)
 	}
 	_ = w.Flush()
 	return 0

@@ -12,15 +12,19 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/avonzt/avon/internal/pqx509"
 	"github.com/avonzt/avon/internal/testsvc/netns"
@@ -54,6 +58,9 @@ func poll(d time.Duration, cond func() bool) (time.Duration, bool) {
 // gw, `avon-agent` in agent, and a resource network behind the gateway in
 // res. The agent enrolls with a token from `avon token create`, brings the
 // tunnel up, pings, sends 1 MiB over TCP and runs iperf3 to res through it;
+// the tunnel is dual stack (tunnel_cidr6 and an IPv6 route), so it also
+// pings res over IPv6, sends 64 KiB over TCP/IPv6, and a datagram with a
+// forged inner IPv6 source never reaches res;
 // the core restarts and the agent reconnects by itself; then `avon
 // cert revoke` on its certificate ends the session, and `avon-agent down`
 // leaves nothing behind. The core stops cleanly and takes its TUN along.
@@ -62,9 +69,10 @@ func TestTunnelEndToEnd(t *testing.T) {
 	ag := netns.New(t, "agent")
 	res := netns.New(t, "res")
 	netns.Link(t, gw, "198.18.0.1/24", ag, "198.18.0.2/24")
-	netns.Link(t, gw, "10.77.0.1/24", res, "10.77.0.2/24")
+	netns.Link(t, gw, "10.77.0.1/24,fd00:77::1/64", res, "10.77.0.2/24,fd00:77::2/64")
 	gw.EnableForwarding(t)
 	res.AddRoute(t, "100.96.0.0/16", "10.77.0.1")
+	res.AddRoute(t, "fd00:96::/64", "fd00:77::1")
 
 	avon := plugintest.Build(t, "github.com/avonzt/avon/core/cmd/avon")
 	agentBin := plugintest.Build(t, "github.com/avonzt/avon/agent/cmd/avon-agent")
@@ -82,7 +90,8 @@ gateway {
   listen         = "0.0.0.0:4600"
   endpoint       = "198.18.0.1:4600"
   tunnel_cidr    = "100.96.0.0/16"
-  routes         = ["10.77.0.0/24"]
+  tunnel_cidr6   = "fd00:96::/64"
+  routes         = ["10.77.0.0/24", "fd00:77::/64"]
   interface      = "avon-gw0"
   pulse_interval = "2s"
 }
@@ -171,6 +180,12 @@ plugin "ca" "dilithium" {
 	}
 	if out, err := gw.Run(t, "ip", "route", "show", "proto", "65"); err != nil || !strings.Contains(out, "100.96.0.0/16 dev avon-gw0") {
 		t.Fatalf("gateway route: %v %s", err, out)
+	}
+	if out, err := gw.Run(t, "ip", "-j", "addr", "show", "dev", "avon-gw0"); err != nil || !strings.Contains(out, `"fd00:96::1"`) {
+		t.Fatalf("gateway TUN IPv6 address: %v %s", err, out)
+	}
+	if out, err := gw.Run(t, "ip", "-6", "route", "show", "proto", "65"); err != nil || !strings.Contains(out, "fd00:96::/64 dev avon-gw0") {
+		t.Fatalf("gateway IPv6 route: %v %s", err, out)
 	}
 	// /readyz reports the gateway (from the agent's side of the link).
 	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
@@ -293,6 +308,13 @@ plugin "ca" "dilithium" {
 	// iperf3 through the tunnel: a real TCP load, not only our own client.
 	iperfThroughTunnel(t, ag, res)
 
+	// IPv6 inside the tunnel; the session lists both tunnel addresses.
+	mine6 := ipv6ThroughTunnel(t, ag, res)
+	if out, err := exec.Command(avon.Path, "session", "list", "-o", "json", "-config", cfg).Output(); err != nil ||
+		!strings.Contains(string(out), `"address6": "`+mine6.String()+`"`) && !strings.Contains(string(out), `"address6":"`+mine6.String()+`"`) {
+		t.Fatalf("session list without address6 %v: %v %s", mine6, err, out)
+	}
+
 	// A core restart: the agent notices the silence and reconnects by
 	// itself, with a fresh handshake against the restarted gateway.
 	handshakes := func() int {
@@ -343,13 +365,14 @@ plugin "ca" "dilithium" {
 	if out, err := ag.Run(t, agentBin.Path, "down", "-state", state); err != nil {
 		t.Fatalf("avon-agent down: %v\n%s", err, out)
 	}
-	if out, err := ag.Run(t, "ip", "-j", "addr"); err != nil || strings.Contains(out, "100.96.") {
+	if out, err := ag.Run(t, "ip", "-j", "addr"); err != nil || strings.Contains(out, "100.96.") || strings.Contains(out, "fd00:96:") {
 		t.Fatalf("tunnel addresses left after down: %v %s", err, out)
 	}
 
 	// The core stops cleanly and removes its TUN.
 	stopCore()
-	if out, err := gw.Run(t, "ip", "-j", "addr"); err != nil || strings.Contains(out, "avon-gw0") || strings.Contains(out, "100.96.") {
+	if out, err := gw.Run(t, "ip", "-j", "addr"); err != nil || strings.Contains(out, "avon-gw0") || strings.Contains(out, "100.96.") ||
+		strings.Contains(out, "fd00:96:") {
 		t.Fatalf("gateway TUN left after stop: %v %s", err, out)
 	}
 }
@@ -402,4 +425,145 @@ func iperfThroughTunnel(t *testing.T, ag, res *netns.NS) {
 	}
 	t.Logf("iperf3 through the tunnel: %d bytes in 2 s, %.2f Gbit/s (a functional check on a shared machine, not a benchmark)",
 		r.End.SumReceived.Bytes, r.End.SumReceived.BitsPerSecond/1e9)
+}
+
+// ipv6ThroughTunnel checks the dual-stack tunnel from ag to res
+// (fd00:77::2): the agent's TUN has one IPv6 address of tunnel_cidr6 and
+// the route to fd00:77::/64, ping works over IPv6, 64 KiB go over TCP/IPv6
+// from that address, and a UDP datagram whose inner source is another
+// address of the tunnel network (sent with IPV6_FREEBIND) is dropped by
+// the gateway's cryptokey routing while a genuine one arrives.
+// It returns the agent's IPv6 tunnel address.
+func ipv6ThroughTunnel(t *testing.T, ag, res *netns.NS) netip.Addr {
+	t.Helper()
+	out, err := ag.Run(t, "ip", "-j", "-6", "addr", "show", "dev", "avon0", "scope", "global")
+	if err != nil {
+		t.Fatalf("agent TUN addresses: %v", err)
+	}
+	type addrInfo struct {
+		Local     string `json:"local"`
+		PrefixLen int    `json:"prefixlen"`
+		Tentative bool   `json:"tentative"`
+	}
+	var links []struct {
+		AddrInfo []addrInfo `json:"addr_info"`
+	}
+	if err := json.Unmarshal([]byte(out), &links); err != nil || len(links) != 1 {
+		t.Fatalf("agent TUN IPv6 addresses: %v %s", err, out)
+	}
+	// (ip's filtered JSON may hold empty entries for addresses it left out.)
+	infos := slices.DeleteFunc(links[0].AddrInfo, func(a addrInfo) bool { return a.Local == "" })
+	if len(infos) != 1 {
+		t.Fatalf("agent TUN global IPv6 addresses: want one: %s", out)
+	}
+	ai := infos[0]
+	mine, err := netip.ParseAddr(ai.Local)
+	if err != nil || !netip.MustParsePrefix("fd00:96::/64").Contains(mine) || ai.PrefixLen != 128 || ai.Tentative ||
+		mine == netip.MustParseAddr("fd00:96::1") {
+		t.Fatalf("agent TUN IPv6 address %s/%d (tentative %v): %v", ai.Local, ai.PrefixLen, ai.Tentative, err)
+	}
+	if out, err := ag.Run(t, "ip", "-6", "route", "show", "dev", "avon0"); err != nil ||
+		!strings.Contains(out, "fd00:77::/64") || !strings.Contains(out, "fd00:96::/64") {
+		t.Fatalf("agent IPv6 routes: %v %s", err, out)
+	}
+	if err := ag.Ping(t, "fd00:77::2", 3); err != nil {
+		t.Fatalf("ping over IPv6 through the tunnel: %v", err)
+	}
+
+	// 64 KiB over TCP/IPv6; res answers with the SHA-256 and the peer
+	// address it saw.
+	var ln net.Listener
+	if err := res.Do(func() (err error) { ln, err = net.Listen("tcp6", "[fd00:77::2]:7006"); return err }); err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	type answer struct {
+		from netip.Addr
+		err  error
+	}
+	served := make(chan answer, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			served <- answer{err: err}
+			return
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(30 * time.Second))
+		h := sha256.New()
+		if _, err := io.Copy(h, c); err != nil {
+			served <- answer{err: err}
+			return
+		}
+		_, err = c.Write(h.Sum(nil))
+		served <- answer{from: c.RemoteAddr().(*net.TCPAddr).AddrPort().Addr(), err: err}
+	}()
+	payload := make([]byte, 64<<10)
+	_, _ = rand.Read(payload)
+	var c net.Conn
+	if err := ag.Do(func() (err error) { c, err = net.DialTimeout("tcp6", "[fd00:77::2]:7006", 10*time.Second); return err }); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetDeadline(time.Now().Add(30 * time.Second))
+	if _, err := c.Write(payload); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.(*net.TCPConn).CloseWrite()
+	sum, err := io.ReadAll(c)
+	c.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := <-served
+	if a.err != nil {
+		t.Fatal(a.err)
+	}
+	want := sha256.Sum256(payload)
+	if !bytes.Equal(sum, want[:]) || a.from != mine {
+		t.Fatalf("TCP/IPv6: res saw %v (want %v) and sha256 %x (want %x)", a.from, mine, sum, want)
+	}
+
+	// A forged inner source: the kernel lets a FREEBIND socket send from
+	// an address it does not have, the TUN carries it, the gateway drops it.
+	var pc net.PacketConn
+	if err := res.Do(func() (err error) { pc, err = net.ListenPacket("udp6", "[fd00:77::2]:7007"); return err }); err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	send := func(src string, msg string) {
+		t.Helper()
+		lc := net.ListenConfig{Control: func(_, _ string, rc syscall.RawConn) error {
+			var serr error
+			if err := rc.Control(func(fd uintptr) {
+				serr = syscall.SetsockoptInt(int(fd), syscall.IPPROTO_IPV6, unix.IPV6_FREEBIND, 1)
+			}); err != nil {
+				return err
+			}
+			return serr
+		}}
+		var s net.PacketConn
+		if err := ag.Do(func() (err error) {
+			s, err = lc.ListenPacket(context.Background(), "udp6", net.JoinHostPort(src, "0"))
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		if _, err := s.WriteTo([]byte(msg), &net.UDPAddr{IP: net.ParseIP("fd00:77::2"), Port: 7007}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	send("fd00:96::dead", "forged")
+	send(mine.String(), "genuine")
+	_ = pc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	buf := make([]byte, 64)
+	n, from, err := pc.ReadFrom(buf)
+	if err != nil {
+		t.Fatalf("res received nothing over UDP/IPv6: %v", err)
+	}
+	if string(buf[:n]) != "genuine" || from.(*net.UDPAddr).AddrPort().Addr() != mine {
+		t.Fatalf("res received %q from %v first: the forged inner source was not dropped", buf[:n], from)
+	}
+	t.Logf("IPv6 through the tunnel from %v: ping, 64 KiB over TCP, forged source dropped", mine)
+	return mine
 }

@@ -4,8 +4,13 @@
 //
 // Layout in the store (under Prefix):
 //
-//	gateway/ipam/addr/<address>  -> agent id   (who holds an address)
-//	gateway/ipam/agent/<agent id> -> address   (which address an agent holds)
+//	gateway/ipam/addr/<address>   -> agent id  (who holds an address)
+//	gateway/ipam/agent/<agent id>  -> address  (an agent's IPv4 address)
+//	gateway/ipam/agent6/<agent id> -> address  (an agent's IPv6 address)
+//
+// A dual-stack gateway runs two pools over one store, one per family: an
+// agent then holds one address of each, and neither pool sees the other's
+// assignments.
 //
 // Both keys of an assignment are created in one atomic batch
 // (store.Batcher), create-only, so two replicas assigning at once never give
@@ -35,6 +40,15 @@ const Prefix = "gateway/ipam/"
 // MaxProbes bounds the addresses tried for one assignment.
 const MaxProbes = 4096
 
+// Bounds of an IPv6 pool's prefix length: at least a /64 (a shorter
+// prefix would hand agents a route over far more than a tunnel needs) and
+// at most a /126 (the gateway and one agent). An IPv4 pool needs a /30 or
+// shorter.
+const (
+	MinBits6 = 64
+	MaxBits6 = 126
+)
+
 // Errors.
 var (
 	ErrExhausted = errors.New("ipam: no free tunnel address")
@@ -49,16 +63,19 @@ type Pool struct {
 	b      store.Batcher
 	prefix netip.Prefix
 	size   *big.Int // usable addresses after the gateway's
+	agents string   // store key prefix of the per-agent records
 }
 
 // New returns a pool over prefix (masked). It needs at least 4 addresses
-// (IPv4 /30) and a store that writes batches.
+// (IPv4 /30, IPv6 /126) and a store that writes batches; an IPv6 prefix
+// must be a /64 or longer and a unicast one (not link-local, multicast,
+// loopback or IPv4-mapped).
 func New(kv store.KV, prefix netip.Prefix) (*Pool, error) {
 	b, ok := kv.(store.Batcher)
 	if !ok {
 		return nil, ErrNoBatch
 	}
-	if !prefix.IsValid() {
+	if !prefix.IsValid() || prefix.Addr().Zone() != "" {
 		return nil, fmt.Errorf("%w: prefix %v", ErrInvalid, prefix)
 	}
 	prefix = prefix.Masked()
@@ -66,13 +83,25 @@ func New(kv store.KV, prefix netip.Prefix) (*Pool, error) {
 	if hostBits < 2 {
 		return nil, fmt.Errorf("%w: prefix %v is too small (need at least 2 host bits)", ErrInvalid, prefix)
 	}
+	agents := Prefix + "agent/"
+	if a := prefix.Addr(); a.Is6() {
+		switch {
+		case a.Is4In6():
+			return nil, fmt.Errorf("%w: prefix %v is IPv4-mapped (use the IPv4 prefix)", ErrInvalid, prefix)
+		case a.IsLinkLocalUnicast() || a.IsMulticast() || a.IsLoopback() || a.IsUnspecified():
+			return nil, fmt.Errorf("%w: prefix %v is not a unicast network (link-local, multicast, loopback or unspecified)", ErrInvalid, prefix)
+		case prefix.Bits() < MinBits6:
+			return nil, fmt.Errorf("%w: IPv6 prefix %v is too large (at most a /%d)", ErrInvalid, prefix, MinBits6)
+		}
+		agents = Prefix + "agent6/"
+	}
 	size := new(big.Int).Lsh(big.NewInt(1), uint(hostBits))
 	// network address, the gateway's, and (IPv4) broadcast are not handed out
 	size.Sub(size, big.NewInt(2))
 	if prefix.Addr().Is4() {
 		size.Sub(size, big.NewInt(1))
 	}
-	return &Pool{kv: kv, b: b, prefix: prefix, size: size}, nil
+	return &Pool{kv: kv, b: b, prefix: prefix, size: size, agents: agents}, nil
 }
 
 // Gateway returns the gateway's own address: the first after the network
@@ -82,13 +111,13 @@ func (p *Pool) Gateway() netip.Addr { return p.prefix.Addr().Next() }
 // Prefix returns the pool's prefix.
 func (p *Pool) Prefix() netip.Prefix { return p.prefix }
 
-func agentKey(id string) string   { return Prefix + "agent/" + id }
-func addrKey(a netip.Addr) string { return Prefix + "addr/" + a.String() }
-func checkID(id string) error {
+func (p *Pool) agentKey(id string) string { return p.agents + id }
+func addrKey(a netip.Addr) string         { return Prefix + "addr/" + a.String() }
+func (p *Pool) checkID(id string) error {
 	if id == "" || len(id) > 512 {
 		return fmt.Errorf("%w: agent id of %d bytes", ErrInvalid, len(id))
 	}
-	return store.ValidateKey(agentKey(id))
+	return store.ValidateKey(p.agentKey(id))
 }
 
 // nth returns the usable address with index i in [0, size): the gateway's
@@ -104,10 +133,10 @@ func (p *Pool) nth(i *big.Int) netip.Addr {
 
 // Lookup returns the address assigned to agent id, if any.
 func (p *Pool) Lookup(ctx context.Context, id string) (netip.Addr, bool, error) {
-	if err := checkID(id); err != nil {
+	if err := p.checkID(id); err != nil {
 		return netip.Addr{}, false, err
 	}
-	e, err := p.kv.Get(ctx, agentKey(id))
+	e, err := p.kv.Get(ctx, p.agentKey(id))
 	if errors.Is(err, store.ErrNotFound) {
 		return netip.Addr{}, false, nil
 	}
@@ -151,7 +180,7 @@ func (p *Pool) Assign(ctx context.Context, id string) (netip.Addr, error) {
 	for n := 0; n < probes; n++ {
 		a := p.nth(i)
 		_, err := p.b.Apply(ctx, []store.Op{
-			{Key: agentKey(id), Value: []byte(a.String()), Check: true},
+			{Key: p.agentKey(id), Value: []byte(a.String()), Check: true},
 			{Key: addrKey(a), Value: []byte(id), Check: true},
 		})
 		var be *store.BatchError
@@ -181,10 +210,10 @@ func (p *Pool) Assign(ctx context.Context, id string) (netip.Addr, error) {
 
 // Release frees agent id's address (a no-op when it has none).
 func (p *Pool) Release(ctx context.Context, id string) error {
-	if err := checkID(id); err != nil {
+	if err := p.checkID(id); err != nil {
 		return err
 	}
-	e, err := p.kv.Get(ctx, agentKey(id))
+	e, err := p.kv.Get(ctx, p.agentKey(id))
 	if errors.Is(err, store.ErrNotFound) {
 		return nil
 	}
@@ -192,7 +221,7 @@ func (p *Pool) Release(ctx context.Context, id string) error {
 		return fmt.Errorf("ipam: read assignment of %s: %w", id, err)
 	}
 	a, perr := netip.ParseAddr(string(e.Value))
-	ops := []store.Op{{Key: agentKey(id), Delete: true, Check: true, Version: e.Version}}
+	ops := []store.Op{{Key: p.agentKey(id), Delete: true, Check: true, Version: e.Version}}
 	if perr == nil {
 		if ae, err := p.kv.Get(ctx, addrKey(a)); err == nil && string(ae.Value) == id {
 			ops = append(ops, store.Op{Key: addrKey(a), Delete: true, Check: true, Version: ae.Version})

@@ -178,3 +178,79 @@ func TestRefused(t *testing.T) {
 		t.Fatalf("owner outside the prefix: %v %v", ok, err)
 	}
 }
+
+// TestDualStack runs an IPv4 and an IPv6 pool over one store, as a
+// dual-stack gateway does: an agent holds one address of each, releasing
+// one leaves the other, and each family's record lives under its own key.
+func TestDualStack(t *testing.T) {
+	for name, kv := range backends(t) {
+		t.Run(name, func(t *testing.T) {
+			p4, err := ipam.New(kv, netip.MustParsePrefix("100.96.0.0/24"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			p6, err := ipam.New(kv, netip.MustParsePrefix("fd00:96::/64"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if g := p6.Gateway(); g != netip.MustParseAddr("fd00:96::1") {
+				t.Fatalf("v6 gateway %v", g)
+			}
+			a4, err := p4.Assign(bg, "agent-1")
+			if err != nil {
+				t.Fatal(err)
+			}
+			a6, err := p6.Assign(bg, "agent-1")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !a4.Is4() || !p4.Prefix().Contains(a4) || !a6.Is6() || !p6.Prefix().Contains(a6) || a6 == p6.Gateway() || a6 == p6.Prefix().Addr() {
+				t.Fatalf("assigned %v and %v", a4, a6)
+			}
+			if again, _ := p6.Assign(bg, "agent-1"); again != a6 {
+				t.Fatalf("v6 assignment not stable: %v then %v", a6, again)
+			}
+			e, err := kv.Get(bg, ipam.Prefix+"agent6/agent-1")
+			if err != nil || string(e.Value) != a6.String() {
+				t.Fatalf("v6 record: %v %q", err, e.Value)
+			}
+			if o, ok, err := p6.Owner(bg, a6); err != nil || !ok || o != "agent-1" {
+				t.Fatalf("owner of %v: %q %v %v", a6, o, ok, err)
+			}
+			if _, ok, _ := p6.Owner(bg, a4); ok {
+				t.Fatal("the v6 pool owns an IPv4 address")
+			}
+			if err := p6.Release(bg, "agent-1"); err != nil {
+				t.Fatal(err)
+			}
+			if got, ok, err := p4.Lookup(bg, "agent-1"); err != nil || !ok || got != a4 {
+				t.Fatalf("v4 after the v6 release: %v %v %v", got, ok, err)
+			}
+			if _, ok, _ := p6.Lookup(bg, "agent-1"); ok {
+				t.Fatal("v6 still assigned after release")
+			}
+		})
+	}
+}
+
+func TestRefusedIPv6(t *testing.T) {
+	for _, pfx := range []string{
+		"fd00::/48",             // too large
+		"2001:db8::/32",         // too large
+		"fd00::/127",            // too small
+		"fe80::/64",             // link-local
+		"ff02::/64",             // multicast
+		"::1/128",               // loopback
+		"::/64",                 // unspecified
+		"::ffff:100.96.0.0/120", // IPv4-mapped
+	} {
+		if _, err := ipam.New(memstore.New(), netip.MustParsePrefix(pfx)); !errors.Is(err, ipam.ErrInvalid) {
+			t.Errorf("%s: %v", pfx, err)
+		}
+	}
+	for _, pfx := range []string{"fd00::/64", "2001:db8:1::/126", "fd00:1:2:3::/96"} {
+		if _, err := ipam.New(memstore.New(), netip.MustParsePrefix(pfx)); err != nil {
+			t.Errorf("%s: %v", pfx, err)
+		}
+	}
+}

@@ -1,0 +1,166 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	crand "crypto/rand"
+	"encoding/binary"
+	"fmt"
+	"math/big"
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	"golang.zx2c4.com/wireguard/conn"
+	"golang.zx2c4.com/wireguard/tun"
+
+	"github.com/avonzt/avon/core/gateway/flow/flowtest"
+	"github.com/avonzt/avon/core/gateway/ipam"
+	"github.com/avonzt/avon/core/handshake"
+	"github.com/avonzt/avon/core/store/memstore"
+	"github.com/avonzt/avon/internal/testsvc/netns"
+)
+
+// TestKernelTunnelPolicyIPv6 is TestKernelTunnelPolicy over IPv6 inside
+// the tunnel: a dual-stack gateway with a real TUN (its IPv6 address added
+// nodad) and flow enforcement; the agent's IPv6 datagram reaches the
+// service it is allowed to over the kernel's IPv6 stack and the answer
+// comes back by the IPv6 destination, the denied port never sees its
+// datagram and the agent is told, and a forged IPv6 source is dropped.
+func TestKernelTunnelPolicyIPv6(t *testing.T) {
+	gwNS := netns.New(t, "gw")
+	agNS := netns.New(t, "agent")
+	netns.Link(t, gwNS, "198.18.0.1/24", agNS, "198.18.0.2/24")
+
+	pki := thePKI(t)
+	clock := newClock()
+	verifier, err := handshake.NewChainVerifier(pki.Roots(), handshake.ChainVerifierOptions{
+		Revoked: func(*big.Int) (bool, error) { return false, nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer, err := handshake.NewMLDSA65Signer(pki.gw.PrivateKey(), crand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv := memstore.New()
+	pool, err := ipam.New(kv, tunnelPrefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool6, err := ipam.New(kv, tunnelPrefix6)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gw6 := pool6.Gateway()
+	allowed := fmt.Sprintf("udp/%s", netip.AddrPortFrom(gw6, 9000))
+	eng := flowtest.New(flowtest.Rules(
+		flowtest.Rule{Resource: allowed, PolicyID: "svc6"},
+		flowtest.Rule{Resource: fmt.Sprintf("udp/%s", netip.AddrPortFrom(gw6, 9001)), PolicyID: "no-admin6", Deny: true, Reason: "admin port"}))
+
+	var dev tun.Device
+	if err := gwNS.Do(func() (err error) {
+		dev, err = tun.CreateTUN("avtun0", DefaultMTU)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{
+		{"ip", "addr", "add", netip.PrefixFrom(pool.Gateway(), tunnelPrefix.Bits()).String(), "dev", "avtun0"},
+		{"ip", "addr", "add", netip.PrefixFrom(gw6, tunnelPrefix6.Bits()).String(), "dev", "avtun0", "nodad"},
+		{"ip", "link", "set", "avtun0", "up"},
+	} {
+		if _, err := gwNS.Run(t, args...); err != nil {
+			dev.Close()
+			t.Fatal(err)
+		}
+	}
+	g, err := New(Config{TunnelPrefix: tunnelPrefix, IPAM: pool, TunnelPrefix6: tunnelPrefix6, IPAM6: pool6,
+		Now: clock.now, Rand: crand.Reader, Signer: signer, Verifier: verifier,
+		Policy: PolicyConfig{Mode: PolicyEnforce, Engine: eng, BatchDelay: time.Millisecond}},
+		dev, conn.NewStdNetBind())
+	if err != nil {
+		dev.Close()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { g.Close() })
+	var svc, admin *net.UDPConn
+	if err := gwNS.Do(func() (err error) {
+		if err = g.Start(context.Background()); err != nil {
+			return err
+		}
+		if svc, err = net.ListenUDP("udp6", &net.UDPAddr{IP: gw6.AsSlice(), Port: 9000}); err != nil {
+			return err
+		}
+		admin, err = net.ListenUDP("udp6", &net.UDPAddr{IP: gw6.AsSlice(), Port: 9001})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { svc.Close(); admin.Close() })
+
+	var sock *net.UDPConn
+	if err := agNS.Do(func() (err error) {
+		sock, err = net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(198, 18, 0, 2)})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sock.Close() })
+
+	ctx := testCtx(t)
+	a := &testAgent{t: t, w: &udpWire{c: sock, dst: netip.MustParseAddrPort("198.18.0.1:4600")},
+		cred: pki.agent(t, "agent-kernel-v6"), gwPub: pki.gw.Raw(), gwID: g.ResponderID(), now: clock.now}
+	a.mustConnect(ctx)
+	a6 := a.addr6()
+	fs, st := g.FlowStats(), g.Stats()
+
+	// A forged IPv6 source first: dropped before policy or the TUN.
+	a.send(ipv6UDP(netip.MustParseAddr("fd00:96::bad"), gw6, 5555, 9000, []byte("forged")))
+	// Allowed: agent -> TUN -> kernel (IPv6) -> service, and back.
+	msg := []byte("allowed over IPv6")
+	a.send(ipv6UDP(a6, gw6, 5555, 9000, msg))
+	buf := make([]byte, 2048)
+	_ = svc.SetReadDeadline(time.Now().Add(15 * time.Second))
+	n, from, err := svc.ReadFromUDPAddrPort(buf)
+	if err != nil {
+		t.Fatalf("service read: %v (spoofed %d, tun tx %d, held %d, released %d, denied %d)", err, st.DropSpoofed.Load(),
+			st.TunTxPackets.Load(), fs.Held.Load(), fs.Released.Load(), fs.Denied.Load())
+	}
+	if !bytes.Equal(buf[:n], msg) || from != netip.AddrPortFrom(a6, 5555) {
+		t.Fatalf("service got %q from %v", buf[:n], from)
+	}
+	if st.DropSpoofed.Load() != 1 {
+		t.Fatalf("spoofed drops %d, want 1", st.DropSpoofed.Load())
+	}
+	if _, err := svc.WriteToUDPAddrPort([]byte("answer over v6"), from); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		pt := a.recvPlain(ctx, false)
+		if pt[0]>>4 != 6 {
+			continue // a control message
+		}
+		if len(pt) < 48 || pt[6] != 17 || netip.AddrFrom16([16]byte(pt[8:24])) != gw6 ||
+			netip.AddrFrom16([16]byte(pt[24:40])) != a6 {
+			t.Fatalf("agent got %x", pt)
+		}
+		plen := int(binary.BigEndian.Uint16(pt[4:6]))
+		if plen < 8 || 40+plen > len(pt) || string(pt[48:40+plen]) != "answer over v6" {
+			t.Fatalf("agent got payload %x", pt)
+		}
+		break
+	}
+
+	// Denied: the admin port never sees it; the agent is told why.
+	a.send(ipv6UDP(a6, gw6, 5556, 9001, []byte("let me in")))
+	d := a.recvDenial(ctx, 8)
+	if d.Dst != netip.AddrPortFrom(gw6, 9001) || d.Src != netip.AddrPortFrom(a6, 5556) || d.Reason != "admin port" ||
+		len(d.PolicyIDs) != 1 || d.PolicyIDs[0] != "no-admin6" {
+		t.Fatalf("denial %+v", d)
+	}
+	if fs.Denied.Load() == 0 {
+		t.Fatal("no denied flow counted")
+	}
+}
