@@ -300,7 +300,7 @@ func (g *Gateway) establish(ctx context.Context, idx uint32, ph *pendingHS, res 
 		return fmt.Errorf("gateway: pulse tracker: %w: %w", handshake.ErrBusy, err)
 	}
 	if g.flows != nil {
-		s.flow = g.flows.AddSession(flow.Subject{SessionID: s.id.String(), AgentID: s.agentID, Address: primary, Groups: groups}, s)
+		s.flow = g.flows.AddSession(flow.Subject{SessionID: s.id.String(), AgentID: s.agentID, Address: addr, Address6: addr6, Groups: groups}, s)
 	}
 	g.table.Lock()
 	old := g.table.byAddr[primary]

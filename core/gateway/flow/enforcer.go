@@ -71,7 +71,10 @@ const (
 type Subject struct {
 	SessionID string
 	AgentID   string
-	Address   netip.Addr // the tunnel address
+	// Address and Address6 are the agent's IPv4 and IPv6 tunnel
+	// addresses (either may be the zero Addr: a single-stack session).
+	Address  netip.Addr
+	Address6 netip.Addr
 	// Groups the agent belongs to (the parents of its Agent entity);
 	// read-only once given.
 	Groups []string
@@ -294,6 +297,7 @@ func (e *Enforcer) subjectHash(s *Subject) uint64 {
 	}
 	str(s.AgentID)
 	str(s.Address.String())
+	str(s.Address6.String())
 	str(s.OS)
 	str(s.AgentVersion)
 	for _, k := range slices.Sorted(maps.Keys(s.Facts)) {

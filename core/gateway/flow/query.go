@@ -52,7 +52,8 @@ const TimeFormat = "2006-01-02T15:04:05.000Z07:00"
 //	 "location": {"country": "", "region": "", "city": ""},
 //	 "destination": {"ip": "10.20.0.10", "port": 443, "protocol": "tcp"}}
 //
-// source is the agent's tunnel address; its port is 0 because a decision
+// source is the agent's tunnel address of the destination's family (the
+// other one when the session has only that); its port is 0 because a decision
 // is cached per destination, not per source port. Protocols other than
 // tcp, udp, icmp and icmpv6 are named by their number ("47").
 func DefaultQuery(s *Subject, d Dest, now time.Time) (policy.Query, []policy.Entity) {
@@ -84,8 +85,8 @@ func DefaultQuery(s *Subject, d Dest, now time.Time) (policy.Query, []policy.Ent
 	ctx = append(ctx, `,"posture":`...)
 	ctx = append(ctx, posture...)
 	ctx = append(ctx, `,"source":{"ip":"`...)
-	if s.Address.IsValid() {
-		ctx = s.Address.AppendTo(ctx)
+	if src := s.source(d.Addr); src.IsValid() {
+		ctx = src.AppendTo(ctx)
 	} else {
 		ctx = append(ctx, "0.0.0.0"...) // no tunnel address: a session of a test, say
 	}
@@ -131,4 +132,16 @@ func (s *Subject) postureJSON() []byte {
 		return []byte(`{"os":"","agent_version":"","clock_offset_ms":0,"skew_ms":0,"tags":{}}`)
 	}
 	return b
+}
+
+// source is the agent's tunnel address a flow to dst comes from: the one
+// of dst's family, else whichever the session has.
+func (s *Subject) source(dst netip.Addr) netip.Addr {
+	if dst.Is6() && !dst.Is4In6() && s.Address6.IsValid() {
+		return s.Address6
+	}
+	if s.Address.IsValid() {
+		return s.Address
+	}
+	return s.Address6
 }

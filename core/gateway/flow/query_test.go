@@ -276,3 +276,35 @@ func FuzzDefaultConnectQuery(f *testing.F) {
 		}
 	})
 }
+
+// TestDefaultQuerySourceFamily: a dual-stack session's flows name the
+// agent's tunnel address of the destination's family as the source; a
+// single-stack session names the one it has.
+func TestDefaultQuerySourceFamily(t *testing.T) {
+	v4, v6 := netip.MustParseAddr("100.96.0.5"), netip.MustParseAddr("fd00:96::5")
+	now := time.Date(2026, 12, 2, 10, 0, 0, 0, time.UTC)
+	for _, c := range []struct {
+		s4, s6 netip.Addr
+		dst    string
+		want   string
+	}{
+		{v4, v6, "10.99.0.10", "100.96.0.5"},
+		{v4, v6, "fd00:99::10", "fd00:96::5"},
+		{v4, v6, "::ffff:10.99.0.10", "100.96.0.5"},
+		{v4, netip.Addr{}, "fd00:99::10", "100.96.0.5"},
+		{netip.Addr{}, v6, "10.99.0.10", "fd00:96::5"},
+		{netip.Addr{}, netip.Addr{}, "10.99.0.10", "0.0.0.0"},
+	} {
+		s := &flow.Subject{AgentID: "laptop", Address: c.s4, Address6: c.s6}
+		q, _ := flow.DefaultQuery(s, flow.Dest{Addr: netip.MustParseAddr(c.dst), Port: 443, Proto: flow.ProtoTCP}, now)
+		var ctx struct {
+			Source struct{ IP string } `json:"source"`
+		}
+		if err := json.Unmarshal(q.Context, &ctx); err != nil {
+			t.Fatal(err)
+		}
+		if ctx.Source.IP != c.want {
+			t.Errorf("session %v/%v to %s: source %s, want %s", c.s4, c.s6, c.dst, ctx.Source.IP, c.want)
+		}
+	}
+}
