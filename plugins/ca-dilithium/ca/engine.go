@@ -65,10 +65,20 @@ type Engine struct {
 	// opMu serializes the operations that change the hierarchy
 	// (Initialize, RotateIssuer).
 	opMu sync.Mutex
+	// reloadMu serializes the reloads ListIssuers makes when the
+	// epoch changed (see epoch.go).
+	reloadMu sync.Mutex
 
 	mu      sync.RWMutex
 	issuers map[string]*issuer // by id (issuerRecord.Name)
 	active  map[string]*issuer // by family: its highest generation
+	// epoch is the version of epochKey the issuers were loaded at.
+	epoch int64
+	// crossDone: ensureCross found nothing left to make for these
+	// issuers (made, stored by another replica, or expired).
+	crossDone bool
+	// listed is the ListIssuers answer for these issuers (nil: to build).
+	listed []sdkca.Issuer
 }
 
 type issuer struct {
@@ -179,6 +189,10 @@ const wrapKeyID = "ca-wrap"
 // start (unless Config.Manual): root, issuing intermediate signed by it,
 // and (when configured) the classical pair.
 func (e *Engine) Init(ctx context.Context) error {
+	v, err := e.readEpoch(ctx)
+	if err != nil {
+		return err
+	}
 	recs, err := e.loadIssuers(ctx)
 	if err != nil {
 		return err
@@ -190,11 +204,14 @@ func (e *Engine) Init(ctx context.Context) error {
 		if err := e.createHierarchy(ctx, ""); err != nil && !errors.Is(err, errRaced) {
 			return err
 		}
+		if v, err = e.readEpoch(ctx); err != nil {
+			return err
+		}
 		if recs, err = e.loadIssuers(ctx); err != nil {
 			return err
 		}
 	}
-	if err := e.activate(ctx, recs); err != nil {
+	if err := e.activateAt(ctx, recs, v); err != nil {
 		return err
 	}
 	// Cross-certificates missing here (a CA made before they existed, or
@@ -279,6 +296,7 @@ func (e *Engine) activate(ctx context.Context, recs []issuerRecord) error {
 	attachCross(m, cross)
 	e.mu.Lock()
 	e.issuers, e.active = m, active
+	e.crossDone, e.listed = false, nil
 	e.mu.Unlock()
 	return nil
 }
@@ -414,6 +432,9 @@ func (e *Engine) createPair(ctx context.Context, kmsName, rootName, issName, roo
 			}
 			return fmt.Errorf("store issuer %s: %w", r.Name, err)
 		}
+	}
+	if err := e.bumpEpoch(ctx, "init "+rootName+" "+issName); err != nil {
+		return err
 	}
 	return e.emit(ctx, host.Event{Action: "ca.init", Target: "issuer/" + issName, Outcome: "success",
 		Fields: map[string]string{"root": rootName, "root_algorithm": rootAlg, "algorithm": issAlg, "kms": kmsLabel(kmsName)}})
@@ -720,54 +741,6 @@ func (e *Engine) GetCertificate(ctx context.Context, req *sdkca.GetCertificateRe
 		return nil, err
 	}
 	return &sdkca.GetCertificateResponse{Certificate: rec.DER, Status: sdkca.Status(rec.Status), RevokedAt: rec.RevokedAt, RevocationReason: rec.Reason}, nil
-}
-
-// ListIssuers returns the issuers.
-func (e *Engine) ListIssuers(ctx context.Context, _ *sdkca.ListIssuersRequest) (*sdkca.ListIssuersResponse, error) {
-	if err := e.reloadIssuers(ctx); err != nil {
-		return nil, err
-	}
-	if e.Initialized() {
-		// Missing cross-certificates are made here; without trusted
-		// time (or on a store error) the issuers are listed without
-		// them and the next call tries again.
-		_, _ = e.ensureCross(ctx)
-	}
-	e.mu.RLock()
-	defer e.mu.RUnlock()
-	var out []sdkca.Issuer
-	for _, is := range e.issuers {
-		out = append(out, sdkca.Issuer{Name: e.publicNameLocked(is), Algorithm: is.rec.Algorithm, Certificate: is.rec.DER, Default: is.rec.Default,
-			Family: is.rec.family(), Generation: is.rec.generation(), Active: e.active[is.rec.family()] == is, KMS: is.rec.KMS,
-			Chain: is.chain, AlternateChains: is.alternates})
-	}
-	sort.Slice(out, func(i, j int) bool {
-		if out[i].Family != out[j].Family {
-			return out[i].Family < out[j].Family
-		}
-		return out[i].Generation < out[j].Generation
-	})
-	return &sdkca.ListIssuersResponse{Issuers: out}, nil
-}
-
-// reloadIssuers picks up issuers another replica added to the shared
-// storage (a rotation there): when the stored set has records this engine
-// has not loaded, it activates the stored set, so the new generation signs
-// from now on here too. Generations are only ever added, so a count tells.
-// The core calls ListIssuers on every replica when a ca.rotated event
-// arrives, which makes the switch cluster-wide.
-func (e *Engine) reloadIssuers(ctx context.Context) error {
-	recs, err := e.loadIssuers(ctx)
-	if err != nil {
-		return err
-	}
-	e.mu.RLock()
-	n := len(e.issuers)
-	e.mu.RUnlock()
-	if len(recs) <= n || n == 0 {
-		return nil // nothing new, or not initialized here (Init does that)
-	}
-	return e.activate(ctx, recs)
 }
 
 // keyHash is SHA-256 of a key, for cache keys and OCSP responder ids.
