@@ -543,6 +543,13 @@ func (e *Engine) Issue(ctx context.Context, req *sdkca.IssueRequest) (*sdkca.Iss
 	if !ok {
 		return nil, fmt.Errorf("profile %q (known: %s): %w", req.Profile, strings.Join(e.profileNames(), ", "), sdkca.ErrUnknownProfile)
 	}
+	// The trusted time is a host round trip: asked now, read once the
+	// request is checked (a refused request discards it).
+	nowc := make(chan timeResult, 1)
+	go func() {
+		t, err := e.trustedNow(ctx)
+		nowc <- timeResult{t, err}
+	}()
 	names := Names{CommonName: req.CommonName, DNS: req.DNSNames}
 	for _, s := range req.IPAddresses {
 		ip := net.ParseIP(s)
@@ -598,10 +605,11 @@ func (e *Engine) Issue(ctx context.Context, req *sdkca.IssueRequest) (*sdkca.Iss
 	if err != nil {
 		return nil, err
 	}
-	now, err := e.trustedNow(ctx)
-	if err != nil {
-		return nil, err
+	tr := <-nowc
+	if tr.err != nil {
+		return nil, tr.err
 	}
+	now := tr.t
 	notAfter := now.Add(lifetime)
 	if notAfter.After(is.cert.NotAfter) {
 		notAfter = is.cert.NotAfter // never outlive the issuer
@@ -611,7 +619,11 @@ func (e *Engine) Issue(ctx context.Context, req *sdkca.IssueRequest) (*sdkca.Iss
 	// One store write per certificate: sign under a fresh random serial,
 	// then store it create-only. A taken serial (a 2^-127 event, or a
 	// broken generator) means drawing another and signing again; a serial
-	// is never handed out twice, across replicas too.
+	// is never handed out twice, across replicas too. The audit event is
+	// written concurrently with the record (two durable writes in the
+	// time of one) and the certificate is handed out only when both are:
+	// one that is not on record is not issued, and an event whose record
+	// was not stored is followed by a failure event for that serial.
 	var der []byte
 	for attempt := 0; ; attempt++ {
 		if attempt == 4 {
@@ -636,20 +648,38 @@ func (e *Engine) Issue(ctx context.Context, req *sdkca.IssueRequest) (*sdkca.Iss
 		}
 		rec.Serial, rec.DER, rec.Status = sn, der, string(sdkca.StatusGood)
 		b, _ := json.Marshal(rec)
+		fields := map[string]string{"profile": p.Name, "issuer": is.rec.Name, "subject": names.CommonName}
+		auditc := make(chan error, 1)
+		go func() {
+			auditc <- e.emit(ctx, host.Event{Action: "ca.issue", Target: "cert/" + sn, Outcome: "success", Fields: fields})
+		}()
 		_, err = e.st.Put(ctx, certPrefix+sn, b, host.PutOptions{Check: true})
-		if errors.Is(err, host.ErrVersionConflict) {
-			continue
-		}
+		auditErr := <-auditc
 		if err != nil {
+			if auditErr == nil {
+				reason := "the certificate record was not stored: not issued"
+				if errors.Is(err, host.ErrVersionConflict) {
+					reason = "serial taken: not issued under it"
+				}
+				_ = e.emit(ctx, host.Event{Action: "ca.issue", Target: "cert/" + sn, Outcome: "failure", Reason: reason, Fields: fields})
+			}
+			if errors.Is(err, host.ErrVersionConflict) {
+				continue
+			}
 			return nil, fmt.Errorf("store certificate %s: %w", sn, err)
+		}
+		if auditErr != nil {
+			return nil, fmt.Errorf("audit: %w", auditErr) // not on record: not handed out
 		}
 		break
 	}
-	if err := e.emit(ctx, host.Event{Action: "ca.issue", Target: "cert/" + rec.Serial, Outcome: "success",
-		Fields: map[string]string{"profile": p.Name, "issuer": is.rec.Name, "subject": names.CommonName}}); err != nil {
-		return nil, fmt.Errorf("audit: %w", err) // not on record: not handed out
-	}
 	return &sdkca.IssueResponse{Certificate: der, Chain: is.chain, Serial: rec.Serial, NotBefore: rec.NotBefore, NotAfter: notAfter}, nil
+}
+
+// timeResult is a trustedNow answer.
+type timeResult struct {
+	t   time.Time
+	err error
 }
 
 // beyond names what the CSR asks for that names does not include.
