@@ -8,6 +8,7 @@
 package ca
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"crypto/x509"
@@ -121,6 +122,13 @@ func (r issuerRecord) family() string {
 }
 
 func (r issuerRecord) generation() int { return max(r.Generation, 1) }
+
+// sameKey reports whether o names the same certificate and key as r: then
+// r's parsed certificate and signer serve o.
+func (r issuerRecord) sameKey(o issuerRecord) bool {
+	return r.Name == o.Name && r.Algorithm == o.Algorithm && r.KMS == o.KMS && r.KMSKey == o.KMSKey && r.WrapKey == o.WrapKey &&
+		bytes.Equal(r.Wrapped, o.Wrapped) && bytes.Equal(r.PublicKey, o.PublicKey) && bytes.Equal(r.DER, o.DER)
+}
 
 // genName is the generation's stable name, "<family>.<gen>".
 func (r issuerRecord) genName() string { return fmt.Sprintf("%s.%d", r.family(), r.generation()) }
@@ -265,8 +273,17 @@ func (e *Engine) loadIssuers(ctx context.Context) ([]issuerRecord, error) {
 
 // activate parses the issuer certificates and builds their signers.
 func (e *Engine) activate(ctx context.Context, recs []issuerRecord) error {
+	e.mu.RLock()
+	loaded := e.issuers
+	e.mu.RUnlock()
 	m := map[string]*issuer{}
 	for _, r := range recs {
+		// A record already loaded keeps its parsed certificate and
+		// signer (the KMS was asked for its key when it was loaded).
+		if is, ok := loaded[r.Name]; ok && is.rec.sameKey(r) {
+			m[r.Name] = &issuer{rec: r, cert: is.cert, signer: is.signer}
+			continue
+		}
 		cert, err := pqx509.ParseCertificate(r.DER)
 		if err != nil {
 			return fmt.Errorf("issuer %s certificate: %w", r.Name, err)

@@ -39,8 +39,29 @@ func (e *Engine) readEpoch(ctx context.Context) (int64, error) {
 
 // bumpEpoch tells every engine on this storage that issuer or
 // cross-certificate records changed; call it after the records are stored.
-// what names the change, for someone reading the store.
+// what names the change, for someone reading the store. When nobody moved
+// the epoch since this engine loaded (a compare-and-set from its version
+// succeeds), the engine takes the new version as its own: the change is
+// its own, and the caller loads or attaches it (ensureCross does; a
+// concurrent activate resets crossDone, so a missed record is attached at
+// the next ListIssuers). Otherwise the engine keeps its version and
+// reloads at its next ListIssuers.
 func (e *Engine) bumpEpoch(ctx context.Context, what string) error {
+	e.mu.RLock()
+	v := e.epoch
+	e.mu.RUnlock()
+	nv, err := e.st.Put(ctx, epochKey, []byte(what), host.PutOptions{Check: true, Version: v})
+	if err == nil {
+		e.mu.Lock()
+		if e.epoch == v {
+			e.epoch = nv
+		}
+		e.mu.Unlock()
+		return nil
+	}
+	if !errors.Is(err, host.ErrVersionConflict) {
+		return fmt.Errorf("issuers epoch: %w", err)
+	}
 	if _, err := e.st.Put(ctx, epochKey, []byte(what), host.PutOptions{}); err != nil {
 		return fmt.Errorf("issuers epoch: %w", err)
 	}
