@@ -160,8 +160,13 @@ func (e *Engine) ListIssuers(ctx context.Context, _ *sdkca.ListIssuersRequest) (
 		// them and the next call tries again.
 		_, _ = e.ensureCross(ctx)
 	}
-	e.mu.Lock()
-	out := slices.Clone(e.listingLocked())
-	e.mu.Unlock()
+	e.mu.RLock()
+	out := slices.Clone(e.listed)
+	e.mu.RUnlock()
+	if out == nil {
+		e.mu.Lock()
+		out = slices.Clone(e.listingLocked())
+		e.mu.Unlock()
+	}
 	return &sdkca.ListIssuersResponse{Issuers: out}, nil
 }
