@@ -350,3 +350,20 @@ func (f *failingPut) Put(ctx context.Context, key string, v []byte, o host.PutOp
 	}
 	return f.Storage.Put(ctx, key, v, o)
 }
+
+// BenchmarkListIssuers: a ListIssuers of a loaded, cross-certified CA (two
+// roots, four issuers) over the in-memory host storage.
+func BenchmarkListIssuers(b *testing.B) {
+	s := newSetup(b, classicalConfig(), "kms-soft")
+	if _, err := s.eng.ListIssuers(bg, nil); err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	for b.Loop() {
+		resp, err := s.eng.ListIssuers(bg, nil)
+		if err != nil || len(resp.Issuers) != 4 {
+			b.Fatalf("%v %d", err, len(resp.Issuers))
+		}
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "lists/s")
+}
