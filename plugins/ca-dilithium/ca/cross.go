@@ -109,6 +109,7 @@ func (e *Engine) ensureCross(ctx context.Context) (int, error) {
 		}
 	}
 	if len(roots) < 2 {
+		e.markCrossDone(m)
 		return 0, nil
 	}
 	stored, err := e.loadCross(ctx)
@@ -154,9 +155,20 @@ func (e *Engine) ensureCross(ctx context.Context) (int, error) {
 	e.mu.Lock()
 	if sameIssuers(e.issuers, m) {
 		attachCross(e.issuers, stored)
+		e.crossDone, e.listed = true, nil
 	}
 	e.mu.Unlock()
 	return made, nil
+}
+
+// markCrossDone records that the issuers m need no cross-certificate, if
+// they are still the engine's.
+func (e *Engine) markCrossDone(m map[string]*issuer) {
+	e.mu.Lock()
+	if sameIssuers(e.issuers, m) {
+		e.crossDone = true
+	}
+	e.mu.Unlock()
 }
 
 func sameIssuers(a, b map[string]*issuer) bool {
@@ -209,5 +221,5 @@ func (e *Engine) crossCertify(ctx context.Context, now time.Time, is, root *issu
 		}
 		return fmt.Errorf("store cross-certificate %s/%s: %w", is.rec.Name, root.rec.Name, err)
 	}
-	return nil
+	return e.bumpEpoch(ctx, "cross "+is.rec.Name+" "+root.rec.Name)
 }

@@ -8,6 +8,7 @@
 package ca
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"crypto/x509"
@@ -65,10 +66,20 @@ type Engine struct {
 	// opMu serializes the operations that change the hierarchy
 	// (Initialize, RotateIssuer).
 	opMu sync.Mutex
+	// reloadMu serializes the reloads ListIssuers makes when the
+	// epoch changed (see epoch.go).
+	reloadMu sync.Mutex
 
 	mu      sync.RWMutex
 	issuers map[string]*issuer // by id (issuerRecord.Name)
 	active  map[string]*issuer // by family: its highest generation
+	// epoch is the version of epochKey the issuers were loaded at.
+	epoch int64
+	// crossDone: ensureCross found nothing left to make for these
+	// issuers (made, stored by another replica, or expired).
+	crossDone bool
+	// listed is the ListIssuers answer for these issuers (nil: to build).
+	listed []sdkca.Issuer
 }
 
 type issuer struct {
@@ -111,6 +122,13 @@ func (r issuerRecord) family() string {
 }
 
 func (r issuerRecord) generation() int { return max(r.Generation, 1) }
+
+// sameKey reports whether o names the same certificate and key as r: then
+// r's parsed certificate and signer serve o.
+func (r issuerRecord) sameKey(o issuerRecord) bool {
+	return r.Name == o.Name && r.Algorithm == o.Algorithm && r.KMS == o.KMS && r.KMSKey == o.KMSKey && r.WrapKey == o.WrapKey &&
+		bytes.Equal(r.Wrapped, o.Wrapped) && bytes.Equal(r.PublicKey, o.PublicKey) && bytes.Equal(r.DER, o.DER)
+}
 
 // genName is the generation's stable name, "<family>.<gen>".
 func (r issuerRecord) genName() string { return fmt.Sprintf("%s.%d", r.family(), r.generation()) }
@@ -179,6 +197,10 @@ const wrapKeyID = "ca-wrap"
 // start (unless Config.Manual): root, issuing intermediate signed by it,
 // and (when configured) the classical pair.
 func (e *Engine) Init(ctx context.Context) error {
+	v, err := e.readEpoch(ctx)
+	if err != nil {
+		return err
+	}
 	recs, err := e.loadIssuers(ctx)
 	if err != nil {
 		return err
@@ -190,11 +212,14 @@ func (e *Engine) Init(ctx context.Context) error {
 		if err := e.createHierarchy(ctx, ""); err != nil && !errors.Is(err, errRaced) {
 			return err
 		}
+		if v, err = e.readEpoch(ctx); err != nil {
+			return err
+		}
 		if recs, err = e.loadIssuers(ctx); err != nil {
 			return err
 		}
 	}
-	if err := e.activate(ctx, recs); err != nil {
+	if err := e.activateAt(ctx, recs, v); err != nil {
 		return err
 	}
 	// Cross-certificates missing here (a CA made before they existed, or
@@ -248,8 +273,17 @@ func (e *Engine) loadIssuers(ctx context.Context) ([]issuerRecord, error) {
 
 // activate parses the issuer certificates and builds their signers.
 func (e *Engine) activate(ctx context.Context, recs []issuerRecord) error {
+	e.mu.RLock()
+	loaded := e.issuers
+	e.mu.RUnlock()
 	m := map[string]*issuer{}
 	for _, r := range recs {
+		// A record already loaded keeps its parsed certificate and
+		// signer (the KMS was asked for its key when it was loaded).
+		if is, ok := loaded[r.Name]; ok && is.rec.sameKey(r) {
+			m[r.Name] = &issuer{rec: r, cert: is.cert, signer: is.signer}
+			continue
+		}
 		cert, err := pqx509.ParseCertificate(r.DER)
 		if err != nil {
 			return fmt.Errorf("issuer %s certificate: %w", r.Name, err)
@@ -279,6 +313,7 @@ func (e *Engine) activate(ctx context.Context, recs []issuerRecord) error {
 	attachCross(m, cross)
 	e.mu.Lock()
 	e.issuers, e.active = m, active
+	e.crossDone, e.listed = false, nil
 	e.mu.Unlock()
 	return nil
 }
@@ -415,6 +450,9 @@ func (e *Engine) createPair(ctx context.Context, kmsName, rootName, issName, roo
 			return fmt.Errorf("store issuer %s: %w", r.Name, err)
 		}
 	}
+	if err := e.bumpEpoch(ctx, "init "+rootName+" "+issName); err != nil {
+		return err
+	}
 	return e.emit(ctx, host.Event{Action: "ca.init", Target: "issuer/" + issName, Outcome: "success",
 		Fields: map[string]string{"root": rootName, "root_algorithm": rootAlg, "algorithm": issAlg, "kms": kmsLabel(kmsName)}})
 }
@@ -522,6 +560,13 @@ func (e *Engine) Issue(ctx context.Context, req *sdkca.IssueRequest) (*sdkca.Iss
 	if !ok {
 		return nil, fmt.Errorf("profile %q (known: %s): %w", req.Profile, strings.Join(e.profileNames(), ", "), sdkca.ErrUnknownProfile)
 	}
+	// The trusted time is a host round trip: asked now, read once the
+	// request is checked (a refused request discards it).
+	nowc := make(chan timeResult, 1)
+	go func() {
+		t, err := e.trustedNow(ctx)
+		nowc <- timeResult{t, err}
+	}()
 	names := Names{CommonName: req.CommonName, DNS: req.DNSNames}
 	for _, s := range req.IPAddresses {
 		ip := net.ParseIP(s)
@@ -577,10 +622,11 @@ func (e *Engine) Issue(ctx context.Context, req *sdkca.IssueRequest) (*sdkca.Iss
 	if err != nil {
 		return nil, err
 	}
-	now, err := e.trustedNow(ctx)
-	if err != nil {
-		return nil, err
+	tr := <-nowc
+	if tr.err != nil {
+		return nil, tr.err
 	}
+	now := tr.t
 	notAfter := now.Add(lifetime)
 	if notAfter.After(is.cert.NotAfter) {
 		notAfter = is.cert.NotAfter // never outlive the issuer
@@ -590,7 +636,11 @@ func (e *Engine) Issue(ctx context.Context, req *sdkca.IssueRequest) (*sdkca.Iss
 	// One store write per certificate: sign under a fresh random serial,
 	// then store it create-only. A taken serial (a 2^-127 event, or a
 	// broken generator) means drawing another and signing again; a serial
-	// is never handed out twice, across replicas too.
+	// is never handed out twice, across replicas too. The audit event is
+	// written concurrently with the record (two durable writes in the
+	// time of one) and the certificate is handed out only when both are:
+	// one that is not on record is not issued, and an event whose record
+	// was not stored is followed by a failure event for that serial.
 	var der []byte
 	for attempt := 0; ; attempt++ {
 		if attempt == 4 {
@@ -615,20 +665,38 @@ func (e *Engine) Issue(ctx context.Context, req *sdkca.IssueRequest) (*sdkca.Iss
 		}
 		rec.Serial, rec.DER, rec.Status = sn, der, string(sdkca.StatusGood)
 		b, _ := json.Marshal(rec)
+		fields := map[string]string{"profile": p.Name, "issuer": is.rec.Name, "subject": names.CommonName}
+		auditc := make(chan error, 1)
+		go func() {
+			auditc <- e.emit(ctx, host.Event{Action: "ca.issue", Target: "cert/" + sn, Outcome: "success", Fields: fields})
+		}()
 		_, err = e.st.Put(ctx, certPrefix+sn, b, host.PutOptions{Check: true})
-		if errors.Is(err, host.ErrVersionConflict) {
-			continue
-		}
+		auditErr := <-auditc
 		if err != nil {
+			if auditErr == nil {
+				reason := "the certificate record was not stored: not issued"
+				if errors.Is(err, host.ErrVersionConflict) {
+					reason = "serial taken: not issued under it"
+				}
+				_ = e.emit(ctx, host.Event{Action: "ca.issue", Target: "cert/" + sn, Outcome: "failure", Reason: reason, Fields: fields})
+			}
+			if errors.Is(err, host.ErrVersionConflict) {
+				continue
+			}
 			return nil, fmt.Errorf("store certificate %s: %w", sn, err)
+		}
+		if auditErr != nil {
+			return nil, fmt.Errorf("audit: %w", auditErr) // not on record: not handed out
 		}
 		break
 	}
-	if err := e.emit(ctx, host.Event{Action: "ca.issue", Target: "cert/" + rec.Serial, Outcome: "success",
-		Fields: map[string]string{"profile": p.Name, "issuer": is.rec.Name, "subject": names.CommonName}}); err != nil {
-		return nil, fmt.Errorf("audit: %w", err) // not on record: not handed out
-	}
 	return &sdkca.IssueResponse{Certificate: der, Chain: is.chain, Serial: rec.Serial, NotBefore: rec.NotBefore, NotAfter: notAfter}, nil
+}
+
+// timeResult is a trustedNow answer.
+type timeResult struct {
+	t   time.Time
+	err error
 }
 
 // beyond names what the CSR asks for that names does not include.
@@ -720,54 +788,6 @@ func (e *Engine) GetCertificate(ctx context.Context, req *sdkca.GetCertificateRe
 		return nil, err
 	}
 	return &sdkca.GetCertificateResponse{Certificate: rec.DER, Status: sdkca.Status(rec.Status), RevokedAt: rec.RevokedAt, RevocationReason: rec.Reason}, nil
-}
-
-// ListIssuers returns the issuers.
-func (e *Engine) ListIssuers(ctx context.Context, _ *sdkca.ListIssuersRequest) (*sdkca.ListIssuersResponse, error) {
-	if err := e.reloadIssuers(ctx); err != nil {
-		return nil, err
-	}
-	if e.Initialized() {
-		// Missing cross-certificates are made here; without trusted
-		// time (or on a store error) the issuers are listed without
-		// them and the next call tries again.
-		_, _ = e.ensureCross(ctx)
-	}
-	e.mu.RLock()
-	defer e.mu.RUnlock()
-	var out []sdkca.Issuer
-	for _, is := range e.issuers {
-		out = append(out, sdkca.Issuer{Name: e.publicNameLocked(is), Algorithm: is.rec.Algorithm, Certificate: is.rec.DER, Default: is.rec.Default,
-			Family: is.rec.family(), Generation: is.rec.generation(), Active: e.active[is.rec.family()] == is, KMS: is.rec.KMS,
-			Chain: is.chain, AlternateChains: is.alternates})
-	}
-	sort.Slice(out, func(i, j int) bool {
-		if out[i].Family != out[j].Family {
-			return out[i].Family < out[j].Family
-		}
-		return out[i].Generation < out[j].Generation
-	})
-	return &sdkca.ListIssuersResponse{Issuers: out}, nil
-}
-
-// reloadIssuers picks up issuers another replica added to the shared
-// storage (a rotation there): when the stored set has records this engine
-// has not loaded, it activates the stored set, so the new generation signs
-// from now on here too. Generations are only ever added, so a count tells.
-// The core calls ListIssuers on every replica when a ca.rotated event
-// arrives, which makes the switch cluster-wide.
-func (e *Engine) reloadIssuers(ctx context.Context) error {
-	recs, err := e.loadIssuers(ctx)
-	if err != nil {
-		return err
-	}
-	e.mu.RLock()
-	n := len(e.issuers)
-	e.mu.RUnlock()
-	if len(recs) <= n || n == 0 {
-		return nil // nothing new, or not initialized here (Init does that)
-	}
-	return e.activate(ctx, recs)
 }
 
 // keyHash is SHA-256 of a key, for cache keys and OCSP responder ids.

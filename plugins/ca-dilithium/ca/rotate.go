@@ -103,12 +103,16 @@ func (e *Engine) RotateIssuer(ctx context.Context, req *sdkca.RotateRequest) (*s
 		_ = e.st.Delete(ctx, issuerPrefix+rec.Name, host.DeleteOptions{Check: true, Version: version})
 		return nil, fmt.Errorf("audit: %w", err)
 	}
-	recs, err := e.loadIssuers(ctx)
-	if err != nil {
+	// The other replicas load the new generation at their next
+	// ListIssuers once the epoch moved (the core calls it on every
+	// replica when ca.rotated arrives).
+	bumpErr := e.bumpEpoch(ctx, "rotate "+rec.Name)
+	if err := e.load(ctx); err != nil {
 		return nil, err
 	}
-	if err := e.activate(ctx, recs); err != nil {
-		return nil, err
+	if bumpErr != nil {
+		return nil, fmt.Errorf("generation %d of %s is stored, audited and signs here, but other replicas were not told (they load it at their next restart): %w",
+			gen, name, bumpErr)
 	}
 	// The new generation's cross-certificates; ListIssuers retries
 	// what fails here.
@@ -152,11 +156,8 @@ func (e *Engine) Initialize(ctx context.Context, req *sdkca.InitializeRequest) (
 		} else if err != nil {
 			return nil, err
 		}
-		if recs, err = e.loadIssuers(ctx); err != nil {
-			return nil, err
-		}
 	}
-	if err := e.activate(ctx, recs); err != nil {
+	if err := e.load(ctx); err != nil {
 		return nil, err
 	}
 	if raced {

@@ -21,6 +21,8 @@ import (
 //	revoked/<issuer>/<serial>    index of revoked certificates, for the CRL
 //	issuers/<name>               issuer records (key, certificate, parent)
 //	crl/<issuer>                 the current CRL and its number
+//	cross/<issuer>/<root>        cross-certificates (cross.go)
+//	issuers-epoch                written after every issuers/ or cross/ write (epoch.go)
 const (
 	certPrefix    = "certs/"
 	revokedPrefix = "revoked/"
