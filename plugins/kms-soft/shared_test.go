@@ -82,10 +82,25 @@ func TestSharedBackendImportsFile(t *testing.T) {
 	if g, err := kmsrpc.NewClient(s2.Conn.Conn).GetKey(ctx, &kms.GetKeyRequest{ID: "root"}); err != nil || g.Key.Algorithm != kms.MLDSA87 {
 		t.Fatalf("key not imported: %+v %v", g, err)
 	}
+	if _, err := h.Storage().Get(ctx, "keystore"); err != nil {
+		t.Fatalf("the imported keystore is not in storage: %v", err)
+	}
 	// Another replica, without the file, reads the imported keystore.
 	s3 := plugintest.Start(t, bin, plugin.KindKMS, plugintest.Options{Config: sharedConf, Host: h, DataDir: t.TempDir()})
 	if _, err := kmsrpc.NewClient(s3.Conn.Conn).GetKey(ctx, &kms.GetKeyRequest{ID: "root"}); err != nil {
 		t.Fatalf("second replica: %v", err)
+	}
+
+	// A file that does not open with the configured passphrase is not
+	// imported (it would lock every replica out): refused, storage empty.
+	h2 := plugintest.NewHost()
+	s4 := plugintest.StartUnconfigured(t, bin, plugin.KindKMS)
+	ps, err := s4.Configure(t, plugintest.Options{Config: cfg(t, map[string]any{"passphrase": "another passphrase!", "backend": "storage"}), Host: h2, DataDir: dir})
+	if err != nil || len(ps) == 0 || !strings.Contains(ps[0].Summary, "wrong passphrase") {
+		t.Fatalf("import under another passphrase: %v %v", ps, err)
+	}
+	if _, err := h2.Storage().Get(ctx, "keystore"); err == nil {
+		t.Fatal("a file that does not open was stored as the shared keystore")
 	}
 
 	for conf, want := range map[string]string{

@@ -159,6 +159,9 @@ func TestFailClosedRetried(t *testing.T) {
 	if n := f.e.Stats().FailClosedRetries.Load(); n != 1 {
 		t.Fatalf("%d retries counted", n)
 	}
+	if n := f.e.Stats().FlowsExpired.Load(); n != 0 {
+		t.Fatalf("the retry counted as %d expired flows", n)
+	}
 	if n := f.nReleased(); n != 1 {
 		t.Fatalf("%d packets released, want the retransmitted SYN", n)
 	}

@@ -412,6 +412,7 @@ func (e *Enforcer) retryLocked(t *table, sl slot, now int64) bool {
 		return false
 	}
 	e.removeLocked(t, c)
+	e.stats.FlowsExpired.Add(^uint64(0)) // removeLocked counted an expiry: this is a retry
 	e.stats.FailClosedRetries.Add(1)
 	return true
 }

@@ -16,7 +16,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -88,8 +87,6 @@ const (
 	// sharedKey is the storage key of the sealed keystore (in the plugin
 	// instance's namespace).
 	sharedKey = "keystore"
-	// missRefreshEvery bounds the re-reads a key not found triggers.
-	missRefreshEvery = 100 * time.Millisecond
 )
 
 // Plugin is the kms-soft plugin.
@@ -101,7 +98,11 @@ type Plugin struct {
 	shared bool
 	stop   chan struct{} // closes the refresh loop of a shared keystore
 
-	lastMiss atomic.Int64 // unix ns of the last re-read for a key not found
+	// missMu serializes the re-reads a key not found triggers; lastMiss
+	// is when the last one started (unix ns). A call that failed before a
+	// re-read started needs no re-read of its own.
+	missMu   sync.Mutex
+	lastMiss int64
 }
 
 // New returns an unconfigured plugin.
@@ -251,11 +252,11 @@ func (p *Plugin) Configure(ctx context.Context, req *plugin.ConfigureRequest) er
 	shared := c.Backend == BackendStorage
 	if shared {
 		st := &storageImage{s: req.Host.Storage()}
-		opts.Shared = st
-		opts.Path = "storage:" + req.Instance + "/" + sharedKey
-		if err := importFile(ctx, st, path, p.log); err != nil {
+		if err := importFile(ctx, st, opts, p.log); err != nil {
 			return &plugin.ProblemsError{Problems: []plugin.Problem{{Attribute: "backend", Summary: err.Error()}}}
 		}
+		opts.Shared = st
+		opts.Path = "storage:" + req.Instance + "/" + sharedKey
 	}
 	ks, err := keystore.Open(opts)
 	if err != nil {
@@ -337,11 +338,13 @@ func (st *storageImage) Store(ctx context.Context, data []byte, ifVersion int64)
 // importFile stores the keystore file at path as the shared keystore when
 // the storage holds none yet: the first replica moved to backend =
 // "storage" brings its keys along (the passphrase stays the same). The
-// file is left in place; remove it once every replica runs on storage.
-func importFile(ctx context.Context, st *storageImage, path string, log hclog.Logger) error {
-	if _, _, err := st.Load(ctx); !errors.Is(err, fs.ErrNotExist) {
-		return err // nil: the storage already holds one
-	}
+// file must open with that passphrase first: a file sealed under another
+// one would lock every replica out. A file left beside a storage that
+// already holds a keystore is not merged into it: that is said, loudly,
+// since its keys are not in the shared keystore. The file is left in
+// place; remove it once every replica runs on storage.
+func importFile(ctx context.Context, st *storageImage, opts keystore.Options, log hclog.Logger) error {
+	path := opts.Path
 	data, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
@@ -349,7 +352,28 @@ func importFile(ctx context.Context, st *storageImage, path string, log hclog.Lo
 	if err != nil {
 		return fmt.Errorf("import keystore file %s: %w", path, err)
 	}
-	if _, err := st.Store(ctx, data, 0); err != nil && !errors.Is(err, keystore.ErrConflict) {
+	notImported := func() {
+		log.Warn("a keystore file exists but the core's storage already holds the shared keystore: the file's keys were NOT imported; "+
+			"move them with avon key commands or remove the file", "path", path)
+	}
+	if _, _, err := st.Load(ctx); !errors.Is(err, fs.ErrNotExist) {
+		if err == nil {
+			notImported()
+		}
+		return err
+	}
+	// It must open with the configured passphrase before it is shared.
+	fks, err := keystore.Open(opts)
+	if err != nil {
+		return fmt.Errorf("import keystore file: %w", err)
+	}
+	_ = fks.Close()
+	_, err = st.Store(ctx, data, 0)
+	switch {
+	case errors.Is(err, keystore.ErrConflict):
+		notImported() // another replica stored its keystore first
+		return nil
+	case err != nil:
 		return fmt.Errorf("import keystore file %s: %w", path, err)
 	}
 	log.Info("imported the keystore file into the core's storage; remove the file once every replica uses backend = \"storage\"", "path", path)
@@ -377,21 +401,25 @@ func with[T any](p *Plugin, fn func(*keystore.Keystore) (T, error)) (T, error) {
 		var zero T
 		return zero, fmt.Errorf("kms-soft: %w", errdef.ErrNotConfigured)
 	}
+	start := time.Now().UnixNano()
 	r, err := fn(p.ks)
 	if !p.shared || !(errors.Is(err, kms.ErrKeyNotFound) || errors.Is(err, kms.ErrVersionNotFound)) {
 		return r, err
 	}
-	now := time.Now().UnixNano()
-	last := p.lastMiss.Load()
-	if now-last < int64(missRefreshEvery) || !p.lastMiss.CompareAndSwap(last, now) {
-		return r, err
+	p.missMu.Lock()
+	if p.lastMiss < start {
+		// No re-read started since this call looked: do one.
+		p.lastMiss = time.Now().UnixNano()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		rerr := p.ks.Refresh(ctx)
+		cancel()
+		if rerr != nil {
+			p.missMu.Unlock()
+			p.log.Warn("cannot re-read the shared keystore for a key not found", "error", rerr)
+			return r, err
+		}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if rerr := p.ks.Refresh(ctx); rerr != nil {
-		p.log.Warn("cannot re-read the shared keystore for a key not found", "error", rerr)
-		return r, err
-	}
+	p.missMu.Unlock()
 	return fn(p.ks)
 }
 
