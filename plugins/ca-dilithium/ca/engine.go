@@ -678,7 +678,12 @@ func (e *Engine) Issue(ctx context.Context, req *sdkca.IssueRequest) (*sdkca.Iss
 				if errors.Is(err, host.ErrVersionConflict) {
 					reason = "serial taken: not issued under it"
 				}
-				_ = e.emit(ctx, host.Event{Action: "ca.issue", Target: "cert/" + sn, Outcome: "failure", Reason: reason, Fields: fields})
+				// The success event is on record: the failure must follow
+				// it even when the request's context is what ended the
+				// write.
+				fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+				_ = e.emit(fctx, host.Event{Action: "ca.issue", Target: "cert/" + sn, Outcome: "failure", Reason: reason, Fields: fields})
+				cancel()
 			}
 			if errors.Is(err, host.ErrVersionConflict) {
 				continue

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/avonzt/avon/internal/pqx509"
 	sdkca "github.com/avonzt/avon/sdk/ca"
@@ -106,12 +107,28 @@ func (e *Engine) RotateIssuer(ctx context.Context, req *sdkca.RotateRequest) (*s
 	// The other replicas load the new generation at their next
 	// ListIssuers once the epoch moved (the core calls it on every
 	// replica when ca.rotated arrives).
-	bumpErr := e.bumpEpoch(ctx, "rotate "+rec.Name)
+	var bumpErr error
+	for attempt := range 3 {
+		if attempt > 0 {
+			select {
+			case <-ctx.Done():
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+		if bumpErr = e.bumpEpoch(ctx, "rotate "+rec.Name); bumpErr == nil || ctx.Err() != nil {
+			break
+		}
+	}
 	if err := e.load(ctx); err != nil {
+		// bumpEpoch may have taken the new epoch as loaded: make the next
+		// ListIssuers load it.
+		e.mu.Lock()
+		e.epoch = -1
+		e.mu.Unlock()
 		return nil, err
 	}
 	if bumpErr != nil {
-		return nil, fmt.Errorf("generation %d of %s is stored, audited and signs here, but other replicas were not told (they load it at their next restart): %w",
+		return nil, fmt.Errorf("generation %d of %s is stored, audited and signs here (do not rotate again), but other replicas were not told (they load it at their next restart): %w",
 			gen, name, bumpErr)
 	}
 	// The new generation's cross-certificates; ListIssuers retries
