@@ -263,15 +263,26 @@ func (g *Gateway) establish(ctx context.Context, idx uint32, ph *pendingHS, res 
 	actx, cancel := context.WithTimeout(ctx, ipamTimeout)
 	defer cancel()
 	var addr, addr6 netip.Addr
-	if g.cfg.IPAM != nil {
-		if addr, err = g.cfg.IPAM.Assign(actx, res.Peer.ID); err != nil {
-			return fmt.Errorf("gateway: tunnel address: %w: %w", handshake.ErrBusy, err)
+	var err6 error
+	done6 := make(chan struct{})
+	if g.cfg.IPAM6 != nil && g.cfg.IPAM != nil {
+		// Dual stack: the two pools are independent store round trips.
+		go func() { addr6, err6 = g.cfg.IPAM6.Assign(actx, res.Peer.ID); close(done6) }()
+	} else {
+		if g.cfg.IPAM6 != nil {
+			addr6, err6 = g.cfg.IPAM6.Assign(actx, res.Peer.ID)
 		}
+		close(done6)
 	}
-	if g.cfg.IPAM6 != nil {
-		if addr6, err = g.cfg.IPAM6.Assign(actx, res.Peer.ID); err != nil {
-			return fmt.Errorf("gateway: IPv6 tunnel address: %w: %w", handshake.ErrBusy, err)
-		}
+	if g.cfg.IPAM != nil {
+		addr, err = g.cfg.IPAM.Assign(actx, res.Peer.ID)
+	}
+	<-done6
+	if err != nil {
+		return fmt.Errorf("gateway: tunnel address: %w: %w", handshake.ErrBusy, err)
+	}
+	if err6 != nil {
+		return fmt.Errorf("gateway: IPv6 tunnel address: %w: %w", handshake.ErrBusy, err6)
 	}
 	// The address policy sees: IPv4 when the tunnel has it, else IPv6.
 	primary := addr
