@@ -92,16 +92,21 @@ func CheckApply(ops []Op) error {
 
 // checkKey is the storage key rule: 1..512 bytes of UTF-8 without control
 // characters; the error wraps ErrInvalidKey.
-func checkKey(key string) error {
-	if key == "" || len(key) > maxKeySize {
-		return fmt.Errorf("key of %d bytes outside 1..%d: %w", len(key), maxKeySize, ErrInvalidKey)
+func checkKey(key string) error { return checkKeyText("key", key, maxKeySize, ErrInvalidKey) }
+
+// checkKeyText is the rule storage and cache keys share: 1..max bytes of
+// UTF-8 without control characters; the error names what and wraps
+// sentinel.
+func checkKeyText(what, key string, max int, sentinel error) error {
+	if key == "" || len(key) > max {
+		return fmt.Errorf("%s of %d bytes outside 1..%d: %w", what, len(key), max, sentinel)
 	}
 	if !utf8.ValidString(key) {
-		return fmt.Errorf("key %q is not valid UTF-8: %w", key, ErrInvalidKey)
+		return fmt.Errorf("%s %q is not valid UTF-8: %w", what, key, sentinel)
 	}
 	for _, r := range key {
 		if unicode.IsControl(r) {
-			return fmt.Errorf("key %q contains control character %U: %w", key, r, ErrInvalidKey)
+			return fmt.Errorf("%s %q contains control character %U: %w", what, key, r, sentinel)
 		}
 	}
 	return nil

@@ -14,8 +14,6 @@ import (
 	"fmt"
 	"io"
 	"time"
-	"unicode"
-	"unicode/utf8"
 
 	"github.com/avonzt/avon/sdk/ca"
 	"github.com/avonzt/avon/sdk/kms"
@@ -179,18 +177,7 @@ type Cache interface {
 
 // CheckCacheKey checks a cache key; the error wraps ErrCacheInvalid.
 func CheckCacheKey(key string) error {
-	if key == "" || len(key) > MaxCacheKeySize {
-		return fmt.Errorf("cache key of %d bytes outside 1..%d: %w", len(key), MaxCacheKeySize, ErrCacheInvalid)
-	}
-	if !utf8.ValidString(key) {
-		return fmt.Errorf("cache key %q is not valid UTF-8: %w", key, ErrCacheInvalid)
-	}
-	for _, r := range key {
-		if unicode.IsControl(r) {
-			return fmt.Errorf("cache key %q contains control character %U: %w", key, r, ErrCacheInvalid)
-		}
-	}
-	return nil
+	return checkKeyText("cache key", key, MaxCacheKeySize, ErrCacheInvalid)
 }
 
 // CheckCachePut checks the arguments of Put; the error wraps
