@@ -45,7 +45,7 @@ func forgeResponse(t *testing.T, init []byte, flags uint32, credRaw []byte, hash
 	}
 	plain := append(append(append(make([]byte, NonceLen), f4...), credRaw...), sig...)
 	kr := expand32(&prk, labelResponder, th2[:])
-	enc, err := seal(&kr, plain, th2[:])
+	enc, err := seal(nil, &kr, plain, th2[:])
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -242,7 +242,7 @@ func FuzzPendingHandleFinish(f *testing.F) {
 			aead: tmpl.p.aead, created: tmpl.p.created, prk: tmpl.p.prk, th3: tmpl.p.th3, ki: tmpl.p.ki, errKey: tmpl.p.errKey}
 		msg := b[1:]
 		if b[0]&1 == 1 {
-			sealed, err := seal(&p.ki, msg, p.th3[:])
+			sealed, err := seal(nil, &p.ki, msg, p.th3[:])
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -217,7 +217,7 @@ func (in *Initiator) HandleResponse(b []byte) ([]byte, *Result, error) {
 	plain = be.AppendUint16(plain, uint16(len(in.chain)))
 	plain = append(plain, in.chain...)
 	plain = append(plain, sigI...)
-	enc, err := seal(&ki, plain, th3[:])
+	enc, err := seal(nil, &ki, plain, th3[:])
 	if err != nil {
 		return nil, nil, err
 	}

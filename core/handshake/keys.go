@@ -145,27 +145,18 @@ func handshakeAEAD(key *[32]byte) cipher.AEAD {
 
 var zeroNonce [12]byte
 
-func seal(key *[32]byte, plaintext, ad []byte) ([]byte, error) {
+// seal appends the AES-256-GCM sealing of plaintext (ciphertext and tag)
+// to dst and returns the extended slice; pass nil for a fresh one. To seal
+// in place, pass plaintext[:0] as dst: when cap(plaintext) leaves TagLen
+// bytes past it, nothing is allocated (the responder's enc_r is sealed so
+// in the Response's own buffer). dst's spare capacity must not otherwise
+// overlap plaintext.
+func seal(dst []byte, key *[32]byte, plaintext, ad []byte) ([]byte, error) {
 	a := handshakeAEAD(key)
 	if a == nil {
 		return nil, fmt.Errorf("handshake: aes-256-gcm unavailable: %w", ErrConfig)
 	}
-	return a.Seal(nil, zeroNonce[:], plaintext, ad), nil
-}
-
-// sealInPlace encrypts buf[:len(buf)-TagLen] in place and writes the tag
-// into the last TagLen bytes of buf.
-func sealInPlace(key *[32]byte, buf, ad []byte) error {
-	if len(buf) < TagLen {
-		return fmt.Errorf("handshake: seal buffer of %d bytes: %w", len(buf), ErrMalformed)
-	}
-	a := handshakeAEAD(key)
-	if a == nil {
-		return fmt.Errorf("handshake: aes-256-gcm unavailable: %w", ErrConfig)
-	}
-	pt := buf[:len(buf)-TagLen]
-	a.Seal(pt[:0], zeroNonce[:], pt, ad)
-	return nil
+	return a.Seal(dst, zeroNonce[:], plaintext, ad), nil
 }
 
 func open(key *[32]byte, sealed, ad []byte) ([]byte, error) {

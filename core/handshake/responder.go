@@ -166,22 +166,17 @@ func (r *Responder) HandleInitiation(b []byte, localIndex uint32) ([]byte, *Pend
 		p.Zeroize()
 		return nil, nil, fmt.Errorf("handshake: ciphertext of %d bytes: %w", len(ct), ErrMalformed)
 	}
-	// The Response is built in its final buffer (Response.Marshal's
-	// layout): header and ciphertext first, then enc_r sealed in place.
-	out := make([]byte, 12+CiphertextLen+responseSealedLen+credLen)
-	putHeader(out, TypeResponse)
-	be.PutUint32(out[4:], localIndex)
-	be.PutUint32(out[8:], m.SenderIndex)
-	copy(out[12:], ct)
-	th2 := transcript(th1, out[:12+CiphertextLen])
+	// The Response is built in its final buffer, as Response.AppendTo
+	// lays it out: the head first, then enc_r sealed in place after it.
+	out := appendResponseHead(make([]byte, 0, responseHeadLen+responseSealedLen+credLen), localIndex, m.SenderIndex, ct)
+	th2 := transcript(th1, out)
 	thc := signedTranscript(th2, flags, cred)
 	sig, err := signChecked(signer, thc[:], contextResponder)
 	if err != nil {
 		p.Zeroize()
 		return nil, nil, err
 	}
-	enc := out[12+CiphertextLen:]
-	plain := enc[:responseEncPlain+credLen]
+	plain := out[responseHeadLen : responseHeadLen+responseEncPlain+credLen]
 	if _, err := io.ReadFull(r.cfg.Rand, plain[:NonceLen]); err != nil {
 		p.Zeroize()
 		return nil, nil, fmt.Errorf("handshake: nonce_r: %v: %w", err, ErrRandom)
@@ -194,12 +189,13 @@ func (r *Responder) HandleInitiation(b []byte, localIndex uint32) ([]byte, *Pend
 	ex := newExpander(&p.prk)
 	var kr [32]byte
 	ex.expand(labelResponder, th2[:], kr[:])
-	err = sealInPlace(&kr, enc, th2[:])
+	enc, err := seal(plain[:0], &kr, plain, th2[:]) // the tag fills out's last TagLen bytes
 	clear(kr[:])
 	if err != nil {
 		p.Zeroize()
 		return nil, nil, err
 	}
+	out = out[:responseHeadLen+len(enc)]
 	p.th3 = transcript(thc, enc)
 	ex.expand(labelInitiator, p.th3[:], p.ki[:])
 	ex.expand(labelError, nil, p.errKey[:])
@@ -313,15 +309,16 @@ func (p *PendingHandshake) HandleFinish(b []byte) (*Result, error) {
 	if p.state != pendingOpen {
 		return nil, fmt.Errorf("handshake: finish on a completed handshake: %w", ErrState)
 	}
-	// ParseFinish's checks, without its copy of enc_i (up to 14 KB): only
-	// read here, enc_i is opened straight from b.
-	if err := checkHeader(b, TypeFinish, FinishMinLen, FinishMaxLen); err != nil {
+	// ParseFinish copies nothing (and, inlined, allocates nothing): enc_i
+	// is opened straight from b.
+	f, err := ParseFinish(b)
+	if err != nil {
 		return nil, err
 	}
-	if idx := be.Uint32(b[4:]); idx != p.localIndex {
-		return nil, fmt.Errorf("handshake: finish for index %d, ours is %d: %w", idx, p.localIndex, ErrIndex)
+	if f.ReceiverIndex != p.localIndex {
+		return nil, fmt.Errorf("handshake: finish for index %d, ours is %d: %w", f.ReceiverIndex, p.localIndex, ErrIndex)
 	}
-	sealed := b[8:]
+	sealed := f.Sealed
 	pt, err := open(&p.ki, sealed, p.th3[:])
 	if err != nil {
 		return nil, fmt.Errorf("handshake: finish enc_i: %w", err)

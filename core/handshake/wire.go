@@ -3,6 +3,7 @@ package handshake
 import (
 	"encoding/binary"
 	"fmt"
+	"slices"
 
 	"github.com/cloudflare/circl/kem/xwing"
 	"github.com/cloudflare/circl/sign/mldsa/mldsa65"
@@ -177,9 +178,11 @@ func checkHeader(b []byte, want MessageType, min, max int) error {
 	return nil
 }
 
-func putHeader(b []byte, t MessageType) {
-	b[0], b[1], b[2], b[3] = byte(t), Version, 0, 0
-}
+// appendHeader appends the HeaderLen bytes of a message of type t.
+func appendHeader(b []byte, t MessageType) []byte { return append(b, byte(t), Version, 0, 0) }
+
+// putHeader writes the header of a message of type t into b[:HeaderLen].
+func putHeader(b []byte, t MessageType) { appendHeader(b[:0:HeaderLen], t) }
 
 // Initiation is message 1. EphemeralKey aliases nothing: Parse copies.
 type Initiation struct {
@@ -285,17 +288,32 @@ const (
 const responseSealedLen = responseEncPlain + TagLen
 
 // Marshal encodes the Response.
-func (m *Response) Marshal() ([]byte, error) {
+func (m *Response) Marshal() ([]byte, error) { return m.AppendTo(nil) }
+
+// AppendTo appends the encoded Response to dst and returns the extended
+// slice; on error dst is returned unchanged.
+func (m *Response) AppendTo(dst []byte) ([]byte, error) {
 	if len(m.Ciphertext) != CiphertextLen || (len(m.Sealed) != responseSealedLen && len(m.Sealed) != responseSealedLen+CredentialLen) {
-		return nil, fmt.Errorf("handshake: response fields of %d and %d bytes: %w", len(m.Ciphertext), len(m.Sealed), ErrMalformed)
+		return dst, fmt.Errorf("handshake: response fields of %d and %d bytes: %w", len(m.Ciphertext), len(m.Sealed), ErrMalformed)
 	}
-	b := make([]byte, 12+CiphertextLen+len(m.Sealed))
-	putHeader(b, TypeResponse)
-	be.PutUint32(b[4:], m.SenderIndex)
-	be.PutUint32(b[8:], m.ReceiverIndex)
-	copy(b[12:], m.Ciphertext)
-	copy(b[12+CiphertextLen:], m.Sealed)
-	return b, nil
+	dst = slices.Grow(dst, responseHeadLen+len(m.Sealed))
+	dst = appendResponseHead(dst, m.SenderIndex, m.ReceiverIndex, m.Ciphertext)
+	return append(dst, m.Sealed...), nil
+}
+
+// responseHeadLen is the length of a Response before enc_r: header, both
+// indices and the ciphertext. It is what th2 hashes.
+const responseHeadLen = HeaderLen + 2*IndexLen + CiphertextLen
+
+// appendResponseHead appends a Response's header, indices and ciphertext
+// (ct, CiphertextLen bytes: the caller checks) to dst. Response.AppendTo
+// follows it with enc_r; the responder seals enc_r after it in the same
+// buffer.
+func appendResponseHead(dst []byte, sender, receiver uint32, ct []byte) []byte {
+	dst = appendHeader(dst, TypeResponse)
+	dst = be.AppendUint32(dst, sender)
+	dst = be.AppendUint32(dst, receiver)
+	return append(dst, ct...)
 }
 
 // ParseResponse checks the header and the length of a Response (exactly
@@ -335,12 +353,25 @@ func (m *Finish) Marshal() ([]byte, error) {
 }
 
 // ParseFinish checks the length bounds and header of a Finish and decodes
-// it. The exact length is known only after decryption (chain_len).
+// it. The exact length is known only after decryption (chain_len). Sealed
+// is a view into b, not a copy (enc_i is up to 14 KB): it is valid while b
+// is, and changes with it; clone it to keep or modify it.
 func ParseFinish(b []byte) (*Finish, error) {
-	if err := checkHeader(b, TypeFinish, FinishMinLen, FinishMaxLen); err != nil {
+	f, err := parseFinish(b)
+	if err != nil {
 		return nil, err
 	}
-	return &Finish{ReceiverIndex: be.Uint32(b[4:]), Sealed: append([]byte(nil), b[8:]...)}, nil
+	return &f, nil
+}
+
+// parseFinish decodes a Finish by value. It keeps ParseFinish small enough
+// to be inlined, so that the Finish does not escape to the heap where the
+// caller does not keep it (the responder's HandleFinish).
+func parseFinish(b []byte) (Finish, error) {
+	if err := checkHeader(b, TypeFinish, FinishMinLen, FinishMaxLen); err != nil {
+		return Finish{}, err
+	}
+	return Finish{ReceiverIndex: be.Uint32(b[4:]), Sealed: b[8:len(b):len(b)]}, nil
 }
 
 // HandshakeErrorMsg is message 8. Authenticated messages carry a tag keyed
