@@ -67,7 +67,8 @@ type Engine struct {
 	// (Initialize, RotateIssuer).
 	opMu sync.Mutex
 	// reloadMu serializes the reloads ListIssuers makes when the
-	// epoch changed (see epoch.go).
+	// epoch changed (see epoch.go) and the making of cross-certificates
+	// (ensureCross).
 	reloadMu sync.Mutex
 
 	mu      sync.RWMutex
