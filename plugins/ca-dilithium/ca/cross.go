@@ -95,11 +95,19 @@ func attachCross(m map[string]*issuer, recs map[string]map[string]crossRecord) {
 // ensureCross makes the missing cross-certificates (every unexpired
 // issuing generation under every root other than its own) and attaches
 // what is stored. It returns how many it made. With one root it does
-// nothing.
+// nothing. Calls are serialized (reloadMu): concurrent first ListIssuers
+// wait for the one making them and then find crossDone set, so each
+// cross-certificate is signed once. The epoch moves once per call that
+// made any, after the last is stored.
 func (e *Engine) ensureCross(ctx context.Context) (int, error) {
+	e.reloadMu.Lock()
+	defer e.reloadMu.Unlock()
 	e.mu.RLock()
-	m := e.issuers
+	m, done := e.issuers, e.crossDone
 	e.mu.RUnlock()
+	if done {
+		return 0, nil // made by the call this one waited for
+	}
 	var roots, issuing []*issuer
 	for _, is := range m {
 		if is.rec.Parent == "" {
@@ -116,8 +124,49 @@ func (e *Engine) ensureCross(ctx context.Context) (int, error) {
 	if err != nil {
 		return 0, err
 	}
+	made, raced, err := e.makeCross(ctx, m, roots, issuing, stored)
+	if len(made) > 0 {
+		// Stored records are in effect even when a later one failed:
+		// tell the other engines about them in one epoch write.
+		what := make([]string, len(made))
+		for i, r := range made {
+			what[i] = r.Issuer + " " + r.Root
+		}
+		if berr := e.bumpEpoch(ctx, "cross "+strings.Join(what, ", ")); err == nil {
+			err = berr
+		}
+	}
+	if err != nil {
+		return len(made), err
+	}
+	if raced {
+		// Another replica stored some: read them.
+		if stored, err = e.loadCross(ctx); err != nil {
+			return len(made), err
+		}
+	} else {
+		for _, r := range made {
+			if stored[r.Issuer] == nil {
+				stored[r.Issuer] = map[string]crossRecord{}
+			}
+			stored[r.Issuer][r.Root] = r
+		}
+	}
+	e.mu.Lock()
+	if sameIssuers(e.issuers, m) {
+		attachCross(e.issuers, stored)
+		e.crossDone, e.listed = true, nil
+	}
+	e.mu.Unlock()
+	return len(made), nil
+}
+
+// makeCross signs and stores the cross-certificates of m missing from
+// stored. It returns the records it stored (also on an error), and whether
+// another replica stored one first.
+func (e *Engine) makeCross(ctx context.Context, m map[string]*issuer, roots, issuing []*issuer,
+	stored map[string]map[string]crossRecord) (made []crossRecord, raced bool, err error) {
 	var now time.Time
-	made := 0
 	for _, is := range issuing {
 		own := rootOf(m, is)
 		for _, root := range roots {
@@ -129,36 +178,28 @@ func (e *Engine) ensureCross(ctx context.Context) (int, error) {
 			}
 			if now.IsZero() {
 				if now, err = e.trustedNow(ctx); err != nil {
-					return made, err
+					return made, raced, err
 				}
 			}
 			if !now.Before(is.cert.NotAfter) || !now.Before(root.cert.NotAfter) {
 				continue // nothing to chain: expired
 			}
-			err := e.crossCertify(ctx, now, is, root)
+			rec, err := e.crossCertify(ctx, now, is, root)
 			if errors.Is(err, errRaced) {
-				continue // another replica made it; loaded below
+				raced = true // another replica made it; loaded by the caller
+				continue
 			}
 			if err != nil {
-				return made, err
+				return made, raced, err
 			}
-			made++
+			made = append(made, rec)
 			if err := e.emit(ctx, host.Event{Action: "ca.cross_certify", Target: "issuer/" + is.rec.Name, Outcome: "success",
 				Fields: map[string]string{"root": root.rec.Name, "algorithm": root.rec.Algorithm}}); err != nil {
-				return made, fmt.Errorf("audit: %w", err)
+				return made, raced, fmt.Errorf("audit: %w", err)
 			}
 		}
 	}
-	if stored, err = e.loadCross(ctx); err != nil {
-		return made, err
-	}
-	e.mu.Lock()
-	if sameIssuers(e.issuers, m) {
-		attachCross(e.issuers, stored)
-		e.crossDone, e.listed = true, nil
-	}
-	e.mu.Unlock()
-	return made, nil
+	return made, raced, nil
 }
 
 // markCrossDone records that the issuers m need no cross-certificate, if
@@ -185,10 +226,11 @@ func sameIssuers(a, b map[string]*issuer) bool {
 
 // crossCertify signs the cross-certificate of issuing CA is under root
 // and stores it create-only (errRaced when another replica stored one).
-func (e *Engine) crossCertify(ctx context.Context, now time.Time, is, root *issuer) error {
+// The caller moves the epoch.
+func (e *Engine) crossCertify(ctx context.Context, now time.Time, is, root *issuer) (crossRecord, error) {
 	serial, err := newSerialInt(e.rand)
 	if err != nil {
-		return err
+		return crossRecord{}, err
 	}
 	c := is.cert
 	notAfter := c.NotAfter
@@ -201,25 +243,25 @@ func (e *Engine) crossCertify(ctx context.Context, now time.Time, is, root *issu
 		CRLDistributionPoints: c.CRLDistributionPoints}
 	der, err := pqx509.CreateCertificate(ctx, t, root.cert, root.signer)
 	if err != nil {
-		return fmt.Errorf("cross-certificate of %s under %s: %w", is.rec.Name, root.rec.Name, err)
+		return crossRecord{}, fmt.Errorf("cross-certificate of %s under %s: %w", is.rec.Name, root.rec.Name, err)
 	}
 	got, err := pqx509.ParseCertificate(der)
 	if err != nil {
-		return err
+		return crossRecord{}, err
 	}
 	if !bytes.Equal(got.RawSubject, c.RawSubject) {
 		// A certificate the issuing CA signed names its subject as
 		// encoded; another encoding would not chain.
-		return fmt.Errorf("cross-certificate of %s: subject %q re-encodes differently", is.rec.Name,
+		return crossRecord{}, fmt.Errorf("cross-certificate of %s: subject %q re-encodes differently", is.rec.Name,
 			strings.ToValidUTF8(c.Subject.String(), "?"))
 	}
 	rec := crossRecord{Issuer: is.rec.Name, Root: root.rec.Name, DER: der, CreatedAt: now}
 	b, _ := json.Marshal(rec)
 	if _, err := e.st.Put(ctx, crossKey(is.rec.Name, root.rec.Name), b, host.PutOptions{Check: true}); err != nil {
 		if errors.Is(err, host.ErrVersionConflict) {
-			return errRaced
+			return crossRecord{}, errRaced
 		}
-		return fmt.Errorf("store cross-certificate %s/%s: %w", is.rec.Name, root.rec.Name, err)
+		return crossRecord{}, fmt.Errorf("store cross-certificate %s/%s: %w", is.rec.Name, root.rec.Name, err)
 	}
-	return e.bumpEpoch(ctx, "cross "+is.rec.Name+" "+root.rec.Name)
+	return rec, nil
 }

@@ -8,7 +8,9 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"errors"
+	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -283,4 +285,183 @@ func TestCrossWithoutTrustedTime(t *testing.T) {
 	if n != 2 {
 		t.Fatalf("%d alternate chains once time is trusted, want 2", n)
 	}
+}
+
+// crossStorage records what an engine writes to the epoch key and counts
+// its writes and lists of cross-certificate records; the real in-memory
+// host storage is underneath.
+type crossStorage struct {
+	host.Storage
+	mu          sync.Mutex
+	epochWrites []string
+	crossPuts   atomic.Int64
+	crossLists  atomic.Int64
+}
+
+func (c *crossStorage) Put(ctx context.Context, key string, v []byte, o host.PutOptions) (int64, error) {
+	switch {
+	case key == epochKey:
+		c.mu.Lock()
+		c.epochWrites = append(c.epochWrites, string(v))
+		c.mu.Unlock()
+	case strings.HasPrefix(key, crossPrefix):
+		c.crossPuts.Add(1)
+	}
+	return c.Storage.Put(ctx, key, v, o)
+}
+
+func (c *crossStorage) List(ctx context.Context, o host.ListOptions) ([]host.Entry, error) {
+	if o.Prefix == crossPrefix {
+		c.crossLists.Add(1)
+	}
+	return c.Storage.List(ctx, o)
+}
+
+func (c *crossStorage) epochs() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.epochWrites)
+}
+
+// withoutCross is a classical hierarchy whose cross-certificates are
+// missing (a CA made before they existed).
+func withoutCross(t *testing.T) *twoKMS {
+	t.Helper()
+	x := newTwoKMS(t, classicalConfig())
+	x.engine(t)
+	for _, k := range []string{crossKey("issuing", "classical-root"), crossKey("classical", "root")} {
+		if err := x.host.Storage().Delete(bg, k, host.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return x
+}
+
+func crossEventCount(x *twoKMS) int {
+	n := 0
+	for _, ev := range x.host.Events() {
+		if ev.Action == "ca.cross_certify" {
+			n++
+		}
+	}
+	return n
+}
+
+func alternateCount(is []sdkca.Issuer) int {
+	n := 0
+	for _, i := range is {
+		n += len(i.AlternateChains)
+	}
+	return n
+}
+
+// TestEnsureCrossOneEpochWrite: making several cross-certificates moves the
+// epoch once, after them, and attaches them without listing the records
+// again; making none moves nothing.
+func TestEnsureCrossOneEpochWrite(t *testing.T) {
+	x := withoutCross(t)
+	st := &crossStorage{Storage: x.host.Storage()}
+	a := New(x.cfg, x.soft, nil, st, rand.Reader, func(context.Context) (time.Time, error) { return x.now, nil }, x.host.Audit,
+		WithNamedKMS(x.host.KMSNamed))
+	if err := a.Init(bg); err != nil {
+		t.Fatal(err)
+	}
+	if n := st.crossPuts.Load(); n != 2 {
+		t.Fatalf("%d cross-certificate writes, want 2", n)
+	}
+	ep := st.epochs()
+	if len(ep) != 1 || !strings.Contains(ep[0], "issuing classical-root") || !strings.Contains(ep[0], "classical root") {
+		t.Fatalf("epoch writes %q, want one naming both cross-certificates", ep)
+	}
+	// One list to attach them when the issuers are loaded, one by
+	// ensureCross; what it made is attached without listing again.
+	if n := st.crossLists.Load(); n != 2 {
+		t.Fatalf("%d lists of cross-certificates, want 2", n)
+	}
+	resp, err := a.ListIssuers(bg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := alternateCount(resp.Issuers); n != 2 {
+		t.Fatalf("%d alternate chains, want 2", n)
+	}
+	assertListingMatchesFresh(t, x, a)
+
+	// A restart with every cross-certificate stored: the same two lists,
+	// no write.
+	st2 := &crossStorage{Storage: x.host.Storage()}
+	b := New(x.cfg, x.soft, nil, st2, rand.Reader, func(context.Context) (time.Time, error) { return x.now, nil }, x.host.Audit,
+		WithNamedKMS(x.host.KMSNamed))
+	if err := b.Init(bg); err != nil {
+		t.Fatal(err)
+	}
+	if n, l, ep := st2.crossPuts.Load(), st2.crossLists.Load(), st2.epochs(); n != 0 || l != 2 || len(ep) != 0 {
+		t.Fatalf("restart: %d cross writes, %d lists, epoch writes %q; want 0, 2, none", n, l, ep)
+	}
+	resp, err = b.ListIssuers(bg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := alternateCount(resp.Issuers); n != 2 {
+		t.Fatalf("restart: %d alternate chains, want 2", n)
+	}
+}
+
+// TestConcurrentListIssuersCrossOnce: concurrent first ListIssuers on an
+// engine whose cross-certificates are missing make each of them once, with
+// one trusted-time read and one epoch write, and all answer with them.
+func TestConcurrentListIssuersCrossOnce(t *testing.T) {
+	x := withoutCross(t)
+	st := &crossStorage{Storage: x.host.Storage()}
+	var timeOK atomic.Bool
+	var timeCalls atomic.Int64
+	a := New(x.cfg, x.soft, nil, st, rand.Reader, func(context.Context) (time.Time, error) {
+		if !timeOK.Load() {
+			return time.Time{}, errors.New("calibration stale")
+		}
+		timeCalls.Add(1)
+		return x.now, nil
+	}, x.host.Audit, WithNamedKMS(x.host.KMSNamed))
+	if err := a.Init(bg); err != nil {
+		t.Fatal(err)
+	}
+	events := crossEventCount(x)
+	timeOK.Store(true)
+	const n = 8
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	errs := make([]error, n)
+	got := make([]int, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			resp, err := a.ListIssuers(bg, nil)
+			if err == nil {
+				got[i] = alternateCount(resp.Issuers)
+			}
+			errs[i] = err
+		}()
+	}
+	close(start)
+	wg.Wait()
+	for i := range n {
+		if errs[i] != nil || got[i] != 2 {
+			t.Fatalf("call %d: %d alternate chains, %v; want 2", i, got[i], errs[i])
+		}
+	}
+	if p := st.crossPuts.Load(); p != 2 {
+		t.Fatalf("%d cross-certificate writes, want 2", p)
+	}
+	if d := crossEventCount(x) - events; d != 2 {
+		t.Fatalf("%d ca.cross_certify events, want 2", d)
+	}
+	if c := timeCalls.Load(); c != 1 {
+		t.Fatalf("%d trusted-time reads, want 1", c)
+	}
+	if ep := st.epochs(); len(ep) != 1 {
+		t.Fatalf("epoch writes %q, want 1", ep)
+	}
+	assertListingMatchesFresh(t, x, a)
 }

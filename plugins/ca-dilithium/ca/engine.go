@@ -67,7 +67,8 @@ type Engine struct {
 	// (Initialize, RotateIssuer).
 	opMu sync.Mutex
 	// reloadMu serializes the reloads ListIssuers makes when the
-	// epoch changed (see epoch.go).
+	// epoch changed (see epoch.go) and the making of cross-certificates
+	// (ensureCross).
 	reloadMu sync.Mutex
 
 	mu      sync.RWMutex
@@ -560,13 +561,6 @@ func (e *Engine) Issue(ctx context.Context, req *sdkca.IssueRequest) (*sdkca.Iss
 	if !ok {
 		return nil, fmt.Errorf("profile %q (known: %s): %w", req.Profile, strings.Join(e.profileNames(), ", "), sdkca.ErrUnknownProfile)
 	}
-	// The trusted time is a host round trip: asked now, read once the
-	// request is checked (a refused request discards it).
-	nowc := make(chan timeResult, 1)
-	go func() {
-		t, err := e.trustedNow(ctx)
-		nowc <- timeResult{t, err}
-	}()
 	names := Names{CommonName: req.CommonName, DNS: req.DNSNames}
 	for _, s := range req.IPAddresses {
 		ip := net.ParseIP(s)
@@ -582,6 +576,14 @@ func (e *Engine) Issue(ctx context.Context, req *sdkca.IssueRequest) (*sdkca.Iss
 		}
 		names.URIs = append(names.URIs, u)
 	}
+	// The trusted time is a host round trip: asked once the cheap checks
+	// passed, in parallel with the CSR's parsing and signature check, and
+	// read once the request is checked (a refused request discards it).
+	nowc := make(chan timeResult, 1)
+	go func() {
+		t, err := e.trustedNow(ctx)
+		nowc <- timeResult{t, err}
+	}()
 	var pub pqx509.PublicKey
 	switch {
 	case len(req.CSR) > 0:

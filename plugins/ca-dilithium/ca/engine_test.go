@@ -492,3 +492,38 @@ func TestNormalizeSerial(t *testing.T) {
 		}
 	}
 }
+
+// TestIssueCheapRefusalNoTrustedTime: a request refused by the checks made
+// before the CSR is read (profile, IP and URI names) asks no trusted time;
+// a request that reaches the CSR asks it once.
+func TestIssueCheapRefusalNoTrustedTime(t *testing.T) {
+	s := newSetup(t, Config{}, "kms-soft")
+	var calls atomic.Int64
+	eng := New(s.eng.cfg, s.kms, nil, s.host.Storage(), rand.Reader, func(context.Context) (time.Time, error) {
+		calls.Add(1)
+		return s.now, nil
+	}, s.host.Audit)
+	if err := eng.Init(bg); err != nil {
+		t.Fatal(err)
+	}
+	base := calls.Load() // Init may ask it (cross-certificates)
+	good := agentCSR(t, newAgentKey(t), "avon://agent/a1")
+	for _, c := range []struct {
+		req  *sdkca.IssueRequest
+		want error
+	}{
+		{&sdkca.IssueRequest{CSR: good, Profile: "superuser"}, sdkca.ErrUnknownProfile},
+		{&sdkca.IssueRequest{CSR: good, Profile: "agent", IPAddresses: []string{"not-an-ip"}}, sdkca.ErrPolicyViolation},
+		{&sdkca.IssueRequest{CSR: good, Profile: "agent", URIs: []string{"relative/path"}}, sdkca.ErrPolicyViolation},
+	} {
+		if _, err := eng.Issue(bg, c.req); !errors.Is(err, c.want) {
+			t.Fatalf("%+v: got %v, want %v", c.req, err, c.want)
+		}
+	}
+	if _, err := eng.Issue(bg, &sdkca.IssueRequest{CSR: good, Profile: "agent"}); err != nil {
+		t.Fatal(err)
+	}
+	if d := calls.Load() - base; d != 1 {
+		t.Fatalf("%d trusted-time reads for three cheap refusals and one issue, want 1", d)
+	}
+}

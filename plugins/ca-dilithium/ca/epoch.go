@@ -14,7 +14,8 @@ import (
 // The issuers change only when the hierarchy is created (Init,
 // Initialize), rotated (RotateIssuer) or cross-certified (ensureCross).
 // Every such write of an issuers/ or cross/ record is followed by a write of
-// epochKey; storage versions strictly increase and are never reused, so
+// epochKey (the cross/ records one ensureCross makes by one write, after
+// the last); storage versions strictly increase and are never reused, so
 // the key's version names the state of the issuer records. An engine keeps
 // the version it last loaded (Engine.epoch) with its in-memory issuers and
 // its prepared ListIssuers answer: a ListIssuers reads that one small key
