@@ -13,6 +13,7 @@
 package config
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -30,6 +31,7 @@ import (
 	"github.com/zclconf/go-cty/cty"
 	"github.com/zclconf/go-cty/cty/function"
 
+	"github.com/avonzt/avon/core/gateway/ipam"
 	sdkconfig "github.com/avonzt/avon/sdk/config"
 )
 
@@ -139,8 +141,6 @@ const (
 	DefaultGatewayMaxSessions   = 100_000
 	MinGatewayMTU               = 576
 	MinGatewayMTU6              = 1280 // with tunnel_cidr6 (IPv6's minimum link MTU)
-	MinTunnelCIDR6Bits          = 64   // tunnel_cidr6 is a /64 ...
-	MaxTunnelCIDR6Bits          = 126  // ... to a /126
 	MaxGatewayMTU               = 65535
 	MinGatewayPulseInterval     = time.Second
 	MaxGatewayPulseInterval     = 10 * time.Minute
@@ -1063,17 +1063,21 @@ func maskSecrets(line string) string {
 }
 
 // checkTunnelCIDR6 says what is wrong with an IPv6 tunnel network, or "".
+// The rules are the gateway's IPv6 pool's (ipam.CheckPrefix6); this says
+// them in the operator's terms.
 func checkTunnelCIDR6(p netip.Prefix) string {
-	a := p.Addr()
+	err := ipam.CheckPrefix6(p)
 	switch {
-	case !a.Is6() || a.Is4In6():
+	case err == nil:
+		return ""
+	case errors.Is(err, ipam.ErrNotIPv6):
 		return "want an IPv6 network such as \"fd00:96::/64\" (an IPv4 network goes in tunnel_cidr)."
-	case a.IsLinkLocalUnicast() || a.IsMulticast() || a.IsLoopback() || a.IsUnspecified():
+	case errors.Is(err, ipam.ErrNotUnicast6):
 		return "want a unicast network (a unique local fd00::/8 one, or global), not link-local, multicast, loopback or ::."
-	case p.Bits() < MinTunnelCIDR6Bits:
-		return fmt.Sprintf("too large: want a /%d to /%d, such as \"fd00:96::/64\".", MinTunnelCIDR6Bits, MaxTunnelCIDR6Bits)
-	case p.Bits() > MaxTunnelCIDR6Bits:
-		return fmt.Sprintf("too small: want a /%d to /%d (the gateway's address and at least one agent's).", MinTunnelCIDR6Bits, MaxTunnelCIDR6Bits)
+	case errors.Is(err, ipam.ErrPrefixTooLarge):
+		return fmt.Sprintf("too large: want a /%d to /%d, such as \"fd00:96::/64\".", ipam.MinBits6, ipam.MaxBits6)
+	case errors.Is(err, ipam.ErrPrefixTooSmall):
+		return fmt.Sprintf("too small: want a /%d to /%d (the gateway's address and at least one agent's).", ipam.MinBits6, ipam.MaxBits6)
 	}
-	return ""
+	return err.Error() + "."
 }

@@ -180,7 +180,7 @@ func (c Config) withDefaults() (Config, error) {
 		switch {
 		case !r.IsValid() || r != r.Masked() || a.Is4In6() || a.Zone() != "":
 			return bad("route %v is not a masked prefix", r)
-		case a.IsLinkLocalUnicast() || a.IsLinkLocalMulticast() || a.IsMulticast() || a.IsInterfaceLocalMulticast():
+		case a.IsLinkLocalUnicast() || a.IsMulticast():
 			return bad("route %v is a link-local or multicast network, which a tunnel does not carry", r)
 		case a.Is4() && c.IPAM == nil:
 			return bad("route %v is IPv4 but the tunnel has no IPv4 network (TunnelPrefix)", r)

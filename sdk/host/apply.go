@@ -11,7 +11,8 @@ import (
 	hostv1 "github.com/avonzt/avon/sdk/proto/host/v1"
 )
 
-// Limits of Applier.Apply, checked on both sides of the wire.
+// Limits of Applier.Apply, checked by the client before sending and by the
+// Applier that serves it.
 const (
 	// MaxApplyOps is the largest number of writes one Apply takes.
 	MaxApplyOps = 1024
@@ -141,21 +142,18 @@ func (s *storageClient) Apply(ctx context.Context, ops []Op) ([]int64, error) {
 }
 
 // StorageApply serves Applier: a host whose storage is no Applier answers
-// Unimplemented, as an older core does.
+// Unimplemented, as an older core does. The batch is not checked here: the
+// Applier checks it (Applier's contract; the core's with CheckApply), and
+// its typed refusals reach the caller through errdef.ToStatus, so a raw
+// request that bypasses the client is refused as a checked one is.
 func (s *server) StorageApply(ctx context.Context, req *hostv1.StorageApplyRequest) (*hostv1.StorageApplyResponse, error) {
 	ap, ok := s.impl.Storage().(Applier)
 	if !ok {
 		return nil, errdef.ToStatus(fmt.Errorf("storage apply: %w", errdef.ErrNotImplemented))
 	}
-	if n := len(req.GetOps()); n == 0 || n > MaxApplyOps {
-		return nil, errdef.ToStatus(fmt.Errorf("storage apply: %d ops (allowed 1..%d): %w", n, MaxApplyOps, errdef.ErrInvalidArgument))
-	}
 	ops := make([]Op, len(req.GetOps()))
 	for i, op := range req.GetOps() {
 		ops[i] = Op{Key: op.GetKey(), Value: op.GetValue(), Delete: op.GetDelete(), Check: op.GetCheck(), Version: op.GetVersion()}
-	}
-	if err := CheckApply(ops); err != nil {
-		return nil, errdef.ToStatus(err)
 	}
 	vs, err := ap.Apply(ctx, ops)
 	var ae *ApplyError

@@ -56,6 +56,35 @@ var (
 	ErrNoBatch   = errors.New("ipam: the store cannot write atomic batches")
 )
 
+// Reasons CheckPrefix6 refuses an IPv6 pool's prefix; each error it
+// returns wraps ErrInvalid and one of these.
+var (
+	ErrNotIPv6        = errors.New("ipam: not an IPv6 prefix")
+	ErrNotUnicast6    = errors.New("ipam: not a unicast IPv6 network")
+	ErrPrefixTooLarge = errors.New("ipam: IPv6 prefix too large")
+	ErrPrefixTooSmall = errors.New("ipam: IPv6 prefix too small")
+)
+
+// CheckPrefix6 checks the rules of an IPv6 pool's prefix: an IPv6 (not
+// IPv4-mapped) unicast network (not link-local, multicast, loopback or
+// unspecified) of MinBits6 to MaxBits6 bits. The error wraps ErrInvalid
+// and one of ErrNotIPv6, ErrNotUnicast6, ErrPrefixTooLarge and
+// ErrPrefixTooSmall, checked in that order. Host bits are ignored.
+func CheckPrefix6(p netip.Prefix) error {
+	a := p.Masked().Addr()
+	switch {
+	case !p.IsValid() || !a.Is6() || a.Is4In6() || a.Zone() != "":
+		return fmt.Errorf("%w: %w: %v", ErrInvalid, ErrNotIPv6, p)
+	case a.IsLinkLocalUnicast() || a.IsMulticast() || a.IsLoopback() || a.IsUnspecified():
+		return fmt.Errorf("%w: %w: %v (link-local, multicast, loopback or unspecified)", ErrInvalid, ErrNotUnicast6, p)
+	case p.Bits() < MinBits6:
+		return fmt.Errorf("%w: %w: %v (at most a /%d)", ErrInvalid, ErrPrefixTooLarge, p, MinBits6)
+	case p.Bits() > MaxBits6:
+		return fmt.Errorf("%w: %w: %v (at least a /%d)", ErrInvalid, ErrPrefixTooSmall, p, MaxBits6)
+	}
+	return nil
+}
+
 // Pool hands out addresses of one prefix. It is safe for concurrent use
 // (all state is in the store).
 type Pool struct {
@@ -84,14 +113,9 @@ func New(kv store.KV, prefix netip.Prefix) (*Pool, error) {
 		return nil, fmt.Errorf("%w: prefix %v is too small (need at least 2 host bits)", ErrInvalid, prefix)
 	}
 	agents := Prefix + "agent/"
-	if a := prefix.Addr(); a.Is6() {
-		switch {
-		case a.Is4In6():
-			return nil, fmt.Errorf("%w: prefix %v is IPv4-mapped (use the IPv4 prefix)", ErrInvalid, prefix)
-		case a.IsLinkLocalUnicast() || a.IsMulticast() || a.IsLoopback() || a.IsUnspecified():
-			return nil, fmt.Errorf("%w: prefix %v is not a unicast network (link-local, multicast, loopback or unspecified)", ErrInvalid, prefix)
-		case prefix.Bits() < MinBits6:
-			return nil, fmt.Errorf("%w: IPv6 prefix %v is too large (at most a /%d)", ErrInvalid, prefix, MinBits6)
+	if prefix.Addr().Is6() {
+		if err := CheckPrefix6(prefix); err != nil {
+			return nil, err
 		}
 		agents = Prefix + "agent6/"
 	}

@@ -254,3 +254,47 @@ func TestRefusedIPv6(t *testing.T) {
 		}
 	}
 }
+
+// TestCheckPrefix6: each refusal names its reason, and New refuses what
+// CheckPrefix6 refuses with the same reason.
+func TestCheckPrefix6(t *testing.T) {
+	cases := []struct {
+		pfx  netip.Prefix
+		want error // nil: accepted
+	}{
+		{netip.MustParsePrefix("fd00::/64"), nil},
+		{netip.MustParsePrefix("2001:db8:1::/126"), nil},
+		{netip.MustParsePrefix("fd00:1:2:3::/96"), nil},
+		{netip.MustParsePrefix("fd00::1/64"), nil}, // host bits are New's to mask
+		{netip.MustParsePrefix("100.96.0.0/16"), ipam.ErrNotIPv6},
+		{netip.MustParsePrefix("::ffff:100.96.0.0/120"), ipam.ErrNotIPv6},
+		{netip.Prefix{}, ipam.ErrNotIPv6},
+		{netip.MustParsePrefix("fe80::/64"), ipam.ErrNotUnicast6},
+		{netip.MustParsePrefix("ff02::/64"), ipam.ErrNotUnicast6},
+		{netip.MustParsePrefix("ff01::/64"), ipam.ErrNotUnicast6},
+		{netip.MustParsePrefix("::1/126"), ipam.ErrNotUnicast6}, // masks to ::, unspecified
+		{netip.MustParsePrefix("::/64"), ipam.ErrNotUnicast6},
+		{netip.MustParsePrefix("fd00::/48"), ipam.ErrPrefixTooLarge},
+		{netip.MustParsePrefix("2001:db8::/63"), ipam.ErrPrefixTooLarge},
+		{netip.MustParsePrefix("fd00::/127"), ipam.ErrPrefixTooSmall},
+		{netip.MustParsePrefix("fd00::/128"), ipam.ErrPrefixTooSmall},
+	}
+	for _, tc := range cases {
+		err := ipam.CheckPrefix6(tc.pfx)
+		if tc.want == nil {
+			if err != nil {
+				t.Errorf("CheckPrefix6(%v): %v", tc.pfx, err)
+			}
+			continue
+		}
+		if !errors.Is(err, tc.want) || !errors.Is(err, ipam.ErrInvalid) {
+			t.Errorf("CheckPrefix6(%v): %v, want %v wrapping %v", tc.pfx, err, tc.want, ipam.ErrInvalid)
+		}
+		if tc.want == ipam.ErrPrefixTooSmall || !tc.pfx.IsValid() || !tc.pfx.Addr().Is6() {
+			continue // New refuses these first for too few host bits, or as invalid
+		}
+		if _, err := ipam.New(memstore.New(), tc.pfx); !errors.Is(err, tc.want) {
+			t.Errorf("New(%v): %v, want %v", tc.pfx, err, tc.want)
+		}
+	}
+}
