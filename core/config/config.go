@@ -24,6 +24,7 @@ import (
 	"sort"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/gohcl"
@@ -980,7 +981,12 @@ func (p *Plugin) DecodeConfig(ctx *hcl.EvalContext, s sdkconfig.Schema) ([]byte,
 //
 // files (may be nil) supplies the source lines.
 func WriteDiagnostics(w io.Writer, files map[string]*hcl.File, diags hcl.Diagnostics) error {
-	for _, d := range diags {
+	lines := map[string][]string{} // split once per file
+	for i, d := range diags {
+		if i == maxDiagnostics {
+			_, err := fmt.Fprintf(w, "... and %d more\n", len(diags)-i)
+			return err
+		}
 		sev := "error"
 		if d.Severity == hcl.DiagWarning {
 			sev = "warning"
@@ -1003,19 +1009,57 @@ func WriteDiagnostics(w io.Writer, files map[string]*hcl.File, diags hcl.Diagnos
 		if f == nil {
 			continue
 		}
-		lines := strings.Split(string(f.Bytes), "\n")
-		if r.Start.Line < 1 || r.Start.Line > len(lines) {
+		ls, ok := lines[r.Filename]
+		if !ok {
+			ls = strings.Split(string(f.Bytes), "\n")
+			lines[r.Filename] = ls
+		}
+		if r.Start.Line < 1 || r.Start.Line > len(ls) {
 			continue
 		}
-		line := maskSecrets(strings.TrimRight(lines[r.Start.Line-1], "\r"))
 		width := 1
 		if r.End.Line == r.Start.Line && r.End.Column > r.Start.Column {
 			width = r.End.Column - r.Start.Column
 		}
-		pad := strings.Repeat(" ", max(r.Start.Column-1, 0))
-		fmt.Fprintf(w, "%6d | %s\n       | %s%s\n", r.Start.Line, line, pad, strings.Repeat("^", width))
+		line, col := excerpt(maskSecrets(strings.TrimRight(ls[r.Start.Line-1], "\r")), max(r.Start.Column, 1))
+		width = min(width, maxExcerpt)
+		fmt.Fprintf(w, "%6d | %s\n       | %s%s\n", r.Start.Line, line, strings.Repeat(" ", col-1), strings.Repeat("^", width))
 	}
 	return nil
+}
+
+// maxDiagnostics and maxExcerpt bound what WriteDiagnostics prints: at most
+// maxDiagnostics diagnostics, each source
+// line cut to maxExcerpt characters around the column it points at: a
+// file of one long line full of mistakes must not print megabytes.
+const (
+	maxDiagnostics = 50
+	maxExcerpt     = 160
+)
+
+// excerpt cuts line to at most maxExcerpt characters around column col
+// (1-based, in characters), marking a cut with "…", and returns the
+// column in the excerpt.
+func excerpt(line string, col int) (string, int) {
+	if len(line) <= maxExcerpt && utf8.RuneCountInString(line) <= maxExcerpt {
+		return line, col
+	}
+	rs := []rune(line)
+	if len(rs) <= maxExcerpt {
+		return line, col
+	}
+	lo := max(0, min(col-1-maxExcerpt/2, len(rs)-maxExcerpt))
+	hi := min(len(rs), lo+maxExcerpt)
+	out := string(rs[lo:hi])
+	col -= lo
+	if lo > 0 {
+		out = "…" + out
+		col++
+	}
+	if hi < len(rs) {
+		out += "…"
+	}
+	return out, max(col, 1)
 }
 
 // secretLineRE finds source lines that may hold a secret: a DSN with its

@@ -428,3 +428,40 @@ func TestDiagnosticsHideSecrets(t *testing.T) {
 		t.Errorf("an ordinary line was masked: %s", got)
 	}
 }
+
+// TestWriteDiagnosticsBounded: a file of one long line full of mistakes
+// prints at most maxDiagnostics diagnostics, each source line cut around
+// its column with the caret still under the right character.
+func TestWriteDiagnosticsBounded(t *testing.T) {
+	src := []byte(strings.Repeat("$", 4000))
+	c, diags := Parse(src, "long.hcl")
+	if !diags.HasErrors() {
+		t.Fatal("no errors for a line of $")
+	}
+	var b bytes.Buffer
+	if err := WriteDiagnostics(&b, c.Files, diags); err != nil {
+		t.Fatal(err)
+	}
+	if len(diags) > maxDiagnostics && !strings.Contains(b.String(), fmt.Sprintf("... and %d more", len(diags)-maxDiagnostics)) {
+		t.Errorf("%d diagnostics printed without the count of the rest", len(diags))
+	}
+	if b.Len() > maxDiagnostics*(2*maxExcerpt+400) {
+		t.Fatalf("%d bytes printed for %d diagnostics", b.Len(), len(diags))
+	}
+
+	// The caret points at the column's character inside the excerpt.
+	for _, col := range []int{1, 50, 2000, 3990, 4000} {
+		line := strings.Repeat("a", col-1) + "X" + strings.Repeat("b", 4000-col)
+		ex, c := excerpt(line, col)
+		rs := []rune(ex)
+		if n := len(rs); n > maxExcerpt+2 {
+			t.Fatalf("col %d: excerpt of %d characters", col, n)
+		}
+		if c < 1 || c > len(rs) || rs[c-1] != 'X' {
+			t.Fatalf("col %d: caret at %d of %q", col, c, ex)
+		}
+	}
+	if ex, c := excerpt("short = 1", 3); ex != "short = 1" || c != 3 {
+		t.Fatalf("a short line changed: %q %d", ex, c)
+	}
+}
