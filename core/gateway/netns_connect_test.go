@@ -3,7 +3,6 @@ package gateway
 import (
 	"context"
 	crand "crypto/rand"
-	"math/big"
 	"net/netip"
 	"strings"
 	"testing"
@@ -19,7 +18,6 @@ import (
 	"github.com/avonzt/avon/core/gateway/ipam"
 	"github.com/avonzt/avon/core/handshake"
 	"github.com/avonzt/avon/core/store/memstore"
-	"github.com/avonzt/avon/internal/testsvc/netns"
 	"github.com/avonzt/avon/sdk/policy"
 )
 
@@ -30,21 +28,7 @@ import (
 // attempt comes up; a policy change that denies it again ends the live
 // session with the reason.
 func TestKernelTunnelConnect(t *testing.T) {
-	gwNS := netns.New(t, "gw")
-	agNS := netns.New(t, "agent")
-	netns.Link(t, gwNS, "198.18.0.1/24", agNS, "198.18.0.2/24")
-
-	pki := thePKI(t)
-	clock := newClock()
-	verifier, err := handshake.NewChainVerifier(pki.Roots(), handshake.ChainVerifierOptions{
-		Revoked: func(*big.Int) (bool, error) { return false, nil }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	signer, err := handshake.NewMLDSA65Signer(pki.gw.PrivateKey(), crand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
+	gwNS, agNS, pki, clock, verifier, signer := kernelSetup(t)
 	pool, err := ipam.New(memstore.New(), tunnelPrefix)
 	if err != nil {
 		t.Fatal(err)

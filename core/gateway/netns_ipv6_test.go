@@ -6,7 +6,6 @@ import (
 	crand "crypto/rand"
 	"encoding/binary"
 	"fmt"
-	"math/big"
 	"net"
 	"net/netip"
 	"testing"
@@ -17,9 +16,7 @@ import (
 
 	"github.com/avonzt/avon/core/gateway/flow/flowtest"
 	"github.com/avonzt/avon/core/gateway/ipam"
-	"github.com/avonzt/avon/core/handshake"
 	"github.com/avonzt/avon/core/store/memstore"
-	"github.com/avonzt/avon/internal/testsvc/netns"
 )
 
 // TestKernelTunnelPolicyIPv6 is TestKernelTunnelPolicy over IPv6 inside
@@ -29,21 +26,7 @@ import (
 // comes back by the IPv6 destination, the denied port never sees its
 // datagram and the agent is told, and a forged IPv6 source is dropped.
 func TestKernelTunnelPolicyIPv6(t *testing.T) {
-	gwNS := netns.New(t, "gw")
-	agNS := netns.New(t, "agent")
-	netns.Link(t, gwNS, "198.18.0.1/24", agNS, "198.18.0.2/24")
-
-	pki := thePKI(t)
-	clock := newClock()
-	verifier, err := handshake.NewChainVerifier(pki.Roots(), handshake.ChainVerifierOptions{
-		Revoked: func(*big.Int) (bool, error) { return false, nil }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	signer, err := handshake.NewMLDSA65Signer(pki.gw.PrivateKey(), crand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
+	gwNS, agNS, pki, clock, verifier, signer := kernelSetup(t)
 	kv := memstore.New()
 	pool, err := ipam.New(kv, tunnelPrefix)
 	if err != nil {

@@ -5,7 +5,6 @@ import (
 	"context"
 	crand "crypto/rand"
 	"fmt"
-	"math/big"
 	"net"
 	"net/netip"
 	"testing"
@@ -16,9 +15,7 @@ import (
 
 	"github.com/avonzt/avon/core/gateway/flow/flowtest"
 	"github.com/avonzt/avon/core/gateway/ipam"
-	"github.com/avonzt/avon/core/handshake"
 	"github.com/avonzt/avon/core/store/memstore"
-	"github.com/avonzt/avon/internal/testsvc/netns"
 )
 
 // TestKernelTunnelPolicy is TestKernelTunnel with flow enforcement: over
@@ -27,21 +24,7 @@ import (
 // the one it is denied (and is told why), and its open flow is cut when
 // the policy changes.
 func TestKernelTunnelPolicy(t *testing.T) {
-	gwNS := netns.New(t, "gw")
-	agNS := netns.New(t, "agent")
-	netns.Link(t, gwNS, "198.18.0.1/24", agNS, "198.18.0.2/24")
-
-	pki := thePKI(t)
-	clock := newClock()
-	verifier, err := handshake.NewChainVerifier(pki.Roots(), handshake.ChainVerifierOptions{
-		Revoked: func(*big.Int) (bool, error) { return false, nil }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	signer, err := handshake.NewMLDSA65Signer(pki.gw.PrivateKey(), crand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
+	gwNS, agNS, pki, clock, verifier, signer := kernelSetup(t)
 	pool, err := ipam.New(memstore.New(), tunnelPrefix)
 	if err != nil {
 		t.Fatal(err)

@@ -50,22 +50,29 @@ func (w *udpWire) Recv(ctx context.Context) ([]byte, error) {
 // bind in one network namespace and a test agent over real UDP in another:
 // a datagram from the agent reaches a socket in the gateway's namespace
 // through the TUN, and the socket's answer comes back through the tunnel.
-func TestKernelTunnel(t *testing.T) {
-	gwNS := netns.New(t, "gw")
-	agNS := netns.New(t, "agent")
+// kernelSetup is where every kernel-tunnel test starts: a gateway and an
+// agent namespace linked by veth (198.18.0.1 and .2), the test PKI, a
+// clock, and the gateway's chain verifier (nothing revoked) and signer.
+func kernelSetup(t *testing.T) (gwNS, agNS *netns.NS, pki *testPKI, clock *testClock, verifier *handshake.ChainVerifier, signer *handshake.MLDSA65Signer) {
+	t.Helper()
+	gwNS = netns.New(t, "gw")
+	agNS = netns.New(t, "agent")
 	netns.Link(t, gwNS, "198.18.0.1/24", agNS, "198.18.0.2/24")
-
-	pki := thePKI(t)
-	clock := newClock()
+	pki = thePKI(t)
+	clock = newClock()
 	verifier, err := handshake.NewChainVerifier(pki.Roots(), handshake.ChainVerifierOptions{
 		Revoked: func(*big.Int) (bool, error) { return false, nil }})
 	if err != nil {
 		t.Fatal(err)
 	}
-	signer, err := handshake.NewMLDSA65Signer(pki.gw.PrivateKey(), crand.Reader)
-	if err != nil {
+	if signer, err = handshake.NewMLDSA65Signer(pki.gw.PrivateKey(), crand.Reader); err != nil {
 		t.Fatal(err)
 	}
+	return gwNS, agNS, pki, clock, verifier, signer
+}
+
+func TestKernelTunnel(t *testing.T) {
+	gwNS, agNS, pki, clock, verifier, signer := kernelSetup(t)
 	pool, err := ipam.New(memstore.New(), tunnelPrefix)
 	if err != nil {
 		t.Fatal(err)
