@@ -88,11 +88,14 @@ func (g *Gateway) doConnected(ctx context.Context, c connected) {
 func (g *Gateway) refuse(idx uint32, ph *pendingHS, res *handshake.Result, j job, err error) {
 	g.stats.FinishRefused.Add(1)
 	g.cfg.Logger.Warn("session not established", "agent", res.Peer.ID, "error", err)
-	if msg, ok := ph.p.ErrorFor(err); ok {
+	msg, ok := ph.p.ErrorFor(err)
+	res.Zeroize()
+	// Forgotten before the answer goes out: an agent that reads it finds
+	// nothing of the handshake left.
+	g.dropPending(idx, ph)
+	if ok {
 		g.sendError(j, msg)
 	}
-	res.Zeroize()
-	g.dropPending(idx, ph)
 }
 
 // refuseConnect tells the agent of a denied connect why, sealed with the
@@ -105,6 +108,9 @@ func (g *Gateway) refuseConnect(c connected) {
 	reason := connectReason(c.d)
 	g.cfg.Logger.Warn("session refused: connect denied by policy", "agent", c.res.Peer.ID, "endpoint", c.j.src.String(),
 		"policies", c.d.PolicyIDs, "reason", c.d.Reason, "fail_closed", c.d.FailClosed)
+	// The half-open handshake is forgotten before the Close goes out: an
+	// agent that reads the Close finds nothing of it left.
+	g.dropPending(c.idx, c.ph)
 	now := g.cfg.Now()
 	res := c.res
 	kp, err := transport.NewKeypair(transport.AEADID(res.AEAD), &res.SendKey, &res.RecvKey, res.LocalIndex, res.RemoteIndex, now)
@@ -116,7 +122,6 @@ func (g *Gateway) refuseConnect(c connected) {
 		g.sendControl(s, &control.Close{Code: control.CloseConnectDenied, Reason: reason}, now)
 		kp.Zeroize()
 	}
-	g.dropPending(c.idx, c.ph)
 }
 
 // connectReason is the reason a connect denial gives the agent: the

@@ -227,13 +227,7 @@ func (g *Gateway) finishEstablish(ctx context.Context, idx uint32, ph *pendingHS
 	if err != nil {
 		// Refused after the Finish verified: tell the agent, authenticated
 		// (busy, or not_authorized from the policy hook).
-		g.stats.FinishRefused.Add(1)
-		g.cfg.Logger.Warn("session not established", "agent", res.Peer.ID, "error", err)
-		if msg, ok := ph.p.ErrorFor(err); ok {
-			g.sendError(j, msg)
-		}
-		res.Zeroize()
-		g.dropPending(idx, ph)
+		g.refuse(idx, ph, res, j, err)
 		return
 	}
 	ph.p.Zeroize()
