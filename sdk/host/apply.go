@@ -2,7 +2,6 @@ package host
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"unicode"
 	"unicode/utf8"
@@ -119,26 +118,11 @@ func (s *storageClient) Apply(ctx context.Context, ops []Op) ([]int64, error) {
 	if err := CheckApply(ops); err != nil {
 		return nil, err
 	}
-	req := &hostv1.StorageApplyRequest{Ops: make([]*hostv1.StorageOp, len(ops))}
-	for i, op := range ops {
-		req.Ops[i] = &hostv1.StorageOp{Key: op.Key, Value: op.Value, Delete: op.Delete, Check: op.Check, Version: op.Version}
-	}
-	r, err := s.rpc.StorageApply(ctx, req)
+	r, err := s.rpc.StorageApply(ctx, &hostv1.StorageApplyRequest{Ops: opsToWire(ops)})
 	if err != nil {
 		return nil, fmt.Errorf("storage apply of %d ops: %w", len(ops), errdef.FromStatus(err))
 	}
-	if r.GetConflict() {
-		i := int(r.GetConflictIndex())
-		if i >= len(ops) {
-			return nil, fmt.Errorf("storage apply: conflict at op %d of %d: %w", i, len(ops), ErrStorageFailed)
-		}
-		return nil, &ApplyError{Index: i, Key: ops[i].Key, Err: ErrVersionConflict}
-	}
-	vs := r.GetVersions()
-	if len(vs) != len(ops) {
-		return nil, fmt.Errorf("storage apply: %d versions for %d ops: %w", len(vs), len(ops), ErrStorageFailed)
-	}
-	return vs, nil
+	return applyResult(r, ops)
 }
 
 // StorageApply serves Applier: a host whose storage is no Applier answers
@@ -151,19 +135,9 @@ func (s *server) StorageApply(ctx context.Context, req *hostv1.StorageApplyReque
 	if !ok {
 		return nil, errdef.ToStatus(fmt.Errorf("storage apply: %w", errdef.ErrNotImplemented))
 	}
-	ops := make([]Op, len(req.GetOps()))
-	for i, op := range req.GetOps() {
-		ops[i] = Op{Key: op.GetKey(), Value: op.GetValue(), Delete: op.GetDelete(), Check: op.GetCheck(), Version: op.GetVersion()}
-	}
+	ops := opsFromWire(req.GetOps())
 	vs, err := ap.Apply(ctx, ops)
-	var ae *ApplyError
-	if errors.As(err, &ae) && ae.Index >= 0 && ae.Index < len(ops) {
-		return &hostv1.StorageApplyResponse{Conflict: true, ConflictIndex: uint32(ae.Index)}, nil
-	}
-	if err != nil {
-		return nil, errdef.ToStatus(err)
-	}
-	return &hostv1.StorageApplyResponse{Versions: vs}, nil
+	return applyResponse(vs, err, len(ops))
 }
 
 var _ Applier = (*storageClient)(nil)

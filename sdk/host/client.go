@@ -64,10 +64,7 @@ func (c *client) Now(ctx context.Context) (Time, error) {
 }
 
 func (c *client) Audit(ctx context.Context, ev Event) error {
-	_, err := c.rpc.EmitAudit(ctx, &hostv1.EmitAuditRequest{Event: &hostv1.AuditEvent{
-		Action: ev.Action, Target: ev.Target, Outcome: ev.Outcome, Reason: ev.Reason,
-		Actor: ev.Actor, RequestId: ev.RequestID, Fields: ev.Fields,
-	}})
+	_, err := c.rpc.EmitAudit(ctx, &hostv1.EmitAuditRequest{Event: eventToWire(ev)})
 	if err != nil {
 		return fmt.Errorf("host audit: %w", errdef.FromStatus(err))
 	}

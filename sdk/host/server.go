@@ -96,10 +96,7 @@ func (s *server) EmitAudit(ctx context.Context, req *hostv1.EmitAuditRequest) (*
 	if ev == nil || ev.GetAction() == "" {
 		return nil, errdef.ToStatus(fmt.Errorf("audit event without action: %w", errdef.ErrInvalidArgument))
 	}
-	err := s.impl.Audit(ctx, Event{
-		Action: ev.GetAction(), Target: ev.GetTarget(), Outcome: ev.GetOutcome(), Reason: ev.GetReason(),
-		Actor: ev.GetActor(), RequestID: ev.GetRequestId(), Fields: ev.GetFields(),
-	})
+	err := s.impl.Audit(ctx, eventFromWire(ev))
 	if err != nil {
 		return nil, errdef.ToStatus(err)
 	}

@@ -58,7 +58,9 @@ const ProtocolVersion = 1
 // CacheCount); the acme plugin kind served under /acme/.
 // Minor 3: host StorageApply (host.Applier: several writes in one
 // transaction and one round trip).
-const ProtocolMinor = 3
+// Minor 4: host StorageApplyAudited (host.AuditedApplier: storage writes
+// and the audit event recording them in one transaction).
+const ProtocolMinor = 4
 
 // Plugin is what every plugin implements besides its kind's interface.
 type Plugin interface {

@@ -246,6 +246,11 @@ func (s *memStorage) Apply(_ context.Context, ops []host.Op) ([]int64, error) {
 			return nil, &host.ApplyError{Index: i, Key: op.Key, Err: err}
 		}
 	}
+	return s.applyLocked(ops), nil
+}
+
+// applyLocked writes checked ops; the caller holds s.mu.
+func (s *memStorage) applyLocked(ops []host.Op) []int64 {
 	vs := make([]int64, len(ops))
 	for i, op := range ops {
 		if op.Delete {
@@ -256,10 +261,34 @@ func (s *memStorage) Apply(_ context.Context, ops []host.Op) ([]int64, error) {
 		s.data[op.Key] = host.Entry{Key: op.Key, Value: append([]byte{}, op.Value...), Version: s.seq}
 		vs[i] = s.seq
 	}
+	return vs
+}
+
+// ApplyAudited implements host.AuditedApplier: under the lock it checks
+// every op, then writes them all and records ev, or returns the first
+// failed check (or the audit failure SetAuditFailure set) and changes
+// nothing.
+func (s *memStorage) ApplyAudited(_ context.Context, ops []host.Op, ev host.Event) ([]int64, error) {
+	if err := host.CheckAuditedApply(ops, ev); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i, op := range ops {
+		if err := s.check(op.Key, op.Check, op.Version); err != nil {
+			return nil, &host.ApplyError{Index: i, Key: op.Key, Err: err}
+		}
+	}
+	if s.failAudit {
+		return nil, fmt.Errorf("test audit failure: %w", host.ErrAuditFailed)
+	}
+	vs := s.applyLocked(ops)
+	s.events = append(s.events, ev)
 	return vs, nil
 }
 
 var (
-	_ host.Host    = (*MemHost)(nil)
-	_ host.Applier = (*memStorage)(nil)
+	_ host.Host           = (*MemHost)(nil)
+	_ host.Applier        = (*memStorage)(nil)
+	_ host.AuditedApplier = (*memStorage)(nil)
 )

@@ -862,6 +862,60 @@ func (x *StorageApplyResponse) GetConflictIndex() uint32 {
 	return 0
 }
 
+// StorageApplyAuditedRequest is a StorageApply and the audit event that
+// records it (source: the plugin, as for EmitAudit).
+type StorageApplyAuditedRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Ops           []*StorageOp           `protobuf:"bytes,1,rep,name=ops,proto3" json:"ops,omitempty"`
+	Event         *AuditEvent            `protobuf:"bytes,2,opt,name=event,proto3" json:"event,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StorageApplyAuditedRequest) Reset() {
+	*x = StorageApplyAuditedRequest{}
+	mi := &file_host_v1_host_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StorageApplyAuditedRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StorageApplyAuditedRequest) ProtoMessage() {}
+
+func (x *StorageApplyAuditedRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_host_v1_host_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StorageApplyAuditedRequest.ProtoReflect.Descriptor instead.
+func (*StorageApplyAuditedRequest) Descriptor() ([]byte, []int) {
+	return file_host_v1_host_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *StorageApplyAuditedRequest) GetOps() []*StorageOp {
+	if x != nil {
+		return x.Ops
+	}
+	return nil
+}
+
+func (x *StorageApplyAuditedRequest) GetEvent() *AuditEvent {
+	if x != nil {
+		return x.Event
+	}
+	return nil
+}
+
 type AuditEvent struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Action        string                 `protobuf:"bytes,1,opt,name=action,proto3" json:"action,omitempty"`   // e.g. "kms.sign"
@@ -877,7 +931,7 @@ type AuditEvent struct {
 
 func (x *AuditEvent) Reset() {
 	*x = AuditEvent{}
-	mi := &file_host_v1_host_proto_msgTypes[16]
+	mi := &file_host_v1_host_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -889,7 +943,7 @@ func (x *AuditEvent) String() string {
 func (*AuditEvent) ProtoMessage() {}
 
 func (x *AuditEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_host_v1_host_proto_msgTypes[16]
+	mi := &file_host_v1_host_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -902,7 +956,7 @@ func (x *AuditEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditEvent.ProtoReflect.Descriptor instead.
 func (*AuditEvent) Descriptor() ([]byte, []int) {
-	return file_host_v1_host_proto_rawDescGZIP(), []int{16}
+	return file_host_v1_host_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *AuditEvent) GetAction() string {
@@ -963,7 +1017,7 @@ type EmitAuditRequest struct {
 
 func (x *EmitAuditRequest) Reset() {
 	*x = EmitAuditRequest{}
-	mi := &file_host_v1_host_proto_msgTypes[17]
+	mi := &file_host_v1_host_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -975,7 +1029,7 @@ func (x *EmitAuditRequest) String() string {
 func (*EmitAuditRequest) ProtoMessage() {}
 
 func (x *EmitAuditRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_host_v1_host_proto_msgTypes[17]
+	mi := &file_host_v1_host_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -988,7 +1042,7 @@ func (x *EmitAuditRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EmitAuditRequest.ProtoReflect.Descriptor instead.
 func (*EmitAuditRequest) Descriptor() ([]byte, []int) {
-	return file_host_v1_host_proto_rawDescGZIP(), []int{17}
+	return file_host_v1_host_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *EmitAuditRequest) GetEvent() *AuditEvent {
@@ -1006,7 +1060,7 @@ type EmitAuditResponse struct {
 
 func (x *EmitAuditResponse) Reset() {
 	*x = EmitAuditResponse{}
-	mi := &file_host_v1_host_proto_msgTypes[18]
+	mi := &file_host_v1_host_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1018,7 +1072,7 @@ func (x *EmitAuditResponse) String() string {
 func (*EmitAuditResponse) ProtoMessage() {}
 
 func (x *EmitAuditResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_host_v1_host_proto_msgTypes[18]
+	mi := &file_host_v1_host_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1031,7 +1085,7 @@ func (x *EmitAuditResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EmitAuditResponse.ProtoReflect.Descriptor instead.
 func (*EmitAuditResponse) Descriptor() ([]byte, []int) {
-	return file_host_v1_host_proto_rawDescGZIP(), []int{18}
+	return file_host_v1_host_proto_rawDescGZIP(), []int{19}
 }
 
 type CachePutRequest struct {
@@ -1046,7 +1100,7 @@ type CachePutRequest struct {
 
 func (x *CachePutRequest) Reset() {
 	*x = CachePutRequest{}
-	mi := &file_host_v1_host_proto_msgTypes[19]
+	mi := &file_host_v1_host_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1058,7 +1112,7 @@ func (x *CachePutRequest) String() string {
 func (*CachePutRequest) ProtoMessage() {}
 
 func (x *CachePutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_host_v1_host_proto_msgTypes[19]
+	mi := &file_host_v1_host_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1071,7 +1125,7 @@ func (x *CachePutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CachePutRequest.ProtoReflect.Descriptor instead.
 func (*CachePutRequest) Descriptor() ([]byte, []int) {
-	return file_host_v1_host_proto_rawDescGZIP(), []int{19}
+	return file_host_v1_host_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *CachePutRequest) GetKey() string {
@@ -1111,7 +1165,7 @@ type CachePutResponse struct {
 
 func (x *CachePutResponse) Reset() {
 	*x = CachePutResponse{}
-	mi := &file_host_v1_host_proto_msgTypes[20]
+	mi := &file_host_v1_host_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1123,7 +1177,7 @@ func (x *CachePutResponse) String() string {
 func (*CachePutResponse) ProtoMessage() {}
 
 func (x *CachePutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_host_v1_host_proto_msgTypes[20]
+	mi := &file_host_v1_host_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1136,7 +1190,7 @@ func (x *CachePutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CachePutResponse.ProtoReflect.Descriptor instead.
 func (*CachePutResponse) Descriptor() ([]byte, []int) {
-	return file_host_v1_host_proto_rawDescGZIP(), []int{20}
+	return file_host_v1_host_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *CachePutResponse) GetStored() bool {
@@ -1155,7 +1209,7 @@ type CacheGetRequest struct {
 
 func (x *CacheGetRequest) Reset() {
 	*x = CacheGetRequest{}
-	mi := &file_host_v1_host_proto_msgTypes[21]
+	mi := &file_host_v1_host_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1167,7 +1221,7 @@ func (x *CacheGetRequest) String() string {
 func (*CacheGetRequest) ProtoMessage() {}
 
 func (x *CacheGetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_host_v1_host_proto_msgTypes[21]
+	mi := &file_host_v1_host_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1180,7 +1234,7 @@ func (x *CacheGetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CacheGetRequest.ProtoReflect.Descriptor instead.
 func (*CacheGetRequest) Descriptor() ([]byte, []int) {
-	return file_host_v1_host_proto_rawDescGZIP(), []int{21}
+	return file_host_v1_host_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *CacheGetRequest) GetKey() string {
@@ -1200,7 +1254,7 @@ type CacheGetResponse struct {
 
 func (x *CacheGetResponse) Reset() {
 	*x = CacheGetResponse{}
-	mi := &file_host_v1_host_proto_msgTypes[22]
+	mi := &file_host_v1_host_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1212,7 +1266,7 @@ func (x *CacheGetResponse) String() string {
 func (*CacheGetResponse) ProtoMessage() {}
 
 func (x *CacheGetResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_host_v1_host_proto_msgTypes[22]
+	mi := &file_host_v1_host_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1225,7 +1279,7 @@ func (x *CacheGetResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CacheGetResponse.ProtoReflect.Descriptor instead.
 func (*CacheGetResponse) Descriptor() ([]byte, []int) {
-	return file_host_v1_host_proto_rawDescGZIP(), []int{22}
+	return file_host_v1_host_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *CacheGetResponse) GetValue() []byte {
@@ -1251,7 +1305,7 @@ type CacheDeleteRequest struct {
 
 func (x *CacheDeleteRequest) Reset() {
 	*x = CacheDeleteRequest{}
-	mi := &file_host_v1_host_proto_msgTypes[23]
+	mi := &file_host_v1_host_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1263,7 +1317,7 @@ func (x *CacheDeleteRequest) String() string {
 func (*CacheDeleteRequest) ProtoMessage() {}
 
 func (x *CacheDeleteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_host_v1_host_proto_msgTypes[23]
+	mi := &file_host_v1_host_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1276,7 +1330,7 @@ func (x *CacheDeleteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CacheDeleteRequest.ProtoReflect.Descriptor instead.
 func (*CacheDeleteRequest) Descriptor() ([]byte, []int) {
-	return file_host_v1_host_proto_rawDescGZIP(), []int{23}
+	return file_host_v1_host_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *CacheDeleteRequest) GetKey() string {
@@ -1294,7 +1348,7 @@ type CacheDeleteResponse struct {
 
 func (x *CacheDeleteResponse) Reset() {
 	*x = CacheDeleteResponse{}
-	mi := &file_host_v1_host_proto_msgTypes[24]
+	mi := &file_host_v1_host_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1306,7 +1360,7 @@ func (x *CacheDeleteResponse) String() string {
 func (*CacheDeleteResponse) ProtoMessage() {}
 
 func (x *CacheDeleteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_host_v1_host_proto_msgTypes[24]
+	mi := &file_host_v1_host_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1319,7 +1373,7 @@ func (x *CacheDeleteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CacheDeleteResponse.ProtoReflect.Descriptor instead.
 func (*CacheDeleteResponse) Descriptor() ([]byte, []int) {
-	return file_host_v1_host_proto_rawDescGZIP(), []int{24}
+	return file_host_v1_host_proto_rawDescGZIP(), []int{25}
 }
 
 type CacheConsumeRequest struct {
@@ -1331,7 +1385,7 @@ type CacheConsumeRequest struct {
 
 func (x *CacheConsumeRequest) Reset() {
 	*x = CacheConsumeRequest{}
-	mi := &file_host_v1_host_proto_msgTypes[25]
+	mi := &file_host_v1_host_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1343,7 +1397,7 @@ func (x *CacheConsumeRequest) String() string {
 func (*CacheConsumeRequest) ProtoMessage() {}
 
 func (x *CacheConsumeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_host_v1_host_proto_msgTypes[25]
+	mi := &file_host_v1_host_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1356,7 +1410,7 @@ func (x *CacheConsumeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CacheConsumeRequest.ProtoReflect.Descriptor instead.
 func (*CacheConsumeRequest) Descriptor() ([]byte, []int) {
-	return file_host_v1_host_proto_rawDescGZIP(), []int{25}
+	return file_host_v1_host_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *CacheConsumeRequest) GetKey() string {
@@ -1375,7 +1429,7 @@ type CacheConsumeResponse struct {
 
 func (x *CacheConsumeResponse) Reset() {
 	*x = CacheConsumeResponse{}
-	mi := &file_host_v1_host_proto_msgTypes[26]
+	mi := &file_host_v1_host_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1387,7 +1441,7 @@ func (x *CacheConsumeResponse) String() string {
 func (*CacheConsumeResponse) ProtoMessage() {}
 
 func (x *CacheConsumeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_host_v1_host_proto_msgTypes[26]
+	mi := &file_host_v1_host_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1400,7 +1454,7 @@ func (x *CacheConsumeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CacheConsumeResponse.ProtoReflect.Descriptor instead.
 func (*CacheConsumeResponse) Descriptor() ([]byte, []int) {
-	return file_host_v1_host_proto_rawDescGZIP(), []int{26}
+	return file_host_v1_host_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *CacheConsumeResponse) GetValue() []byte {
@@ -1421,7 +1475,7 @@ type CacheCountRequest struct {
 
 func (x *CacheCountRequest) Reset() {
 	*x = CacheCountRequest{}
-	mi := &file_host_v1_host_proto_msgTypes[27]
+	mi := &file_host_v1_host_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1433,7 +1487,7 @@ func (x *CacheCountRequest) String() string {
 func (*CacheCountRequest) ProtoMessage() {}
 
 func (x *CacheCountRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_host_v1_host_proto_msgTypes[27]
+	mi := &file_host_v1_host_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1446,7 +1500,7 @@ func (x *CacheCountRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CacheCountRequest.ProtoReflect.Descriptor instead.
 func (*CacheCountRequest) Descriptor() ([]byte, []int) {
-	return file_host_v1_host_proto_rawDescGZIP(), []int{27}
+	return file_host_v1_host_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *CacheCountRequest) GetKey() string {
@@ -1481,7 +1535,7 @@ type CacheCountResponse struct {
 
 func (x *CacheCountResponse) Reset() {
 	*x = CacheCountResponse{}
-	mi := &file_host_v1_host_proto_msgTypes[28]
+	mi := &file_host_v1_host_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1493,7 +1547,7 @@ func (x *CacheCountResponse) String() string {
 func (*CacheCountResponse) ProtoMessage() {}
 
 func (x *CacheCountResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_host_v1_host_proto_msgTypes[28]
+	mi := &file_host_v1_host_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1506,7 +1560,7 @@ func (x *CacheCountResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CacheCountResponse.ProtoReflect.Descriptor instead.
 func (*CacheCountResponse) Descriptor() ([]byte, []int) {
-	return file_host_v1_host_proto_rawDescGZIP(), []int{28}
+	return file_host_v1_host_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *CacheCountResponse) GetAllowed() bool {
@@ -1585,7 +1639,10 @@ const file_host_v1_host_proto_rawDesc = "" +
 	"\x14StorageApplyResponse\x12\x1a\n" +
 	"\bversions\x18\x01 \x03(\x03R\bversions\x12\x1a\n" +
 	"\bconflict\x18\x02 \x01(\bR\bconflict\x12%\n" +
-	"\x0econflict_index\x18\x03 \x01(\rR\rconflictIndex\"\x9c\x02\n" +
+	"\x0econflict_index\x18\x03 \x01(\rR\rconflictIndex\"w\n" +
+	"\x1aStorageApplyAuditedRequest\x12)\n" +
+	"\x03ops\x18\x01 \x03(\v2\x17.avon.host.v1.StorageOpR\x03ops\x12.\n" +
+	"\x05event\x18\x02 \x01(\v2\x18.avon.host.v1.AuditEventR\x05event\"\x9c\x02\n" +
 	"\n" +
 	"AuditEvent\x12\x16\n" +
 	"\x06action\x18\x01 \x01(\tR\x06action\x12\x16\n" +
@@ -1628,7 +1685,7 @@ const file_host_v1_host_proto_rawDesc = "" +
 	"\x12CacheCountResponse\x12\x18\n" +
 	"\aallowed\x18\x01 \x01(\bR\aallowed\x12\x1c\n" +
 	"\tremaining\x18\x02 \x01(\rR\tremaining\x12$\n" +
-	"\x0eretry_after_ms\x18\x03 \x01(\x03R\fretryAfterMs2\x8e\b\n" +
+	"\x0eretry_after_ms\x18\x03 \x01(\x03R\fretryAfterMs2\xf3\b\n" +
 	"\x04Host\x12C\n" +
 	"\x06Random\x12\x1b.avon.host.v1.RandomRequest\x1a\x1c.avon.host.v1.RandomResponse\x12:\n" +
 	"\x03Now\x12\x18.avon.host.v1.NowRequest\x1a\x19.avon.host.v1.NowResponse\x12O\n" +
@@ -1645,7 +1702,8 @@ const file_host_v1_host_proto_rawDesc = "" +
 	"\fCacheConsume\x12!.avon.host.v1.CacheConsumeRequest\x1a\".avon.host.v1.CacheConsumeResponse\x12O\n" +
 	"\n" +
 	"CacheCount\x12\x1f.avon.host.v1.CacheCountRequest\x1a .avon.host.v1.CacheCountResponse\x12U\n" +
-	"\fStorageApply\x12!.avon.host.v1.StorageApplyRequest\x1a\".avon.host.v1.StorageApplyResponseB1Z/github.com/avonzt/avon/sdk/proto/host/v1;hostv1b\x06proto3"
+	"\fStorageApply\x12!.avon.host.v1.StorageApplyRequest\x1a\".avon.host.v1.StorageApplyResponse\x12c\n" +
+	"\x13StorageApplyAudited\x12(.avon.host.v1.StorageApplyAuditedRequest\x1a\".avon.host.v1.StorageApplyResponseB1Z/github.com/avonzt/avon/sdk/proto/host/v1;hostv1b\x06proto3"
 
 var (
 	file_host_v1_host_proto_rawDescOnce sync.Once
@@ -1659,78 +1717,83 @@ func file_host_v1_host_proto_rawDescGZIP() []byte {
 	return file_host_v1_host_proto_rawDescData
 }
 
-var file_host_v1_host_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
+var file_host_v1_host_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
 var file_host_v1_host_proto_goTypes = []any{
-	(*RandomRequest)(nil),         // 0: avon.host.v1.RandomRequest
-	(*RandomResponse)(nil),        // 1: avon.host.v1.RandomResponse
-	(*NowRequest)(nil),            // 2: avon.host.v1.NowRequest
-	(*NowResponse)(nil),           // 3: avon.host.v1.NowResponse
-	(*Entry)(nil),                 // 4: avon.host.v1.Entry
-	(*StorageGetRequest)(nil),     // 5: avon.host.v1.StorageGetRequest
-	(*StorageGetResponse)(nil),    // 6: avon.host.v1.StorageGetResponse
-	(*StoragePutRequest)(nil),     // 7: avon.host.v1.StoragePutRequest
-	(*StoragePutResponse)(nil),    // 8: avon.host.v1.StoragePutResponse
-	(*StorageDeleteRequest)(nil),  // 9: avon.host.v1.StorageDeleteRequest
-	(*StorageDeleteResponse)(nil), // 10: avon.host.v1.StorageDeleteResponse
-	(*StorageListRequest)(nil),    // 11: avon.host.v1.StorageListRequest
-	(*StorageListResponse)(nil),   // 12: avon.host.v1.StorageListResponse
-	(*StorageOp)(nil),             // 13: avon.host.v1.StorageOp
-	(*StorageApplyRequest)(nil),   // 14: avon.host.v1.StorageApplyRequest
-	(*StorageApplyResponse)(nil),  // 15: avon.host.v1.StorageApplyResponse
-	(*AuditEvent)(nil),            // 16: avon.host.v1.AuditEvent
-	(*EmitAuditRequest)(nil),      // 17: avon.host.v1.EmitAuditRequest
-	(*EmitAuditResponse)(nil),     // 18: avon.host.v1.EmitAuditResponse
-	(*CachePutRequest)(nil),       // 19: avon.host.v1.CachePutRequest
-	(*CachePutResponse)(nil),      // 20: avon.host.v1.CachePutResponse
-	(*CacheGetRequest)(nil),       // 21: avon.host.v1.CacheGetRequest
-	(*CacheGetResponse)(nil),      // 22: avon.host.v1.CacheGetResponse
-	(*CacheDeleteRequest)(nil),    // 23: avon.host.v1.CacheDeleteRequest
-	(*CacheDeleteResponse)(nil),   // 24: avon.host.v1.CacheDeleteResponse
-	(*CacheConsumeRequest)(nil),   // 25: avon.host.v1.CacheConsumeRequest
-	(*CacheConsumeResponse)(nil),  // 26: avon.host.v1.CacheConsumeResponse
-	(*CacheCountRequest)(nil),     // 27: avon.host.v1.CacheCountRequest
-	(*CacheCountResponse)(nil),    // 28: avon.host.v1.CacheCountResponse
-	nil,                           // 29: avon.host.v1.AuditEvent.FieldsEntry
-	(*timestamppb.Timestamp)(nil), // 30: google.protobuf.Timestamp
+	(*RandomRequest)(nil),              // 0: avon.host.v1.RandomRequest
+	(*RandomResponse)(nil),             // 1: avon.host.v1.RandomResponse
+	(*NowRequest)(nil),                 // 2: avon.host.v1.NowRequest
+	(*NowResponse)(nil),                // 3: avon.host.v1.NowResponse
+	(*Entry)(nil),                      // 4: avon.host.v1.Entry
+	(*StorageGetRequest)(nil),          // 5: avon.host.v1.StorageGetRequest
+	(*StorageGetResponse)(nil),         // 6: avon.host.v1.StorageGetResponse
+	(*StoragePutRequest)(nil),          // 7: avon.host.v1.StoragePutRequest
+	(*StoragePutResponse)(nil),         // 8: avon.host.v1.StoragePutResponse
+	(*StorageDeleteRequest)(nil),       // 9: avon.host.v1.StorageDeleteRequest
+	(*StorageDeleteResponse)(nil),      // 10: avon.host.v1.StorageDeleteResponse
+	(*StorageListRequest)(nil),         // 11: avon.host.v1.StorageListRequest
+	(*StorageListResponse)(nil),        // 12: avon.host.v1.StorageListResponse
+	(*StorageOp)(nil),                  // 13: avon.host.v1.StorageOp
+	(*StorageApplyRequest)(nil),        // 14: avon.host.v1.StorageApplyRequest
+	(*StorageApplyResponse)(nil),       // 15: avon.host.v1.StorageApplyResponse
+	(*StorageApplyAuditedRequest)(nil), // 16: avon.host.v1.StorageApplyAuditedRequest
+	(*AuditEvent)(nil),                 // 17: avon.host.v1.AuditEvent
+	(*EmitAuditRequest)(nil),           // 18: avon.host.v1.EmitAuditRequest
+	(*EmitAuditResponse)(nil),          // 19: avon.host.v1.EmitAuditResponse
+	(*CachePutRequest)(nil),            // 20: avon.host.v1.CachePutRequest
+	(*CachePutResponse)(nil),           // 21: avon.host.v1.CachePutResponse
+	(*CacheGetRequest)(nil),            // 22: avon.host.v1.CacheGetRequest
+	(*CacheGetResponse)(nil),           // 23: avon.host.v1.CacheGetResponse
+	(*CacheDeleteRequest)(nil),         // 24: avon.host.v1.CacheDeleteRequest
+	(*CacheDeleteResponse)(nil),        // 25: avon.host.v1.CacheDeleteResponse
+	(*CacheConsumeRequest)(nil),        // 26: avon.host.v1.CacheConsumeRequest
+	(*CacheConsumeResponse)(nil),       // 27: avon.host.v1.CacheConsumeResponse
+	(*CacheCountRequest)(nil),          // 28: avon.host.v1.CacheCountRequest
+	(*CacheCountResponse)(nil),         // 29: avon.host.v1.CacheCountResponse
+	nil,                                // 30: avon.host.v1.AuditEvent.FieldsEntry
+	(*timestamppb.Timestamp)(nil),      // 31: google.protobuf.Timestamp
 }
 var file_host_v1_host_proto_depIdxs = []int32{
-	30, // 0: avon.host.v1.NowResponse.time:type_name -> google.protobuf.Timestamp
+	31, // 0: avon.host.v1.NowResponse.time:type_name -> google.protobuf.Timestamp
 	4,  // 1: avon.host.v1.StorageGetResponse.entry:type_name -> avon.host.v1.Entry
 	4,  // 2: avon.host.v1.StorageListResponse.entries:type_name -> avon.host.v1.Entry
 	13, // 3: avon.host.v1.StorageApplyRequest.ops:type_name -> avon.host.v1.StorageOp
-	29, // 4: avon.host.v1.AuditEvent.fields:type_name -> avon.host.v1.AuditEvent.FieldsEntry
-	16, // 5: avon.host.v1.EmitAuditRequest.event:type_name -> avon.host.v1.AuditEvent
-	0,  // 6: avon.host.v1.Host.Random:input_type -> avon.host.v1.RandomRequest
-	2,  // 7: avon.host.v1.Host.Now:input_type -> avon.host.v1.NowRequest
-	5,  // 8: avon.host.v1.Host.StorageGet:input_type -> avon.host.v1.StorageGetRequest
-	7,  // 9: avon.host.v1.Host.StoragePut:input_type -> avon.host.v1.StoragePutRequest
-	9,  // 10: avon.host.v1.Host.StorageDelete:input_type -> avon.host.v1.StorageDeleteRequest
-	11, // 11: avon.host.v1.Host.StorageList:input_type -> avon.host.v1.StorageListRequest
-	17, // 12: avon.host.v1.Host.EmitAudit:input_type -> avon.host.v1.EmitAuditRequest
-	19, // 13: avon.host.v1.Host.CachePut:input_type -> avon.host.v1.CachePutRequest
-	21, // 14: avon.host.v1.Host.CacheGet:input_type -> avon.host.v1.CacheGetRequest
-	23, // 15: avon.host.v1.Host.CacheDelete:input_type -> avon.host.v1.CacheDeleteRequest
-	25, // 16: avon.host.v1.Host.CacheConsume:input_type -> avon.host.v1.CacheConsumeRequest
-	27, // 17: avon.host.v1.Host.CacheCount:input_type -> avon.host.v1.CacheCountRequest
-	14, // 18: avon.host.v1.Host.StorageApply:input_type -> avon.host.v1.StorageApplyRequest
-	1,  // 19: avon.host.v1.Host.Random:output_type -> avon.host.v1.RandomResponse
-	3,  // 20: avon.host.v1.Host.Now:output_type -> avon.host.v1.NowResponse
-	6,  // 21: avon.host.v1.Host.StorageGet:output_type -> avon.host.v1.StorageGetResponse
-	8,  // 22: avon.host.v1.Host.StoragePut:output_type -> avon.host.v1.StoragePutResponse
-	10, // 23: avon.host.v1.Host.StorageDelete:output_type -> avon.host.v1.StorageDeleteResponse
-	12, // 24: avon.host.v1.Host.StorageList:output_type -> avon.host.v1.StorageListResponse
-	18, // 25: avon.host.v1.Host.EmitAudit:output_type -> avon.host.v1.EmitAuditResponse
-	20, // 26: avon.host.v1.Host.CachePut:output_type -> avon.host.v1.CachePutResponse
-	22, // 27: avon.host.v1.Host.CacheGet:output_type -> avon.host.v1.CacheGetResponse
-	24, // 28: avon.host.v1.Host.CacheDelete:output_type -> avon.host.v1.CacheDeleteResponse
-	26, // 29: avon.host.v1.Host.CacheConsume:output_type -> avon.host.v1.CacheConsumeResponse
-	28, // 30: avon.host.v1.Host.CacheCount:output_type -> avon.host.v1.CacheCountResponse
-	15, // 31: avon.host.v1.Host.StorageApply:output_type -> avon.host.v1.StorageApplyResponse
-	19, // [19:32] is the sub-list for method output_type
-	6,  // [6:19] is the sub-list for method input_type
-	6,  // [6:6] is the sub-list for extension type_name
-	6,  // [6:6] is the sub-list for extension extendee
-	0,  // [0:6] is the sub-list for field type_name
+	13, // 4: avon.host.v1.StorageApplyAuditedRequest.ops:type_name -> avon.host.v1.StorageOp
+	17, // 5: avon.host.v1.StorageApplyAuditedRequest.event:type_name -> avon.host.v1.AuditEvent
+	30, // 6: avon.host.v1.AuditEvent.fields:type_name -> avon.host.v1.AuditEvent.FieldsEntry
+	17, // 7: avon.host.v1.EmitAuditRequest.event:type_name -> avon.host.v1.AuditEvent
+	0,  // 8: avon.host.v1.Host.Random:input_type -> avon.host.v1.RandomRequest
+	2,  // 9: avon.host.v1.Host.Now:input_type -> avon.host.v1.NowRequest
+	5,  // 10: avon.host.v1.Host.StorageGet:input_type -> avon.host.v1.StorageGetRequest
+	7,  // 11: avon.host.v1.Host.StoragePut:input_type -> avon.host.v1.StoragePutRequest
+	9,  // 12: avon.host.v1.Host.StorageDelete:input_type -> avon.host.v1.StorageDeleteRequest
+	11, // 13: avon.host.v1.Host.StorageList:input_type -> avon.host.v1.StorageListRequest
+	18, // 14: avon.host.v1.Host.EmitAudit:input_type -> avon.host.v1.EmitAuditRequest
+	20, // 15: avon.host.v1.Host.CachePut:input_type -> avon.host.v1.CachePutRequest
+	22, // 16: avon.host.v1.Host.CacheGet:input_type -> avon.host.v1.CacheGetRequest
+	24, // 17: avon.host.v1.Host.CacheDelete:input_type -> avon.host.v1.CacheDeleteRequest
+	26, // 18: avon.host.v1.Host.CacheConsume:input_type -> avon.host.v1.CacheConsumeRequest
+	28, // 19: avon.host.v1.Host.CacheCount:input_type -> avon.host.v1.CacheCountRequest
+	14, // 20: avon.host.v1.Host.StorageApply:input_type -> avon.host.v1.StorageApplyRequest
+	16, // 21: avon.host.v1.Host.StorageApplyAudited:input_type -> avon.host.v1.StorageApplyAuditedRequest
+	1,  // 22: avon.host.v1.Host.Random:output_type -> avon.host.v1.RandomResponse
+	3,  // 23: avon.host.v1.Host.Now:output_type -> avon.host.v1.NowResponse
+	6,  // 24: avon.host.v1.Host.StorageGet:output_type -> avon.host.v1.StorageGetResponse
+	8,  // 25: avon.host.v1.Host.StoragePut:output_type -> avon.host.v1.StoragePutResponse
+	10, // 26: avon.host.v1.Host.StorageDelete:output_type -> avon.host.v1.StorageDeleteResponse
+	12, // 27: avon.host.v1.Host.StorageList:output_type -> avon.host.v1.StorageListResponse
+	19, // 28: avon.host.v1.Host.EmitAudit:output_type -> avon.host.v1.EmitAuditResponse
+	21, // 29: avon.host.v1.Host.CachePut:output_type -> avon.host.v1.CachePutResponse
+	23, // 30: avon.host.v1.Host.CacheGet:output_type -> avon.host.v1.CacheGetResponse
+	25, // 31: avon.host.v1.Host.CacheDelete:output_type -> avon.host.v1.CacheDeleteResponse
+	27, // 32: avon.host.v1.Host.CacheConsume:output_type -> avon.host.v1.CacheConsumeResponse
+	29, // 33: avon.host.v1.Host.CacheCount:output_type -> avon.host.v1.CacheCountResponse
+	15, // 34: avon.host.v1.Host.StorageApply:output_type -> avon.host.v1.StorageApplyResponse
+	15, // 35: avon.host.v1.Host.StorageApplyAudited:output_type -> avon.host.v1.StorageApplyResponse
+	22, // [22:36] is the sub-list for method output_type
+	8,  // [8:22] is the sub-list for method input_type
+	8,  // [8:8] is the sub-list for extension type_name
+	8,  // [8:8] is the sub-list for extension extendee
+	0,  // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_host_v1_host_proto_init() }
@@ -1744,7 +1807,7 @@ func file_host_v1_host_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_host_v1_host_proto_rawDesc), len(file_host_v1_host_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   30,
+			NumMessages:   31,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

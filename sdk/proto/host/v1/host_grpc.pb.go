@@ -23,19 +23,20 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Host_Random_FullMethodName        = "/avon.host.v1.Host/Random"
-	Host_Now_FullMethodName           = "/avon.host.v1.Host/Now"
-	Host_StorageGet_FullMethodName    = "/avon.host.v1.Host/StorageGet"
-	Host_StoragePut_FullMethodName    = "/avon.host.v1.Host/StoragePut"
-	Host_StorageDelete_FullMethodName = "/avon.host.v1.Host/StorageDelete"
-	Host_StorageList_FullMethodName   = "/avon.host.v1.Host/StorageList"
-	Host_EmitAudit_FullMethodName     = "/avon.host.v1.Host/EmitAudit"
-	Host_CachePut_FullMethodName      = "/avon.host.v1.Host/CachePut"
-	Host_CacheGet_FullMethodName      = "/avon.host.v1.Host/CacheGet"
-	Host_CacheDelete_FullMethodName   = "/avon.host.v1.Host/CacheDelete"
-	Host_CacheConsume_FullMethodName  = "/avon.host.v1.Host/CacheConsume"
-	Host_CacheCount_FullMethodName    = "/avon.host.v1.Host/CacheCount"
-	Host_StorageApply_FullMethodName  = "/avon.host.v1.Host/StorageApply"
+	Host_Random_FullMethodName              = "/avon.host.v1.Host/Random"
+	Host_Now_FullMethodName                 = "/avon.host.v1.Host/Now"
+	Host_StorageGet_FullMethodName          = "/avon.host.v1.Host/StorageGet"
+	Host_StoragePut_FullMethodName          = "/avon.host.v1.Host/StoragePut"
+	Host_StorageDelete_FullMethodName       = "/avon.host.v1.Host/StorageDelete"
+	Host_StorageList_FullMethodName         = "/avon.host.v1.Host/StorageList"
+	Host_EmitAudit_FullMethodName           = "/avon.host.v1.Host/EmitAudit"
+	Host_CachePut_FullMethodName            = "/avon.host.v1.Host/CachePut"
+	Host_CacheGet_FullMethodName            = "/avon.host.v1.Host/CacheGet"
+	Host_CacheDelete_FullMethodName         = "/avon.host.v1.Host/CacheDelete"
+	Host_CacheConsume_FullMethodName        = "/avon.host.v1.Host/CacheConsume"
+	Host_CacheCount_FullMethodName          = "/avon.host.v1.Host/CacheCount"
+	Host_StorageApply_FullMethodName        = "/avon.host.v1.Host/StorageApply"
+	Host_StorageApplyAudited_FullMethodName = "/avon.host.v1.Host/StorageApplyAudited"
 )
 
 // HostClient is the client API for Host service.
@@ -60,6 +61,11 @@ type HostClient interface {
 	// Minor 3: several storage writes in one transaction and one round
 	// trip: all of them take effect or none does.
 	StorageApply(ctx context.Context, in *StorageApplyRequest, opts ...grpc.CallOption) (*StorageApplyResponse, error)
+	// Minor 4: storage writes and the audit event recording them in one
+	// transaction: the writes and the event land together or not at all. A
+	// failed check is answered in-band as for StorageApply; the event is
+	// then not recorded.
+	StorageApplyAudited(ctx context.Context, in *StorageApplyAuditedRequest, opts ...grpc.CallOption) (*StorageApplyResponse, error)
 }
 
 type hostClient struct {
@@ -200,6 +206,16 @@ func (c *hostClient) StorageApply(ctx context.Context, in *StorageApplyRequest, 
 	return out, nil
 }
 
+func (c *hostClient) StorageApplyAudited(ctx context.Context, in *StorageApplyAuditedRequest, opts ...grpc.CallOption) (*StorageApplyResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(StorageApplyResponse)
+	err := c.cc.Invoke(ctx, Host_StorageApplyAudited_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // HostServer is the server API for Host service.
 // All implementations must embed UnimplementedHostServer
 // for forward compatibility.
@@ -222,6 +238,11 @@ type HostServer interface {
 	// Minor 3: several storage writes in one transaction and one round
 	// trip: all of them take effect or none does.
 	StorageApply(context.Context, *StorageApplyRequest) (*StorageApplyResponse, error)
+	// Minor 4: storage writes and the audit event recording them in one
+	// transaction: the writes and the event land together or not at all. A
+	// failed check is answered in-band as for StorageApply; the event is
+	// then not recorded.
+	StorageApplyAudited(context.Context, *StorageApplyAuditedRequest) (*StorageApplyResponse, error)
 	mustEmbedUnimplementedHostServer()
 }
 
@@ -270,6 +291,9 @@ func (UnimplementedHostServer) CacheCount(context.Context, *CacheCountRequest) (
 }
 func (UnimplementedHostServer) StorageApply(context.Context, *StorageApplyRequest) (*StorageApplyResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method StorageApply not implemented")
+}
+func (UnimplementedHostServer) StorageApplyAudited(context.Context, *StorageApplyAuditedRequest) (*StorageApplyResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method StorageApplyAudited not implemented")
 }
 func (UnimplementedHostServer) mustEmbedUnimplementedHostServer() {}
 func (UnimplementedHostServer) testEmbeddedByValue()              {}
@@ -526,6 +550,24 @@ func _Host_StorageApply_Handler(srv interface{}, ctx context.Context, dec func(i
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Host_StorageApplyAudited_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(StorageApplyAuditedRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(HostServer).StorageApplyAudited(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Host_StorageApplyAudited_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(HostServer).StorageApplyAudited(ctx, req.(*StorageApplyAuditedRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Host_ServiceDesc is the grpc.ServiceDesc for Host service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -584,6 +626,10 @@ var Host_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "StorageApply",
 			Handler:    _Host_StorageApply_Handler,
+		},
+		{
+			MethodName: "StorageApplyAudited",
+			Handler:    _Host_StorageApplyAudited_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
