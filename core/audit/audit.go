@@ -22,7 +22,18 @@
 // are group-committed: the records of a batch (create-only) and the move of
 // the head (a CAS on its version) are one atomic store batch (store.Batcher),
 // so a batch lands whole or not at all, and a replica that lost the race
-// re-reads the head and links after the winner. On a store without batches
+// re-reads the head and links after the winner. A Log remembers the head
+// its last batch wrote (and the head row's version), so a batch reads
+// nothing first; the head CAS catches a head moved by another replica, and
+// only then is the head read again.
+//
+// AppendWith puts a caller's own store writes (a plugin's certificate
+// record, say) in the batch of its event: the writes and the record of
+// them are one transaction, all or nothing, and one fsync. A failed check
+// of those writes fails that caller alone: the batch is relinked without
+// its record and written again, so the chain never holds an event whose
+// writes did not happen, and the events grouped with it still land. On a
+// store without batches
 // each record is written create-only and then the head moved; a crash
 // between the two leaves the head one record behind, and the next append
 // finds that record, checks it links to the head, advances the head and
@@ -58,6 +69,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -66,6 +78,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/avonzt/avon/core/store"
+	"github.com/avonzt/avon/sdk/errdef"
 	"github.com/avonzt/avon/sdk/host"
 )
 
@@ -210,8 +223,17 @@ type Log struct {
 	log hclog.Logger
 
 	queue    appendQueue // events waiting for the lead (see lead)
-	mu       sync.Mutex  // held by the batch being written; one at a time per process
 	appended chan struct{}
+
+	// mu is held by the batch being written: one at a time per process.
+	// It guards the head as the last successful batch left it, so a batch
+	// needs no read of the head row unless another replica (or a crash
+	// repair) moved it: then the head CAS of the batch fails, and the next
+	// attempt re-reads the head (see writeBatch).
+	mu          sync.Mutex
+	head        head
+	headVersion int64
+	headKnown   bool
 
 	// recent remembers the hashes of the records this process appended
 	// (the newest maxRecent), so the checkpointer can refuse to sign a
@@ -288,11 +310,76 @@ func (l *Log) Emit(ctx context.Context, source string, ev host.Event) error {
 
 // Append is Emit returning the stored record.
 func (l *Log) Append(ctx context.Context, source string, ev host.Event) (Record, error) {
-	if err := checkEvent(ev); err != nil {
+	p, err := newPending(ctx, source, ev)
+	if err != nil {
 		return Record{}, err
 	}
+	l.enqueue(p)
+	return p.rec, p.err
+}
+
+// MaxOpsWith is the largest number of store ops one AppendWith takes: a
+// store batch's limit less the event's record and the head move.
+const MaxOpsWith = store.MaxBatchOps - 2
+
+// AppendWith appends ev like Append and, in the same atomic store batch,
+// writes ops: keys of the Log's store (the whole store, not a view),
+// outside Prefix. Either the ops take effect and the event is recorded, or
+// neither: one transaction, and one fsync on the embedded store, where
+// Append and a separate Apply take two. It returns the record and one
+// version per op, as store.Batcher.Apply does.
+//
+// The event is group-committed with concurrent appends. When an op's check
+// fails, the error is a *store.BatchError naming the op (its index in ops)
+// and wrapping store.ErrVersionConflict; nothing of ops is written and no
+// record of ev is in the chain, while the events batched with it are
+// appended without it. Refused before anything is queued: an invalid event
+// (ErrInvalidEvent); ops breaking the store.Batcher rules, more than
+// MaxOpsWith, or a key under Prefix (store.ErrInvalidArgument,
+// store.ErrInvalidKey, store.ErrValueTooLarge); a store without batches
+// (errdef.ErrNotImplemented).
+func (l *Log) AppendWith(ctx context.Context, source string, ev host.Event, ops []store.Op) (Record, []int64, error) {
+	if _, ok := l.kv.(store.Batcher); !ok {
+		return Record{}, nil, fmt.Errorf("audit: append with store ops: the store writes one key at a time: %w", errdef.ErrNotImplemented)
+	}
+	if err := checkOps(ops); err != nil {
+		return Record{}, nil, err
+	}
+	p, err := newPending(ctx, source, ev)
+	if err != nil {
+		return Record{}, nil, err
+	}
+	p.ops = ops
+	l.enqueue(p)
+	if p.err != nil {
+		return Record{}, nil, p.err
+	}
+	return p.rec, p.versions, nil
+}
+
+// checkOps checks the ops of an AppendWith.
+func checkOps(ops []store.Op) error {
+	if len(ops) > MaxOpsWith {
+		return fmt.Errorf("audit: append with %d store ops (allowed 1..%d): %w", len(ops), MaxOpsWith, store.ErrInvalidArgument)
+	}
+	if err := store.CheckBatch(ops); err != nil {
+		return fmt.Errorf("audit: append with store ops: %w", err)
+	}
+	for i, op := range ops {
+		if strings.HasPrefix(op.Key, Prefix) {
+			return fmt.Errorf("audit: append with store ops: op %d writes %q in the audit log's keys: %w", i, op.Key, store.ErrInvalidKey)
+		}
+	}
+	return nil
+}
+
+// newPending checks an event and makes the record to append.
+func newPending(ctx context.Context, source string, ev host.Event) (*pendingAppend, error) {
+	if err := checkEvent(ev); err != nil {
+		return nil, err
+	}
 	if source == "" || len(source) > 128 {
-		return Record{}, fmt.Errorf("%w: source %.128q", ErrInvalidEvent, source)
+		return nil, fmt.Errorf("%w: source %.128q", ErrInvalidEvent, source)
 	}
 	// Invalid UTF-8 is replaced now, so the stored bytes re-encode to
 	// themselves (see decodeStrict).
@@ -306,13 +393,17 @@ func (l *Log) Append(ctx context.Context, source string, ev host.Event) (Record,
 	}
 	source = u(source)
 	if err := ctx.Err(); err != nil {
-		return Record{}, fmt.Errorf("audit: append: %w", err)
+		return nil, fmt.Errorf("audit: append: %w", err)
 	}
-	p := &pendingAppend{
+	return &pendingAppend{
 		rec: Record{Source: source, Actor: u(ev.Actor), Action: u(ev.Action), Target: u(ev.Target),
 			Outcome: u(ev.Outcome), Reason: u(ev.Reason), RequestID: u(ev.RequestID), Fields: fields},
 		signal: make(chan bool, 1),
-	}
+	}, nil
+}
+
+// enqueue queues p and returns once its batch is written (p.err set).
+func (l *Log) enqueue(p *pendingAppend) {
 	q := &l.queue
 	q.mu.Lock()
 	q.items = append(q.items, p)
@@ -326,7 +417,6 @@ func (l *Log) Append(ctx context.Context, source string, ev host.Event) (Record,
 		q.mu.Unlock()
 		l.lead()
 	}
-	return p.rec, p.err
 }
 
 // Appends are group-committed, like the embedded store's writes: the first
@@ -346,8 +436,12 @@ const appendTimeout = 30 * time.Second
 
 type pendingAppend struct {
 	rec    Record
+	ops    []store.Op // AppendWith's store ops, written in the same batch
 	err    error
 	signal chan bool // receives true: lead; false: done (rec, err are set)
+
+	versions []int64 // of ops, once written
+	dropped  bool    // its ops failed a check: err is set, it is not in the chain
 }
 
 type appendQueue struct {
@@ -361,7 +455,7 @@ type appendQueue struct {
 func (l *Log) lead() {
 	q := &l.queue
 	q.mu.Lock()
-	n := min(len(q.items), maxAppendBatch)
+	n := takeBatch(q.items)
 	batch := q.items[:n:n]
 	q.items = q.items[n:]
 	q.mu.Unlock()
@@ -380,6 +474,38 @@ func (l *Log) lead() {
 	}
 }
 
+// takeBatch returns how many of the queued items, from the first, go in
+// one batch: at most maxAppendBatch, with their ops, records and the head
+// move within store.MaxBatchOps, and no key written by two of them (a
+// store batch names each key once). The first always goes; the batch
+// stops before the first item that does not fit, so appends keep their
+// order.
+func takeBatch(items []*pendingAppend) int {
+	n, total := 0, 1 // the head move
+	var keys map[string]struct{}
+	for n < len(items) && n < maxAppendBatch {
+		p := items[n]
+		need := 1 + len(p.ops)
+		if n > 0 && total+need > store.MaxBatchOps {
+			break
+		}
+		if len(p.ops) > 0 {
+			if keys == nil {
+				keys = make(map[string]struct{})
+			}
+			if n > 0 && slices.ContainsFunc(p.ops, func(op store.Op) bool { _, dup := keys[op.Key]; return dup }) {
+				break
+			}
+			for _, op := range p.ops {
+				keys[op.Key] = struct{}{}
+			}
+		}
+		total += need
+		n++
+	}
+	return n
+}
+
 func (l *Log) appendBatch(batch []*pendingAppend) {
 	ctx, cancel := context.WithTimeout(context.Background(), appendTimeout)
 	defer cancel()
@@ -390,6 +516,10 @@ func (l *Log) appendBatch(batch []*pendingAppend) {
 		err = l.writeBatch(ctx, b, batch)
 	} else {
 		for _, p := range batch {
+			if len(p.ops) > 0 { // refused by AppendWith; kept for safety
+				p.err = fmt.Errorf("audit: append with store ops: %w", errdef.ErrNotImplemented)
+				continue
+			}
 			if p.err = l.appendOne(ctx, &p.rec); p.err == nil {
 				l.appendedOne(p.rec)
 			}
@@ -397,6 +527,9 @@ func (l *Log) appendBatch(batch []*pendingAppend) {
 		return
 	}
 	for _, p := range batch {
+		if p.dropped {
+			continue
+		}
 		if p.err = err; err == nil {
 			l.appendedOne(p.rec)
 		}
@@ -413,25 +546,43 @@ func (l *Log) appendedOne(rec Record) {
 	}
 }
 
-// writeBatch links the batch after the head and writes its records and the
-// head move atomically, retrying after another replica's append.
+// writeBatch links the batch after the head and writes, in one atomic
+// store batch, each item's store ops and record, then the head move (a CAS
+// on the head's version), retrying after another replica's append.
+//
+// The head is the one the last successful batch left (l.head); it is read
+// from the store only when unknown, or after the batch found it stale. A
+// conflict on a record or the head with a head just read means another
+// replica appended, or a crash left records past the head: catchUp, then
+// retry. A conflict on an item's own ops fails that item alone (dropped,
+// with a *store.BatchError indexed into its ops), and the batch is
+// relinked and retried without it at once: nothing was written, and the
+// head is still good. So one caller's stale version costs the others one
+// more store round trip, never their append.
+//
+// The caller holds l.mu.
 func (l *Log) writeBatch(ctx context.Context, b store.Batcher, batch []*pendingAppend) error {
-	for attempt := 0; attempt < maxAppendAttempts; attempt++ {
-		if attempt > 0 {
-			if err := backoff(ctx, attempt); err != nil {
+	live := batch
+	for attempt := 0; attempt < maxAppendAttempts; {
+		fresh := false
+		if !l.headKnown {
+			h, v, err := readHead(ctx, l.kv)
+			if err != nil {
 				return err
 			}
+			l.head, l.headVersion, l.headKnown, fresh = h, v, true, true
 		}
-		h, headVersion, err := readHead(ctx, l.kv)
-		if err != nil {
-			return err
-		}
-		ops := make([]store.Op, 0, len(batch)+1)
+		h, headVersion := l.head, l.headVersion
+		ops := make([]store.Op, 0, len(live)+1)
+		starts := make([]int, len(live)) // index of each item's first op
 		last := h
-		for _, p := range batch {
+		for j, p := range live {
+			starts[j] = len(ops)
+			ops = append(ops, p.ops...)
 			p.rec.Seq, p.rec.Time, p.rec.Prev = last.Seq+1, l.now(), last.Hash
 			enc, err := encode(&p.rec)
 			if err != nil {
+				l.headKnown = false
 				return fmt.Errorf("audit: encode: %w", err)
 			}
 			ops = append(ops, store.Op{Key: RecordKey(p.rec.Seq), Value: enc, Check: true})
@@ -439,22 +590,69 @@ func (l *Log) writeBatch(ctx context.Context, b store.Batcher, batch []*pendingA
 		}
 		hb, _ := json.Marshal(last)
 		ops = append(ops, store.Op{Key: headKey, Value: hb, Check: true, Version: headVersion})
-		_, err = b.Apply(ctx, ops)
-		switch {
-		case err == nil:
+		vs, err := b.Apply(ctx, ops)
+		if err == nil && len(vs) != len(ops) {
+			err = fmt.Errorf("%d versions for %d ops: %w", len(vs), len(ops), store.ErrUnavailable)
+		}
+		if err == nil {
+			for j, p := range live {
+				p.versions = vs[starts[j] : starts[j]+len(p.ops) : starts[j]+len(p.ops)]
+			}
+			l.head, l.headVersion = last, vs[len(vs)-1]
 			return nil
-		case errors.Is(err, store.ErrVersionConflict):
-			// Another replica appended, or records past the head were
-			// left by a single-write append that crashed: check they
-			// link, move the head onto them, and try after them.
-			if err := l.catchUp(ctx, h, headVersion); err != nil {
+		}
+		if !errors.Is(err, store.ErrVersionConflict) {
+			l.headKnown = false // the outcome may be unknown: re-read
+			return fmt.Errorf("audit: write records %d-%d: %w", h.Seq+1, last.Seq, err)
+		}
+		var be *store.BatchError
+		_ = errors.As(err, &be)
+		if j, k, ok := opOwner(live, starts, be); ok {
+			p := live[j]
+			p.err = &store.BatchError{Index: k, Key: p.ops[k].Key, Err: be.Err}
+			p.dropped = true
+			live = slices.Delete(slices.Clone(live), j, j+1)
+			if len(live) == 0 {
+				return nil
+			}
+			continue // not an attempt: the batch shrank, bounded by its size
+		}
+		l.headKnown = false
+		if !fresh {
+			// The remembered head is stale (another replica appended):
+			// read it and try again, no pause needed.
+			attempt++
+			continue
+		}
+		// Another replica appended, or records past the head were left by
+		// a single-write append that crashed: check they link, move the
+		// head onto them, and try after them.
+		if err := l.catchUp(ctx, h, headVersion); err != nil {
+			return err
+		}
+		attempt++
+		if attempt < maxAppendAttempts {
+			if err := backoff(ctx, attempt); err != nil {
 				return err
 			}
-		default:
-			return fmt.Errorf("audit: write records %d-%d: %w", h.Seq+1, last.Seq, err)
 		}
 	}
 	return errors.New("audit: too much contention appending a record")
+}
+
+// opOwner finds the item of live whose own store op the batch error names:
+// its index in live and the op's index in its ops. ok is false when the
+// conflict is on a record or the head (or the error names no op).
+func opOwner(live []*pendingAppend, starts []int, be *store.BatchError) (j, k int, ok bool) {
+	if be == nil {
+		return 0, 0, false
+	}
+	for j, p := range live {
+		if k := be.Index - starts[j]; k >= 0 && k < len(p.ops) {
+			return j, k, true
+		}
+	}
+	return 0, 0, false
 }
 
 // appendOne appends one record with single writes (a create-only record,
