@@ -36,6 +36,19 @@ type AuditSink interface {
 	Emit(ctx context.Context, source string, ev host.Event) error
 }
 
+// AuditBatcher is an AuditSink that also records an event in one store
+// transaction with writes of Services.Store (audit.Log.AppendWith): it
+// serves host.AuditedApplier. ops carry keys of Services.Store; on success
+// it returns one version per op; a failed check is a *store.BatchError
+// naming the op (index into ops) and wrapping store.ErrVersionConflict,
+// with nothing of ops written and the event not recorded. A sink that is
+// no AuditBatcher, or one whose store has no batches (an error wrapping
+// errdef.ErrNotImplemented), leaves plugins on separate writes and events.
+type AuditBatcher interface {
+	AuditSink
+	EmitWith(ctx context.Context, source string, ev host.Event, ops []store.Op) ([]int64, error)
+}
+
 // Services are what the core lends every plugin.
 type Services struct {
 	Rand  io.Reader // the core RNG
@@ -59,7 +72,7 @@ type pluginHost struct {
 }
 
 func newPluginHost(source string, svc Services, ns store.KV) *pluginHost {
-	return &pluginHost{source: source, svc: svc, storage: storageView{kv: ns},
+	return &pluginHost{source: source, svc: svc, storage: storageView{kv: ns, audit: svc.Audit, source: source},
 		cache: cacheView{c: svc.Cache, id: source + ":", rate: "plugin/" + source + "/"}}
 }
 
@@ -89,7 +102,11 @@ func (h *pluginHost) CA() (ca.CA, error)               { return nil, host.ErrNot
 func (h *pluginHost) Policy() (policy.Engine, error)   { return nil, host.ErrNotWired }
 
 // storageView maps the core store's errors onto the host protocol's.
-type storageView struct{ kv store.KV }
+type storageView struct {
+	kv     store.KV  // the plugin's namespace
+	audit  AuditSink // for ApplyAudited
+	source string    // "<kind>.<name>", stamped on audit events
+}
 
 func storeErr(op, key string, err error) error {
 	var target error
@@ -173,6 +190,58 @@ func (v storageView) Apply(ctx context.Context, ops []host.Op) ([]int64, error) 
 		return nil, storeErr("apply", ops[0].Key, err)
 	}
 	return vs, nil
+}
+
+// ApplyAudited implements host.AuditedApplier: the ops, checked and
+// confined to the plugin's namespace exactly as by Apply, and the event,
+// stamped with the plugin's id as by Audit, go to the audit log as one
+// store batch. A failed check comes back as a *host.ApplyError naming the
+// plugin's key; a sink or store that cannot answers ErrNotImplemented.
+func (v storageView) ApplyAudited(ctx context.Context, ops []host.Op, ev host.Event) ([]int64, error) {
+	if err := host.CheckAuditedApply(ops, ev); err != nil {
+		return nil, err
+	}
+	ab, ok := v.audit.(AuditBatcher)
+	if !ok {
+		if v.audit == nil {
+			return nil, fmt.Errorf("storage apply audited: no audit log: %w", host.ErrAuditFailed)
+		}
+		return nil, fmt.Errorf("storage apply audited: the audit log takes no store writes: %w", errdef.ErrNotImplemented)
+	}
+	sc, ok := v.kv.(store.Scoper)
+	if !ok {
+		return nil, fmt.Errorf("storage apply audited: the store writes one key at a time: %w", errdef.ErrNotImplemented)
+	}
+	in := make([]store.Op, len(ops))
+	for i, op := range ops {
+		in[i] = store.Op{Key: op.Key, Value: op.Value, Delete: op.Delete, Check: op.Check, Version: op.Version}
+	}
+	full, err := sc.Scope(in)
+	if errors.Is(err, store.ErrInvalidArgument) {
+		return nil, fmt.Errorf("storage apply audited: %v: %w", err, errdef.ErrInvalidArgument)
+	}
+	if err != nil {
+		return nil, storeErr("apply audited", ops[0].Key, err)
+	}
+	vs, err := ab.EmitWith(ctx, v.source, ev, full)
+	var be *store.BatchError
+	switch {
+	case err == nil:
+		if len(vs) != len(ops) {
+			return nil, fmt.Errorf("storage apply audited: %d versions for %d ops: %w", len(vs), len(ops), host.ErrStorageFailed)
+		}
+		return vs, nil
+	case errors.As(err, &be) && be.Index >= 0 && be.Index < len(ops) && errors.Is(err, store.ErrVersionConflict):
+		return nil, &host.ApplyError{Index: be.Index, Key: ops[be.Index].Key,
+			Err: fmt.Errorf("%v: %w", be.Err, host.ErrVersionConflict)}
+	case errors.Is(err, errdef.ErrNotImplemented):
+		return nil, fmt.Errorf("storage apply audited: %w", err)
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return nil, err
+	case errors.Is(err, store.ErrUnavailable), errors.Is(err, store.ErrClosed):
+		return nil, storeErr("apply audited", ops[0].Key, err)
+	}
+	return nil, fmt.Errorf("storage apply audited: %v: %w", err, host.ErrAuditFailed)
 }
 
 // cacheSet is the token set of every plugin's cache values; the plugin's
@@ -288,6 +357,7 @@ func (v cacheView) Count(ctx context.Context, key string, limit int, window time
 }
 
 var (
-	_ host.Host    = (*pluginHost)(nil)
-	_ host.Applier = storageView{}
+	_ host.Host           = (*pluginHost)(nil)
+	_ host.Applier        = storageView{}
+	_ host.AuditedApplier = storageView{}
 )

@@ -25,6 +25,7 @@ import (
 	"github.com/avonzt/avon/core/events"
 	"github.com/avonzt/avon/core/pluginhost"
 	"github.com/avonzt/avon/core/rng"
+	"github.com/avonzt/avon/core/store"
 	"github.com/avonzt/avon/internal/sigverify"
 	"github.com/avonzt/avon/sdk/host"
 	"github.com/avonzt/avon/sdk/kms"
@@ -479,6 +480,24 @@ func (a pluginAudit) Emit(ctx context.Context, source string, ev host.Event) err
 	if err := a.s.audit.Emit(ctx, source, ev); err != nil {
 		return err
 	}
+	a.recorded(ctx, source, ev)
+	return nil
+}
+
+// EmitWith implements pluginhost.AuditBatcher: the event and the plugin's
+// store writes in one audit batch (audit.Log.AppendWith), then what Emit
+// does after recording.
+func (a pluginAudit) EmitWith(ctx context.Context, source string, ev host.Event, ops []store.Op) ([]int64, error) {
+	_, vs, err := a.s.audit.AppendWith(ctx, source, ev, ops)
+	if err != nil {
+		return nil, err
+	}
+	a.recorded(ctx, source, ev)
+	return vs, nil
+}
+
+// recorded acts on an event once it is on record.
+func (a pluginAudit) recorded(ctx context.Context, source string, ev host.Event) {
 	if ev.Action == "ca.revoke" && ev.Outcome == "success" && strings.HasPrefix(source, "ca.") && a.s.events != nil {
 		serial := strings.TrimPrefix(ev.Target, "cert/")
 		fields := map[string]string{"ca": source, "issuer": ev.Fields["issuer"], "reason": ev.Fields["reason"]}
@@ -486,5 +505,6 @@ func (a pluginAudit) Emit(ctx context.Context, source string, ev host.Event) err
 			a.s.log.Warn("revocation event not published; replicas learn it from the store at their next re-read", "serial", serial, "error", err)
 		}
 	}
-	return nil
 }
+
+var _ pluginhost.AuditBatcher = pluginAudit{}

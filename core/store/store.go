@@ -312,10 +312,19 @@ type batchNamespace struct {
 	b Batcher
 }
 
-// Apply implements Batcher. The view's ops are checked like its Put keys
-// (the key rules, and MaxKeySize with the prefix added) before the parent
-// sees them; a *BatchError names the view's key.
-func (n *batchNamespace) Apply(ctx context.Context, ops []Op) ([]int64, error) {
+// Scoper is implemented by the views NewNamespace returns over a Batcher:
+// Scope checks a batch as the view's Apply does and returns it with the
+// parent's keys, for a caller that writes it to the parent within a
+// larger batch (the audit log writes a plugin's ops in the batch of the
+// event recording them). Index i of the result is op i of ops.
+type Scoper interface {
+	Scope(ops []Op) ([]Op, error)
+}
+
+// Scope implements Scoper: the view's ops are checked like its Put keys
+// (the Batcher rules, and MaxKeySize with the prefix added); ops is left
+// unchanged.
+func (n *batchNamespace) Scope(ops []Op) ([]Op, error) {
 	if n.closed.Load() {
 		return nil, fmt.Errorf("namespace %q: %w", n.prefix, ErrClosed)
 	}
@@ -331,6 +340,16 @@ func (n *batchNamespace) Apply(ctx context.Context, ops []Op) ([]int64, error) {
 		op.Key = full
 		inner[i] = op
 	}
+	return inner, nil
+}
+
+// Apply implements Batcher. The view's ops are checked as Scope checks
+// them before the parent sees them; a *BatchError names the view's key.
+func (n *batchNamespace) Apply(ctx context.Context, ops []Op) ([]int64, error) {
+	inner, err := n.Scope(ops)
+	if err != nil {
+		return nil, err
+	}
 	vs, err := n.b.Apply(ctx, inner)
 	var be *BatchError
 	if errors.As(err, &be) && be.Index >= 0 && be.Index < len(ops) {
@@ -342,6 +361,7 @@ func (n *batchNamespace) Apply(ctx context.Context, ops []Op) ([]int64, error) {
 var (
 	_ KV      = (*namespace)(nil)
 	_ Batcher = (*batchNamespace)(nil)
+	_ Scoper  = (*batchNamespace)(nil)
 )
 
 // MaxBatchOps is the largest number of writes one Batcher.Apply takes.
