@@ -24,10 +24,12 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/avonzt/avon/internal/pqx509"
 	sdkca "github.com/avonzt/avon/sdk/ca"
+	"github.com/avonzt/avon/sdk/errdef"
 	"github.com/avonzt/avon/sdk/host"
 	"github.com/avonzt/avon/sdk/kms"
 	"github.com/avonzt/avon/sdk/pqc"
@@ -62,6 +64,9 @@ type Engine struct {
 	now      func(context.Context) (time.Time, error) // calibrated; an error fails closed
 	audit    func(ctx context.Context, ev host.Event) error
 	profiles map[string]*Profile
+	// noAudited: the core has no audited storage batches (host protocol
+	// minor 4); issuance writes the record and its event separately.
+	noAudited atomic.Bool
 
 	// opMu serializes the operations that change the hierarchy
 	// (Initialize, RotateIssuer).
@@ -638,11 +643,10 @@ func (e *Engine) Issue(ctx context.Context, req *sdkca.IssueRequest) (*sdkca.Iss
 	// One store write per certificate: sign under a fresh random serial,
 	// then store it create-only. A taken serial (a 2^-127 event, or a
 	// broken generator) means drawing another and signing again; a serial
-	// is never handed out twice, across replicas too. The audit event is
-	// written concurrently with the record (two durable writes in the
-	// time of one) and the certificate is handed out only when both are:
-	// one that is not on record is not issued, and an event whose record
-	// was not stored is followed by a failure event for that serial.
+	// is never handed out twice, across replicas too. The record and its
+	// audit event are one transaction when the core offers it
+	// (host.AuditedApplier); see storeIssued for older cores. The
+	// certificate is handed out only when both are durable.
 	var der []byte
 	for attempt := 0; ; attempt++ {
 		if attempt == 4 {
@@ -667,37 +671,68 @@ func (e *Engine) Issue(ctx context.Context, req *sdkca.IssueRequest) (*sdkca.Iss
 		}
 		rec.Serial, rec.DER, rec.Status = sn, der, string(sdkca.StatusGood)
 		b, _ := json.Marshal(rec)
-		fields := map[string]string{"profile": p.Name, "issuer": is.rec.Name, "subject": names.CommonName}
-		auditc := make(chan error, 1)
-		go func() {
-			auditc <- e.emit(ctx, host.Event{Action: "ca.issue", Target: "cert/" + sn, Outcome: "success", Fields: fields})
-		}()
-		_, err = e.st.Put(ctx, certPrefix+sn, b, host.PutOptions{Check: true})
-		auditErr := <-auditc
-		if err != nil {
-			if auditErr == nil {
-				reason := "the certificate record was not stored: not issued"
-				if errors.Is(err, host.ErrVersionConflict) {
-					reason = "serial taken: not issued under it"
-				}
-				// The success event is on record: the failure must follow
-				// it even when the request's context is what ended the
-				// write.
-				fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-				_ = e.emit(fctx, host.Event{Action: "ca.issue", Target: "cert/" + sn, Outcome: "failure", Reason: reason, Fields: fields})
-				cancel()
-			}
-			if errors.Is(err, host.ErrVersionConflict) {
-				continue
-			}
-			return nil, fmt.Errorf("store certificate %s: %w", sn, err)
+		ev := host.Event{Action: "ca.issue", Target: "cert/" + sn, Outcome: "success",
+			Fields: map[string]string{"profile": p.Name, "issuer": is.rec.Name, "subject": names.CommonName}}
+		err = e.storeIssued(ctx, certPrefix+sn, b, ev)
+		if errors.Is(err, host.ErrVersionConflict) {
+			continue
 		}
-		if auditErr != nil {
-			return nil, fmt.Errorf("audit: %w", auditErr) // not on record: not handed out
+		if err != nil {
+			return nil, err
 		}
 		break
 	}
 	return &sdkca.IssueResponse{Certificate: der, Chain: is.chain, Serial: rec.Serial, NotBefore: rec.NotBefore, NotAfter: notAfter}, nil
+}
+
+// storeIssued stores a certificate record create-only under key and
+// records ev, its issuance. With a core of host protocol minor 4 the two
+// are one transaction (host.AuditedApplier): both or neither, one commit.
+// Otherwise, or when the engine audits through something other than the
+// host, the event is written concurrently with the record (two durable
+// writes in the time of one): a certificate not on record is not issued,
+// and an event whose record was not stored is followed by a failure event
+// for that serial. A taken serial wraps host.ErrVersionConflict.
+func (e *Engine) storeIssued(ctx context.Context, key string, b []byte, ev host.Event) error {
+	if aa, ok := e.st.(host.AuditedApplier); ok && e.audit != nil && !e.noAudited.Load() {
+		_, err := aa.ApplyAudited(ctx, []host.Op{{Key: key, Value: b, Check: true}}, ev)
+		switch {
+		case err == nil:
+			return nil
+		case errors.Is(err, host.ErrVersionConflict):
+			return err // nothing stored, nothing recorded
+		case errors.Is(err, errdef.ErrNotImplemented):
+			e.noAudited.Store(true) // an older core: separate writes from now on
+		default:
+			return fmt.Errorf("store certificate %s with its audit event: %w", ev.Target, err)
+		}
+	}
+	auditc := make(chan error, 1)
+	go func() { auditc <- e.emit(ctx, ev) }()
+	_, err := e.st.Put(ctx, key, b, host.PutOptions{Check: true})
+	auditErr := <-auditc
+	if err != nil {
+		if auditErr == nil {
+			reason := "the certificate record was not stored: not issued"
+			if errors.Is(err, host.ErrVersionConflict) {
+				reason = "serial taken: not issued under it"
+			}
+			// The success event is on record: the failure must follow
+			// it even when the request's context is what ended the
+			// write.
+			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			_ = e.emit(fctx, host.Event{Action: ev.Action, Target: ev.Target, Outcome: "failure", Reason: reason, Fields: ev.Fields})
+			cancel()
+		}
+		if errors.Is(err, host.ErrVersionConflict) {
+			return err
+		}
+		return fmt.Errorf("store certificate %s: %w", strings.TrimPrefix(ev.Target, "cert/"), err)
+	}
+	if auditErr != nil {
+		return fmt.Errorf("audit: %w", auditErr) // not on record: not handed out
+	}
+	return nil
 }
 
 // timeResult is a trustedNow answer.
