@@ -158,20 +158,43 @@ func (s *Server) finalize(ctx context.Context, r *request, id string) (*response
 		NotBefore: res.NotBefore, NotAfter: res.NotAfter}
 	key := normSerial(res.Serial)
 	// The certificate is stored and the order turns valid naming it, and
-	// the finalization is audited, together: with batches (apply.go) the
-	// two writes are one transaction made while the audit event is
-	// recorded, one round trip and one commit. Without, the certificate
-	// is stored first, so an order never names a certificate that is not
-	// there.
+	// the finalization is audited, together: with audited batches
+	// (apply.go) the two writes and the event are one transaction, one
+	// round trip and one commit. With plain batches the two writes are one
+	// transaction made while the audit event is recorded. Without, the
+	// certificate is stored first, so an order never names a certificate
+	// that is not there.
 	o.Status, o.CertSerial = StatusValid, key
 	writes := []writeOp{{key: pfxCert + key, v: c, check: true}, {key: pfxOrder + o.ID, v: o, check: true, version: ver}}
+	ev := host.Event{Action: "acme.order.finalize", Target: "order/" + o.ID, Outcome: "success",
+		Actor: "account/" + v.account.ID, Fields: map[string]string{"serial": c.Serial, "names": strings.Join(names, ",")}}
+	replaced := func() error {
+		if o.Replaces != "" {
+			s.markReplaced(ctx, o.Replaces)
+		}
+		return nil
+	}
+	var orderErr, auditErr error
+	if s.canApplyAudited() {
+		_ = all(func() error {
+			_, orderErr = s.applyAuditedJSON(ctx, writes, ev)
+			return nil
+		}, replaced)
+		if !errors.Is(orderErr, errNoApply) {
+			if orderErr != nil {
+				return nil, internal("update order", orderErr)
+			}
+			return r.finalized(o), nil
+		}
+		// The core turned out older: write and audit separately.
+		orderErr, replaced = nil, func() error { return nil }
+	}
 	batched := s.canApply()
 	if !batched {
 		if _, err := putJSON(ctx, s.deps.Storage, pfxCert+key, c, true, 0); err != nil {
 			return nil, internal("store certificate", err)
 		}
 	}
-	var orderErr, auditErr error
 	_ = all(func() error {
 		if batched {
 			if _, orderErr = s.applyJSON(ctx, writes); errors.Is(orderErr, errNoApply) {
@@ -185,24 +208,23 @@ func (s *Server) finalize(ctx context.Context, r *request, id string) (*response
 		_, orderErr = putJSON(ctx, s.deps.Storage, pfxOrder+o.ID, o, true, ver)
 		return nil
 	}, func() error {
-		auditErr = s.deps.Audit(ctx, host.Event{Action: "acme.order.finalize", Target: "order/" + o.ID, Outcome: "success",
-			Actor: "account/" + v.account.ID, Fields: map[string]string{"serial": c.Serial, "names": strings.Join(names, ",")}})
+		auditErr = s.deps.Audit(ctx, ev)
 		return nil
-	}, func() error {
-		if o.Replaces != "" {
-			s.markReplaced(ctx, o.Replaces)
-		}
-		return nil
-	})
+	}, replaced)
 	if orderErr != nil {
 		return nil, internal("update order", orderErr)
 	}
 	if auditErr != nil {
 		return nil, internal("audit", auditErr)
 	}
+	return r.finalized(o), nil
+}
+
+// finalized is the answer to a finalization that succeeded: the order.
+func (r *request) finalized(o *Order) *response {
 	resp := jsonResponse(http.StatusOK, r.orderJSON(o))
 	resp.header.Set("Location", r.url("/order/"+o.ID))
-	return resp, nil
+	return resp
 }
 
 // pemChain is the certificate and its chain, PEM (RFC 8555 9.1).

@@ -158,6 +158,9 @@ type Server struct {
 	// noApply is set once the storage answered that it cannot apply
 	// batches (apply.go).
 	noApply atomic.Bool
+	// noAudited is set once the storage answered that it cannot apply
+	// audited batches (apply.go).
+	noAudited atomic.Bool
 
 	// sweep is the clean-up's position (tick.go); mu is held by the one
 	// Tick running.

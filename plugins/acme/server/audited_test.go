@@ -1,0 +1,157 @@
+package server_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/avonzt/avon/plugins/acme/acmetest"
+	"github.com/avonzt/avon/sdk/errdef"
+	"github.com/avonzt/avon/sdk/host"
+)
+
+// auditedStorage is loggedStorage with audited batches (host protocol
+// minor 4), each logged with its event's action. With oldAudited its
+// ApplyAudited answers ErrNotImplemented, as a core of minor 3 does; with
+// bump it changes the first checked op's key just before the batch, as a
+// concurrent writer would, so the batch's check fails.
+type auditedStorage struct {
+	loggedStorage
+	audited    *[]string // "keys prefixes: action" of each audited batch
+	mu         *sync.Mutex
+	oldAudited bool
+	bump       string // key prefix whose op is rewritten first
+}
+
+func (s auditedStorage) ApplyAudited(ctx context.Context, ops []host.Op, ev host.Event) ([]int64, error) {
+	keys := make([]string, len(ops))
+	for i, op := range ops {
+		keys[i] = op.Key
+	}
+	s.mu.Lock()
+	*s.audited = append(*s.audited, prefixes(keys)+": "+ev.Action)
+	s.mu.Unlock()
+	if s.oldAudited {
+		return nil, fmt.Errorf("storage apply audited: %w", errdef.ErrNotImplemented)
+	}
+	for _, op := range ops {
+		if s.bump != "" && strings.HasPrefix(op.Key, s.bump) {
+			if e, err := s.Storage.Get(ctx, op.Key); err == nil {
+				if _, err := s.Storage.Put(ctx, op.Key, e.Value, host.PutOptions{}); err != nil {
+					return nil, err
+				}
+			}
+		}
+	}
+	return s.Storage.(host.AuditedApplier).ApplyAudited(ctx, ops, ev)
+}
+
+func newAuditedEnv(t *testing.T, oldAudited bool, bump string) (*env, *writeLog, func() []string) {
+	var mu sync.Mutex
+	var audited []string
+	log := &writeLog{}
+	e := newEnvStorage(t, acmetest.StartCA(t), nil, func(st host.Storage) host.Storage {
+		return auditedStorage{loggedStorage: loggedStorage{Storage: st, log: log}, audited: &audited, mu: &mu,
+			oldAudited: oldAudited, bump: bump}
+	})
+	return e, log, func() []string {
+		mu.Lock()
+		defer mu.Unlock()
+		out := audited
+		audited = nil
+		return out
+	}
+}
+
+func finalizeEvents(h interface{ Events() []host.Event }) int {
+	n := 0
+	for _, ev := range h.Events() {
+		if ev.Action == "acme.order.finalize" {
+			n++
+		}
+	}
+	return n
+}
+
+// TestFinalizeAudited: a finalization writes the certificate and the order
+// and records acme.order.finalize in one audited batch, beside the put
+// that claims the order; no separate batch, no separate event.
+func TestFinalizeAudited(t *testing.T) {
+	e, log, audited := newAuditedEnv(t, false, "")
+	c := e.client()
+	e.issue(c, "http-01", "a.audited.test")
+	puts, applies := log.reset()
+	got := audited()
+	if len(got) != 1 || got[0] != "cert,order: acme.order.finalize" {
+		t.Fatalf("audited batches %v; want one cert,order: acme.order.finalize", got)
+	}
+	for _, p := range puts {
+		if strings.HasPrefix(p, "cert/") {
+			t.Fatalf("the certificate was also put on its own: %v", puts)
+		}
+	}
+	for _, a := range applies {
+		if prefixes(a) == "cert,order" {
+			t.Fatalf("the certificate and order were also a plain batch: %v", applies)
+		}
+	}
+	if n := finalizeEvents(e.host); n != 1 {
+		t.Fatalf("%d finalize events for one order", n)
+	}
+}
+
+// TestFinalizeAuditedOlderCore: a core without audited batches (minor 3)
+// is asked once; then finalizations use a plain batch and a separate
+// event.
+func TestFinalizeAuditedOlderCore(t *testing.T) {
+	e, log, audited := newAuditedEnv(t, true, "")
+	c := e.client()
+	e.issue(c, "http-01", "old1.audited.test")
+	e.issue(c, "http-01", "old2.audited.test")
+	if got := audited(); len(got) != 1 {
+		t.Fatalf("%d audited batches tried on an older core; want 1, then separate writes", len(got))
+	}
+	_, applies := log.reset()
+	n := 0
+	for _, a := range applies {
+		if prefixes(a) == "cert,order" {
+			n++
+		}
+	}
+	if n != 2 {
+		t.Fatalf("%d cert,order batches for two orders on an older core: %v", n, applies)
+	}
+	if n := finalizeEvents(e.host); n != 2 {
+		t.Fatalf("%d finalize events for two orders", n)
+	}
+}
+
+// TestFinalizeAuditedConflict: when the order changed under the
+// finalization, the audited batch fails: no certificate stored, no
+// finalize event on record, a serverInternal answer.
+func TestFinalizeAuditedConflict(t *testing.T) {
+	e, _, audited := newAuditedEnv(t, false, "order/")
+	c := e.client()
+	path, o := e.newOrder(c, "c.audited.test")
+	e.solve(c, o, "http-01")
+	if r := c.Post(path, nil); str(r.JSON, "status") != "ready" {
+		t.Fatalf("order after the challenges: %s", r.Body)
+	}
+	r := c.Post(acmetest.Path(t, str(o, "finalize")), finalizePayload(csr(t, ecKey(t), "", "c.audited.test")))
+	if r.Status != http.StatusInternalServerError || !strings.Contains(string(r.Body), "serverInternal") {
+		t.Fatalf("finalize of an order changed meanwhile: %d %s", r.Status, r.Body)
+	}
+	if got := audited(); len(got) != 1 {
+		t.Fatalf("audited batches %v", got)
+	}
+	certs, err := e.host.Storage().List(context.Background(), host.ListOptions{Prefix: "cert/"})
+	if err != nil || len(certs) != 0 {
+		t.Fatalf("%d certificates stored by a failed finalization: %v", len(certs), err)
+	}
+	if n := finalizeEvents(e.host); n != 0 {
+		t.Fatalf("%d finalize events for a failed finalization", n)
+	}
+}
