@@ -26,9 +26,9 @@ import (
 )
 
 // applyBackends open each store backend the core supports.
-var applyBackends = map[string]func(t *testing.T) store.KV{
-	"memstore": func(t *testing.T) store.KV { return memstore.New() },
-	"embedded": func(t *testing.T) store.KV {
+var applyBackends = map[string]func(t testing.TB) store.KV{
+	"memstore": func(t testing.TB) store.KV { return memstore.New() },
+	"embedded": func(t testing.TB) store.KV {
 		kv, err := embedded.Open(context.Background(), filepath.Join(t.TempDir(), "avon.db"))
 		if err != nil {
 			t.Fatal(err)
@@ -36,7 +36,7 @@ var applyBackends = map[string]func(t *testing.T) store.KV{
 		t.Cleanup(func() { _ = kv.Close() })
 		return kv
 	},
-	"postgres": func(t *testing.T) store.KV {
+	"postgres": func(t testing.TB) store.KV {
 		pg := pgtest.Start(t)
 		kv, err := postgres.Open(context.Background(), pg.CreateDatabase(t, "apply"))
 		if err != nil {
@@ -45,7 +45,7 @@ var applyBackends = map[string]func(t *testing.T) store.KV{
 		t.Cleanup(func() { _ = kv.Close() })
 		return kv
 	},
-	"redis": func(t *testing.T) store.KV {
+	"redis": func(t testing.TB) store.KV {
 		rd := redistest.Start(t)
 		kv, err := redisstore.Open(context.Background(), redisstore.Options{Addr: rd.Addr()})
 		if err != nil {
@@ -58,7 +58,7 @@ var applyBackends = map[string]func(t *testing.T) store.KV{
 
 // serveHost serves h as the host service on a loopback gRPC server and
 // returns a plugin-side client of it and the raw generated client.
-func serveHost(t *testing.T, h host.Host) (host.Host, hostv1.HostClient) {
+func serveHost(t testing.TB, h host.Host) (host.Host, hostv1.HostClient) {
 	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

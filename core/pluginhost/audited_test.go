@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/avonzt/avon/core/audit"
@@ -41,7 +42,7 @@ type auditedFixture struct {
 	log *audit.Log
 }
 
-func newAuditedFixture(t *testing.T, root store.KV) *auditedFixture {
+func newAuditedFixture(t testing.TB, root store.KV) *auditedFixture {
 	t.Helper()
 	ns, err := store.NewNamespace(root, applyNS)
 	if err != nil {
@@ -359,3 +360,59 @@ func TestStorageApplyAuditedNotImplemented(t *testing.T) {
 
 // singleKV hides a store's Batcher.
 type singleKV struct{ store.KV }
+
+// BenchmarkApplyAudited compares, through a gRPC hop on each store
+// backend, a finalization-like write (two keys and an audit event) as one
+// StorageApplyAudited with the same write as a StorageApply and a
+// concurrent EmitAudit, what a plugin did before host protocol minor 4.
+// Serial is one caller's latency; parallel 8 callers.
+func BenchmarkApplyAudited(b *testing.B) {
+	for _, name := range []string{"memstore", "embedded", "postgres", "redis"} {
+		f := newAuditedFixture(b, applyBackends[name](b))
+		ap := f.st.(host.Applier)
+		ctx := context.Background()
+		var n atomic.Int64
+		write := func(audited bool) error {
+			i := n.Add(1)
+			ops := []host.Op{{Key: fmt.Sprintf("b/cert/%d", i), Value: make([]byte, 2048), Check: true},
+				{Key: fmt.Sprintf("b/order/%d", i), Value: make([]byte, 512)}}
+			ev := host.Event{Action: "bench.finalize", Target: fmt.Sprintf("order/%d", i)}
+			if audited {
+				_, err := f.aa.ApplyAudited(ctx, ops, ev)
+				return err
+			}
+			var wg sync.WaitGroup
+			var aerr error
+			wg.Add(1)
+			go func() { defer wg.Done(); aerr = f.cl.Audit(ctx, ev) }()
+			_, err := ap.Apply(ctx, ops)
+			wg.Wait()
+			return errors.Join(err, aerr)
+		}
+		for _, par := range []int{0, 4} {
+			for _, audited := range []bool{true, false} {
+				sub := name + map[int]string{0: "/serial/", 4: "/parallel/"}[par] + map[bool]string{true: "audited", false: "apply+audit"}[audited]
+				b.Run(sub, func(b *testing.B) {
+					if par == 0 {
+						for b.Loop() {
+							if err := write(audited); err != nil {
+								b.Fatal(err)
+							}
+						}
+					} else {
+						b.SetParallelism(par)
+						b.RunParallel(func(pb *testing.PB) {
+							for pb.Next() {
+								if err := write(audited); err != nil {
+									b.Error(err)
+									return
+								}
+							}
+						})
+					}
+					b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "writes/s")
+				})
+			}
+		}
+	}
+}
