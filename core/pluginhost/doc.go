@@ -5,6 +5,11 @@
 // exponential backoff, and gives the rest of the core stable typed clients
 // whose calls fail fast with ErrUnavailable while a plugin is down.
 //
+// The host services confine each plugin's storage to its namespace; a
+// plugin's audited storage batch (host StorageApplyAudited) reaches the
+// audit log as root-store ops through AuditBatcher, checked and prefixed by
+// the namespace exactly as its plain batches are.
+//
 // Lifecycle: New -> Add (each spec) -> Launch (processes up; info and config
 // schema read) -> decode each plugin's config against its schema (the caller,
 // with core/config) -> SetConfig -> Configure (dependencies first; starts the

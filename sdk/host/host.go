@@ -1,7 +1,8 @@
 // Package host is what the AVON core offers a plugin: randomness from the
 // core RNG, calibrated time, storage in the plugin's own namespace, an
 // ephemeral cache in the same namespace (nonces, one-time values, rate
-// limits), audit emission, and typed access to the plugins the operator
+// limits), audit emission (alone, or with storage writes in one
+// transaction: AuditedApplier), and typed access to the plugins the operator
 // wired to it (`uses = { kms = "soft" }`).
 //
 // A plugin receives a Host in its Configure call. Every method is safe for
