@@ -474,19 +474,28 @@ func (l *Log) lead() {
 	}
 }
 
+// maxBatchValues bounds the values of the callers' ops in one batch, so
+// that many large AppendWith calls do not make one huge transaction: a
+// group takes more only while the sum stays within it (the first item
+// always goes; each caller's values are bounded by the host's limit).
+const maxBatchValues = 32 << 20
+
 // takeBatch returns how many of the queued items, from the first, go in
 // one batch: at most maxAppendBatch, with their ops, records and the head
-// move within store.MaxBatchOps, and no key written by two of them (a
-// store batch names each key once). The first always goes; the batch
-// stops before the first item that does not fit, so appends keep their
-// order.
+// move within store.MaxBatchOps, their ops' values within
+// maxBatchValues, and no key written by two of them (a store batch names
+// each key once). The first always goes; the batch stops before the first
+// item that does not fit, so appends keep their order.
 func takeBatch(items []*pendingAppend) int {
-	n, total := 0, 1 // the head move
+	n, total, size := 0, 1, 0 // the head move
 	var keys map[string]struct{}
 	for n < len(items) && n < maxAppendBatch {
 		p := items[n]
-		need := 1 + len(p.ops)
-		if n > 0 && total+need > store.MaxBatchOps {
+		need, vals := 1+len(p.ops), 0
+		for _, op := range p.ops {
+			vals += len(op.Value)
+		}
+		if n > 0 && (total+need > store.MaxBatchOps || size+vals > maxBatchValues) {
 			break
 		}
 		if len(p.ops) > 0 {
@@ -500,7 +509,7 @@ func takeBatch(items []*pendingAppend) int {
 				keys[op.Key] = struct{}{}
 			}
 		}
-		total += need
+		total, size = total+need, size+vals
 		n++
 	}
 	return n

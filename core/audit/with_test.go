@@ -327,6 +327,11 @@ func TestTakeBatch(t *testing.T) {
 		{"same key first", [][]store.Op{op("a"), op("a")}, 1},
 		{"full", [][]store.Op{big, nil}, 1},
 		{"full later", [][]store.Op{nil, big}, 1},
+		{"large values", [][]store.Op{
+			{{Key: "a", Value: make([]byte, maxBatchValues/2)}},
+			{{Key: "b", Value: make([]byte, maxBatchValues/2)}},
+			{{Key: "c", Value: []byte("x")}}, nil}, 2},
+		{"one too large", [][]store.Op{{{Key: "a", Value: make([]byte, maxBatchValues+1)}}, nil}, 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			items := make([]*pendingAppend, len(tc.items))
