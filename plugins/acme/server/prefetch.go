@@ -11,18 +11,18 @@ import (
 
 // Every storage and cache call is a round trip to the core. A POST needs
 // several that do not depend on each other: the clock, the account its kid
-// names, the resource its path names, and the fresh nonce of the answer.
-// Handle starts them together when the request arrives (readAhead) instead
-// of one after the other, so a POST-as-GET waits for about two round trips
-// (those reads, then the nonce consumed once the signature verified)
-// rather than five.
+// names, the resource its path names, and the use of its nonce. Handle
+// starts them together when the request arrives (readAhead) instead of one
+// after the other, so a POST-as-GET waits for about one round trip (the
+// answer's fresh nonce needs none, see nonce.go).
 //
-// A read ahead is a read of the state at the time the request arrived,
-// before the nonce is consumed: an answer built from it is one the server
-// could have given a moment earlier, and every write stays a conditional
-// put on the version read, so a change in between is a conflict, never
-// lost. Each read ahead is used at most once; a second read of the same
-// key goes to storage.
+// A read ahead is a read of the state at the time the request arrived: an
+// answer built from it is one the server could have given a moment
+// earlier, and every write stays a conditional put on the version read,
+// so a change in between is a conflict, never lost. Each read ahead is used
+// at most once; a second read of the same key goes to storage. The nonce's
+// verdict is taken where Boulder's order puts the nonce check, but the
+// nonce is used up whatever the request's fate.
 
 // pendingGet is one storage read under way.
 type pendingGet struct {
@@ -32,11 +32,14 @@ type pendingGet struct {
 }
 
 // readAhead starts the reads of r a POST will need: the account named
-// by the JWS kid and the resource named by the path. Nothing is decided
-// here; verifyPOST checks everything as before.
+// by the JWS kid and the resource named by the path, and the use of the
+// JWS nonce. Nothing is decided here; verifyPOST checks everything.
 func (s *Server) readAhead(ctx context.Context, r *request) {
 	if j, err := jose.Parse(r.Body); err == nil {
 		r.jws = j
+		if j.Header.HasNonce && j.Header.Nonce != "" {
+			s.useNonceAhead(ctx, r, j.Header.Nonce)
+		}
 		if j.Header.HasKID {
 			if id, ok := strings.CutPrefix(j.Header.KID, r.url("/account/")); ok && validID(id) {
 				s.prefetch(ctx, r, pfxAccount+id)
@@ -83,6 +86,26 @@ func (s *Server) prefetch(ctx context.Context, r *request, key string) {
 		defer r.wg.Done()
 		defer close(g.done)
 		g.entry, g.err = s.deps.Storage.Get(ctx, key)
+	}()
+}
+
+// pendingNonce is the use of a request's nonce under way.
+type pendingNonce struct {
+	n    string
+	done chan struct{}
+	err  error
+}
+
+// useNonceAhead starts using up n, the nonce of r's JWS; consumeNonce
+// takes the verdict when verifyPOST reaches the nonce check.
+func (s *Server) useNonceAhead(ctx context.Context, r *request, n string) {
+	pn := &pendingNonce{n: n, done: make(chan struct{})}
+	r.nonce = pn
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		defer close(pn.done)
+		pn.err = s.useNonce(ctx, n)
 	}()
 }
 

@@ -9,13 +9,15 @@
 // authorizations, certificates) and is changed only by conditional puts on
 // the version read, so several core replicas serving one storage agree:
 // of two concurrent finalizations of one order exactly one issues. Nonces
-// live in the host cache and are consumed atomically, so a nonce is good
-// once across every replica.
+// are made under a key shared through storage and used up atomically in
+// the host cache, so a nonce is good once across every replica (nonce.go).
 //
 // Requests are checked in the order Boulder's wfe2 checks them: content
 // type, JWS structure and algorithm, jwk-or-kid, the account, the
 // algorithm against the key, the signature, the nonce, then the url. The
-// nonce is consumed only once the signature verified.
+// nonce is used up as soon as the request arrives, together with the
+// request's reads, and its verdict applied in that order: a request that
+// fails an earlier check has used its nonce up all the same.
 //
 // Challenge validation is synchronous: the POST that answers a challenge
 // returns it valid or invalid. Finalization is too: the POST returns the
@@ -158,6 +160,8 @@ type Server struct {
 	// noApply is set once the storage answered that it cannot apply
 	// batches (apply.go).
 	noApply atomic.Bool
+	// nonces holds the nonce key (nonce.go).
+	nonces nonces
 
 	// sweep is the clean-up's position (tick.go); mu is held by the one
 	// Tick running.
@@ -210,7 +214,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	if cfg.NonceTTL > host.MaxCacheTTL {
 		return nil, fmt.Errorf("nonce ttl %v exceeds %v: %w", cfg.NonceTTL, host.MaxCacheTTL, ErrConfig)
 	}
-	return &Server{cfg: cfg, deps: deps}, nil
+	return &Server{cfg: cfg, deps: deps, nonces: nonces{now: time.Now}}, nil
 }
 
 // request is one HTTP request being answered.
@@ -220,6 +224,8 @@ type request struct {
 	now  time.Time // the core's calibrated time when the request arrived
 	read time.Time // the local clock then (monotonic), to age now by
 	jws  *jose.JWS // the body parsed by readAhead; nil: verifyPOST parses it
+	// nonce is the use of the JWS nonce readAhead started; nil: none.
+	nonce *pendingNonce
 
 	wg      sync.WaitGroup // goroutines of the request; Handle waits for them
 	mu      sync.Mutex     // guards pending
@@ -434,21 +440,6 @@ func (s *Server) directory(r *request) *response {
 		"renewalInfo": r.url("/renewal-info"),
 		"meta":        meta,
 	})
-}
-
-// nonceKey is the cache key of a nonce.
-func nonceKey(n string) string { return "nonce/" + n }
-
-// newNonce issues a nonce: 128 random bits, good once for NonceTTL.
-func (s *Server) newNonce(ctx context.Context) (string, error) {
-	n, err := s.randomID()
-	if err != nil {
-		return "", err
-	}
-	if _, err := s.deps.Cache.Put(ctx, nonceKey(n), nil, host.CachePutOptions{TTL: s.cfg.NonceTTL}); err != nil {
-		return "", fmt.Errorf("store nonce: %w", err)
-	}
-	return n, nil
 }
 
 // randomID is 128 bits from the host RNG, base64url.
