@@ -58,7 +58,9 @@ const ProtocolVersion = 1
 // CacheCount); the acme plugin kind served under /acme/.
 // Minor 3: host StorageApply (host.Applier: several writes in one
 // transaction and one round trip).
-const ProtocolMinor = 3
+// Minor 4: host Gather (host.Gather: several independent reads and cache
+// calls in one round trip).
+const ProtocolMinor = 4
 
 // Plugin is what every plugin implements besides its kind's interface.
 type Plugin interface {

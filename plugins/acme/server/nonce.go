@@ -167,12 +167,24 @@ func (s *Server) useNonce(ctx context.Context, n string) error {
 	if err != nil {
 		return err
 	}
+	use := nonceUse(n, left)
+	host.Gather(ctx, s.deps.Storage, s.deps.Cache, use)
+	return nonceVerdict(use)
+}
+
+// nonceUse is the cache call that uses up a nonce good for left more:
+// it enters the used set if absent, for as long as it would be good.
+func nonceUse(n string, left time.Duration) *host.CachePutCall {
 	ttl := min(left+nonceUsedTail, host.MaxCacheTTL)
-	stored, err := s.deps.Cache.Put(ctx, nonceUsedPfx+n, nil, host.CachePutOptions{TTL: ttl, IfAbsent: true})
-	if err != nil {
-		return fmt.Errorf("nonce check: %w", err)
+	return &host.CachePutCall{Key: nonceUsedPfx + n, Opts: host.CachePutOptions{TTL: ttl, IfAbsent: true}}
+}
+
+// nonceVerdict is the outcome of a nonceUse call.
+func nonceVerdict(use *host.CachePutCall) error {
+	if use.Err != nil {
+		return fmt.Errorf("nonce check: %w", use.Err)
 	}
-	if !stored {
+	if !use.Stored {
 		return errNonceUsed
 	}
 	return nil
