@@ -150,13 +150,9 @@ type Server struct {
 	cfg    Config
 	deps   Deps
 	chains chainCache // the CA's alternate chains (chains.go)
-	// clk is the last calibrated reading of the core's clock (clock).
-	clk struct {
-		mu   sync.Mutex
-		ok   bool      // core and read hold a calibrated reading
-		core time.Time // the core's time when read
-		read time.Time // the local clock then (monotonic)
-	}
+	// clk reads the core's clock, reusing a calibrated reading for up
+	// to ClockReuse.
+	clk *host.ReusedClock
 	// noApply is set once the storage answered that it cannot apply
 	// batches (apply.go).
 	noApply atomic.Bool
@@ -214,7 +210,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	if cfg.NonceTTL > host.MaxCacheTTL {
 		return nil, fmt.Errorf("nonce ttl %v exceeds %v: %w", cfg.NonceTTL, host.MaxCacheTTL, ErrConfig)
 	}
-	return &Server{cfg: cfg, deps: deps, nonces: nonces{now: time.Now}}, nil
+	return &Server{cfg: cfg, deps: deps, nonces: nonces{now: time.Now}, clk: host.NewReusedClock(deps.Clock, cfg.ClockReuse)}, nil
 }
 
 // request is one HTTP request being answered.
@@ -311,33 +307,11 @@ func internal(what string, err error) *Problem {
 // core about once per ClockReuse instead of on every request; a core that
 // lost its calibration is noticed within ClockReuse.
 func (s *Server) clock(ctx context.Context) (time.Time, error) {
-	if reuse := s.cfg.ClockReuse; reuse > 0 {
-		s.clk.mu.Lock()
-		if s.clk.ok {
-			if age := time.Since(s.clk.read); age >= 0 && age < reuse {
-				t := s.clk.core.Add(age)
-				s.clk.mu.Unlock()
-				return t, nil
-			}
-		}
-		s.clk.mu.Unlock()
+	t, err := s.clk.Now(ctx)
+	if errors.Is(err, host.ErrNotCalibrated) {
+		return time.Time{}, ErrNotCalibrated
 	}
-	t, err := s.deps.Clock(ctx)
-	read := time.Now()
-	if err == nil && !t.Calibrated {
-		err = ErrNotCalibrated
-	}
-	s.clk.mu.Lock()
-	s.clk.ok = err == nil
-	s.clk.core, s.clk.read = t.Time, read
-	s.clk.mu.Unlock()
-	if errors.Is(err, ErrNotCalibrated) {
-		return time.Time{}, err
-	}
-	if err != nil {
-		return time.Time{}, fmt.Errorf("clock: %w", err)
-	}
-	return t.Time, nil
+	return t, err
 }
 
 // since is the core's time now, without a round trip: the time read when
