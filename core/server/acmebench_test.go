@@ -207,14 +207,7 @@ func (c *loadClient) reportSteps(b *testing.B) {
 //
 //	go test -run '^$' -bench CompleteOrders -benchtime 200x ./core/server
 func BenchmarkCompleteOrders(b *testing.B) {
-	certKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	csrFor := func(name string) []byte {
-		der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{DNSNames: []string{name}}, certKey)
-		if err != nil {
-			b.Fatal(err)
-		}
-		return der
-	}
+	csrFor := benchCSR(b)
 	b.Run("avon", func(b *testing.B) {
 		dnsSrv := acmetest.StartDNS(b)
 		h01 := acmetest.StartHTTP01(b)
@@ -239,17 +232,7 @@ func BenchmarkCompleteOrders(b *testing.B) {
 		}
 	})
 	b.Run("pebble", func(b *testing.B) {
-		b.Setenv("PEBBLE_VA_ALWAYS_VALID", "1")
-		b.Setenv("PEBBLE_VA_NOSLEEP", "1")
-		b.Setenv("PEBBLE_WFE_NONCEREJECT", "0")
-		b.Setenv("PEBBLE_AUTHZREUSE", "0")
-		logger := log.New(io.Discard, "", 0)
-		db := pebbledb.NewMemoryStore()
-		ca := pebbleca.New(logger, db, "", "ecdsa", 0, 1, map[string]pebbleca.Profile{"default": {Description: "default"}})
-		va := pebbleva.New(logger, 80, 443, false, "", db)
-		w := pebblewfe.New(logger, db, va, ca, []string{"pebble.letsencrypt.org"}, false, false, 0, 0)
-		srv := httptest.NewTLSServer(w.Handler())
-		b.Cleanup(srv.Close)
+		srv := startPebble(b)
 		c := newLoadClient(b, srv.Client(), srv.URL+pebblewfe.DirectoryPath)
 		csrDER := csrFor("bench.pebble.test")
 		b.ResetTimer()
@@ -270,14 +253,7 @@ func BenchmarkCompleteOrders(b *testing.B) {
 //
 //	go test -run '^$' -bench CompleteOrdersConcurrent -benchtime 200x ./core/server
 func BenchmarkCompleteOrdersConcurrent(b *testing.B) {
-	certKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	csrFor := func(name string) []byte {
-		der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{DNSNames: []string{name}}, certKey)
-		if err != nil {
-			b.Fatal(err)
-		}
-		return der
-	}
+	csrFor := benchCSR(b)
 	run := func(b *testing.B, newClient func() *loadClient, name string, h01 *acmetest.HTTP01) {
 		csrDER := csrFor(name)
 		clients := make([]*loadClient, concurrentClients)
@@ -315,17 +291,7 @@ func BenchmarkCompleteOrdersConcurrent(b *testing.B) {
 		run(b, func() *loadClient { return newLoadClient(b, hc, "https://"+s.APIAddr()+"/acme/directory") }, "bench.avon.test", h01)
 	})
 	b.Run("pebble", func(b *testing.B) {
-		b.Setenv("PEBBLE_VA_ALWAYS_VALID", "1")
-		b.Setenv("PEBBLE_VA_NOSLEEP", "1")
-		b.Setenv("PEBBLE_WFE_NONCEREJECT", "0")
-		b.Setenv("PEBBLE_AUTHZREUSE", "0")
-		logger := log.New(io.Discard, "", 0)
-		db := pebbledb.NewMemoryStore()
-		ca := pebbleca.New(logger, db, "", "ecdsa", 0, 1, map[string]pebbleca.Profile{"default": {Description: "default"}})
-		va := pebbleva.New(logger, 80, 443, false, "", db)
-		w := pebblewfe.New(logger, db, va, ca, []string{"pebble.letsencrypt.org"}, false, false, 0, 0)
-		srv := httptest.NewTLSServer(w.Handler())
-		b.Cleanup(srv.Close)
+		srv := startPebble(b)
 		run(b, func() *loadClient { return newLoadClient(b, srv.Client(), srv.URL+pebblewfe.DirectoryPath) }, "bench.pebble.test", nil)
 	})
 }
@@ -333,6 +299,38 @@ func BenchmarkCompleteOrdersConcurrent(b *testing.B) {
 // concurrentClients is how many clients BenchmarkCompleteOrdersConcurrent
 // runs at once.
 const concurrentClients = 8
+
+// startPebble starts Pebble in this process, memory only: validation
+// always valid without its sleep, no nonce rejection, no authorization
+// reuse.
+func startPebble(b *testing.B) *httptest.Server {
+	b.Setenv("PEBBLE_VA_ALWAYS_VALID", "1")
+	b.Setenv("PEBBLE_VA_NOSLEEP", "1")
+	b.Setenv("PEBBLE_WFE_NONCEREJECT", "0")
+	b.Setenv("PEBBLE_AUTHZREUSE", "0")
+	logger := log.New(io.Discard, "", 0)
+	db := pebbledb.NewMemoryStore()
+	ca := pebbleca.New(logger, db, "", "ecdsa", 0, 1, map[string]pebbleca.Profile{"default": {Description: "default"}})
+	va := pebbleva.New(logger, 80, 443, false, "", db)
+	w := pebblewfe.New(logger, db, va, ca, []string{"pebble.letsencrypt.org"}, false, false, 0, 0)
+	srv := httptest.NewUnstartedServer(w.Handler())
+	srv.Config.ErrorLog = logger // a client's connection closed mid-handshake at the end is not news
+	srv.StartTLS()
+	b.Cleanup(srv.Close)
+	return srv
+}
+
+// benchCSR returns a maker of CSRs for one name, all under one P-256 key.
+func benchCSR(b *testing.B) func(name string) []byte {
+	certKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	return func(name string) []byte {
+		der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{DNSNames: []string{name}}, certKey)
+		if err != nil {
+			b.Fatal(err)
+		}
+		return der
+	}
+}
 
 // startBenchServer starts a core that logs warnings only.
 func startBenchServer(b testing.TB, cfgPath string) *Server {

@@ -3,7 +3,6 @@ package host_test
 import (
 	"context"
 	"errors"
-	"net"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -11,7 +10,6 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
@@ -38,11 +36,7 @@ func serveCounted(t testing.TB, h host.Host, refuseGather bool) *gatherHost {
 	for _, m := range []string{"Gather", "StorageGet", "CachePut", "CacheGet", "CacheConsume", "CacheCount"} {
 		g.calls["/avon.host.v1.Host/"+m] = &atomic.Int64{}
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := grpc.NewServer(grpc.UnaryInterceptor(func(ctx context.Context, req any, info *grpc.UnaryServerInfo, next grpc.UnaryHandler) (any, error) {
+	cc := dial(t, func(s *grpc.Server) { host.Register(s, h) }, grpc.UnaryInterceptor(func(ctx context.Context, req any, info *grpc.UnaryServerInfo, next grpc.UnaryHandler) (any, error) {
 		if n := g.calls[info.FullMethod]; n != nil {
 			n.Add(1)
 		}
@@ -51,14 +45,6 @@ func serveCounted(t testing.TB, h host.Host, refuseGather bool) *gatherHost {
 		}
 		return next(ctx, req)
 	}))
-	host.Register(srv, h)
-	go func() { _ = srv.Serve(ln) }()
-	t.Cleanup(srv.Stop)
-	cc, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cc.Close() })
 	g.cc, g.Host = cc, host.NewClient(cc, nil)
 	return g
 }
