@@ -364,7 +364,7 @@ type singleKV struct{ store.KV }
 // BenchmarkApplyAudited compares, through a gRPC hop on each store
 // backend, a finalization-like write (two keys and an audit event) as one
 // StorageApplyAudited with the same write as a StorageApply and a
-// concurrent EmitAudit, what a plugin did before host protocol minor 4.
+// concurrent EmitAudit, what a plugin did before host protocol minor 5.
 // Serial is one caller's latency; parallel 8 callers.
 func BenchmarkApplyAudited(b *testing.B) {
 	for _, name := range []string{"memstore", "embedded", "postgres", "redis"} {

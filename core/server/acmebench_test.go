@@ -12,7 +12,10 @@ import (
 	"log"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -42,6 +45,14 @@ type loadClient struct {
 	steps map[string]time.Duration
 }
 
+// fatalf fails the benchmark and ends the calling goroutine (the
+// benchmark's or a concurrent worker's).
+func (c *loadClient) fatalf(format string, args ...any) {
+	c.b.Helper()
+	c.b.Errorf(format, args...)
+	runtime.Goexit()
+}
+
 // timed runs f and adds its duration to step.
 func (c *loadClient) timed(step string, f func()) {
 	t0 := time.Now()
@@ -52,7 +63,7 @@ func (c *loadClient) timed(step string, f func()) {
 func (c *loadClient) newNonce() string {
 	resp, err := c.http.Head(c.dir["newNonce"].(string))
 	if err != nil {
-		c.b.Fatal(err)
+		c.fatalf("%v", err)
 	}
 	resp.Body.Close()
 	return resp.Header.Get("Replay-Nonce")
@@ -71,11 +82,11 @@ func (c *loadClient) post(url string, payload []byte) (*http.Response, map[strin
 		c.nonce = ""
 		body, err := jose.Sign(rand.Reader, c.key, jose.SignHeader{Nonce: n, URL: url, KID: c.kid}, payload)
 		if err != nil {
-			c.b.Fatal(err)
+			c.fatalf("%v", err)
 		}
 		resp, err := c.http.Post(url, "application/jose+json", bytes.NewReader(body))
 		if err != nil {
-			c.b.Fatal(err)
+			c.fatalf("%v", err)
 		}
 		raw, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
@@ -86,7 +97,7 @@ func (c *loadClient) post(url string, payload []byte) (*http.Response, map[strin
 			continue
 		}
 		if resp.StatusCode >= 400 {
-			c.b.Fatalf("POST %s: %d %s", url, resp.StatusCode, raw)
+			c.fatalf("POST %s: %d %s", url, resp.StatusCode, raw)
 		}
 		return resp, m, raw
 	}
@@ -104,7 +115,7 @@ func (c *loadClient) pollStatus(url string, m map[string]any, want ...string) ma
 			}
 		}
 		if st == "invalid" || time.Now().After(deadline) {
-			c.b.Fatalf("%s: status %q, want %v: %v", url, st, want, m)
+			c.fatalf("%s: status %q, want %v: %v", url, st, want, m)
 		}
 		time.Sleep(2 * time.Millisecond)
 		_, m, _ = c.post(url, nil)
@@ -141,7 +152,7 @@ func (c *loadClient) order(name string, csrDER []byte, h01 *acmetest.HTTP01) {
 		var raw []byte
 		r, o, raw = c.post(c.dir["newOrder"].(string), []byte(`{"identifiers":[{"type":"dns","value":"`+name+`"}]}`))
 		if orderURL = r.Header.Get("Location"); orderURL == "" {
-			c.b.Fatalf("new order: %s", raw)
+			c.fatalf("new order: %s", raw)
 		}
 	})
 	thumb, _ := jose.NewJWK(c.key.Public())
@@ -174,7 +185,7 @@ func (c *loadClient) order(name string, csrDER []byte, h01 *acmetest.HTTP01) {
 	})
 	c.timed("cert", func() {
 		if _, _, pemChain := c.post(o["certificate"].(string), nil); !bytes.Contains(pemChain, []byte("BEGIN CERTIFICATE")) {
-			c.b.Fatalf("download: %s", pemChain)
+			c.fatalf("download: %s", pemChain)
 		}
 	})
 }
@@ -196,14 +207,7 @@ func (c *loadClient) reportSteps(b *testing.B) {
 //
 //	go test -run '^$' -bench CompleteOrders -benchtime 200x ./core/server
 func BenchmarkCompleteOrders(b *testing.B) {
-	certKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	csrFor := func(name string) []byte {
-		der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{DNSNames: []string{name}}, certKey)
-		if err != nil {
-			b.Fatal(err)
-		}
-		return der
-	}
+	csrFor := benchCSR(b)
 	b.Run("avon", func(b *testing.B) {
 		dnsSrv := acmetest.StartDNS(b)
 		h01 := acmetest.StartHTTP01(b)
@@ -228,17 +232,7 @@ func BenchmarkCompleteOrders(b *testing.B) {
 		}
 	})
 	b.Run("pebble", func(b *testing.B) {
-		b.Setenv("PEBBLE_VA_ALWAYS_VALID", "1")
-		b.Setenv("PEBBLE_VA_NOSLEEP", "1")
-		b.Setenv("PEBBLE_WFE_NONCEREJECT", "0")
-		b.Setenv("PEBBLE_AUTHZREUSE", "0")
-		logger := log.New(io.Discard, "", 0)
-		db := pebbledb.NewMemoryStore()
-		ca := pebbleca.New(logger, db, "", "ecdsa", 0, 1, map[string]pebbleca.Profile{"default": {Description: "default"}})
-		va := pebbleva.New(logger, 80, 443, false, "", db)
-		w := pebblewfe.New(logger, db, va, ca, []string{"pebble.letsencrypt.org"}, false, false, 0, 0)
-		srv := httptest.NewTLSServer(w.Handler())
-		b.Cleanup(srv.Close)
+		srv := startPebble(b)
 		c := newLoadClient(b, srv.Client(), srv.URL+pebblewfe.DirectoryPath)
 		csrDER := csrFor("bench.pebble.test")
 		b.ResetTimer()
@@ -249,6 +243,93 @@ func BenchmarkCompleteOrders(b *testing.B) {
 		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "orders/s")
 		c.reportSteps(b)
 	})
+}
+
+// BenchmarkCompleteOrdersConcurrent is BenchmarkCompleteOrders with the
+// load generator running concurrentClients clients at once (one account
+// each, each ordering one certificate after another): the servers'
+// capacity rather than one client's latency. Same servers and settings,
+// AVON then Pebble in one run:
+//
+//	go test -run '^$' -bench CompleteOrdersConcurrent -benchtime 200x ./core/server
+func BenchmarkCompleteOrdersConcurrent(b *testing.B) {
+	csrFor := benchCSR(b)
+	run := func(b *testing.B, newClient func() *loadClient, name string, h01 *acmetest.HTTP01) {
+		csrDER := csrFor(name)
+		clients := make([]*loadClient, concurrentClients)
+		for i := range clients {
+			clients[i] = newClient()
+		}
+		var next atomic.Int64
+		var wg sync.WaitGroup
+		b.ResetTimer()
+		for _, c := range clients {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for next.Add(1) <= int64(b.N) {
+					c.order(name, csrDER, h01)
+				}
+			}()
+		}
+		wg.Wait()
+		b.StopTimer()
+		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "orders/s")
+		var total time.Duration
+		for _, c := range clients {
+			for _, d := range c.steps {
+				total += d
+			}
+		}
+		b.ReportMetric(float64(total.Microseconds())/1000/float64(b.N), "latency-ms")
+	}
+	b.Run("avon", func(b *testing.B) {
+		dnsSrv := acmetest.StartDNS(b)
+		h01 := acmetest.StartHTTP01(b)
+		s := startBenchServer(b, writeConfig(b, b.TempDir(), acmeConfig(b, dnsSrv.Addr, h01.Port, 1)))
+		hc := apiClient(b, s.APIAddr())
+		run(b, func() *loadClient { return newLoadClient(b, hc, "https://"+s.APIAddr()+"/acme/directory") }, "bench.avon.test", h01)
+	})
+	b.Run("pebble", func(b *testing.B) {
+		srv := startPebble(b)
+		run(b, func() *loadClient { return newLoadClient(b, srv.Client(), srv.URL+pebblewfe.DirectoryPath) }, "bench.pebble.test", nil)
+	})
+}
+
+// concurrentClients is how many clients BenchmarkCompleteOrdersConcurrent
+// runs at once.
+const concurrentClients = 8
+
+// startPebble starts Pebble in this process, memory only: validation
+// always valid without its sleep, no nonce rejection, no authorization
+// reuse.
+func startPebble(b *testing.B) *httptest.Server {
+	b.Setenv("PEBBLE_VA_ALWAYS_VALID", "1")
+	b.Setenv("PEBBLE_VA_NOSLEEP", "1")
+	b.Setenv("PEBBLE_WFE_NONCEREJECT", "0")
+	b.Setenv("PEBBLE_AUTHZREUSE", "0")
+	logger := log.New(io.Discard, "", 0)
+	db := pebbledb.NewMemoryStore()
+	ca := pebbleca.New(logger, db, "", "ecdsa", 0, 1, map[string]pebbleca.Profile{"default": {Description: "default"}})
+	va := pebbleva.New(logger, 80, 443, false, "", db)
+	w := pebblewfe.New(logger, db, va, ca, []string{"pebble.letsencrypt.org"}, false, false, 0, 0)
+	srv := httptest.NewUnstartedServer(w.Handler())
+	srv.Config.ErrorLog = logger // a client's connection closed mid-handshake at the end is not news
+	srv.StartTLS()
+	b.Cleanup(srv.Close)
+	return srv
+}
+
+// benchCSR returns a maker of CSRs for one name, all under one P-256 key.
+func benchCSR(b *testing.B) func(name string) []byte {
+	certKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	return func(name string) []byte {
+		der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{DNSNames: []string{name}}, certKey)
+		if err != nil {
+			b.Fatal(err)
+		}
+		return der
+	}
 }
 
 // startBenchServer starts a core that logs warnings only.

@@ -16,7 +16,7 @@ const MaxAuditedApplyOps = 1000
 
 // AuditedApplier is implemented by a Storage that writes several keys and
 // the audit event recording them in one transaction (host protocol minor
-// 4): the writes and the event land together or not at all, with one
+// 5): the writes and the event land together or not at all, with one
 // durable commit instead of two. Find it with a type assertion on
 // Storage(); against an older core ApplyAudited fails with
 // errdef.ErrNotImplemented having written nothing, and the plugin falls

@@ -20,11 +20,18 @@ import (
 // Host over it, the way a plugin sees the core.
 func serve(t *testing.T, register func(*grpc.Server)) host.Host {
 	t.Helper()
+	return host.NewClient(dial(t, register), nil)
+}
+
+// dial serves register on a gRPC server on loopback (with opts) and
+// returns a connection to it.
+func dial(t testing.TB, register func(*grpc.Server), opts ...grpc.ServerOption) *grpc.ClientConn {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := grpc.NewServer()
+	srv := grpc.NewServer(opts...)
 	register(srv)
 	go func() { _ = srv.Serve(ln) }()
 	t.Cleanup(srv.Stop)
@@ -33,7 +40,7 @@ func serve(t *testing.T, register func(*grpc.Server)) host.Host {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = cc.Close() })
-	return host.NewClient(cc, nil)
+	return cc
 }
 
 func TestCacheMemHost(t *testing.T) {

@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -192,15 +193,32 @@ func (r *randReader) Read(p []byte) (int, error) {
 	return n, nil
 }
 
-type storageClient struct{ rpc hostv1.HostClient }
+type storageClient struct {
+	rpc hostv1.HostClient
+	// noGather is set once the core answered Gather with Unimplemented
+	// (older than minor 4): later Gathers go straight to single calls.
+	noGather atomic.Bool
+}
 
 func (s *storageClient) Get(ctx context.Context, key string) (Entry, error) {
 	r, err := s.rpc.StorageGet(ctx, &hostv1.StorageGetRequest{Key: key})
 	if err != nil {
 		return Entry{}, fmt.Errorf("storage get %q: %w", key, errdef.FromStatus(err))
 	}
-	e := r.GetEntry()
-	return Entry{Key: e.GetKey(), Value: e.GetValue(), Version: e.GetVersion()}, nil
+	return entryOf(r.GetEntry()), nil
+}
+
+func entryOf(e *hostv1.Entry) Entry {
+	return Entry{Key: e.GetKey(), Value: e.GetValue(), Version: e.GetVersion()}
+}
+
+// nonNil is v, or an empty value for an absent one (a cache value is
+// never nil).
+func nonNil(v []byte) []byte {
+	if v == nil {
+		return []byte{}
+	}
+	return v
 }
 
 func (s *storageClient) Put(ctx context.Context, key string, value []byte, opts PutOptions) (int64, error) {
@@ -257,11 +275,7 @@ func (c *cacheClient) Get(ctx context.Context, key string) ([]byte, time.Duratio
 	if err != nil {
 		return nil, 0, fmt.Errorf("cache get %q: %w", key, errdef.FromStatus(err))
 	}
-	v := r.GetValue()
-	if v == nil {
-		v = []byte{}
-	}
-	return v, time.Duration(r.GetTtlLeftMs()) * time.Millisecond, nil
+	return nonNil(r.GetValue()), time.Duration(r.GetTtlLeftMs()) * time.Millisecond, nil
 }
 
 func (c *cacheClient) Delete(ctx context.Context, key string) error {
@@ -282,11 +296,7 @@ func (c *cacheClient) Consume(ctx context.Context, key string) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cache consume %q: %w", key, errdef.FromStatus(err))
 	}
-	v := r.GetValue()
-	if v == nil {
-		v = []byte{}
-	}
-	return v, nil
+	return nonNil(r.GetValue()), nil
 }
 
 func (c *cacheClient) Count(ctx context.Context, key string, limit int, window time.Duration) (RateDecision, error) {
@@ -297,6 +307,10 @@ func (c *cacheClient) Count(ctx context.Context, key string, limit int, window t
 	if err != nil {
 		return RateDecision{}, fmt.Errorf("cache count %q: %w", key, errdef.FromStatus(err))
 	}
+	return decisionOf(r), nil
+}
+
+func decisionOf(r *hostv1.CacheCountResponse) RateDecision {
 	return RateDecision{Allowed: r.GetAllowed(), Remaining: int(r.GetRemaining()),
-		RetryAfter: time.Duration(r.GetRetryAfterMs()) * time.Millisecond}, nil
+		RetryAfter: time.Duration(r.GetRetryAfterMs()) * time.Millisecond}
 }

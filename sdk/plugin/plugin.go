@@ -58,9 +58,11 @@ const ProtocolVersion = 1
 // CacheCount); the acme plugin kind served under /acme/.
 // Minor 3: host StorageApply (host.Applier: several writes in one
 // transaction and one round trip).
-// Minor 4: host StorageApplyAudited (host.AuditedApplier: storage writes
+// Minor 4: host Gather (host.Gather: several independent reads and cache
+// calls in one round trip).
+// Minor 5: host StorageApplyAudited (host.AuditedApplier: storage writes
 // and the audit event recording them in one transaction).
-const ProtocolMinor = 4
+const ProtocolMinor = 5
 
 // Plugin is what every plugin implements besides its kind's interface.
 type Plugin interface {

@@ -22,7 +22,7 @@ import (
 // A batch that an audit event records (a finalization: the certificate,
 // the order and acme.order.finalize) goes with its event as one
 // host.AuditedApplier call when the core offers it (host protocol minor
-// 4): the writes and the event in one transaction and one commit, so no
+// 5): the writes and the event in one transaction and one commit, so no
 // event is on record for writes that failed, and no writes go unrecorded.
 // The event goes to the core whose storage this is, as Deps.Audit's does
 // in the plugin. Against an older core the batch and the event are written
@@ -55,7 +55,7 @@ func (s *Server) applyAuditedJSON(ctx context.Context, ops []writeOp, ev host.Ev
 	vs, err := aa.ApplyAudited(ctx, hops, ev)
 	if errors.Is(err, errdef.ErrNotImplemented) {
 		s.noAudited.Store(true)
-		s.deps.Log.Info("the core has no audited storage batches (host protocol minor 4); writing batches and their audit events separately")
+		s.deps.Log.Info("the core has no audited storage batches (host protocol minor 5); writing batches and their audit events separately")
 		return nil, errNoApply
 	}
 	return vs, err

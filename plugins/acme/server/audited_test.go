@@ -14,7 +14,7 @@ import (
 )
 
 // auditedStorage is loggedStorage with audited batches (host protocol
-// minor 4), each logged with its event's action. With oldAudited its
+// minor 5), each logged with its event's action. With oldAudited its
 // ApplyAudited answers ErrNotImplemented, as a core of minor 3 does; with
 // bump it changes the first checked op's key just before the batch, as a
 // concurrent writer would, so the batch's check fails.

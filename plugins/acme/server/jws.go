@@ -9,7 +9,6 @@ import (
 	"strings"
 
 	"github.com/avonzt/avon/plugins/acme/jose"
-	"github.com/avonzt/avon/sdk/host"
 )
 
 // authKind is how a request must be signed.
@@ -110,7 +109,7 @@ func (s *Server) verifyPOST(ctx context.Context, r *request, want authKind) (*ve
 	if err := j.Verify(v.key); err != nil {
 		return nil, joseProblem(err)
 	}
-	if p := s.consumeNonce(ctx, h); p != nil {
+	if p := s.consumeNonce(ctx, r, h); p != nil {
 		return nil, p
 	}
 	if !h.HasURL || h.URL == "" {
@@ -122,22 +121,32 @@ func (s *Server) verifyPOST(ctx context.Context, r *request, want authKind) (*ve
 	return v, nil
 }
 
-// consumeNonce checks the header's nonce and uses it up. A cache outage
-// fails closed.
-func (s *Server) consumeNonce(ctx context.Context, h jose.Header) *Problem {
+// consumeNonce checks the header's nonce and uses it up (or takes the
+// verdict of the use readAhead started). A cache outage fails closed.
+func (s *Server) consumeNonce(ctx context.Context, r *request, h jose.Header) *Problem {
 	if !h.HasNonce || h.Nonce == "" {
 		return prob(ProbBadNonce, "JWS has no anti-replay nonce")
 	}
-	if len(h.Nonce) > 64 || host.CheckCacheKey(nonceKey(h.Nonce)) != nil {
-		return prob(ProbBadNonce, "JWS has an invalid anti-replay nonce")
-	}
-	if _, err := s.deps.Cache.Consume(ctx, nonceKey(h.Nonce)); err != nil {
-		if errors.Is(err, host.ErrCacheMiss) {
-			return prob(ProbBadNonce, "JWS has an invalid anti-replay nonce: unknown, expired or already used")
+	var err error
+	if pn := r.nonce; pn != nil && pn.n == h.Nonce {
+		select {
+		case <-pn.done:
+			err = pn.err
+		case <-ctx.Done():
+			err = ctx.Err()
 		}
-		return internal("nonce check", err)
+	} else {
+		err = s.useNonce(ctx, h.Nonce)
 	}
-	return nil
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, errNonceMalformed):
+		return prob(ProbBadNonce, "JWS has an invalid anti-replay nonce: %v", err)
+	case errors.Is(err, errNonceExpired), errors.Is(err, errNonceUsed):
+		return prob(ProbBadNonce, "JWS has an anti-replay nonce that is %v", err)
+	}
+	return internal("nonce check", err)
 }
 
 // accountByKID loads the account a kid names; it must be valid.

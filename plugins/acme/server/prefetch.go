@@ -11,18 +11,18 @@ import (
 
 // Every storage and cache call is a round trip to the core. A POST needs
 // several that do not depend on each other: the clock, the account its kid
-// names, the resource its path names, and the fresh nonce of the answer.
-// Handle starts them together when the request arrives (readAhead) instead
-// of one after the other, so a POST-as-GET waits for about two round trips
-// (those reads, then the nonce consumed once the signature verified)
-// rather than five.
+// names, the resource its path names, and the use of its nonce. Handle
+// starts them together when the request arrives (readAhead) instead of one
+// after the other, so a POST-as-GET waits for about one round trip (the
+// answer's fresh nonce needs none, see nonce.go).
 //
-// A read ahead is a read of the state at the time the request arrived,
-// before the nonce is consumed: an answer built from it is one the server
-// could have given a moment earlier, and every write stays a conditional
-// put on the version read, so a change in between is a conflict, never
-// lost. Each read ahead is used at most once; a second read of the same
-// key goes to storage.
+// A read ahead is a read of the state at the time the request arrived: an
+// answer built from it is one the server could have given a moment
+// earlier, and every write stays a conditional put on the version read,
+// so a change in between is a conflict, never lost. Each read ahead is used
+// at most once; a second read of the same key goes to storage. The nonce's
+// verdict is taken where Boulder's order puts the nonce check, but the
+// nonce is used up whatever the request's fate.
 
 // pendingGet is one storage read under way.
 type pendingGet struct {
@@ -32,20 +32,81 @@ type pendingGet struct {
 }
 
 // readAhead starts the reads of r a POST will need: the account named
-// by the JWS kid and the resource named by the path. Nothing is decided
-// here; verifyPOST checks everything as before.
+// by the JWS kid and the resource named by the path, and the use of the
+// JWS nonce, all in one host.Gather (one round trip to the core). Nothing
+// is decided here; verifyPOST checks everything.
 func (s *Server) readAhead(ctx context.Context, r *request) {
+	var keys []string
+	nonce := ""
 	if j, err := jose.Parse(r.Body); err == nil {
 		r.jws = j
 		if j.Header.HasKID {
 			if id, ok := strings.CutPrefix(j.Header.KID, r.url("/account/")); ok && validID(id) {
-				s.prefetch(ctx, r, pfxAccount+id)
+				keys = append(keys, pfxAccount+id)
 			}
 		}
+		if j.Header.HasNonce {
+			nonce = j.Header.Nonce
+		}
 	}
-	if key := resourceKey(r.Path); key != "" {
-		s.prefetch(ctx, r, key)
+	if key := resourceKey(r.Path); key != "" && (len(keys) == 0 || keys[0] != key) {
+		keys = append(keys, key)
 	}
+	if len(keys) == 0 && nonce == "" {
+		return
+	}
+	done := make(chan struct{})
+	gets := make([]*pendingGet, len(keys))
+	r.mu.Lock()
+	if r.pending == nil {
+		r.pending = map[string]*pendingGet{}
+	}
+	for i, k := range keys {
+		gets[i] = &pendingGet{done: done}
+		r.pending[k] = gets[i]
+	}
+	r.mu.Unlock()
+	var pn *pendingNonce
+	if nonce != "" {
+		pn = &pendingNonce{n: nonce, done: done}
+		r.nonce = pn
+	}
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		defer close(done)
+		calls := make([]host.Call, 0, len(keys)+1)
+		getCalls := make([]*host.GetCall, len(keys))
+		for i, k := range keys {
+			getCalls[i] = &host.GetCall{Key: k}
+			calls = append(calls, getCalls[i])
+		}
+		var use *host.CachePutCall
+		if pn != nil {
+			// Checked here (no round trip once the nonce key is known):
+			// a nonce that is not ours costs no cache call.
+			if left, err := s.parseNonce(ctx, nonce); err != nil {
+				pn.err = err
+			} else {
+				use = nonceUse(nonce, left)
+				calls = append(calls, use)
+			}
+		}
+		host.Gather(ctx, s.deps.Storage, s.deps.Cache, calls...)
+		for i, c := range getCalls {
+			gets[i].entry, gets[i].err = c.Entry, c.Err
+		}
+		if use != nil {
+			pn.err = nonceVerdict(use)
+		}
+	}()
+}
+
+// pendingNonce is the use of a request's nonce under way.
+type pendingNonce struct {
+	n    string
+	done chan struct{}
+	err  error
 }
 
 // resourceKey is the storage key of the object a POST's path names, ""
@@ -64,26 +125,6 @@ func resourceKey(path string) string {
 		return pfxCert + seg[1]
 	}
 	return ""
-}
-
-// prefetch starts reading key for r.
-func (s *Server) prefetch(ctx context.Context, r *request, key string) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.pending == nil {
-		r.pending = map[string]*pendingGet{}
-	}
-	if _, ok := r.pending[key]; ok {
-		return
-	}
-	g := &pendingGet{done: make(chan struct{})}
-	r.pending[key] = g
-	r.wg.Add(1)
-	go func() {
-		defer r.wg.Done()
-		defer close(g.done)
-		g.entry, g.err = s.deps.Storage.Get(ctx, key)
-	}()
 }
 
 // get reads key for r: the read started ahead if there is one not used

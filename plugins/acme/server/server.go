@@ -9,13 +9,15 @@
 // authorizations, certificates) and is changed only by conditional puts on
 // the version read, so several core replicas serving one storage agree:
 // of two concurrent finalizations of one order exactly one issues. Nonces
-// live in the host cache and are consumed atomically, so a nonce is good
-// once across every replica.
+// are made under a key shared through storage and used up atomically in
+// the host cache, so a nonce is good once across every replica (nonce.go).
 //
 // Requests are checked in the order Boulder's wfe2 checks them: content
 // type, JWS structure and algorithm, jwk-or-kid, the account, the
 // algorithm against the key, the signature, the nonce, then the url. The
-// nonce is consumed only once the signature verified.
+// nonce is used up as soon as the request arrives, together with the
+// request's reads, and its verdict applied in that order: a request that
+// fails an earlier check has used its nonce up all the same.
 //
 // Challenge validation is synchronous: the POST that answers a challenge
 // returns it valid or invalid. Finalization is too: the POST returns the
@@ -148,19 +150,17 @@ type Server struct {
 	cfg    Config
 	deps   Deps
 	chains chainCache // the CA's alternate chains (chains.go)
-	// clk is the last calibrated reading of the core's clock (clock).
-	clk struct {
-		mu   sync.Mutex
-		ok   bool      // core and read hold a calibrated reading
-		core time.Time // the core's time when read
-		read time.Time // the local clock then (monotonic)
-	}
+	// clk reads the core's clock, reusing a calibrated reading for up
+	// to ClockReuse.
+	clk *host.ReusedClock
 	// noApply is set once the storage answered that it cannot apply
 	// batches (apply.go).
 	noApply atomic.Bool
 	// noAudited is set once the storage answered that it cannot apply
 	// audited batches (apply.go).
 	noAudited atomic.Bool
+	// nonces holds the nonce key (nonce.go).
+	nonces nonces
 
 	// sweep is the clean-up's position (tick.go); mu is held by the one
 	// Tick running.
@@ -213,7 +213,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	if cfg.NonceTTL > host.MaxCacheTTL {
 		return nil, fmt.Errorf("nonce ttl %v exceeds %v: %w", cfg.NonceTTL, host.MaxCacheTTL, ErrConfig)
 	}
-	return &Server{cfg: cfg, deps: deps}, nil
+	return &Server{cfg: cfg, deps: deps, nonces: nonces{now: time.Now}, clk: host.NewReusedClock(deps.Clock, cfg.ClockReuse)}, nil
 }
 
 // request is one HTTP request being answered.
@@ -223,6 +223,8 @@ type request struct {
 	now  time.Time // the core's calibrated time when the request arrived
 	read time.Time // the local clock then (monotonic), to age now by
 	jws  *jose.JWS // the body parsed by readAhead; nil: verifyPOST parses it
+	// nonce is the use of the JWS nonce readAhead started; nil: none.
+	nonce *pendingNonce
 
 	wg      sync.WaitGroup // goroutines of the request; Handle waits for them
 	mu      sync.Mutex     // guards pending
@@ -308,33 +310,11 @@ func internal(what string, err error) *Problem {
 // core about once per ClockReuse instead of on every request; a core that
 // lost its calibration is noticed within ClockReuse.
 func (s *Server) clock(ctx context.Context) (time.Time, error) {
-	if reuse := s.cfg.ClockReuse; reuse > 0 {
-		s.clk.mu.Lock()
-		if s.clk.ok {
-			if age := time.Since(s.clk.read); age >= 0 && age < reuse {
-				t := s.clk.core.Add(age)
-				s.clk.mu.Unlock()
-				return t, nil
-			}
-		}
-		s.clk.mu.Unlock()
+	t, err := s.clk.Now(ctx)
+	if errors.Is(err, host.ErrNotCalibrated) {
+		return time.Time{}, ErrNotCalibrated
 	}
-	t, err := s.deps.Clock(ctx)
-	read := time.Now()
-	if err == nil && !t.Calibrated {
-		err = ErrNotCalibrated
-	}
-	s.clk.mu.Lock()
-	s.clk.ok = err == nil
-	s.clk.core, s.clk.read = t.Time, read
-	s.clk.mu.Unlock()
-	if errors.Is(err, ErrNotCalibrated) {
-		return time.Time{}, err
-	}
-	if err != nil {
-		return time.Time{}, fmt.Errorf("clock: %w", err)
-	}
-	return t.Time, nil
+	return t, err
 }
 
 // since is the core's time now, without a round trip: the time read when
@@ -437,21 +417,6 @@ func (s *Server) directory(r *request) *response {
 		"renewalInfo": r.url("/renewal-info"),
 		"meta":        meta,
 	})
-}
-
-// nonceKey is the cache key of a nonce.
-func nonceKey(n string) string { return "nonce/" + n }
-
-// newNonce issues a nonce: 128 random bits, good once for NonceTTL.
-func (s *Server) newNonce(ctx context.Context) (string, error) {
-	n, err := s.randomID()
-	if err != nil {
-		return "", err
-	}
-	if _, err := s.deps.Cache.Put(ctx, nonceKey(n), nil, host.CachePutOptions{TTL: s.cfg.NonceTTL}); err != nil {
-		return "", fmt.Errorf("store nonce: %w", err)
-	}
-	return n, nil
 }
 
 // randomID is 128 bits from the host RNG, base64url.

@@ -202,13 +202,16 @@ func testBadJWS(e *env) {
 		r := post("/new-order", c.Sign("/new-order", []byte(`{}`), &jose.SignHeader{Nonce: "bm90LWZyb20tdGhpcy1zZXJ2ZXI"}))
 		want(t, r, http.StatusBadRequest, "badNonce")
 	})
-	t.Run("nonce kept by a bad signature", func(t *testing.T) {
-		// A request that fails before the nonce check does not use it up.
+	t.Run("nonce used by a bad signature", func(t *testing.T) {
+		// The nonce is used up when the request arrives; the answer is
+		// still the earlier check's (Boulder's order), and the nonce is
+		// not good again.
 		n := c.Nonce()
 		other := acmetest.NewClient(t, e.acme, ecKey(t))
 		other.KID = c.KID
 		want(t, post("/account/"+kidID(c), other.Sign("/account/"+kidID(c), nil, &jose.SignHeader{Nonce: n})), http.StatusBadRequest, "malformed")
-		want(t, post("/account/"+kidID(c), c.Sign("/account/"+kidID(c), nil, &jose.SignHeader{Nonce: n})), http.StatusOK, "")
+		want(t, post("/account/"+kidID(c), c.Sign("/account/"+kidID(c), nil, &jose.SignHeader{Nonce: n})), http.StatusBadRequest, "badNonce")
+		want(t, post("/account/"+kidID(c), c.Sign("/account/"+kidID(c), nil, nil)), http.StatusOK, "")
 	})
 	t.Run("url mismatch", func(t *testing.T) {
 		r := post("/new-order", c.Sign("/new-order", []byte(`{}`), &jose.SignHeader{URL: acmetest.BaseURL + "/new-account"}))

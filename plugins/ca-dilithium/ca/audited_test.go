@@ -37,7 +37,7 @@ func servedHost(t *testing.T, h host.Host) host.Host {
 
 // callCounter is the host's storage with its writes counted, served to
 // the plugin; with older it is no AuditedApplier (a core before host
-// protocol minor 4), so the server answers Unimplemented.
+// protocol minor 5), so the server answers Unimplemented.
 type callCounter struct {
 	*plugintest.MemHost
 	older   bool

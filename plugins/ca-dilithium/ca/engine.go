@@ -65,7 +65,7 @@ type Engine struct {
 	audit    func(ctx context.Context, ev host.Event) error
 	profiles map[string]*Profile
 	// noAudited: the core has no audited storage batches (host protocol
-	// minor 4); issuance writes the record and its event separately.
+	// minor 5); issuance writes the record and its event separately.
 	noAudited atomic.Bool
 
 	// opMu serializes the operations that change the hierarchy
@@ -686,7 +686,7 @@ func (e *Engine) Issue(ctx context.Context, req *sdkca.IssueRequest) (*sdkca.Iss
 }
 
 // storeIssued stores a certificate record create-only under key and
-// records ev, its issuance. With a core of host protocol minor 4 the two
+// records ev, its issuance. With a core of host protocol minor 5 the two
 // are one transaction (host.AuditedApplier): both or neither, one commit.
 // Otherwise, or when the engine audits through something other than the
 // host, the event is written concurrently with the record (two durable

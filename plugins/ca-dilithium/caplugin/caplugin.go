@@ -25,6 +25,10 @@ import (
 // Version is the plugin's version.
 const Version = "0.1.0"
 
+// clockReuse is how long a calibrated reading of the core's clock is
+// reused for the time of issuances, CRLs and OCSP answers.
+const clockReuse = time.Second
+
 // Config is the plugin's `config { }` body.
 type Config struct {
 	Organization         string            `json:"organization"`
@@ -152,17 +156,11 @@ func (p *Plugin) Configure(ctx context.Context, req *plugin.ConfigureRequest) er
 		return err
 	}
 	h := req.Host
-	now := func(ctx context.Context) (time.Time, error) {
-		t, err := h.Now(ctx)
-		if err != nil {
-			return time.Time{}, err
-		}
-		if !t.Calibrated {
-			return time.Time{}, errors.New("the core's calibration is stale")
-		}
-		return t.Time, nil
-	}
-	eng := ca.New(ec, k, pq, h.Storage(), h.Rand(), now,
+	// The trusted time of an issuance or a CRL: a calibrated reading of
+	// the core's clock, reused for up to clockReuse (aged by the local
+	// monotonic clock), so issuing does not wait for a clock round trip
+	// each time; an uncalibrated core fails closed.
+	eng := ca.New(ec, k, pq, h.Storage(), h.Rand(), host.NewReusedClock(h.Now, clockReuse).Now,
 		func(ctx context.Context, ev host.Event) error { return h.Audit(ctx, ev) }, ca.WithNamedKMS(h.KMSNamed))
 	if err := eng.Init(ctx); err != nil {
 		return fmt.Errorf("ca init: %w", err)

@@ -1584,6 +1584,375 @@ func (x *CacheCountResponse) GetRetryAfterMs() int64 {
 	return 0
 }
 
+// GatherCall is one call of a Gather: exactly one field is set, with the
+// same meaning and checks as the single call of that name.
+type GatherCall struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Call:
+	//
+	//	*GatherCall_StorageGet
+	//	*GatherCall_CachePut
+	//	*GatherCall_CacheGet
+	//	*GatherCall_CacheConsume
+	//	*GatherCall_CacheCount
+	Call          isGatherCall_Call `protobuf_oneof:"call"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GatherCall) Reset() {
+	*x = GatherCall{}
+	mi := &file_host_v1_host_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GatherCall) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GatherCall) ProtoMessage() {}
+
+func (x *GatherCall) ProtoReflect() protoreflect.Message {
+	mi := &file_host_v1_host_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GatherCall.ProtoReflect.Descriptor instead.
+func (*GatherCall) Descriptor() ([]byte, []int) {
+	return file_host_v1_host_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *GatherCall) GetCall() isGatherCall_Call {
+	if x != nil {
+		return x.Call
+	}
+	return nil
+}
+
+func (x *GatherCall) GetStorageGet() *StorageGetRequest {
+	if x != nil {
+		if x, ok := x.Call.(*GatherCall_StorageGet); ok {
+			return x.StorageGet
+		}
+	}
+	return nil
+}
+
+func (x *GatherCall) GetCachePut() *CachePutRequest {
+	if x != nil {
+		if x, ok := x.Call.(*GatherCall_CachePut); ok {
+			return x.CachePut
+		}
+	}
+	return nil
+}
+
+func (x *GatherCall) GetCacheGet() *CacheGetRequest {
+	if x != nil {
+		if x, ok := x.Call.(*GatherCall_CacheGet); ok {
+			return x.CacheGet
+		}
+	}
+	return nil
+}
+
+func (x *GatherCall) GetCacheConsume() *CacheConsumeRequest {
+	if x != nil {
+		if x, ok := x.Call.(*GatherCall_CacheConsume); ok {
+			return x.CacheConsume
+		}
+	}
+	return nil
+}
+
+func (x *GatherCall) GetCacheCount() *CacheCountRequest {
+	if x != nil {
+		if x, ok := x.Call.(*GatherCall_CacheCount); ok {
+			return x.CacheCount
+		}
+	}
+	return nil
+}
+
+type isGatherCall_Call interface {
+	isGatherCall_Call()
+}
+
+type GatherCall_StorageGet struct {
+	StorageGet *StorageGetRequest `protobuf:"bytes,1,opt,name=storage_get,json=storageGet,proto3,oneof"`
+}
+
+type GatherCall_CachePut struct {
+	CachePut *CachePutRequest `protobuf:"bytes,2,opt,name=cache_put,json=cachePut,proto3,oneof"`
+}
+
+type GatherCall_CacheGet struct {
+	CacheGet *CacheGetRequest `protobuf:"bytes,3,opt,name=cache_get,json=cacheGet,proto3,oneof"`
+}
+
+type GatherCall_CacheConsume struct {
+	CacheConsume *CacheConsumeRequest `protobuf:"bytes,4,opt,name=cache_consume,json=cacheConsume,proto3,oneof"`
+}
+
+type GatherCall_CacheCount struct {
+	CacheCount *CacheCountRequest `protobuf:"bytes,5,opt,name=cache_count,json=cacheCount,proto3,oneof"`
+}
+
+func (*GatherCall_StorageGet) isGatherCall_Call() {}
+
+func (*GatherCall_CachePut) isGatherCall_Call() {}
+
+func (*GatherCall_CacheGet) isGatherCall_Call() {}
+
+func (*GatherCall_CacheConsume) isGatherCall_Call() {}
+
+func (*GatherCall_CacheCount) isGatherCall_Call() {}
+
+// GatherResult is the answer to the GatherCall of the same index: the
+// single call's response, or its error as a serialized google.rpc.Status
+// (what the single call would have failed with).
+type GatherResult struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Result:
+	//
+	//	*GatherResult_StorageGet
+	//	*GatherResult_CachePut
+	//	*GatherResult_CacheGet
+	//	*GatherResult_CacheConsume
+	//	*GatherResult_CacheCount
+	//	*GatherResult_Error
+	Result        isGatherResult_Result `protobuf_oneof:"result"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GatherResult) Reset() {
+	*x = GatherResult{}
+	mi := &file_host_v1_host_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GatherResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GatherResult) ProtoMessage() {}
+
+func (x *GatherResult) ProtoReflect() protoreflect.Message {
+	mi := &file_host_v1_host_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GatherResult.ProtoReflect.Descriptor instead.
+func (*GatherResult) Descriptor() ([]byte, []int) {
+	return file_host_v1_host_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *GatherResult) GetResult() isGatherResult_Result {
+	if x != nil {
+		return x.Result
+	}
+	return nil
+}
+
+func (x *GatherResult) GetStorageGet() *StorageGetResponse {
+	if x != nil {
+		if x, ok := x.Result.(*GatherResult_StorageGet); ok {
+			return x.StorageGet
+		}
+	}
+	return nil
+}
+
+func (x *GatherResult) GetCachePut() *CachePutResponse {
+	if x != nil {
+		if x, ok := x.Result.(*GatherResult_CachePut); ok {
+			return x.CachePut
+		}
+	}
+	return nil
+}
+
+func (x *GatherResult) GetCacheGet() *CacheGetResponse {
+	if x != nil {
+		if x, ok := x.Result.(*GatherResult_CacheGet); ok {
+			return x.CacheGet
+		}
+	}
+	return nil
+}
+
+func (x *GatherResult) GetCacheConsume() *CacheConsumeResponse {
+	if x != nil {
+		if x, ok := x.Result.(*GatherResult_CacheConsume); ok {
+			return x.CacheConsume
+		}
+	}
+	return nil
+}
+
+func (x *GatherResult) GetCacheCount() *CacheCountResponse {
+	if x != nil {
+		if x, ok := x.Result.(*GatherResult_CacheCount); ok {
+			return x.CacheCount
+		}
+	}
+	return nil
+}
+
+func (x *GatherResult) GetError() []byte {
+	if x != nil {
+		if x, ok := x.Result.(*GatherResult_Error); ok {
+			return x.Error
+		}
+	}
+	return nil
+}
+
+type isGatherResult_Result interface {
+	isGatherResult_Result()
+}
+
+type GatherResult_StorageGet struct {
+	StorageGet *StorageGetResponse `protobuf:"bytes,1,opt,name=storage_get,json=storageGet,proto3,oneof"`
+}
+
+type GatherResult_CachePut struct {
+	CachePut *CachePutResponse `protobuf:"bytes,2,opt,name=cache_put,json=cachePut,proto3,oneof"`
+}
+
+type GatherResult_CacheGet struct {
+	CacheGet *CacheGetResponse `protobuf:"bytes,3,opt,name=cache_get,json=cacheGet,proto3,oneof"`
+}
+
+type GatherResult_CacheConsume struct {
+	CacheConsume *CacheConsumeResponse `protobuf:"bytes,4,opt,name=cache_consume,json=cacheConsume,proto3,oneof"`
+}
+
+type GatherResult_CacheCount struct {
+	CacheCount *CacheCountResponse `protobuf:"bytes,5,opt,name=cache_count,json=cacheCount,proto3,oneof"`
+}
+
+type GatherResult_Error struct {
+	Error []byte `protobuf:"bytes,15,opt,name=error,proto3,oneof"`
+}
+
+func (*GatherResult_StorageGet) isGatherResult_Result() {}
+
+func (*GatherResult_CachePut) isGatherResult_Result() {}
+
+func (*GatherResult_CacheGet) isGatherResult_Result() {}
+
+func (*GatherResult_CacheConsume) isGatherResult_Result() {}
+
+func (*GatherResult_CacheCount) isGatherResult_Result() {}
+
+func (*GatherResult_Error) isGatherResult_Result() {}
+
+type GatherRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Calls         []*GatherCall          `protobuf:"bytes,1,rep,name=calls,proto3" json:"calls,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GatherRequest) Reset() {
+	*x = GatherRequest{}
+	mi := &file_host_v1_host_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GatherRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GatherRequest) ProtoMessage() {}
+
+func (x *GatherRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_host_v1_host_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GatherRequest.ProtoReflect.Descriptor instead.
+func (*GatherRequest) Descriptor() ([]byte, []int) {
+	return file_host_v1_host_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *GatherRequest) GetCalls() []*GatherCall {
+	if x != nil {
+		return x.Calls
+	}
+	return nil
+}
+
+type GatherResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Results       []*GatherResult        `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GatherResponse) Reset() {
+	*x = GatherResponse{}
+	mi := &file_host_v1_host_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GatherResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GatherResponse) ProtoMessage() {}
+
+func (x *GatherResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_host_v1_host_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GatherResponse.ProtoReflect.Descriptor instead.
+func (*GatherResponse) Descriptor() ([]byte, []int) {
+	return file_host_v1_host_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *GatherResponse) GetResults() []*GatherResult {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
 var File_host_v1_host_proto protoreflect.FileDescriptor
 
 const file_host_v1_host_proto_rawDesc = "" +
@@ -1685,7 +2054,31 @@ const file_host_v1_host_proto_rawDesc = "" +
 	"\x12CacheCountResponse\x12\x18\n" +
 	"\aallowed\x18\x01 \x01(\bR\aallowed\x12\x1c\n" +
 	"\tremaining\x18\x02 \x01(\rR\tremaining\x12$\n" +
-	"\x0eretry_after_ms\x18\x03 \x01(\x03R\fretryAfterMs2\xf3\b\n" +
+	"\x0eretry_after_ms\x18\x03 \x01(\x03R\fretryAfterMs\"\xe2\x02\n" +
+	"\n" +
+	"GatherCall\x12B\n" +
+	"\vstorage_get\x18\x01 \x01(\v2\x1f.avon.host.v1.StorageGetRequestH\x00R\n" +
+	"storageGet\x12<\n" +
+	"\tcache_put\x18\x02 \x01(\v2\x1d.avon.host.v1.CachePutRequestH\x00R\bcachePut\x12<\n" +
+	"\tcache_get\x18\x03 \x01(\v2\x1d.avon.host.v1.CacheGetRequestH\x00R\bcacheGet\x12H\n" +
+	"\rcache_consume\x18\x04 \x01(\v2!.avon.host.v1.CacheConsumeRequestH\x00R\fcacheConsume\x12B\n" +
+	"\vcache_count\x18\x05 \x01(\v2\x1f.avon.host.v1.CacheCountRequestH\x00R\n" +
+	"cacheCountB\x06\n" +
+	"\x04call\"\x83\x03\n" +
+	"\fGatherResult\x12C\n" +
+	"\vstorage_get\x18\x01 \x01(\v2 .avon.host.v1.StorageGetResponseH\x00R\n" +
+	"storageGet\x12=\n" +
+	"\tcache_put\x18\x02 \x01(\v2\x1e.avon.host.v1.CachePutResponseH\x00R\bcachePut\x12=\n" +
+	"\tcache_get\x18\x03 \x01(\v2\x1e.avon.host.v1.CacheGetResponseH\x00R\bcacheGet\x12I\n" +
+	"\rcache_consume\x18\x04 \x01(\v2\".avon.host.v1.CacheConsumeResponseH\x00R\fcacheConsume\x12C\n" +
+	"\vcache_count\x18\x05 \x01(\v2 .avon.host.v1.CacheCountResponseH\x00R\n" +
+	"cacheCount\x12\x16\n" +
+	"\x05error\x18\x0f \x01(\fH\x00R\x05errorB\b\n" +
+	"\x06result\"?\n" +
+	"\rGatherRequest\x12.\n" +
+	"\x05calls\x18\x01 \x03(\v2\x18.avon.host.v1.GatherCallR\x05calls\"F\n" +
+	"\x0eGatherResponse\x124\n" +
+	"\aresults\x18\x01 \x03(\v2\x1a.avon.host.v1.GatherResultR\aresults2\xb8\t\n" +
 	"\x04Host\x12C\n" +
 	"\x06Random\x12\x1b.avon.host.v1.RandomRequest\x1a\x1c.avon.host.v1.RandomResponse\x12:\n" +
 	"\x03Now\x12\x18.avon.host.v1.NowRequest\x1a\x19.avon.host.v1.NowResponse\x12O\n" +
@@ -1702,7 +2095,8 @@ const file_host_v1_host_proto_rawDesc = "" +
 	"\fCacheConsume\x12!.avon.host.v1.CacheConsumeRequest\x1a\".avon.host.v1.CacheConsumeResponse\x12O\n" +
 	"\n" +
 	"CacheCount\x12\x1f.avon.host.v1.CacheCountRequest\x1a .avon.host.v1.CacheCountResponse\x12U\n" +
-	"\fStorageApply\x12!.avon.host.v1.StorageApplyRequest\x1a\".avon.host.v1.StorageApplyResponse\x12c\n" +
+	"\fStorageApply\x12!.avon.host.v1.StorageApplyRequest\x1a\".avon.host.v1.StorageApplyResponse\x12C\n" +
+	"\x06Gather\x12\x1b.avon.host.v1.GatherRequest\x1a\x1c.avon.host.v1.GatherResponse\x12c\n" +
 	"\x13StorageApplyAudited\x12(.avon.host.v1.StorageApplyAuditedRequest\x1a\".avon.host.v1.StorageApplyResponseB1Z/github.com/avonzt/avon/sdk/proto/host/v1;hostv1b\x06proto3"
 
 var (
@@ -1717,7 +2111,7 @@ func file_host_v1_host_proto_rawDescGZIP() []byte {
 	return file_host_v1_host_proto_rawDescData
 }
 
-var file_host_v1_host_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
+var file_host_v1_host_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
 var file_host_v1_host_proto_goTypes = []any{
 	(*RandomRequest)(nil),              // 0: avon.host.v1.RandomRequest
 	(*RandomResponse)(nil),             // 1: avon.host.v1.RandomResponse
@@ -1749,51 +2143,69 @@ var file_host_v1_host_proto_goTypes = []any{
 	(*CacheConsumeResponse)(nil),       // 27: avon.host.v1.CacheConsumeResponse
 	(*CacheCountRequest)(nil),          // 28: avon.host.v1.CacheCountRequest
 	(*CacheCountResponse)(nil),         // 29: avon.host.v1.CacheCountResponse
-	nil,                                // 30: avon.host.v1.AuditEvent.FieldsEntry
-	(*timestamppb.Timestamp)(nil),      // 31: google.protobuf.Timestamp
+	(*GatherCall)(nil),                 // 30: avon.host.v1.GatherCall
+	(*GatherResult)(nil),               // 31: avon.host.v1.GatherResult
+	(*GatherRequest)(nil),              // 32: avon.host.v1.GatherRequest
+	(*GatherResponse)(nil),             // 33: avon.host.v1.GatherResponse
+	nil,                                // 34: avon.host.v1.AuditEvent.FieldsEntry
+	(*timestamppb.Timestamp)(nil),      // 35: google.protobuf.Timestamp
 }
 var file_host_v1_host_proto_depIdxs = []int32{
-	31, // 0: avon.host.v1.NowResponse.time:type_name -> google.protobuf.Timestamp
+	35, // 0: avon.host.v1.NowResponse.time:type_name -> google.protobuf.Timestamp
 	4,  // 1: avon.host.v1.StorageGetResponse.entry:type_name -> avon.host.v1.Entry
 	4,  // 2: avon.host.v1.StorageListResponse.entries:type_name -> avon.host.v1.Entry
 	13, // 3: avon.host.v1.StorageApplyRequest.ops:type_name -> avon.host.v1.StorageOp
 	13, // 4: avon.host.v1.StorageApplyAuditedRequest.ops:type_name -> avon.host.v1.StorageOp
 	17, // 5: avon.host.v1.StorageApplyAuditedRequest.event:type_name -> avon.host.v1.AuditEvent
-	30, // 6: avon.host.v1.AuditEvent.fields:type_name -> avon.host.v1.AuditEvent.FieldsEntry
+	34, // 6: avon.host.v1.AuditEvent.fields:type_name -> avon.host.v1.AuditEvent.FieldsEntry
 	17, // 7: avon.host.v1.EmitAuditRequest.event:type_name -> avon.host.v1.AuditEvent
-	0,  // 8: avon.host.v1.Host.Random:input_type -> avon.host.v1.RandomRequest
-	2,  // 9: avon.host.v1.Host.Now:input_type -> avon.host.v1.NowRequest
-	5,  // 10: avon.host.v1.Host.StorageGet:input_type -> avon.host.v1.StorageGetRequest
-	7,  // 11: avon.host.v1.Host.StoragePut:input_type -> avon.host.v1.StoragePutRequest
-	9,  // 12: avon.host.v1.Host.StorageDelete:input_type -> avon.host.v1.StorageDeleteRequest
-	11, // 13: avon.host.v1.Host.StorageList:input_type -> avon.host.v1.StorageListRequest
-	18, // 14: avon.host.v1.Host.EmitAudit:input_type -> avon.host.v1.EmitAuditRequest
-	20, // 15: avon.host.v1.Host.CachePut:input_type -> avon.host.v1.CachePutRequest
-	22, // 16: avon.host.v1.Host.CacheGet:input_type -> avon.host.v1.CacheGetRequest
-	24, // 17: avon.host.v1.Host.CacheDelete:input_type -> avon.host.v1.CacheDeleteRequest
-	26, // 18: avon.host.v1.Host.CacheConsume:input_type -> avon.host.v1.CacheConsumeRequest
-	28, // 19: avon.host.v1.Host.CacheCount:input_type -> avon.host.v1.CacheCountRequest
-	14, // 20: avon.host.v1.Host.StorageApply:input_type -> avon.host.v1.StorageApplyRequest
-	16, // 21: avon.host.v1.Host.StorageApplyAudited:input_type -> avon.host.v1.StorageApplyAuditedRequest
-	1,  // 22: avon.host.v1.Host.Random:output_type -> avon.host.v1.RandomResponse
-	3,  // 23: avon.host.v1.Host.Now:output_type -> avon.host.v1.NowResponse
-	6,  // 24: avon.host.v1.Host.StorageGet:output_type -> avon.host.v1.StorageGetResponse
-	8,  // 25: avon.host.v1.Host.StoragePut:output_type -> avon.host.v1.StoragePutResponse
-	10, // 26: avon.host.v1.Host.StorageDelete:output_type -> avon.host.v1.StorageDeleteResponse
-	12, // 27: avon.host.v1.Host.StorageList:output_type -> avon.host.v1.StorageListResponse
-	19, // 28: avon.host.v1.Host.EmitAudit:output_type -> avon.host.v1.EmitAuditResponse
-	21, // 29: avon.host.v1.Host.CachePut:output_type -> avon.host.v1.CachePutResponse
-	23, // 30: avon.host.v1.Host.CacheGet:output_type -> avon.host.v1.CacheGetResponse
-	25, // 31: avon.host.v1.Host.CacheDelete:output_type -> avon.host.v1.CacheDeleteResponse
-	27, // 32: avon.host.v1.Host.CacheConsume:output_type -> avon.host.v1.CacheConsumeResponse
-	29, // 33: avon.host.v1.Host.CacheCount:output_type -> avon.host.v1.CacheCountResponse
-	15, // 34: avon.host.v1.Host.StorageApply:output_type -> avon.host.v1.StorageApplyResponse
-	15, // 35: avon.host.v1.Host.StorageApplyAudited:output_type -> avon.host.v1.StorageApplyResponse
-	22, // [22:36] is the sub-list for method output_type
-	8,  // [8:22] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	5,  // 8: avon.host.v1.GatherCall.storage_get:type_name -> avon.host.v1.StorageGetRequest
+	20, // 9: avon.host.v1.GatherCall.cache_put:type_name -> avon.host.v1.CachePutRequest
+	22, // 10: avon.host.v1.GatherCall.cache_get:type_name -> avon.host.v1.CacheGetRequest
+	26, // 11: avon.host.v1.GatherCall.cache_consume:type_name -> avon.host.v1.CacheConsumeRequest
+	28, // 12: avon.host.v1.GatherCall.cache_count:type_name -> avon.host.v1.CacheCountRequest
+	6,  // 13: avon.host.v1.GatherResult.storage_get:type_name -> avon.host.v1.StorageGetResponse
+	21, // 14: avon.host.v1.GatherResult.cache_put:type_name -> avon.host.v1.CachePutResponse
+	23, // 15: avon.host.v1.GatherResult.cache_get:type_name -> avon.host.v1.CacheGetResponse
+	27, // 16: avon.host.v1.GatherResult.cache_consume:type_name -> avon.host.v1.CacheConsumeResponse
+	29, // 17: avon.host.v1.GatherResult.cache_count:type_name -> avon.host.v1.CacheCountResponse
+	30, // 18: avon.host.v1.GatherRequest.calls:type_name -> avon.host.v1.GatherCall
+	31, // 19: avon.host.v1.GatherResponse.results:type_name -> avon.host.v1.GatherResult
+	0,  // 20: avon.host.v1.Host.Random:input_type -> avon.host.v1.RandomRequest
+	2,  // 21: avon.host.v1.Host.Now:input_type -> avon.host.v1.NowRequest
+	5,  // 22: avon.host.v1.Host.StorageGet:input_type -> avon.host.v1.StorageGetRequest
+	7,  // 23: avon.host.v1.Host.StoragePut:input_type -> avon.host.v1.StoragePutRequest
+	9,  // 24: avon.host.v1.Host.StorageDelete:input_type -> avon.host.v1.StorageDeleteRequest
+	11, // 25: avon.host.v1.Host.StorageList:input_type -> avon.host.v1.StorageListRequest
+	18, // 26: avon.host.v1.Host.EmitAudit:input_type -> avon.host.v1.EmitAuditRequest
+	20, // 27: avon.host.v1.Host.CachePut:input_type -> avon.host.v1.CachePutRequest
+	22, // 28: avon.host.v1.Host.CacheGet:input_type -> avon.host.v1.CacheGetRequest
+	24, // 29: avon.host.v1.Host.CacheDelete:input_type -> avon.host.v1.CacheDeleteRequest
+	26, // 30: avon.host.v1.Host.CacheConsume:input_type -> avon.host.v1.CacheConsumeRequest
+	28, // 31: avon.host.v1.Host.CacheCount:input_type -> avon.host.v1.CacheCountRequest
+	14, // 32: avon.host.v1.Host.StorageApply:input_type -> avon.host.v1.StorageApplyRequest
+	32, // 33: avon.host.v1.Host.Gather:input_type -> avon.host.v1.GatherRequest
+	16, // 34: avon.host.v1.Host.StorageApplyAudited:input_type -> avon.host.v1.StorageApplyAuditedRequest
+	1,  // 35: avon.host.v1.Host.Random:output_type -> avon.host.v1.RandomResponse
+	3,  // 36: avon.host.v1.Host.Now:output_type -> avon.host.v1.NowResponse
+	6,  // 37: avon.host.v1.Host.StorageGet:output_type -> avon.host.v1.StorageGetResponse
+	8,  // 38: avon.host.v1.Host.StoragePut:output_type -> avon.host.v1.StoragePutResponse
+	10, // 39: avon.host.v1.Host.StorageDelete:output_type -> avon.host.v1.StorageDeleteResponse
+	12, // 40: avon.host.v1.Host.StorageList:output_type -> avon.host.v1.StorageListResponse
+	19, // 41: avon.host.v1.Host.EmitAudit:output_type -> avon.host.v1.EmitAuditResponse
+	21, // 42: avon.host.v1.Host.CachePut:output_type -> avon.host.v1.CachePutResponse
+	23, // 43: avon.host.v1.Host.CacheGet:output_type -> avon.host.v1.CacheGetResponse
+	25, // 44: avon.host.v1.Host.CacheDelete:output_type -> avon.host.v1.CacheDeleteResponse
+	27, // 45: avon.host.v1.Host.CacheConsume:output_type -> avon.host.v1.CacheConsumeResponse
+	29, // 46: avon.host.v1.Host.CacheCount:output_type -> avon.host.v1.CacheCountResponse
+	15, // 47: avon.host.v1.Host.StorageApply:output_type -> avon.host.v1.StorageApplyResponse
+	33, // 48: avon.host.v1.Host.Gather:output_type -> avon.host.v1.GatherResponse
+	15, // 49: avon.host.v1.Host.StorageApplyAudited:output_type -> avon.host.v1.StorageApplyResponse
+	35, // [35:50] is the sub-list for method output_type
+	20, // [20:35] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_host_v1_host_proto_init() }
@@ -1801,13 +2213,28 @@ func file_host_v1_host_proto_init() {
 	if File_host_v1_host_proto != nil {
 		return
 	}
+	file_host_v1_host_proto_msgTypes[30].OneofWrappers = []any{
+		(*GatherCall_StorageGet)(nil),
+		(*GatherCall_CachePut)(nil),
+		(*GatherCall_CacheGet)(nil),
+		(*GatherCall_CacheConsume)(nil),
+		(*GatherCall_CacheCount)(nil),
+	}
+	file_host_v1_host_proto_msgTypes[31].OneofWrappers = []any{
+		(*GatherResult_StorageGet)(nil),
+		(*GatherResult_CachePut)(nil),
+		(*GatherResult_CacheGet)(nil),
+		(*GatherResult_CacheConsume)(nil),
+		(*GatherResult_CacheCount)(nil),
+		(*GatherResult_Error)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_host_v1_host_proto_rawDesc), len(file_host_v1_host_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   31,
+			NumMessages:   35,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -36,6 +36,7 @@ const (
 	Host_CacheConsume_FullMethodName        = "/avon.host.v1.Host/CacheConsume"
 	Host_CacheCount_FullMethodName          = "/avon.host.v1.Host/CacheCount"
 	Host_StorageApply_FullMethodName        = "/avon.host.v1.Host/StorageApply"
+	Host_Gather_FullMethodName              = "/avon.host.v1.Host/Gather"
 	Host_StorageApplyAudited_FullMethodName = "/avon.host.v1.Host/StorageApplyAudited"
 )
 
@@ -61,7 +62,10 @@ type HostClient interface {
 	// Minor 3: several storage writes in one transaction and one round
 	// trip: all of them take effect or none does.
 	StorageApply(ctx context.Context, in *StorageApplyRequest, opts ...grpc.CallOption) (*StorageApplyResponse, error)
-	// Minor 4: storage writes and the audit event recording them in one
+	// Minor 4: several independent reads and cache calls in one round
+	// trip, run by the core concurrently, each with its own result.
+	Gather(ctx context.Context, in *GatherRequest, opts ...grpc.CallOption) (*GatherResponse, error)
+	// Minor 5: storage writes and the audit event recording them in one
 	// transaction: the writes and the event land together or not at all. A
 	// failed check is answered in-band as for StorageApply; the event is
 	// then not recorded.
@@ -206,6 +210,16 @@ func (c *hostClient) StorageApply(ctx context.Context, in *StorageApplyRequest, 
 	return out, nil
 }
 
+func (c *hostClient) Gather(ctx context.Context, in *GatherRequest, opts ...grpc.CallOption) (*GatherResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GatherResponse)
+	err := c.cc.Invoke(ctx, Host_Gather_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *hostClient) StorageApplyAudited(ctx context.Context, in *StorageApplyAuditedRequest, opts ...grpc.CallOption) (*StorageApplyResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(StorageApplyResponse)
@@ -238,7 +252,10 @@ type HostServer interface {
 	// Minor 3: several storage writes in one transaction and one round
 	// trip: all of them take effect or none does.
 	StorageApply(context.Context, *StorageApplyRequest) (*StorageApplyResponse, error)
-	// Minor 4: storage writes and the audit event recording them in one
+	// Minor 4: several independent reads and cache calls in one round
+	// trip, run by the core concurrently, each with its own result.
+	Gather(context.Context, *GatherRequest) (*GatherResponse, error)
+	// Minor 5: storage writes and the audit event recording them in one
 	// transaction: the writes and the event land together or not at all. A
 	// failed check is answered in-band as for StorageApply; the event is
 	// then not recorded.
@@ -291,6 +308,9 @@ func (UnimplementedHostServer) CacheCount(context.Context, *CacheCountRequest) (
 }
 func (UnimplementedHostServer) StorageApply(context.Context, *StorageApplyRequest) (*StorageApplyResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method StorageApply not implemented")
+}
+func (UnimplementedHostServer) Gather(context.Context, *GatherRequest) (*GatherResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Gather not implemented")
 }
 func (UnimplementedHostServer) StorageApplyAudited(context.Context, *StorageApplyAuditedRequest) (*StorageApplyResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method StorageApplyAudited not implemented")
@@ -550,6 +570,24 @@ func _Host_StorageApply_Handler(srv interface{}, ctx context.Context, dec func(i
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Host_Gather_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GatherRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(HostServer).Gather(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Host_Gather_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(HostServer).Gather(ctx, req.(*GatherRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _Host_StorageApplyAudited_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(StorageApplyAuditedRequest)
 	if err := dec(in); err != nil {
@@ -626,6 +664,10 @@ var Host_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "StorageApply",
 			Handler:    _Host_StorageApply_Handler,
+		},
+		{
+			MethodName: "Gather",
+			Handler:    _Host_Gather_Handler,
 		},
 		{
 			MethodName: "StorageApplyAudited",
