@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
@@ -76,26 +77,29 @@ func (*CacheCountCall) gatherCall()   {}
 // Use the Gather function rather than the interface: it falls back to
 // single calls where the host cannot gather.
 type Gatherer interface {
-	// Gather runs calls and fills in their results. Calls must not depend
-	// on each other: they run in any order, concurrently. It returns
-	// ErrNotImplemented (and fills nothing) on a core older than minor 4.
+	// Gather runs calls and fills in their results; cache calls run on
+	// the cache of the same host. Calls must not depend on each other:
+	// they run in any order, concurrently. It returns ErrNotImplemented
+	// (and fills nothing) on a core older than minor 4.
 	Gather(ctx context.Context, calls []Call) error
 }
 
 // Gather runs calls, independent reads and cache calls of one plugin, and
-// fills in each one's result: in one round trip when st is a Gatherer on
-// a core that offers it, else as single calls on st and c, concurrently.
-// Each call's own error is in its Err; Gather itself never fails.
+// fills in each one's result: in one round trip when st and c are the
+// Storage and Cache of one host on a core that offers it, else as single
+// calls on st and c, concurrently (also when the answer would not fit in
+// one message). Each call's own error is in its Err; Gather itself never
+// fails.
 func Gather(ctx context.Context, st Storage, c Cache, calls ...Call) {
 	if len(calls) == 0 {
 		return
 	}
-	if g, ok := st.(Gatherer); ok && len(calls) <= MaxGatherCalls {
+	if g, ok := st.(Gatherer); ok && len(calls) <= MaxGatherCalls && cacheOf(st, c, calls) {
 		err := g.Gather(ctx, calls)
 		if err == nil {
 			return
 		}
-		if !errors.Is(err, errdef.ErrNotImplemented) {
+		if !errors.Is(err, errdef.ErrNotImplemented) && !errors.Is(err, errGatherTooLarge) {
 			for _, call := range calls {
 				setErr(call, err)
 			}
@@ -116,6 +120,26 @@ func Gather(ctx context.Context, st Storage, c Cache, calls ...Call) {
 	}
 	wg.Wait()
 }
+
+// cacheOf reports whether st's Gather would run calls' cache calls on c:
+// the host's storage gathers them on its own host's cache, so c must be
+// that cache (not a wrapper of it, nor another), or calls have none.
+func cacheOf(st Storage, c Cache, calls []Call) bool {
+	sc, ok := st.(*storageClient)
+	if cc, isHost := c.(*cacheClient); ok && isHost && cc.rpc == sc.rpc {
+		return true
+	}
+	for _, call := range calls {
+		if _, isGet := call.(*GetCall); !isGet {
+			return false
+		}
+	}
+	return true
+}
+
+// errGatherTooLarge: the core refused a Gather whose answer would not fit
+// in one message; its calls are made one by one instead.
+var errGatherTooLarge = errors.New("gather: answer over the message size limit")
 
 // single runs one call on its own.
 func single(ctx context.Context, st Storage, c Cache, call Call) {
@@ -174,6 +198,9 @@ func (s *storageClient) Gather(ctx context.Context, calls []Call) error {
 		return nil
 	}
 	r, err := s.rpc.Gather(ctx, req)
+	if status.Code(err) == codes.ResourceExhausted {
+		return fmt.Errorf("gather of %d calls: %w: %w", len(sent), errGatherTooLarge, errdef.FromStatus(err))
+	}
 	if err != nil {
 		err = errdef.FromStatus(err)
 		if errors.Is(err, errdef.ErrNotImplemented) {

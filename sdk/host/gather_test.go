@@ -156,6 +156,58 @@ func TestGatherFallsBack(t *testing.T) {
 	checkGather(t, h2.Storage(), h2.Cache())
 }
 
+// wrappedCache is a plugin's own wrapper of the host's cache.
+type wrappedCache struct {
+	host.Cache
+	puts atomic.Int64
+}
+
+func (w *wrappedCache) Put(ctx context.Context, key string, value []byte, opts host.CachePutOptions) (bool, error) {
+	w.puts.Add(1)
+	return w.Cache.Put(ctx, key, value, opts)
+}
+
+// TestGatherHonoursTheCache: cache calls gathered with the host's storage
+// but another cache (a wrapper) go to that cache, one by one; reads alone
+// are still gathered.
+func TestGatherHonoursTheCache(t *testing.T) {
+	h := plugintest.NewHost()
+	seed(t, h)
+	g := serveCounted(t, h, false)
+	w := &wrappedCache{Cache: g.Cache()}
+	get, put := &host.GetCall{Key: "acct"}, &host.CachePutCall{Key: "k", Opts: host.CachePutOptions{TTL: time.Second}}
+	host.Gather(context.Background(), g.Storage(), w, get, put)
+	if get.Err != nil || put.Err != nil || !put.Stored || w.puts.Load() != 1 || g.count("Gather") != 0 {
+		t.Fatalf("get %v, put %+v, %d wrapper puts, %d Gathers; want the put through the wrapper", get.Err, put, w.puts.Load(), g.count("Gather"))
+	}
+	get = &host.GetCall{Key: "acct"}
+	host.Gather(context.Background(), g.Storage(), w, get, &host.GetCall{Key: "missing"})
+	if get.Err != nil || g.count("Gather") != 1 {
+		t.Fatalf("reads alone: %v, %d Gathers, want 1", get.Err, g.count("Gather"))
+	}
+}
+
+// TestGatherTooLarge: an answer over the client's message limit (4 MiB
+// here) is made as single calls, each of which fits.
+func TestGatherTooLarge(t *testing.T) {
+	h := plugintest.NewHost()
+	big := make([]byte, 3<<20)
+	for _, k := range []string{"a", "b"} {
+		if _, err := h.Storage().Put(context.Background(), k, big, host.PutOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	g := serveCounted(t, h, false)
+	a, b := &host.GetCall{Key: "a"}, &host.GetCall{Key: "b"}
+	host.Gather(context.Background(), g.Storage(), g.Cache(), a, b)
+	if a.Err != nil || b.Err != nil || len(a.Entry.Value) != len(big) || len(b.Entry.Value) != len(big) {
+		t.Fatalf("a %v (%d bytes), b %v (%d bytes)", a.Err, len(a.Entry.Value), b.Err, len(b.Entry.Value))
+	}
+	if g.count("Gather") != 1 || g.count("StorageGet") != 2 {
+		t.Fatalf("%d Gathers, %d single gets; want 1 refused Gather and 2 gets", g.count("Gather"), g.count("StorageGet"))
+	}
+}
+
 // TestGatherErrorsCrossTheWire: a failing cache fails the cache calls of
 // a Gather with the single call's error, and the storage reads succeed;
 // a failed round trip fails every call.
@@ -212,6 +264,9 @@ func TestGatherRawRequests(t *testing.T) {
 		st := new(spb.Status)
 		if err := proto.Unmarshal(b.Error, st); err != nil {
 			t.Fatalf("call %d: error does not parse: %v", i, err)
+		}
+		if c := codes.Code(st.GetCode()); c != codes.InvalidArgument {
+			t.Fatalf("call %d: %v %q, want InvalidArgument", i, c, st.GetMessage())
 		}
 	}
 	if _, _, err := h.Cache().Get(ctx, "k"); !errors.Is(err, host.ErrCacheMiss) {

@@ -142,9 +142,9 @@ func (s *Server) consumeNonce(ctx context.Context, r *request, h jose.Header) *P
 	case err == nil:
 		return nil
 	case errors.Is(err, errNonceMalformed):
+		return prob(ProbBadNonce, "JWS has an invalid anti-replay nonce")
+	case errors.Is(err, errNonceUnknown):
 		return prob(ProbBadNonce, "JWS has an invalid anti-replay nonce: %v", err)
-	case errors.Is(err, errNonceExpired), errors.Is(err, errNonceUsed):
-		return prob(ProbBadNonce, "JWS has an anti-replay nonce that is %v", err)
 	}
 	return internal("nonce check", err)
 }

@@ -32,9 +32,10 @@ type pendingGet struct {
 }
 
 // readAhead starts the reads of r a POST will need: the account named
-// by the JWS kid and the resource named by the path, and the use of the
-// JWS nonce, all in one host.Gather (one round trip to the core). Nothing
-// is decided here; verifyPOST checks everything.
+// by the JWS kid and the resource named by the path, the use of the JWS
+// nonce and the storing of the answer's fresh nonce (r.fresh), all in one
+// host.Gather (one round trip to the core). Nothing is decided here;
+// verifyPOST checks everything.
 func (s *Server) readAhead(ctx context.Context, r *request) {
 	var keys []string
 	nonce := ""
@@ -52,10 +53,11 @@ func (s *Server) readAhead(ctx context.Context, r *request) {
 	if key := resourceKey(r.Path); key != "" && (len(keys) == 0 || keys[0] != key) {
 		keys = append(keys, key)
 	}
-	if len(keys) == 0 && nonce == "" {
+	if len(keys) == 0 && nonce == "" && r.fresh == nil {
 		return
 	}
 	done := make(chan struct{})
+	r.ahead = done
 	gets := make([]*pendingGet, len(keys))
 	r.mu.Lock()
 	if r.pending == nil {
@@ -81,16 +83,18 @@ func (s *Server) readAhead(ctx context.Context, r *request) {
 			getCalls[i] = &host.GetCall{Key: k}
 			calls = append(calls, getCalls[i])
 		}
-		var use *host.CachePutCall
+		var use *host.CacheConsumeCall
 		if pn != nil {
-			// Checked here (no round trip once the nonce key is known):
-			// a nonce that is not ours costs no cache call.
-			if left, err := s.parseNonce(ctx, nonce); err != nil {
+			// Refused here without a cache call when it cannot be a nonce.
+			if err := checkNonce(nonce); err != nil {
 				pn.err = err
 			} else {
-				use = nonceUse(nonce, left)
+				use = nonceUse(nonce)
 				calls = append(calls, use)
 			}
+		}
+		if r.fresh != nil {
+			calls = append(calls, r.fresh)
 		}
 		host.Gather(ctx, s.deps.Storage, s.deps.Cache, calls...)
 		for i, c := range getCalls {

@@ -9,8 +9,8 @@
 // authorizations, certificates) and is changed only by conditional puts on
 // the version read, so several core replicas serving one storage agree:
 // of two concurrent finalizations of one order exactly one issues. Nonces
-// are made under a key shared through storage and used up atomically in
-// the host cache, so a nonce is good once across every replica (nonce.go).
+// live in the host cache and are consumed atomically, so a nonce is good
+// once across every replica (nonce.go).
 //
 // Requests are checked in the order Boulder's wfe2 checks them: content
 // type, JWS structure and algorithm, jwk-or-kid, the account, the
@@ -159,8 +159,6 @@ type Server struct {
 	// noAudited is set once the storage answered that it cannot apply
 	// audited batches (apply.go).
 	noAudited atomic.Bool
-	// nonces holds the nonce key (nonce.go).
-	nonces nonces
 
 	// sweep is the clean-up's position (tick.go); mu is held by the one
 	// Tick running.
@@ -213,7 +211,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	if cfg.NonceTTL > host.MaxCacheTTL {
 		return nil, fmt.Errorf("nonce ttl %v exceeds %v: %w", cfg.NonceTTL, host.MaxCacheTTL, ErrConfig)
 	}
-	return &Server{cfg: cfg, deps: deps, nonces: nonces{now: time.Now}, clk: host.NewReusedClock(deps.Clock, cfg.ClockReuse)}, nil
+	return &Server{cfg: cfg, deps: deps, clk: host.NewReusedClock(deps.Clock, cfg.ClockReuse)}, nil
 }
 
 // request is one HTTP request being answered.
@@ -225,6 +223,10 @@ type request struct {
 	jws  *jose.JWS // the body parsed by readAhead; nil: verifyPOST parses it
 	// nonce is the use of the JWS nonce readAhead started; nil: none.
 	nonce *pendingNonce
+	// fresh stores the answer's nonce (Handle); ahead is closed once
+	// readAhead's round trip, which carries it, is done (nil: none).
+	fresh *host.CachePutCall
+	ahead chan struct{}
 
 	wg      sync.WaitGroup // goroutines of the request; Handle waits for them
 	mu      sync.Mutex     // guards pending
@@ -254,14 +256,14 @@ func (s *Server) Handle(ctx context.Context, hr *acme.HTTPRequest) (*acme.HTTPRe
 	r := &request{HTTPRequest: hr, base: strings.TrimSuffix(hr.BaseURL, "/")}
 	defer r.wg.Wait()
 	// Every response to a POST carries a fresh nonce (RFC 8555 6.5): it
-	// is made while the request is answered.
-	var nonce func() error
+	// is stored with the request's reads (readAhead), or on its own when
+	// the request did not get that far.
 	var n string
 	if hr.Method == http.MethodPost {
-		nonce = r.async(func() (err error) {
-			n, err = s.newNonce(ctx)
-			return err
-		})
+		var err error
+		if n, r.fresh, err = s.freshNonce(); err != nil {
+			s.deps.Log.Warn("no nonce for the response", "error", err)
+		}
 	}
 	resp, p := s.route(ctx, r)
 	if p != nil {
@@ -280,15 +282,21 @@ func (s *Server) Handle(ctx context.Context, hr *acme.HTTPRequest) (*acme.HTTPRe
 	resp.header.Set("Cache-Control", "no-store")
 	resp.header.Add("Link", `<`+r.url("/directory")+`>;rel="index"`)
 	// badNonce always carries a fresh nonce too.
-	if nonce == nil && p != nil && p.kind == ProbBadNonce {
-		nonce = func() (err error) {
-			n, err = s.newNonce(ctx)
-			return err
+	switch {
+	case r.fresh != nil:
+		if r.ahead != nil {
+			<-r.ahead
+		} else {
+			host.Gather(ctx, s.deps.Storage, s.deps.Cache, r.fresh)
 		}
-	}
-	if nonce != nil {
-		if err := nonce(); err == nil {
+		if r.fresh.Err == nil {
 			resp.header.Set("Replay-Nonce", n)
+		} else {
+			s.deps.Log.Warn("no nonce for the response", "error", r.fresh.Err)
+		}
+	case p != nil && p.kind == ProbBadNonce:
+		if fresh, err := s.newNonce(ctx); err == nil {
+			resp.header.Set("Replay-Nonce", fresh)
 		} else {
 			s.deps.Log.Warn("no nonce for the response", "error", err)
 		}

@@ -687,9 +687,11 @@ func (e *Engine) Issue(ctx context.Context, req *sdkca.IssueRequest) (*sdkca.Iss
 
 // storeIssued stores a certificate record create-only under key and
 // records ev, its issuance. With a core of host protocol minor 5 the two
-// are one transaction (host.AuditedApplier): both or neither, one commit.
-// Otherwise, or when the engine audits through something other than the
-// host, the event is written concurrently with the record (two durable
+// are one transaction (host.AuditedApplier): both or neither, one commit;
+// the event then goes to the audit log of the storage's host, which must
+// be the host the engine's audit function reports to (the plugin wires
+// both from one host; an engine without an audit function records
+// nothing). Otherwise the event is written concurrently with the record (two durable
 // writes in the time of one): a certificate not on record is not issued,
 // and an event whose record was not stored is followed by a failure event
 // for that serial. A taken serial wraps host.ErrVersionConflict.
