@@ -5,13 +5,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"path/filepath"
 	"strings"
 	"testing"
-
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/avonzt/avon/core/store"
 	"github.com/avonzt/avon/core/store/embedded"
@@ -22,6 +18,7 @@ import (
 	"github.com/avonzt/avon/internal/testsvc/redistest"
 	"github.com/avonzt/avon/sdk/errdef"
 	"github.com/avonzt/avon/sdk/host"
+	"github.com/avonzt/avon/sdk/plugintest"
 	hostv1 "github.com/avonzt/avon/sdk/proto/host/v1"
 )
 
@@ -60,19 +57,7 @@ var applyBackends = map[string]func(t testing.TB) store.KV{
 // returns a plugin-side client of it and the raw generated client.
 func serveHost(t testing.TB, h host.Host) (host.Host, hostv1.HostClient) {
 	t.Helper()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := grpc.NewServer()
-	host.Register(srv, h)
-	go func() { _ = srv.Serve(lis) }()
-	t.Cleanup(srv.Stop)
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = conn.Close() })
+	conn := plugintest.ServeHost(t, h)
 	return host.NewClient(conn, nil), hostv1.NewHostClient(conn)
 }
 

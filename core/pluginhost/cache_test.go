@@ -3,12 +3,8 @@ package pluginhost
 import (
 	"context"
 	"errors"
-	"net"
 	"testing"
 	"time"
-
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/avonzt/avon/core/cache"
 	"github.com/avonzt/avon/core/cache/memcache"
@@ -28,20 +24,7 @@ func replicaHost(id string, c cache.Cache) *pluginHost {
 // plugin's client view of it.
 func overGRPC(t *testing.T, h host.Host) host.Host {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := grpc.NewServer()
-	host.Register(srv, h)
-	go func() { _ = srv.Serve(ln) }()
-	t.Cleanup(srv.Stop)
-	cc, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cc.Close() })
-	return host.NewClient(cc, nil)
+	return host.NewClient(plugintest.ServeHost(t, h), nil)
 }
 
 func TestHostCacheMemcache(t *testing.T) {

@@ -3,12 +3,8 @@ package ca
 import (
 	"context"
 	"crypto/rand"
-	"net"
 	"sync/atomic"
 	"testing"
-
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	sdkca "github.com/avonzt/avon/sdk/ca"
 	"github.com/avonzt/avon/sdk/host"
@@ -19,20 +15,7 @@ import (
 // does over the broker, and returns the plugin-side client.
 func servedHost(t *testing.T, h host.Host) host.Host {
 	t.Helper()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := grpc.NewServer()
-	host.Register(srv, h)
-	go func() { _ = srv.Serve(lis) }()
-	t.Cleanup(srv.Stop)
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = conn.Close() })
-	return host.NewClient(conn, nil)
+	return host.NewClient(plugintest.ServeHost(t, h), nil)
 }
 
 // callCounter is the host's storage with its writes counted, served to
