@@ -2,17 +2,12 @@ package gateway
 
 import (
 	"bytes"
-	"context"
 	crand "crypto/rand"
 	"encoding/binary"
 	"fmt"
-	"net"
 	"net/netip"
 	"testing"
 	"time"
-
-	"golang.zx2c4.com/wireguard/conn"
-	"golang.zx2c4.com/wireguard/tun"
 
 	"github.com/avonzt/avon/core/gateway/flow/flowtest"
 	"github.com/avonzt/avon/core/gateway/ipam"
@@ -42,60 +37,11 @@ func TestKernelTunnelPolicyIPv6(t *testing.T) {
 		flowtest.Rule{Resource: allowed, PolicyID: "svc6"},
 		flowtest.Rule{Resource: fmt.Sprintf("udp/%s", netip.AddrPortFrom(gw6, 9001)), PolicyID: "no-admin6", Deny: true, Reason: "admin port"}))
 
-	var dev tun.Device
-	if err := gwNS.Do(func() (err error) {
-		dev, err = tun.CreateTUN("avtun0", DefaultMTU)
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	for _, args := range [][]string{
-		{"ip", "addr", "add", netip.PrefixFrom(pool.Gateway(), tunnelPrefix.Bits()).String(), "dev", "avtun0"},
-		{"ip", "addr", "add", netip.PrefixFrom(gw6, tunnelPrefix6.Bits()).String(), "dev", "avtun0", "nodad"},
-		{"ip", "link", "set", "avtun0", "up"},
-	} {
-		if _, err := gwNS.Run(t, args...); err != nil {
-			dev.Close()
-			t.Fatal(err)
-		}
-	}
-	g, err := New(Config{TunnelPrefix: tunnelPrefix, IPAM: pool, TunnelPrefix6: tunnelPrefix6, IPAM6: pool6,
-		Now: clock.now, Rand: crand.Reader, Signer: signer, Verifier: verifier,
+	g, svc, admin, a := startPolicyKernel(t, gwNS, agNS, pki, Config{TunnelPrefix: tunnelPrefix, IPAM: pool, TunnelPrefix6: tunnelPrefix6,
+		IPAM6: pool6, Now: clock.now, Rand: crand.Reader, Signer: signer, Verifier: verifier,
 		Policy: PolicyConfig{Mode: PolicyEnforce, Engine: eng, BatchDelay: time.Millisecond}},
-		dev, conn.NewStdNetBind())
-	if err != nil {
-		dev.Close()
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { g.Close() })
-	var svc, admin *net.UDPConn
-	if err := gwNS.Do(func() (err error) {
-		if err = g.Start(context.Background()); err != nil {
-			return err
-		}
-		if svc, err = net.ListenUDP("udp6", &net.UDPAddr{IP: gw6.AsSlice(), Port: 9000}); err != nil {
-			return err
-		}
-		admin, err = net.ListenUDP("udp6", &net.UDPAddr{IP: gw6.AsSlice(), Port: 9001})
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { svc.Close(); admin.Close() })
-
-	var sock *net.UDPConn
-	if err := agNS.Do(func() (err error) {
-		sock, err = net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(198, 18, 0, 2)})
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { sock.Close() })
-
+		[]netip.Prefix{netip.PrefixFrom(pool.Gateway(), tunnelPrefix.Bits()), netip.PrefixFrom(gw6, tunnelPrefix6.Bits())}, gw6, "agent-kernel-v6")
 	ctx := testCtx(t)
-	a := &testAgent{t: t, w: &udpWire{c: sock, dst: netip.MustParseAddrPort("198.18.0.1:4600")},
-		cred: pki.agent(t, "agent-kernel-v6"), gwPub: pki.gw.Raw(), gwID: g.ResponderID(), now: clock.now}
-	a.mustConnect(ctx)
 	a6 := a.addr6()
 	fs, st := g.FlowStats(), g.Stats()
 
@@ -143,6 +89,7 @@ func TestKernelTunnelPolicyIPv6(t *testing.T) {
 		len(d.PolicyIDs) != 1 || d.PolicyIDs[0] != "no-admin6" {
 		t.Fatalf("denial %+v", d)
 	}
+	wantSilent(t, admin)
 	if fs.Denied.Load() == 0 {
 		t.Fatal("no denied flow counted")
 	}

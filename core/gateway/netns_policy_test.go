@@ -16,6 +16,7 @@ import (
 	"github.com/avonzt/avon/core/gateway/flow/flowtest"
 	"github.com/avonzt/avon/core/gateway/ipam"
 	"github.com/avonzt/avon/core/store/memstore"
+	"github.com/avonzt/avon/internal/testsvc/netns"
 )
 
 // TestKernelTunnelPolicy is TestKernelTunnel with flow enforcement: over
@@ -35,58 +36,10 @@ func TestKernelTunnelPolicy(t *testing.T) {
 		flowtest.Rule{Resource: allowed, PolicyID: "svc"},
 		flowtest.Rule{Resource: fmt.Sprintf("udp/%s:9001", gwAddr), PolicyID: "no-admin", Deny: true, Reason: "admin port"}))
 
-	var dev tun.Device
-	if err := gwNS.Do(func() (err error) {
-		dev, err = tun.CreateTUN("avtun0", DefaultMTU)
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	for _, args := range [][]string{
-		{"ip", "addr", "add", netip.PrefixFrom(gwAddr, tunnelPrefix.Bits()).String(), "dev", "avtun0"},
-		{"ip", "link", "set", "avtun0", "up"},
-	} {
-		if _, err := gwNS.Run(t, args...); err != nil {
-			dev.Close()
-			t.Fatal(err)
-		}
-	}
-	g, err := New(Config{TunnelPrefix: tunnelPrefix, Now: clock.now, Rand: crand.Reader, Signer: signer,
-		Verifier: verifier, IPAM: pool, Policy: PolicyConfig{Mode: PolicyEnforce, Engine: eng, BatchDelay: time.Millisecond}},
-		dev, conn.NewStdNetBind())
-	if err != nil {
-		dev.Close()
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { g.Close() })
-	var svc, admin *net.UDPConn
-	if err := gwNS.Do(func() (err error) {
-		if err = g.Start(context.Background()); err != nil {
-			return err
-		}
-		if svc, err = net.ListenUDP("udp4", &net.UDPAddr{IP: gwAddr.AsSlice(), Port: 9000}); err != nil {
-			return err
-		}
-		admin, err = net.ListenUDP("udp4", &net.UDPAddr{IP: gwAddr.AsSlice(), Port: 9001})
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { svc.Close(); admin.Close() })
-
-	var sock *net.UDPConn
-	if err := agNS.Do(func() (err error) {
-		sock, err = net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(198, 18, 0, 2)})
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { sock.Close() })
-
+	g, svc, admin, a := startPolicyKernel(t, gwNS, agNS, pki, Config{TunnelPrefix: tunnelPrefix, Now: clock.now, Rand: crand.Reader,
+		Signer: signer, Verifier: verifier, IPAM: pool, Policy: PolicyConfig{Mode: PolicyEnforce, Engine: eng, BatchDelay: time.Millisecond}},
+		[]netip.Prefix{netip.PrefixFrom(gwAddr, tunnelPrefix.Bits())}, gwAddr, "agent-kernel-policy")
 	ctx := testCtx(t)
-	a := &testAgent{t: t, w: &udpWire{c: sock, dst: netip.MustParseAddrPort("198.18.0.1:4600")},
-		cred: pki.agent(t, "agent-kernel-policy"), gwPub: pki.gw.Raw(), gwID: g.ResponderID(), now: clock.now}
-	a.mustConnect(ctx)
 	fs := g.FlowStats()
 
 	// Allowed: agent -> TUN -> kernel -> service, and the answer back.
@@ -121,6 +74,7 @@ func TestKernelTunnelPolicy(t *testing.T) {
 	if d.Dst != netip.AddrPortFrom(gwAddr, 9001) || d.Reason != "admin port" || d.PolicyIDs[0] != "no-admin" {
 		t.Fatalf("denial %+v", d)
 	}
+	wantSilent(t, admin)
 
 	// The policy changes: the open flow is cut, the agent is told, and its
 	// next datagram is dropped at the gateway.
@@ -135,4 +89,81 @@ func TestKernelTunnelPolicy(t *testing.T) {
 	dropped := fs.DropDenied.Load()
 	a.send(ipv4UDP(a.addr(), gwAddr, 5555, 9000, []byte("after the cut")))
 	waitFor(t, "the datagram dropped", func() bool { return fs.DropDenied.Load() == dropped+1 })
+}
+
+// wantSilent checks that nothing arrived on c: the denied datagram went
+// out before the denial the agent read, so by now it would be there.
+func wantSilent(t *testing.T, c *net.UDPConn) {
+	t.Helper()
+	_ = c.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+	buf := make([]byte, 2048)
+	if n, from, err := c.ReadFromUDPAddrPort(buf); err == nil {
+		t.Fatalf("the denied port got %q from %v", buf[:n], from)
+	}
+}
+
+// startPolicyKernel is where the kernel flow-policy tests start: avtun0 in
+// gwNS with addrs (IPv6 ones added nodad), a gateway made of cfg on it,
+// started, a service (UDP 9000) and an admin port (UDP 9001) on svcAddr
+// in gwNS, and an agent in agNS (198.18.0.2) connected as agentName.
+func startPolicyKernel(t *testing.T, gwNS, agNS *netns.NS, pki *testPKI, cfg Config, addrs []netip.Prefix, svcAddr netip.Addr,
+	agentName string) (g *Gateway, svc, admin *net.UDPConn, a *testAgent) {
+	t.Helper()
+	var dev tun.Device
+	if err := gwNS.Do(func() (err error) {
+		dev, err = tun.CreateTUN("avtun0", DefaultMTU)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	cmds := make([][]string, 0, len(addrs)+1)
+	for _, p := range addrs {
+		cmd := []string{"ip", "addr", "add", p.String(), "dev", "avtun0"}
+		if p.Addr().Is6() {
+			cmd = append(cmd, "nodad")
+		}
+		cmds = append(cmds, cmd)
+	}
+	for _, args := range append(cmds, []string{"ip", "link", "set", "avtun0", "up"}) {
+		if _, err := gwNS.Run(t, args...); err != nil {
+			dev.Close()
+			t.Fatal(err)
+		}
+	}
+	g, err := New(cfg, dev, conn.NewStdNetBind())
+	if err != nil {
+		dev.Close()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { g.Close() })
+	network := "udp4"
+	if svcAddr.Is6() {
+		network = "udp6"
+	}
+	if err := gwNS.Do(func() (err error) {
+		if err = g.Start(context.Background()); err != nil {
+			return err
+		}
+		if svc, err = net.ListenUDP(network, &net.UDPAddr{IP: svcAddr.AsSlice(), Port: 9000}); err != nil {
+			return err
+		}
+		admin, err = net.ListenUDP(network, &net.UDPAddr{IP: svcAddr.AsSlice(), Port: 9001})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { svc.Close(); admin.Close() })
+
+	var sock *net.UDPConn
+	if err := agNS.Do(func() (err error) {
+		sock, err = net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(198, 18, 0, 2)})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sock.Close() })
+	a = &testAgent{t: t, w: &udpWire{c: sock, dst: netip.MustParseAddrPort("198.18.0.1:4600")},
+		cred: pki.agent(t, agentName), gwPub: pki.gw.Raw(), gwID: g.ResponderID(), now: cfg.Now}
+	a.mustConnect(testCtx(t))
+	return g, svc, admin, a
 }
