@@ -173,15 +173,9 @@ func (v storageView) Apply(ctx context.Context, ops []host.Op) ([]int64, error) 
 	if !ok {
 		return nil, fmt.Errorf("storage apply: the store writes one key at a time: %w", errdef.ErrNotImplemented)
 	}
-	in := make([]store.Op, len(ops))
-	for i, op := range ops {
-		in[i] = store.Op{Key: op.Key, Value: op.Value, Delete: op.Delete, Check: op.Check, Version: op.Version}
-	}
-	vs, err := b.Apply(ctx, in)
-	var be *store.BatchError
-	if errors.As(err, &be) && be.Index >= 0 && be.Index < len(ops) && errors.Is(err, store.ErrVersionConflict) {
-		return nil, &host.ApplyError{Index: be.Index, Key: ops[be.Index].Key,
-			Err: fmt.Errorf("%v: %w", be.Err, host.ErrVersionConflict)}
+	vs, err := b.Apply(ctx, storeOps(ops))
+	if ae := conflictOf(ops, err); ae != nil {
+		return nil, ae
 	}
 	if errors.Is(err, store.ErrInvalidArgument) {
 		return nil, fmt.Errorf("storage apply: %v: %w", err, errdef.ErrInvalidArgument)
@@ -190,6 +184,26 @@ func (v storageView) Apply(ctx context.Context, ops []host.Op) ([]int64, error) 
 		return nil, storeErr("apply", ops[0].Key, err)
 	}
 	return vs, nil
+}
+
+// storeOps are a plugin's ops as the core store takes them.
+func storeOps(ops []host.Op) []store.Op {
+	in := make([]store.Op, len(ops))
+	for i, op := range ops {
+		in[i] = store.Op{Key: op.Key, Value: op.Value, Delete: op.Delete, Check: op.Check, Version: op.Version}
+	}
+	return in
+}
+
+// conflictOf is the *host.ApplyError naming the plugin's key when err is
+// the store's failed check of one of ops; nil otherwise.
+func conflictOf(ops []host.Op, err error) *host.ApplyError {
+	var be *store.BatchError
+	if errors.As(err, &be) && be.Index >= 0 && be.Index < len(ops) && errors.Is(err, store.ErrVersionConflict) {
+		return &host.ApplyError{Index: be.Index, Key: ops[be.Index].Key,
+			Err: fmt.Errorf("%v: %w", be.Err, host.ErrVersionConflict)}
+	}
+	return nil
 }
 
 // ApplyAudited implements host.AuditedApplier: the ops, checked and
@@ -212,11 +226,7 @@ func (v storageView) ApplyAudited(ctx context.Context, ops []host.Op, ev host.Ev
 	if !ok {
 		return nil, fmt.Errorf("storage apply audited: the store writes one key at a time: %w", errdef.ErrNotImplemented)
 	}
-	in := make([]store.Op, len(ops))
-	for i, op := range ops {
-		in[i] = store.Op{Key: op.Key, Value: op.Value, Delete: op.Delete, Check: op.Check, Version: op.Version}
-	}
-	full, err := sc.Scope(in)
+	full, err := sc.Scope(storeOps(ops))
 	if errors.Is(err, store.ErrInvalidArgument) {
 		return nil, fmt.Errorf("storage apply audited: %v: %w", err, errdef.ErrInvalidArgument)
 	}
@@ -224,16 +234,15 @@ func (v storageView) ApplyAudited(ctx context.Context, ops []host.Op, ev host.Ev
 		return nil, storeErr("apply audited", ops[0].Key, err)
 	}
 	vs, err := ab.EmitWith(ctx, v.source, ev, full)
-	var be *store.BatchError
+	ae := conflictOf(ops, err)
 	switch {
 	case err == nil:
 		if len(vs) != len(ops) {
 			return nil, fmt.Errorf("storage apply audited: %d versions for %d ops: %w", len(vs), len(ops), host.ErrStorageFailed)
 		}
 		return vs, nil
-	case errors.As(err, &be) && be.Index >= 0 && be.Index < len(ops) && errors.Is(err, store.ErrVersionConflict):
-		return nil, &host.ApplyError{Index: be.Index, Key: ops[be.Index].Key,
-			Err: fmt.Errorf("%v: %w", be.Err, host.ErrVersionConflict)}
+	case ae != nil:
+		return nil, ae
 	case errors.Is(err, errdef.ErrNotImplemented):
 		return nil, fmt.Errorf("storage apply audited: %w", err)
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):

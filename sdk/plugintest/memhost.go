@@ -241,12 +241,21 @@ func (s *memStorage) Apply(_ context.Context, ops []host.Op) ([]int64, error) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for i, op := range ops {
-		if err := s.check(op.Key, op.Check, op.Version); err != nil {
-			return nil, &host.ApplyError{Index: i, Key: op.Key, Err: err}
-		}
+	if err := s.checkLocked(ops); err != nil {
+		return nil, err
 	}
 	return s.applyLocked(ops), nil
+}
+
+// checkLocked checks every op's version; the first that fails comes back
+// as a *host.ApplyError. The caller holds s.mu.
+func (s *memStorage) checkLocked(ops []host.Op) error {
+	for i, op := range ops {
+		if err := s.check(op.Key, op.Check, op.Version); err != nil {
+			return &host.ApplyError{Index: i, Key: op.Key, Err: err}
+		}
+	}
+	return nil
 }
 
 // applyLocked writes checked ops; the caller holds s.mu.
@@ -274,10 +283,8 @@ func (s *memStorage) ApplyAudited(_ context.Context, ops []host.Op, ev host.Even
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for i, op := range ops {
-		if err := s.check(op.Key, op.Check, op.Version); err != nil {
-			return nil, &host.ApplyError{Index: i, Key: op.Key, Err: err}
-		}
+	if err := s.checkLocked(ops); err != nil {
+		return nil, err
 	}
 	if s.failAudit {
 		return nil, fmt.Errorf("test audit failure: %w", host.ErrAuditFailed)
