@@ -160,11 +160,17 @@ func seal(dst []byte, key *[32]byte, plaintext, ad []byte) ([]byte, error) {
 }
 
 func open(key *[32]byte, sealed, ad []byte) ([]byte, error) {
+	return openTo(nil, key, sealed, ad)
+}
+
+// openTo is open appending the plaintext to dst: with room in dst's
+// capacity nothing is allocated. dst must not overlap sealed.
+func openTo(dst []byte, key *[32]byte, sealed, ad []byte) ([]byte, error) {
 	a := handshakeAEAD(key)
 	if a == nil {
 		return nil, fmt.Errorf("handshake: aes-256-gcm unavailable: %w", ErrConfig)
 	}
-	pt, err := a.Open(nil, zeroNonce[:], sealed, ad)
+	pt, err := a.Open(dst, zeroNonce[:], sealed, ad)
 	if err != nil {
 		return nil, ErrDecrypt
 	}

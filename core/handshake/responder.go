@@ -256,6 +256,11 @@ func buildError(receiverIndex uint32, code ErrorCode, detail []byte, key *[32]by
 	return b
 }
 
+// finishPlainPool holds buffers for the plaintext of a Finish's enc_i
+// (at most FinishMaxLen bytes: ParseFinish bounds the message, and the
+// plaintext is shorter than the message). Buffers go back cleared.
+var finishPlainPool = sync.Pool{New: func() any { b := make([]byte, 0, FinishMaxLen); return &b }}
+
 type pendingState uint8
 
 const (
@@ -319,7 +324,12 @@ func (p *PendingHandshake) HandleFinish(b []byte) (*Result, error) {
 		return nil, fmt.Errorf("handshake: finish for index %d, ours is %d: %w", f.ReceiverIndex, p.localIndex, ErrIndex)
 	}
 	sealed := f.Sealed
-	pt, err := open(&p.ki, sealed, p.th3[:])
+	// enc_i (up to 15.6 KB: the chain and sig_i) is opened into a pooled
+	// buffer: the Verifier keeps nothing of the chain and the Result holds
+	// copies, so the buffer is cleared and reused once finish returns.
+	buf := finishPlainPool.Get().(*[]byte)
+	defer finishPlainPool.Put(buf)
+	pt, err := openTo((*buf)[:0], &p.ki, sealed, p.th3[:])
 	if err != nil {
 		return nil, fmt.Errorf("handshake: finish enc_i: %w", err)
 	}
@@ -353,12 +363,12 @@ func (p *PendingHandshake) finish(sealed, pt []byte) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	pk, err := parseMLDSA65(peer.PublicKey)
+	signed := transcript(p.th3, chainBytes)
+	ok, err := verifyMLDSA65Raw(peer.PublicKey, signed[:], contextInitiator, sigI)
 	if err != nil {
 		return nil, fmt.Errorf("%v: %w", err, ErrCertificate)
 	}
-	signed := transcript(p.th3, chainBytes)
-	if !verifyMLDSA65(pk, signed[:], contextInitiator, sigI) {
+	if !ok {
 		return nil, fmt.Errorf("handshake: initiator signature of %s: %w", peer.ID, ErrSignature)
 	}
 	th4 := transcript(p.th3, sealed)
