@@ -150,7 +150,15 @@ func (r *Responder) HandleInitiation(b []byte, localIndex uint32) ([]byte, *Pend
 		}
 	}
 
-	ct, ss, err := encapsulate(epk, r.cfg.Rand)
+	credLen := 0
+	if flags&FlagCredential != 0 {
+		credLen = CredentialLen
+	}
+	// The Response is built in its final buffer, as Response.AppendTo
+	// lays it out: the head first (the ciphertext encapsulated straight
+	// into it), then enc_r sealed in place after it.
+	out := appendResponseHead(make([]byte, 0, responseHeadLen+responseSealedLen+credLen), localIndex, m.SenderIndex, zeroCiphertext[:])
+	ss, err := encapsulateTo(out[responseHeadLen-CiphertextLen:responseHeadLen], epk, r.cfg.Rand)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -158,17 +166,6 @@ func (r *Responder) HandleInitiation(b []byte, localIndex uint32) ([]byte, *Pend
 	p := &PendingHandshake{r: r, localIndex: localIndex, remoteIndex: m.SenderIndex, aead: m.Suite.AEAD, created: now}
 	p.prk = extract(th1[:], ss[:])
 	clear(ss[:])
-	credLen := 0
-	if flags&FlagCredential != 0 {
-		credLen = CredentialLen
-	}
-	if len(ct) != CiphertextLen {
-		p.Zeroize()
-		return nil, nil, fmt.Errorf("handshake: ciphertext of %d bytes: %w", len(ct), ErrMalformed)
-	}
-	// The Response is built in its final buffer, as Response.AppendTo
-	// lays it out: the head first, then enc_r sealed in place after it.
-	out := appendResponseHead(make([]byte, 0, responseHeadLen+responseSealedLen+credLen), localIndex, m.SenderIndex, ct)
 	th2 := transcript(th1, out)
 	thc := signedTranscript(th2, flags, cred)
 	sig, err := signChecked(signer, thc[:], contextResponder)
@@ -255,6 +252,10 @@ func buildError(receiverIndex uint32, code ErrorCode, detail []byte, key *[32]by
 	}
 	return b
 }
+
+// zeroCiphertext is the placeholder appendResponseHead lays out before
+// the ciphertext is encapsulated into its place.
+var zeroCiphertext [CiphertextLen]byte
 
 // finishPlainPool holds buffers for the plaintext of a Finish's enc_i
 // (at most FinishMaxLen bytes: ParseFinish bounds the message, and the

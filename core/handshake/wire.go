@@ -465,10 +465,7 @@ func (m *Rekey) Marshal() ([]byte, error) {
 		return nil, fmt.Errorf("handshake: %s sealed part of %d bytes: %w", m.Type, len(m.Sealed), ErrMalformed)
 	}
 	b := make([]byte, n)
-	putHeader(b, m.Type)
-	be.PutUint32(b[4:], m.SenderIndex)
-	be.PutUint32(b[8:], m.ReceiverIndex)
-	be.PutUint64(b[12:], m.Counter)
+	putRekeyHeader(b, m.Type, m.SenderIndex, m.ReceiverIndex, m.Counter)
 	copy(b[rekeyHeaderLen:], m.Sealed)
 	return b, nil
 }
@@ -479,15 +476,34 @@ func ParseRekey(b []byte, t MessageType) (*Rekey, error) {
 	if t != TypeRekeyInit && t != TypeRekeyResp {
 		return nil, fmt.Errorf("handshake: %s is not a rekey message: %w", t, ErrMalformed)
 	}
-	n := rekeyLen(t)
-	if err := checkHeader(b, t, n, n); err != nil {
+	m, err := parseRekey(b, t)
+	if err != nil {
 		return nil, err
 	}
-	return &Rekey{
+	m.Sealed = append([]byte(nil), m.Sealed...)
+	return &m, nil
+}
+
+// parseRekey is ParseRekey by value, with Sealed a view into b (the
+// responder reads the header fields and opens the sealed part in place).
+func parseRekey(b []byte, t MessageType) (Rekey, error) {
+	n := rekeyLen(t)
+	if err := checkHeader(b, t, n, n); err != nil {
+		return Rekey{}, err
+	}
+	return Rekey{
 		Type:          t,
 		SenderIndex:   be.Uint32(b[4:]),
 		ReceiverIndex: be.Uint32(b[8:]),
 		Counter:       be.Uint64(b[12:]),
-		Sealed:        append([]byte(nil), b[rekeyHeaderLen:]...),
+		Sealed:        b[rekeyHeaderLen:n:n],
 	}, nil
+}
+
+// putRekeyHeader writes the 20-byte header of a rekey message.
+func putRekeyHeader(b []byte, t MessageType, sender, receiver uint32, counter uint64) {
+	putHeader(b, t)
+	be.PutUint32(b[4:], sender)
+	be.PutUint32(b[8:], receiver)
+	be.PutUint64(b[12:], counter)
 }
