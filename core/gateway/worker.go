@@ -35,6 +35,9 @@ func (g *Gateway) worker(ctx context.Context) {
 			case jobRekey:
 				g.doRekey(j)
 			}
+			// Nothing keeps j.b past its handler (askConnect keeps the
+			// job for its endpoint and source only).
+			g.releaseJob(j)
 		case c := <-g.connects:
 			g.doConnected(ctx, c)
 		}
@@ -123,8 +126,10 @@ func (g *Gateway) doInitiation(j job) {
 	}
 	msgID, err := g.randUint32()
 	var frags [][]byte
+	fbuf := fragBufs.get(0)
+	defer fragBufs.put(fbuf)
 	if err == nil {
-		frags, err = frag.SplitForGSO(resp, msgID, frag.DefaultMaxChunk)
+		frags, err = frag.SplitForGSOTo(fbuf, resp, msgID, frag.DefaultMaxChunk)
 	}
 	if err != nil {
 		g.releasePending(idx, j.src)
