@@ -47,6 +47,8 @@ var (
 	// jobBufs holds the copies of Initiations and RekeyInits queued for
 	// the workers (the receive buffer is reused by the next read).
 	jobBufs = newBufPool(max(handshake.InitiationMaxLen, handshake.RekeyInitLen))
+	// respBufs holds a Response while it is built and fragmented.
+	respBufs = newBufPool(handshake.ResponseFullLen)
 	// fragBufs holds the fragments of a Response (with its credential,
 	// the largest) while they are sent.
 	fragBufs = newBufPool(frag.SplitLen(handshake.ResponseFullLen, frag.DefaultMaxChunk))

@@ -114,7 +114,9 @@ func (g *Gateway) doInitiation(j job) {
 		return
 	}
 	g.stats.HandshakesStarted.Add(1)
-	resp, p, err := g.responder.HandleInitiation(j.b, idx)
+	rbuf := respBufs.get(0)
+	defer respBufs.put(rbuf) // the fragments below are copies
+	resp, p, err := g.responder.HandleInitiationTo(rbuf, j.b, idx)
 	if err != nil {
 		g.releasePending(idx, j.src)
 		g.stats.InitiationRefused.Add(1)

@@ -108,3 +108,49 @@ func TestFinishPooledBuffers(t *testing.T) {
 		}
 	}
 }
+
+// TestHandleInitiationTo: a Response built in a caller's buffer full of
+// old bytes is the Response HandleInitiation makes from the same state
+// (same randomness), and lies in that buffer; a buffer too small is left
+// alone; the Finish answering it completes the handshake.
+func TestHandleInitiationTo(t *testing.T) {
+	f0, f1, f2 := newFixture(t), newFixture(t), newFixture(t) // the same keys, each its own random stream
+	r1, r2 := f1.responder(t, fixedNow), f2.responder(t, fixedNow)
+	in := f0.initiator(t, 1, fixedNow)
+	init, err := in.Initiation(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, _, err := r1.HandleInitiation(init, 7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := bytes.Repeat([]byte{0xa5}, ResponseFullLen)
+	got, p, err := r2.HandleInitiationTo(buf[:0], init, 7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatal("Response built in a used buffer differs from HandleInitiation's")
+	}
+	if &got[0] != &buf[0] {
+		t.Fatal("Response not built in the given buffer")
+	}
+	fin, _, err := in.HandleResponse(got)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.HandleFinish(fin); err != nil {
+		t.Fatal(err)
+	}
+
+	small := bytes.Repeat([]byte{0xa5}, ResponseLen-1)
+	init2, err := f0.initiator(t, 2, fixedNow).Initiation(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _, err = r2.HandleInitiationTo(small[:0], init2, 8)
+	if err != nil || len(got) != ResponseLen || !bytes.Equal(small, bytes.Repeat([]byte{0xa5}, ResponseLen-1)) {
+		t.Fatalf("short buffer: err %v, %d bytes, buffer written %v", err, len(got), !bytes.Equal(small, bytes.Repeat([]byte{0xa5}, ResponseLen-1)))
+	}
+}

@@ -104,7 +104,15 @@ func (r *Responder) ID() [IDLen]byte { return r.cfg.ResponderID }
 // encapsulation and one signature: with the current delegated key when
 // Delegated is set (ErrSigner when there is none valid), else with Signer.
 func (r *Responder) HandleInitiation(b []byte, localIndex uint32) ([]byte, *PendingHandshake, error) {
-	m, err := ParseInitiation(b)
+	return r.HandleInitiationTo(nil, b, localIndex)
+}
+
+// HandleInitiationTo is HandleInitiation building the Response in dst's
+// capacity when it is large enough (ResponseFullLen holds any Response),
+// so a caller can reuse one buffer once each Response is sent; otherwise
+// in a new buffer. dst's contents are overwritten; it must not overlap b.
+func (r *Responder) HandleInitiationTo(dst, b []byte, localIndex uint32) ([]byte, *PendingHandshake, error) {
+	m, err := parseInitiation(b)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -157,7 +165,10 @@ func (r *Responder) HandleInitiation(b []byte, localIndex uint32) ([]byte, *Pend
 	// The Response is built in its final buffer, as Response.AppendTo
 	// lays it out: the head first (the ciphertext encapsulated straight
 	// into it), then enc_r sealed in place after it.
-	out := appendResponseHead(make([]byte, 0, responseHeadLen+responseSealedLen+credLen), localIndex, m.SenderIndex, zeroCiphertext[:])
+	if n := responseHeadLen + responseSealedLen + credLen; cap(dst) < n {
+		dst = make([]byte, 0, n)
+	}
+	out := appendResponseHead(dst[:0], localIndex, m.SenderIndex, zeroCiphertext[:])
 	ss, err := encapsulateTo(out[responseHeadLen-CiphertextLen:responseHeadLen], epk, r.cfg.Rand)
 	if err != nil {
 		return nil, nil, err
