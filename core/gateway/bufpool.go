@@ -25,9 +25,12 @@ type bufPool struct {
 
 func newBufPool(size int) *bufPool { return &bufPool{size: size} }
 
-// get returns a buffer of n bytes (n <= size) whose contents are
-// unspecified.
+// get returns a buffer of n bytes whose contents are unspecified: a pooled
+// one when n <= size, else a new one (which put will not keep).
 func (b *bufPool) get(n int) []byte {
+	if n > b.size {
+		return make([]byte, n)
+	}
 	if p, ok := b.p.Get().(*[]byte); ok {
 		return (*p)[:n]
 	}
