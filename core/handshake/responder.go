@@ -338,11 +338,14 @@ func (p *PendingHandshake) HandleFinish(b []byte) (*Result, error) {
 	sealed := f.Sealed
 	// enc_i (up to 15.6 KB: the chain and sig_i) is opened into a pooled
 	// buffer: the Verifier keeps nothing of the chain and the Result holds
-	// copies, so the buffer is cleared and reused once finish returns.
+	// copies, so after a success the buffer is cleared and reused. After a
+	// refusal it is cleared but not reused: the error may hold the parsed
+	// leaf (a pqx509.CertificateInvalidError), whose fields alias the chain,
+	// and another handshake must not write under it.
 	buf := finishPlainPool.Get().(*[]byte)
-	defer finishPlainPool.Put(buf)
 	pt, err := openTo((*buf)[:0], &p.ki, sealed, p.th3[:])
 	if err != nil {
+		finishPlainPool.Put(buf) // nothing was decrypted into it (GCM clears its output on failure)
 		return nil, fmt.Errorf("handshake: finish enc_i: %w", err)
 	}
 	// From here on the sender holds this handshake's keys: the outcome is final.
@@ -355,6 +358,7 @@ func (p *PendingHandshake) HandleFinish(b []byte) (*Result, error) {
 		p.state = pendingFailed
 		return nil, err
 	}
+	finishPlainPool.Put(buf)
 	p.state = pendingDone // errKey stays until Zeroize: the gateway may still refuse by policy
 	return res, nil
 }
