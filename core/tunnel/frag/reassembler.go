@@ -285,7 +285,9 @@ func (r *Reassembler) buffer(n int) []byte {
 
 // Recycle hands back a message Add returned, once the caller no longer
 // uses it (nor any slice of it), for a later reassembly to reuse. Other
-// slices are ignored. The GC takes back what is not reused.
+// slices are ignored. The GC takes back what is not reused. Hand each
+// message back at most once: a message recycled twice would be reassembled
+// into by two reassemblies at once.
 func (r *Reassembler) Recycle(msg []byte) {
 	if cap(msg) != r.cfg.MaxTotal {
 		return
