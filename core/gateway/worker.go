@@ -210,6 +210,11 @@ func (g *Gateway) admit(ctx context.Context, res *handshake.Result) (*admission,
 	if err != nil {
 		return nil, err
 	}
+	a := &admission{serial: serial}
+	needGroups := g.flows != nil && g.cfg.Policy.Groups != nil
+	if g.cfg.Authorize == nil && !needGroups {
+		return a, nil // no hook to bound: no timer
+	}
 	actx, cancel := context.WithTimeout(ctx, ipamTimeout)
 	defer cancel()
 	if g.cfg.Authorize != nil {
@@ -217,8 +222,7 @@ func (g *Gateway) admit(ctx context.Context, res *handshake.Result) (*admission,
 			return nil, fmt.Errorf("gateway: agent %s: %w: %w", res.Peer.ID, handshake.ErrNotAuthorized, err)
 		}
 	}
-	a := &admission{serial: serial}
-	if g.flows != nil && g.cfg.Policy.Groups != nil {
+	if needGroups {
 		if a.groups, err = g.cfg.Policy.Groups(actx, res.Peer.ID); err != nil {
 			return nil, fmt.Errorf("gateway: agent %s: groups: %w: %w", res.Peer.ID, handshake.ErrNotAuthorized, err)
 		}
