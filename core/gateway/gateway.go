@@ -427,8 +427,14 @@ func (g *Gateway) send(ep conn.Endpoint, bufs ...[]byte) {
 
 // sendControl seals m with s's current keypair and sends it.
 func (g *Gateway) sendControl(s *session, m control.Message, now time.Time) bool {
-	buf := make([]byte, 16, 16+control.HeaderLen+control.MaxBody+2*16)
-	buf, err := control.Append(buf, m)
+	pooled := ctlBufs.get(16)
+	defer func() {
+		// Sealed in place, unless sealAndSend refused: then the plaintext
+		// (a session token, say) is still there.
+		clear(pooled[:cap(pooled)])
+		ctlBufs.put(pooled)
+	}()
+	buf, err := control.Append(pooled, m)
 	if err != nil {
 		g.cfg.Logger.Error("control message not encodable", "type", m.Type().String(), "error", err)
 		return false

@@ -163,7 +163,9 @@ func (g *Gateway) handleInitiation(b []byte, ep conn.Endpoint, now time.Time) {
 		g.send(ep, reply)
 		return
 	}
-	g.enqueue(job{kind: jobInitiation, b: append([]byte(nil), b...), src: src, ep: ep})
+	jb := jobBufs.get(len(b))
+	copy(jb, b)
+	g.enqueue(job{kind: jobInitiation, b: jb, src: src, ep: ep})
 }
 
 // enqueue hands a job to the workers or drops it when they are behind.
@@ -172,6 +174,7 @@ func (g *Gateway) enqueue(j job) {
 	case g.jobs <- j:
 	default:
 		g.stats.HandshakeQueueFull.Add(1)
+		g.releaseJob(j)
 	}
 }
 
@@ -200,6 +203,7 @@ func (g *Gateway) handleFragment(b []byte, ep conn.Endpoint, now time.Time) {
 	}
 	if len(msg) < handshake.FinishMinLen || handshake.MessageType(msg[0]) != handshake.TypeFinish {
 		g.stats.FragNotFinish.Add(1)
+		g.reasm.Recycle(msg)
 		return
 	}
 	g.enqueue(job{kind: jobFinish, b: msg, src: src, ep: ep})
@@ -218,7 +222,9 @@ func (g *Gateway) handleRekeyInit(b []byte, ep conn.Endpoint) {
 		g.stats.DropNoSession.Add(1)
 		return
 	}
-	g.enqueue(job{kind: jobRekey, b: append([]byte(nil), b...), src: addrOf(ep), ep: ep})
+	jb := jobBufs.get(len(b))
+	copy(jb, b)
+	g.enqueue(job{kind: jobRekey, b: jb, src: addrOf(ep), ep: ep})
 }
 
 // handleTransport opens a transport packet in place and routes its

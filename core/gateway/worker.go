@@ -35,6 +35,9 @@ func (g *Gateway) worker(ctx context.Context) {
 			case jobRekey:
 				g.doRekey(j)
 			}
+			// Nothing keeps j.b past its handler (askConnect keeps the
+			// job for its endpoint and source only).
+			g.releaseJob(j)
 		case c := <-g.connects:
 			g.doConnected(ctx, c)
 		}
@@ -111,7 +114,9 @@ func (g *Gateway) doInitiation(j job) {
 		return
 	}
 	g.stats.HandshakesStarted.Add(1)
-	resp, p, err := g.responder.HandleInitiation(j.b, idx)
+	rbuf := respBufs.get(0)
+	defer respBufs.put(rbuf) // the fragments below are copies
+	resp, p, err := g.responder.HandleInitiationTo(rbuf, j.b, idx)
 	if err != nil {
 		g.releasePending(idx, j.src)
 		g.stats.InitiationRefused.Add(1)
@@ -123,8 +128,10 @@ func (g *Gateway) doInitiation(j job) {
 	}
 	msgID, err := g.randUint32()
 	var frags [][]byte
+	fbuf := fragBufs.get(0)
+	defer fragBufs.put(fbuf)
 	if err == nil {
-		frags, err = frag.SplitForGSO(resp, msgID, frag.DefaultMaxChunk)
+		frags, err = frag.SplitForGSOTo(fbuf, resp, msgID, frag.DefaultMaxChunk)
 	}
 	if err != nil {
 		g.releasePending(idx, j.src)
@@ -203,6 +210,11 @@ func (g *Gateway) admit(ctx context.Context, res *handshake.Result) (*admission,
 	if err != nil {
 		return nil, err
 	}
+	a := &admission{serial: serial}
+	needGroups := g.flows != nil && g.cfg.Policy.Groups != nil
+	if g.cfg.Authorize == nil && !needGroups {
+		return a, nil // no hook to bound: no timer
+	}
 	actx, cancel := context.WithTimeout(ctx, ipamTimeout)
 	defer cancel()
 	if g.cfg.Authorize != nil {
@@ -210,8 +222,7 @@ func (g *Gateway) admit(ctx context.Context, res *handshake.Result) (*admission,
 			return nil, fmt.Errorf("gateway: agent %s: %w: %w", res.Peer.ID, handshake.ErrNotAuthorized, err)
 		}
 	}
-	a := &admission{serial: serial}
-	if g.flows != nil && g.cfg.Policy.Groups != nil {
+	if needGroups {
 		if a.groups, err = g.cfg.Policy.Groups(actx, res.Peer.ID); err != nil {
 			return nil, fmt.Errorf("gateway: agent %s: groups: %w: %w", res.Peer.ID, handshake.ErrNotAuthorized, err)
 		}

@@ -15,9 +15,11 @@ import (
 // sig_i checked with the leaf's freshly parsed key). The agent's work is
 // outside the timer. "new-agent" issues a new leaf for every handshake (a
 // leaf signature the cache has not seen); "reconnect" reuses one (the
-// verified-signature cache answers for the chain).
+// verified-signature cache answers for the chain). "new-agent-reused-buffer"
+// is "new-agent" with the Response built in one reused buffer
+// (HandleInitiationTo), as the gateway does.
 func BenchmarkResponderHandshake(b *testing.B) {
-	for _, mode := range []string{"new-agent", "reconnect"} {
+	for _, mode := range []string{"new-agent", "reconnect", "new-agent-reused-buffer"} {
 		b.Run(mode, func(b *testing.B) {
 			f := newFixture(b)
 			f.rand = rand.Reader
@@ -27,11 +29,12 @@ func BenchmarkResponderHandshake(b *testing.B) {
 				b.Fatal(err)
 			}
 			f.handshake(b, f.initiator(b, 1, fixedNow), r, 2) // warm the issuer caches
+			buf := make([]byte, 0, ResponseFullLen)
 			b.ReportAllocs()
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
 				b.StopTimer()
-				if mode == "new-agent" {
+				if mode != "reconnect" {
 					f.chain, _ = f.pki.agent(b, "agent-0001", "agent", testNow.Add(-time.Hour), testNow.Add(time.Hour))
 				}
 				in := f.initiator(b, 1, fixedNow)
@@ -40,7 +43,13 @@ func BenchmarkResponderHandshake(b *testing.B) {
 					b.Fatal(err)
 				}
 				b.StartTimer()
-				resp, p, err := r.HandleInitiation(init, 2)
+				var resp []byte
+				var p *PendingHandshake
+				if mode == "new-agent-reused-buffer" {
+					resp, p, err = r.HandleInitiationTo(buf, init, 2)
+				} else {
+					resp, p, err = r.HandleInitiation(init, 2)
+				}
 				if err != nil {
 					b.Fatal(err)
 				}

@@ -191,16 +191,29 @@ func FuzzHandleRekeyInit(f *testing.F) {
 }
 
 // FuzzResponderHandleInitiation feeds arbitrary bytes to a fresh responder
-// (so the replay cache does not mask later checks).
+// (so the replay cache does not mask later checks), building the Response
+// in a new buffer or, for odd lengths, in a reused one (HandleInitiationTo).
 func FuzzResponderHandleInitiation(f *testing.F) {
 	fx := fuzzFixture(f)
 	f.Add(fuzzRun.init)
 	bad := bytes.Clone(fuzzRun.init)
 	copy(bad[len(bad)-2*MACLen-CredentialHashLen-32:], lowOrderX25519[2][:])
 	f.Add(bad)
+	dirty := make([]byte, ResponseFullLen)
 	f.Fuzz(func(t *testing.T, b []byte) {
 		r := fx.responder(t, fixedNow)
-		resp, p, err := r.HandleInitiation(b, 2)
+		var resp []byte
+		var p *PendingHandshake
+		var err error
+		if len(b)%2 == 0 {
+			resp, p, err = r.HandleInitiation(b, 2)
+		} else {
+			// In a reused buffer holding other bytes.
+			for i := range dirty {
+				dirty[i] = 0xa5
+			}
+			resp, p, err = r.HandleInitiationTo(dirty[:0], b, 2)
+		}
 		checkTyped(t, err)
 		if err != nil {
 			if resp != nil || p != nil {

@@ -160,11 +160,17 @@ func seal(dst []byte, key *[32]byte, plaintext, ad []byte) ([]byte, error) {
 }
 
 func open(key *[32]byte, sealed, ad []byte) ([]byte, error) {
+	return openTo(nil, key, sealed, ad)
+}
+
+// openTo is open appending the plaintext to dst: with room in dst's
+// capacity nothing is allocated. dst must not overlap sealed.
+func openTo(dst []byte, key *[32]byte, sealed, ad []byte) ([]byte, error) {
 	a := handshakeAEAD(key)
 	if a == nil {
 		return nil, fmt.Errorf("handshake: aes-256-gcm unavailable: %w", ErrConfig)
 	}
-	pt, err := a.Open(nil, zeroNonce[:], sealed, ad)
+	pt, err := a.Open(dst, zeroNonce[:], sealed, ad)
 	if err != nil {
 		return nil, ErrDecrypt
 	}
@@ -192,8 +198,8 @@ func NewAEAD(id AEADID, key []byte) (cipher.AEAD, error) {
 }
 
 // counterNonce is the transport nonce layout: 4 zero bytes || counter BE.
-func counterNonce(c uint64) []byte {
-	n := make([]byte, 12)
+func counterNonce(c uint64) [12]byte {
+	var n [12]byte
 	binary.BigEndian.PutUint64(n[4:], c)
 	return n
 }
@@ -273,16 +279,20 @@ func parseEphemeral(epk []byte) (*xwing.PublicKey, error) {
 	return &pk, nil
 }
 
-// encapsulate runs X-Wing encapsulation to pk with 64 bytes from rnd.
-func encapsulate(pk *xwing.PublicKey, rnd io.Reader) (ct []byte, ss [32]byte, err error) {
+// encapsulateTo runs X-Wing encapsulation to pk with 64 bytes from rnd,
+// writing the ciphertext to ct (CiphertextLen bytes: the message's own
+// buffer, so it is not copied).
+func encapsulateTo(ct []byte, pk *xwing.PublicKey, rnd io.Reader) (ss [32]byte, err error) {
+	if len(ct) != CiphertextLen {
+		return ss, fmt.Errorf("handshake: ciphertext buffer of %d bytes: %w", len(ct), ErrMalformed)
+	}
 	var seed [xwing.EncapsulationSeedSize]byte
 	defer clear(seed[:])
 	if _, err := io.ReadFull(rnd, seed[:]); err != nil {
-		return nil, ss, fmt.Errorf("handshake: encapsulation seed: %v: %w", err, ErrRandom)
+		return ss, fmt.Errorf("handshake: encapsulation seed: %v: %w", err, ErrRandom)
 	}
-	ct = make([]byte, CiphertextLen)
 	pk.EncapsulateTo(ct, ss[:], seed[:])
-	return ct, ss, nil
+	return ss, nil
 }
 
 // ephemeral is an X-Wing key pair generated from 32 bytes of rnd.

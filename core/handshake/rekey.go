@@ -135,7 +135,7 @@ func HandleRekeyInit(res *Result, b []byte, rnd io.Reader, now func() time.Time,
 	if st == nil {
 		return nil, nil, fmt.Errorf("handshake: rekey of a zeroized session: %w", ErrState)
 	}
-	m, err := ParseRekey(b, TypeRekeyInit)
+	m, err := parseRekey(b, TypeRekeyInit)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -147,7 +147,19 @@ func HandleRekeyInit(res *Result, b []byte, rnd io.Reader, now func() time.Time,
 	if m.Counter <= st.counter {
 		return nil, nil, fmt.Errorf("handshake: rekey counter %d, last accepted %d: %w", m.Counter, st.counter, ErrReplay)
 	}
-	epkBytes, err := openRekey(res, labelRekeyInit, b)
+	// Both message keys from one keyed HMAC.
+	var kInit, kResp [32]byte
+	defer clear(kInit[:])
+	defer clear(kResp[:])
+	ex := newExpander(&res.RekeySecret)
+	ex.expand(labelRekeyInit, nil, kInit[:])
+	ex.expand(labelRekeyResp, nil, kResp[:])
+	// The RekeyResp's buffer: the ephemeral key is opened into it (its
+	// capacity holds the key, 96 bytes longer than the ciphertext), and
+	// once parsed (circl's key keeps no reference to the bytes) the
+	// ciphertext overwrites it and is sealed in place.
+	out := make([]byte, RekeyRespLen, max(RekeyRespLen, rekeyHeaderLen+EphemeralKeyLen))
+	epkBytes, err := openRekeyTo(out[rekeyHeaderLen:rekeyHeaderLen], res.AEAD, &kInit, b)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -156,18 +168,14 @@ func HandleRekeyInit(res *Result, b []byte, rnd io.Reader, now func() time.Time,
 	if err != nil {
 		return nil, nil, err
 	}
-	ct, ss, err := encapsulate(epk, rnd)
+	ct := out[rekeyHeaderLen : rekeyHeaderLen+CiphertextLen]
+	ss, err := encapsulateTo(ct, epk, rnd)
 	if err != nil {
 		return nil, nil, err
 	}
 	defer clear(ss[:])
-	resp := &Rekey{Type: TypeRekeyResp, SenderIndex: newLocalIndex, ReceiverIndex: m.SenderIndex, Counter: m.Counter,
-		Sealed: make([]byte, CiphertextLen+TagLen)}
-	out, err := resp.Marshal()
-	if err != nil {
-		return nil, nil, err
-	}
-	if err := sealRekey(res, labelRekeyResp, out, ct); err != nil {
+	putRekeyHeader(out, TypeRekeyResp, newLocalIndex, m.SenderIndex, m.Counter)
+	if err := sealRekeyWith(res.AEAD, &kResp, out, ct); err != nil {
 		return nil, nil, err
 	}
 	return out, rekeyResult(res, ss, b, out, newLocalIndex, m.SenderIndex, now()), nil
@@ -178,22 +186,36 @@ func HandleRekeyInit(res *Result, b []byte, rnd io.Reader, now func() time.Time,
 func sealRekey(res *Result, label string, msg, payload []byte) error {
 	k := expand32(&res.RekeySecret, label, nil)
 	defer clear(k[:])
-	a, err := NewAEAD(res.AEAD, k[:])
+	return sealRekeyWith(res.AEAD, &k, msg, payload)
+}
+
+// sealRekeyWith is sealRekey with the message key given. payload may be
+// msg[rekeyHeaderLen:rekeyHeaderLen+len(payload)] (sealed in place).
+func sealRekeyWith(id AEADID, k *[32]byte, msg, payload []byte) error {
+	a, err := NewAEAD(id, k[:])
 	if err != nil {
 		return err
 	}
-	a.Seal(msg[rekeyHeaderLen:rekeyHeaderLen], counterNonce(be.Uint64(msg[12:])), payload, msg[:rekeyHeaderLen])
+	nonce := counterNonce(be.Uint64(msg[12:]))
+	a.Seal(msg[rekeyHeaderLen:rekeyHeaderLen], nonce[:], payload, msg[:rekeyHeaderLen])
 	return nil
 }
 
 func openRekey(res *Result, label string, msg []byte) ([]byte, error) {
 	k := expand32(&res.RekeySecret, label, nil)
 	defer clear(k[:])
-	a, err := NewAEAD(res.AEAD, k[:])
+	return openRekeyTo(nil, res.AEAD, &k, msg)
+}
+
+// openRekeyTo opens msg's sealed part under the message key k, appending
+// the plaintext to dst (which must not overlap msg).
+func openRekeyTo(dst []byte, id AEADID, k *[32]byte, msg []byte) ([]byte, error) {
+	a, err := NewAEAD(id, k[:])
 	if err != nil {
 		return nil, err
 	}
-	pt, err := a.Open(nil, counterNonce(be.Uint64(msg[12:])), msg[rekeyHeaderLen:], msg[:rekeyHeaderLen])
+	nonce := counterNonce(be.Uint64(msg[12:]))
+	pt, err := a.Open(dst, nonce[:], msg[rekeyHeaderLen:], msg[:rekeyHeaderLen])
 	if err != nil {
 		return nil, fmt.Errorf("handshake: %s: %w", MessageType(msg[0]), ErrDecrypt)
 	}

@@ -104,7 +104,15 @@ func (r *Responder) ID() [IDLen]byte { return r.cfg.ResponderID }
 // encapsulation and one signature: with the current delegated key when
 // Delegated is set (ErrSigner when there is none valid), else with Signer.
 func (r *Responder) HandleInitiation(b []byte, localIndex uint32) ([]byte, *PendingHandshake, error) {
-	m, err := ParseInitiation(b)
+	return r.HandleInitiationTo(nil, b, localIndex)
+}
+
+// HandleInitiationTo is HandleInitiation building the Response in dst's
+// capacity when it is large enough (ResponseFullLen holds any Response),
+// so a caller can reuse one buffer once each Response is sent; otherwise
+// in a new buffer. dst's contents are overwritten; it must not overlap b.
+func (r *Responder) HandleInitiationTo(dst, b []byte, localIndex uint32) ([]byte, *PendingHandshake, error) {
+	m, err := parseInitiation(b)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -150,7 +158,18 @@ func (r *Responder) HandleInitiation(b []byte, localIndex uint32) ([]byte, *Pend
 		}
 	}
 
-	ct, ss, err := encapsulate(epk, r.cfg.Rand)
+	credLen := 0
+	if flags&FlagCredential != 0 {
+		credLen = CredentialLen
+	}
+	// The Response is built in its final buffer, as Response.AppendTo
+	// lays it out: the head first (the ciphertext encapsulated straight
+	// into it), then enc_r sealed in place after it.
+	if n := responseHeadLen + responseSealedLen + credLen; cap(dst) < n {
+		dst = make([]byte, 0, n)
+	}
+	out := appendResponseHead(dst[:0], localIndex, m.SenderIndex, zeroCiphertext[:])
+	ss, err := encapsulateTo(out[responseHeadLen-CiphertextLen:responseHeadLen], epk, r.cfg.Rand)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -158,17 +177,6 @@ func (r *Responder) HandleInitiation(b []byte, localIndex uint32) ([]byte, *Pend
 	p := &PendingHandshake{r: r, localIndex: localIndex, remoteIndex: m.SenderIndex, aead: m.Suite.AEAD, created: now}
 	p.prk = extract(th1[:], ss[:])
 	clear(ss[:])
-	credLen := 0
-	if flags&FlagCredential != 0 {
-		credLen = CredentialLen
-	}
-	if len(ct) != CiphertextLen {
-		p.Zeroize()
-		return nil, nil, fmt.Errorf("handshake: ciphertext of %d bytes: %w", len(ct), ErrMalformed)
-	}
-	// The Response is built in its final buffer, as Response.AppendTo
-	// lays it out: the head first, then enc_r sealed in place after it.
-	out := appendResponseHead(make([]byte, 0, responseHeadLen+responseSealedLen+credLen), localIndex, m.SenderIndex, ct)
 	th2 := transcript(th1, out)
 	thc := signedTranscript(th2, flags, cred)
 	sig, err := signChecked(signer, thc[:], contextResponder)
@@ -256,6 +264,15 @@ func buildError(receiverIndex uint32, code ErrorCode, detail []byte, key *[32]by
 	return b
 }
 
+// zeroCiphertext is the placeholder appendResponseHead lays out before
+// the ciphertext is encapsulated into its place.
+var zeroCiphertext [CiphertextLen]byte
+
+// finishPlainPool holds buffers for the plaintext of a Finish's enc_i
+// (at most FinishMaxLen bytes: ParseFinish bounds the message, and the
+// plaintext is shorter than the message). Buffers go back cleared.
+var finishPlainPool = sync.Pool{New: func() any { b := make([]byte, 0, FinishMaxLen); return &b }}
+
 type pendingState uint8
 
 const (
@@ -319,8 +336,16 @@ func (p *PendingHandshake) HandleFinish(b []byte) (*Result, error) {
 		return nil, fmt.Errorf("handshake: finish for index %d, ours is %d: %w", f.ReceiverIndex, p.localIndex, ErrIndex)
 	}
 	sealed := f.Sealed
-	pt, err := open(&p.ki, sealed, p.th3[:])
+	// enc_i (up to 15.6 KB: the chain and sig_i) is opened into a pooled
+	// buffer: the Verifier keeps nothing of the chain and the Result holds
+	// copies, so after a success the buffer is cleared and reused. After a
+	// refusal it is cleared but not reused: the error may hold the parsed
+	// leaf (a pqx509.CertificateInvalidError), whose fields alias the chain,
+	// and another handshake must not write under it.
+	buf := finishPlainPool.Get().(*[]byte)
+	pt, err := openTo((*buf)[:0], &p.ki, sealed, p.th3[:])
 	if err != nil {
+		finishPlainPool.Put(buf) // nothing was decrypted into it (GCM clears its output on failure)
 		return nil, fmt.Errorf("handshake: finish enc_i: %w", err)
 	}
 	// From here on the sender holds this handshake's keys: the outcome is final.
@@ -333,6 +358,7 @@ func (p *PendingHandshake) HandleFinish(b []byte) (*Result, error) {
 		p.state = pendingFailed
 		return nil, err
 	}
+	finishPlainPool.Put(buf)
 	p.state = pendingDone // errKey stays until Zeroize: the gateway may still refuse by policy
 	return res, nil
 }
@@ -353,12 +379,12 @@ func (p *PendingHandshake) finish(sealed, pt []byte) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	pk, err := parseMLDSA65(peer.PublicKey)
+	signed := transcript(p.th3, chainBytes)
+	ok, err := verifyMLDSA65Raw(peer.PublicKey, signed[:], contextInitiator, sigI)
 	if err != nil {
 		return nil, fmt.Errorf("%v: %w", err, ErrCertificate)
 	}
-	signed := transcript(p.th3, chainBytes)
-	if !verifyMLDSA65(pk, signed[:], contextInitiator, sigI) {
+	if !ok {
 		return nil, fmt.Errorf("handshake: initiator signature of %s: %w", peer.ID, ErrSignature)
 	}
 	th4 := transcript(p.th3, sealed)

@@ -116,3 +116,29 @@ var _ Signer = (*MLDSA65Signer)(nil)
 func verifyMLDSA65(pk *mldsa65.PublicKey, msg []byte, ctx string, sig []byte) bool {
 	return len(sig) == SignatureLen && mldsa65.Verify(pk, msg, []byte(ctx), sig)
 }
+
+// mldsaKeyPool holds parsed-key structs for verifyMLDSA65Raw. circl's
+// PublicKey is a value of about 8 KB (t1 and its packing, tr) plus a
+// pointer to the 30 KB expanded matrix, which Unpack always allocates
+// anew; the struct itself can be reused. A key goes back zeroed (every
+// field, so nothing of one peer's key reaches the next use, and the
+// matrix is released).
+var mldsaKeyPool = sync.Pool{New: func() any { return new(mldsa65.PublicKey) }}
+
+// verifyMLDSA65Raw verifies sig with the ML-DSA-65 key encoded in raw,
+// parsed for this one verification (the initiator's leaf key, which
+// recurs only when its agent reconnects). An error means raw is not a key.
+func verifyMLDSA65Raw(raw, msg []byte, ctx string, sig []byte) (bool, error) {
+	if len(raw) != PublicKeyLen {
+		return false, fmt.Errorf("handshake: ml-dsa-65 public key of %d bytes", len(raw))
+	}
+	pk := mldsaKeyPool.Get().(*mldsa65.PublicKey)
+	defer func() {
+		*pk = mldsa65.PublicKey{}
+		mldsaKeyPool.Put(pk)
+	}()
+	if err := pk.UnmarshalBinary(raw); err != nil {
+		return false, fmt.Errorf("handshake: ml-dsa-65 public key of %d bytes", len(raw))
+	}
+	return verifyMLDSA65(pk, msg, ctx, sig), nil
+}

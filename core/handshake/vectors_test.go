@@ -132,7 +132,8 @@ func makeVectors(t *testing.T) *vectorFile {
 	kInit := expand32(&rkey, "avon-v1 rekey init", nil)
 	kResp := expand32(&rkey, "avon-v1 rekey resp", nil)
 	a, _ := NewAEAD(AES256GCM, kResp[:])
-	ct, err := a.Open(nil, counterNonce(1), rkResp[20:], rkResp[:20])
+	n1 := counterNonce(1)
+	ct, err := a.Open(nil, n1[:], rkResp[20:], rkResp[:20])
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"math/big"
 	"strings"
 	"sync"
@@ -71,16 +72,17 @@ type ChainVerifierOptions struct {
 // ChainVerifier is the PeerVerifier of the gateway, on internal/pqx509:
 // full path validation (signatures, validity, cA/keyCertSign, pathLen,
 // extended key usage, name constraints) against fixed roots. Parsed
-// intermediates are cached by the SHA-256 of their DER, parsed ML-DSA
-// issuer keys by the SHA-256 of the key, and verified signatures by the
-// hash of (algorithm, key, message, signature), so a steady-state handshake
-// costs one leaf parse and one signature verification by an already
-// parsed issuer key.
+// intermediates are cached by their DER, parsed ML-DSA issuer keys by the
+// key, and verified signatures by (algorithm, key, message, signature),
+// each looked up by a seeded hash and compared in full (cachingVerifier),
+// so a steady-state handshake costs one leaf parse and one signature
+// verification by an already parsed issuer key.
 type ChainVerifier struct {
 	roots []*pqx509.Certificate
 	known []*pqx509.Certificate // ChainVerifierOptions.Intermediates, parsed
 	opts  ChainVerifierOptions
 	sig   *cachingVerifier
+	seed  maphash.Seed // of the caches' lookup hashes
 
 	mu     sync.Mutex // guards inters
 	inters *boundedCache[*pqx509.Certificate]
@@ -97,7 +99,9 @@ func NewChainVerifier(roots [][]byte, opts ChainVerifierOptions) (*ChainVerifier
 	if len(opts.KeyUsages) == 0 {
 		opts.KeyUsages = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
 	}
-	v := &ChainVerifier{opts: opts, sig: newCachingVerifier(opts.CacheSize), inters: newBoundedCache[*pqx509.Certificate](opts.CacheSize)}
+	seed := maphash.MakeSeed()
+	v := &ChainVerifier{opts: opts, seed: seed, sig: newCachingVerifier(opts.CacheSize, seed),
+		inters: newBoundedCache[*pqx509.Certificate](opts.CacheSize)}
 	for i, der := range roots {
 		c, err := pqx509.ParseCertificate(der)
 		if err != nil {
@@ -170,17 +174,19 @@ func (v *ChainVerifier) VerifyChain(chain [][]byte, now time.Time) (Peer, error)
 			notAfter = c.NotAfter
 		}
 	}
-	return Peer{ID: id, PublicKey: append([]byte(nil), leaf.PublicKey.Raw...), Leaf: append([]byte(nil), chain[0]...),
+	// leaf.Raw is the parse's own copy of chain[0]; the rest of leaf
+	// aliases chain, hence the copy of the key.
+	return Peer{ID: id, PublicKey: append([]byte(nil), leaf.PublicKey.Raw...), Leaf: leaf.Raw,
 		NotAfter: notAfter, Serial: new(big.Int).Set(leaf.SerialNumber)}, nil
 }
 
 // intermediate parses der or returns the cached parse.
 func (v *ChainVerifier) intermediate(der []byte) (*pqx509.Certificate, error) {
-	h := sha256.Sum256(der)
+	h := maphash.Bytes(v.seed, der)
 	v.mu.Lock()
 	c, ok := v.inters.get(h)
 	v.mu.Unlock()
-	if ok {
+	if ok && bytes.Equal(c.Raw, der) {
 		return c, nil
 	}
 	// The parse aliases its input and the cache outlives it: copy.
@@ -195,27 +201,47 @@ func (v *ChainVerifier) intermediate(der []byte) (*pqx509.Certificate, error) {
 }
 
 // cachingVerifier is a pqx509.Verifier that keeps parsed ML-DSA-65 keys and
-// remembers verified signatures. Only successes are remembered, keyed by a
-// hash of everything verified, so a hit is as good as a verification.
+// remembers verified signatures. Only successes are remembered, each with
+// its own copy of everything verified (algorithm, key, message,
+// signature), and a hit needs all of it equal, so a hit is as good as a
+// verification.
+//
+// The caches are looked up by a seeded 64-bit hash (hash/maphash, keyed
+// per process) of the bytes, then compared in full: both run at memory
+// speed, where SHA-256 keys cost about 10 µs per handshake (the
+// intermediate's TBS, key and signature are about 9 KB). A collision,
+// which no peer can aim at without the seed, only costs a miss.
 type cachingVerifier struct {
+	seed maphash.Seed
 	mu   sync.Mutex
-	keys *boundedCache[*mldsa65.PublicKey]
-	ok   *boundedCache[struct{}]
+	keys *boundedCache[parsedKey]
+	ok   *boundedCache[verified]
 }
 
-func newCachingVerifier(n int) *cachingVerifier {
-	return &cachingVerifier{keys: newBoundedCache[*mldsa65.PublicKey](n), ok: newBoundedCache[struct{}](n)}
+// parsedKey is a cached ML-DSA-65 key: its encoding and its parse.
+type parsedKey struct {
+	raw []byte
+	pk  *mldsa65.PublicKey
+}
+
+// verified is a memoized successful verification (copies of its inputs).
+type verified struct {
+	alg           string
+	pub, msg, sig []byte
+}
+
+func newCachingVerifier(n int, seed maphash.Seed) *cachingVerifier {
+	return &cachingVerifier{seed: seed, keys: newBoundedCache[parsedKey](n), ok: newBoundedCache[verified](n)}
 }
 
 // leafVerifier is the cachingVerifier of one VerifyChain call: it checks
 // the leaf's own signature (recognized by its backing array: pqx509 passes
 // the parsed leaf's Signature) with the cached issuer key but without the
 // memo of verified signatures. A leaf comes back only when its agent
-// reconnects, rarely within the memo's few hundred entries, and keying the
-// memo means hashing the leaf's whole TBS (about 5 KB with an ML-DSA-65
-// key), the issuer key and the signature (about 5.3 KB) on every
-// handshake. The chain's other signatures, the same for many agents, keep
-// the memo.
+// reconnects, rarely within the memo's few hundred entries, and the memo
+// would keep a copy of the leaf's TBS (about 5 KB with an ML-DSA-65 key)
+// and signature. The chain's other signatures, the same for many agents,
+// keep the memo.
 type leafVerifier struct {
 	c       *cachingVerifier
 	leafSig []byte
@@ -229,26 +255,27 @@ func (l *leafVerifier) Verify(alg string, pub, msg, sig []byte) error {
 }
 
 func (c *cachingVerifier) Verify(alg string, pub, msg, sig []byte) error {
-	h := sha256.New()
+	var h maphash.Hash
+	h.SetSeed(c.seed)
 	var l [8]byte
 	for _, p := range [][]byte{[]byte(alg), pub, msg, sig} {
 		be.PutUint64(l[:], uint64(len(p)))
 		h.Write(l[:])
 		h.Write(p)
 	}
-	var memo [32]byte
-	h.Sum(memo[:0])
+	memo := h.Sum64()
 	c.mu.Lock()
-	_, hit := c.ok.get(memo)
+	e, hit := c.ok.get(memo)
 	c.mu.Unlock()
-	if hit {
+	if hit && e.alg == alg && bytes.Equal(e.sig, sig) && bytes.Equal(e.msg, msg) && bytes.Equal(e.pub, pub) {
 		return nil
 	}
 	if err := c.verify(alg, pub, msg, sig); err != nil {
 		return err
 	}
+	e = verified{alg: alg, pub: bytes.Clone(pub), msg: bytes.Clone(msg), sig: bytes.Clone(sig)}
 	c.mu.Lock()
-	c.ok.put(memo, struct{}{})
+	c.ok.put(memo, e)
 	c.mu.Unlock()
 	return nil
 }
@@ -258,17 +285,18 @@ func (c *cachingVerifier) verify(alg string, pub, msg, sig []byte) error {
 	if alg != pqx509.MLDSA65 {
 		return pqx509.DefaultVerifier.Verify(alg, pub, msg, sig)
 	}
-	kh := sha256.Sum256(pub)
+	kh := maphash.Bytes(c.seed, pub)
 	c.mu.Lock()
-	pk, ok := c.keys.get(kh)
+	k, ok := c.keys.get(kh)
 	c.mu.Unlock()
-	if !ok {
+	pk := k.pk
+	if !ok || !bytes.Equal(k.raw, pub) {
 		var err error
 		if pk, err = parseMLDSA65(pub); err != nil {
 			return fmt.Errorf("%v: %w", err, pqx509.ErrBadKey)
 		}
 		c.mu.Lock()
-		c.keys.put(kh, pk)
+		c.keys.put(kh, parsedKey{raw: bytes.Clone(pub), pk: pk})
 		c.mu.Unlock()
 	}
 	if !mldsa65.Verify(pk, msg, nil, sig) {
@@ -281,18 +309,18 @@ func (c *cachingVerifier) verify(alg string, pub, msg, sig []byte) error {
 // (insertion order) goes. Not safe for concurrent use.
 type boundedCache[V any] struct {
 	n     int
-	m     map[[32]byte]V
-	order [][32]byte // ring of keys in insertion order
+	m     map[uint64]V
+	order []uint64 // ring of keys in insertion order
 	head  int
 }
 
 func newBoundedCache[V any](n int) *boundedCache[V] {
-	return &boundedCache[V]{n: n, m: make(map[[32]byte]V, n), order: make([][32]byte, 0, n)}
+	return &boundedCache[V]{n: n, m: make(map[uint64]V, n), order: make([]uint64, 0, n)}
 }
 
-func (b *boundedCache[V]) get(k [32]byte) (V, bool) { v, ok := b.m[k]; return v, ok }
+func (b *boundedCache[V]) get(k uint64) (V, bool) { v, ok := b.m[k]; return v, ok }
 
-func (b *boundedCache[V]) put(k [32]byte, v V) {
+func (b *boundedCache[V]) put(k uint64, v V) {
 	if _, ok := b.m[k]; ok {
 		b.m[k] = v
 		return

@@ -1,9 +1,13 @@
 package handshake
 
 import (
+	"bytes"
 	"errors"
+	"hash/maphash"
 	"testing"
 	"time"
+
+	"github.com/avonzt/avon/internal/pqx509"
 )
 
 // TestLeafSignatureNotMemoized: the memo of verified signatures keeps the
@@ -45,4 +49,71 @@ func TestLeafSignatureNotMemoized(t *testing.T) {
 	if _, err := v.VerifyChain([][]byte{f.chain[0], badInter}, testNow); !errors.Is(err, ErrCertificate) {
 		t.Fatalf("intermediate with a broken signature: %v, want ErrCertificate", err)
 	}
+}
+
+// TestCachesCompareInFull: the verifier's caches are looked up by a 64-bit
+// hash, and an entry that sits under the right hash but holds other bytes
+// (a collision, planted here) is never taken for a hit: the memo does not
+// accept a signature it did not verify, the key cache does not verify with
+// another key, and the intermediate cache does not return another
+// certificate.
+func TestCachesCompareInFull(t *testing.T) {
+	f := newFixture(t)
+	v := f.verifier
+	if _, err := v.VerifyChain(f.chain, testNow); err != nil {
+		t.Fatal(err)
+	}
+	inter, err := pqx509.ParseCertificate(f.chain[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, msg, sig := f.pki.root.PublicKey.Raw, inter.RawTBSCertificate, inter.Signature
+	c := v.sig
+
+	t.Run("memo", func(t *testing.T) {
+		bad := bytes.Clone(sig)
+		bad[10] ^= 1
+		// The good signature's memo entry, planted under the bad one's hash.
+		var h maphash.Hash
+		h.SetSeed(c.seed)
+		var l [8]byte
+		for _, p := range [][]byte{[]byte(pqx509.MLDSA65), pub, msg, bad} {
+			be.PutUint64(l[:], uint64(len(p)))
+			h.Write(l[:])
+			h.Write(p)
+		}
+		c.ok.put(h.Sum64(), verified{alg: pqx509.MLDSA65, pub: pub, msg: msg, sig: sig})
+		if err := c.Verify(pqx509.MLDSA65, pub, msg, bad); !errors.Is(err, pqx509.ErrBadSignature) {
+			t.Fatalf("bad signature under a colliding memo entry: %v, want ErrBadSignature", err)
+		}
+		if err := c.Verify(pqx509.MLDSA65, pub, msg, sig); err != nil {
+			t.Fatalf("good signature: %v", err)
+		}
+	})
+	t.Run("key", func(t *testing.T) {
+		// Another key, parsed, planted under the root key's hash.
+		opk, _ := mldsaKey("other")
+		oraw, _ := opk.MarshalBinary()
+		c.keys.put(maphash.Bytes(c.seed, pub), parsedKey{raw: oraw, pk: opk})
+		if err := c.verify(pqx509.MLDSA65, pub, msg, sig); err != nil {
+			t.Fatalf("verification with a colliding key entry: %v", err)
+		}
+		if err := c.verify(pqx509.MLDSA65, oraw, msg, sig); !errors.Is(err, pqx509.ErrBadSignature) {
+			t.Fatalf("signature checked with the wrong key: %v, want ErrBadSignature", err)
+		}
+	})
+	t.Run("intermediate", func(t *testing.T) {
+		// The root's parse, planted under the intermediate's hash.
+		v.inters.put(maphash.Bytes(v.seed, f.chain[1]), f.pki.root)
+		got, err := v.intermediate(f.chain[1])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got.Raw, f.chain[1]) {
+			t.Fatal("intermediate cache returned another certificate")
+		}
+		if _, err := v.VerifyChain(f.chain, testNow); err != nil {
+			t.Fatal(err)
+		}
+	})
 }

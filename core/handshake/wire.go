@@ -230,20 +230,34 @@ func (m *Initiation) Marshal() ([]byte, error) {
 // reserved bytes, token length, exact length) and decodes it. It does no
 // cryptography and does not judge the suite, timestamp or key.
 func ParseInitiation(b []byte) (*Initiation, error) {
-	if err := checkHeader(b, TypeInitiation, InitiationMinLen, InitiationMaxLen); err != nil {
+	m, err := parseInitiation(b)
+	if err != nil {
 		return nil, err
+	}
+	if m.Token != nil {
+		m.Token = append([]byte(nil), m.Token...)
+	}
+	m.EphemeralKey = append([]byte(nil), m.EphemeralKey...)
+	return &m, nil
+}
+
+// parseInitiation is ParseInitiation by value, with Token and EphemeralKey
+// views into b (the responder reads them while it handles b).
+func parseInitiation(b []byte) (Initiation, error) {
+	if err := checkHeader(b, TypeInitiation, InitiationMinLen, InitiationMaxLen); err != nil {
+		return Initiation{}, err
 	}
 	tl := int(be.Uint16(b[84:]))
 	if tl > MaxTokenLen {
-		return nil, fmt.Errorf("handshake: token_len %d, at most %d: %w", tl, MaxTokenLen, ErrMalformed)
+		return Initiation{}, fmt.Errorf("handshake: token_len %d, at most %d: %w", tl, MaxTokenLen, ErrMalformed)
 	}
 	if want := InitiationMinLen + tl; len(b) != want {
 		if len(b) < want {
-			return nil, fmt.Errorf("handshake: initiation of %d bytes with token_len %d, want %d: %w", len(b), tl, want, ErrTruncated)
+			return Initiation{}, fmt.Errorf("handshake: initiation of %d bytes with token_len %d, want %d: %w", len(b), tl, want, ErrTruncated)
 		}
-		return nil, fmt.Errorf("handshake: initiation of %d bytes with token_len %d, want %d: %w", len(b), tl, want, ErrMalformed)
+		return Initiation{}, fmt.Errorf("handshake: initiation of %d bytes with token_len %d, want %d: %w", len(b), tl, want, ErrMalformed)
 	}
-	m := &Initiation{
+	m := Initiation{
 		SenderIndex: be.Uint32(b[4:]),
 		Suite:       Suite{KEM: b[8], Sig: b[9], AEAD: AEADID(b[10]), Flags: b[11]},
 		Timestamp:   int64(be.Uint64(b[12:])),
@@ -252,10 +266,10 @@ func ParseInitiation(b []byte) (*Initiation, error) {
 	copy(m.ResponderID[:], b[52:84])
 	o := 86
 	if tl > 0 {
-		m.Token = append([]byte(nil), b[o:o+tl]...)
+		m.Token = b[o : o+tl : o+tl]
 	}
 	o += tl
-	m.EphemeralKey = append([]byte(nil), b[o:o+EphemeralKeyLen]...)
+	m.EphemeralKey = b[o : o+EphemeralKeyLen : o+EphemeralKeyLen]
 	o += EphemeralKeyLen
 	copy(m.CredentialHint[:], b[o:])
 	o += CredentialHashLen
@@ -465,10 +479,7 @@ func (m *Rekey) Marshal() ([]byte, error) {
 		return nil, fmt.Errorf("handshake: %s sealed part of %d bytes: %w", m.Type, len(m.Sealed), ErrMalformed)
 	}
 	b := make([]byte, n)
-	putHeader(b, m.Type)
-	be.PutUint32(b[4:], m.SenderIndex)
-	be.PutUint32(b[8:], m.ReceiverIndex)
-	be.PutUint64(b[12:], m.Counter)
+	putRekeyHeader(b, m.Type, m.SenderIndex, m.ReceiverIndex, m.Counter)
 	copy(b[rekeyHeaderLen:], m.Sealed)
 	return b, nil
 }
@@ -479,15 +490,34 @@ func ParseRekey(b []byte, t MessageType) (*Rekey, error) {
 	if t != TypeRekeyInit && t != TypeRekeyResp {
 		return nil, fmt.Errorf("handshake: %s is not a rekey message: %w", t, ErrMalformed)
 	}
-	n := rekeyLen(t)
-	if err := checkHeader(b, t, n, n); err != nil {
+	m, err := parseRekey(b, t)
+	if err != nil {
 		return nil, err
 	}
-	return &Rekey{
+	m.Sealed = append([]byte(nil), m.Sealed...)
+	return &m, nil
+}
+
+// parseRekey is ParseRekey by value, with Sealed a view into b (the
+// responder reads the header fields and opens the sealed part in place).
+func parseRekey(b []byte, t MessageType) (Rekey, error) {
+	n := rekeyLen(t)
+	if err := checkHeader(b, t, n, n); err != nil {
+		return Rekey{}, err
+	}
+	return Rekey{
 		Type:          t,
 		SenderIndex:   be.Uint32(b[4:]),
 		ReceiverIndex: be.Uint32(b[8:]),
 		Counter:       be.Uint64(b[12:]),
-		Sealed:        append([]byte(nil), b[rekeyHeaderLen:]...),
+		Sealed:        b[rekeyHeaderLen:n:n],
 	}, nil
+}
+
+// putRekeyHeader writes the 20-byte header of a rekey message.
+func putRekeyHeader(b []byte, t MessageType, sender, receiver uint32, counter uint64) {
+	putHeader(b, t)
+	be.PutUint32(b[4:], sender)
+	be.PutUint32(b[8:], receiver)
+	be.PutUint64(b[12:], counter)
 }

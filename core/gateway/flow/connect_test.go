@@ -162,6 +162,9 @@ func TestFailClosedRetried(t *testing.T) {
 	if n := f.e.Stats().FlowsExpired.Load(); n != 0 {
 		t.Fatalf("the retry counted as %d expired flows", n)
 	}
+	// The verdict is visible before follow hands the held packets to
+	// Release: wait for the hand-over.
+	waitFor(t, "the retransmitted SYN's release", func() bool { return f.nReleased() >= 1 })
 	if n := f.nReleased(); n != 1 {
 		t.Fatalf("%d packets released, want the retransmitted SYN", n)
 	}

@@ -27,6 +27,7 @@ func TestThroughPluginProcess(t *testing.T) {
 		f.from(s, v4(ProtoTCP, agentA, fmt.Sprintf("10.20.1.%d", port+1), tcp(1000, 443, tcpSYN)))
 	}
 	waitFor(t, "fifty decisions", func() bool { return f.e.Stats().Allowed.Load() == 50 })
+	waitFor(t, "fifty releases", func() bool { return f.nReleased() >= 50 }) // counted before Release runs
 	if f.nReleased() != 50 {
 		t.Fatalf("%d released", f.nReleased())
 	}

@@ -27,5 +27,8 @@
 // (the globally oldest is evicted), each at most MaxTotal bytes, so memory is
 // bounded by Global*MaxTotal. A reassembly not completed within Timeout of
 // its first fragment is dropped. Allocation happens only for a fragment that
-// passed every check, and its size is total_len (at most MaxTotal).
+// passed every check: a buffer of MaxTotal bytes' capacity, total_len of them
+// used, or one handed back by Recycle (a caller done with a message returns
+// its buffer so the next reassembly does not allocate; the pool's spare
+// buffers go to the GC when unused).
 package frag

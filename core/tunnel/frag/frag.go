@@ -102,7 +102,24 @@ func chunkSize(h Header, payloadLen int) int {
 // fragment. Unlike Split's, the first fragment must not be appended to
 // for any other purpose: that would overwrite the others.
 func SplitForGSO(msg []byte, msgID uint32, chunk int) ([][]byte, error) {
-	return split(msg, msgID, chunk, true)
+	return split(nil, msg, msgID, chunk, true)
+}
+
+// SplitForGSOTo is SplitForGSO laying the fragments out in buf's capacity
+// when it is large enough (SplitLen), so a sender can reuse one buffer per
+// message; otherwise in a new one. buf must not overlap msg. The fragments
+// alias buf: reuse it only once they are sent.
+func SplitForGSOTo(buf, msg []byte, msgID uint32, chunk int) ([][]byte, error) {
+	return split(buf, msg, msgID, chunk, true)
+}
+
+// SplitLen is the buffer size the fragments of a message of n bytes take
+// (a fragment header each), or 0 when n or chunk is out of range.
+func SplitLen(n, chunk int) int {
+	if n < 1 || n > MaxMessage || chunk < 1 || chunk > MaxMessage {
+		return 0
+	}
+	return (n+chunk-1)/chunk*HeaderLen + n
 }
 
 // Split cuts msg into fragments of at most chunk payload bytes, all under
@@ -110,10 +127,10 @@ func SplitForGSO(msg []byte, msgID uint32, chunk int) ([][]byte, error) {
 // the last carries exactly chunk bytes. The fragments are new slices; msg is
 // not retained.
 func Split(msg []byte, msgID uint32, chunk int) ([][]byte, error) {
-	return split(msg, msgID, chunk, false)
+	return split(nil, msg, msgID, chunk, false)
 }
 
-func split(msg []byte, msgID uint32, chunk int, gso bool) ([][]byte, error) {
+func split(buf, msg []byte, msgID uint32, chunk int, gso bool) ([][]byte, error) {
 	switch {
 	case len(msg) == 0 || len(msg) > MaxMessage:
 		return nil, fmt.Errorf("split: message of %d bytes: %w", len(msg), ErrInvalidArgument)
@@ -124,7 +141,11 @@ func split(msg []byte, msgID uint32, chunk int, gso bool) ([][]byte, error) {
 	if count > MaxFragments {
 		return nil, fmt.Errorf("split: %d fragments: %w", count, ErrInvalidArgument)
 	}
-	buf := make([]byte, count*HeaderLen+len(msg))
+	if need := count*HeaderLen + len(msg); cap(buf) >= need {
+		buf = buf[:need]
+	} else {
+		buf = make([]byte, need)
+	}
 	out := make([][]byte, 0, count)
 	for i := 0; i < count; i++ {
 		payload := msg[i*chunk : min((i+1)*chunk, len(msg))]

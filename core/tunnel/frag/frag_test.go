@@ -541,3 +541,77 @@ func TestSplitForGSO(t *testing.T) {
 		t.Fatalf("empty message: %v", err)
 	}
 }
+
+// TestRecycle: messages handed back with Recycle are reused by later
+// reassemblies (the pool may drop them, so reuse is not asserted), and a
+// message reassembled in a reused buffer is exactly its own bytes: shorter
+// or longer than the last, fragments in any order, duplicates compared
+// against the new message only. Slices Add did not return are ignored.
+func TestRecycle(t *testing.T) {
+	r := newR(t, frag.Config{})
+	r.Recycle(make([]byte, 10)) // not from Add: ignored
+	r.Recycle(nil)              // ignored
+	sizes := []int{16384, 4493, 14584, 1, 1201, 16384, 100}
+	for round, n := range sizes {
+		msg := message(n, uint64(1000+round))
+		fs := split(t, msg, uint32(round), 1200)
+		order := make([]int, len(fs))
+		for i := range order {
+			order[i] = len(fs) - 1 - i
+		}
+		if len(fs) > 1 {
+			// A duplicate of the last fragment before the rest.
+			if _, done, err := r.Add(srcA, fs[len(fs)-1], t0); err != nil || done {
+				t.Fatalf("round %d: first fragment: done %v err %v", round, done, err)
+			}
+		}
+		got, _ := feed(t, r, srcA, fs, order, t0)
+		if !bytes.Equal(got, msg) {
+			t.Fatalf("round %d: reassembled %d bytes in a recycled buffer, not the %d-byte message", round, len(got), n)
+		}
+		if cap(got) != frag.DefaultMaxTotal {
+			t.Fatalf("round %d: message capacity %d, want MaxTotal %d", round, cap(got), frag.DefaultMaxTotal)
+		}
+		r.Recycle(got)
+	}
+	if st := r.Stats(); st.Completed != uint64(len(sizes)) || st.Conflicts != 0 {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
+// TestSplitForGSOTo: with a buffer of SplitLen bytes the fragments lie in
+// it, equal to SplitForGSO's; with a smaller one they are in a new buffer.
+func TestSplitForGSOTo(t *testing.T) {
+	for _, n := range []int{1, 1200, 1201, 4493, 9806, 16384} {
+		msg := message(n, uint64(n))
+		want, err := frag.SplitForGSO(msg, 7, 1200)
+		if err != nil {
+			t.Fatal(err)
+		}
+		need := frag.SplitLen(n, 1200)
+		if need != len(want)*frag.HeaderLen+n {
+			t.Fatalf("SplitLen(%d) = %d, want %d", n, need, len(want)*frag.HeaderLen+n)
+		}
+		buf := make([]byte, need)
+		got, err := frag.SplitForGSOTo(buf[:0], msg, 7, 1200)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != len(want) || &got[0][0] != &buf[0] {
+			t.Fatalf("%d bytes: %d fragments, in the given buffer %v", n, len(got), &got[0][0] == &buf[0])
+		}
+		for i := range got {
+			if !bytes.Equal(got[i], want[i]) || cap(got[i]) != cap(want[i]) {
+				t.Fatalf("%d bytes: fragment %d differs from SplitForGSO's", n, i)
+			}
+		}
+		small := make([]byte, need-1)
+		got, err = frag.SplitForGSOTo(small, msg, 7, 1200)
+		if err != nil || &got[0][0] == &small[0] || !bytes.Equal(got[0], want[0]) {
+			t.Fatalf("%d bytes, short buffer: err %v, in the short buffer %v", n, err, &got[0][0] == &small[0])
+		}
+	}
+	if frag.SplitLen(0, 1200) != 0 || frag.SplitLen(frag.MaxMessage+1, 1200) != 0 || frag.SplitLen(10, 0) != 0 {
+		t.Fatal("SplitLen of an out-of-range size is not 0")
+	}
+}

@@ -15,7 +15,8 @@ import (
 // arbitrary bytes. It must never panic, never exceed its caps, and every
 // message completed for sources 0 and 1 must be msg itself; all of msg's
 // fragments fed to a fresh Reassembler must complete it when msg fits the
-// limits.
+// limits. Completed messages are recycled, so later reassemblies run in
+// buffers that held earlier messages.
 //
 // The message is generated from a length and a seed rather than taken as
 // fuzz bytes, which keeps inputs small (minimizing a 16 KiB input would
@@ -71,6 +72,12 @@ func FuzzReassemble(f *testing.F) {
 			}
 			if r.Len() > cfg.Global {
 				t.Fatalf("Len %d above Global %d", r.Len(), cfg.Global)
+			}
+			if done {
+				// Reused by the next reassemblies, whose messages must
+				// still be their own bytes (sources 2 and 3 leave
+				// arbitrary bytes in them).
+				r.Recycle(out)
 			}
 		}
 

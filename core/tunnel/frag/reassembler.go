@@ -125,6 +125,9 @@ func (p *pending) set(i int)      { p.have[i>>6] |= 1 << (i & 63) }
 // plus evictions; Expire walks at most Global reassemblies).
 type Reassembler struct {
 	cfg Config
+	// bufs holds message buffers of capacity cfg.MaxTotal given back by
+	// Recycle, for new reassemblies.
+	bufs sync.Pool
 
 	mu struct {
 		sync.Mutex
@@ -155,7 +158,8 @@ func (r *Reassembler) Config() Config { return r.cfg }
 
 // Add takes one fragment received from src at now. It returns the whole
 // message and done=true when this fragment completed it; the message is a
-// new slice owned by the caller. A duplicate of a stored fragment returns
+// slice owned by the caller (which may hand it back with Recycle once done
+// with it). A duplicate of a stored fragment returns
 // (nil, false, nil). Errors: ErrMalformed (refused, nothing stored) and
 // ErrConflict (the fragment's reassembly was discarded).
 func (r *Reassembler) Add(src netip.AddrPort, frag []byte, now time.Time) (msg []byte, done bool, err error) {
@@ -253,7 +257,7 @@ func (r *Reassembler) createLocked(k key, h Header, chunk int, now time.Time) *p
 		total:   int(h.TotalLen),
 		chunk:   chunk,
 		created: now,
-		buf:     make([]byte, h.TotalLen),
+		buf:     r.buffer(int(h.TotalLen)),
 	}
 	r.mu.byKey[k] = p
 	r.mu.bySrc[k.src] = append(r.mu.bySrc[k.src], p)
@@ -265,6 +269,31 @@ func (r *Reassembler) createLocked(k key, h Header, chunk int, now time.Time) *p
 	}
 	r.mu.tail = p
 	return p
+}
+
+// buffer returns n bytes for a new reassembly: a recycled buffer when
+// there is one, else a new one of capacity MaxTotal (so it can be recycled).
+// A recycled buffer holds an older message's bytes; Add returns a message
+// only once every fragment was copied in, and the fragments cover it
+// exactly (chunkSize), so none of the older bytes is ever returned.
+func (r *Reassembler) buffer(n int) []byte {
+	if b, ok := r.bufs.Get().(*[]byte); ok {
+		return (*b)[:n]
+	}
+	return make([]byte, n, r.cfg.MaxTotal)
+}
+
+// Recycle hands back a message Add returned, once the caller no longer
+// uses it (nor any slice of it), for a later reassembly to reuse. Other
+// slices are ignored. The GC takes back what is not reused. Hand each
+// message back at most once: a message recycled twice would be reassembled
+// into by two reassemblies at once.
+func (r *Reassembler) Recycle(msg []byte) {
+	if cap(msg) != r.cfg.MaxTotal {
+		return
+	}
+	msg = msg[:0]
+	r.bufs.Put(&msg)
 }
 
 // removeLocked forgets p everywhere. The caller must hold r.mu.
