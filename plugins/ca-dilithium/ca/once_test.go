@@ -58,12 +58,14 @@ func agentRequest(t *testing.T, id string) sdkca.IssueRequest {
 }
 
 // TestIssueOnce: the first request under a key issues and records the
-// key with the certificate and its event; the same request again gets
-// the same certificate without signing or recording anything; another
-// request under the key gets ErrAlreadyIssued; another key issues anew.
+// key with the certificate and its event in one audited batch; the same
+// request again gets the same certificate without storing or recording
+// anything; another request under the key gets ErrAlreadyIssued; another
+// key issues anew.
 func TestIssueOnce(t *testing.T) {
 	s := newSetup(t, Config{}, "kms-soft")
-	e := onceEngine(t, s, nil)
+	c := &callCounter{MemHost: s.host}
+	e := onceEngine(t, s, func(host.Host) host.Host { return c })
 	req := agentRequest(t, "a")
 	certs, evs := s.certCount(t), len(s.host.Events())
 	first, err := e.IssueOnce(bg, &sdkca.IssueOnceRequest{Key: "order/1", Request: req})
@@ -92,6 +94,9 @@ func TestIssueOnce(t *testing.T) {
 	other := agentRequest(t, "b")
 	if r, err := e.IssueOnce(bg, &sdkca.IssueOnceRequest{Key: "order/1", Request: other}); !errors.Is(err, sdkca.ErrAlreadyIssued) {
 		t.Fatalf("another request under the key: %+v %v", r, err)
+	}
+	if a, p := c.audited.Load(), c.puts.Load(); a != 1 || p != 0 {
+		t.Fatalf("%d audited batches and %d puts for three requests under one key, want 1 and 0", a, p)
 	}
 	if n := s.certCount(t) - certs; n != 1 {
 		t.Fatalf("%d certificates recorded under one key", n)
@@ -169,8 +174,8 @@ func TestIssueOnceOlderCore(t *testing.T) {
 }
 
 // gatedHost holds every read of a once record until n are in flight (or
-// 10 s passed), so that n requests under one key all find it free and
-// all sign: the create-only write decides.
+// 10 s passed), so that n requests under one key all find it free: the
+// create-only write decides.
 type gatedHost struct {
 	host.Host
 	n       int32
@@ -232,7 +237,7 @@ func TestIssueOnceConcurrent(t *testing.T) {
 	}
 	wg.Wait()
 	if got := g.arrived.Load(); got < n {
-		t.Fatalf("%d reads of the key before signing, want at least %d", got, n)
+		t.Fatalf("%d reads of the key, want at least %d", got, n)
 	}
 	if d := s.certCount(t) - certs; d != 1 {
 		t.Fatalf("%d certificates recorded for one key", d)
