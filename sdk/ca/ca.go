@@ -67,12 +67,12 @@ type OnceIssuer interface {
 	// certificate, create-only, in the transaction that records the
 	// issuance and its audit event, so of the requests under one key
 	// exactly one certificate is recorded and handed out. A request whose
-	// key is already recorded signs nothing: with the same request as the
-	// recorded one it gets that certificate again (Replayed), so a caller
-	// that lost the answer, or crashed before storing it, can ask again;
-	// with another request, ErrAlreadyIssued. Two requests under one key
-	// at once may both sign, but only the one recorded first is handed
-	// out: the other's certificate is never stored, audited or returned.
+	// key is already recorded records nothing: with the same request as
+	// the recorded one it gets that certificate again (Replayed), so a
+	// caller that lost the answer, or crashed before storing it, can ask
+	// again; with another request, ErrAlreadyIssued. Such a request, like
+	// each of several under one key at once but the first recorded, may
+	// have signed a certificate: it is never stored, audited or returned.
 	// Otherwise the errors of Issue; a CA whose storage cannot record the
 	// key in the issuance's transaction answers errdef.ErrNotImplemented,
 	// having issued nothing.

@@ -23,22 +23,23 @@ import (
 // The key is recorded under once/<SHA-256 of the key> with the serial and
 // a digest of the request, create-only, in the same audited transaction as
 // the certificate record and its ca.issue event: both records and the
-// event, or none. A repeated request is answered from the record: the
-// same request gets the recorded certificate again (Replayed), another
-// gets sdkca.ErrAlreadyIssued.
+// event, or none. Nothing is read before: an issuance costs no round trip
+// more than Issue. A request whose key turns out recorded (the
+// create-only write fails) is answered from the record: the same request
+// gets the recorded certificate again (Replayed), another gets
+// sdkca.ErrAlreadyIssued. A repeated request is checked like a new one
+// first (a refused request is refused, recorded key or not).
 //
-// The record is read while the request is checked and signed (the read is
-// a round trip to the core, the signature one to the KMS through it), and
-// the answer is awaited before anything is stored: so an issuance waits
-// for the read only when it is slower than the signature, and a repeated
-// request stores nothing. It may have signed, though, and two requests
-// that both read no record both sign; the create-only write lets exactly
-// one certificate be recorded. A certificate signed but not recorded is
-// discarded in this process: never stored, audited or returned to anyone,
-// like one whose record write fails in Issue. A signature nobody holds
-// certifies nothing to anyone; what a CA must never do, hand out two
-// certificates for one key or one it has no record of, cannot happen.
-// The records stay as long as the certificate records do.
+// So a repeated request, and each request that loses a race under one
+// key, has signed a certificate that is not recorded. It is discarded in
+// this process: never stored, audited or returned to anyone, like one
+// whose record write fails in Issue. A signature nobody holds certifies
+// nothing to anyone; what a CA must never do, hand out two certificates
+// for one key or one it has no record of, cannot happen. A read of the
+// key before signing would spare that signature to repeated requests
+// only (racing ones read no record either), at the price of a round trip
+// in every issuance. The records stay as long as the certificate records
+// do.
 //
 // Without host.AuditedApplier (an older core, or no audit function) the
 // key cannot be recorded with the issuance: IssueOnce answers
@@ -54,17 +55,15 @@ type onceRecord struct {
 	Request string `json:"request"` // requestDigest of the request that was issued
 }
 
-// once is the IssueOnce key of an issuance: its storage key, the
-// request's digest, and the read of its record under way.
+// once is the IssueOnce key of an issuance: its storage key and the
+// request's digest.
 type once struct {
 	key, digest string
 	caller      string // the caller's key, for the audit event
-	readc       <-chan onceRead
-	recorded    *onceRecord // what the read found
 }
 
-// errOnceTaken: the key is recorded (read before storing, or found by the
-// create-only write): nothing was stored.
+// errOnceTaken: the create-only write found the key recorded; nothing was
+// stored.
 var errOnceTaken = errors.New("issue once: the key is recorded")
 
 func onceStorageKey(key string) string {
@@ -140,24 +139,12 @@ func (e *Engine) IssueOnce(ctx context.Context, req *sdkca.IssueOnceRequest) (*s
 	if err := e.requireInit(); err != nil {
 		return nil, err
 	}
-	key := onceStorageKey(req.Key)
-	readc := make(chan onceRead, 1)
-	go func() { readc <- e.readOnce(ctx, key) }()
-	o := &once{key: key, digest: requestDigest(&req.Request), caller: req.Key, readc: readc}
+	o := &once{key: onceStorageKey(req.Key), digest: requestDigest(&req.Request), caller: req.Key}
 	pr, err := e.prepare(ctx, &req.Request)
 	if err != nil {
-		// A recorded key is answered whatever the checks say now (a
-		// profile or an issuer may have changed since): its
-		// certificate is issued.
-		if rd := <-readc; rd.err == nil && rd.found {
-			return e.replay(ctx, rd.rec, o)
-		}
 		return nil, err
 	}
 	res, err := e.sign(ctx, pr, o)
-	if errors.Is(err, errOnceTaken) && o.recorded != nil {
-		return e.replay(ctx, *o.recorded, o)
-	}
 	if errors.Is(err, errOnceTaken) {
 		rd := e.readOnce(ctx, o.key)
 		if rd.err != nil {
@@ -194,26 +181,14 @@ func (e *Engine) replay(ctx context.Context, r onceRecord, o *once) (*sdkca.Issu
 		NotBefore: rec.NotBefore, NotAfter: rec.NotAfter}}, nil
 }
 
-// storeIssuedOnce is storeIssued with the key's record: once the read of
-// the key found no record, the certificate record, the key's record (both
-// create-only) and ev in one audited transaction. A taken serial wraps
-// host.ErrVersionConflict, a recorded key is errOnceTaken; either way
-// nothing is stored or recorded.
+// storeIssuedOnce is storeIssued with the key's record: the certificate
+// record, the key's record (both create-only) and ev in one audited
+// transaction. A taken serial wraps host.ErrVersionConflict, a recorded
+// key is errOnceTaken; either way nothing is stored or recorded.
 func (e *Engine) storeIssuedOnce(ctx context.Context, key string, b []byte, ev host.Event, o *once) error {
 	aa, ok := e.st.(host.AuditedApplier)
 	if !ok || e.audit == nil || e.noAudited.Load() {
 		return fmt.Errorf("issue once: %w", errdef.ErrNotImplemented)
-	}
-	if o.readc != nil {
-		rd := <-o.readc
-		o.readc = nil // a second attempt (a taken serial) need not wait
-		if rd.err != nil {
-			return rd.err
-		}
-		if rd.found {
-			o.recorded = &rd.rec
-			return errOnceTaken
-		}
 	}
 	ob, _ := json.Marshal(onceRecord{Serial: strings.TrimPrefix(key, certPrefix), Request: o.digest})
 	ev.Fields["once"] = o.caller

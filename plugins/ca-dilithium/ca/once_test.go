@@ -58,19 +58,23 @@ func agentRequest(t *testing.T, id string) sdkca.IssueRequest {
 }
 
 // TestIssueOnce: the first request under a key issues and records the
-// key with the certificate and its event in one audited batch; the same
-// request again gets the same certificate without storing or recording
-// anything; another request under the key gets ErrAlreadyIssued; another
-// key issues anew.
+// key with the certificate and its event in one audited batch, and reads
+// nothing more than Issue; the same request again gets the same
+// certificate without storing or recording anything; another request
+// under the key gets ErrAlreadyIssued; another key issues anew.
 func TestIssueOnce(t *testing.T) {
 	s := newSetup(t, Config{}, "kms-soft")
 	c := &callCounter{MemHost: s.host}
 	e := onceEngine(t, s, func(host.Host) host.Host { return c })
 	req := agentRequest(t, "a")
 	certs, evs := s.certCount(t), len(s.host.Events())
+	c.gets.Store(0)
 	first, err := e.IssueOnce(bg, &sdkca.IssueOnceRequest{Key: "order/1", Request: req})
 	if err != nil || first.Replayed {
 		t.Fatalf("first issuance: %+v %v", first, err)
+	}
+	if g := c.gets.Load(); g != 0 {
+		t.Fatalf("%d reads in an issuance under a new key", g)
 	}
 	leaf, err := pqx509.ParseCertificate(first.Issued.Certificate)
 	if err != nil {
@@ -95,8 +99,10 @@ func TestIssueOnce(t *testing.T) {
 	if r, err := e.IssueOnce(bg, &sdkca.IssueOnceRequest{Key: "order/1", Request: other}); !errors.Is(err, sdkca.ErrAlreadyIssued) {
 		t.Fatalf("another request under the key: %+v %v", r, err)
 	}
-	if a, p := c.audited.Load(), c.puts.Load(); a != 1 || p != 0 {
-		t.Fatalf("%d audited batches and %d puts for three requests under one key, want 1 and 0", a, p)
+	// One batch each, two of them refused by the check; the replay
+	// reads the key and the certificate, the refusal the key.
+	if a, p, g := c.audited.Load(), c.puts.Load(), c.gets.Load(); a != 3 || p != 0 || g != 3 {
+		t.Fatalf("%d audited batches, %d puts and %d reads for three requests under one key, want 3, 0 and 3", a, p, g)
 	}
 	if n := s.certCount(t) - certs; n != 1 {
 		t.Fatalf("%d certificates recorded under one key", n)
@@ -173,9 +179,9 @@ func TestIssueOnceOlderCore(t *testing.T) {
 	}
 }
 
-// gatedHost holds every read of a once record until n are in flight (or
-// 10 s passed), so that n requests under one key all find it free: the
-// create-only write decides.
+// gatedHost holds every audited batch that records a once key until n
+// are in flight (or 10 s passed), so that n requests under one key have
+// all signed before the create-only write decides.
 type gatedHost struct {
 	host.Host
 	n       int32
@@ -191,8 +197,8 @@ type gatedStorage struct {
 
 func (h *gatedHost) Storage() host.Storage { return gatedStorage{Storage: h.Host.Storage(), g: h} }
 
-func (s gatedStorage) Get(ctx context.Context, key string) (host.Entry, error) {
-	if strings.HasPrefix(key, oncePrefix) {
+func (s gatedStorage) ApplyAudited(ctx context.Context, ops []host.Op, ev host.Event) ([]int64, error) {
+	if len(ops) == 2 && strings.HasPrefix(ops[1].Key, oncePrefix) {
 		if s.g.arrived.Add(1) >= s.g.n {
 			s.g.once.Do(func() { close(s.g.open) })
 		}
@@ -201,15 +207,11 @@ func (s gatedStorage) Get(ctx context.Context, key string) (host.Entry, error) {
 		case <-time.After(10 * time.Second):
 		}
 	}
-	return s.Storage.Get(ctx, key)
-}
-
-func (s gatedStorage) ApplyAudited(ctx context.Context, ops []host.Op, ev host.Event) ([]int64, error) {
 	return s.Storage.(host.AuditedApplier).ApplyAudited(ctx, ops, ev)
 }
 
 // TestIssueOnceConcurrent: n requests under one key at once, half of them
-// for another CSR, all finding the key free and signing: exactly one
+// for another CSR, all signing before any is recorded: exactly one
 // certificate is recorded, with one event; every request for the
 // winner's CSR gets it, every other ErrAlreadyIssued.
 func TestIssueOnceConcurrent(t *testing.T) {
@@ -217,7 +219,6 @@ func TestIssueOnceConcurrent(t *testing.T) {
 	const n = 6
 	g := &gatedHost{n: n, open: make(chan struct{})}
 	e := onceEngine(t, s, func(h host.Host) host.Host { g.Host = h; return g })
-	g.arrived.Store(0) // Init read no once records; count from here
 	reqs := [2]sdkca.IssueRequest{agentRequest(t, "p"), agentRequest(t, "q")}
 	certs, evs := s.certCount(t), len(s.host.Events())
 	type result struct {
@@ -236,8 +237,8 @@ func TestIssueOnceConcurrent(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	if got := g.arrived.Load(); got < n {
-		t.Fatalf("%d reads of the key, want at least %d", got, n)
+	if got := g.arrived.Load(); got != n {
+		t.Fatalf("%d batches recording the key, want %d", got, n)
 	}
 	if d := s.certCount(t) - certs; d != 1 {
 		t.Fatalf("%d certificates recorded for one key", d)
