@@ -225,9 +225,17 @@ func TestACMEClients(t *testing.T) {
 		if err := c.Challenge.SetHTTP01Provider(http01.NewProviderServer("127.0.0.1", strconv.Itoa(httpPort))); err != nil {
 			t.Fatal(err)
 		}
+		before := pluginCalls(t, s)
 		res, err := c.Certificate.Obtain(certificate.ObtainRequest{Domains: []string{"app.avon.test", "www.app.avon.test"}, Bundle: true})
 		if err != nil {
 			t.Fatalf("lego obtain (http-01): %v", err)
+		}
+		// The finalization went through the core to the CA's IssueOnce
+		// (ca protocol minor 6), not Issue after a claim of the order.
+		after := pluginCalls(t, s)
+		if once, issue := after["ca.dilithium IssueOnce"].n-before["ca.dilithium IssueOnce"].n,
+			after["ca.dilithium Issue"].n-before["ca.dilithium Issue"].n; once != 1 || issue != 0 {
+			t.Fatalf("one finalization made %v IssueOnce and %v Issue calls to the CA; want 1 and 0", once, issue)
 		}
 		leaf := verifyChain(t, s, res, "www.app.avon.test")
 		if _, ok := leaf.PublicKey.(*ecdsa.PublicKey); !ok {

@@ -59,6 +59,26 @@ type Rotator interface {
 	RotateIssuer(ctx context.Context, req *RotateRequest) (*RotateResponse, error)
 }
 
+// OnceIssuer is an optional capability (ca protocol minor 6): issuing at
+// most one certificate under a caller's key, such as an ACME order, without
+// a separate claim write before issuing.
+type OnceIssuer interface {
+	// IssueOnce is Issue under Key. The CA records the key with the
+	// certificate, create-only, in the transaction that records the
+	// issuance and its audit event, so of the requests under one key
+	// exactly one certificate is recorded and handed out. A request whose
+	// key is already recorded records nothing: with the same request as
+	// the recorded one it gets that certificate again (Replayed), so a
+	// caller that lost the answer, or crashed before storing it, can ask
+	// again; with another request, ErrAlreadyIssued. Such a request, like
+	// each of several under one key at once but the first recorded, may
+	// have signed a certificate: it is never stored, audited or returned.
+	// Otherwise the errors of Issue; a CA whose storage cannot record the
+	// key in the issuance's transaction answers errdef.ErrNotImplemented,
+	// having issued nothing.
+	IssueOnce(ctx context.Context, req *IssueOnceRequest) (*IssueOnceResponse, error)
+}
+
 // Initializer is an optional capability of a CA configured to start
 // without a hierarchy (an operator ceremony creates it).
 type Initializer interface {
@@ -98,6 +118,20 @@ type (
 		Serial      string   // lowercase hex
 		NotBefore   time.Time
 		NotAfter    time.Time
+	}
+
+	IssueOnceRequest struct {
+		// Key names the issuance: any non-empty string of at most
+		// MaxOnceKey bytes, unique to what it stands for (e.g.
+		// "acme-order/<id>").
+		Key     string
+		Request IssueRequest
+	}
+	IssueOnceResponse struct {
+		Issued IssueResponse
+		// Replayed: the certificate was recorded under Key by an
+		// earlier request; nothing was signed now.
+		Replayed bool
 	}
 
 	RevokeRequest struct {
@@ -165,6 +199,9 @@ type (
 		Issuers     []Issuer
 	}
 )
+
+// MaxOnceKey is the longest IssueOnceRequest.Key.
+const MaxOnceKey = 1024
 
 // Page sizes of ListCertificates.
 const (

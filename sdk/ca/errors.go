@@ -14,6 +14,9 @@ var (
 	ErrBadCSR              = errdef.New("ca.bad_csr", codes.InvalidArgument, "bad certificate signing request")
 	ErrPolicyViolation     = errdef.New("ca.policy_violation", codes.PermissionDenied, "request not allowed by the profile")
 	ErrAlreadyRevoked      = errdef.New("ca.already_revoked", codes.FailedPrecondition, "certificate already revoked")
+	// ErrAlreadyIssued: IssueOnce under a key already recorded with a
+	// certificate for another request.
+	ErrAlreadyIssued = errdef.New("ca.already_issued", codes.AlreadyExists, "a certificate is already issued under that key")
 	// ErrNotInitialized: the CA was started without a hierarchy
 	// (init = "manual") and nobody ran Initialize yet.
 	ErrNotInitialized = errdef.New("ca.not_initialized", codes.FailedPrecondition, "CA not initialized (run avon ca init)")

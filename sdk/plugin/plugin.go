@@ -62,7 +62,9 @@ const ProtocolVersion = 1
 // calls in one round trip).
 // Minor 5: host StorageApplyAudited (host.AuditedApplier: storage writes
 // and the audit event recording them in one transaction).
-const ProtocolMinor = 5
+// Minor 6: ca IssueOnce (ca.OnceIssuer: at most one certificate under a
+// caller's key, recorded in the issuance's transaction).
+const ProtocolMinor = 6
 
 // Plugin is what every plugin implements besides its kind's interface.
 type Plugin interface {

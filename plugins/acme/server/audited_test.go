@@ -130,8 +130,9 @@ func TestFinalizeAuditedOlderCore(t *testing.T) {
 }
 
 // TestFinalizeAuditedConflict: when the order changed under the
-// finalization, the audited batch fails: no certificate stored, no
-// finalize event on record, a serverInternal answer.
+// finalization (another finalization stored it first), the audited batch
+// fails: no certificate stored, no finalize event on record, an
+// orderNotReady answer.
 func TestFinalizeAuditedConflict(t *testing.T) {
 	e, _, audited := newAuditedEnv(t, false, "order/")
 	c := e.client()
@@ -141,7 +142,7 @@ func TestFinalizeAuditedConflict(t *testing.T) {
 		t.Fatalf("order after the challenges: %s", r.Body)
 	}
 	r := c.Post(acmetest.Path(t, str(o, "finalize")), finalizePayload(csr(t, ecKey(t), "", "c.audited.test")))
-	if r.Status != http.StatusInternalServerError || !strings.Contains(string(r.Body), "serverInternal") {
+	if r.Status != http.StatusForbidden || r.ProblemType() != "orderNotReady" {
 		t.Fatalf("finalize of an order changed meanwhile: %d %s", r.Status, r.Body)
 	}
 	if got := audited(); len(got) != 1 {

@@ -16,6 +16,7 @@ import (
 	"github.com/avonzt/avon/internal/pqx509"
 	"github.com/avonzt/avon/plugins/acme/jose"
 	"github.com/avonzt/avon/sdk/ca"
+	"github.com/avonzt/avon/sdk/errdef"
 	"github.com/avonzt/avon/sdk/host"
 )
 
@@ -94,8 +95,11 @@ type finalizePayload struct {
 	CSR string `json:"csr"`
 }
 
-// finalize is RFC 8555 7.4: the order goes ready -> processing by a
-// conditional put, so of concurrent finalizations exactly one issues.
+// finalize is RFC 8555 7.4. Of concurrent finalizations of an order
+// exactly one certificate is issued and one finalization succeeds (the
+// others get orderNotReady): the CA records the order's key with the
+// certificate (issueOnce), or, with an older CA, the order goes ready ->
+// processing by a conditional put before issuing.
 func (s *Server) finalize(ctx context.Context, r *request, id string) (*response, *Problem) {
 	v, p := s.verifyPOST(ctx, r, byKID)
 	if p != nil {
@@ -120,13 +124,6 @@ func (s *Server) finalize(ctx context.Context, r *request, id string) (*response
 	if p != nil {
 		return nil, p
 	}
-	o.Status = StatusProcessing
-	if ver, err = putJSON(ctx, s.deps.Storage, pfxOrder+o.ID, o, true, ver); err != nil {
-		if isConflict(err) {
-			return nil, prob(ProbOrderNotReady, "order is being finalized by another request")
-		}
-		return nil, internal("update order", err)
-	}
 	issuer := s.cfg.ClassicalIssuer
 	if strings.HasPrefix(csr.PublicKey.Algorithm, "ML-DSA") {
 		issuer = s.cfg.PQIssuer
@@ -139,7 +136,25 @@ func (s *Server) finalize(ctx context.Context, r *request, id string) (*response
 	for _, id := range o.Identifiers {
 		names = append(names, id.Value)
 	}
-	res, err := s.deps.CA.Issue(ctx, &ca.IssueRequest{CSR: der, Profile: profile, Issuer: issuer, DNSNames: names, Lifetime: lifetime})
+	req := ca.IssueRequest{CSR: der, Profile: profile, Issuer: issuer, DNSNames: names, Lifetime: lifetime}
+	res, err := s.issueOnce(ctx, o, req)
+	claimed := false
+	if errors.Is(err, ca.ErrAlreadyIssued) {
+		return nil, prob(ProbOrderNotReady, "order is being finalized by another request")
+	}
+	if err == nil && res == nil {
+		// The CA cannot issue under the order's key: claim the order
+		// (ready -> processing by a conditional put) before issuing.
+		o.Status = StatusProcessing
+		if ver, err = putJSON(ctx, s.deps.Storage, pfxOrder+o.ID, o, true, ver); err != nil {
+			if isConflict(err) {
+				return nil, prob(ProbOrderNotReady, "order is being finalized by another request")
+			}
+			return nil, internal("update order", err)
+		}
+		claimed = true
+		res, err = s.deps.CA.Issue(ctx, &req)
+	}
 	if err != nil {
 		var prb *Problem
 		if errors.Is(err, ca.ErrBadCSR) || errors.Is(err, ca.ErrPolicyViolation) {
@@ -147,10 +162,15 @@ func (s *Server) finalize(ctx context.Context, r *request, id string) (*response
 			o.Status, o.Error = StatusInvalid, prb.stored()
 		} else {
 			prb = internal("issue", err)
+			if !claimed {
+				return nil, prb // the order is as it was: the client may try again
+			}
 			o.Status = StatusReady // the client may try again
 		}
-		if _, perr := putJSON(ctx, s.deps.Storage, pfxOrder+o.ID, o, true, ver); perr != nil {
-			s.deps.Log.Error("order left processing after a failed issuance", "order", o.ID, "error", perr)
+		// Without a claim a failed check means another finalization
+		// got the order: it is theirs to update.
+		if _, perr := putJSON(ctx, s.deps.Storage, pfxOrder+o.ID, o, true, ver); perr != nil && (claimed || !isConflict(perr)) {
+			s.deps.Log.Error("order not updated after a failed issuance", "order", o.ID, "status", o.Status, "error", perr)
 		}
 		return nil, prb
 	}
@@ -182,7 +202,7 @@ func (s *Server) finalize(ctx context.Context, r *request, id string) (*response
 		}, replaced)
 		if !errors.Is(orderErr, errNoApply) {
 			if orderErr != nil {
-				return nil, internal("update order", orderErr)
+				return nil, finalizeWriteProblem(orderErr)
 			}
 			return r.finalized(o), nil
 		}
@@ -192,7 +212,7 @@ func (s *Server) finalize(ctx context.Context, r *request, id string) (*response
 	batched := s.canApply()
 	if !batched {
 		if _, err := putJSON(ctx, s.deps.Storage, pfxCert+key, c, true, 0); err != nil {
-			return nil, internal("store certificate", err)
+			return nil, finalizeWriteProblem(err)
 		}
 	}
 	_ = all(func() error {
@@ -212,12 +232,51 @@ func (s *Server) finalize(ctx context.Context, r *request, id string) (*response
 		return nil
 	}, replaced)
 	if orderErr != nil {
-		return nil, internal("update order", orderErr)
+		return nil, finalizeWriteProblem(orderErr)
 	}
 	if auditErr != nil {
 		return nil, internal("audit", auditErr)
 	}
 	return r.finalized(o), nil
+}
+
+// issueOnce issues req under the order's key when the CA can
+// (ca.OnceIssuer): of concurrent finalizations of the order the CA records
+// one certificate, in its own issuance transaction, and a finalization
+// whose answer was lost (or whose server stopped before storing it) gets
+// the same certificate again for the same CSR. Nothing is claimed in the
+// order first. It returns a nil response and a nil error when the CA
+// cannot (an older CA, or a core that cannot record the key): the caller
+// claims the order and issues as before. ca.ErrAlreadyIssued means another
+// finalization of the order, with another CSR, was issued.
+func (s *Server) issueOnce(ctx context.Context, o *Order, req ca.IssueRequest) (*ca.IssueResponse, error) {
+	oi, ok := s.deps.CA.(ca.OnceIssuer)
+	if !ok || s.noOnce.Load() {
+		return nil, nil
+	}
+	res, err := oi.IssueOnce(ctx, &ca.IssueOnceRequest{Key: onceKey(o.ID), Request: req})
+	if errors.Is(err, errdef.ErrNotImplemented) {
+		s.noOnce.Store(true)
+		s.deps.Log.Info("the CA cannot issue under an order's key (ca protocol minor 6); finalizations claim the order first")
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &res.Issued, nil
+}
+
+// onceKey is the key an order's certificate is issued under.
+func onceKey(orderID string) string { return "acme-order/" + orderID }
+
+// finalizeWriteProblem is the answer to a failed write of a finalized
+// order: a failed check means another finalization of the order stored
+// it first.
+func finalizeWriteProblem(err error) *Problem {
+	if isConflict(err) {
+		return prob(ProbOrderNotReady, "order was finalized by another request")
+	}
+	return internal("update order", err)
 }
 
 // finalized is the answer to a finalization that succeeded: the order.

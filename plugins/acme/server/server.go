@@ -159,6 +159,9 @@ type Server struct {
 	// noAudited is set once the storage answered that it cannot apply
 	// audited batches (apply.go).
 	noAudited atomic.Bool
+	// noOnce is set once the CA answered that it cannot issue under a
+	// key (ca.OnceIssuer); finalizations then claim the order first.
+	noOnce atomic.Bool
 
 	// sweep is the clean-up's position (tick.go); mu is held by the one
 	// Tick running.

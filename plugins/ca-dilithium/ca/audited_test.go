@@ -25,12 +25,18 @@ type callCounter struct {
 	*plugintest.MemHost
 	older   bool
 	puts    atomic.Int64
+	gets    atomic.Int64
 	audited atomic.Int64
 }
 
 type countedStorage struct {
 	host.Storage
 	c *callCounter
+}
+
+func (s countedStorage) Get(ctx context.Context, key string) (host.Entry, error) {
+	s.c.gets.Add(1)
+	return s.Storage.Get(ctx, key)
 }
 
 func (s countedStorage) Put(ctx context.Context, key string, v []byte, o host.PutOptions) (int64, error) {

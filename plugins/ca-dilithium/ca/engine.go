@@ -562,6 +562,29 @@ func (e *Engine) Issue(ctx context.Context, req *sdkca.IssueRequest) (*sdkca.Iss
 	if err := e.requireInit(); err != nil {
 		return nil, err
 	}
+	pr, err := e.prepare(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	return e.sign(ctx, pr, nil)
+}
+
+// prepared is an issuance request that passed the checks: what to
+// certify, by which issuer, and the trusted time being fetched.
+type prepared struct {
+	p        *Profile
+	names    Names
+	pub      pqx509.PublicKey
+	lifetime time.Duration
+	is       *issuer
+	nowc     <-chan timeResult
+}
+
+// prepare checks req against its profile and picks the issuer. The
+// trusted time (a host round trip when the reused reading is stale) is
+// asked once the cheap checks passed, in parallel with the CSR's parsing
+// and signature check; sign reads it.
+func (e *Engine) prepare(ctx context.Context, req *sdkca.IssueRequest) (*prepared, error) {
 	p, ok := e.profiles[req.Profile]
 	if !ok {
 		return nil, fmt.Errorf("profile %q (known: %s): %w", req.Profile, strings.Join(e.profileNames(), ", "), sdkca.ErrUnknownProfile)
@@ -581,9 +604,6 @@ func (e *Engine) Issue(ctx context.Context, req *sdkca.IssueRequest) (*sdkca.Iss
 		}
 		names.URIs = append(names.URIs, u)
 	}
-	// The trusted time is a host round trip: asked once the cheap checks
-	// passed, in parallel with the CSR's parsing and signature check, and
-	// read once the request is checked (a refused request discards it).
 	nowc := make(chan timeResult, 1)
 	go func() {
 		t, err := e.trustedNow(ctx)
@@ -629,17 +649,25 @@ func (e *Engine) Issue(ctx context.Context, req *sdkca.IssueRequest) (*sdkca.Iss
 	if err != nil {
 		return nil, err
 	}
-	tr := <-nowc
+	return &prepared{p: p, names: names, pub: pub, lifetime: lifetime, is: is, nowc: nowc}, nil
+}
+
+// sign issues what prepare checked and records it (under o's key when o
+// is not nil). With o, a key another request recorded meanwhile ends in
+// errOnceTaken: this certificate is then neither stored nor returned.
+func (e *Engine) sign(ctx context.Context, pr *prepared, o *once) (*sdkca.IssueResponse, error) {
+	tr := <-pr.nowc
 	if tr.err != nil {
 		return nil, tr.err
 	}
+	p, names, is := pr.p, pr.names, pr.is
 	now := tr.t
-	notAfter := now.Add(lifetime)
+	notAfter := now.Add(pr.lifetime)
 	if notAfter.After(is.cert.NotAfter) {
 		notAfter = is.cert.NotAfter // never outlive the issuer
 	}
 	rec := Record{Issuer: is.rec.Name, Profile: p.Name, Subject: names.CommonName,
-		SANs: sanStrings(names), KeyAlg: pub.Algorithm, NotBefore: now.Add(-time.Minute), NotAfter: notAfter, IssuedAt: now}
+		SANs: sanStrings(names), KeyAlg: pr.pub.Algorithm, NotBefore: now.Add(-time.Minute), NotAfter: notAfter, IssuedAt: now}
 	// One store write per certificate: sign under a fresh random serial,
 	// then store it create-only. A taken serial (a 2^-127 event, or a
 	// broken generator) means drawing another and signing again; a serial
@@ -658,7 +686,7 @@ func (e *Engine) Issue(ctx context.Context, req *sdkca.IssueRequest) (*sdkca.Iss
 		}
 		serial, _ := new(big.Int).SetString(sn, 16)
 		t := &pqx509.Template{SerialNumber: serial, Subject: pkix.Name{CommonName: names.CommonName}, NotBefore: rec.NotBefore, NotAfter: notAfter,
-			PublicKey: pub, KeyUsage: p.KeyUsage, ExtKeyUsage: p.ExtKeyUsage, BasicConstraintsValid: true,
+			PublicKey: pr.pub, KeyUsage: p.KeyUsage, ExtKeyUsage: p.ExtKeyUsage, BasicConstraintsValid: true,
 			DNSNames: names.DNS, IPAddresses: names.IPs, URIs: names.URIs, EmailAddresses: names.Emails}
 		if e.cfg.CRLURL != "" {
 			t.CRLDistributionPoints = []string{e.cfg.CRLURL}
@@ -673,7 +701,11 @@ func (e *Engine) Issue(ctx context.Context, req *sdkca.IssueRequest) (*sdkca.Iss
 		b, _ := json.Marshal(rec)
 		ev := host.Event{Action: "ca.issue", Target: "cert/" + sn, Outcome: "success",
 			Fields: map[string]string{"profile": p.Name, "issuer": is.rec.Name, "subject": names.CommonName}}
-		err = e.storeIssued(ctx, certPrefix+sn, b, ev)
+		if o != nil {
+			err = e.storeIssuedOnce(ctx, certPrefix+sn, b, ev, o)
+		} else {
+			err = e.storeIssued(ctx, certPrefix+sn, b, ev)
+		}
 		if errors.Is(err, host.ErrVersionConflict) {
 			continue
 		}

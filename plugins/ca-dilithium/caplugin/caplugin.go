@@ -211,6 +211,15 @@ func (p *Plugin) Issue(ctx context.Context, req *sdkca.IssueRequest) (*sdkca.Iss
 	return e.Issue(ctx, req)
 }
 
+// IssueOnce implements sdkca.OnceIssuer.
+func (p *Plugin) IssueOnce(ctx context.Context, req *sdkca.IssueOnceRequest) (*sdkca.IssueOnceResponse, error) {
+	e, err := p.ready()
+	if err != nil {
+		return nil, err
+	}
+	return e.IssueOnce(ctx, req)
+}
+
 // Revoke implements sdkca.CA.
 func (p *Plugin) Revoke(ctx context.Context, req *sdkca.RevokeRequest) (*sdkca.RevokeResponse, error) {
 	e, err := p.ready()
@@ -297,4 +306,5 @@ var (
 	_ sdkca.CertificateLister = (*Plugin)(nil)
 	_ sdkca.Rotator           = (*Plugin)(nil)
 	_ sdkca.Initializer       = (*Plugin)(nil)
+	_ sdkca.OnceIssuer        = (*Plugin)(nil)
 )

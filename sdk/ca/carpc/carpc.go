@@ -1,6 +1,6 @@
 // Package carpc is the gRPC shim of the ca plugin kind: Client turns a
 // connection into a ca.CA (and the optional ca.OCSPResponder,
-// ca.CertificateLister, ca.Rotator and ca.Initializer: a plugin without one
+// ca.CertificateLister, ca.Rotator, ca.Initializer and ca.OnceIssuer: a plugin without one
 // answers errdef.ErrNotImplemented), Server serves one. Errors
 // cross in-band (sdk/errdef). The shim only translates.
 package carpc
@@ -39,18 +39,50 @@ type Client struct{ c cav1.CAClient }
 // NewClient returns a client over cc.
 func NewClient(cc grpc.ClientConnInterface) *Client { return &Client{c: cav1.NewCAClient(cc)} }
 
-func (c *Client) Issue(ctx context.Context, r *ca.IssueRequest) (*ca.IssueResponse, error) {
+func issueToProto(r *ca.IssueRequest) *cav1.IssueRequest {
 	p := &cav1.IssueRequest{Csr: r.CSR, PublicKey: r.PublicKey, PublicKeyAlgorithm: r.PublicKeyAlgorithm, Profile: r.Profile,
 		Issuer: r.Issuer, CommonName: r.CommonName, DnsNames: r.DNSNames, IpAddresses: r.IPAddresses, Uris: r.URIs}
 	if r.Lifetime != 0 {
 		p.Lifetime = durationpb.New(r.Lifetime)
 	}
-	resp, err := c.c.Issue(ctx, p)
+	return p
+}
+
+func issueFromProto(p *cav1.IssueRequest) ca.IssueRequest {
+	return ca.IssueRequest{CSR: p.GetCsr(), PublicKey: p.GetPublicKey(), PublicKeyAlgorithm: p.GetPublicKeyAlgorithm(),
+		Profile: p.GetProfile(), Issuer: p.GetIssuer(), CommonName: p.GetCommonName(), DNSNames: p.GetDnsNames(),
+		IPAddresses: p.GetIpAddresses(), URIs: p.GetUris(), Lifetime: p.GetLifetime().AsDuration()}
+}
+
+func issuedFromProto(p *cav1.IssueResponse) ca.IssueResponse {
+	return ca.IssueResponse{Certificate: p.GetCertificate(), Chain: p.GetChain(), Serial: p.GetSerial(),
+		NotBefore: fromTS(p.GetNotBefore()), NotAfter: fromTS(p.GetNotAfter())}
+}
+
+func issuedToProto(r *ca.IssueResponse) *cav1.IssueResponse {
+	return &cav1.IssueResponse{Certificate: r.Certificate, Chain: r.Chain, Serial: r.Serial, NotBefore: ts(r.NotBefore), NotAfter: ts(r.NotAfter)}
+}
+
+func (c *Client) Issue(ctx context.Context, r *ca.IssueRequest) (*ca.IssueResponse, error) {
+	resp, err := c.c.Issue(ctx, issueToProto(r))
 	if err != nil {
 		return nil, errdef.FromStatus(err)
 	}
-	return &ca.IssueResponse{Certificate: resp.GetCertificate(), Chain: resp.GetChain(), Serial: resp.GetSerial(),
-		NotBefore: fromTS(resp.GetNotBefore()), NotAfter: fromTS(resp.GetNotAfter())}, nil
+	out := issuedFromProto(resp)
+	return &out, nil
+}
+
+// IssueOnce implements ca.OnceIssuer; a plugin (or a core in between)
+// without it answers errdef.ErrNotImplemented, having issued nothing.
+func (c *Client) IssueOnce(ctx context.Context, r *ca.IssueOnceRequest) (*ca.IssueOnceResponse, error) {
+	resp, err := c.c.IssueOnce(ctx, &cav1.IssueOnceRequest{Key: r.Key, Request: issueToProto(&r.Request)})
+	if err != nil {
+		return nil, errdef.FromStatus(err)
+	}
+	if resp.GetIssued() == nil {
+		return nil, fmt.Errorf("issue once: the CA answered without a certificate: %w", errdef.ErrInternal)
+	}
+	return &ca.IssueOnceResponse{Issued: issuedFromProto(resp.GetIssued()), Replayed: resp.GetReplayed()}, nil
 }
 
 func (c *Client) Revoke(ctx context.Context, r *ca.RevokeRequest) (*ca.RevokeResponse, error) {
@@ -181,17 +213,31 @@ func Capabilities(impl ca.CA) []string {
 	if _, ok := impl.(ca.Initializer); ok {
 		out = append(out, "ca.initializer")
 	}
+	if _, ok := impl.(ca.OnceIssuer); ok {
+		out = append(out, "ca.once_issuer")
+	}
 	return out
 }
 
 func (s *Server) Issue(ctx context.Context, p *cav1.IssueRequest) (*cav1.IssueResponse, error) {
-	r, err := s.impl.Issue(ctx, &ca.IssueRequest{CSR: p.GetCsr(), PublicKey: p.GetPublicKey(), PublicKeyAlgorithm: p.GetPublicKeyAlgorithm(),
-		Profile: p.GetProfile(), Issuer: p.GetIssuer(), CommonName: p.GetCommonName(), DNSNames: p.GetDnsNames(),
-		IPAddresses: p.GetIpAddresses(), URIs: p.GetUris(), Lifetime: p.GetLifetime().AsDuration()})
+	req := issueFromProto(p)
+	r, err := s.impl.Issue(ctx, &req)
 	if err != nil {
 		return nil, errdef.ToStatus(err)
 	}
-	return &cav1.IssueResponse{Certificate: r.Certificate, Chain: r.Chain, Serial: r.Serial, NotBefore: ts(r.NotBefore), NotAfter: ts(r.NotAfter)}, nil
+	return issuedToProto(r), nil
+}
+
+func (s *Server) IssueOnce(ctx context.Context, p *cav1.IssueOnceRequest) (*cav1.IssueOnceResponse, error) {
+	o, ok := s.impl.(ca.OnceIssuer)
+	if !ok {
+		return nil, errdef.ToStatus(fmt.Errorf("issue once: %w", errdef.ErrNotImplemented))
+	}
+	r, err := o.IssueOnce(ctx, &ca.IssueOnceRequest{Key: p.GetKey(), Request: issueFromProto(p.GetRequest())})
+	if err != nil {
+		return nil, errdef.ToStatus(err)
+	}
+	return &cav1.IssueOnceResponse{Issued: issuedToProto(&r.Issued), Replayed: r.Replayed}, nil
 }
 
 func (s *Server) Revoke(ctx context.Context, p *cav1.RevokeRequest) (*cav1.RevokeResponse, error) {
@@ -295,4 +341,5 @@ var (
 	_ ca.CertificateLister = (*Client)(nil)
 	_ ca.Rotator           = (*Client)(nil)
 	_ ca.Initializer       = (*Client)(nil)
+	_ ca.OnceIssuer        = (*Client)(nil)
 )

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -52,6 +53,15 @@ func (fullCA) Initialize(context.Context, *ca.InitializeRequest) (*ca.Initialize
 	return nil, ca.ErrAlreadyInitialized
 }
 
+func (fullCA) IssueOnce(_ context.Context, r *ca.IssueOnceRequest) (*ca.IssueOnceResponse, error) {
+	if r.Key == "taken" {
+		return nil, ca.ErrAlreadyIssued
+	}
+	// The answer carries what arrived, to check nothing was lost.
+	return &ca.IssueOnceResponse{Replayed: r.Key == "again", Issued: ca.IssueResponse{Serial: r.Key, Certificate: r.Request.CSR,
+		Chain: [][]byte{[]byte(r.Request.Profile), []byte(r.Request.DNSNames[0]), []byte(r.Request.Lifetime.String())}}}, nil
+}
+
 func serve(t *testing.T, register func(*grpc.Server)) *Client {
 	t.Helper()
 	ln := bufconn.Listen(1 << 20)
@@ -92,6 +102,9 @@ func TestCapabilitiesAcrossTheShim(t *testing.T) {
 			if _, err := c.Initialize(ctx, &ca.InitializeRequest{}); !errors.Is(err, errdef.ErrNotImplemented) {
 				t.Fatalf("init: %v", err)
 			}
+			if _, err := c.IssueOnce(ctx, &ca.IssueOnceRequest{Key: "k", Request: ca.IssueRequest{CSR: []byte("csr")}}); !errors.Is(err, errdef.ErrNotImplemented) {
+				t.Fatalf("issue once: %v", err)
+			}
 		})
 	}
 	c := serve(t, func(s *grpc.Server) { Register(s, fullCA{}) })
@@ -119,7 +132,16 @@ func TestCapabilitiesAcrossTheShim(t *testing.T) {
 	if got := fmt.Sprintf("%s %s", is.Issuers[0].Chain, is.Issuers[0].AlternateChains); got != "[issuing] [[cross-a] [cross-b bridge]]" {
 		t.Fatalf("chains across the shim: %s", got)
 	}
-	if got := Capabilities(fullCA{}); len(got) != 3 {
+	o, err := c.IssueOnce(ctx, &ca.IssueOnceRequest{Key: "again", Request: ca.IssueRequest{CSR: []byte("csr"), Profile: "server",
+		DNSNames: []string{"a.test"}, Lifetime: time.Hour}})
+	if err != nil || !o.Replayed || o.Issued.Serial != "again" || string(o.Issued.Certificate) != "csr" ||
+		fmt.Sprintf("%s", o.Issued.Chain) != "[server a.test 1h0m0s]" {
+		t.Fatalf("issue once: %+v %v", o, err)
+	}
+	if _, err := c.IssueOnce(ctx, &ca.IssueOnceRequest{Key: "taken", Request: ca.IssueRequest{CSR: []byte("csr")}}); !errors.Is(err, ca.ErrAlreadyIssued) {
+		t.Fatalf("issue once under a taken key: %v", err)
+	}
+	if got := Capabilities(fullCA{}); len(got) != 4 {
 		t.Fatalf("capabilities %v", got)
 	}
 }

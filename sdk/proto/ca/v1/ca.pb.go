@@ -218,6 +218,110 @@ func (x *IssueResponse) GetNotAfter() *timestamppb.Timestamp {
 	return nil
 }
 
+type IssueOnceRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Key           string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	Request       *IssueRequest          `protobuf:"bytes,2,opt,name=request,proto3" json:"request,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IssueOnceRequest) Reset() {
+	*x = IssueOnceRequest{}
+	mi := &file_ca_v1_ca_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IssueOnceRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IssueOnceRequest) ProtoMessage() {}
+
+func (x *IssueOnceRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ca_v1_ca_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IssueOnceRequest.ProtoReflect.Descriptor instead.
+func (*IssueOnceRequest) Descriptor() ([]byte, []int) {
+	return file_ca_v1_ca_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *IssueOnceRequest) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *IssueOnceRequest) GetRequest() *IssueRequest {
+	if x != nil {
+		return x.Request
+	}
+	return nil
+}
+
+type IssueOnceResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Issued        *IssueResponse         `protobuf:"bytes,1,opt,name=issued,proto3" json:"issued,omitempty"`
+	Replayed      bool                   `protobuf:"varint,2,opt,name=replayed,proto3" json:"replayed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IssueOnceResponse) Reset() {
+	*x = IssueOnceResponse{}
+	mi := &file_ca_v1_ca_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IssueOnceResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IssueOnceResponse) ProtoMessage() {}
+
+func (x *IssueOnceResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ca_v1_ca_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IssueOnceResponse.ProtoReflect.Descriptor instead.
+func (*IssueOnceResponse) Descriptor() ([]byte, []int) {
+	return file_ca_v1_ca_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *IssueOnceResponse) GetIssued() *IssueResponse {
+	if x != nil {
+		return x.Issued
+	}
+	return nil
+}
+
+func (x *IssueOnceResponse) GetReplayed() bool {
+	if x != nil {
+		return x.Replayed
+	}
+	return false
+}
+
 type RevokeRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Serial        string                 `protobuf:"bytes,1,opt,name=serial,proto3" json:"serial,omitempty"`
@@ -229,7 +333,7 @@ type RevokeRequest struct {
 
 func (x *RevokeRequest) Reset() {
 	*x = RevokeRequest{}
-	mi := &file_ca_v1_ca_proto_msgTypes[2]
+	mi := &file_ca_v1_ca_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -241,7 +345,7 @@ func (x *RevokeRequest) String() string {
 func (*RevokeRequest) ProtoMessage() {}
 
 func (x *RevokeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ca_v1_ca_proto_msgTypes[2]
+	mi := &file_ca_v1_ca_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -254,7 +358,7 @@ func (x *RevokeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeRequest.ProtoReflect.Descriptor instead.
 func (*RevokeRequest) Descriptor() ([]byte, []int) {
-	return file_ca_v1_ca_proto_rawDescGZIP(), []int{2}
+	return file_ca_v1_ca_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *RevokeRequest) GetSerial() string {
@@ -286,7 +390,7 @@ type RevokeResponse struct {
 
 func (x *RevokeResponse) Reset() {
 	*x = RevokeResponse{}
-	mi := &file_ca_v1_ca_proto_msgTypes[3]
+	mi := &file_ca_v1_ca_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -298,7 +402,7 @@ func (x *RevokeResponse) String() string {
 func (*RevokeResponse) ProtoMessage() {}
 
 func (x *RevokeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ca_v1_ca_proto_msgTypes[3]
+	mi := &file_ca_v1_ca_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -311,7 +415,7 @@ func (x *RevokeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeResponse.ProtoReflect.Descriptor instead.
 func (*RevokeResponse) Descriptor() ([]byte, []int) {
-	return file_ca_v1_ca_proto_rawDescGZIP(), []int{3}
+	return file_ca_v1_ca_proto_rawDescGZIP(), []int{5}
 }
 
 type GetCertificateRequest struct {
@@ -323,7 +427,7 @@ type GetCertificateRequest struct {
 
 func (x *GetCertificateRequest) Reset() {
 	*x = GetCertificateRequest{}
-	mi := &file_ca_v1_ca_proto_msgTypes[4]
+	mi := &file_ca_v1_ca_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -335,7 +439,7 @@ func (x *GetCertificateRequest) String() string {
 func (*GetCertificateRequest) ProtoMessage() {}
 
 func (x *GetCertificateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ca_v1_ca_proto_msgTypes[4]
+	mi := &file_ca_v1_ca_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -348,7 +452,7 @@ func (x *GetCertificateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCertificateRequest.ProtoReflect.Descriptor instead.
 func (*GetCertificateRequest) Descriptor() ([]byte, []int) {
-	return file_ca_v1_ca_proto_rawDescGZIP(), []int{4}
+	return file_ca_v1_ca_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *GetCertificateRequest) GetSerial() string {
@@ -370,7 +474,7 @@ type GetCertificateResponse struct {
 
 func (x *GetCertificateResponse) Reset() {
 	*x = GetCertificateResponse{}
-	mi := &file_ca_v1_ca_proto_msgTypes[5]
+	mi := &file_ca_v1_ca_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -382,7 +486,7 @@ func (x *GetCertificateResponse) String() string {
 func (*GetCertificateResponse) ProtoMessage() {}
 
 func (x *GetCertificateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ca_v1_ca_proto_msgTypes[5]
+	mi := &file_ca_v1_ca_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -395,7 +499,7 @@ func (x *GetCertificateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCertificateResponse.ProtoReflect.Descriptor instead.
 func (*GetCertificateResponse) Descriptor() ([]byte, []int) {
-	return file_ca_v1_ca_proto_rawDescGZIP(), []int{5}
+	return file_ca_v1_ca_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *GetCertificateResponse) GetCertificate() []byte {
@@ -434,7 +538,7 @@ type ListIssuersRequest struct {
 
 func (x *ListIssuersRequest) Reset() {
 	*x = ListIssuersRequest{}
-	mi := &file_ca_v1_ca_proto_msgTypes[6]
+	mi := &file_ca_v1_ca_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -446,7 +550,7 @@ func (x *ListIssuersRequest) String() string {
 func (*ListIssuersRequest) ProtoMessage() {}
 
 func (x *ListIssuersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ca_v1_ca_proto_msgTypes[6]
+	mi := &file_ca_v1_ca_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -459,7 +563,7 @@ func (x *ListIssuersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListIssuersRequest.ProtoReflect.Descriptor instead.
 func (*ListIssuersRequest) Descriptor() ([]byte, []int) {
-	return file_ca_v1_ca_proto_rawDescGZIP(), []int{6}
+	return file_ca_v1_ca_proto_rawDescGZIP(), []int{8}
 }
 
 type Issuer struct {
@@ -483,7 +587,7 @@ type Issuer struct {
 
 func (x *Issuer) Reset() {
 	*x = Issuer{}
-	mi := &file_ca_v1_ca_proto_msgTypes[7]
+	mi := &file_ca_v1_ca_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -495,7 +599,7 @@ func (x *Issuer) String() string {
 func (*Issuer) ProtoMessage() {}
 
 func (x *Issuer) ProtoReflect() protoreflect.Message {
-	mi := &file_ca_v1_ca_proto_msgTypes[7]
+	mi := &file_ca_v1_ca_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -508,7 +612,7 @@ func (x *Issuer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Issuer.ProtoReflect.Descriptor instead.
 func (*Issuer) Descriptor() ([]byte, []int) {
-	return file_ca_v1_ca_proto_rawDescGZIP(), []int{7}
+	return file_ca_v1_ca_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Issuer) GetName() string {
@@ -591,7 +695,7 @@ type Chain struct {
 
 func (x *Chain) Reset() {
 	*x = Chain{}
-	mi := &file_ca_v1_ca_proto_msgTypes[8]
+	mi := &file_ca_v1_ca_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -603,7 +707,7 @@ func (x *Chain) String() string {
 func (*Chain) ProtoMessage() {}
 
 func (x *Chain) ProtoReflect() protoreflect.Message {
-	mi := &file_ca_v1_ca_proto_msgTypes[8]
+	mi := &file_ca_v1_ca_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -616,7 +720,7 @@ func (x *Chain) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Chain.ProtoReflect.Descriptor instead.
 func (*Chain) Descriptor() ([]byte, []int) {
-	return file_ca_v1_ca_proto_rawDescGZIP(), []int{8}
+	return file_ca_v1_ca_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Chain) GetCertificates() [][]byte {
@@ -635,7 +739,7 @@ type ListIssuersResponse struct {
 
 func (x *ListIssuersResponse) Reset() {
 	*x = ListIssuersResponse{}
-	mi := &file_ca_v1_ca_proto_msgTypes[9]
+	mi := &file_ca_v1_ca_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -647,7 +751,7 @@ func (x *ListIssuersResponse) String() string {
 func (*ListIssuersResponse) ProtoMessage() {}
 
 func (x *ListIssuersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ca_v1_ca_proto_msgTypes[9]
+	mi := &file_ca_v1_ca_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -660,7 +764,7 @@ func (x *ListIssuersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListIssuersResponse.ProtoReflect.Descriptor instead.
 func (*ListIssuersResponse) Descriptor() ([]byte, []int) {
-	return file_ca_v1_ca_proto_rawDescGZIP(), []int{9}
+	return file_ca_v1_ca_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ListIssuersResponse) GetIssuers() []*Issuer {
@@ -679,7 +783,7 @@ type CRLRequest struct {
 
 func (x *CRLRequest) Reset() {
 	*x = CRLRequest{}
-	mi := &file_ca_v1_ca_proto_msgTypes[10]
+	mi := &file_ca_v1_ca_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -691,7 +795,7 @@ func (x *CRLRequest) String() string {
 func (*CRLRequest) ProtoMessage() {}
 
 func (x *CRLRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ca_v1_ca_proto_msgTypes[10]
+	mi := &file_ca_v1_ca_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -704,7 +808,7 @@ func (x *CRLRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CRLRequest.ProtoReflect.Descriptor instead.
 func (*CRLRequest) Descriptor() ([]byte, []int) {
-	return file_ca_v1_ca_proto_rawDescGZIP(), []int{10}
+	return file_ca_v1_ca_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *CRLRequest) GetIssuer() string {
@@ -725,7 +829,7 @@ type CRLResponse struct {
 
 func (x *CRLResponse) Reset() {
 	*x = CRLResponse{}
-	mi := &file_ca_v1_ca_proto_msgTypes[11]
+	mi := &file_ca_v1_ca_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -737,7 +841,7 @@ func (x *CRLResponse) String() string {
 func (*CRLResponse) ProtoMessage() {}
 
 func (x *CRLResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ca_v1_ca_proto_msgTypes[11]
+	mi := &file_ca_v1_ca_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -750,7 +854,7 @@ func (x *CRLResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CRLResponse.ProtoReflect.Descriptor instead.
 func (*CRLResponse) Descriptor() ([]byte, []int) {
-	return file_ca_v1_ca_proto_rawDescGZIP(), []int{11}
+	return file_ca_v1_ca_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *CRLResponse) GetCrl() []byte {
@@ -783,7 +887,7 @@ type OCSPRequest struct {
 
 func (x *OCSPRequest) Reset() {
 	*x = OCSPRequest{}
-	mi := &file_ca_v1_ca_proto_msgTypes[12]
+	mi := &file_ca_v1_ca_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -795,7 +899,7 @@ func (x *OCSPRequest) String() string {
 func (*OCSPRequest) ProtoMessage() {}
 
 func (x *OCSPRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ca_v1_ca_proto_msgTypes[12]
+	mi := &file_ca_v1_ca_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -808,7 +912,7 @@ func (x *OCSPRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OCSPRequest.ProtoReflect.Descriptor instead.
 func (*OCSPRequest) Descriptor() ([]byte, []int) {
-	return file_ca_v1_ca_proto_rawDescGZIP(), []int{12}
+	return file_ca_v1_ca_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *OCSPRequest) GetRequest() []byte {
@@ -827,7 +931,7 @@ type OCSPResponse struct {
 
 func (x *OCSPResponse) Reset() {
 	*x = OCSPResponse{}
-	mi := &file_ca_v1_ca_proto_msgTypes[13]
+	mi := &file_ca_v1_ca_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -839,7 +943,7 @@ func (x *OCSPResponse) String() string {
 func (*OCSPResponse) ProtoMessage() {}
 
 func (x *OCSPResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ca_v1_ca_proto_msgTypes[13]
+	mi := &file_ca_v1_ca_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -852,7 +956,7 @@ func (x *OCSPResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OCSPResponse.ProtoReflect.Descriptor instead.
 func (*OCSPResponse) Descriptor() ([]byte, []int) {
-	return file_ca_v1_ca_proto_rawDescGZIP(), []int{13}
+	return file_ca_v1_ca_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *OCSPResponse) GetResponse() []byte {
@@ -875,7 +979,7 @@ type ListCertificatesRequest struct {
 
 func (x *ListCertificatesRequest) Reset() {
 	*x = ListCertificatesRequest{}
-	mi := &file_ca_v1_ca_proto_msgTypes[14]
+	mi := &file_ca_v1_ca_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -887,7 +991,7 @@ func (x *ListCertificatesRequest) String() string {
 func (*ListCertificatesRequest) ProtoMessage() {}
 
 func (x *ListCertificatesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ca_v1_ca_proto_msgTypes[14]
+	mi := &file_ca_v1_ca_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -900,7 +1004,7 @@ func (x *ListCertificatesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCertificatesRequest.ProtoReflect.Descriptor instead.
 func (*ListCertificatesRequest) Descriptor() ([]byte, []int) {
-	return file_ca_v1_ca_proto_rawDescGZIP(), []int{14}
+	return file_ca_v1_ca_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ListCertificatesRequest) GetAfter() string {
@@ -956,7 +1060,7 @@ type CertificateInfo struct {
 
 func (x *CertificateInfo) Reset() {
 	*x = CertificateInfo{}
-	mi := &file_ca_v1_ca_proto_msgTypes[15]
+	mi := &file_ca_v1_ca_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -968,7 +1072,7 @@ func (x *CertificateInfo) String() string {
 func (*CertificateInfo) ProtoMessage() {}
 
 func (x *CertificateInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_ca_v1_ca_proto_msgTypes[15]
+	mi := &file_ca_v1_ca_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -981,7 +1085,7 @@ func (x *CertificateInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CertificateInfo.ProtoReflect.Descriptor instead.
 func (*CertificateInfo) Descriptor() ([]byte, []int) {
-	return file_ca_v1_ca_proto_rawDescGZIP(), []int{15}
+	return file_ca_v1_ca_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *CertificateInfo) GetSerial() string {
@@ -1064,7 +1168,7 @@ type ListCertificatesResponse struct {
 
 func (x *ListCertificatesResponse) Reset() {
 	*x = ListCertificatesResponse{}
-	mi := &file_ca_v1_ca_proto_msgTypes[16]
+	mi := &file_ca_v1_ca_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1076,7 +1180,7 @@ func (x *ListCertificatesResponse) String() string {
 func (*ListCertificatesResponse) ProtoMessage() {}
 
 func (x *ListCertificatesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ca_v1_ca_proto_msgTypes[16]
+	mi := &file_ca_v1_ca_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1089,7 +1193,7 @@ func (x *ListCertificatesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCertificatesResponse.ProtoReflect.Descriptor instead.
 func (*ListCertificatesResponse) Descriptor() ([]byte, []int) {
-	return file_ca_v1_ca_proto_rawDescGZIP(), []int{16}
+	return file_ca_v1_ca_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ListCertificatesResponse) GetCertificates() []*CertificateInfo {
@@ -1117,7 +1221,7 @@ type RotateRequest struct {
 
 func (x *RotateRequest) Reset() {
 	*x = RotateRequest{}
-	mi := &file_ca_v1_ca_proto_msgTypes[17]
+	mi := &file_ca_v1_ca_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1129,7 +1233,7 @@ func (x *RotateRequest) String() string {
 func (*RotateRequest) ProtoMessage() {}
 
 func (x *RotateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ca_v1_ca_proto_msgTypes[17]
+	mi := &file_ca_v1_ca_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1142,7 +1246,7 @@ func (x *RotateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateRequest.ProtoReflect.Descriptor instead.
 func (*RotateRequest) Descriptor() ([]byte, []int) {
-	return file_ca_v1_ca_proto_rawDescGZIP(), []int{17}
+	return file_ca_v1_ca_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *RotateRequest) GetIssuer() string {
@@ -1181,7 +1285,7 @@ type RotateResponse struct {
 
 func (x *RotateResponse) Reset() {
 	*x = RotateResponse{}
-	mi := &file_ca_v1_ca_proto_msgTypes[18]
+	mi := &file_ca_v1_ca_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1193,7 +1297,7 @@ func (x *RotateResponse) String() string {
 func (*RotateResponse) ProtoMessage() {}
 
 func (x *RotateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ca_v1_ca_proto_msgTypes[18]
+	mi := &file_ca_v1_ca_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1206,7 +1310,7 @@ func (x *RotateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateResponse.ProtoReflect.Descriptor instead.
 func (*RotateResponse) Descriptor() ([]byte, []int) {
-	return file_ca_v1_ca_proto_rawDescGZIP(), []int{18}
+	return file_ca_v1_ca_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *RotateResponse) GetIssuer() string {
@@ -1267,7 +1371,7 @@ type InitializeRequest struct {
 
 func (x *InitializeRequest) Reset() {
 	*x = InitializeRequest{}
-	mi := &file_ca_v1_ca_proto_msgTypes[19]
+	mi := &file_ca_v1_ca_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1279,7 +1383,7 @@ func (x *InitializeRequest) String() string {
 func (*InitializeRequest) ProtoMessage() {}
 
 func (x *InitializeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ca_v1_ca_proto_msgTypes[19]
+	mi := &file_ca_v1_ca_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1292,7 +1396,7 @@ func (x *InitializeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InitializeRequest.ProtoReflect.Descriptor instead.
 func (*InitializeRequest) Descriptor() ([]byte, []int) {
-	return file_ca_v1_ca_proto_rawDescGZIP(), []int{19}
+	return file_ca_v1_ca_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *InitializeRequest) GetKms() string {
@@ -1314,7 +1418,7 @@ type InitializeResponse struct {
 
 func (x *InitializeResponse) Reset() {
 	*x = InitializeResponse{}
-	mi := &file_ca_v1_ca_proto_msgTypes[20]
+	mi := &file_ca_v1_ca_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1326,7 +1430,7 @@ func (x *InitializeResponse) String() string {
 func (*InitializeResponse) ProtoMessage() {}
 
 func (x *InitializeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ca_v1_ca_proto_msgTypes[20]
+	mi := &file_ca_v1_ca_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1339,7 +1443,7 @@ func (x *InitializeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InitializeResponse.ProtoReflect.Descriptor instead.
 func (*InitializeResponse) Descriptor() ([]byte, []int) {
-	return file_ca_v1_ca_proto_rawDescGZIP(), []int{20}
+	return file_ca_v1_ca_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *InitializeResponse) GetRoot() []byte {
@@ -1396,7 +1500,13 @@ const file_ca_v1_ca_proto_rawDesc = "" +
 	"\x06serial\x18\x03 \x01(\tR\x06serial\x129\n" +
 	"\n" +
 	"not_before\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tnotBefore\x127\n" +
-	"\tnot_after\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\bnotAfter\"o\n" +
+	"\tnot_after\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\bnotAfter\"X\n" +
+	"\x10IssueOnceRequest\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x122\n" +
+	"\arequest\x18\x02 \x01(\v2\x18.avon.ca.v1.IssueRequestR\arequest\"b\n" +
+	"\x11IssueOnceResponse\x121\n" +
+	"\x06issued\x18\x01 \x01(\v2\x19.avon.ca.v1.IssueResponseR\x06issued\x12\x1a\n" +
+	"\breplayed\x18\x02 \x01(\bR\breplayed\"o\n" +
 	"\rRevokeRequest\x12\x16\n" +
 	"\x06serial\x18\x01 \x01(\tR\x06serial\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\x05R\x06reason\x12.\n" +
@@ -1486,7 +1596,7 @@ const file_ca_v1_ca_proto_rawDesc = "" +
 	"\vroot_sha256\x18\x02 \x01(\tR\n" +
 	"rootSha256\x12!\n" +
 	"\froot_subject\x18\x03 \x01(\tR\vrootSubject\x12,\n" +
-	"\aissuers\x18\x04 \x03(\v2\x12.avon.ca.v1.IssuerR\aissuers2\x99\x05\n" +
+	"\aissuers\x18\x04 \x03(\v2\x12.avon.ca.v1.IssuerR\aissuers2\xe3\x05\n" +
 	"\x02CA\x12<\n" +
 	"\x05Issue\x12\x18.avon.ca.v1.IssueRequest\x1a\x19.avon.ca.v1.IssueResponse\x12?\n" +
 	"\x06Revoke\x12\x19.avon.ca.v1.RevokeRequest\x1a\x1a.avon.ca.v1.RevokeResponse\x12W\n" +
@@ -1497,7 +1607,8 @@ const file_ca_v1_ca_proto_rawDesc = "" +
 	"\x10ListCertificates\x12#.avon.ca.v1.ListCertificatesRequest\x1a$.avon.ca.v1.ListCertificatesResponse\x12E\n" +
 	"\fRotateIssuer\x12\x19.avon.ca.v1.RotateRequest\x1a\x1a.avon.ca.v1.RotateResponse\x12K\n" +
 	"\n" +
-	"Initialize\x12\x1d.avon.ca.v1.InitializeRequest\x1a\x1e.avon.ca.v1.InitializeResponseB-Z+github.com/avonzt/avon/sdk/proto/ca/v1;cav1b\x06proto3"
+	"Initialize\x12\x1d.avon.ca.v1.InitializeRequest\x1a\x1e.avon.ca.v1.InitializeResponse\x12H\n" +
+	"\tIssueOnce\x12\x1c.avon.ca.v1.IssueOnceRequest\x1a\x1d.avon.ca.v1.IssueOnceResponseB-Z+github.com/avonzt/avon/sdk/proto/ca/v1;cav1b\x06proto3"
 
 var (
 	file_ca_v1_ca_proto_rawDescOnce sync.Once
@@ -1511,71 +1622,77 @@ func file_ca_v1_ca_proto_rawDescGZIP() []byte {
 	return file_ca_v1_ca_proto_rawDescData
 }
 
-var file_ca_v1_ca_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
+var file_ca_v1_ca_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_ca_v1_ca_proto_goTypes = []any{
 	(*IssueRequest)(nil),             // 0: avon.ca.v1.IssueRequest
 	(*IssueResponse)(nil),            // 1: avon.ca.v1.IssueResponse
-	(*RevokeRequest)(nil),            // 2: avon.ca.v1.RevokeRequest
-	(*RevokeResponse)(nil),           // 3: avon.ca.v1.RevokeResponse
-	(*GetCertificateRequest)(nil),    // 4: avon.ca.v1.GetCertificateRequest
-	(*GetCertificateResponse)(nil),   // 5: avon.ca.v1.GetCertificateResponse
-	(*ListIssuersRequest)(nil),       // 6: avon.ca.v1.ListIssuersRequest
-	(*Issuer)(nil),                   // 7: avon.ca.v1.Issuer
-	(*Chain)(nil),                    // 8: avon.ca.v1.Chain
-	(*ListIssuersResponse)(nil),      // 9: avon.ca.v1.ListIssuersResponse
-	(*CRLRequest)(nil),               // 10: avon.ca.v1.CRLRequest
-	(*CRLResponse)(nil),              // 11: avon.ca.v1.CRLResponse
-	(*OCSPRequest)(nil),              // 12: avon.ca.v1.OCSPRequest
-	(*OCSPResponse)(nil),             // 13: avon.ca.v1.OCSPResponse
-	(*ListCertificatesRequest)(nil),  // 14: avon.ca.v1.ListCertificatesRequest
-	(*CertificateInfo)(nil),          // 15: avon.ca.v1.CertificateInfo
-	(*ListCertificatesResponse)(nil), // 16: avon.ca.v1.ListCertificatesResponse
-	(*RotateRequest)(nil),            // 17: avon.ca.v1.RotateRequest
-	(*RotateResponse)(nil),           // 18: avon.ca.v1.RotateResponse
-	(*InitializeRequest)(nil),        // 19: avon.ca.v1.InitializeRequest
-	(*InitializeResponse)(nil),       // 20: avon.ca.v1.InitializeResponse
-	(*durationpb.Duration)(nil),      // 21: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),    // 22: google.protobuf.Timestamp
+	(*IssueOnceRequest)(nil),         // 2: avon.ca.v1.IssueOnceRequest
+	(*IssueOnceResponse)(nil),        // 3: avon.ca.v1.IssueOnceResponse
+	(*RevokeRequest)(nil),            // 4: avon.ca.v1.RevokeRequest
+	(*RevokeResponse)(nil),           // 5: avon.ca.v1.RevokeResponse
+	(*GetCertificateRequest)(nil),    // 6: avon.ca.v1.GetCertificateRequest
+	(*GetCertificateResponse)(nil),   // 7: avon.ca.v1.GetCertificateResponse
+	(*ListIssuersRequest)(nil),       // 8: avon.ca.v1.ListIssuersRequest
+	(*Issuer)(nil),                   // 9: avon.ca.v1.Issuer
+	(*Chain)(nil),                    // 10: avon.ca.v1.Chain
+	(*ListIssuersResponse)(nil),      // 11: avon.ca.v1.ListIssuersResponse
+	(*CRLRequest)(nil),               // 12: avon.ca.v1.CRLRequest
+	(*CRLResponse)(nil),              // 13: avon.ca.v1.CRLResponse
+	(*OCSPRequest)(nil),              // 14: avon.ca.v1.OCSPRequest
+	(*OCSPResponse)(nil),             // 15: avon.ca.v1.OCSPResponse
+	(*ListCertificatesRequest)(nil),  // 16: avon.ca.v1.ListCertificatesRequest
+	(*CertificateInfo)(nil),          // 17: avon.ca.v1.CertificateInfo
+	(*ListCertificatesResponse)(nil), // 18: avon.ca.v1.ListCertificatesResponse
+	(*RotateRequest)(nil),            // 19: avon.ca.v1.RotateRequest
+	(*RotateResponse)(nil),           // 20: avon.ca.v1.RotateResponse
+	(*InitializeRequest)(nil),        // 21: avon.ca.v1.InitializeRequest
+	(*InitializeResponse)(nil),       // 22: avon.ca.v1.InitializeResponse
+	(*durationpb.Duration)(nil),      // 23: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),    // 24: google.protobuf.Timestamp
 }
 var file_ca_v1_ca_proto_depIdxs = []int32{
-	21, // 0: avon.ca.v1.IssueRequest.lifetime:type_name -> google.protobuf.Duration
-	22, // 1: avon.ca.v1.IssueResponse.not_before:type_name -> google.protobuf.Timestamp
-	22, // 2: avon.ca.v1.IssueResponse.not_after:type_name -> google.protobuf.Timestamp
-	22, // 3: avon.ca.v1.RevokeRequest.time:type_name -> google.protobuf.Timestamp
-	22, // 4: avon.ca.v1.GetCertificateResponse.revoked_at:type_name -> google.protobuf.Timestamp
-	8,  // 5: avon.ca.v1.Issuer.alternate_chains:type_name -> avon.ca.v1.Chain
-	7,  // 6: avon.ca.v1.ListIssuersResponse.issuers:type_name -> avon.ca.v1.Issuer
-	22, // 7: avon.ca.v1.CRLResponse.this_update:type_name -> google.protobuf.Timestamp
-	22, // 8: avon.ca.v1.CRLResponse.next_update:type_name -> google.protobuf.Timestamp
-	22, // 9: avon.ca.v1.CertificateInfo.not_before:type_name -> google.protobuf.Timestamp
-	22, // 10: avon.ca.v1.CertificateInfo.not_after:type_name -> google.protobuf.Timestamp
-	22, // 11: avon.ca.v1.CertificateInfo.revoked_at:type_name -> google.protobuf.Timestamp
-	15, // 12: avon.ca.v1.ListCertificatesResponse.certificates:type_name -> avon.ca.v1.CertificateInfo
-	22, // 13: avon.ca.v1.RotateResponse.not_after:type_name -> google.protobuf.Timestamp
-	7,  // 14: avon.ca.v1.InitializeResponse.issuers:type_name -> avon.ca.v1.Issuer
-	0,  // 15: avon.ca.v1.CA.Issue:input_type -> avon.ca.v1.IssueRequest
-	2,  // 16: avon.ca.v1.CA.Revoke:input_type -> avon.ca.v1.RevokeRequest
-	4,  // 17: avon.ca.v1.CA.GetCertificate:input_type -> avon.ca.v1.GetCertificateRequest
-	6,  // 18: avon.ca.v1.CA.ListIssuers:input_type -> avon.ca.v1.ListIssuersRequest
-	10, // 19: avon.ca.v1.CA.CRL:input_type -> avon.ca.v1.CRLRequest
-	12, // 20: avon.ca.v1.CA.RespondOCSP:input_type -> avon.ca.v1.OCSPRequest
-	14, // 21: avon.ca.v1.CA.ListCertificates:input_type -> avon.ca.v1.ListCertificatesRequest
-	17, // 22: avon.ca.v1.CA.RotateIssuer:input_type -> avon.ca.v1.RotateRequest
-	19, // 23: avon.ca.v1.CA.Initialize:input_type -> avon.ca.v1.InitializeRequest
-	1,  // 24: avon.ca.v1.CA.Issue:output_type -> avon.ca.v1.IssueResponse
-	3,  // 25: avon.ca.v1.CA.Revoke:output_type -> avon.ca.v1.RevokeResponse
-	5,  // 26: avon.ca.v1.CA.GetCertificate:output_type -> avon.ca.v1.GetCertificateResponse
-	9,  // 27: avon.ca.v1.CA.ListIssuers:output_type -> avon.ca.v1.ListIssuersResponse
-	11, // 28: avon.ca.v1.CA.CRL:output_type -> avon.ca.v1.CRLResponse
-	13, // 29: avon.ca.v1.CA.RespondOCSP:output_type -> avon.ca.v1.OCSPResponse
-	16, // 30: avon.ca.v1.CA.ListCertificates:output_type -> avon.ca.v1.ListCertificatesResponse
-	18, // 31: avon.ca.v1.CA.RotateIssuer:output_type -> avon.ca.v1.RotateResponse
-	20, // 32: avon.ca.v1.CA.Initialize:output_type -> avon.ca.v1.InitializeResponse
-	24, // [24:33] is the sub-list for method output_type
-	15, // [15:24] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	23, // 0: avon.ca.v1.IssueRequest.lifetime:type_name -> google.protobuf.Duration
+	24, // 1: avon.ca.v1.IssueResponse.not_before:type_name -> google.protobuf.Timestamp
+	24, // 2: avon.ca.v1.IssueResponse.not_after:type_name -> google.protobuf.Timestamp
+	0,  // 3: avon.ca.v1.IssueOnceRequest.request:type_name -> avon.ca.v1.IssueRequest
+	1,  // 4: avon.ca.v1.IssueOnceResponse.issued:type_name -> avon.ca.v1.IssueResponse
+	24, // 5: avon.ca.v1.RevokeRequest.time:type_name -> google.protobuf.Timestamp
+	24, // 6: avon.ca.v1.GetCertificateResponse.revoked_at:type_name -> google.protobuf.Timestamp
+	10, // 7: avon.ca.v1.Issuer.alternate_chains:type_name -> avon.ca.v1.Chain
+	9,  // 8: avon.ca.v1.ListIssuersResponse.issuers:type_name -> avon.ca.v1.Issuer
+	24, // 9: avon.ca.v1.CRLResponse.this_update:type_name -> google.protobuf.Timestamp
+	24, // 10: avon.ca.v1.CRLResponse.next_update:type_name -> google.protobuf.Timestamp
+	24, // 11: avon.ca.v1.CertificateInfo.not_before:type_name -> google.protobuf.Timestamp
+	24, // 12: avon.ca.v1.CertificateInfo.not_after:type_name -> google.protobuf.Timestamp
+	24, // 13: avon.ca.v1.CertificateInfo.revoked_at:type_name -> google.protobuf.Timestamp
+	17, // 14: avon.ca.v1.ListCertificatesResponse.certificates:type_name -> avon.ca.v1.CertificateInfo
+	24, // 15: avon.ca.v1.RotateResponse.not_after:type_name -> google.protobuf.Timestamp
+	9,  // 16: avon.ca.v1.InitializeResponse.issuers:type_name -> avon.ca.v1.Issuer
+	0,  // 17: avon.ca.v1.CA.Issue:input_type -> avon.ca.v1.IssueRequest
+	4,  // 18: avon.ca.v1.CA.Revoke:input_type -> avon.ca.v1.RevokeRequest
+	6,  // 19: avon.ca.v1.CA.GetCertificate:input_type -> avon.ca.v1.GetCertificateRequest
+	8,  // 20: avon.ca.v1.CA.ListIssuers:input_type -> avon.ca.v1.ListIssuersRequest
+	12, // 21: avon.ca.v1.CA.CRL:input_type -> avon.ca.v1.CRLRequest
+	14, // 22: avon.ca.v1.CA.RespondOCSP:input_type -> avon.ca.v1.OCSPRequest
+	16, // 23: avon.ca.v1.CA.ListCertificates:input_type -> avon.ca.v1.ListCertificatesRequest
+	19, // 24: avon.ca.v1.CA.RotateIssuer:input_type -> avon.ca.v1.RotateRequest
+	21, // 25: avon.ca.v1.CA.Initialize:input_type -> avon.ca.v1.InitializeRequest
+	2,  // 26: avon.ca.v1.CA.IssueOnce:input_type -> avon.ca.v1.IssueOnceRequest
+	1,  // 27: avon.ca.v1.CA.Issue:output_type -> avon.ca.v1.IssueResponse
+	5,  // 28: avon.ca.v1.CA.Revoke:output_type -> avon.ca.v1.RevokeResponse
+	7,  // 29: avon.ca.v1.CA.GetCertificate:output_type -> avon.ca.v1.GetCertificateResponse
+	11, // 30: avon.ca.v1.CA.ListIssuers:output_type -> avon.ca.v1.ListIssuersResponse
+	13, // 31: avon.ca.v1.CA.CRL:output_type -> avon.ca.v1.CRLResponse
+	15, // 32: avon.ca.v1.CA.RespondOCSP:output_type -> avon.ca.v1.OCSPResponse
+	18, // 33: avon.ca.v1.CA.ListCertificates:output_type -> avon.ca.v1.ListCertificatesResponse
+	20, // 34: avon.ca.v1.CA.RotateIssuer:output_type -> avon.ca.v1.RotateResponse
+	22, // 35: avon.ca.v1.CA.Initialize:output_type -> avon.ca.v1.InitializeResponse
+	3,  // 36: avon.ca.v1.CA.IssueOnce:output_type -> avon.ca.v1.IssueOnceResponse
+	27, // [27:37] is the sub-list for method output_type
+	17, // [17:27] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_ca_v1_ca_proto_init() }
@@ -1589,7 +1706,7 @@ func file_ca_v1_ca_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ca_v1_ca_proto_rawDesc), len(file_ca_v1_ca_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   21,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -31,6 +31,7 @@ const (
 	CA_ListCertificates_FullMethodName = "/avon.ca.v1.CA/ListCertificates"
 	CA_RotateIssuer_FullMethodName     = "/avon.ca.v1.CA/RotateIssuer"
 	CA_Initialize_FullMethodName       = "/avon.ca.v1.CA/Initialize"
+	CA_IssueOnce_FullMethodName        = "/avon.ca.v1.CA/IssueOnce"
 )
 
 // CAClient is the client API for CA service.
@@ -51,6 +52,11 @@ type CAClient interface {
 	// Optional capability (minor 1): create the hierarchy of a CA started
 	// without one.
 	Initialize(ctx context.Context, in *InitializeRequest, opts ...grpc.CallOption) (*InitializeResponse, error)
+	// Optional capability (minor 6): Issue recorded under a caller's key, at
+	// most one certificate per key. A separate RPC rather than a field of
+	// IssueRequest, so that an older core or plugin answers Unimplemented
+	// instead of issuing without recording the key.
+	IssueOnce(ctx context.Context, in *IssueOnceRequest, opts ...grpc.CallOption) (*IssueOnceResponse, error)
 }
 
 type cAClient struct {
@@ -151,6 +157,16 @@ func (c *cAClient) Initialize(ctx context.Context, in *InitializeRequest, opts .
 	return out, nil
 }
 
+func (c *cAClient) IssueOnce(ctx context.Context, in *IssueOnceRequest, opts ...grpc.CallOption) (*IssueOnceResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(IssueOnceResponse)
+	err := c.cc.Invoke(ctx, CA_IssueOnce_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // CAServer is the server API for CA service.
 // All implementations must embed UnimplementedCAServer
 // for forward compatibility.
@@ -169,6 +185,11 @@ type CAServer interface {
 	// Optional capability (minor 1): create the hierarchy of a CA started
 	// without one.
 	Initialize(context.Context, *InitializeRequest) (*InitializeResponse, error)
+	// Optional capability (minor 6): Issue recorded under a caller's key, at
+	// most one certificate per key. A separate RPC rather than a field of
+	// IssueRequest, so that an older core or plugin answers Unimplemented
+	// instead of issuing without recording the key.
+	IssueOnce(context.Context, *IssueOnceRequest) (*IssueOnceResponse, error)
 	mustEmbedUnimplementedCAServer()
 }
 
@@ -205,6 +226,9 @@ func (UnimplementedCAServer) RotateIssuer(context.Context, *RotateRequest) (*Rot
 }
 func (UnimplementedCAServer) Initialize(context.Context, *InitializeRequest) (*InitializeResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Initialize not implemented")
+}
+func (UnimplementedCAServer) IssueOnce(context.Context, *IssueOnceRequest) (*IssueOnceResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method IssueOnce not implemented")
 }
 func (UnimplementedCAServer) mustEmbedUnimplementedCAServer() {}
 func (UnimplementedCAServer) testEmbeddedByValue()            {}
@@ -389,6 +413,24 @@ func _CA_Initialize_Handler(srv interface{}, ctx context.Context, dec func(inter
 	return interceptor(ctx, in, info, handler)
 }
 
+func _CA_IssueOnce_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(IssueOnceRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CAServer).IssueOnce(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CA_IssueOnce_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CAServer).IssueOnce(ctx, req.(*IssueOnceRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // CA_ServiceDesc is the grpc.ServiceDesc for CA service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -431,6 +473,10 @@ var CA_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Initialize",
 			Handler:    _CA_Initialize_Handler,
+		},
+		{
+			MethodName: "IssueOnce",
+			Handler:    _CA_IssueOnce_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
