@@ -99,7 +99,9 @@ type job struct {
 }
 
 // New validates cfg and builds a gateway over dev and bind, which it owns
-// from now on (Close closes them). Nothing runs until Start or Run.
+// from now on (Close closes them). Nothing runs until Start or Run. The
+// bind's Send must keep none of its buffers once it returns: the gateway
+// reuses them (bufpool.go).
 func New(cfg Config, dev tun.Device, bind conn.Bind) (*Gateway, error) {
 	cfg, err := cfg.withDefaults()
 	if err != nil {

@@ -46,7 +46,9 @@ type PeerVerifier interface {
 	// at now, the leaf is an agent certificate with an ML-DSA-65 key, and
 	// the leaf is not revoked. Errors wrap ErrCertificate (and ErrExpired),
 	// ErrRevoked or ErrStatusUnavailable. It must be safe for concurrent use
-	// and must not keep chain.
+	// and must not keep chain; the Peer it returns must not alias chain
+	// either (HandleFinish clears and reuses the buffer chain lies in once
+	// it returns).
 	VerifyChain(chain [][]byte, now time.Time) (Peer, error)
 }
 

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/avonzt/avon/plugins/acme/acmetest"
+	"github.com/avonzt/avon/sdk/ca"
 	"github.com/avonzt/avon/sdk/errdef"
 	"github.com/avonzt/avon/sdk/host"
 )
@@ -131,8 +132,9 @@ func TestFinalizeAuditedOlderCore(t *testing.T) {
 
 // TestFinalizeAuditedConflict: when the order changed under the
 // finalization (another finalization stored it first), the audited batch
-// fails: no certificate stored, no finalize event on record, an
-// orderNotReady answer.
+// fails: no certificate stored in the acme store, an orderNotReady
+// answer, and the certificate the CA recorded under the order's key,
+// which nobody holds, revoked (superseded) with the failure audited.
 func TestFinalizeAuditedConflict(t *testing.T) {
 	e, _, audited := newAuditedEnv(t, false, "order/")
 	c := e.client()
@@ -152,7 +154,25 @@ func TestFinalizeAuditedConflict(t *testing.T) {
 	if err != nil || len(certs) != 0 {
 		t.Fatalf("%d certificates stored by a failed finalization: %v", len(certs), err)
 	}
-	if n := finalizeEvents(e.host); n != 0 {
-		t.Fatalf("%d finalize events for a failed finalization", n)
+	// The CA recorded a certificate under the order's key before the
+	// order turned out changed: nobody holds it, so it is revoked and the
+	// failure audited.
+	var failed []host.Event
+	for _, ev := range e.host.Events() {
+		if ev.Action == "acme.order.finalize" {
+			failed = append(failed, ev)
+		}
+	}
+	if len(failed) != 1 || failed[0].Outcome != "failure" || failed[0].Fields["serial"] == "" {
+		t.Fatalf("finalize events for a failed finalization: %+v", failed)
+	}
+	l := e.ca.(ca.CertificateLister)
+	rv, err := l.ListCertificates(context.Background(), &ca.ListCertificatesRequest{Status: ca.StatusRevoked, Limit: ca.MaxListLimit})
+	if err != nil || len(rv.Certificates) != 1 || rv.Certificates[0].Serial != failed[0].Fields["serial"] || rv.Certificates[0].Reason != 4 {
+		t.Fatalf("revoked certificates after the failed finalization: %+v (%v)", rv, err)
+	}
+	good, err := l.ListCertificates(context.Background(), &ca.ListCertificatesRequest{Status: ca.StatusGood, Limit: ca.MaxListLimit})
+	if err != nil || len(good.Certificates) != 0 {
+		t.Fatalf("good certificates after the failed finalization: %+v (%v)", good, err)
 	}
 }

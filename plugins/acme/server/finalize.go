@@ -137,7 +137,7 @@ func (s *Server) finalize(ctx context.Context, r *request, id string) (*response
 		names = append(names, id.Value)
 	}
 	req := ca.IssueRequest{CSR: der, Profile: profile, Issuer: issuer, DNSNames: names, Lifetime: lifetime}
-	res, err := s.issueOnce(ctx, o, req)
+	res, fresh, err := s.issueOnce(ctx, o, req)
 	claimed := false
 	if errors.Is(err, ca.ErrAlreadyIssued) {
 		return nil, prob(ProbOrderNotReady, "order is being finalized by another request")
@@ -159,6 +159,13 @@ func (s *Server) finalize(ctx context.Context, r *request, id string) (*response
 		var prb *Problem
 		if errors.Is(err, ca.ErrBadCSR) || errors.Is(err, ca.ErrPolicyViolation) {
 			prb = prob(ProbBadCSR, "the CA refused the CSR: %v", err)
+			if !claimed {
+				// Nothing is held: another finalization of the order may
+				// be issuing right now, and writing the order invalid
+				// would orphan its certificate. The order stays ready
+				// (as after the plugin's own CSR checks).
+				return nil, prb
+			}
 			o.Status, o.Error = StatusInvalid, prb.stored()
 		} else {
 			prb = internal("issue", err)
@@ -202,7 +209,7 @@ func (s *Server) finalize(ctx context.Context, r *request, id string) (*response
 		}, replaced)
 		if !errors.Is(orderErr, errNoApply) {
 			if orderErr != nil {
-				return nil, finalizeWriteProblem(orderErr)
+				return s.finalizeLost(ctx, r, o.ID, c, fresh, orderErr)
 			}
 			return r.finalized(o), nil
 		}
@@ -211,7 +218,9 @@ func (s *Server) finalize(ctx context.Context, r *request, id string) (*response
 	}
 	batched := s.canApply()
 	if !batched {
-		if _, err := putJSON(ctx, s.deps.Storage, pfxCert+key, c, true, 0); err != nil {
+		// A replayed certificate may be stored already, by the attempt
+		// whose order write was lost: its serial is the CA's, ours.
+		if _, err := putJSON(ctx, s.deps.Storage, pfxCert+key, c, true, 0); err != nil && (fresh || !isConflict(err)) {
 			return nil, finalizeWriteProblem(err)
 		}
 	}
@@ -232,13 +241,49 @@ func (s *Server) finalize(ctx context.Context, r *request, id string) (*response
 		return nil
 	}, replaced)
 	if orderErr != nil {
-		return nil, finalizeWriteProblem(orderErr)
+		return s.finalizeLost(ctx, r, o.ID, c, fresh, orderErr)
 	}
 	if auditErr != nil {
 		return nil, internal("audit", auditErr)
 	}
 	return r.finalized(o), nil
 }
+
+// finalizeLost answers a finalization whose final write failed. Only a
+// failed check (the order changed since it was read) needs more than an
+// error: when the order now names this certificate, a concurrent
+// finalization with the same CSR stored it (the CA replayed the
+// certificate to it), and this one is answered orderNotReady like any
+// finalization of an order finalized already. Otherwise the order went
+// elsewhere meanwhile (another finalization on a replica
+// that claims orders, the expiry sweep, ...). A certificate the CA signed
+// and recorded for this request (fresh) is then held by nobody: it is
+// revoked (superseded) and the failure audited, so no valid certificate
+// is left that no order names. A replayed certificate is left alone: it
+// belongs to the request that recorded it first.
+func (s *Server) finalizeLost(ctx context.Context, r *request, orderID string, c *Cert, fresh bool, err error) (*response, *Problem) {
+	if !isConflict(err) {
+		return nil, internal("update order", err)
+	}
+	var now Order
+	_, gerr := s.getJSON(ctx, r, pfxOrder+orderID, &now)
+	delivered := gerr == nil && now.Status == StatusValid && now.CertSerial == normSerial(c.Serial)
+	if fresh && !delivered {
+		outcome, detail := "failure", "order changed while its certificate was issued; certificate revoked (superseded)"
+		if _, rerr := s.deps.CA.Revoke(ctx, &ca.RevokeRequest{Serial: c.Serial, Reason: reasonSuperseded, Time: r.now}); rerr != nil && !errors.Is(rerr, ca.ErrAlreadyRevoked) {
+			detail = "order changed while its certificate was issued; revoking the certificate failed: " + rerr.Error()
+			s.deps.Log.Error("certificate issued for an order that changed meanwhile is not revoked", "order", orderID, "serial", c.Serial, "error", rerr)
+		}
+		if aerr := s.deps.Audit(ctx, host.Event{Action: "acme.order.finalize", Target: "order/" + orderID, Outcome: outcome,
+			Actor: "account/" + c.AccountID, Fields: map[string]string{"serial": c.Serial, "detail": detail}}); aerr != nil {
+			s.deps.Log.Error("finalization failure not audited", "order", orderID, "serial", c.Serial, "error", aerr)
+		}
+	}
+	return nil, prob(ProbOrderNotReady, "order was finalized or changed by another request")
+}
+
+// reasonSuperseded is RFC 5280's CRLReason superseded.
+const reasonSuperseded = 4
 
 // issueOnce issues req under the order's key when the CA can
 // (ca.OnceIssuer): of concurrent finalizations of the order the CA records
@@ -249,21 +294,21 @@ func (s *Server) finalize(ctx context.Context, r *request, id string) (*response
 // cannot (an older CA, or a core that cannot record the key): the caller
 // claims the order and issues as before. ca.ErrAlreadyIssued means another
 // finalization of the order, with another CSR, was issued.
-func (s *Server) issueOnce(ctx context.Context, o *Order, req ca.IssueRequest) (*ca.IssueResponse, error) {
+func (s *Server) issueOnce(ctx context.Context, o *Order, req ca.IssueRequest) (res *ca.IssueResponse, fresh bool, err error) {
 	oi, ok := s.deps.CA.(ca.OnceIssuer)
 	if !ok || s.noOnce.Load() {
-		return nil, nil
+		return nil, false, nil
 	}
-	res, err := oi.IssueOnce(ctx, &ca.IssueOnceRequest{Key: onceKey(o.ID), Request: req})
+	ores, err := oi.IssueOnce(ctx, &ca.IssueOnceRequest{Key: onceKey(o.ID), Request: req})
 	if errors.Is(err, errdef.ErrNotImplemented) {
 		s.noOnce.Store(true)
-		s.deps.Log.Info("the CA cannot issue under an order's key (ca protocol minor 6); finalizations claim the order first")
-		return nil, nil
+		s.deps.Log.Warn("the CA cannot issue under an order's key (ca protocol minor 6); finalizations claim the order first", "error", err)
+		return nil, false, nil
 	}
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
-	return &res.Issued, nil
+	return &ores.Issued, !ores.Replayed, nil
 }
 
 // onceKey is the key an order's certificate is issued under.

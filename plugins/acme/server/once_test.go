@@ -179,3 +179,46 @@ func TestFinalizeConcurrentCSRs(t *testing.T) {
 		t.Fatalf("order after the race: %s (the winner got %s)", r.Body, cert)
 	}
 }
+
+// TestFinalizeRefusedLeavesOrderReady: a CSR the CA refuses is badCSR and
+// leaves the order ready: nothing holds the order during an issuance
+// under its key, so writing it invalid could orphan the certificate of a
+// concurrent finalization. The order can then be finalized.
+func TestFinalizeRefusedLeavesOrderReady(t *testing.T) {
+	real := acmetest.StartCA(t)
+	refusing := true
+	var mu sync.Mutex
+	e := newEnv(t, switchCA{CA: real, refuse: func() bool { mu.Lock(); defer mu.Unlock(); return refusing }}, nil)
+	c := e.client()
+	path, o := e.newOrder(c, "refuse.once.test")
+	e.solve(c, o, server.ChallengeHTTP01)
+	fin := acmetest.Path(t, str(o, "finalize"))
+	r := c.Post(fin, finalizePayload(csr(t, ecKey(t), "", "refuse.once.test")))
+	if r.Status != http.StatusBadRequest || r.ProblemType() != "badCSR" {
+		t.Fatalf("finalize refused by the CA: %d %s", r.Status, r.Body)
+	}
+	if r := c.Post(path, nil); str(r.JSON, "status") != "ready" {
+		t.Fatalf("order after a refused finalization: %s", r.Body)
+	}
+	mu.Lock()
+	refusing = false
+	mu.Unlock()
+	if r := c.Post(fin, finalizePayload(csr(t, ecKey(t), "", "refuse.once.test"))); r.Status != http.StatusOK || str(r.JSON, "status") != "valid" {
+		t.Fatalf("finalize after the refusal: %d %s", r.Status, r.Body)
+	}
+}
+
+// switchCA is the real CA whose IssueOnce refuses every CSR as the CA's
+// own checks may refuse what the acme plugin let through (a profile's
+// key policy, say), while refuse says so.
+type switchCA struct {
+	ca.CA
+	refuse func() bool
+}
+
+func (c switchCA) IssueOnce(ctx context.Context, r *ca.IssueOnceRequest) (*ca.IssueOnceResponse, error) {
+	if c.refuse() {
+		return nil, fmt.Errorf("test: key policy: %w", ca.ErrBadCSR)
+	}
+	return c.CA.(ca.OnceIssuer).IssueOnce(ctx, r)
+}

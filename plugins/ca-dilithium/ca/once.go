@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	sdkca "github.com/avonzt/avon/sdk/ca"
@@ -65,6 +66,22 @@ type once struct {
 // errOnceTaken: the create-only write found the key recorded; nothing was
 // stored.
 var errOnceTaken = errors.New("issue once: the key is recorded")
+
+// errOnceUnsupported is the one ErrNotImplemented IssueOnce answers: the
+// core cannot record the key with the issuance (no audited batches), so
+// the caller should claim its own way and call Issue. Any other
+// ErrNotImplemented met while issuing (a KMS or host call) is an internal
+// error of this issuance, not a reason for the caller to stop asking.
+var errOnceUnsupported = fmt.Errorf("issue once: the core cannot record the key with the issuance (host protocol minor 5): %w", errdef.ErrNotImplemented)
+
+// onceErr maps an error of an issuance under a key: only
+// errOnceUnsupported stays ErrNotImplemented.
+func onceErr(err error) error {
+	if errors.Is(err, errdef.ErrNotImplemented) && !errors.Is(err, errOnceUnsupported) {
+		return fmt.Errorf("issue once: %v: %w", err, errdef.ErrInternal)
+	}
+	return err
+}
 
 func onceStorageKey(key string) string {
 	h := sha256.Sum256([]byte(key))
@@ -134,7 +151,7 @@ func (e *Engine) IssueOnce(ctx context.Context, req *sdkca.IssueOnceRequest) (*s
 		return nil, fmt.Errorf("issue once: a key of %d bytes (want 1 to %d of UTF-8): %w", len(req.Key), sdkca.MaxOnceKey, errdef.ErrInvalidArgument)
 	}
 	if !e.onceCapable() {
-		return nil, fmt.Errorf("issue once: the core cannot record the key with the issuance (host protocol minor 5): %w", errdef.ErrNotImplemented)
+		return nil, errOnceUnsupported
 	}
 	if err := e.requireInit(); err != nil {
 		return nil, err
@@ -142,7 +159,7 @@ func (e *Engine) IssueOnce(ctx context.Context, req *sdkca.IssueOnceRequest) (*s
 	o := &once{key: onceStorageKey(req.Key), digest: requestDigest(&req.Request), caller: req.Key}
 	pr, err := e.prepare(ctx, &req.Request)
 	if err != nil {
-		return nil, err
+		return nil, onceErr(err)
 	}
 	res, err := e.sign(ctx, pr, o)
 	if errors.Is(err, errOnceTaken) {
@@ -156,20 +173,32 @@ func (e *Engine) IssueOnce(ctx context.Context, req *sdkca.IssueOnceRequest) (*s
 		return e.replay(ctx, rd.rec, o)
 	}
 	if err != nil {
-		return nil, err
+		return nil, onceErr(err)
 	}
 	return &sdkca.IssueOnceResponse{Issued: *res}, nil
 }
 
 // replay answers a request under a recorded key: the recorded certificate
-// for the same request, sdkca.ErrAlreadyIssued for another.
+// for the same request while it is good and unexpired,
+// sdkca.ErrAlreadyIssued for another request or for a certificate revoked
+// or expired meanwhile (a retry must not hand it out again).
 func (e *Engine) replay(ctx context.Context, r onceRecord, o *once) (*sdkca.IssueOnceResponse, error) {
 	if r.Request != o.digest {
 		return nil, fmt.Errorf("issue once: certificate %s was issued under that key for another request: %w", r.Serial, sdkca.ErrAlreadyIssued)
 	}
 	rec, _, err := e.getRecord(ctx, r.Serial)
 	if err != nil {
-		return nil, fmt.Errorf("issue once: the certificate recorded under the key: %w", err)
+		return nil, onceErr(fmt.Errorf("issue once: the certificate recorded under the key: %w", err))
+	}
+	if rec.Status != string(sdkca.StatusGood) {
+		return nil, fmt.Errorf("issue once: certificate %s recorded under that key is %s: %w", rec.Serial, rec.Status, sdkca.ErrAlreadyIssued)
+	}
+	now, err := e.trustedNow(ctx)
+	if err != nil {
+		return nil, onceErr(err)
+	}
+	if !now.Before(rec.NotAfter) {
+		return nil, fmt.Errorf("issue once: certificate %s recorded under that key expired at %s: %w", rec.Serial, rec.NotAfter.UTC().Format(time.RFC3339), sdkca.ErrAlreadyIssued)
 	}
 	e.mu.RLock()
 	is, ok := e.issuers[rec.Issuer]
@@ -188,7 +217,7 @@ func (e *Engine) replay(ctx context.Context, r onceRecord, o *once) (*sdkca.Issu
 func (e *Engine) storeIssuedOnce(ctx context.Context, key string, b []byte, ev host.Event, o *once) error {
 	aa, ok := e.st.(host.AuditedApplier)
 	if !ok || e.audit == nil || e.noAudited.Load() {
-		return fmt.Errorf("issue once: %w", errdef.ErrNotImplemented)
+		return errOnceUnsupported
 	}
 	ob, _ := json.Marshal(onceRecord{Serial: strings.TrimPrefix(key, certPrefix), Request: o.digest})
 	ev.Fields["once"] = o.caller
@@ -203,7 +232,7 @@ func (e *Engine) storeIssuedOnce(ctx context.Context, key string, b []byte, ev h
 		return err // the serial: nothing stored, nothing recorded
 	case errors.Is(err, errdef.ErrNotImplemented):
 		e.noAudited.Store(true) // an older core: Issue writes separately from now on
-		return fmt.Errorf("issue once: %w", err)
+		return fmt.Errorf("%w (%v)", errOnceUnsupported, err)
 	}
 	return fmt.Errorf("store certificate %s with its key and audit event: %w", ev.Target, err)
 }

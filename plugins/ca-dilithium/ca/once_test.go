@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -269,5 +270,61 @@ func TestIssueOnceConcurrent(t *testing.T) {
 		if r.which != winner && !errors.Is(r.err, sdkca.ErrAlreadyIssued) {
 			t.Fatalf("a request for the other CSR: %+v %v", r.r, r.err)
 		}
+	}
+}
+
+// TestIssueOnceReplayOnlyGood: the same request under a recorded key gets
+// its certificate again only while it is good and unexpired: once revoked
+// (say, by a caller that found nobody holding it) or expired, a retry gets
+// ErrAlreadyIssued and nothing is issued.
+func TestIssueOnceReplayOnlyGood(t *testing.T) {
+	s := newSetup(t, Config{}, "kms-soft")
+	e := onceEngine(t, s, nil)
+	req := agentRequest(t, "r")
+	first, err := e.IssueOnce(bg, &sdkca.IssueOnceRequest{Key: "order/r", Request: req})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.Revoke(bg, &sdkca.RevokeRequest{Serial: first.Issued.Serial, Reason: 4, Time: s.now}); err != nil {
+		t.Fatal(err)
+	}
+	certs := s.certCount(t)
+	if r, err := e.IssueOnce(bg, &sdkca.IssueOnceRequest{Key: "order/r", Request: req}); !errors.Is(err, sdkca.ErrAlreadyIssued) {
+		t.Fatalf("the same request after a revocation: replayed %v (%v)", r != nil && r.Replayed, err)
+	}
+	req = agentRequest(t, "x")
+	second, err := e.IssueOnce(bg, &sdkca.IssueOnceRequest{Key: "order/x", Request: req})
+	if err != nil {
+		t.Fatal(err)
+	}
+	saved := s.now
+	s.now = second.Issued.NotAfter
+	r, err := e.IssueOnce(bg, &sdkca.IssueOnceRequest{Key: "order/x", Request: req})
+	s.now = saved
+	if !errors.Is(err, sdkca.ErrAlreadyIssued) {
+		t.Fatalf("the same request once its certificate expired: replayed %v (%v)", r != nil && r.Replayed, err)
+	}
+	if n := s.certCount(t) - certs; n != 1 {
+		t.Fatalf("%d certificates recorded, want the one of order/x", n)
+	}
+}
+
+// TestOnceErr: of the ErrNotImplemented an issuance under a key may meet,
+// only "the core cannot record the key" reaches the caller as such (it
+// makes the caller claim its own way from then on); any other (a KMS or
+// host call) is an internal error of this issuance.
+func TestOnceErr(t *testing.T) {
+	if err := onceErr(errOnceUnsupported); !errors.Is(err, errdef.ErrNotImplemented) {
+		t.Fatalf("unsupported: %v", err)
+	}
+	if err := onceErr(fmt.Errorf("%w (older core)", errOnceUnsupported)); !errors.Is(err, errdef.ErrNotImplemented) {
+		t.Fatalf("unsupported, wrapped: %v", err)
+	}
+	err := onceErr(fmt.Errorf("kms sign: %w", errdef.ErrNotImplemented))
+	if errors.Is(err, errdef.ErrNotImplemented) || !errors.Is(err, errdef.ErrInternal) {
+		t.Fatalf("a KMS's ErrNotImplemented: %v", err)
+	}
+	if err := onceErr(sdkca.ErrBadCSR); !errors.Is(err, sdkca.ErrBadCSR) {
+		t.Fatalf("other errors unchanged: %v", err)
 	}
 }
