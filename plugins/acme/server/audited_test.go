@@ -2,10 +2,12 @@ package server_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/avonzt/avon/plugins/acme/acmetest"
@@ -25,6 +27,11 @@ type auditedStorage struct {
 	mu         *sync.Mutex
 	oldAudited bool
 	bump       string // key prefix whose op is rewritten first
+	// bumps, when not nil, is how many batches more get the rewrite (the
+	// rest none); bumpStatus, when set, is the status the rewrite gives
+	// an order (else it is rewritten unchanged).
+	bumps      *atomic.Int64
+	bumpStatus string
 }
 
 func (s auditedStorage) ApplyAudited(ctx context.Context, ops []host.Op, ev host.Event) ([]int64, error) {
@@ -39,9 +46,18 @@ func (s auditedStorage) ApplyAudited(ctx context.Context, ops []host.Op, ev host
 		return nil, fmt.Errorf("storage apply audited: %w", errdef.ErrNotImplemented)
 	}
 	for _, op := range ops {
-		if s.bump != "" && strings.HasPrefix(op.Key, s.bump) {
+		if s.bump != "" && strings.HasPrefix(op.Key, s.bump) && (s.bumps == nil || s.bumps.Add(-1) >= 0) {
 			if e, err := s.Storage.Get(ctx, op.Key); err == nil {
-				if _, err := s.Storage.Put(ctx, op.Key, e.Value, host.PutOptions{}); err != nil {
+				v := e.Value
+				if s.bumpStatus != "" {
+					var m map[string]any
+					if err := json.Unmarshal(v, &m); err != nil {
+						return nil, err
+					}
+					m["status"] = s.bumpStatus
+					v, _ = json.Marshal(m)
+				}
+				if _, err := s.Storage.Put(ctx, op.Key, v, host.PutOptions{}); err != nil {
 					return nil, err
 				}
 			}
@@ -51,12 +67,16 @@ func (s auditedStorage) ApplyAudited(ctx context.Context, ops []host.Op, ev host
 }
 
 func newAuditedEnv(t *testing.T, oldAudited bool, bump string) (*env, *writeLog, func() []string) {
+	return newAuditedEnvBumps(t, oldAudited, bump, nil, "")
+}
+
+func newAuditedEnvBumps(t *testing.T, oldAudited bool, bump string, bumps *atomic.Int64, bumpStatus string) (*env, *writeLog, func() []string) {
 	var mu sync.Mutex
 	var audited []string
 	log := &writeLog{}
 	e := newEnvStorage(t, acmetest.StartCA(t), nil, func(st host.Storage) host.Storage {
 		return auditedStorage{loggedStorage: loggedStorage{Storage: st, log: log}, audited: &audited, mu: &mu,
-			oldAudited: oldAudited, bump: bump}
+			oldAudited: oldAudited, bump: bump, bumps: bumps, bumpStatus: bumpStatus}
 	})
 	return e, log, func() []string {
 		mu.Lock()
@@ -130,49 +150,82 @@ func TestFinalizeAuditedOlderCore(t *testing.T) {
 	}
 }
 
-// TestFinalizeAuditedConflict: when the order changed under the
-// finalization (another finalization stored it first), the audited batch
-// fails: no certificate stored in the acme store, an orderNotReady
-// answer, and the certificate the CA recorded under the order's key,
-// which nobody holds, revoked (superseded) with the failure audited.
+// TestFinalizeAuditedConflict: the final audited batch finds the order
+// changed since the finalization read it (a concurrent writer rewrites
+// it just before the batch):
+//   - still finalizable, once: the batch is tried again under the new
+//     version and the order is finalized with the one certificate;
+//   - still finalizable, on every try: after three tries orderNotReady,
+//     nothing stored or revoked (the same CSR gets the certificate back
+//     from the CA later);
+//   - gone elsewhere (invalid, as the expiry sweep writes it): the
+//     certificate the CA recorded under the order's key, which nobody
+//     holds, is revoked (superseded) and the failure audited.
 func TestFinalizeAuditedConflict(t *testing.T) {
-	e, _, audited := newAuditedEnv(t, false, "order/")
-	c := e.client()
-	path, o := e.newOrder(c, "c.audited.test")
-	e.solve(c, o, "http-01")
-	if r := c.Post(path, nil); str(r.JSON, "status") != "ready" {
-		t.Fatalf("order after the challenges: %s", r.Body)
-	}
-	r := c.Post(acmetest.Path(t, str(o, "finalize")), finalizePayload(csr(t, ecKey(t), "", "c.audited.test")))
-	if r.Status != http.StatusForbidden || r.ProblemType() != "orderNotReady" {
-		t.Fatalf("finalize of an order changed meanwhile: %d %s", r.Status, r.Body)
-	}
-	if got := audited(); len(got) != 1 {
-		t.Fatalf("audited batches %v", got)
-	}
-	certs, err := e.host.Storage().List(context.Background(), host.ListOptions{Prefix: "cert/"})
-	if err != nil || len(certs) != 0 {
-		t.Fatalf("%d certificates stored by a failed finalization: %v", len(certs), err)
-	}
-	// The CA recorded a certificate under the order's key before the
-	// order turned out changed: nobody holds it, so it is revoked and the
-	// failure audited.
-	var failed []host.Event
-	for _, ev := range e.host.Events() {
-		if ev.Action == "acme.order.finalize" {
-			failed = append(failed, ev)
-		}
-	}
-	if len(failed) != 1 || failed[0].Outcome != "failure" || failed[0].Fields["serial"] == "" {
-		t.Fatalf("finalize events for a failed finalization: %+v", failed)
-	}
-	l := e.ca.(ca.CertificateLister)
-	rv, err := l.ListCertificates(context.Background(), &ca.ListCertificatesRequest{Status: ca.StatusRevoked, Limit: ca.MaxListLimit})
-	if err != nil || len(rv.Certificates) != 1 || rv.Certificates[0].Serial != failed[0].Fields["serial"] || rv.Certificates[0].Reason != 4 {
-		t.Fatalf("revoked certificates after the failed finalization: %+v (%v)", rv, err)
-	}
-	good, err := l.ListCertificates(context.Background(), &ca.ListCertificatesRequest{Status: ca.StatusGood, Limit: ca.MaxListLimit})
-	if err != nil || len(good.Certificates) != 0 {
-		t.Fatalf("good certificates after the failed finalization: %+v (%v)", good, err)
+	for _, tc := range []struct {
+		name        string
+		bumps       int64 // -1: every batch
+		status      string
+		wantStatus  int
+		wantBatches int
+		wantRevoked bool
+	}{
+		{"ready, once", 1, "", http.StatusOK, 2, false},
+		{"ready, always", -1, "", http.StatusForbidden, 4, false},
+		{"invalid", 1, "invalid", http.StatusForbidden, 1, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var bumps *atomic.Int64
+			if tc.bumps >= 0 {
+				bumps = &atomic.Int64{}
+				bumps.Store(tc.bumps)
+			}
+			e, _, audited := newAuditedEnvBumps(t, false, "order/", bumps, tc.status)
+			c := e.client()
+			path, o := e.newOrder(c, "c.audited.test")
+			e.solve(c, o, "http-01")
+			if r := c.Post(path, nil); str(r.JSON, "status") != "ready" {
+				t.Fatalf("order after the challenges: %s", r.Body)
+			}
+			audited()
+			r := c.Post(acmetest.Path(t, str(o, "finalize")), finalizePayload(csr(t, ecKey(t), "", "c.audited.test")))
+			if r.Status != tc.wantStatus || (r.Status != http.StatusOK && r.ProblemType() != "orderNotReady") {
+				t.Fatalf("finalize of an order changed meanwhile: %d %s", r.Status, r.Body)
+			}
+			if got := audited(); len(got) != tc.wantBatches {
+				t.Fatalf("audited batches %v, want %d", got, tc.wantBatches)
+			}
+			certs, err := e.host.Storage().List(context.Background(), host.ListOptions{Prefix: "cert/"})
+			if err != nil || (len(certs) == 1) != (tc.wantStatus == http.StatusOK) || len(certs) > 1 {
+				t.Fatalf("%d certificates stored (%v)", len(certs), err)
+			}
+			var failed []host.Event
+			for _, ev := range e.host.Events() {
+				if ev.Action == "acme.order.finalize" && ev.Outcome == "failure" {
+					failed = append(failed, ev)
+				}
+			}
+			l := e.ca.(ca.CertificateLister)
+			rv, err := l.ListCertificates(context.Background(), &ca.ListCertificatesRequest{Status: ca.StatusRevoked, Limit: ca.MaxListLimit})
+			if err != nil {
+				t.Fatal(err)
+			}
+			good, err := l.ListCertificates(context.Background(), &ca.ListCertificatesRequest{Status: ca.StatusGood, Limit: ca.MaxListLimit})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tc.wantRevoked {
+				if len(failed) != 1 || len(rv.Certificates) != 1 || rv.Certificates[0].Serial != failed[0].Fields["serial"] ||
+					rv.Certificates[0].Reason != 4 || len(good.Certificates) != 0 {
+					t.Fatalf("failure events %+v, revoked %+v, good %d: want the one certificate revoked (superseded) and audited",
+						failed, rv.Certificates, len(good.Certificates))
+				}
+				return
+			}
+			if len(failed) != 0 || len(rv.Certificates) != 0 || len(good.Certificates) != 1 {
+				t.Fatalf("failure events %+v, revoked %d, good %d: want one good certificate, nothing revoked",
+					failed, len(rv.Certificates), len(good.Certificates))
+			}
+		})
 	}
 }

@@ -192,35 +192,44 @@ func (s *Server) finalize(ctx context.Context, r *request, id string) (*response
 	// certificate is stored first, so an order never names a certificate
 	// that is not there.
 	o.Status, o.CertSerial = StatusValid, key
-	writes := []writeOp{{key: pfxCert + key, v: c, check: true}, {key: pfxOrder + o.ID, v: o, check: true, version: ver}}
+	// A replayed certificate's record may be stored already (by the attempt
+	// whose order write was lost): its serial is the CA's and this order's,
+	// so it is written without the create-only check.
+	writes := []writeOp{{key: pfxCert + key, v: c, check: fresh}, {key: pfxOrder + o.ID, v: o, check: true, version: ver}}
 	ev := host.Event{Action: "acme.order.finalize", Target: "order/" + o.ID, Outcome: "success",
 		Actor: "account/" + v.account.ID, Fields: map[string]string{"serial": c.Serial, "names": strings.Join(names, ",")}}
-	replaced := func() error {
+	// The certificate an order replaces is marked once the order is
+	// stored, not before: a failed finalization replaces nothing.
+	done := func() (*response, *Problem) {
 		if o.Replaces != "" {
 			s.markReplaced(ctx, o.Replaces)
 		}
-		return nil
+		return r.finalized(o), nil
 	}
 	var orderErr, auditErr error
 	if s.canApplyAudited() {
-		_ = all(func() error {
-			_, orderErr = s.applyAuditedJSON(ctx, writes, ev)
-			return nil
-		}, replaced)
+		_, orderErr = s.applyAuditedJSON(ctx, writes, ev)
 		if !errors.Is(orderErr, errNoApply) {
 			if orderErr != nil {
-				return s.finalizeLost(ctx, r, o.ID, c, fresh, orderErr)
+				// Another try under the order's new version, when the
+				// order is still ready (finalizeLost).
+				retry := func(ver int64) error {
+					writes[1].version = ver
+					_, err := s.applyAuditedJSON(ctx, writes, ev)
+					return err
+				}
+				if p := s.finalizeLost(ctx, r, o.ID, c, fresh, orderErr, retry); p != nil {
+					return nil, p
+				}
 			}
-			return r.finalized(o), nil
+			return done()
 		}
 		// The core turned out older: write and audit separately.
-		orderErr, replaced = nil, func() error { return nil }
+		orderErr = nil
 	}
 	batched := s.canApply()
 	if !batched {
-		// A replayed certificate may be stored already, by the attempt
-		// whose order write was lost: its serial is the CA's, ours.
-		if _, err := putJSON(ctx, s.deps.Storage, pfxCert+key, c, true, 0); err != nil && (fresh || !isConflict(err)) {
+		if _, err := putJSON(ctx, s.deps.Storage, pfxCert+key, c, fresh, 0); err != nil {
 			return nil, finalizeWriteProblem(err)
 		}
 	}
@@ -228,7 +237,7 @@ func (s *Server) finalize(ctx context.Context, r *request, id string) (*response
 		if batched {
 			if _, orderErr = s.applyJSON(ctx, writes); errors.Is(orderErr, errNoApply) {
 				// The core turned out older: write one by one.
-				if _, orderErr = putJSON(ctx, s.deps.Storage, pfxCert+key, c, true, 0); orderErr == nil {
+				if _, orderErr = putJSON(ctx, s.deps.Storage, pfxCert+key, c, fresh, 0); orderErr == nil {
 					_, orderErr = putJSON(ctx, s.deps.Storage, pfxOrder+o.ID, o, true, ver)
 				}
 			}
@@ -239,47 +248,96 @@ func (s *Server) finalize(ctx context.Context, r *request, id string) (*response
 	}, func() error {
 		auditErr = s.deps.Audit(ctx, ev)
 		return nil
-	}, replaced)
+	})
 	if orderErr != nil {
-		return s.finalizeLost(ctx, r, o.ID, c, fresh, orderErr)
+		// The success event may be on record already (written beside
+		// the write): no retry here, and finalizeLost's failure event
+		// follows it.
+		if p := s.finalizeLost(ctx, r, o.ID, c, fresh, orderErr, nil); p != nil {
+			return nil, p
+		}
 	}
 	if auditErr != nil {
 		return nil, internal("audit", auditErr)
 	}
-	return r.finalized(o), nil
+	return done()
 }
 
-// finalizeLost answers a finalization whose final write failed. Only a
-// failed check (the order changed since it was read) needs more than an
-// error: when the order now names this certificate, a concurrent
-// finalization with the same CSR stored it (the CA replayed the
-// certificate to it), and this one is answered orderNotReady like any
-// finalization of an order finalized already. Otherwise the order went
-// elsewhere meanwhile (another finalization on a replica
-// that claims orders, the expiry sweep, ...). A certificate the CA signed
-// and recorded for this request (fresh) is then held by nobody: it is
-// revoked (superseded) and the failure audited, so no valid certificate
-// is left that no order names. A replayed certificate is left alone: it
-// belongs to the request that recorded it first.
-func (s *Server) finalizeLost(ctx context.Context, r *request, orderID string, c *Cert, fresh bool, err error) (*response, *Problem) {
+// finalizeLost handles a finalization whose final write failed; nil means
+// a retry stored the order after all. Only a failed check (the order
+// changed since it was read) needs more than an error; the order is read
+// again (a few times at most):
+//   - it names this certificate: a concurrent finalization with the same
+//     CSR stored it (the CA replayed the certificate to it), and this one
+//     is answered orderNotReady like any finalization of a finalized order;
+//   - it is still ready (its version moved for another reason; stored, it
+//     says pending or ready, finalizable): the write
+//     is tried again under the new version when retry is given; without
+//     retry, or when every try conflicts, the answer is orderNotReady and
+//     the certificate stays recorded at the CA, where the same CSR gets it
+//     back;
+//   - it cannot be read: an internal error, nothing revoked;
+//   - it is gone, invalid, processing (a replica that still claims orders)
+//     or valid with another certificate: a certificate the CA signed and
+//     recorded for this request (fresh) is held by nobody. It is revoked
+//     (superseded) and the failure audited, so no valid certificate is left
+//     that no order names. A replayed certificate is left alone: it belongs
+//     to the request that recorded it first.
+func (s *Server) finalizeLost(ctx context.Context, r *request, orderID string, c *Cert, fresh bool, err error, retry func(ver int64) error) *Problem {
 	if !isConflict(err) {
-		return nil, internal("update order", err)
+		return internal("update order", err)
 	}
-	var now Order
-	_, gerr := s.getJSON(ctx, r, pfxOrder+orderID, &now)
-	delivered := gerr == nil && now.Status == StatusValid && now.CertSerial == normSerial(c.Serial)
-	if fresh && !delivered {
-		outcome, detail := "failure", "order changed while its certificate was issued; certificate revoked (superseded)"
-		if _, rerr := s.deps.CA.Revoke(ctx, &ca.RevokeRequest{Serial: c.Serial, Reason: reasonSuperseded, Time: r.now}); rerr != nil && !errors.Is(rerr, ca.ErrAlreadyRevoked) {
-			detail = "order changed while its certificate was issued; revoking the certificate failed: " + rerr.Error()
-			s.deps.Log.Error("certificate issued for an order that changed meanwhile is not revoked", "order", orderID, "serial", c.Serial, "error", rerr)
+	for range 3 {
+		var now Order
+		ver, gerr := s.getJSON(ctx, r, pfxOrder+orderID, &now)
+		switch {
+		case gerr != nil && !isNotFound(gerr):
+			s.deps.Log.Error("order not read again after its finalization conflicted; its certificate stays recorded at the CA",
+				"order", orderID, "serial", c.Serial, "error", gerr)
+			return internal("read order", gerr)
+		case gerr == nil && now.Status == StatusValid && now.CertSerial == normSerial(c.Serial):
+			return prob(ProbOrderNotReady, "order was finalized by another request")
+		case gerr == nil && finalizable(now.Status) && retry != nil:
+			err := retry(ver)
+			if err == nil {
+				return nil
+			}
+			if !isConflict(err) {
+				return internal("update order", err)
+			}
+			continue
+		case gerr == nil && finalizable(now.Status):
+			return prob(ProbOrderNotReady, "order changed while it was finalized; finalize it again")
 		}
-		if aerr := s.deps.Audit(ctx, host.Event{Action: "acme.order.finalize", Target: "order/" + orderID, Outcome: outcome,
-			Actor: "account/" + c.AccountID, Fields: map[string]string{"serial": c.Serial, "detail": detail}}); aerr != nil {
-			s.deps.Log.Error("finalization failure not audited", "order", orderID, "serial", c.Serial, "error", aerr)
+		if fresh {
+			s.revokeUnheld(ctx, orderID, c)
 		}
+		return prob(ProbOrderNotReady, "order was finalized or changed by another request")
 	}
-	return nil, prob(ProbOrderNotReady, "order was finalized or changed by another request")
+	return prob(ProbOrderNotReady, "order kept changing while it was finalized; finalize it again")
+}
+
+// finalizable reports whether a stored order status still allows the
+// finalization that found the order ready: a stored order says pending
+// until it is finalized (ready is computed from its authorizations when
+// it is read, which the finalization did), or ready when a claim was
+// undone.
+func finalizable(status string) bool { return status == StatusPending || status == StatusReady }
+
+// revokeUnheld revokes a certificate recorded for an order that went
+// elsewhere meanwhile (finalizeLost) and audits the failed finalization.
+// The CA dates the revocation at its own trusted time (after the
+// certificate was signed).
+func (s *Server) revokeUnheld(ctx context.Context, orderID string, c *Cert) {
+	detail := "order changed while its certificate was issued; certificate revoked (superseded)"
+	if _, err := s.deps.CA.Revoke(ctx, &ca.RevokeRequest{Serial: c.Serial, Reason: reasonSuperseded}); err != nil {
+		detail = "order changed while its certificate was issued; revoking the certificate failed: " + err.Error()
+		s.deps.Log.Error("certificate issued for an order that changed meanwhile is not revoked", "order", orderID, "serial", c.Serial, "error", err)
+	}
+	if err := s.deps.Audit(ctx, host.Event{Action: "acme.order.finalize", Target: "order/" + orderID, Outcome: "failure",
+		Actor: "account/" + c.AccountID, Fields: map[string]string{"serial": c.Serial, "detail": detail}}); err != nil {
+		s.deps.Log.Error("finalization failure not audited", "order", orderID, "serial", c.Serial, "error", err)
+	}
 }
 
 // reasonSuperseded is RFC 5280's CRLReason superseded.

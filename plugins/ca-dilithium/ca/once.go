@@ -165,7 +165,7 @@ func (e *Engine) IssueOnce(ctx context.Context, req *sdkca.IssueOnceRequest) (*s
 	if errors.Is(err, errOnceTaken) {
 		rd := e.readOnce(ctx, o.key)
 		if rd.err != nil {
-			return nil, rd.err
+			return nil, onceErr(rd.err)
 		}
 		if !rd.found {
 			return nil, fmt.Errorf("issue once: the key was taken and its record is gone: %w", errdef.ErrInternal)
