@@ -91,6 +91,7 @@ type Store struct {
 	w      *sql.DB // exactly one connection, BEGIN IMMEDIATE: every write
 	r      *sql.DB // read-only connections: Get, List, Ping
 	get    *sql.Stmt
+	ws     writeStmts // the write path's statements, prepared on w once
 	closed atomic.Bool
 	batch  batcher // group commit of writes
 }
@@ -163,7 +164,55 @@ func open(ctx context.Context, path string, o options) (*Store, error) {
 		_ = s.Close()
 		return nil, fmt.Errorf("prepare: %w", err)
 	}
+	if err := s.ws.prepare(ctx, w); err != nil {
+		_ = s.Close()
+		return nil, fmt.Errorf("prepare: %w", err)
+	}
 	return s, nil
+}
+
+// writeStmts are the statements of a group commit (commitGroup, apply,
+// checkTx), prepared once on the write connection: SQLite parses and
+// compiles a statement in tens of microseconds, several times per commit
+// when each call passed its text. A transaction uses them through
+// Tx.StmtContext, which finds them already prepared on the one write
+// connection (and prepares them again by itself on a new one).
+type writeStmts struct {
+	savepoint, rollbackTo, release, check, seq, del, put *sql.Stmt
+}
+
+func (ws *writeStmts) prepare(ctx context.Context, w *sql.DB) error {
+	for _, p := range []struct {
+		dst **sql.Stmt
+		sql string
+	}{
+		{&ws.savepoint, `SAVEPOINT w`},
+		{&ws.rollbackTo, `ROLLBACK TO w`},
+		{&ws.release, `RELEASE w`},
+		{&ws.check, `SELECT version FROM kv WHERE key = ?`},
+		{&ws.seq, `UPDATE seq SET v = v + ? WHERE id = 1 RETURNING v`},
+		{&ws.del, `DELETE FROM kv WHERE key = ?`},
+		{&ws.put, `INSERT INTO kv (key, value, version) VALUES (?, ?, ?)
+			ON CONFLICT (key) DO UPDATE SET value = excluded.value, version = excluded.version`},
+	} {
+		st, err := w.PrepareContext(ctx, p.sql)
+		if err != nil {
+			return fmt.Errorf("%s: %w", strings.SplitN(p.sql, " ", 2)[0], err)
+		}
+		*p.dst = st
+	}
+	return nil
+}
+
+// close closes the prepared statements (those prepared).
+func (ws *writeStmts) close() []error {
+	var errs []error
+	for _, st := range []*sql.Stmt{ws.savepoint, ws.rollbackTo, ws.release, ws.check, ws.seq, ws.del, ws.put} {
+		if st != nil {
+			errs = append(errs, st.Close())
+		}
+	}
+	return errs
 }
 
 // checkJournal refuses to run without the settings durability rests on
@@ -275,12 +324,12 @@ func (s *Store) Get(ctx context.Context, key string) (store.Entry, error) {
 }
 
 // checkTx enforces a compare-and-set condition inside tx.
-func checkTx(ctx context.Context, tx *sql.Tx, key string, check bool, version int64) error {
+func (s *Store) checkTx(ctx context.Context, tx *sql.Tx, key string, check bool, version int64) error {
 	if !check {
 		return nil
 	}
 	var cur int64
-	err := tx.QueryRowContext(ctx, `SELECT version FROM kv WHERE key = ?`, key).Scan(&cur)
+	err := tx.StmtContext(ctx, s.ws.check).QueryRowContext(ctx, key).Scan(&cur)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
 		if version != 0 {
@@ -408,14 +457,14 @@ func (s *Store) commitGroup(group []*writeItem) {
 	defer func() { _ = tx.Rollback() }()
 	applied := live[:0:0]
 	for _, it := range live {
-		if _, err := tx.ExecContext(ctx, `SAVEPOINT w`); err != nil {
+		if _, err := tx.StmtContext(ctx, s.ws.savepoint).ExecContext(ctx); err != nil {
 			it.err = s.wrap(it.ctx, it.name, err)
 			continue
 		}
 		it.vs, it.err = s.apply(ctx, tx, it)
 		if it.err != nil {
 			it.vs = nil
-			if _, err := tx.ExecContext(ctx, `ROLLBACK TO w`); err != nil {
+			if _, err := tx.StmtContext(ctx, s.ws.rollbackTo).ExecContext(ctx); err != nil {
 				// The transaction is unusable: fail every write of it.
 				for _, o := range live {
 					if o.err == nil {
@@ -425,7 +474,7 @@ func (s *Store) commitGroup(group []*writeItem) {
 				return
 			}
 		}
-		if _, err := tx.ExecContext(ctx, `RELEASE w`); err != nil && it.err == nil {
+		if _, err := tx.StmtContext(ctx, s.ws.release).ExecContext(ctx); err != nil && it.err == nil {
 			it.vs, it.err = nil, s.wrap(it.ctx, it.name, err)
 		}
 		if it.err == nil {
@@ -449,7 +498,7 @@ func (s *Store) commitGroup(group []*writeItem) {
 func (s *Store) apply(ctx context.Context, tx *sql.Tx, it *writeItem) ([]int64, error) {
 	puts := 0
 	for i, op := range it.ops {
-		if err := checkTx(ctx, tx, op.key, op.check, op.version); err != nil {
+		if err := s.checkTx(ctx, tx, op.key, op.check, op.version); err != nil {
 			if !errors.Is(err, store.ErrVersionConflict) {
 				return nil, s.wrap(it.ctx, it.name, err)
 			}
@@ -466,20 +515,19 @@ func (s *Store) apply(ctx context.Context, tx *sql.Tx, it *writeItem) ([]int64, 
 	var next int64
 	if puts > 0 {
 		var last int64
-		if err := tx.QueryRowContext(ctx, `UPDATE seq SET v = v + ? WHERE id = 1 RETURNING v`, puts).Scan(&last); err != nil {
+		if err := tx.StmtContext(ctx, s.ws.seq).QueryRowContext(ctx, puts).Scan(&last); err != nil {
 			return nil, s.wrap(it.ctx, it.name, err)
 		}
 		next = last - int64(puts) + 1
 	}
 	for i, op := range it.ops {
 		if op.del {
-			if _, err := tx.ExecContext(ctx, `DELETE FROM kv WHERE key = ?`, op.key); err != nil {
+			if _, err := tx.StmtContext(ctx, s.ws.del).ExecContext(ctx, op.key); err != nil {
 				return nil, s.wrap(it.ctx, it.name, err)
 			}
 			continue
 		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO kv (key, value, version) VALUES (?, ?, ?)
-			ON CONFLICT (key) DO UPDATE SET value = excluded.value, version = excluded.version`, op.key, op.value, next); err != nil {
+		if _, err := tx.StmtContext(ctx, s.ws.put).ExecContext(ctx, op.key, op.value, next); err != nil {
 			return nil, s.wrap(it.ctx, it.name, err)
 		}
 		vs[i] = next
@@ -610,7 +658,7 @@ func (s *Store) Close() error {
 	if s.closed.Swap(true) {
 		return nil
 	}
-	var errs []error
+	errs := s.ws.close()
 	if s.get != nil {
 		errs = append(errs, s.get.Close())
 	}
