@@ -146,19 +146,7 @@ func TestFinalizeConcurrentCSRs(t *testing.T) {
 		bodies[i] = c.Sign(fin, finalizePayload(csr(t, ecKey(t), "", "csrs.once.test")), nil)
 	}
 	before := countCerts(t, e.ca)
-	results := make([]*acmetest.Response, n)
-	var wg sync.WaitGroup
-	start := make(chan struct{})
-	for i := range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			<-start
-			results[i] = c.Do(http.MethodPost, fin, acmetest.JOSE, bodies[i])
-		}()
-	}
-	close(start)
-	wg.Wait()
+	results := postAtOnce(c, fin, bodies)
 	ok, cert := 0, ""
 	for _, r := range results {
 		switch {

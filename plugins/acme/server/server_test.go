@@ -368,6 +368,25 @@ func testBadCSR(e *env) {
 	want(t, c.Post(acmetest.Path(t, str(o, "finalize")), finalizePayload(csr(t, ecKey(t), "", "pending.csr.test"))), http.StatusForbidden, "orderNotReady")
 }
 
+// postAtOnce posts every body (each a signed JWS) to url at the same
+// moment and returns the answers in the bodies' order.
+func postAtOnce(c *acmetest.Client, url string, bodies [][]byte) []*acmetest.Response {
+	results := make([]*acmetest.Response, len(bodies))
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for i := range bodies {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			results[i] = c.Do(http.MethodPost, url, acmetest.JOSE, bodies[i])
+		}()
+	}
+	close(start)
+	wg.Wait()
+	return results
+}
+
 func testFinalizeConcurrently(e *env) {
 	t := e.t.(*testing.T)
 	c := e.client()
@@ -381,19 +400,7 @@ func testFinalizeConcurrently(e *env) {
 		bodies[i] = c.Sign(fin, finalizePayload(der), nil) // each its own nonce
 	}
 	before := countCerts(t, e.ca)
-	results := make([]*acmetest.Response, n)
-	var wg sync.WaitGroup
-	start := make(chan struct{})
-	for i := range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			<-start
-			results[i] = c.Do(http.MethodPost, fin, acmetest.JOSE, bodies[i])
-		}()
-	}
-	close(start)
-	wg.Wait()
+	results := postAtOnce(c, fin, bodies)
 	ok := 0
 	for _, r := range results {
 		switch {
