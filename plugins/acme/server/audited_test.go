@@ -155,9 +155,11 @@ func TestFinalizeAuditedOlderCore(t *testing.T) {
 // it just before the batch):
 //   - still finalizable, once: the batch is tried again under the new
 //     version and the order is finalized with the one certificate;
-//   - still finalizable, on every try: after three tries orderNotReady,
-//     nothing stored or revoked (the same CSR gets the certificate back
-//     from the CA later);
+//   - still finalizable, on every try: after three more writes
+//     orderNotReady, nothing stored or revoked; the same CSR then gets
+//     the certificate back from the CA and finalizes the order with it;
+//   - processing (a replica that still claims orders holds it):
+//     orderNotReady, nothing revoked;
 //   - gone elsewhere (invalid, as the expiry sweep writes it): the
 //     certificate the CA recorded under the order's key, which nobody
 //     holds, is revoked (superseded) and the failure audited.
@@ -171,7 +173,8 @@ func TestFinalizeAuditedConflict(t *testing.T) {
 		wantRevoked bool
 	}{
 		{"ready, once", 1, "", http.StatusOK, 2, false},
-		{"ready, always", -1, "", http.StatusForbidden, 4, false},
+		{"ready, every try", 4, "", http.StatusForbidden, 4, false},
+		{"processing", 1, "processing", http.StatusForbidden, 1, false},
 		{"invalid", 1, "invalid", http.StatusForbidden, 1, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -188,9 +191,13 @@ func TestFinalizeAuditedConflict(t *testing.T) {
 				t.Fatalf("order after the challenges: %s", r.Body)
 			}
 			audited()
-			r := c.Post(acmetest.Path(t, str(o, "finalize")), finalizePayload(csr(t, ecKey(t), "", "c.audited.test")))
+			der := csr(t, ecKey(t), "", "c.audited.test")
+			r := c.Post(acmetest.Path(t, str(o, "finalize")), finalizePayload(der))
 			if r.Status != tc.wantStatus || (r.Status != http.StatusOK && r.ProblemType() != "orderNotReady") {
 				t.Fatalf("finalize of an order changed meanwhile: %d %s", r.Status, r.Body)
+			}
+			if r.Status == http.StatusOK && (str(r.JSON, "status") != "valid" || str(r.JSON, "certificate") == "") {
+				t.Fatalf("order after the retried write: %s", r.Body)
 			}
 			if got := audited(); len(got) != tc.wantBatches {
 				t.Fatalf("audited batches %v, want %d", got, tc.wantBatches)
@@ -225,6 +232,19 @@ func TestFinalizeAuditedConflict(t *testing.T) {
 			if len(failed) != 0 || len(rv.Certificates) != 0 || len(good.Certificates) != 1 {
 				t.Fatalf("failure events %+v, revoked %d, good %d: want one good certificate, nothing revoked",
 					failed, len(rv.Certificates), len(good.Certificates))
+			}
+			if tc.name != "ready, every try" {
+				return
+			}
+			// The bumps are spent: the same CSR gets the recorded
+			// certificate back and the order is finalized with it.
+			r = c.Post(acmetest.Path(t, str(o, "finalize")), finalizePayload(der))
+			if r.Status != http.StatusOK || str(r.JSON, "status") != "valid" ||
+				!strings.HasSuffix(str(r.JSON, "certificate"), "/"+good.Certificates[0].Serial) {
+				t.Fatalf("finalize again with the same CSR: %d %s (recorded %s)", r.Status, r.Body, good.Certificates[0].Serial)
+			}
+			if n := countCerts(t, e.ca); n != 1 {
+				t.Fatalf("%d certificates after the second finalization, want the one recorded", n)
 			}
 		})
 	}

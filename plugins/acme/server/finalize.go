@@ -200,29 +200,31 @@ func (s *Server) finalize(ctx context.Context, r *request, id string) (*response
 		Actor: "account/" + v.account.ID, Fields: map[string]string{"serial": c.Serial, "names": strings.Join(names, ",")}}
 	// The certificate an order replaces is marked once the order is
 	// stored, not before: a failed finalization replaces nothing.
-	done := func() (*response, *Problem) {
+	stored := func(o *Order) {
 		if o.Replaces != "" {
 			s.markReplaced(ctx, o.Replaces)
 		}
-		return r.finalized(o), nil
 	}
 	var orderErr, auditErr error
 	if s.canApplyAudited() {
 		_, orderErr = s.applyAuditedJSON(ctx, writes, ev)
 		if !errors.Is(orderErr, errNoApply) {
 			if orderErr != nil {
-				// Another try under the order's new version, when the
-				// order is still ready (finalizeLost).
-				retry := func(ver int64) error {
-					writes[1].version = ver
+				// Another try, when the order is still finalizable, on
+				// the order as it now is (finalizeLost).
+				retry := func(cur *Order, ver int64) error {
+					cur.Status, cur.CertSerial, cur.Error = StatusValid, key, nil
+					writes[1].v, writes[1].version = cur, ver
 					_, err := s.applyAuditedJSON(ctx, writes, ev)
 					return err
 				}
-				if p := s.finalizeLost(ctx, r, o.ID, c, fresh, orderErr, retry); p != nil {
+				var p *Problem
+				if o, p = s.finalizeLost(ctx, r, o.ID, c, fresh, orderErr, retry); p != nil {
 					return nil, p
 				}
 			}
-			return done()
+			stored(o)
+			return r.finalized(o), nil
 		}
 		// The core turned out older: write and audit separately.
 		orderErr = nil
@@ -250,87 +252,91 @@ func (s *Server) finalize(ctx context.Context, r *request, id string) (*response
 		return nil
 	})
 	if orderErr != nil {
-		// The success event may be on record already (written beside
-		// the write): no retry here, and finalizeLost's failure event
-		// follows it.
-		if p := s.finalizeLost(ctx, r, o.ID, c, fresh, orderErr, nil); p != nil {
-			return nil, p
-		}
+		// Without audited batches the success event was recorded beside
+		// the write: no retry on these older paths (finalizeLost's
+		// failure event follows it when the certificate is revoked).
+		_, p := s.finalizeLost(ctx, r, o.ID, c, fresh, orderErr, nil)
+		return nil, p
 	}
+	stored(o)
 	if auditErr != nil {
 		return nil, internal("audit", auditErr)
 	}
-	return done()
+	return r.finalized(o), nil
 }
 
-// finalizeLost handles a finalization whose final write failed; nil means
-// a retry stored the order after all. Only a failed check (the order
-// changed since it was read) needs more than an error; the order is read
-// again (a few times at most):
-//   - it names this certificate: a concurrent finalization with the same
-//     CSR stored it (the CA replayed the certificate to it), and this one
-//     is answered orderNotReady like any finalization of a finalized order;
-//   - it is still ready (its version moved for another reason; stored, it
-//     says pending or ready, finalizable): the write
-//     is tried again under the new version when retry is given; without
-//     retry, or when every try conflicts, the answer is orderNotReady and
-//     the certificate stays recorded at the CA, where the same CSR gets it
-//     back;
-//   - it cannot be read: an internal error, nothing revoked;
-//   - it is gone, invalid, processing (a replica that still claims orders)
-//     or valid with another certificate: a certificate the CA signed and
-//     recorded for this request (fresh) is held by nobody. It is revoked
-//     (superseded) and the failure audited, so no valid certificate is left
-//     that no order names. A replayed certificate is left alone: it belongs
-//     to the request that recorded it first.
-func (s *Server) finalizeLost(ctx context.Context, r *request, orderID string, c *Cert, fresh bool, err error, retry func(ver int64) error) *Problem {
+// finalizeLost handles a finalization whose final write failed, and
+// returns the order stored by a retry that succeeded, or the problem to
+// answer. Only a failed check (the order changed since it was read) needs
+// more than an error; the order is read again and:
+//   - names this certificate: a concurrent finalization with the same CSR
+//     stored it (the CA replayed the certificate to it); orderNotReady,
+//     like any finalization of a finalized order;
+//   - is still finalizable (stored, it says pending — ready is computed
+//     from its authorizations — or ready after an undone claim): written
+//     again, on the order as read, under its new version, when retry is
+//     given (at most three more writes); otherwise, or when they all
+//     conflict, orderNotReady with the certificate left recorded at the CA,
+//     where the same CSR gets it back;
+//   - is processing (a replica that still claims orders holds it; its
+//     claim may be undone and the order finalized with this very
+//     certificate by a replay): orderNotReady, nothing revoked;
+//   - cannot be read: an internal error, nothing revoked;
+//   - is gone, invalid or valid with another certificate (final states):
+//     a certificate the CA signed and recorded for this request (fresh) is
+//     held by nobody and never will be. It is revoked (superseded) and the
+//     failure audited. A replayed certificate is left alone: it belongs to
+//     the request that recorded it first.
+func (s *Server) finalizeLost(ctx context.Context, r *request, orderID string, c *Cert, fresh bool, err error, retry func(cur *Order, ver int64) error) (*Order, *Problem) {
 	if !isConflict(err) {
-		return internal("update order", err)
+		return nil, internal("update order", err)
 	}
-	for range 3 {
+	for tries := 0; ; tries++ {
 		var now Order
 		ver, gerr := s.getJSON(ctx, r, pfxOrder+orderID, &now)
 		switch {
 		case gerr != nil && !isNotFound(gerr):
 			s.deps.Log.Error("order not read again after its finalization conflicted; its certificate stays recorded at the CA",
 				"order", orderID, "serial", c.Serial, "error", gerr)
-			return internal("read order", gerr)
+			return nil, internal("read order", gerr)
 		case gerr == nil && now.Status == StatusValid && now.CertSerial == normSerial(c.Serial):
-			return prob(ProbOrderNotReady, "order was finalized by another request")
-		case gerr == nil && finalizable(now.Status) && retry != nil:
-			err := retry(ver)
+			return nil, prob(ProbOrderNotReady, "order was finalized by another request")
+		case gerr == nil && finalizable(now.Status) && retry != nil && tries < 3:
+			err := retry(&now, ver)
 			if err == nil {
-				return nil
+				return &now, nil
 			}
 			if !isConflict(err) {
-				return internal("update order", err)
+				return nil, internal("update order", err)
 			}
 			continue
-		case gerr == nil && finalizable(now.Status):
-			return prob(ProbOrderNotReady, "order changed while it was finalized; finalize it again")
+		case gerr == nil && (finalizable(now.Status) || now.Status == StatusProcessing):
+			return nil, prob(ProbOrderNotReady, "order changed while it was finalized; finalize it again")
 		}
 		if fresh {
 			s.revokeUnheld(ctx, orderID, c)
 		}
-		return prob(ProbOrderNotReady, "order was finalized or changed by another request")
+		return nil, prob(ProbOrderNotReady, "order was finalized or changed by another request")
 	}
-	return prob(ProbOrderNotReady, "order kept changing while it was finalized; finalize it again")
 }
 
 // finalizable reports whether a stored order status still allows the
 // finalization that found the order ready: a stored order says pending
 // until it is finalized (ready is computed from its authorizations when
-// it is read, which the finalization did), or ready when a claim was
-// undone.
+// it is read, which the finalization did), or ready after an undone
+// claim.
 func finalizable(status string) bool { return status == StatusPending || status == StatusReady }
 
 // revokeUnheld revokes a certificate recorded for an order that went
-// elsewhere meanwhile (finalizeLost) and audits the failed finalization.
+// elsewhere for good (finalizeLost) and audits the failed finalization.
 // The CA dates the revocation at its own trusted time (after the
 // certificate was signed).
 func (s *Server) revokeUnheld(ctx context.Context, orderID string, c *Cert) {
 	detail := "order changed while its certificate was issued; certificate revoked (superseded)"
-	if _, err := s.deps.CA.Revoke(ctx, &ca.RevokeRequest{Serial: c.Serial, Reason: reasonSuperseded}); err != nil {
+	if _, err := s.deps.CA.Revoke(ctx, &ca.RevokeRequest{Serial: c.Serial, Reason: reasonSuperseded}); errors.Is(err, ca.ErrAlreadyRevoked) {
+		detail = "order changed while its certificate was issued; the CA has it revoked already (or changed meanwhile): " + err.Error()
+		s.deps.Log.Warn("certificate issued for an order that changed meanwhile: already revoked", "order", orderID, "serial", c.Serial, "error", err)
+	} else if err != nil {
 		detail = "order changed while its certificate was issued; revoking the certificate failed: " + err.Error()
 		s.deps.Log.Error("certificate issued for an order that changed meanwhile is not revoked", "order", orderID, "serial", c.Serial, "error", err)
 	}
