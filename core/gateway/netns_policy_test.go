@@ -154,14 +154,7 @@ func startPolicyKernel(t *testing.T, gwNS, agNS *netns.NS, pki *testPKI, cfg Con
 	}
 	t.Cleanup(func() { svc.Close(); admin.Close() })
 
-	var sock *net.UDPConn
-	if err := agNS.Do(func() (err error) {
-		sock, err = net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(198, 18, 0, 2)})
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { sock.Close() })
+	sock := agentSocket(t, agNS)
 	a = &testAgent{t: t, w: &udpWire{c: sock, dst: netip.MustParseAddrPort("198.18.0.1:4600")},
 		cred: pki.agent(t, agentName), gwPub: pki.gw.Raw(), gwID: g.ResponderID(), now: cfg.Now}
 	a.mustConnect(testCtx(t))

@@ -114,14 +114,7 @@ func TestKernelTunnel(t *testing.T) {
 	}
 	t.Cleanup(func() { service.Close() })
 
-	var sock *net.UDPConn
-	if err := agNS.Do(func() (err error) {
-		sock, err = net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(198, 18, 0, 2)})
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { sock.Close() })
+	sock := agentSocket(t, agNS)
 
 	ctx := testCtx(t)
 	a := &testAgent{t: t, w: &udpWire{c: sock, dst: netip.MustParseAddrPort("198.18.0.1:4600")},
@@ -182,4 +175,19 @@ func parseInnerForTest(b []byte) (innerUDP, error) {
 	in.dst = netip.AddrFrom4([4]byte(b[16:20]))
 	in.payload = b[28:total]
 	return in, nil
+}
+
+// agentSocket opens the agent's UDP socket on 198.18.0.2 in its namespace,
+// closed when the test ends.
+func agentSocket(t *testing.T, agNS *netns.NS) *net.UDPConn {
+	t.Helper()
+	var sock *net.UDPConn
+	if err := agNS.Do(func() (err error) {
+		sock, err = net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(198, 18, 0, 2)})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sock.Close() })
+	return sock
 }
